@@ -1,0 +1,268 @@
+// The imapstage archive: content-addressed message objects in append-only
+// pack files, and an LMDB index of accounts, folders, messages, objects, packs,
+// runs and imports. The normative description is archive-format/FORMAT.md.
+//
+// Layout of an archive directory DIR:
+//   DIR/FORMAT                 "imapstage-archive <version>\n" (written once, at creation)
+//   DIR/index/                 LMDB environment (data.mdb, lock.mdb)
+//   DIR/packs/<xx>/<id>.pack   pack files; <id> is 16 lower-case hex digits, <xx> its first two
+//   DIR/lock                   writer lock (flock), holds the writer's pid as text
+//
+// Concurrency: one Archive object per directory per process. Any number of
+// readers (other processes too); one writer process at a time (the lock).
+// Within the writer process, Batch objects may be used from several threads at
+// once: each commit() is serialized internally.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "archive-format/hash.h"
+
+namespace imapstage::archive {
+
+// The format version this build writes and the newest it reads.
+inline constexpr uint32_t kFormatVersion = 1;
+
+// System flags, as a bit set. \Recent is never stored.
+enum Flag : uint32_t {
+  kSeen = 1u << 0,
+  kAnswered = 1u << 1,
+  kFlagged = 1u << 2,
+  kDeleted = 1u << 3,
+  kDraft = 1u << 4,
+};
+
+struct AccountRecord {
+  uint32_t id = 0;           // assigned by put_account when 0
+  std::string name;          // unique archived account name, e.g. "alice@mail.example.org"
+  std::string host;          // source server, informational
+  std::string user;          // source login, informational (never a password)
+  int64_t created = 0;       // unix seconds
+};
+
+struct FolderRecord {
+  uint32_t account_id = 0;
+  uint32_t id = 0;                      // assigned by put_folder when 0; unique within the account
+  std::string name_raw;                 // exactly as the server LISTed it (modified UTF-7)
+  std::string name_utf8;                // decoded for display
+  char delimiter = 0;                   // hierarchy separator, 0 when NIL
+  std::vector<std::string> attributes;  // every LIST attribute, e.g. "\\Noselect", "\\Sent", "\\HasChildren"
+  bool subscribed = false;
+  bool noselect = false;                // \Noselect or \NonExistent: holds no messages
+  bool gone = false;                    // no longer listed on the source (kept in the archive)
+  uint32_t uidvalidity = 0;             // of the newest generation exported; 0 before the first export
+  uint32_t uidnext = 0;                 // UIDs below this (in uidvalidity) have been exported
+  uint64_t highestmodseq = 0;           // 0 when the server has no CONDSTORE
+  int64_t last_export = 0;              // unix seconds of the last complete export of this folder
+
+  // The special-use attribute (\Sent, \Drafts, \Trash, \Junk, \Archive, \All, \Flagged), or "".
+  std::string special_use() const;
+};
+
+enum class MessageState : uint8_t {
+  present = 0,   // on the source at the last export
+  expunged = 1,  // expunged on the source since; the archive keeps it
+};
+
+struct MessageKey {
+  uint32_t account_id = 0;
+  uint32_t folder_id = 0;
+  uint32_t uidvalidity = 0;
+  uint32_t uid = 0;
+  auto operator<=>(const MessageKey&) const = default;
+};
+
+struct MessageRecord {
+  MessageKey key;
+  Hash hash{};                          // SHA-256 of the raw message
+  uint32_t flags = 0;                   // Flag bits
+  std::vector<std::string> keywords;    // every other flag, as the server spelled it
+  int64_t internaldate = 0;             // unix seconds, UTC
+  int32_t internaldate_tz = 0;          // the zone the server gave, minutes east of UTC
+  uint64_t size = 0;                    // raw size in bytes (RFC822.SIZE as fetched)
+  uint64_t modseq = 0;                  // MODSEQ at the last fetch, 0 without CONDSTORE
+  MessageState state = MessageState::present;
+};
+
+// Where an object's bytes live.
+struct ObjectLocation {
+  uint64_t pack_id = 0;
+  uint64_t offset = 0;       // of the record's first byte in the pack
+  uint64_t record_size = 0;  // the whole record, header included
+  uint64_t raw_size = 0;     // uncompressed message size
+};
+
+struct PackInfo {
+  uint64_t id = 0;
+  uint64_t committed_size = 0;  // bytes that are durable and indexed; anything past it is garbage
+  uint64_t records = 0;
+  bool sealed = false;          // a sealed pack never changes again
+};
+
+// One export or import run, as kept in the history.
+struct RunRecord {
+  uint64_t id = 0;          // assigned by begin_run, increasing
+  std::string kind;         // "export", "import", "verify", ...
+  std::string account;      // account name, or "" for the whole archive
+  int64_t started = 0;      // unix seconds
+  int64_t finished = 0;     // 0 while running or if the run never finished
+  std::string result;       // "running", "ok", "partial", "failed"
+  std::string details;      // JSON text: counters, target, errors
+};
+
+// What an import recorded for one source message on one target.
+enum class AppendState : uint8_t {
+  in_flight = 0,  // about to be APPENDed; outcome unknown until reconciled
+  done = 1,       // the target confirmed it
+};
+
+struct AppendKey {
+  uint32_t target_id = 0;  // from put_target
+  MessageKey source;
+  auto operator<=>(const AppendKey&) const = default;
+};
+
+struct AppendRecord {
+  AppendKey key;
+  AppendState state = AppendState::in_flight;
+  std::string target_folder;       // raw (modified UTF-7) name on the target
+  uint32_t target_uidvalidity = 0; // 0 when the server gave no APPENDUID
+  uint32_t target_uid = 0;         // 0 when unknown
+  uint32_t flags = 0;              // flags and keywords last applied on the target
+  std::vector<std::string> keywords;
+  int64_t when = 0;                // unix seconds
+};
+
+struct PackRecordInfo;  // archive-format/pack.h
+
+class Archive;
+
+// A unit of writing: objects appended to the pack and index changes staged in
+// memory; commit() makes them durable together (pack data fsynced first, then
+// one LMDB transaction), so an object is indexed only after its bytes are on
+// disk. Destroying an uncommitted batch discards its index changes; object
+// bytes it wrote past the committed pack size are truncated away on the next
+// open. Not thread-safe itself: one Batch per thread.
+class Batch {
+ public:
+  explicit Batch(Archive& archive);
+  ~Batch();
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+
+  // Stores `raw` compressed under `hash` unless the archive (or this batch)
+  // already has that hash. Returns true when the bytes were new.
+  // REQUIRES: hash == sha256(raw) (checked in debug builds).
+  bool put_object(const Hash& hash, std::string_view raw);
+
+  // Assigns record.id when 0 (ids come from the index, never reused).
+  uint32_t put_account(AccountRecord& record);
+  uint32_t put_folder(FolderRecord& record);
+  void put_message(const MessageRecord& record);
+  void put_append(const AppendRecord& record);
+  void erase_append(const AppendKey& key);
+
+  // Bytes of compressed data and number of staged changes so far, for deciding when to commit.
+  uint64_t pending_bytes() const;
+  size_t pending_changes() const;
+
+  // Makes everything staged durable; the batch is empty and reusable afterwards.
+  // Throws Error(io) (e.g. disk full) with nothing of this batch indexed.
+  void commit();
+
+ private:
+  friend class Archive;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Archive {
+ public:
+  enum class Mode {
+    read,    // readers alongside a writer; no lock taken
+    write,   // takes the writer lock; throws Error(locked) if another process holds it
+    create,  // like write; creates the archive if DIR is missing or empty
+  };
+
+  struct Options {
+    uint64_t pack_size_limit = 256ull << 20;  // seal a pack once it reaches this size
+    int zstd_level = 3;
+    uint64_t map_size = 64ull << 30;          // LMDB map size (sparse)
+  };
+
+  // Opens the archive at `dir`. Throws Error(not_found) if it is not an
+  // archive (and mode != create), Error(format) if its version is newer than
+  // kFormatVersion, Error(locked) naming the holder's pid for a second writer.
+  // A writer truncates each unsealed pack to its committed size.
+  static std::unique_ptr<Archive> open(const std::filesystem::path& dir, Mode mode, Options options);
+  static std::unique_ptr<Archive> open(const std::filesystem::path& dir, Mode mode);
+  ~Archive();
+
+  const std::filesystem::path& dir() const;
+  bool writable() const;
+
+  // ---- reading (each call is its own short read transaction) -------------
+  std::vector<AccountRecord> accounts() const;
+  std::optional<AccountRecord> find_account(std::string_view name) const;
+  std::vector<FolderRecord> folders(uint32_t account_id) const;  // sorted by name_raw
+  std::optional<FolderRecord> find_folder(uint32_t account_id, std::string_view name_raw) const;
+  std::optional<FolderRecord> folder(uint32_t account_id, uint32_t folder_id) const;
+
+  // Calls `fn` for every message of the folder (of every UIDVALIDITY
+  // generation, or only `uidvalidity` when given) in key order. Return false
+  // from `fn` to stop.
+  void for_each_message(uint32_t account_id, uint32_t folder_id, std::optional<uint32_t> uidvalidity,
+                        const std::function<bool(const MessageRecord&)>& fn) const;
+  // Every message of every account, in key order.
+  void for_each_message(const std::function<bool(const MessageRecord&)>& fn) const;
+  std::optional<MessageRecord> message(const MessageKey& key) const;
+
+  std::optional<ObjectLocation> object(const Hash& hash) const;
+  void for_each_object(const std::function<bool(const Hash&, const ObjectLocation&)>& fn) const;
+  std::vector<PackInfo> packs() const;
+  std::filesystem::path pack_path(uint64_t pack_id) const;
+
+  // The raw message bytes, decompressed and checked against the hash.
+  // Throws Error(not_found) if the index has no such object, Error(corrupt)
+  // naming the hash, pack file and offset if the record fails any check.
+  std::string read_object(const Hash& hash) const;
+
+  std::optional<uint32_t> find_target(std::string_view identity) const;
+  std::optional<AppendRecord> append(const AppendKey& key) const;
+  // Every append record of a target, in key order.
+  void for_each_append(uint32_t target_id, const std::function<bool(const AppendRecord&)>& fn) const;
+
+  std::vector<RunRecord> runs() const;
+
+  // ---- writing (REQUIRES: writable()) -------------------------------------
+  // A target server identity such as "user@host:port"; returns its id, creating it.
+  uint32_t put_target(std::string_view identity);
+  // Records a run as started ("running"); returns its id. Durable at once.
+  uint64_t begin_run(const std::string& kind, const std::string& account, const std::string& details_json);
+  void end_run(uint64_t id, const std::string& result, const std::string& details_json);
+
+  // Seals the current pack (if it has records) so the next object starts a new one.
+  void seal_current_pack();
+
+ private:
+  friend class Batch;
+  struct Impl;
+  explicit Archive(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Flags <-> IMAP text. parse_flags splits IMAP flag atoms into system bits
+// and keywords (dropping \Recent); flags_to_imap gives them back in a stable
+// order: system flags first (\Seen \Answered \Flagged \Deleted \Draft), then keywords.
+void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std::vector<std::string>& keywords);
+std::vector<std::string> flags_to_imap(uint32_t bits, const std::vector<std::string>& keywords);
+
+}  // namespace imapstage::archive

@@ -1,0 +1,56 @@
+#include "cli/app.h"
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "common/error.h"
+
+namespace imapstage::cli {
+
+int exit_code_for(const Error& e) {
+  switch (e.kind()) {
+    case ErrorKind::usage: return kExitUsage;
+    case ErrorKind::auth: return kExitAuth;
+    case ErrorKind::network:
+    case ErrorKind::tls:
+    case ErrorKind::protocol:
+    case ErrorKind::limit: return kExitNetwork;
+    case ErrorKind::io:
+    case ErrorKind::corrupt:
+    case ErrorKind::format:
+    case ErrorKind::locked:
+    case ErrorKind::not_found: return kExitArchive;
+    case ErrorKind::interrupted: return kExitIncomplete;
+    case ErrorKind::internal: return kExitInternal;
+  }
+  return kExitInternal;
+}
+
+int run_main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"imapstage: export IMAP mailboxes into a verifiable archive, and import them elsewhere"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "imapstage 0.1.0");
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  int status = kExitOk;
+  register_commands(app, status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "imapstage: %s\n", e.what());
+    return exit_code_for(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "imapstage: internal error: %s\n", e.what());
+    return kExitInternal;
+  }
+  return status;
+}
+
+}  // namespace imapstage::cli

@@ -1,0 +1,12 @@
+#include "cli/commands.h"
+
+namespace imapstage::cli {
+
+void register_commands(CLI::App& app, int& status) {
+  add_export_command(app, status);
+  add_import_command(app, status);
+  add_ls_command(app, status);
+  add_cat_command(app, status);
+}
+
+}  // namespace imapstage::cli

@@ -1,0 +1,24 @@
+// Registration of every subcommand. Each subcommand lives in its own file
+// (export/export_command.cpp, cli/ls_command.cpp, ...) and adds itself to the
+// application with an add_<name>_command function; its callback stores the
+// exit status in `status`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cli/app.h"
+#include "common/error.h"
+
+namespace imapstage::cli {
+
+void register_commands(CLI::App& app, int& status);
+
+void add_export_command(CLI::App& app, int& status);
+void add_import_command(CLI::App& app, int& status);
+void add_ls_command(CLI::App& app, int& status);
+void add_cat_command(CLI::App& app, int& status);
+
+// The exit status for an error that ends a command.
+int exit_code_for(const Error& e);
+
+}  // namespace imapstage::cli

@@ -1,0 +1,109 @@
+#include "cli/display.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace imapstage::cli {
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes >= 1000 && u < 4) {
+    bytes /= 1000;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u]) : fmt::format("{:.1f} {}", bytes, units[u]);
+}
+
+std::string human_duration(double seconds) {
+  if (seconds < 0) seconds = 0;
+  auto s = static_cast<long long>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+  return fmt::format("{}:{:02}", s / 60, s % 60);
+}
+
+TerminalSink::TerminalSink(int verbosity, std::FILE* out)
+    : out_(out), verbosity_(verbosity), live_(isatty(fileno(out)) != 0) {}
+
+void TerminalSink::print_line(const std::string& text) {
+  if (line_shown_) std::fputs("\r\033[K", out_);
+  line_shown_ = false;
+  std::fputs(text.c_str(), out_);
+  std::fputc('\n', out_);
+  std::fflush(out_);
+}
+
+void TerminalSink::finish() {
+  std::lock_guard lock(mutex_);
+  if (line_shown_) {
+    std::fputs("\r\033[K", out_);
+    std::fflush(out_);
+    line_shown_ = false;
+  }
+}
+
+static std::string str(const nlohmann::json& e, const char* key) {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return {};
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+static double num(const nlohmann::json& e, const char* key) {
+  auto it = e.find(key);
+  return it != e.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+void TerminalSink::emit(const nlohmann::json& e) {
+  std::lock_guard lock(mutex_);
+  const std::string name = str(e, "event");
+  std::string prefix = e.contains("account") && verbosity_ >= 0 ? str(e, "account") + ": " : "";
+  if (name == "progress") {
+    if (!live_ || verbosity_ < 0) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_draw_ < std::chrono::milliseconds(200) && !e.value("final", false)) return;
+    last_draw_ = now;
+    double done = num(e, "messages"), total = num(e, "messages_total");
+    double bytes = num(e, "bytes"), bytes_total = num(e, "bytes_total");
+    double elapsed = num(e, "elapsed");
+    double rate = elapsed > 0 ? bytes / elapsed : 0;
+    std::string eta = rate > 0 && bytes_total > bytes ? human_duration((bytes_total - bytes) / rate) : "-";
+    std::string line = fmt::format("{}[{}/{}] {}  {:.0f}/{:.0f} msgs  {}/{}  {}/s  ETA {}", prefix,
+                                   num(e, "folder_index"), num(e, "folders"), str(e, "folder"), done, total,
+                                   human_bytes(bytes), human_bytes(bytes_total), human_bytes(rate), eta);
+    std::fputs("\r\033[K", out_);
+    std::fputs(line.c_str(), out_);
+    std::fflush(out_);
+    line_shown_ = true;
+    return;
+  }
+  if (name == "folder_done") {
+    if (verbosity_ < 0) return;
+    std::string text = str(e, "text");
+    print_line(prefix + (text.empty() ? str(e, "folder") : text));
+    return;
+  }
+  if (name == "warning" || name == "message_error" || name == "folder_error" || name == "reconnect" ||
+      name == "account_error") {
+    std::string text = str(e, "text");
+    if (text.empty()) text = str(e, "error");
+    std::string label = name == "warning" || name == "reconnect" ? "warning: " : "error: ";
+    print_line(prefix + label + text);
+    return;
+  }
+  if ((name == "info" || name == "mapping") && verbosity_ >= 0) {
+    print_line(prefix + str(e, "text"));
+    return;
+  }
+  if (verbosity_ > 0 && e.contains("text")) print_line(prefix + str(e, "text"));
+}
+
+void JsonLinesSink::emit(const nlohmann::json& e) {
+  std::string line = e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::lock_guard lock(mutex_);
+  std::fputs(line.c_str(), out_);
+  std::fputc('\n', out_);
+  std::fflush(out_);
+}
+
+}  // namespace imapstage::cli

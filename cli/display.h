@@ -1,0 +1,49 @@
+// How events reach people and machines.
+//   TerminalSink: a live progress line on stderr when it is a terminal,
+//                 plus one line per finished folder, warning and error.
+//   JsonLinesSink: every event as one JSON object per line on a stream.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+#include "common/events.h"
+
+namespace imapstage::cli {
+
+class TerminalSink : public EventSink {
+ public:
+  // `verbosity`: -1 quiet (errors only), 0 normal, 1 verbose.
+  explicit TerminalSink(int verbosity = 0, std::FILE* out = stderr);
+  void emit(const nlohmann::json& event) override;
+  // Clears the live line (before printing a summary).
+  void finish();
+
+ private:
+  void print_line(const std::string& text);
+  std::mutex mutex_;
+  std::FILE* out_;
+  int verbosity_;
+  bool live_;  // out_ is a terminal: redraw a progress line in place
+  bool line_shown_ = false;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+class JsonLinesSink : public EventSink {
+ public:
+  explicit JsonLinesSink(std::FILE* out = stdout) : out_(out) {}
+  void emit(const nlohmann::json& event) override;
+
+ private:
+  std::mutex mutex_;
+  std::FILE* out_;
+};
+
+// "1.5 MB", "820 B", "3.2 GB" (decimal units).
+std::string human_bytes(double bytes);
+// "1:02:03" or "4:05".
+std::string human_duration(double seconds);
+
+}  // namespace imapstage::cli

@@ -1,0 +1,153 @@
+// imapstage ls: what an archive holds — accounts, folders, messages.
+#include <cstdio>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "archive-format/lookup.h"
+#include "cli/commands.h"
+#include "cli/display.h"
+#include "imap/session.h"
+
+namespace imapstage::cli {
+
+namespace {
+
+struct LsArgs {
+  std::string archive;
+  std::string account;
+  std::string folder;
+  bool all_generations = false;
+  bool json = false;
+};
+
+struct Counts {
+  uint64_t present = 0, expunged = 0, bytes = 0;
+};
+
+Counts count_folder(const archive::Archive& a, const archive::FolderRecord& f, bool all_generations) {
+  Counts c;
+  std::optional<uint32_t> gen;
+  if (!all_generations) gen = f.uidvalidity;
+  a.for_each_message(f.account_id, f.id, gen, [&](const archive::MessageRecord& m) {
+    if (m.state == archive::MessageState::present) ++c.present;
+    else ++c.expunged;
+    c.bytes += m.size;
+    return true;
+  });
+  return c;
+}
+
+void list_accounts(const archive::Archive& a, bool json) {
+  nlohmann::json out = nlohmann::json::array();
+  if (!json) std::printf("%-40s %8s %10s %10s %10s\n", "account", "folders", "messages", "expunged", "size");
+  for (auto& account : a.accounts()) {
+    Counts total;
+    auto folders = a.folders(account.id);
+    for (auto& f : folders) {
+      auto c = count_folder(a, f, false);
+      total.present += c.present;
+      total.expunged += c.expunged;
+      total.bytes += c.bytes;
+    }
+    if (json) {
+      out.push_back({{"account", account.name}, {"host", account.host}, {"user", account.user},
+                     {"folders", folders.size()}, {"messages", total.present}, {"expunged", total.expunged},
+                     {"bytes", total.bytes}});
+    } else {
+      std::printf("%-40s %8zu %10llu %10llu %10s\n", account.name.c_str(), folders.size(),
+                  (unsigned long long)total.present, (unsigned long long)total.expunged,
+                  human_bytes(double(total.bytes)).c_str());
+    }
+  }
+  uint64_t objects = 0, raw = 0, stored = 0;
+  a.for_each_object([&](const archive::Hash&, const archive::ObjectLocation& l) {
+    ++objects;
+    raw += l.raw_size;
+    stored += l.record_size;
+    return true;
+  });
+  auto packs = a.packs();
+  if (json) {
+    std::printf("%s\n", nlohmann::json{{"accounts", out}, {"objects", objects}, {"object_bytes", raw},
+                                       {"stored_bytes", stored}, {"packs", packs.size()}}
+                            .dump(2)
+                            .c_str());
+  } else {
+    std::printf("\n%llu distinct messages, %s raw, %s in %zu pack files\n", (unsigned long long)objects,
+                human_bytes(double(raw)).c_str(), human_bytes(double(stored)).c_str(), packs.size());
+  }
+}
+
+void list_folders(const archive::Archive& a, const archive::AccountRecord& account, bool json) {
+  nlohmann::json out = nlohmann::json::array();
+  if (!json)
+    std::printf("%-36s %11s %8s %8s %10s  %s\n", "folder", "uidvalidity", "messages", "expunged", "size",
+                "attributes");
+  for (auto& f : a.folders(account.id)) {
+    auto c = count_folder(a, f, false);
+    std::string attrs;
+    for (auto& at : f.attributes) attrs += (attrs.empty() ? "" : " ") + at;
+    if (f.subscribed) attrs += attrs.empty() ? "subscribed" : " subscribed";
+    if (f.gone) attrs += attrs.empty() ? "gone-from-source" : " gone-from-source";
+    if (json) {
+      out.push_back({{"folder", f.name_utf8}, {"raw", f.name_raw}, {"delimiter", std::string(f.delimiter ? 1 : 0, f.delimiter)},
+                     {"attributes", f.attributes}, {"special_use", f.special_use()}, {"subscribed", f.subscribed},
+                     {"noselect", f.noselect}, {"gone", f.gone}, {"uidvalidity", f.uidvalidity},
+                     {"uidnext", f.uidnext}, {"highestmodseq", f.highestmodseq}, {"messages", c.present},
+                     {"expunged", c.expunged}, {"bytes", c.bytes}});
+    } else {
+      std::printf("%-36s %11u %8llu %8llu %10s  %s\n", f.name_utf8.c_str(), f.uidvalidity,
+                  (unsigned long long)c.present, (unsigned long long)c.expunged, human_bytes(double(c.bytes)).c_str(),
+                  attrs.c_str());
+    }
+  }
+  if (json) std::printf("%s\n", nlohmann::json{{"account", account.name}, {"folders", out}}.dump(2).c_str());
+}
+
+void list_messages(const archive::Archive& a, const archive::FolderRecord& f, bool all_generations, bool json) {
+  std::optional<uint32_t> gen;
+  if (!all_generations) gen = f.uidvalidity;
+  if (!json) std::printf("%11s %8s  %-26s %10s  %-64s  %s\n", "uidvalidity", "uid", "internaldate", "size", "sha256", "flags");
+  a.for_each_message(f.account_id, f.id, gen, [&](const archive::MessageRecord& m) {
+    std::string date = imap::format_date_time(m.internaldate, m.internaldate_tz);
+    std::string flags = archive::flags_text(m);
+    if (m.state == archive::MessageState::expunged) flags += flags.empty() ? "(expunged on source)" : " (expunged on source)";
+    if (json) {
+      nlohmann::json j = {{"uidvalidity", m.key.uidvalidity}, {"uid", m.key.uid}, {"internaldate", date},
+                          {"size", m.size}, {"sha256", archive::to_hex(m.hash)},
+                          {"flags", archive::flags_to_imap(m.flags, m.keywords)},
+                          {"state", m.state == archive::MessageState::present ? "present" : "expunged"}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("%11u %8u  %-26s %10llu  %s  %s\n", m.key.uidvalidity, m.key.uid, date.c_str(),
+                  (unsigned long long)m.size, archive::to_hex(m.hash).c_str(), flags.c_str());
+    }
+    return true;
+  });
+}
+
+}  // namespace
+
+void add_ls_command(CLI::App& app, int& status) {
+  auto args = std::make_shared<LsArgs>();
+  auto* cmd = app.add_subcommand("ls", "List the accounts of an archive, the folders of an account, or the messages of a folder");
+  cmd->add_option("--archive", args->archive, "Archive directory")->required();
+  cmd->add_option("account", args->account, "Account name");
+  cmd->add_option("folder", args->folder, "Folder name (UTF-8 or as on the server)");
+  cmd->add_flag("--all-generations", args->all_generations, "Include messages of earlier UIDVALIDITY generations");
+  cmd->add_flag("--json", args->json, "JSON output (one object per message for a folder)");
+  cmd->callback([args, &status] {
+    auto a = archive::Archive::open(args->archive, archive::Archive::Mode::read);
+    if (args->account.empty()) {
+      list_accounts(*a, args->json);
+    } else {
+      auto account = archive::resolve_account(*a, args->account);
+      if (args->folder.empty()) list_folders(*a, account, args->json);
+      else list_messages(*a, archive::resolve_folder(*a, account, args->folder), args->all_generations, args->json);
+    }
+    status = kExitOk;
+  });
+}
+
+}  // namespace imapstage::cli

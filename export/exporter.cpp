@@ -1,0 +1,566 @@
+#include "export/exporter.h"
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/glob.h"
+#include "common/retry.h"
+
+namespace imapstage::exporting {
+
+using archive::Archive;
+using archive::Batch;
+using archive::FolderRecord;
+using archive::MessageRecord;
+using archive::MessageState;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::unique_ptr<imap::Session> connect_and_login(const ExportOptions& options) {
+  auto session = imap::Session::connect(options.endpoint);
+  session->login(options.credentials);
+  return session;
+}
+
+// Sorted difference a \ b of two sorted vectors.
+std::vector<uint32_t> minus(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
+  std::vector<uint32_t> out;
+  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  return out;
+}
+
+bool same_flags(const MessageRecord& r, uint32_t bits, const std::vector<std::string>& keywords) {
+  if (r.flags != bits) return false;
+  auto a = r.keywords, b = keywords;
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
+// The state of one account's export while it runs.
+class AccountExport {
+ public:
+  AccountExport(Archive* archive, const ExportOptions& options, EventSink& events, ExportSummary& summary)
+      : archive_(archive), options_(options), events_(events), summary_(summary) {}
+
+  void run(std::unique_ptr<imap::Session> session);
+
+ private:
+  void ensure_session();
+  void drop_session();
+  // Runs `work` with reconnects: a dropped connection commits what was
+  // received, waits, reconnects and calls `work` again, which resumes from
+  // the archive. Gives up after max_attempts failures in a row without progress.
+  void with_retries(const std::string& folder, const std::function<void()>& work);
+  void export_folder(const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
+  void plan_folder(const imap::ListEntry& entry, FolderResult& result);
+  void commit_if_due(bool force = false);
+  void emit(nlohmann::json event);
+
+  Archive* archive_;  // null for --dry-run without an archive
+  const ExportOptions& options_;
+  EventSink& events_;
+  ExportSummary& summary_;
+  std::unique_ptr<imap::Session> session_;
+  std::unique_ptr<Batch> batch_;
+  uint32_t account_id_ = 0;
+  uint64_t progress_marker_ = 0;  // grows whenever something is committed; resets the retry budget
+};
+
+void AccountExport::emit(nlohmann::json event) {
+  event["account"] = summary_.account;
+  events_.emit(event);
+}
+
+void AccountExport::ensure_session() {
+  if (!session_) session_ = connect_and_login(options_);
+}
+
+void AccountExport::drop_session() {
+  if (session_) {
+    try {
+      session_->logout();
+    } catch (...) {
+    }
+    session_.reset();
+  }
+}
+
+void AccountExport::commit_if_due(bool force) {
+  if (!batch_) return;
+  if (force || batch_->pending_bytes() >= options_.commit_bytes ||
+      batch_->pending_changes() >= options_.commit_messages) {
+    if (batch_->pending_changes() > 0 || batch_->pending_bytes() > 0) {
+      batch_->commit();
+      ++progress_marker_;
+    }
+  }
+}
+
+void AccountExport::with_retries(const std::string& folder, const std::function<void()>& work) {
+  run_with_retries(
+      options_.retry, [&] {
+        ensure_session();
+        work();
+      },
+      [&] {
+        // Keep every message that arrived whole, then start over from the archive.
+        commit_if_due(true);
+        drop_session();
+      },
+      [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
+        ++summary_.reconnects;
+        emit({{"event", "reconnect"},
+              {"folder", folder},
+              {"attempt", attempt},
+              {"delay", delay.count() / 1000.0},
+              {"error", e.what()},
+              {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
+                                   delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
+      },
+      [&] { return progress_marker_; });
+}
+
+void AccountExport::run(std::unique_ptr<imap::Session> session) {
+  session_ = std::move(session);
+  auto started = Clock::now();
+  ensure_session();  // login before anything touches the archive
+
+  if (archive_ && !options_.dry_run) {
+    batch_ = std::make_unique<Batch>(*archive_);
+    auto existing = archive_->find_account(summary_.account);
+    if (existing) {
+      account_id_ = existing->id;
+    } else {
+      archive::AccountRecord account;
+      account.name = summary_.account;
+      account.host = options_.endpoint.host;
+      account.user = options_.credentials.user;
+      account.created = unix_now();
+      account_id_ = batch_->put_account(account);
+      commit_if_due(true);
+    }
+    nlohmann::json details = {{"server", summary_.server}, {"user", options_.credentials.user}};
+    summary_.run_id = archive_->begin_run("export", summary_.account, details.dump());
+  } else if (archive_) {
+    if (auto existing = archive_->find_account(summary_.account)) account_id_ = existing->id;
+  }
+
+  std::vector<imap::ListEntry> entries;
+  with_retries("", [&] { entries = session_->list(); });
+
+  std::vector<imap::ListEntry> selected;
+  for (auto& entry : entries)
+    if (folder_selected(entry.name_utf8, options_.include, options_.exclude)) selected.push_back(entry);
+
+  // Folders the archive knows that the server no longer lists are marked gone
+  // (only when every folder was asked for: a filtered run sees a subset).
+  if (batch_ && options_.include.empty() && options_.exclude.empty()) {
+    std::unordered_set<std::string> listed;
+    for (auto& entry : entries) listed.insert(entry.name_raw);
+    for (auto folder : archive_->folders(account_id_)) {
+      if (!folder.gone && !listed.count(folder.name_raw)) {
+        folder.gone = true;
+        batch_->put_folder(folder);
+      }
+    }
+  }
+
+  summary_.folders.resize(selected.size());
+  std::exception_ptr fatal;
+  for (size_t i = 0; i < selected.size(); ++i) {
+    FolderResult& result = summary_.folders[i];
+    result.name = selected[i].name_utf8;
+    result.name_raw = selected[i].name_raw;
+    result.noselect = selected[i].noselect;
+    try {
+      with_retries(result.name, [&] {
+        if (options_.dry_run) plan_folder(selected[i], result);
+        else export_folder(selected[i], result, i, selected.size());
+      });
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::protocol && e.retry() == Retry::never) {
+        // The server refused this folder (EXAMINE NO, ...): report it and go on.
+        result.error = e.what();
+        emit({{"event", "folder_error"}, {"folder", result.name}, {"error", e.what()},
+              {"text", fmt::format("folder {}: {}", result.name, e.what())}});
+        continue;
+      }
+      result.error = e.what();
+      fatal = std::current_exception();
+      break;
+    }
+  }
+
+  summary_.seconds = seconds_since(started);
+  if (archive_ && !options_.dry_run) {
+    try {
+      commit_if_due(true);
+    } catch (...) {
+      if (!fatal) fatal = std::current_exception();
+    }
+    std::string result = fatal ? "failed" : (summary_.complete() ? "ok" : "partial");
+    try {
+      archive_->end_run(summary_.run_id, result, summary_.to_json().dump());
+    } catch (...) {
+      // The run stays "running" in the history: a later run supersedes it.
+    }
+  }
+  drop_session();
+  if (fatal) std::rethrow_exception(fatal);
+}
+
+void AccountExport::plan_folder(const imap::ListEntry& entry, FolderResult& result) {
+  if (entry.noselect) return;
+  auto info = session_->examine(entry.name_raw);
+  result.uidvalidity = info.uidvalidity;
+  result.server_messages = info.exists;
+  std::vector<uint32_t> server_uids = session_->search_all_uids();
+  std::vector<uint32_t> archived;
+  if (archive_ && account_id_) {
+    if (auto stored = archive_->find_folder(account_id_, entry.name_raw); stored && stored->uidvalidity == info.uidvalidity) {
+      archive_->for_each_message(account_id_, stored->id, info.uidvalidity, [&](const MessageRecord& r) {
+        archived.push_back(r.key.uid);
+        return true;
+      });
+    }
+  }
+  auto wanted = minus(server_uids, archived);
+  result.to_fetch = wanted.size();
+  for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+    session_->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { result.to_fetch_bytes += size; });
+  emit({{"event", "folder_done"}, {"folder", result.name}, {"dry_run", true},
+        {"messages", result.to_fetch}, {"bytes", result.to_fetch_bytes},
+        {"text", fmt::format("{}: {} of {} messages to fetch, {} bytes", result.name, result.to_fetch,
+                             result.server_messages, result.to_fetch_bytes)}});
+}
+
+void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& result, size_t index,
+                                  size_t count) {
+  result.failed_uids.clear();  // a retry asks again for what was not delivered
+  auto stored = archive_->find_folder(account_id_, entry.name_raw);
+  FolderRecord folder = stored ? *stored : FolderRecord{};
+  folder.account_id = account_id_;
+  folder.name_raw = entry.name_raw;
+  folder.name_utf8 = entry.name_utf8;
+  folder.delimiter = entry.delimiter;
+  folder.attributes = entry.attributes;
+  folder.subscribed = entry.subscribed;
+  folder.noselect = entry.noselect;
+  folder.gone = false;
+  if (entry.noselect) {
+    batch_->put_folder(folder);
+    commit_if_due(true);
+    emit({{"event", "folder_done"}, {"folder", result.name}, {"noselect", true},
+          {"text", fmt::format("{}: no messages (\\Noselect)", result.name)}});
+    return;
+  }
+  bool condstore = session_->has_capability("CONDSTORE");
+
+  // Present messages of the current generation, by UID.
+  auto archived_uids = [&](uint32_t uidvalidity, bool present_only) {
+    std::vector<uint32_t> uids;
+    if (folder.id == 0) return uids;
+    archive_->for_each_message(account_id_, folder.id, uidvalidity, [&](const MessageRecord& r) {
+      if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
+      return true;
+    });
+    return uids;
+  };
+
+  // Nothing changed since the last export? One STATUS tells, with CONDSTORE.
+  if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 && folder.last_export != 0) {
+    auto st = session_->status(entry.name_raw);
+    if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
+        st.highestmodseq == folder.highestmodseq &&
+        st.messages == archived_uids(folder.uidvalidity, true).size()) {
+      result.unchanged = true;
+      result.uidvalidity = folder.uidvalidity;
+      result.server_messages = st.messages;
+      batch_->put_folder(folder);  // attributes and subscription may have changed
+      emit({{"event", "folder_done"}, {"folder", result.name}, {"unchanged", true},
+            {"text", fmt::format("{}: unchanged ({} messages)", result.name, st.messages)}});
+      return;
+    }
+  }
+
+  auto info = session_->examine(entry.name_raw);
+  result.uidvalidity = info.uidvalidity;
+  result.server_messages = info.exists;
+  if (folder.uidvalidity != 0 && folder.uidvalidity != info.uidvalidity) {
+    // A new generation: keep the old one's entries, marked as no longer on the source.
+    result.uidvalidity_changed = true;
+    uint32_t old = folder.uidvalidity;
+    archive_->for_each_message(account_id_, folder.id, old, [&](const MessageRecord& r) {
+      if (r.state == MessageState::present) {
+        MessageRecord gone = r;
+        gone.state = MessageState::expunged;
+        batch_->put_message(gone);
+      }
+      return true;
+    });
+    folder.uidnext = 0;
+    folder.highestmodseq = 0;
+    emit({{"event", "warning"}, {"folder", result.name},
+          {"text", fmt::format("{}: UIDVALIDITY changed from {} to {}; exporting the folder again, the old "
+                               "generation stays in the archive", result.name, old, info.uidvalidity)}});
+  }
+  folder.uidvalidity = info.uidvalidity;
+  if (folder.id == 0) batch_->put_folder(folder);  // assigns the id
+
+  std::vector<uint32_t> server_uids = session_->search_all_uids();
+  std::vector<uint32_t> known = archived_uids(folder.uidvalidity, false);
+  std::vector<uint32_t> present = archived_uids(folder.uidvalidity, true);
+
+  // Expunged on the source since the last run: kept, marked.
+  for (uint32_t uid : minus(present, server_uids)) {
+    auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, uid});
+    if (!record) continue;
+    record->state = MessageState::expunged;
+    batch_->put_message(*record);
+    ++result.expunged;
+    commit_if_due();
+  }
+
+  // Flag changes on messages archived before.
+  std::vector<uint32_t> still_present;
+  std::set_intersection(present.begin(), present.end(), server_uids.begin(), server_uids.end(),
+                        std::back_inserter(still_present));
+  if (!still_present.empty()) {
+    std::optional<uint64_t> since;
+    if (condstore && folder.highestmodseq != 0) since = folder.highestmodseq;
+    std::vector<imap::UidRange> all{{1, 0}};
+    session_->fetch_flags(all, since, [&](imap::FlagUpdate&& update) {
+      if (!std::binary_search(still_present.begin(), still_present.end(), update.uid)) return;
+      auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, update.uid});
+      if (!record) return;
+      uint32_t bits = 0;
+      std::vector<std::string> keywords;
+      archive::parse_flags(update.flags, bits, keywords);
+      if (same_flags(*record, bits, keywords) && (update.modseq == 0 || update.modseq == record->modseq)) return;
+      bool changed = !same_flags(*record, bits, keywords);
+      record->flags = bits;
+      record->keywords = std::move(keywords);
+      if (update.modseq) record->modseq = update.modseq;
+      batch_->put_message(*record);
+      if (changed) ++result.flags_updated;
+    });
+    commit_if_due();
+  }
+
+  // New messages: what the server has and the archive does not.
+  std::vector<uint32_t> wanted = minus(server_uids, known);
+  uint64_t bytes_total = 0;
+  auto batches = uid_batches(wanted, options_.fetch_batch);
+  for (auto& ranges : batches) session_->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { bytes_total += size; });
+
+  emit({{"event", "folder_start"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
+        {"messages_total", wanted.size()}, {"bytes_total", bytes_total}});
+  auto started = Clock::now();
+  auto last_progress = Clock::now() - std::chrono::seconds(1);
+  uint64_t done = 0, done_bytes = 0;
+  auto progress = [&](bool final) {
+    emit({{"event", "progress"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
+          {"messages", done}, {"messages_total", wanted.size()}, {"bytes", done_bytes},
+          {"bytes_total", bytes_total}, {"elapsed", seconds_since(started)}, {"final", final}});
+  };
+
+  size_t wanted_pos = 0;
+  for (auto& ranges : batches) {
+    // The UIDs this FETCH asks for, to name the ones the server does not deliver.
+    std::vector<uint32_t> asked;
+    for (auto& r : ranges)
+      while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked.push_back(wanted[wanted_pos++]);
+    std::vector<uint32_t> received;
+    session_->fetch_messages(ranges, [&](imap::FetchedMessage&& m) {
+      if (!std::binary_search(asked.begin(), asked.end(), m.uid)) return;  // '*' answers or duplicates
+      if (!received.empty() && received.back() == m.uid) return;
+      MessageRecord record;
+      record.key = {account_id_, folder.id, folder.uidvalidity, m.uid};
+      record.hash = archive::sha256(m.body);
+      archive::parse_flags(m.flags, record.flags, record.keywords);
+      record.internaldate = m.internaldate;
+      record.internaldate_tz = m.internaldate_tz;
+      record.size = m.body.size();
+      record.modseq = m.modseq;
+      record.state = MessageState::present;
+      uint64_t before = batch_->pending_bytes();
+      bool fresh = batch_->put_object(record.hash, m.body);
+      batch_->put_message(record);
+      if (fresh) result.bytes_stored += batch_->pending_bytes() - before;
+      else result.bytes_deduplicated += m.body.size();
+      result.bytes_fetched += m.body.size();
+      ++result.new_messages;
+      received.push_back(m.uid);
+      ++done;
+      done_bytes += m.body.size();
+      commit_if_due();
+      if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
+        last_progress = Clock::now();
+        progress(false);
+      }
+    });
+    std::sort(received.begin(), received.end());
+    for (uint32_t uid : minus(asked, received)) {
+      result.failed_uids.push_back(uid);
+      emit({{"event", "message_error"}, {"folder", result.name}, {"uid", uid},
+            {"error", "the server did not deliver this message"},
+            {"text", fmt::format("{} UID {}: the server listed the message but did not deliver it", result.name, uid)}});
+    }
+  }
+  progress(true);
+
+  folder.uidnext = info.uidnext;
+  folder.highestmodseq = info.highestmodseq;
+  folder.last_export = unix_now();
+  batch_->put_folder(folder);
+  commit_if_due(true);
+
+  std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
+                                 result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);
+  if (!result.failed_uids.empty()) text += fmt::format(", {} not delivered", result.failed_uids.size());
+  emit({{"event", "folder_done"}, {"folder", result.name}, {"new", result.new_messages},
+        {"flags_updated", result.flags_updated}, {"expunged", result.expunged},
+        {"bytes_fetched", result.bytes_fetched}, {"bytes_stored", result.bytes_stored},
+        {"failed", result.failed_uids.size()}, {"text", text}});
+}
+
+}  // namespace
+
+uint64_t ExportSummary::total(uint64_t FolderResult::*field) const {
+  uint64_t sum = 0;
+  for (auto& f : folders) sum += f.*field;
+  return sum;
+}
+
+uint64_t ExportSummary::failed_messages() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.failed_uids.size();
+  return n;
+}
+
+uint64_t ExportSummary::failed_folders() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.error.empty() ? 0 : 1;
+  return n;
+}
+
+nlohmann::json ExportSummary::to_json() const {
+  nlohmann::json folders_json = nlohmann::json::array();
+  for (auto& f : folders) {
+    nlohmann::json j = {{"folder", f.name},
+                        {"raw", f.name_raw},
+                        {"uidvalidity", f.uidvalidity},
+                        {"server_messages", f.server_messages},
+                        {"new", f.new_messages},
+                        {"bytes_fetched", f.bytes_fetched},
+                        {"bytes_stored", f.bytes_stored},
+                        {"bytes_deduplicated", f.bytes_deduplicated},
+                        {"flags_updated", f.flags_updated},
+                        {"expunged", f.expunged},
+                        {"failed_uids", f.failed_uids}};
+    if (f.noselect) j["noselect"] = true;
+    if (f.unchanged) j["unchanged"] = true;
+    if (f.uidvalidity_changed) j["uidvalidity_changed"] = true;
+    if (dry_run) {
+      j["to_fetch"] = f.to_fetch;
+      j["to_fetch_bytes"] = f.to_fetch_bytes;
+    }
+    if (!f.error.empty()) j["error"] = f.error;
+    folders_json.push_back(std::move(j));
+  }
+  return {{"event", "summary"},
+          {"command", "export"},
+          {"account", account},
+          {"server", server},
+          {"run_id", run_id},
+          {"dry_run", dry_run},
+          {"complete", complete()},
+          {"folders", folders.size()},
+          {"messages", total(&FolderResult::new_messages)},
+          {"bytes_fetched", total(&FolderResult::bytes_fetched)},
+          {"bytes_stored", total(&FolderResult::bytes_stored)},
+          {"bytes_deduplicated", total(&FolderResult::bytes_deduplicated)},
+          {"flags_updated", total(&FolderResult::flags_updated)},
+          {"expunged", total(&FolderResult::expunged)},
+          {"failed_messages", failed_messages()},
+          {"failed_folders", failed_folders()},
+          {"to_fetch", total(&FolderResult::to_fetch)},
+          {"to_fetch_bytes", total(&FolderResult::to_fetch_bytes)},
+          {"reconnects", reconnects},
+          {"seconds", seconds},
+          {"per_folder", folders_json}};
+}
+
+std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& uids, size_t max_count) {
+  std::vector<std::vector<imap::UidRange>> out;
+  if (max_count == 0) max_count = 1;
+  for (size_t i = 0; i < uids.size(); i += max_count) {
+    std::vector<imap::UidRange> ranges;
+    size_t end = std::min(uids.size(), i + max_count);
+    for (size_t j = i; j < end; ++j) {
+      if (!ranges.empty() && ranges.back().last + 1 == uids[j]) ranges.back().last = uids[j];
+      else ranges.push_back({uids[j], uids[j]});
+    }
+    out.push_back(std::move(ranges));
+  }
+  return out;
+}
+
+static std::string default_account_name(const ExportOptions& options) {
+  return options.account_name.empty() ? options.credentials.user + "@" + options.endpoint.host
+                                      : options.account_name;
+}
+
+ExportSummary export_account(Archive& archive, const ExportOptions& options, EventSink& events,
+                             std::unique_ptr<imap::Session> session) {
+  ExportSummary summary;
+  summary.account = default_account_name(options);
+  summary.server = options.endpoint.address();
+  summary.dry_run = options.dry_run;
+  AccountExport(&archive, options, events, summary).run(std::move(session));
+  events.emit(summary.to_json());
+  return summary;
+}
+
+ExportSummary run_export(const ExportOptions& options, EventSink& events) {
+  ExportSummary summary;
+  summary.account = default_account_name(options);
+  summary.server = options.endpoint.address();
+  summary.dry_run = options.dry_run;
+  ErrorWhere where{.account = summary.account, .server = summary.server};
+  try {
+    // Log in before the archive is created or touched.
+    auto session = connect_and_login(options);
+    std::unique_ptr<Archive> archive;
+    if (options.dry_run) {
+      std::error_code ec;
+      if (std::filesystem::exists(options.archive_dir / "FORMAT", ec))
+        archive = Archive::open(options.archive_dir, Archive::Mode::read, options.archive_options);
+    } else {
+      archive = Archive::open(options.archive_dir, Archive::Mode::create, options.archive_options);
+    }
+    AccountExport(archive.get(), options, events, summary).run(std::move(session));
+  } catch (const Error& e) {
+    throw e.with(where);
+  }
+  events.emit(summary.to_json());
+  return summary;
+}
+
+}  // namespace imapstage::exporting

@@ -1,0 +1,95 @@
+// The export engine: pulls every folder of one IMAP account into the archive.
+//
+// Read-only towards the server (STATUS, EXAMINE, BODY.PEEK). Incremental: what
+// the archive already holds for the folder's UIDVALIDITY is never fetched
+// again; flags are refreshed (CHANGEDSINCE with CONDSTORE), messages gone from
+// the server are marked expunged and kept. Resumable: progress is committed in
+// batches, and a re-run (or a reconnect after a dropped connection) derives
+// what is left from the archive itself.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "archive-format/archive.h"
+#include "common/events.h"
+#include "common/retry.h"
+#include "imap/session.h"
+
+namespace imapstage::exporting {
+
+struct ExportOptions {
+  std::filesystem::path archive_dir;
+  imap::Endpoint endpoint;
+  imap::Credentials credentials;
+  std::string account_name;              // archived account name; "" means USER@HOST
+  std::vector<std::string> include;      // glob patterns on folder names (UTF-8); empty: every folder
+  std::vector<std::string> exclude;      // glob patterns; applied after include
+  bool dry_run = false;                  // report what would be fetched; write nothing
+  RetryPolicy retry;                     // reconnects after a dropped connection
+  uint32_t fetch_batch = 500;            // UIDs per UID FETCH command
+  uint64_t commit_bytes = 32ull << 20;   // commit after this many compressed bytes...
+  size_t commit_messages = 2000;         // ...or this many index changes
+  archive::Archive::Options archive_options;
+};
+
+struct FolderResult {
+  std::string name;                      // UTF-8
+  std::string name_raw;                  // as on the server
+  bool noselect = false;                 // holds no messages; recorded only
+  bool unchanged = false;                // STATUS showed nothing new: not even EXAMINEd
+  bool uidvalidity_changed = false;      // the old generation was kept, the folder exported anew
+  uint32_t uidvalidity = 0;
+  uint64_t server_messages = 0;          // messages on the server at EXAMINE
+  uint64_t new_messages = 0;             // fetched and archived in this run
+  uint64_t bytes_fetched = 0;            // raw bytes of those
+  uint64_t bytes_stored = 0;             // compressed bytes newly written to packs
+  uint64_t bytes_deduplicated = 0;       // raw bytes not stored because the archive had them
+  uint64_t flags_updated = 0;
+  uint64_t expunged = 0;                 // newly marked expunged on the source
+  uint64_t to_fetch = 0;                 // --dry-run: messages that would be fetched
+  uint64_t to_fetch_bytes = 0;           // --dry-run: their size
+  std::vector<uint32_t> failed_uids;     // the server listed them but did not deliver them
+  std::string error;                     // the folder could not be exported at all
+};
+
+struct ExportSummary {
+  std::string account;
+  std::string server;                    // host:port
+  uint64_t run_id = 0;                   // history entry, 0 for --dry-run
+  bool dry_run = false;
+  std::vector<FolderResult> folders;
+  double seconds = 0;
+  int reconnects = 0;
+
+  uint64_t total(uint64_t FolderResult::*field) const;
+  uint64_t failed_messages() const;
+  uint64_t failed_folders() const;
+  // True when every selectable folder and every message was exported.
+  bool complete() const { return failed_messages() == 0 && failed_folders() == 0; }
+  // The whole summary as JSON (the "summary" event and the run's history details).
+  nlohmann::json to_json() const;
+};
+
+// Logs in first (so a refused login leaves no trace in the archive), then
+// opens or creates the archive and exports the account. Emits events
+// (folder_start, progress, folder_done, message_error, folder_error,
+// reconnect, summary). Throws Error for what stops the whole run (auth,
+// archive locked or unwritable, connection lost beyond the retry budget);
+// folder and message failures are in the summary instead.
+ExportSummary run_export(const ExportOptions& options, EventSink& events);
+
+// Does the same with an archive that is already open for writing (batches
+// share one Archive across threads), using `session` if given, already
+// logged in.
+ExportSummary export_account(archive::Archive& archive, const ExportOptions& options, EventSink& events,
+                             std::unique_ptr<imap::Session> session = nullptr);
+
+// Compresses a sorted UID list into ranges of at most `max_count` UIDs each,
+// one vector of ranges per FETCH command.
+std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& sorted_uids, size_t max_count);
+
+}  // namespace imapstage::exporting

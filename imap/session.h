@@ -1,0 +1,227 @@
+// One IMAP connection, wrapping libetpan. The only code that includes
+// <libetpan/...>; everything above sees these small C++ types and
+// imapstage::Error (kinds network/tls/auth/protocol/limit).
+//
+// A Session is not thread-safe; use one per thread. After an Error with
+// retry() == Retry::now the session is dead (closed): make a new one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace imapstage::imap {
+
+enum class TlsMode {
+  implicit,  // TLS from the first byte (port 993)
+  starttls,  // plain connect, then STARTTLS; refused if the server does not offer it (port 143)
+  none,      // cleartext; only when asked for
+};
+
+// Where and how to connect.
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;                       // 0: 993 for implicit, 143 otherwise
+  TlsMode tls = TlsMode::implicit;
+  std::string ca_file;                     // PEM bundle; empty: the system's trust store
+  bool insecure = false;                   // skip certificate and host-name verification
+  std::chrono::seconds timeout{120};       // per network read or write
+
+  uint16_t effective_port() const { return port ? port : (tls == TlsMode::implicit ? 993 : 143); }
+  std::string address() const;             // "host:port"
+};
+
+enum class AuthMechanism {
+  login,     // IMAP LOGIN
+  plain,     // SASL PLAIN (with authzid for admin mode)
+  cram_md5,  // SASL CRAM-MD5
+  xoauth2,   // SASL XOAUTH2; secret is the OAuth2 access token
+};
+
+// Who to log in as. `secret` is a password or token: never logged or echoed.
+struct Credentials {
+  std::string user;         // the mailbox to open (authorization identity)
+  std::string secret;
+  AuthMechanism mechanism = AuthMechanism::login;
+  std::string auth_user;    // authentication identity when it differs from `user` (admin mode); "" otherwise
+};
+
+// One LIST answer, with subscription state from LSUB.
+struct ListEntry {
+  std::string name_raw;                 // as sent by the server (modified UTF-7)
+  std::string name_utf8;                // decoded
+  char delimiter = 0;                   // 0 when NIL
+  std::vector<std::string> attributes;  // e.g. "\\Noselect", "\\HasChildren", "\\Sent"
+  bool noselect = false;                // \Noselect or \NonExistent
+  bool subscribed = false;
+  std::string special_use;              // "\\Sent" etc., or ""
+};
+
+// What SELECT/EXAMINE reported.
+struct MailboxInfo {
+  uint32_t exists = 0;
+  uint32_t uidvalidity = 0;
+  uint32_t uidnext = 0;                  // 0 if the server did not say
+  uint64_t highestmodseq = 0;            // 0 without CONDSTORE (or NOMODSEQ)
+  std::vector<std::string> permanent_flags;  // may contain "\\*"
+  bool read_only = false;
+};
+
+// What STATUS reported (MESSAGES UIDNEXT UIDVALIDITY, HIGHESTMODSEQ with CONDSTORE).
+struct StatusInfo {
+  uint32_t messages = 0;
+  uint32_t uidnext = 0;
+  uint32_t uidvalidity = 0;
+  uint64_t highestmodseq = 0;
+};
+
+// A fully received message from a body fetch.
+struct FetchedMessage {
+  uint32_t uid = 0;
+  std::vector<std::string> flags;     // as sent, without \Recent
+  int64_t internaldate = 0;           // unix seconds UTC
+  int32_t internaldate_tz = 0;        // minutes east of UTC as the server gave it
+  uint64_t rfc822_size = 0;
+  uint64_t modseq = 0;                // 0 without CONDSTORE
+  std::string body;                   // BODY[] bytes exactly as sent
+};
+
+// Flags of one message from a flags-only fetch.
+struct FlagUpdate {
+  uint32_t uid = 0;
+  std::vector<std::string> flags;
+  uint64_t modseq = 0;
+};
+
+// A set of UIDs as IMAP sequence-set text, e.g. "1:100,205,300:*".
+struct UidRange {
+  uint32_t first = 1;
+  uint32_t last = 0;  // 0 means '*'
+};
+
+// An APPEND to do.
+struct AppendItem {
+  std::vector<std::string> flags;   // system flags and keywords; never \Recent
+  int64_t internaldate = 0;         // unix seconds
+  int32_t internaldate_tz = 0;      // minutes east of UTC
+  std::string_view bytes;           // the exact message bytes (sent unchanged)
+};
+
+// What the server said about one APPEND.
+struct AppendResult {
+  bool ok = false;
+  uint32_t uidvalidity = 0;   // from APPENDUID, 0 if none
+  uint32_t uid = 0;           // from APPENDUID, 0 if none
+  std::string error;          // the server's text when !ok
+  bool too_big = false;       // [TOOBIG] or over APPENDLIMIT
+  bool trycreate = false;     // [TRYCREATE]
+};
+
+// Namespace of personal mailboxes (prefix and delimiter).
+struct PersonalNamespace {
+  std::string prefix;   // e.g. "" or "INBOX."
+  char delimiter = '/';
+};
+
+class Session {
+ public:
+  // Connects and, for implicit/starttls, completes TLS and verifies the
+  // certificate chain and host name (unless insecure). Throws
+  // Error(network, retry now/later) if unreachable, Error(tls) if the
+  // certificate is not trusted or does not match the host, Error(protocol) if
+  // starttls is asked for and not offered.
+  static std::unique_ptr<Session> connect(const Endpoint& endpoint);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Logs in. Throws Error(auth, never) "authentication failed for USER at
+  // HOST:PORT" on refusal; Error(auth) naming the mechanism if the server
+  // lacks it. Capabilities are refreshed afterwards.
+  void login(const Credentials& credentials);
+
+  const Endpoint& endpoint() const;
+  // Upper-case capability names, e.g. "IMAP4REV1", "CONDSTORE", "UIDPLUS", "LITERAL+", "APPENDLIMIT=...".
+  const std::set<std::string>& capabilities() const;
+  bool has_capability(std::string_view name) const;
+  // The APPENDLIMIT the server announced, 0 if none.
+  uint64_t append_limit() const;
+
+  // All mailboxes (LIST "" "*") with subscription state (LSUB "" "*"), sorted by name_raw.
+  std::vector<ListEntry> list();
+  PersonalNamespace personal_namespace();
+
+  // EXAMINE (read-only) or SELECT. With CONDSTORE the server is asked to
+  // report HIGHESTMODSEQ. Throws Error(protocol, never) with the server's
+  // text if the mailbox cannot be opened.
+  MailboxInfo examine(std::string_view name_raw);
+  MailboxInfo select(std::string_view name_raw);
+  StatusInfo status(std::string_view name_raw);
+
+  // UID FETCH range (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[] [MODSEQ]),
+  // streamed: `on_message` is called once per complete message as it
+  // arrives; only that one message is held in memory. Messages the server
+  // reports but fails to deliver are absent from the callbacks (the caller
+  // compares with what it expected). Unsolicited FETCH responses (flag
+  // changes by other sessions) are ignored.
+  void fetch_messages(const std::vector<UidRange>& uids,
+                      const std::function<void(FetchedMessage&&)>& on_message);
+
+  // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
+  void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
+                   const std::function<void(FlagUpdate&&)>& on_flags);
+
+  // UID FETCH range (UID RFC822.SIZE); one callback per message (for progress
+  // totals and --dry-run). Memory: one small entry per message while parsing;
+  // callers pass bounded ranges.
+  void fetch_sizes(const std::vector<UidRange>& uids,
+                   const std::function<void(uint32_t uid, uint64_t size)>& on_size);
+
+  // UID SEARCH ALL in the selected mailbox, ascending.
+  std::vector<uint32_t> search_all_uids();
+  // UID SEARCH HEADER Message-ID <id>, ascending.
+  std::vector<uint32_t> search_message_id(std::string_view message_id);
+  // UID FETCH uid BODY.PEEK[] of one message; nullopt if the server has no such UID.
+  std::optional<FetchedMessage> fetch_one(uint32_t uid);
+
+  // Mailbox management (import side).
+  void create(std::string_view name_raw);
+  void subscribe(std::string_view name_raw);
+
+  // APPENDs to `mailbox_raw`. When the server offers LITERAL+ and
+  // MULTIAPPEND, items are sent as one MULTIAPPEND per call with
+  // non-synchronizing literals, exact bytes, streamed; otherwise one
+  // synchronizing APPEND each. Returns one result per item (a MULTIAPPEND
+  // fails or succeeds as a whole; APPENDUID then carries a UID set).
+  std::vector<AppendResult> append(std::string_view mailbox_raw, const std::vector<AppendItem>& items);
+
+  // UID STORE uid FLAGS.SILENT (flags) in the selected mailbox (replaces the flags).
+  void store_flags(uint32_t uid, const std::vector<std::string>& flags);
+
+  // UID EXPUNGE / EXPUNGE is never used by imapstage on a source.
+
+  // LOGOUT and close. Safe to call on a dead session (closes without waiting).
+  void logout();
+
+ private:
+  struct Impl;
+  explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Renders ranges as an IMAP sequence set ("1:5,9,12:*").
+std::string to_sequence_set(const std::vector<UidRange>& ranges);
+
+// Parses an IMAP date-time ("17-Jul-1996 02:44:25 -0700") into unix seconds
+// and zone minutes; formats one back (always two-digit day with leading space
+// replaced by zero: "07-Jul-1996 ...").
+bool parse_date_time(std::string_view text, int64_t& unix_seconds, int32_t& tz_minutes);
+std::string format_date_time(int64_t unix_seconds, int32_t tz_minutes);
+
+}  // namespace imapstage::imap

@@ -1,0 +1,97 @@
+#include "import/folder_map.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "common/error.h"
+#include "imap/utf7.h"
+
+namespace imapstage::importing {
+
+namespace {
+
+bool iequals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+const char* kMappedSpecialUse[] = {"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive"};
+
+}  // namespace
+
+std::string rebuild_hierarchy(const std::string& name, char from, char to) {
+  std::string out;
+  out.reserve(name.size());
+  for (char c : name) {
+    if (from != 0 && c == from) out.push_back(to ? to : c);
+    else if (to != 0 && c == to) out.push_back('_');
+    else out.push_back(c);
+  }
+  return out;
+}
+
+std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
+                                       const std::vector<imap::ListEntry>& target, const imap::PersonalNamespace& ns,
+                                       const std::map<std::string, std::string>& overrides) {
+  for (auto& [from, to] : overrides) {
+    bool known = std::any_of(source.begin(), source.end(), [&](const archive::FolderRecord& f) {
+      return f.name_utf8 == from || f.name_utf8.starts_with(from + std::string(1, f.delimiter));
+    });
+    if (!known) throw Error(ErrorKind::usage, "--map " + from + "=" + to + ": the archive has no folder " + from);
+  }
+  char tdelim = ns.delimiter;
+  auto target_by_use = [&](const std::string& use) -> const imap::ListEntry* {
+    for (auto& t : target)
+      if (!t.noselect && iequals(t.special_use, use)) return &t;
+    return nullptr;
+  };
+  auto target_by_raw = [&](const std::string& raw) -> const imap::ListEntry* {
+    for (auto& t : target)
+      if (t.name_raw == raw || (iequals(raw, "INBOX") && iequals(t.name_raw, "INBOX"))) return &t;
+    return nullptr;
+  };
+  auto with_prefix = [&](const std::string& utf8) {
+    if (ns.prefix.empty() || iequals(utf8, "INBOX") || utf8.starts_with(ns.prefix)) return utf8;
+    return ns.prefix + utf8;
+  };
+
+  std::vector<FolderMapping> out;
+  for (auto& f : source) {
+    if (f.noselect) continue;
+    FolderMapping m;
+    m.source = f;
+    std::string sep(1, f.delimiter ? f.delimiter : tdelim);
+    // 1. overrides, longest matching prefix at a hierarchy boundary
+    std::string best;
+    for (auto& [from, to] : overrides)
+      if ((f.name_utf8 == from || f.name_utf8.starts_with(from + sep)) && from.size() > best.size()) best = from;
+    if (!best.empty()) {
+      std::string rest = f.name_utf8.substr(best.size());
+      m.target_utf8 = overrides.at(best) + rebuild_hierarchy(rest, f.delimiter, tdelim);
+      m.reason = "--map";
+    } else if (iequals(f.name_utf8, "INBOX")) {
+      m.target_utf8 = "INBOX";
+      m.reason = "INBOX";
+    } else {
+      std::string use = f.special_use();
+      const imap::ListEntry* t = nullptr;
+      if (std::find(std::begin(kMappedSpecialUse), std::end(kMappedSpecialUse), use) != std::end(kMappedSpecialUse))
+        t = target_by_use(use);
+      if (t) {
+        m.target_utf8 = t->name_utf8;
+        m.target_raw = t->name_raw;
+        m.reason = "special-use " + use;
+      } else {
+        m.target_utf8 = with_prefix(rebuild_hierarchy(f.name_utf8, f.delimiter, tdelim));
+        m.reason = "same name";
+      }
+    }
+    if (m.target_raw.empty()) m.target_raw = iequals(m.target_utf8, "INBOX") ? "INBOX" : imap::utf7_encode(m.target_utf8);
+    m.exists = target_by_raw(m.target_raw) != nullptr;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace imapstage::importing

@@ -1,0 +1,614 @@
+#include "import/importer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <set>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "archive-format/lookup.h"
+#include "common/error.h"
+#include "common/glob.h"
+#include "import/message_id.h"
+
+namespace imapstage::importing {
+
+using archive::AppendRecord;
+using archive::AppendState;
+using archive::Archive;
+using archive::Batch;
+using archive::MessageRecord;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Which flags the target keeps, from PERMANENTFLAGS.
+class FlagFilter {
+ public:
+  explicit FlagFilter(const std::vector<std::string>& permanent) {
+    for (auto& f : permanent) {
+      if (f == "\\*") any_keyword_ = true;
+      else allowed_.insert(lower(f));
+    }
+    // A server that sends no PERMANENTFLAGS keeps everything (RFC 3501 §7.1).
+    unrestricted_ = permanent.empty();
+  }
+  bool keeps(const std::string& flag) const {
+    if (unrestricted_ || allowed_.count(lower(flag))) return true;
+    return any_keyword_ && !flag.starts_with("\\");
+  }
+
+ private:
+  std::set<std::string> allowed_;
+  bool any_keyword_ = false;
+  bool unrestricted_ = false;
+};
+
+class AccountImport {
+ public:
+  AccountImport(const ImportOptions& options, EventSink& events, ImportSummary& summary)
+      : options_(options), events_(events), summary_(summary) {}
+
+  void run();
+
+ private:
+  void ensure_session();
+  void drop_session();
+  void emit(nlohmann::json event);
+  void commit();
+  void import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count);
+  void plan_folder(const FolderMapping& m, ImportFolderResult& result);
+  // Settles in-flight records of this folder (and done records whose target
+  // folder was recreated) against what the target actually holds.
+  void reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
+  void append_group(const FolderMapping& m, std::vector<MessageRecord>& group, const imap::MailboxInfo& info,
+                    const FlagFilter& filter, uint32_t& uidnext_hint, ImportFolderResult& result,
+                    uint64_t& done, uint64_t& done_bytes);
+  std::vector<std::string> target_flags(const MessageRecord& m, const FlagFilter& filter,
+                                        ImportFolderResult& result);
+  std::vector<uint32_t> source_uids(const archive::FolderRecord& f) const;
+  archive::AppendKey append_key(const MessageRecord& m) const { return {target_id_, m.key}; }
+  void fail(ImportFolderResult& result, const MessageRecord& m, const std::string& error);
+
+  const ImportOptions& options_;
+  EventSink& events_;
+  ImportSummary& summary_;
+  std::unique_ptr<Archive> archive_;
+  std::unique_ptr<Batch> batch_;
+  std::unique_ptr<imap::Session> session_;
+  archive::AccountRecord account_;
+  uint32_t target_id_ = 0;
+  uint64_t progress_marker_ = 0;
+};
+
+void AccountImport::emit(nlohmann::json event) {
+  event["account"] = summary_.account;
+  events_.emit(event);
+}
+
+void AccountImport::ensure_session() {
+  if (session_) return;
+  session_ = imap::Session::connect(options_.endpoint);
+  session_->login(options_.credentials);
+}
+
+void AccountImport::drop_session() {
+  if (!session_) return;
+  try {
+    session_->logout();
+  } catch (...) {
+  }
+  session_.reset();
+}
+
+void AccountImport::commit() {
+  if (batch_ && (batch_->pending_changes() > 0)) {
+    batch_->commit();
+    ++progress_marker_;
+  }
+}
+
+void AccountImport::fail(ImportFolderResult& result, const MessageRecord& m, const std::string& error) {
+  std::string hash = archive::to_hex(m.hash);
+  result.failed.push_back({m.key.uid, hash, error});
+  emit({{"event", "message_error"}, {"folder", result.source}, {"uid", m.key.uid}, {"hash", hash},
+        {"error", error},
+        {"text", fmt::format("account {}, folder {}, UID {}, object {}: {}", summary_.account, result.source,
+                             m.key.uid, hash, error)}});
+}
+
+std::vector<uint32_t> AccountImport::source_uids(const archive::FolderRecord& f) const {
+  std::vector<uint32_t> uids;
+  archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& r) {
+    if (r.state == archive::MessageState::present) uids.push_back(r.key.uid);
+    return true;
+  });
+  return uids;
+}
+
+std::vector<std::string> AccountImport::target_flags(const MessageRecord& m, const FlagFilter& filter,
+                                                     ImportFolderResult& result) {
+  std::vector<std::string> kept;
+  for (auto& f : archive::flags_to_imap(m.flags, m.keywords)) {
+    if (filter.keeps(f)) {
+      kept.push_back(f);
+    } else if (std::find(result.dropped_flags.begin(), result.dropped_flags.end(), f) == result.dropped_flags.end()) {
+      result.dropped_flags.push_back(f);
+      emit({{"event", "warning"}, {"folder", result.source}, {"flag", f},
+            {"text", fmt::format("folder {} -> {}: the target does not keep the flag {} (not in PERMANENTFLAGS); "
+                                 "messages are imported without it", result.source, result.target, f)}});
+    }
+  }
+  return kept;
+}
+
+void AccountImport::run() {
+  auto started = Clock::now();
+  ensure_session();  // a refused login leaves no trace in the archive
+  archive_ = Archive::open(options_.archive_dir, options_.dry_run ? Archive::Mode::read : Archive::Mode::write);
+  account_ = archive::resolve_account(*archive_, options_.account);
+  summary_.account = account_.name;
+  if (summary_.target.empty())
+    summary_.target = options_.credentials.user + "@" + options_.endpoint.address();
+
+  if (!options_.dry_run) {
+    batch_ = std::make_unique<Batch>(*archive_);
+    target_id_ = archive_->put_target(summary_.target);
+    nlohmann::json details = {{"target", summary_.target}};
+    summary_.run_id = archive_->begin_run("import", summary_.account, details.dump());
+  } else if (auto id = archive_->find_target(summary_.target)) {
+    target_id_ = *id;
+  }
+
+  std::vector<imap::ListEntry> target_list;
+  imap::PersonalNamespace ns;
+  run_with_retries(
+      options_.retry,
+      [&] {
+        ensure_session();
+        target_list = session_->list();
+        ns = session_->personal_namespace();
+      },
+      [&] { drop_session(); }, [](const Error&, int, std::chrono::milliseconds) {}, [] { return uint64_t{0}; });
+
+  std::vector<archive::FolderRecord> source;
+  for (auto& f : archive_->folders(account_.id))
+    if (folder_selected(f.name_utf8, options_.include, options_.exclude)) source.push_back(f);
+  auto mappings = map_folders(source, target_list, ns, options_.map);
+  for (auto& m : mappings)
+    emit({{"event", "mapping"}, {"source", m.source.name_utf8}, {"target", m.target_utf8},
+          {"reason", m.reason}, {"exists", m.exists},
+          {"text", fmt::format("{} -> {} ({}{})", m.source.name_utf8, m.target_utf8, m.reason,
+                               m.exists ? "" : ", will be created")}});
+
+  summary_.folders.resize(mappings.size());
+  std::exception_ptr fatal;
+  for (size_t i = 0; i < mappings.size(); ++i) {
+    auto& m = mappings[i];
+    auto& result = summary_.folders[i];
+    result.source = m.source.name_utf8;
+    result.target = m.target_utf8;
+    result.reason = m.reason;
+    try {
+      run_with_retries(
+          options_.retry,
+          [&] {
+            ensure_session();
+            if (options_.dry_run) plan_folder(m, result);
+            else import_folder(m, result, i, mappings.size());
+          },
+          [&] {
+            commit();
+            drop_session();
+          },
+          [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
+            ++summary_.reconnects;
+            emit({{"event", "reconnect"}, {"folder", result.source}, {"attempt", attempt},
+                  {"delay", delay.count() / 1000.0}, {"error", e.what()},
+                  {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
+                                       delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
+          },
+          [&] { return progress_marker_; });
+    } catch (const Error& e) {
+      result.error = e.what();
+      if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
+        emit({{"event", "folder_error"}, {"folder", result.source}, {"error", e.what()},
+              {"text", fmt::format("folder {} -> {}: {}", result.source, result.target, e.what())}});
+        continue;
+      }
+      fatal = std::current_exception();
+      break;
+    }
+  }
+  summary_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  if (!options_.dry_run) {
+    try {
+      commit();
+    } catch (...) {
+      if (!fatal) fatal = std::current_exception();
+    }
+    try {
+      archive_->end_run(summary_.run_id, fatal ? "failed" : (summary_.complete() ? "ok" : "partial"),
+                        summary_.to_json().dump());
+    } catch (...) {
+    }
+  }
+  drop_session();
+  if (fatal) std::rethrow_exception(fatal);
+}
+
+void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {
+  for (uint32_t uid : source_uids(m.source)) {
+    ++result.source_messages;
+    std::optional<AppendRecord> r;
+    if (target_id_) r = archive_->append({target_id_, {account_.id, m.source.id, m.source.uidvalidity, uid}});
+    if (r && r->state == AppendState::done) ++result.already_there;
+    else ++result.to_append;
+  }
+  emit({{"event", "folder_done"}, {"folder", result.source}, {"dry_run", true}, {"to_append", result.to_append},
+        {"text", fmt::format("{} -> {}: {} of {} messages to append", result.source, result.target,
+                             result.to_append, result.source_messages)}});
+}
+
+void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result) {
+  // Records of this source folder that need settling, and target UIDs already claimed.
+  std::vector<AppendRecord> pending;
+  std::set<uint32_t> claimed;
+  archive_->for_each_append(target_id_, [&](const AppendRecord& r) {
+    if (r.key.source.account_id != account_.id || r.key.source.folder_id != m.source.id) return true;
+    bool here = r.target_folder == m.target_raw;
+    if (r.state == AppendState::in_flight) {
+      if (here) {
+        pending.push_back(r);
+      } else {
+        batch_->erase_append(r.key);  // the mapping changed since: send it to the current target folder
+      }
+    } else if (here && r.target_uidvalidity == info.uidvalidity) {
+      if (r.target_uid) claimed.insert(r.target_uid);
+    } else if (here) {
+      pending.push_back(r);  // the target folder was recreated since: is the message still there?
+    }
+    return true;
+  });
+  if (pending.empty()) return;
+  emit({{"event", "info"}, {"folder", result.source},
+        {"text", fmt::format("{} -> {}: reconciling {} messages whose APPEND was interrupted", result.source,
+                             result.target, pending.size())}});
+
+  // Candidates on the target, by hash: the messages from the lowest recorded UIDNEXT on.
+  std::unordered_map<std::string, std::vector<uint32_t>> by_hash;
+  uint32_t lowest = 0;
+  for (auto& p : pending)
+    if (p.state == AppendState::in_flight && p.target_uidvalidity == info.uidvalidity && p.target_uid)
+      lowest = lowest ? std::min(lowest, p.target_uid) : p.target_uid;
+  if (lowest) {
+    session_->fetch_messages({{lowest, 0}}, [&](imap::FetchedMessage&& fm) {
+      if (fm.uid >= lowest && !claimed.count(fm.uid)) by_hash[archive::to_hex(archive::sha256(fm.body))].push_back(fm.uid);
+    });
+  }
+  auto settle = [&](AppendRecord r, uint32_t uid) {
+    r.state = AppendState::done;
+    r.target_uid = uid;
+    r.target_uidvalidity = info.uidvalidity;
+    r.when = unix_now();
+    batch_->put_append(r);
+    claimed.insert(uid);
+    ++result.reconciled;
+  };
+  for (auto& p : pending) {
+    auto source = archive_->message(p.key.source);
+    if (!source) {
+      batch_->erase_append(p.key);
+      continue;
+    }
+    std::string hex = archive::to_hex(source->hash);
+    if (p.state == AppendState::in_flight && p.target_uidvalidity == info.uidvalidity && p.target_uid) {
+      auto it = by_hash.find(hex);
+      if (it != by_hash.end() && !it->second.empty()) {
+        settle(p, it->second.front());
+        it->second.erase(it->second.begin());
+      } else {
+        batch_->erase_append(p.key);  // never arrived: it will be sent again
+      }
+      continue;
+    }
+    // No usable UID hint: look for the Message-ID, and compare bytes.
+    bool found = false;
+    std::string bytes;
+    try {
+      bytes = archive_->read_object(source->hash);
+    } catch (const Error&) {
+      batch_->erase_append(p.key);  // the append loop reports the damaged object
+      continue;
+    }
+    std::string id = extract_message_id(bytes);
+    if (!id.empty()) {
+      for (uint32_t uid : session_->search_message_id(id)) {
+        if (claimed.count(uid)) continue;
+        auto fm = session_->fetch_one(uid);
+        if (fm && archive::sha256(fm->body) == source->hash) {
+          settle(p, uid);
+          found = true;
+          break;
+        }
+      }
+    }
+    if (!found) batch_->erase_append(p.key);
+  }
+  commit();
+}
+
+void AccountImport::append_group(const FolderMapping& m, std::vector<MessageRecord>& group,
+                                 const imap::MailboxInfo& info, const FlagFilter& filter, uint32_t& uidnext_hint,
+                                 ImportFolderResult& result, uint64_t& done, uint64_t& done_bytes) {
+  if (group.empty()) return;
+  // Read and check every message before anything is sent.
+  std::vector<std::string> bodies;
+  std::vector<std::vector<std::string>> flags;
+  std::vector<MessageRecord> ready;
+  uint64_t limit = session_->append_limit();
+  for (auto& rec : group) {
+    std::string bytes;
+    try {
+      bytes = archive_->read_object(rec.hash);
+    } catch (const Error& e) {
+      fail(result, rec, e.message());
+      continue;
+    }
+    if (limit && bytes.size() > limit) {
+      fail(result, rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", bytes.size(), limit));
+      continue;
+    }
+    flags.push_back(target_flags(rec, filter, result));
+    bodies.push_back(std::move(bytes));
+    ready.push_back(rec);
+  }
+  group.clear();
+  if (ready.empty()) return;
+
+  // Recorded as in flight, durably, before the first byte is sent.
+  for (size_t i = 0; i < ready.size(); ++i) {
+    AppendRecord r;
+    r.key = append_key(ready[i]);
+    r.state = AppendState::in_flight;
+    r.target_folder = m.target_raw;
+    r.target_uidvalidity = info.uidvalidity;
+    r.target_uid = uidnext_hint;  // lower bound of the UID it will get
+    archive::parse_flags(flags[i], r.flags, r.keywords);
+    r.when = unix_now();
+    batch_->put_append(r);
+  }
+  commit();
+
+  auto send = [&](size_t from, size_t to) {
+    std::vector<imap::AppendItem> items;
+    for (size_t i = from; i < to; ++i)
+      items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
+    return session_->append(m.target_raw, items);
+  };
+  std::vector<imap::AppendResult> results = send(0, ready.size());
+  if (ready.size() > 1 && std::none_of(results.begin(), results.end(), [](auto& r) { return r.ok; })) {
+    // A MULTIAPPEND fails as a whole: send one by one so only the bad ones fail.
+    results.clear();
+    for (size_t i = 0; i < ready.size(); ++i) results.push_back(send(i, i + 1).at(0));
+  }
+  bool have_uids = false;
+  for (size_t i = 0; i < ready.size(); ++i) {
+    auto& res = results.at(i);
+    if (!res.ok) {
+      batch_->erase_append(append_key(ready[i]));
+      fail(result, ready[i], res.too_big ? "the target refused it as too big: " + res.error
+                                         : "the target refused the APPEND: " + res.error);
+      continue;
+    }
+    AppendRecord r;
+    r.key = append_key(ready[i]);
+    r.state = AppendState::done;
+    r.target_folder = m.target_raw;
+    r.target_uidvalidity = res.uidvalidity ? res.uidvalidity : info.uidvalidity;
+    r.target_uid = res.uid;
+    archive::parse_flags(flags[i], r.flags, r.keywords);
+    r.when = unix_now();
+    batch_->put_append(r);
+    if (res.uid) {
+      have_uids = true;
+      uidnext_hint = std::max(uidnext_hint, res.uid + 1);
+    }
+    ++result.appended;
+    result.bytes_appended += bodies[i].size();
+    ++done;
+    done_bytes += bodies[i].size();
+  }
+  commit();
+  if (!have_uids) uidnext_hint = session_->status(m.target_raw).uidnext;
+}
+
+void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count) {
+  result.failed.clear();  // a retry settles again what failed
+  result.already_there = 0;
+  result.source_messages = 0;
+  if (!m.exists) {
+    try {
+      session_->create(m.target_raw);
+      result.created = true;
+    } catch (const Error& e) {
+      if (e.retry() == Retry::now) throw;
+      // Created meanwhile (or by an interrupted attempt)? SELECT below tells.
+    }
+    m.exists = true;
+  }
+  if (m.source.subscribed) {
+    try {
+      session_->subscribe(m.target_raw);
+    } catch (const Error& e) {
+      if (e.retry() == Retry::now) throw;
+      emit({{"event", "warning"}, {"folder", result.source},
+            {"text", fmt::format("folder {}: cannot subscribe: {}", result.target, e.what())}});
+    }
+  }
+  auto info = session_->select(m.target_raw);
+  FlagFilter filter(info.permanent_flags);
+  uint32_t uidnext_hint = info.uidnext;
+
+  reconcile(m, info, result);
+
+  // What to send, and what was sent before whose flags changed since.
+  std::vector<uint32_t> to_send;
+  std::vector<std::pair<AppendRecord, MessageRecord>> to_restore;
+  uint64_t bytes_total = 0;
+  for (uint32_t uid : source_uids(m.source)) {
+    ++result.source_messages;
+    auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, uid});
+    if (!source) continue;
+    auto r = archive_->append(append_key(*source));
+    if (r && r->state == AppendState::done) {
+      ++result.already_there;
+      uint32_t bits = 0;
+      std::vector<std::string> keywords;
+      std::vector<std::string> wanted;
+      for (auto& f : archive::flags_to_imap(source->flags, source->keywords))
+        if (filter.keeps(f)) wanted.push_back(f);
+      archive::parse_flags(wanted, bits, keywords);
+      auto a = r->keywords, b = keywords;
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if ((r->flags != bits || a != b) && r->target_uid && r->target_folder == m.target_raw &&
+          r->target_uidvalidity == info.uidvalidity)
+        to_restore.emplace_back(*r, *source);
+      continue;
+    }
+    to_send.push_back(uid);
+    bytes_total += source->size;
+  }
+  // Appended or reconciled by this run (an earlier attempt before a reconnect) is not "already there".
+  result.already_there -= std::min<uint64_t>(result.already_there, result.appended + result.reconciled);
+
+  emit({{"event", "folder_start"}, {"folder", result.source}, {"target", result.target},
+        {"folder_index", index + 1}, {"folders", count}, {"messages_total", to_send.size()},
+        {"bytes_total", bytes_total}});
+  auto started = Clock::now();
+  auto last_progress = Clock::now();
+  uint64_t done = 0, done_bytes = 0;
+  auto progress = [&](bool final) {
+    emit({{"event", "progress"}, {"folder", result.source}, {"folder_index", index + 1}, {"folders", count},
+          {"messages", done}, {"messages_total", to_send.size()}, {"bytes", done_bytes},
+          {"bytes_total", bytes_total}, {"elapsed", std::chrono::duration<double>(Clock::now() - started).count()},
+          {"final", final}});
+  };
+
+  std::vector<MessageRecord> group;
+  uint64_t group_bytes = 0;
+  for (uint32_t uid : to_send) {
+    auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, uid});
+    if (!source) continue;
+    if (!group.empty() &&
+        (group.size() >= options_.append_batch || group_bytes + source->size > options_.append_batch_bytes)) {
+      append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
+      group_bytes = 0;
+      if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
+        last_progress = Clock::now();
+        progress(false);
+      }
+    }
+    group.push_back(*source);
+    group_bytes += source->size;
+  }
+  append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
+  progress(true);
+
+  // Flag changes made on the source since the earlier import.
+  for (auto& [r, source] : to_restore) {
+    std::vector<std::string> wanted;
+    for (auto& f : archive::flags_to_imap(source.flags, source.keywords))
+      if (filter.keeps(f)) wanted.push_back(f);
+    session_->store_flags(r.target_uid, wanted);
+    AppendRecord updated = r;
+    archive::parse_flags(wanted, updated.flags, updated.keywords);
+    updated.when = unix_now();
+    batch_->put_append(updated);
+    ++result.flags_updated;
+  }
+  commit();
+
+  std::string text = fmt::format("{} -> {}: {} appended, {} already there, {} flag updates", result.source,
+                                 result.target, result.appended, result.already_there, result.flags_updated);
+  if (result.reconciled) text += fmt::format(", {} reconciled", result.reconciled);
+  if (!result.failed.empty()) text += fmt::format(", {} FAILED", result.failed.size());
+  emit({{"event", "folder_done"}, {"folder", result.source}, {"target", result.target},
+        {"appended", result.appended}, {"already_there", result.already_there},
+        {"flags_updated", result.flags_updated}, {"reconciled", result.reconciled},
+        {"failed", result.failed.size()}, {"text", text}});
+}
+
+}  // namespace
+
+uint64_t ImportSummary::total(uint64_t ImportFolderResult::*field) const {
+  uint64_t sum = 0;
+  for (auto& f : folders) sum += f.*field;
+  return sum;
+}
+
+uint64_t ImportSummary::failed_messages() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.failed.size();
+  return n;
+}
+
+uint64_t ImportSummary::failed_folders() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.error.empty() ? 0 : 1;
+  return n;
+}
+
+nlohmann::json ImportSummary::to_json() const {
+  nlohmann::json per_folder = nlohmann::json::array();
+  for (auto& f : folders) {
+    nlohmann::json failed = nlohmann::json::array();
+    for (auto& x : f.failed) failed.push_back({{"uid", x.uid}, {"hash", x.hash}, {"error", x.error}});
+    nlohmann::json j = {{"folder", f.source}, {"target", f.target}, {"reason", f.reason},
+                        {"created", f.created}, {"source_messages", f.source_messages},
+                        {"appended", f.appended}, {"bytes_appended", f.bytes_appended},
+                        {"already_there", f.already_there}, {"reconciled", f.reconciled},
+                        {"flags_updated", f.flags_updated}, {"dropped_flags", f.dropped_flags},
+                        {"failed", failed}};
+    if (dry_run) j["to_append"] = f.to_append;
+    if (!f.error.empty()) j["error"] = f.error;
+    per_folder.push_back(std::move(j));
+  }
+  using R = ImportFolderResult;
+  return {{"event", "summary"}, {"command", "import"}, {"account", account}, {"target", target},
+          {"run_id", run_id}, {"dry_run", dry_run}, {"complete", complete()}, {"folders", folders.size()},
+          {"appended", total(&R::appended)}, {"bytes_appended", total(&R::bytes_appended)},
+          {"already_there", total(&R::already_there)}, {"reconciled", total(&R::reconciled)},
+          {"flags_updated", total(&R::flags_updated)}, {"to_append", total(&R::to_append)},
+          {"failed_messages", failed_messages()}, {"failed_folders", failed_folders()},
+          {"reconnects", reconnects}, {"seconds", seconds}, {"per_folder", per_folder}};
+}
+
+ImportSummary run_import(const ImportOptions& options, EventSink& events) {
+  ImportSummary summary;
+  summary.dry_run = options.dry_run;
+  summary.target = options.target_name;
+  try {
+    AccountImport(options, events, summary).run();
+  } catch (const Error& e) {
+    throw e.with({.account = summary.account, .server = options.endpoint.address()});
+  }
+  events.emit(summary.to_json());
+  return summary;
+}
+
+}  // namespace imapstage::importing

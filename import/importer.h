@@ -1,0 +1,88 @@
+// The import engine: pushes one archived account into a target IMAP server.
+//
+// Never duplicates: before a group of APPENDs is sent, each message is
+// recorded in the archive as in flight (with the target folder's UIDVALIDITY
+// and UIDNEXT); when the server confirms, the record becomes done with the UID
+// from APPENDUID. A re-run appends only messages with no record; in-flight
+// records (a crash or a dropped connection mid-APPEND) are reconciled first:
+// the target's messages from the recorded UIDNEXT on (or, without that, the
+// ones with the same Message-ID) are fetched and matched by SHA-256, so a
+// message that did arrive is recorded, and only one that did not is sent again.
+// Bytes are checked against their hash before they are sent, and sent as they
+// are: no header is ever added.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "archive-format/archive.h"
+#include "common/events.h"
+#include "common/retry.h"
+#include "import/folder_map.h"
+#include "imap/session.h"
+
+namespace imapstage::importing {
+
+struct ImportOptions {
+  std::filesystem::path archive_dir;
+  imap::Endpoint endpoint;
+  imap::Credentials credentials;
+  std::string account;                          // archived account; "" means the only one
+  std::string target_name;                      // identity of the target in the archive; "" means USER@HOST:PORT
+  std::map<std::string, std::string> map;       // --map SOURCE=TARGET (UTF-8)
+  std::vector<std::string> include;             // glob patterns on source folder names
+  std::vector<std::string> exclude;
+  bool dry_run = false;
+  RetryPolicy retry;
+  size_t append_batch = 100;                    // messages per MULTIAPPEND
+  uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
+};
+
+struct MessageFailure {
+  uint32_t uid = 0;          // source UID
+  std::string hash;          // hex
+  std::string error;
+};
+
+struct ImportFolderResult {
+  std::string source;                 // UTF-8
+  std::string target;                 // UTF-8
+  std::string reason;                 // why this target (see folder_map.h)
+  bool created = false;
+  uint64_t source_messages = 0;       // present in the archive's current generation
+  uint64_t appended = 0;
+  uint64_t bytes_appended = 0;
+  uint64_t already_there = 0;         // appended by an earlier run
+  uint64_t reconciled = 0;            // in flight after an interruption, found on the target
+  uint64_t flags_updated = 0;         // UID STORE on messages appended earlier
+  uint64_t to_append = 0;             // --dry-run
+  std::vector<std::string> dropped_flags;  // flags the target cannot keep (not in PERMANENTFLAGS)
+  std::vector<MessageFailure> failed;
+  std::string error;                  // the folder could not be imported at all
+};
+
+struct ImportSummary {
+  std::string account;
+  std::string target;                 // target identity
+  uint64_t run_id = 0;
+  bool dry_run = false;
+  std::vector<ImportFolderResult> folders;
+  double seconds = 0;
+  int reconnects = 0;
+
+  uint64_t total(uint64_t ImportFolderResult::*field) const;
+  uint64_t failed_messages() const;
+  uint64_t failed_folders() const;
+  bool complete() const { return failed_messages() == 0 && failed_folders() == 0; }
+  nlohmann::json to_json() const;
+};
+
+// Logs in to the target, then opens the archive for writing (for the
+// dry run: reading) and imports. Emits events (mapping, folder_start,
+// progress, folder_done, message_error, folder_error, reconnect, warning,
+// summary). Throws Error for what stops the whole run.
+ImportSummary run_import(const ImportOptions& options, EventSink& events);
+
+}  // namespace imapstage::importing

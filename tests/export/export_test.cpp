@@ -1,0 +1,390 @@
+// Export against the harness Dovecot: completeness, incremental re-runs,
+// interruption, errors and TLS. The server's view comes from the harness
+// (its own IMAP client), never from imapstage's code.
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "archive-format/archive.h"
+#include "common/error.h"
+#include "export/exporter.h"
+#include "tests/support/process.h"
+#include "tests/support/test_server.h"
+
+namespace imapstage {
+namespace {
+
+using archive::Archive;
+using testing::TempDir;
+using testing::TestServer;
+
+std::set<std::string> flag_set(const nlohmann::json& flags) {
+  std::set<std::string> out;
+  for (auto& f : flags) {
+    std::string s = f.get<std::string>();
+    if (s != "\\Recent") out.insert(s);
+  }
+  return out;
+}
+
+std::set<std::string> flag_set(const archive::MessageRecord& m) {
+  auto v = archive::flags_to_imap(m.flags, m.keywords);
+  return {v.begin(), v.end()};
+}
+
+class ExportTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = new TestServer(); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  exporting::ExportOptions options(const std::string& user, const std::string& archive_dir) {
+    exporting::ExportOptions o;
+    o.archive_dir = archive_dir;
+    o.endpoint.host = server_->host();
+    o.endpoint.port = server_->imaps_port();
+    o.endpoint.tls = imap::TlsMode::implicit;
+    o.endpoint.ca_file = server_->ca_file();
+    o.endpoint.timeout = std::chrono::seconds(30);
+    o.credentials.user = user;
+    o.credentials.secret = server_->password(user);
+    o.retry.backoff = std::chrono::milliseconds(50);
+    return o;
+  }
+
+  // Every selectable folder of the server equals the archive's current
+  // generation: same UIDs, hashes, sizes, flags, keywords and INTERNALDATEs.
+  static void expect_archive_matches_server(const Archive& a, const std::string& account_name,
+                                            const nlohmann::json& summary) {
+    auto account = a.find_account(account_name);
+    ASSERT_TRUE(account) << account_name;
+    size_t folders_checked = 0;
+    for (auto& sf : summary["folders"]) {
+      std::string raw = sf["raw"];
+      auto folder = a.find_folder(account->id, raw);
+      ASSERT_TRUE(folder) << "folder missing from the archive: " << sf["name"];
+      EXPECT_EQ(folder->name_utf8, sf["name"].get<std::string>());
+      if (!sf.contains("messages") || sf["messages"].is_null()) continue;
+      EXPECT_EQ(folder->uidvalidity, sf["uidvalidity"].get<uint32_t>()) << raw;
+      std::map<uint32_t, archive::MessageRecord> archived;
+      a.for_each_message(account->id, folder->id, folder->uidvalidity, [&](const archive::MessageRecord& m) {
+        if (m.state == archive::MessageState::present) archived[m.key.uid] = m;
+        return true;
+      });
+      EXPECT_EQ(archived.size(), sf["messages"].size()) << "message count of " << raw;
+      for (auto& sm : sf["messages"]) {
+        uint32_t uid = sm["uid"];
+        auto it = archived.find(uid);
+        ASSERT_NE(it, archived.end()) << raw << " UID " << uid << " not archived";
+        const auto& m = it->second;
+        EXPECT_EQ(archive::to_hex(m.hash), sm["sha256"].get<std::string>()) << raw << " UID " << uid;
+        EXPECT_EQ(m.size, sm["size"].get<uint64_t>()) << raw << " UID " << uid;
+        EXPECT_EQ(m.internaldate, sm["internaldate_unix"].get<int64_t>()) << raw << " UID " << uid;
+        EXPECT_EQ(flag_set(m), flag_set(sm["flags"])) << raw << " UID " << uid;
+      }
+      ++folders_checked;
+    }
+    EXPECT_GT(folders_checked, 5u);
+  }
+
+  static size_t server_message_count(const nlohmann::json& summary) {
+    size_t n = 0;
+    for (auto& f : summary["folders"])
+      if (f.contains("messages") && f["messages"].is_array()) n += f["messages"].size();
+    return n;
+  }
+
+  static TestServer* server_;
+};
+
+TestServer* ExportTest::server_ = nullptr;
+
+TEST_F(ExportTest, FullExportMatchesServerAndRerunFetchesNothing) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  RecordingSink events;
+  auto summary = exporting::run_export(options("alice", archive_dir), events);
+  EXPECT_TRUE(summary.complete());
+  auto server_view = server_->summary("alice");
+  EXPECT_EQ(summary.total(&exporting::FolderResult::new_messages), server_message_count(server_view));
+
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    expect_archive_matches_server(*a, "alice@" + server_->host(), server_view);
+
+    // Nested, non-ASCII, special-use and \Noselect folders are recorded as such.
+    auto account = a->find_account("alice@" + server_->host());
+    auto folders = a->folders(account->id);
+    bool non_ascii = false, nested = false, sent = false;
+    for (auto& f : folders) {
+      if (f.name_utf8 != f.name_raw) non_ascii = true;
+      if (f.delimiter && f.name_utf8.find(f.delimiter) != std::string::npos) nested = true;
+      if (f.special_use() == "\\Sent") sent = true;
+    }
+    EXPECT_TRUE(non_ascii);
+    EXPECT_TRUE(nested);
+    EXPECT_TRUE(sent);
+
+    // Identical bytes in several folders are stored once.
+    size_t messages = 0;
+    std::set<std::string> hashes;
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      ++messages;
+      hashes.insert(archive::to_hex(m.hash));
+      return true;
+    });
+    size_t objects = 0;
+    a->for_each_object([&](const archive::Hash&, const archive::ObjectLocation&) {
+      ++objects;
+      return true;
+    });
+    EXPECT_EQ(objects, hashes.size());
+    EXPECT_LT(objects, messages) << "the seed has duplicates; they must be stored once";
+    EXPECT_GT(summary.total(&exporting::FolderResult::bytes_deduplicated), 0u);
+
+    // The largest message (several MB) reads back byte for byte.
+    uint64_t largest = 0;
+    archive::Hash largest_hash{};
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      if (m.size > largest) {
+        largest = m.size;
+        largest_hash = m.hash;
+      }
+      return true;
+    });
+    EXPECT_GE(largest, 3u << 20);
+    EXPECT_EQ(archive::sha256(a->read_object(largest_hash)), largest_hash);
+
+    auto runs = a->runs();
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].kind, "export");
+    EXPECT_EQ(runs[0].result, "ok");
+  }
+
+  // An immediate re-run fetches nothing and changes nothing.
+  RecordingSink again_events;
+  auto again = exporting::run_export(options("alice", archive_dir), again_events);
+  EXPECT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&exporting::FolderResult::new_messages), 0u);
+  EXPECT_EQ(again.total(&exporting::FolderResult::bytes_fetched), 0u);
+  EXPECT_EQ(again.total(&exporting::FolderResult::flags_updated), 0u);
+  EXPECT_EQ(again.total(&exporting::FolderResult::expunged), 0u);
+  for (auto& f : again.folders)
+    if (!f.noselect) EXPECT_TRUE(f.unchanged) << f.name << " was examined although nothing changed";
+}
+
+TEST_F(ExportTest, RerunReflectsNewMailFlagChangeAndExpunge) {
+  server_->add_user("carol");
+  // carol starts empty: give her three messages in two folders.
+  std::string m1 = "From: a@example.org\r\nSubject: one\r\nMessage-ID: <one@x>\r\n\r\nbody one\r\n";
+  std::string m2 = "From: a@example.org\r\nSubject: two\r\nMessage-ID: <two@x>\r\n\r\nbody two\r\n";
+  std::string m3 = "From: a@example.org\r\nSubject: three\r\nMessage-ID: <three@x>\r\n\r\nbody three\r\n";
+  uint32_t u1 = server_->append("carol", "INBOX", m1, "\\Seen", "01-Feb-2010 10:00:00 +0100");
+  uint32_t u2 = server_->append("carol", "INBOX", m2, "", "02-Mar-2015 11:30:00 -0500");
+  server_->append("carol", "Work/Reports", m3, "$Label1", "");
+
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  NullSink quiet;
+  auto first = exporting::run_export(options("carol", archive_dir), quiet);
+  EXPECT_EQ(first.total(&exporting::FolderResult::new_messages), 3u);
+
+  // On the server: one new message, one flag change, one expunge.
+  std::string m4 = "From: b@example.org\r\nSubject: four\r\nMessage-ID: <four@x>\r\n\r\nbody four\r\n";
+  server_->append("carol", "INBOX", m4, "\\Flagged", "");
+  server_->store("carol", "INBOX", u2, "+FLAGS", "\\Answered $Forwarded");
+  server_->expunge("carol", "INBOX", {u1});
+
+  auto second = exporting::run_export(options("carol", archive_dir), quiet);
+  EXPECT_TRUE(second.complete());
+  EXPECT_EQ(second.total(&exporting::FolderResult::new_messages), 1u);
+  EXPECT_EQ(second.total(&exporting::FolderResult::flags_updated), 1u);
+  EXPECT_EQ(second.total(&exporting::FolderResult::expunged), 1u);
+
+  auto a = Archive::open(archive_dir, Archive::Mode::read);
+  expect_archive_matches_server(*a, "carol@" + server_->host(), server_->summary("carol"));
+  // The expunged message stays in the archive, marked.
+  auto account = a->find_account("carol@" + server_->host());
+  auto inbox = a->find_folder(account->id, "INBOX");
+  auto gone = a->message({account->id, inbox->id, inbox->uidvalidity, u1});
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->state, archive::MessageState::expunged);
+  EXPECT_EQ(a->read_object(gone->hash), m1);
+}
+
+TEST_F(ExportTest, UidvalidityChangeKeepsOldGeneration) {
+  server_->add_user("dora");
+  std::string m = "From: a@example.org\r\nSubject: gen\r\nMessage-ID: <gen@x>\r\n\r\ngeneration\r\n";
+  server_->append("dora", "Lists", m, "", "");
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  NullSink quiet;
+  exporting::run_export(options("dora", archive_dir), quiet);
+  uint32_t old_validity = 0;
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    auto account = a->find_account("dora@" + server_->host());
+    old_validity = a->find_folder(account->id, "Lists")->uidvalidity;
+  }
+  server_->run({"bump-uidvalidity", server_->dir(), "dora", "Lists"});
+  auto second = exporting::run_export(options("dora", archive_dir), quiet);
+  EXPECT_TRUE(second.complete());
+  auto a = Archive::open(archive_dir, Archive::Mode::read);
+  auto account = a->find_account("dora@" + server_->host());
+  auto folder = a->find_folder(account->id, "Lists");
+  EXPECT_NE(folder->uidvalidity, old_validity);
+  size_t old_gen = 0, new_gen = 0;
+  a->for_each_message(account->id, folder->id, std::nullopt, [&](const archive::MessageRecord& r) {
+    if (r.key.uidvalidity == old_validity) {
+      ++old_gen;
+      EXPECT_EQ(r.state, archive::MessageState::expunged);
+    } else {
+      ++new_gen;
+      EXPECT_EQ(r.state, archive::MessageState::present);
+    }
+    return true;
+  });
+  EXPECT_EQ(old_gen, 1u);
+  EXPECT_EQ(new_gen, 1u);
+  expect_archive_matches_server(*a, "dora@" + server_->host(), server_->summary("dora"));
+}
+
+TEST_F(ExportTest, DryRunWritesNothing) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  auto o = options("bob", archive_dir);
+  o.dry_run = true;
+  NullSink quiet;
+  auto plan = exporting::run_export(o, quiet);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::to_fetch), server_message_count(server_->summary("bob", false)));
+  EXPECT_GT(plan.total(&exporting::FolderResult::to_fetch_bytes), 0u);
+  EXPECT_FALSE(std::filesystem::exists(archive_dir));
+}
+
+TEST_F(ExportTest, WrongPasswordFailsAndLeavesNoTrace) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  std::string pwfile = dir.path() + "/pw";
+  std::ofstream(pwfile) << "not-the-password\n";
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user",
+                                   "alice", "--password-file", pwfile});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  std::string expected = "authentication failed for alice at " + server_->host() + ":" + std::to_string(server_->imaps_port());
+  EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("not-the-password"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(archive_dir));
+}
+
+TEST_F(ExportTest, StartTlsWithTestCaAndJsonEvents) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imap_port()), "--tls", "starttls", "--ca-file",
+                                   server_->ca_file(), "--user", "bob", "--password-env", "BOB_PASSWORD",
+                                   "--folder", "INBOX", "--json"},
+                                  {"BOB_PASSWORD=" + server_->password("bob")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find(server_->password("bob")), std::string::npos);
+  // Every stdout line is a JSON event; the last is the summary.
+  std::istringstream lines(r.out);
+  std::string line, last;
+  size_t n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(j.contains("event"));
+    last = line;
+    ++n;
+  }
+  ASSERT_GT(n, 1u);
+  auto summary = nlohmann::json::parse(last);
+  EXPECT_EQ(summary["event"], "summary");
+  EXPECT_EQ(summary["folders"], 1);
+  EXPECT_GT(summary["messages"].get<int>(), 0);
+}
+
+TEST_F(ExportTest, UntrustedCertificateIsRefused) {
+  TempDir dir;
+  // A CA that did not sign the server's certificate.
+  std::string other_ca = dir.path() + "/other-ca.pem";
+  auto gen = testing::run_process({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                                   dir.path() + "/other-ca.key", "-out", other_ca, "-days", "2", "-subj",
+                                   "/CN=Other Test CA"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  std::string archive_dir = dir.path() + "/archive";
+  for (std::string tls : {"implicit", "starttls"}) {
+    auto port = tls == "implicit" ? server_->imaps_port() : server_->imap_port();
+    auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                     std::to_string(port), "--tls", tls, "--ca-file", other_ca, "--user", "bob",
+                                     "--password-env", "BOB_PASSWORD"},
+                                    {"BOB_PASSWORD=" + server_->password("bob")});
+    EXPECT_EQ(r.exit_code, 4) << tls << ": " << r.err;
+    EXPECT_NE(r.err.find("certificate"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(archive_dir));
+  }
+}
+
+TEST_F(ExportTest, KilledExportResumesWithoutRefetching) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  std::string pwfile = server_->password_file("alice");
+  std::vector<std::string> args = {"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(),
+                                   "--user", "alice", "--password-file", pwfile, "--json"};
+  auto server_view = server_->summary("alice");
+  size_t total = server_message_count(server_view);
+  // Kill after the k-th finished folder (certainly mid-export), and at seeded random moments.
+  std::mt19937 rng(20261124);
+  int kills = 0;
+  for (int trial = 0; trial < 6; ++trial) {
+    testing::ProcessResult killed;
+    if (trial < 3) {
+      size_t k = 2 + 3 * trial;
+      killed = testing::run_imapstage(args, {}, std::nullopt, [k](const std::string& out) {
+        size_t n = 0, pos = 0;
+        while ((pos = out.find("\"folder_done\"", pos)) != std::string::npos) ++n, ++pos;
+        return n >= k;
+      });
+    } else {
+      killed = testing::run_imapstage(args, {}, std::chrono::milliseconds(30 + rng() % 300));
+    }
+    if (killed.signal != SIGKILL) {
+      std::filesystem::remove_all(archive_dir);
+      continue;  // finished before the kill: nothing to resume
+    }
+    ++kills;
+    // What the killed run committed is readable and correct.
+    size_t committed = 0;
+    if (std::filesystem::exists(archive_dir + "/FORMAT")) {
+      auto a = Archive::open(archive_dir, Archive::Mode::read);
+      a->for_each_message([&](const archive::MessageRecord& m) {
+        EXPECT_EQ(archive::sha256(a->read_object(m.hash)), m.hash);
+        ++committed;
+        return true;
+      });
+    }
+    auto rerun = testing::run_imapstage(args);
+    ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+    std::string last = rerun.out.substr(rerun.out.rfind('\n', rerun.out.size() - 2) + 1);
+    auto summary = nlohmann::json::parse(last);
+    EXPECT_EQ(summary["messages"].get<size_t>(), total - committed) << "trial " << trial;
+    {
+      auto a = Archive::open(archive_dir, Archive::Mode::read);
+      expect_archive_matches_server(*a, "alice@" + server_->host(), server_view);
+    }
+    std::filesystem::remove_all(archive_dir);
+  }
+  EXPECT_GE(kills, 3);
+}
+
+}  // namespace
+}  // namespace imapstage

@@ -1,0 +1,100 @@
+#include "import/folder_map.h"
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "import/message_id.h"
+
+namespace imapstage::importing {
+namespace {
+
+archive::FolderRecord folder(const std::string& utf8, char delim = '/', std::vector<std::string> attrs = {}) {
+  archive::FolderRecord f;
+  f.name_utf8 = utf8;
+  f.name_raw = utf8;
+  f.delimiter = delim;
+  f.attributes = std::move(attrs);
+  return f;
+}
+
+imap::ListEntry target(const std::string& name, const std::string& use = "") {
+  imap::ListEntry e;
+  e.name_raw = name;
+  e.name_utf8 = name;
+  e.delimiter = '/';
+  e.special_use = use;
+  return e;
+}
+
+const FolderMapping& find(const std::vector<FolderMapping>& v, const std::string& source) {
+  for (auto& m : v)
+    if (m.source.name_utf8 == source) return m;
+  throw std::runtime_error("no mapping for " + source);
+}
+
+TEST(FolderMap, SpecialUseGoesToTheTargetsFolderWhateverItsName) {
+  auto v = map_folders({folder("Sent", '/', {"\\Sent"}), folder("Trash", '/', {"\\Trash"}), folder("INBOX")},
+                       {target("INBOX"), target("Sent Items", "\\Sent"), target("Gelöscht", "\\Trash")},
+                       {"", '/'}, {});
+  EXPECT_EQ(find(v, "Sent").target_utf8, "Sent Items");
+  EXPECT_EQ(find(v, "Sent").reason, "special-use \\Sent");
+  EXPECT_TRUE(find(v, "Sent").exists);
+  EXPECT_EQ(find(v, "Trash").target_utf8, "Gelöscht");
+  EXPECT_EQ(find(v, "INBOX").target_raw, "INBOX");
+}
+
+TEST(FolderMap, SpecialUseWithoutCounterpartKeepsItsName) {
+  auto v = map_folders({folder("Junk", '/', {"\\Junk"})}, {target("INBOX")}, {"", '/'}, {});
+  EXPECT_EQ(find(v, "Junk").target_utf8, "Junk");
+  EXPECT_FALSE(find(v, "Junk").exists);
+}
+
+TEST(FolderMap, HierarchyIsRebuiltWithTheTargetsSeparatorAndPrefix) {
+  auto v = map_folders({folder("Projects/2024/Q1"), folder("v1.2 notes")}, {target("INBOX")}, {"INBOX.", '.'}, {});
+  EXPECT_EQ(find(v, "Projects/2024/Q1").target_utf8, "INBOX.Projects.2024.Q1");
+  // A name containing the target's separator is mapped, never skipped.
+  EXPECT_EQ(find(v, "v1.2 notes").target_utf8, "INBOX.v1_2 notes");
+}
+
+TEST(FolderMap, NonAsciiNamesAreSentAsModifiedUtf7) {
+  auto v = map_folders({folder("Projekte/Übersicht")}, {}, {"", '/'}, {});
+  EXPECT_EQ(find(v, "Projekte/Übersicht").target_raw, "Projekte/&ANw-bersicht");
+}
+
+TEST(FolderMap, OverridesApplyToSubfoldersAndWin) {
+  auto v = map_folders({folder("Projects"), folder("Projects/2024"), folder("Sent", '/', {"\\Sent"})},
+                       {target("Sent", "\\Sent")}, {"", '/'}, {{"Projects", "Old/Projects"}, {"Sent", "Sent-old"}});
+  EXPECT_EQ(find(v, "Projects").target_utf8, "Old/Projects");
+  EXPECT_EQ(find(v, "Projects/2024").target_utf8, "Old/Projects/2024");
+  EXPECT_EQ(find(v, "Sent").target_utf8, "Sent-old");
+  EXPECT_EQ(find(v, "Sent").reason, "--map");
+}
+
+TEST(FolderMap, UnknownOverrideSourceIsAnError) {
+  try {
+    map_folders({folder("INBOX")}, {}, {"", '/'}, {{"Nope", "X"}});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::usage);
+    EXPECT_NE(std::string(e.what()).find("Nope"), std::string::npos);
+  }
+}
+
+TEST(FolderMap, NoselectFoldersAreLeftToTheirChildren) {
+  auto parent = folder("Archive-parent");
+  parent.noselect = true;
+  auto v = map_folders({parent, folder("Archive-parent/2020")}, {}, {"", '/'}, {});
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].source.name_utf8, "Archive-parent/2020");
+}
+
+TEST(MessageId, FindsFoldedAndCaseInsensitiveHeaders) {
+  EXPECT_EQ(extract_message_id("Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody"), "<a@b>");
+  EXPECT_EQ(extract_message_id("message-id:\r\n  <folded@b>\r\nX: y\r\n\r\n"), "<folded@b>");
+  EXPECT_EQ(extract_message_id("Subject: x\n\nMessage-ID: <in-body@b>\n"), "");
+  EXPECT_EQ(extract_message_id(""), "");
+  EXPECT_EQ(extract_message_id("Message-ID: <lf-only@b>\nSubject: y\n\n"), "<lf-only@b>");
+}
+
+}  // namespace
+}  // namespace imapstage::importing

@@ -1,0 +1,319 @@
+// Import against the harness Dovecot: export account A, import into account
+// B, and compare both through the harness's own IMAP client.
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "archive-format/archive.h"
+#include "export/exporter.h"
+#include "import/importer.h"
+#include "tests/support/process.h"
+#include "tests/support/test_server.h"
+
+namespace imapstage {
+namespace {
+
+using archive::Archive;
+using testing::TempDir;
+using testing::TestServer;
+
+// One message as a comparable string: hash, flags (sorted, no \Recent), INTERNALDATE.
+std::string fingerprint(const nlohmann::json& m) {
+  std::vector<std::string> flags;
+  for (auto& f : m["flags"])
+    if (f != "\\Recent") flags.push_back(f);
+  std::sort(flags.begin(), flags.end());
+  std::string out = m["sha256"].get<std::string>() + " " + std::to_string(m["internaldate_unix"].get<int64_t>());
+  for (auto& f : flags) out += " " + f;
+  return out;
+}
+
+// folder name (UTF-8) -> sorted fingerprints
+std::map<std::string, std::vector<std::string>> mailbox_view(const nlohmann::json& summary) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (auto& f : summary["folders"]) {
+    if (!f.contains("messages") || !f["messages"].is_array()) continue;
+    auto& v = out[f["name"].get<std::string>()];
+    for (auto& m : f["messages"]) v.push_back(fingerprint(m));
+    std::sort(v.begin(), v.end());
+  }
+  return out;
+}
+
+// Every source folder's messages are on the target, exactly once each, with
+// the same bytes, flags and INTERNALDATE. `renames` maps source to target names.
+void expect_same_mail(const nlohmann::json& source, const nlohmann::json& target,
+                      const std::map<std::string, std::string>& renames = {}) {
+  auto src = mailbox_view(source);
+  auto dst = mailbox_view(target);
+  size_t compared = 0;
+  for (auto& [name, messages] : src) {
+    if (messages.empty()) continue;
+    std::string target_name = renames.count(name) ? renames.at(name) : name;
+    ASSERT_TRUE(dst.count(target_name)) << "folder " << target_name << " missing on the target";
+    EXPECT_EQ(dst[target_name], messages) << "folder " << name << " -> " << target_name;
+    compared += messages.size();
+  }
+  size_t target_total = 0;
+  for (auto& [name, messages] : dst) target_total += messages.size();
+  EXPECT_EQ(target_total, compared) << "the target holds messages the source does not (duplicates?)";
+  EXPECT_GT(compared, 50u);
+}
+
+class ImportTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    testing::TestServerOptions o;
+    o.users = {"alice", "bob"};
+    server_ = new TestServer(o);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  static imap::Endpoint endpoint() {
+    imap::Endpoint e;
+    e.host = server_->host();
+    e.port = server_->imaps_port();
+    e.tls = imap::TlsMode::implicit;
+    e.ca_file = server_->ca_file();
+    e.timeout = std::chrono::seconds(30);
+    return e;
+  }
+
+  static void export_user(const std::string& user, const std::string& archive_dir) {
+    exporting::ExportOptions o;
+    o.archive_dir = archive_dir;
+    o.endpoint = endpoint();
+    o.credentials.user = user;
+    o.credentials.secret = server_->password(user);
+    NullSink quiet;
+    auto s = exporting::run_export(o, quiet);
+    ASSERT_TRUE(s.complete());
+  }
+
+  static importing::ImportOptions import_options(const std::string& archive_dir, const std::string& target_user) {
+    importing::ImportOptions o;
+    o.archive_dir = archive_dir;
+    o.endpoint = endpoint();
+    o.credentials.user = target_user;
+    o.credentials.secret = server_->password(target_user);
+    o.retry.backoff = std::chrono::milliseconds(50);
+    return o;
+  }
+
+  std::vector<std::string> import_args(const std::string& archive_dir, const std::string& target_user) {
+    return {"import", "--archive", archive_dir, "--host", server_->host(), "--port",
+            std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", target_user,
+            "--password-file", server_->password_file(target_user), "--json"};
+  }
+
+  static TestServer* server_;
+};
+
+TestServer* ImportTest::server_ = nullptr;
+
+TEST_F(ImportTest, ImportEqualsSourceAndRerunAppendsNothing) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  server_->add_user("alice2");
+
+  RecordingSink events;
+  auto first = importing::run_import(import_options(archive_dir, "alice2"), events);
+  EXPECT_TRUE(first.complete());
+  auto source = server_->summary("alice");
+  auto target = server_->summary("alice2");
+  expect_same_mail(source, target);
+  EXPECT_GT(first.total(&importing::ImportFolderResult::appended), 50u);
+
+  // Subscriptions carried over.
+  std::set<std::string> subscribed_src, subscribed_dst;
+  for (auto& f : source["folders"])
+    if (f["subscribed"].get<bool>()) subscribed_src.insert(f["name"]);
+  for (auto& f : target["folders"])
+    if (f["subscribed"].get<bool>()) subscribed_dst.insert(f["name"]);
+  for (auto& name : subscribed_src) EXPECT_TRUE(subscribed_dst.count(name)) << name << " not subscribed";
+
+  // The mapping is reported.
+  bool mapping_seen = false;
+  for (auto& e : events.events())
+    if (e["event"] == "mapping") mapping_seen = true;
+  EXPECT_TRUE(mapping_seen);
+
+  // Each append is recorded with its target UID.
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    auto target_id = a->find_target("alice2@" + server_->host() + ":" + std::to_string(server_->imaps_port()));
+    ASSERT_TRUE(target_id);
+    size_t done = 0;
+    a->for_each_append(*target_id, [&](const archive::AppendRecord& r) {
+      EXPECT_EQ(r.state, archive::AppendState::done);
+      EXPECT_NE(r.target_uid, 0u);
+      ++done;
+      return true;
+    });
+    EXPECT_EQ(done, first.total(&importing::ImportFolderResult::appended));
+  }
+
+  NullSink quiet;
+  auto again = importing::run_import(import_options(archive_dir, "alice2"), quiet);
+  EXPECT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::already_there),
+            first.total(&importing::ImportFolderResult::appended));
+  expect_same_mail(source, server_->summary("alice2"));
+}
+
+TEST_F(ImportTest, NewMailAndFlagChangesReachTheTarget) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  server_->add_user("erin");
+  server_->add_user("erin2");
+  uint32_t u1 = server_->append("erin", "INBOX", "Subject: a\r\nMessage-ID: <a@erin>\r\n\r\nA\r\n", "", "");
+  server_->append("erin", "INBOX", "Subject: b\r\nMessage-ID: <b@erin>\r\n\r\nB\r\n", "\\Seen", "");
+  export_user("erin", archive_dir);
+  NullSink quiet;
+  auto first = importing::run_import(import_options(archive_dir, "erin2"), quiet);
+  EXPECT_EQ(first.total(&importing::ImportFolderResult::appended), 2u);
+
+  server_->append("erin", "INBOX", "Subject: c\r\nMessage-ID: <c@erin>\r\n\r\nC\r\n", "\\Flagged", "");
+  server_->store("erin", "INBOX", u1, "+FLAGS", "\\Answered $Label2");
+  export_user("erin", archive_dir);
+  auto second = importing::run_import(import_options(archive_dir, "erin2"), quiet);
+  EXPECT_TRUE(second.complete());
+  EXPECT_EQ(second.total(&importing::ImportFolderResult::appended), 1u);
+  EXPECT_EQ(second.total(&importing::ImportFolderResult::flags_updated), 1u);
+  auto src = server_->summary("erin");
+  auto dst = server_->summary("erin2");
+  auto sv = mailbox_view(src), dv = mailbox_view(dst);
+  EXPECT_EQ(sv["INBOX"], dv["INBOX"]);
+  EXPECT_EQ(sv["INBOX"].size(), 3u);
+}
+
+TEST_F(ImportTest, SpecialUseFoldersMapToTheTargetsNames) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("bob", archive_dir);
+  server_->add_user("bob_de");
+  server_->run({"create", server_->dir(), "bob_de", "Gesendet"});
+  server_->run({"create", server_->dir(), "bob_de", "Papierkorb"});
+  RecordingSink events;
+  auto s = importing::run_import(import_options(archive_dir, "bob_de"), events);
+  EXPECT_TRUE(s.complete());
+  for (auto& f : s.folders) {
+    if (f.source == "Sent") {
+      EXPECT_EQ(f.target, "Gesendet");
+      EXPECT_EQ(f.reason, "special-use \\Sent");
+    }
+    if (f.source == "Trash") EXPECT_EQ(f.target, "Papierkorb");
+  }
+  auto target = server_->summary("bob_de");
+  for (auto& f : target["folders"]) {
+    EXPECT_NE(f["name"], "Sent") << "a Sent folder was created although the target has Gesendet";
+    EXPECT_NE(f["name"], "Trash");
+  }
+  expect_same_mail(server_->summary("bob"), target, {{"Sent", "Gesendet"}, {"Trash", "Papierkorb"}});
+}
+
+TEST_F(ImportTest, KilledImportResumesWithoutDuplicates) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  auto source = server_->summary("alice");
+  int kills = 0;
+  for (int trial = 0; trial < 3; ++trial) {
+    std::string user = "kill" + std::to_string(trial);
+    server_->add_user(user);
+    size_t k = 1 + 3 * trial;
+    auto killed = testing::run_imapstage(import_args(archive_dir, user), {}, std::nullopt, [k](const std::string& out) {
+      size_t n = 0, pos = 0;
+      while ((pos = out.find("\"progress\"", pos)) != std::string::npos) ++n, ++pos;
+      return n >= k;
+    });
+    if (killed.signal == SIGKILL) ++kills;
+    auto rerun = testing::run_imapstage(import_args(archive_dir, user));
+    ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+    expect_same_mail(source, server_->summary(user));
+  }
+  EXPECT_GE(kills, 2);
+}
+
+TEST_F(ImportTest, CorruptedObjectIsNamedAndTheRestImports) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("bob", archive_dir);
+  // Damage one object that exactly one message refers to.
+  uint32_t victim_uid = 0;
+  std::string victim_hash;
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    std::map<std::string, int> refs;
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      ++refs[archive::to_hex(m.hash)];
+      return true;
+    });
+    auto account = a->find_account("bob@" + server_->host());
+    auto inbox = a->find_folder(account->id, "INBOX");
+    a->for_each_message(account->id, inbox->id, inbox->uidvalidity, [&](const archive::MessageRecord& m) {
+      if (refs[archive::to_hex(m.hash)] != 1 || m.size < 2000) return true;
+      victim_uid = m.key.uid;
+      victim_hash = archive::to_hex(m.hash);
+      return false;
+    });
+    ASSERT_NE(victim_uid, 0u);
+    auto loc = a->object(*archive::hash_from_hex(victim_hash));
+    ASSERT_TRUE(loc);
+    std::fstream pack(a->pack_path(loc->pack_id), std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t at = loc->offset + loc->record_size - 12;
+    pack.seekg(static_cast<std::streamoff>(at));
+    char c = 0;
+    pack.read(&c, 1);
+    c = static_cast<char>(c ^ 0x5a);
+    pack.seekp(static_cast<std::streamoff>(at));
+    pack.write(&c, 1);
+  }
+  server_->add_user("bob_c");
+  auto r = testing::run_imapstage(import_args(archive_dir, "bob_c"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("UID " + std::to_string(victim_uid)), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(victim_hash), std::string::npos) << r.err;
+  std::string last = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
+  auto summary = nlohmann::json::parse(last);
+  EXPECT_EQ(summary["failed_messages"], 1);
+  // Everything else arrived.
+  auto src = mailbox_view(server_->summary("bob"));
+  auto dst = mailbox_view(server_->summary("bob_c"));
+  size_t src_total = 0, dst_total = 0;
+  for (auto& [n, v] : src) src_total += v.size();
+  for (auto& [n, v] : dst) dst_total += v.size();
+  EXPECT_EQ(dst_total + 1, src_total);
+}
+
+TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("bob", archive_dir);
+  server_->add_user("bob_dry");
+  auto before = std::filesystem::last_write_time(archive_dir + "/index");
+  auto o = import_options(archive_dir, "bob_dry");
+  o.dry_run = true;
+  NullSink quiet;
+  auto s = importing::run_import(o, quiet);
+  EXPECT_GT(s.total(&importing::ImportFolderResult::to_append), 50u);
+  EXPECT_EQ(s.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_TRUE(mailbox_view(server_->summary("bob_dry"))["INBOX"].empty());
+  auto a = Archive::open(archive_dir, Archive::Mode::read);
+  EXPECT_FALSE(a->find_target("bob_dry@" + server_->host() + ":" + std::to_string(server_->imaps_port())));
+  (void)before;
+}
+
+}  // namespace
+}  // namespace imapstage
