@@ -208,6 +208,8 @@ class Archive {
 
   const std::filesystem::path& dir() const;
   bool writable() const;
+  // The archive's random id (32 hex digits), made at creation and kept in the meta table.
+  std::string archive_id() const;
 
   // ---- reading (each call is its own short read transaction) -------------
   std::vector<AccountRecord> accounts() const;

@@ -5,7 +5,9 @@ namespace imapstage::cli {
 void register_commands(CLI::App& app, int& status) {
   add_export_command(app, status);
   add_import_command(app, status);
+  add_verify_command(app, status);
   add_ls_command(app, status);
+  add_manifest_command(app, status);
   add_cat_command(app, status);
 }
 

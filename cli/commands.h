@@ -15,6 +15,8 @@ void register_commands(CLI::App& app, int& status);
 
 void add_export_command(CLI::App& app, int& status);
 void add_import_command(CLI::App& app, int& status);
+void add_manifest_command(CLI::App& app, int& status);
+void add_verify_command(CLI::App& app, int& status);
 void add_ls_command(CLI::App& app, int& status);
 void add_cat_command(CLI::App& app, int& status);
 

@@ -11,7 +11,7 @@
 #include "archive-format/lookup.h"
 #include "common/error.h"
 #include "common/glob.h"
-#include "import/message_id.h"
+#include "common/message_id.h"
 
 namespace imapstage::importing {
 

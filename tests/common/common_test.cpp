@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/glob.h"
+#include "common/message_id.h"
 #include "common/retry.h"
 
 namespace imapstage {
@@ -73,6 +74,14 @@ TEST(Retry, RetriesTransientErrorsAndGivesUp) {
                    [](const Error&, int, std::chrono::milliseconds) {}, [&] { return progress; }),
                Error);
   EXPECT_EQ(calls, 1);
+}
+
+TEST(MessageId, FindsFoldedAndCaseInsensitiveHeaders) {
+  EXPECT_EQ(extract_message_id("Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody"), "<a@b>");
+  EXPECT_EQ(extract_message_id("message-id:\r\n  <folded@b>\r\nX: y\r\n\r\n"), "<folded@b>");
+  EXPECT_EQ(extract_message_id("Subject: x\n\nMessage-ID: <in-body@b>\n"), "");
+  EXPECT_EQ(extract_message_id(""), "");
+  EXPECT_EQ(extract_message_id("Message-ID: <lf-only@b>\nSubject: y\n\n"), "<lf-only@b>");
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "import/message_id.h"
 
 namespace imapstage::importing {
 namespace {
@@ -86,14 +85,6 @@ TEST(FolderMap, NoselectFoldersAreLeftToTheirChildren) {
   auto v = map_folders({parent, folder("Archive-parent/2020")}, {}, {"", '/'}, {});
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0].source.name_utf8, "Archive-parent/2020");
-}
-
-TEST(MessageId, FindsFoldedAndCaseInsensitiveHeaders) {
-  EXPECT_EQ(extract_message_id("Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody"), "<a@b>");
-  EXPECT_EQ(extract_message_id("message-id:\r\n  <folded@b>\r\nX: y\r\n\r\n"), "<folded@b>");
-  EXPECT_EQ(extract_message_id("Subject: x\n\nMessage-ID: <in-body@b>\n"), "");
-  EXPECT_EQ(extract_message_id(""), "");
-  EXPECT_EQ(extract_message_id("Message-ID: <lf-only@b>\nSubject: y\n\n"), "<lf-only@b>");
 }
 
 }  // namespace

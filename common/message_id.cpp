@@ -1,9 +1,9 @@
-#include "import/message_id.h"
+#include "common/message_id.h"
 
 #include <cctype>
 #include <strings.h>
 
-namespace imapstage::importing {
+namespace imapstage {
 
 std::string extract_message_id(std::string_view message) {
   size_t pos = 0;
@@ -35,4 +35,4 @@ std::string extract_message_id(std::string_view message) {
   return {};
 }
 
-}  // namespace imapstage::importing
+}  // namespace imapstage
