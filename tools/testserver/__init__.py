@@ -1,0 +1,1 @@
+"""The private Dovecot test server behind tools/test-server."""
