@@ -1,0 +1,75 @@
+// Pack files: append-only, self-describing containers of message objects.
+// The normative byte layout is in archive-format/FORMAT.md ("Pack files");
+// this is the only code that reads or writes it (the only place, besides
+// archive.cpp, that touches zstd).
+//
+// A pack is a file header followed by records. Each record carries the
+// object's hash, its raw and stored sizes and a header checksum, so the index
+// can be rebuilt from the packs alone and a torn tail is recognised.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "archive-format/hash.h"
+
+namespace imapstage::archive {
+
+// What a record holds.
+enum class RecordKind : uint8_t {
+  object = 1,   // a message's raw bytes; `hash` is its content address
+  journal = 2,  // index changes of one committed batch (accounts, folders, messages,
+                // appends), so the index can be rebuilt from the packs alone
+};
+
+// What a record header says about its payload.
+struct PackRecordInfo {
+  RecordKind kind = RecordKind::object;
+  Hash hash{};               // SHA-256 of the raw (uncompressed) bytes
+  uint64_t offset = 0;       // of the record's first byte in the pack
+  uint64_t record_size = 0;  // header + payload (+ any trailer): the whole record
+  uint64_t raw_size = 0;     // uncompressed size
+  uint64_t stored_size = 0;  // payload size as stored (compressed)
+};
+
+// Reads a pack file front to back. Move-only; owns its file descriptor.
+class PackReader {
+ public:
+  // Opens `path` and checks the file header. Throws Error(io) if it cannot be
+  // read, Error(corrupt) naming the file if the header is not a pack header.
+  explicit PackReader(const std::filesystem::path& path);
+  ~PackReader();
+  PackReader(PackReader&&) noexcept;
+  PackReader& operator=(PackReader&&) noexcept;
+
+  uint64_t pack_id() const;    // from the file header
+  uint64_t file_size() const;  // at open
+
+  // The next record's header, or nullopt at a clean end of file. Throws
+  // Error(corrupt) naming the file and offset when the bytes there are not a
+  // whole, well-formed record (torn tail, damaged header); scanning cannot
+  // continue past that point.
+  std::optional<PackRecordInfo> next();
+
+  // The stored (compressed) payload of the record last returned by next().
+  std::string read_payload();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Decompresses a record's stored payload and checks its size and SHA-256
+// against `info`. Throws Error(corrupt) naming `file`, the offset and the hash
+// when anything does not match.
+std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file);
+
+// Reads and decodes the one record at `offset` of `file` (random access, as
+// Archive::read_object does); checks that its header names `expected`.
+std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected);
+
+}  // namespace imapstage::archive
