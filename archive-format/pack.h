@@ -36,6 +36,61 @@ struct PackRecordInfo {
   uint64_t stored_size = 0;  // payload size as stored (compressed)
 };
 
+// Sizes of the fixed parts (FORMAT.md, "Pack files").
+inline constexpr uint64_t kPackHeaderSize = 32;
+inline constexpr uint64_t kRecordHeaderSize = 64;
+
+// Compresses record payloads with zstd. Move-only; owns its compression
+// context. Not thread-safe: one per writing thread.
+class Compressor {
+ public:
+  explicit Compressor(int level);
+  ~Compressor();
+  Compressor(Compressor&&) noexcept;
+  Compressor& operator=(Compressor&&) noexcept;
+  std::string compress(std::string_view raw);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Appends records to one pack file. Move-only; owns its file descriptor.
+// Nothing is durable before sync().
+class PackWriter {
+ public:
+  // Creates a new pack holding only its file header, durably (the file and
+  // its directory are fsynced; missing directories are created). Throws
+  // Error(io) if it cannot, Error(io) also if the file already exists.
+  static PackWriter create(const std::filesystem::path& file, uint64_t pack_id);
+  // Opens an existing pack to append after its first `size` bytes; anything
+  // past them is truncated away (and the truncation made durable).
+  static PackWriter open(const std::filesystem::path& file, uint64_t size);
+  ~PackWriter();
+  PackWriter(PackWriter&&) noexcept;
+  PackWriter& operator=(PackWriter&&) noexcept;
+
+  const std::filesystem::path& path() const;
+  uint64_t size() const;  // bytes written so far, header included
+
+  // Writes one record (header + `stored`, a zstd frame of `raw_size` bytes
+  // hashing to `hash`) at the end. On failure throws Error(io) (Retry::later
+  // for disk full) and the size stays what it was.
+  PackRecordInfo append(RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored);
+  // Makes everything written so far durable.
+  void sync();
+  // Cuts the file back to `size` bytes (best effort, never throws).
+  void truncate(uint64_t size) noexcept;
+
+ private:
+  PackWriter();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// CRC-32C (Castagnoli), as used by pack and record headers.
+uint32_t crc32c(std::string_view bytes);
+
 // Reads a pack file front to back. Move-only; owns its file descriptor.
 class PackReader {
  public:
@@ -71,5 +126,7 @@ std::string decode_payload(const PackRecordInfo& info, std::string_view stored, 
 // Reads and decodes the one record at `offset` of `file` (random access, as
 // Archive::read_object does); checks that its header names `expected`.
 std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected);
+// The same for a record of any kind (e.g. a journal record, for replay).
+std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected);
 
 }  // namespace imapstage::archive

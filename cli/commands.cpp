@@ -9,6 +9,8 @@ void register_commands(CLI::App& app, int& status) {
   add_ls_command(app, status);
   add_manifest_command(app, status);
   add_cat_command(app, status);
+  add_repair_command(app, status);
+  add_status_command(app, status);
 }
 
 }  // namespace imapstage::cli

@@ -19,6 +19,8 @@ void add_manifest_command(CLI::App& app, int& status);
 void add_verify_command(CLI::App& app, int& status);
 void add_ls_command(CLI::App& app, int& status);
 void add_cat_command(CLI::App& app, int& status);
+void add_repair_command(CLI::App& app, int& status);
+void add_status_command(CLI::App& app, int& status);
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

@@ -77,6 +77,21 @@ void TerminalSink::emit(const nlohmann::json& e) {
     line_shown_ = true;
     return;
   }
+  if (name == "verify_progress") {
+    if (!live_ || verbosity_ < 0) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_draw_ < std::chrono::milliseconds(200) && !e.value("final", false)) return;
+    last_draw_ = now;
+    double read = num(e, "stored_bytes_read"), total = num(e, "stored_bytes_total");
+    std::string line = fmt::format("verify: pack {:.0f}/{:.0f}  {:.0f} objects re-hashed  {}/{} read ({:.0f}%)",
+                                   num(e, "packs_done"), num(e, "packs"), num(e, "objects_checked"),
+                                   human_bytes(read), human_bytes(total), total > 0 ? 100 * read / total : 100.0);
+    std::fputs("\r\033[K", out_);
+    std::fputs(line.c_str(), out_);
+    std::fflush(out_);
+    line_shown_ = true;
+    return;
+  }
   if (name == "folder_done") {
     if (verbosity_ < 0) return;
     std::string text = str(e, "text");
@@ -104,6 +119,16 @@ void JsonLinesSink::emit(const nlohmann::json& e) {
   std::fputs(line.c_str(), out_);
   std::fputc('\n', out_);
   std::fflush(out_);
+  if (!diagnostics_) return;
+  const std::string name = str(e, "event");
+  if (name == "warning" || name.ends_with("_error")) {
+    std::string text = str(e, "text");
+    if (text.empty()) text = str(e, "error");
+    std::string prefix = e.contains("account") ? str(e, "account") + ": " : "";
+    std::fprintf(diagnostics_, "imapstage: %s%s%s\n", prefix.c_str(), name == "warning" ? "warning: " : "error: ",
+                 text.c_str());
+    std::fflush(diagnostics_);
+  }
 }
 
 }  // namespace imapstage::cli

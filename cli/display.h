@@ -1,7 +1,8 @@
 // How events reach people and machines.
 //   TerminalSink: a live progress line on stderr when it is a terminal,
 //                 plus one line per finished folder, warning and error.
-//   JsonLinesSink: every event as one JSON object per line on a stream.
+//   JsonLinesSink: every event as one JSON object per line on a stream (and
+//                  warnings and errors as text on stderr).
 #pragma once
 
 #include <chrono>
@@ -33,12 +34,16 @@ class TerminalSink : public EventSink {
 
 class JsonLinesSink : public EventSink {
  public:
-  explicit JsonLinesSink(std::FILE* out = stdout) : out_(out) {}
+  // Every event goes to `out`; warnings and errors are also written as text
+  // lines to `diagnostics` (unless null), so people and logs see them too.
+  explicit JsonLinesSink(std::FILE* out = stdout, std::FILE* diagnostics = stderr)
+      : out_(out), diagnostics_(diagnostics) {}
   void emit(const nlohmann::json& event) override;
 
  private:
   std::mutex mutex_;
   std::FILE* out_;
+  std::FILE* diagnostics_;
 };
 
 // "1.5 MB", "820 B", "3.2 GB" (decimal units).

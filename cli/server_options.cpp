@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "common/error.h"
 
 namespace imapstage::cli {
@@ -112,6 +114,148 @@ std::string read_secret(const std::string& file, const std::string& env, const s
     if (!secret.empty()) return secret;
   }
   throw Error(ErrorKind::usage, "no password given: use --password-file FILE or --password-env VAR");
+}
+
+}  // namespace imapstage::cli
+
+namespace imapstage::cli {
+
+void add_profile_options(CLI::App* cmd, ProfileOptions& o, const std::string& profile_flag) {
+  cmd->add_option("--config", o.config,
+                  "TOML file of connector profiles (default $XDG_CONFIG_HOME/imapstage/config.toml when present)")
+      ->check(CLI::ExistingFile)
+      ->group("Server");
+  cmd->add_option(profile_flag, o.profile, "Use this profile of the config file (flags given here override it)")
+      ->group("Server");
+  cmd->add_option("--auth-mode", o.auth_mode,
+                  "user (default), admin-plain (SASL PLAIN as --auth-user for each mailbox), master-user "
+                  "(LOGIN as MAILBOX*ADMIN), or magic (one shared password for every mailbox)")
+      ->check(CLI::IsMember({"user", "admin-plain", "master-user", "magic"}))
+      ->group("Server");
+  cmd->add_option("--master-separator", o.master_separator, "Separator of master-user logins (default *)")
+      ->group("Server");
+}
+
+static bool given(const CLI::App* cmd, const char* flag) { return cmd->count(flag) > 0; }
+
+// The explicit command-line flags on top of `p`.
+static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const ServerOptions& o,
+                                 const ProfileOptions& po) {
+  if (given(cmd, "--host")) p.host = o.host;
+  if (given(cmd, "--port")) p.port = o.port;
+  if (given(cmd, "--tls")) p.tls = o.tls;
+  if (given(cmd, "--ca-file")) p.ca_file = o.ca_file;
+  if (given(cmd, "--insecure")) p.insecure = o.insecure;
+  if (given(cmd, "--timeout")) p.timeout_seconds = o.timeout_seconds;
+  if (given(cmd, "--auth")) p.mechanism = batch::parse_mechanism(o.auth);
+  if (given(cmd, "--auth-user")) {
+    p.admin_user = o.auth_user;
+    if (po.auth_mode.empty() && p.auth == batch::AuthMode::user) p.auth = batch::AuthMode::admin_plain;
+  }
+  if (!po.auth_mode.empty()) p.auth = batch::parse_auth_mode(po.auth_mode);
+  if (!po.master_separator.empty()) p.master_separator = po.master_separator;
+  if (given(cmd, "--password-file")) {
+    p.password_file = o.password_file;
+    p.password_env.clear();
+    p.inline_password.clear();
+  }
+  if (given(cmd, "--password-env")) {
+    p.password_env = o.password_env;
+    p.password_file.clear();
+    p.inline_password.clear();
+  }
+  if (p.auth == batch::AuthMode::admin_plain) p.mechanism = imap::AuthMechanism::plain;
+  if ((p.auth == batch::AuthMode::admin_plain || p.auth == batch::AuthMode::master_user) && p.admin_user.empty())
+    throw Error(ErrorKind::usage, fmt::format("--auth-mode {} needs --auth-user ADMIN (or admin_user in the profile)",
+                                              batch::to_string(p.auth)));
+  if (p.auth != batch::AuthMode::user && p.password_file.empty() && p.password_env.empty() &&
+      p.inline_password.empty())
+    throw Error(ErrorKind::usage, fmt::format("--auth-mode {} needs the shared password: --password-file or "
+                                              "--password-env (or the profile's password_file)",
+                                              batch::to_string(p.auth)));
+  return p;
+}
+
+batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& o, const ProfileOptions& po,
+                                  std::vector<std::string>& warnings) {
+  batch::ServerRouting routing;
+  routing.config = batch::load_config_or_default(po.config);
+  warnings = routing.config.warnings;
+  if (!po.profile.empty()) {
+    routing.fixed = with_flags(routing.config.profile(po.profile), cmd, o, po);
+  } else if (given(cmd, "--host")) {
+    batch::Profile p;
+    p.name = "";
+    p.domains = {"*"};
+    if (given(cmd, "--auth")) p.mechanism = batch::parse_mechanism(o.auth);
+    routing.fixed = with_flags(p, cmd, o, po);
+    routing.fixed->domains.clear();  // the command line serves every account
+  } else {
+    for (auto& [name, p] : routing.config.profiles) p = with_flags(p, cmd, o, po);
+  }
+  return routing;
+}
+
+batch::AccountLogin make_account_login(const batch::Profile& profile, const std::string& user) {
+  std::string secret;
+  if (profile.auth == batch::AuthMode::user && !profile.supplies_secret())
+    secret = read_secret("", "", "Password for " + user + " at " + profile.host + ": ");
+  return batch::make_login(profile, user, secret);
+}
+
+void add_batch_options(CLI::App* cmd, BatchOptions& o) {
+  cmd->add_option("--accounts", o.accounts,
+                  "Run a batch: CSV source_user,source_password,target_user,target_password (or imapsync-style "
+                  "u1;p1;u2;p2), one account per line")
+      ->check(CLI::ExistingFile)
+      ->group("Batch");
+  cmd->add_option("--jobs", o.jobs, "Accounts at once (default min(CPUs + 1, 6))")
+      ->check(CLI::PositiveNumber)
+      ->group("Batch");
+  cmd->add_option("--per-server", o.per_server, "Accounts at once against one server (default 4, 0: no cap)")
+      ->check(CLI::NonNegativeNumber)
+      ->group("Batch");
+  cmd->add_option("--max-load", o.max_load,
+                  "Start no new account while the load average per CPU is above this (default 0.7, 0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->group("Batch");
+  cmd->add_option("--account-timeout", o.account_timeout,
+                  "Stop an account after this long (e.g. 90m, 24h; default 24h, 0: none); the next run continues it")
+      ->group("Batch");
+  cmd->add_flag("--retry-errors", o.retry_errors, "Run only the accounts whose last attempt ended in error")
+      ->group("Batch");
+  cmd->add_flag("--new-batch", o.new_batch, "Start the batch afresh even if the last one did not finish")
+      ->group("Batch");
+}
+
+std::chrono::seconds parse_duration(const std::string& text) {
+  size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  long long scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  else if (unit == "m" || unit == "min") scale = 60;
+  else if (unit == "h") scale = 3600;
+  else if (unit == "d") scale = 86400;
+  if (used == 0 || scale == 0 || n < 0)
+    throw Error(ErrorKind::usage, "a duration is a number with s, m, h or d, e.g. 90m or 24h, not " + text);
+  return std::chrono::seconds(n * scale);
+}
+
+batch::RunnerOptions make_runner_options(const BatchOptions& o) {
+  batch::RunnerOptions r;
+  r.scheduler.jobs = o.jobs;
+  r.scheduler.per_server = o.per_server;
+  r.scheduler.max_load = o.max_load;
+  r.account_timeout = parse_duration(o.account_timeout);
+  r.retry_errors = o.retry_errors;
+  r.new_batch = o.new_batch;
+  return r;
 }
 
 }  // namespace imapstage::cli

@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "batch/profiles.h"
+#include "batch/runner.h"
 #include "imap/session.h"
 
 namespace imapstage::cli {
@@ -41,5 +43,46 @@ imap::Credentials make_credentials(const ServerOptions& options);
 // Reads a secret: the first line of `file`, or the value of environment
 // variable `env`, or a no-echo prompt on /dev/tty labelled `prompt`.
 std::string read_secret(const std::string& file, const std::string& env, const std::string& prompt);
+
+// Connector profiles and admin modes (batch/profiles.h).
+struct ProfileOptions {
+  std::string config;            // --config FILE (default: batch::default_config_path() when it exists)
+  std::string profile;           // --source-profile / --target-profile NAME
+  std::string auth_mode;         // --auth-mode user | admin-plain | master-user | magic
+  std::string master_separator;  // --master-separator (default "*")
+};
+
+// Adds --config, `profile_flag` (e.g. "--source-profile"), --auth-mode and --master-separator.
+void add_profile_options(CLI::App* cmd, ProfileOptions& options, const std::string& profile_flag);
+
+// Where accounts go, for this command line: the named profile with every
+// server flag given explicitly on top; else, with --host, a profile made of
+// the flags that serves every account; else the config's profiles by
+// domain, each with the explicit flags on top. `warnings` gets the config's
+// warnings (inline secrets). Throws Error(usage) for an unknown profile or a
+// bad flag, Error(io) for an unreadable config.
+batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& server, const ProfileOptions& profile,
+                                  std::vector<std::string>& warnings);
+
+// The login of one mailbox under `profile`; in user mode without a password
+// source, prompts on the terminal (no echo).
+batch::AccountLogin make_account_login(const batch::Profile& profile, const std::string& user);
+
+// Options of a batch run (--accounts FILE).
+struct BatchOptions {
+  std::string accounts;           // --accounts FILE
+  int jobs = 0;                   // --jobs N (0: min(CPUs + 1, 6))
+  int per_server = 4;             // --per-server N
+  double max_load = 0.7;          // --max-load L (0: off)
+  std::string account_timeout = "24h";  // --account-timeout (s, m, h, d suffixes; 0: none)
+  bool retry_errors = false;      // --retry-errors
+  bool new_batch = false;         // --new-batch
+};
+
+void add_batch_options(CLI::App* cmd, BatchOptions& options);
+// Throws Error(usage) for a bad --account-timeout.
+batch::RunnerOptions make_runner_options(const BatchOptions& options);
+// "90" (seconds), "90s", "15m", "24h", "2d". Throws Error(usage).
+std::chrono::seconds parse_duration(const std::string& text);
 
 }  // namespace imapstage::cli

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "batch/batch_display.h"
+#include "batch/batch_jobs.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -15,6 +17,8 @@ namespace {
 struct ExportArgs {
   std::string archive;
   ServerOptions server;
+  ProfileOptions profile;
+  BatchOptions batch;
   std::string account_name;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
@@ -66,13 +70,29 @@ void print_summary(const exporting::ExportSummary& s) {
   }
 }
 
+void print_batch_report(const batch::BatchReport& report, const std::string& accounts_file) {
+  auto& r = report.result;
+  std::printf("\nexport batch%s: %zu accounts, %zu done now, %zu failed, %zu done earlier",
+              r.resumed ? " (resumed)" : "", r.total, r.done, r.failed, r.skipped);
+  if (r.not_started) std::printf(", %zu not started", r.not_started);
+  if (!report.refused.empty()) std::printf(", %zu lines refused", report.refused.size());
+  std::printf("\n");
+  for (auto& e : report.refused) std::printf("  %s line %zu: %s\n", accounts_file.c_str(), e.line, e.message.c_str());
+  for (auto& a : r.state.accounts)
+    if (a.status == batch::AccountStatus::error)
+      std::printf("  %s (line %zu): %s\n", a.key.c_str(), a.line, a.error.c_str());
+  if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
+}
+
 }  // namespace
 
 void add_export_command(CLI::App& app, int& status) {
   auto args = std::make_shared<ExportArgs>();
   auto* cmd = app.add_subcommand("export", "Pull every folder of an IMAP account into the archive (incremental)");
   cmd->add_option("--archive", args->archive, "Archive directory (created if missing)")->required();
-  add_server_options(cmd, args->server);
+  add_server_options(cmd, args->server, false);
+  add_profile_options(cmd, args->profile, "--source-profile");
+  add_batch_options(cmd, args->batch);
   cmd->add_option("--account-name", args->account_name, "Name of the account in the archive (default USER@HOST)");
   cmd->add_option("--folder", args->include, "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*'");
   cmd->add_option("--exclude", args->exclude, "Skip folders matching this glob (repeatable)");
@@ -80,12 +100,48 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
-  cmd->callback([args, &status] {
+  cmd->callback([args, cmd, &status] {
+    std::vector<std::string> warnings;
+    auto routing = make_routing(cmd, args->server, args->profile, warnings);
+
+    if (!args->batch.accounts.empty()) {
+      if (!args->server.user.empty() || !args->account_name.empty() || args->dry_run)
+        throw Error(ErrorKind::usage, "--accounts runs a batch: --user, --account-name and --dry-run do not apply");
+      batch::ExportBatchOptions options;
+      options.archive_dir = args->archive;
+      options.accounts_file = args->batch.accounts;
+      options.routing = std::move(routing);
+      options.include = args->include;
+      options.exclude = args->exclude;
+      options.runner = make_runner_options(args->batch);
+      std::unique_ptr<EventSink> sink;
+      batch::BatchTerminalSink* terminal = nullptr;
+      if (args->json) {
+        sink = std::make_unique<JsonLinesSink>(stdout);
+      } else {
+        auto t = std::make_unique<batch::BatchTerminalSink>(args->verbosity);
+        terminal = t.get();
+        sink = std::move(t);
+      }
+      for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+      auto report = batch::run_export_batch(options, *sink);
+      if (terminal) {
+        terminal->finish();
+        print_batch_report(report, args->batch.accounts);
+      }
+      status = report.complete() ? kExitOk : kExitIncomplete;
+      return;
+    }
+
+    if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
+    const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
+    auto login = make_account_login(profile, args->server.user);
     exporting::ExportOptions options;
     options.archive_dir = args->archive;
-    options.endpoint = make_endpoint(args->server);
-    options.credentials = make_credentials(args->server);
-    options.account_name = args->account_name;
+    options.endpoint = profile.endpoint();
+    options.credentials = login.credentials;
+    options.account_name =
+        args->account_name.empty() ? login.mailbox + "@" + options.endpoint.host : args->account_name;
     options.include = args->include;
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
@@ -104,7 +160,13 @@ void add_export_command(CLI::App& app, int& status) {
                   {"text", "--insecure: the server's certificate and host name are NOT verified"}});
     if (options.endpoint.tls == imap::TlsMode::none)
       sink->emit({{"event", "warning"}, {"text", "--tls none: the password and mail cross the network unencrypted"}});
-    auto summary = exporting::run_export(options, *sink);
+    for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+    exporting::ExportSummary summary;
+    try {
+      summary = exporting::run_export(options, *sink);
+    } catch (const Error& e) {
+      throw batch::describe_login_error(e, options.account_name, login);
+    }
     if (terminal) {
       terminal->finish();
       print_summary(summary);

@@ -71,6 +71,7 @@ class AccountExport {
   void plan_folder(const imap::ListEntry& entry, FolderResult& result);
   void commit_if_due(bool force = false);
   void emit(nlohmann::json event);
+  void check_cancelled(const std::string& folder);
 
   Archive* archive_;  // null for --dry-run without an archive
   const ExportOptions& options_;
@@ -85,6 +86,12 @@ class AccountExport {
 void AccountExport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
   events_.emit(event);
+}
+
+void AccountExport::check_cancelled(const std::string& folder) {
+  if (options_.cancelled && options_.cancelled())
+    throw Error(ErrorKind::interrupted, "stopped before the export was complete", Retry::later,
+                {.account = summary_.account, .folder = folder});
 }
 
 void AccountExport::ensure_session() {
@@ -189,6 +196,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
     result.name_raw = selected[i].name_raw;
     result.noselect = selected[i].noselect;
     try {
+      check_cancelled(result.name);
       with_retries(result.name, [&] {
         if (options_.dry_run) plan_folder(selected[i], result);
         else export_folder(selected[i], result, i, selected.size());
@@ -382,6 +390,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
 
   size_t wanted_pos = 0;
   for (auto& ranges : batches) {
+    check_cancelled(result.name);
     // The UIDs this FETCH asks for, to name the ones the server does not deliver.
     std::vector<uint32_t> asked;
     for (auto& r : ranges)

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,10 @@ struct ExportOptions {
   uint64_t commit_bytes = 32ull << 20;   // commit after this many compressed bytes...
   size_t commit_messages = 2000;         // ...or this many index changes
   archive::Archive::Options archive_options;
+  // Asked between folders and between FETCH commands; when it returns true
+  // the export stops with Error(interrupted) after committing what arrived
+  // (a batch's per-account deadline). Empty: never.
+  std::function<bool()> cancelled;
 };
 
 struct FolderResult {

@@ -1,6 +1,8 @@
 // imapstage import: the command line of the import engine.
 #include <cstdio>
 
+#include "batch/batch_display.h"
+#include "batch/batch_jobs.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -14,6 +16,8 @@ namespace {
 struct ImportArgs {
   std::string archive;
   ServerOptions server;
+  ProfileOptions profile;
+  BatchOptions batch;
   std::string account;
   std::string target_name;
   std::vector<std::string> maps;
@@ -59,13 +63,29 @@ void print_summary(const importing::ImportSummary& s) {
   }
 }
 
+void print_batch_report(const batch::BatchReport& report, const std::string& accounts_file) {
+  auto& r = report.result;
+  std::printf("\nimport batch%s: %zu accounts, %zu done now, %zu failed, %zu done earlier",
+              r.resumed ? " (resumed)" : "", r.total, r.done, r.failed, r.skipped);
+  if (r.not_started) std::printf(", %zu not started", r.not_started);
+  if (!report.refused.empty()) std::printf(", %zu lines refused", report.refused.size());
+  std::printf("\n");
+  for (auto& e : report.refused) std::printf("  %s line %zu: %s\n", accounts_file.c_str(), e.line, e.message.c_str());
+  for (auto& a : r.state.accounts)
+    if (a.status == batch::AccountStatus::error)
+      std::printf("  %s (line %zu): %s\n", a.key.c_str(), a.line, a.error.c_str());
+  if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
+}
+
 }  // namespace
 
 void add_import_command(CLI::App& app, int& status) {
   auto args = std::make_shared<ImportArgs>();
   auto* cmd = app.add_subcommand("import", "Push an archived account into a target IMAP server (never duplicates)");
   cmd->add_option("--archive", args->archive, "Archive directory")->required()->check(CLI::ExistingDirectory);
-  add_server_options(cmd, args->server);
+  add_server_options(cmd, args->server, false);
+  add_profile_options(cmd, args->profile, "--target-profile");
+  add_batch_options(cmd, args->batch);
   cmd->add_option("--account", args->account, "Archived account to import (default: the only one)");
   cmd->add_option("--target-name", args->target_name,
                   "Name of the target in the archive's records (default USER@HOST:PORT)");
@@ -76,22 +96,62 @@ void add_import_command(CLI::App& app, int& status) {
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
-  cmd->callback([args, &status] {
-    importing::ImportOptions options;
-    options.archive_dir = args->archive;
-    options.endpoint = make_endpoint(args->server);
-    options.account = args->account;
-    options.target_name = args->target_name;
+  cmd->callback([args, cmd, &status] {
+    std::map<std::string, std::string> map;
     for (auto& m : args->maps) {
       auto eq = m.find('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == m.size())
         throw Error(ErrorKind::usage, "--map wants SOURCE=TARGET, not " + m);
-      options.map[m.substr(0, eq)] = m.substr(eq + 1);
+      map[m.substr(0, eq)] = m.substr(eq + 1);
     }
+    std::vector<std::string> warnings;
+    auto routing = make_routing(cmd, args->server, args->profile, warnings);
+
+    if (!args->batch.accounts.empty()) {
+      if (!args->server.user.empty() || !args->account.empty() || !args->target_name.empty() || args->dry_run)
+        throw Error(ErrorKind::usage,
+                    "--accounts runs a batch: --user, --account, --target-name and --dry-run do not apply");
+      batch::ImportBatchOptions options;
+      options.archive_dir = args->archive;
+      options.accounts_file = args->batch.accounts;
+      options.routing = std::move(routing);
+      options.map = map;
+      options.include = args->include;
+      options.exclude = args->exclude;
+      options.runner = make_runner_options(args->batch);
+      std::unique_ptr<EventSink> sink;
+      batch::BatchTerminalSink* terminal = nullptr;
+      if (args->json) {
+        sink = std::make_unique<JsonLinesSink>(stdout);
+      } else {
+        auto t = std::make_unique<batch::BatchTerminalSink>(args->verbosity);
+        terminal = t.get();
+        sink = std::move(t);
+      }
+      for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+      auto report = batch::run_import_batch(options, *sink);
+      if (terminal) {
+        terminal->finish();
+        print_batch_report(report, args->batch.accounts);
+      }
+      status = report.complete() ? kExitOk : kExitIncomplete;
+      return;
+    }
+
+    if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
+    const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
+    auto login = make_account_login(profile, args->server.user);
+    importing::ImportOptions options;
+    options.archive_dir = args->archive;
+    options.endpoint = profile.endpoint();
+    options.account = args->account;
+    options.target_name =
+        args->target_name.empty() ? login.mailbox + "@" + options.endpoint.address() : args->target_name;
+    options.map = map;
     options.include = args->include;
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
-    options.credentials = make_credentials(args->server);
+    options.credentials = login.credentials;
 
     std::unique_ptr<EventSink> sink;
     TerminalSink* terminal = nullptr;
@@ -105,7 +165,13 @@ void add_import_command(CLI::App& app, int& status) {
     if (options.endpoint.insecure)
       sink->emit({{"event", "warning"},
                   {"text", "--insecure: the server's certificate and host name are NOT verified"}});
-    auto summary = importing::run_import(options, *sink);
+    for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+    importing::ImportSummary summary;
+    try {
+      summary = importing::run_import(options, *sink);
+    } catch (const Error& e) {
+      throw batch::describe_login_error(e, options.target_name, login);
+    }
     if (terminal) {
       terminal->finish();
       print_summary(summary);

@@ -59,8 +59,9 @@ class FlagFilter {
 
 class AccountImport {
  public:
-  AccountImport(const ImportOptions& options, EventSink& events, ImportSummary& summary)
-      : options_(options), events_(events), summary_(summary) {}
+  AccountImport(const ImportOptions& options, EventSink& events, ImportSummary& summary,
+                Archive* shared = nullptr)
+      : options_(options), events_(events), summary_(summary), shared_(shared) {}
 
   void run();
 
@@ -68,6 +69,7 @@ class AccountImport {
   void ensure_session();
   void drop_session();
   void emit(nlohmann::json event);
+  void check_cancelled(const std::string& folder);
   void commit();
   void import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count);
   void plan_folder(const FolderMapping& m, ImportFolderResult& result);
@@ -86,7 +88,9 @@ class AccountImport {
   const ImportOptions& options_;
   EventSink& events_;
   ImportSummary& summary_;
-  std::unique_ptr<Archive> archive_;
+  Archive* shared_;                  // a batch's archive, or null: open one
+  std::unique_ptr<Archive> owned_;
+  Archive* archive_ = nullptr;
   std::unique_ptr<Batch> batch_;
   std::unique_ptr<imap::Session> session_;
   archive::AccountRecord account_;
@@ -97,6 +101,12 @@ class AccountImport {
 void AccountImport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
   events_.emit(event);
+}
+
+void AccountImport::check_cancelled(const std::string& folder) {
+  if (options_.cancelled && options_.cancelled())
+    throw Error(ErrorKind::interrupted, "stopped before the import was complete", Retry::later,
+                {.account = summary_.account, .folder = folder});
 }
 
 void AccountImport::ensure_session() {
@@ -158,7 +168,12 @@ std::vector<std::string> AccountImport::target_flags(const MessageRecord& m, con
 void AccountImport::run() {
   auto started = Clock::now();
   ensure_session();  // a refused login leaves no trace in the archive
-  archive_ = Archive::open(options_.archive_dir, options_.dry_run ? Archive::Mode::read : Archive::Mode::write);
+  if (shared_) {
+    archive_ = shared_;
+  } else {
+    owned_ = Archive::open(options_.archive_dir, options_.dry_run ? Archive::Mode::read : Archive::Mode::write);
+    archive_ = owned_.get();
+  }
   account_ = archive::resolve_account(*archive_, options_.account);
   summary_.account = account_.name;
   if (summary_.target.empty())
@@ -203,6 +218,7 @@ void AccountImport::run() {
     result.target = m.target_utf8;
     result.reason = m.reason;
     try {
+      check_cancelled(result.source);
       run_with_retries(
           options_.retry,
           [&] {
@@ -518,6 +534,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
         (group.size() >= options_.append_batch || group_bytes + source->size > options_.append_batch_bytes)) {
       append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
       group_bytes = 0;
+      check_cancelled(result.source);
       if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
         last_progress = Clock::now();
         progress(false);
@@ -596,6 +613,21 @@ nlohmann::json ImportSummary::to_json() const {
           {"flags_updated", total(&R::flags_updated)}, {"to_append", total(&R::to_append)},
           {"failed_messages", failed_messages()}, {"failed_folders", failed_folders()},
           {"reconnects", reconnects}, {"seconds", seconds}, {"per_folder", per_folder}};
+}
+
+ImportSummary import_account(Archive& archive, const ImportOptions& options, EventSink& events) {
+  ImportSummary summary;
+  summary.target = options.target_name;
+  ImportOptions real = options;
+  real.dry_run = false;
+  try {
+    AccountImport(real, events, summary, &archive).run();
+  } catch (const Error& e) {
+    throw e.with({.account = summary.account.empty() ? options.account : summary.account,
+                  .server = options.endpoint.address()});
+  }
+  events.emit(summary.to_json());
+  return summary;
 }
 
 ImportSummary run_import(const ImportOptions& options, EventSink& events) {

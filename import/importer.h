@@ -13,6 +13,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct ImportOptions {
   RetryPolicy retry;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
+  // Asked between folders and between APPEND groups; when it returns true the
+  // import stops with Error(interrupted), everything sent so far recorded
+  // (a batch's per-account deadline). Empty: never.
+  std::function<bool()> cancelled;
 };
 
 struct MessageFailure {
@@ -84,5 +89,10 @@ struct ImportSummary {
 // progress, folder_done, message_error, folder_error, reconnect, warning,
 // summary). Throws Error for what stops the whole run.
 ImportSummary run_import(const ImportOptions& options, EventSink& events);
+
+// Does the same with an archive that is already open for writing (batches
+// share one Archive across threads). options.archive_dir and dry_run are
+// ignored: the import is real.
+ImportSummary import_account(archive::Archive& archive, const ImportOptions& options, EventSink& events);
 
 }  // namespace imapstage::importing

@@ -64,7 +64,7 @@ class ExportTest : public ::testing::Test {
   // Every selectable folder of the server equals the archive's current
   // generation: same UIDs, hashes, sizes, flags, keywords and INTERNALDATEs.
   static void expect_archive_matches_server(const Archive& a, const std::string& account_name,
-                                            const nlohmann::json& summary) {
+                                            const nlohmann::json& summary, size_t min_folders = 6) {
     auto account = a.find_account(account_name);
     ASSERT_TRUE(account) << account_name;
     size_t folders_checked = 0;
@@ -93,7 +93,7 @@ class ExportTest : public ::testing::Test {
       }
       ++folders_checked;
     }
-    EXPECT_GT(folders_checked, 5u);
+    EXPECT_GE(folders_checked, min_folders);
   }
 
   static size_t server_message_count(const nlohmann::json& summary) {
@@ -178,8 +178,9 @@ TEST_F(ExportTest, FullExportMatchesServerAndRerunFetchesNothing) {
   EXPECT_EQ(again.total(&exporting::FolderResult::bytes_fetched), 0u);
   EXPECT_EQ(again.total(&exporting::FolderResult::flags_updated), 0u);
   EXPECT_EQ(again.total(&exporting::FolderResult::expunged), 0u);
-  for (auto& f : again.folders)
+  for (auto& f : again.folders) {
     if (!f.noselect) EXPECT_TRUE(f.unchanged) << f.name << " was examined although nothing changed";
+  }
 }
 
 TEST_F(ExportTest, RerunReflectsNewMailFlagChangeAndExpunge) {
@@ -211,7 +212,7 @@ TEST_F(ExportTest, RerunReflectsNewMailFlagChangeAndExpunge) {
   EXPECT_EQ(second.total(&exporting::FolderResult::expunged), 1u);
 
   auto a = Archive::open(archive_dir, Archive::Mode::read);
-  expect_archive_matches_server(*a, "carol@" + server_->host(), server_->summary("carol"));
+  expect_archive_matches_server(*a, "carol@" + server_->host(), server_->summary("carol"), 2);
   // The expunged message stays in the archive, marked.
   auto account = a->find_account("carol@" + server_->host());
   auto inbox = a->find_folder(account->id, "INBOX");
@@ -255,7 +256,7 @@ TEST_F(ExportTest, UidvalidityChangeKeepsOldGeneration) {
   });
   EXPECT_EQ(old_gen, 1u);
   EXPECT_EQ(new_gen, 1u);
-  expect_archive_matches_server(*a, "dora@" + server_->host(), server_->summary("dora"));
+  expect_archive_matches_server(*a, "dora@" + server_->host(), server_->summary("dora"), 2);
 }
 
 TEST_F(ExportTest, DryRunWritesNothing) {

@@ -213,7 +213,9 @@ TEST_F(ImportTest, SpecialUseFoldersMapToTheTargetsNames) {
       EXPECT_EQ(f.target, "Gesendet");
       EXPECT_EQ(f.reason, "special-use \\Sent");
     }
-    if (f.source == "Trash") EXPECT_EQ(f.target, "Papierkorb");
+    if (f.source == "Trash") {
+      EXPECT_EQ(f.target, "Papierkorb");
+    }
   }
   auto target = server_->summary("bob_de");
   for (auto& f : target["folders"]) {

@@ -1,0 +1,763 @@
+#include "archive-format/archive.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "archive-format/codec.h"
+#include "archive-format/index.h"
+#include "archive-format/layout.h"
+#include "archive-format/pack.h"
+#include "common/error.h"
+
+namespace imapstage::archive {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kScanChunk = 256;
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+uint64_t random_u64() {
+  static std::mutex m;
+  static std::random_device device;
+  std::lock_guard lock(m);
+  return static_cast<uint64_t>(device()) << 32 | device();
+}
+
+std::string hash_key(const Hash& h) { return std::string(reinterpret_cast<const char*>(h.data()), h.size()); }
+
+std::string le32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (8 * i));
+  return s;
+}
+std::string le64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (8 * i));
+  return s;
+}
+uint64_t from_le(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < s.size() && i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
+  return v;
+}
+
+struct PendingObject {
+  Hash hash{};
+  uint64_t raw_size = 0;
+  std::string stored;
+};
+
+// A pack being written: the writer, and what the index says about it.
+struct PackSlot {
+  uint64_t id = 0;
+  PackWriter writer;
+  uint64_t committed_size = 0;  // as in the index
+  uint64_t committed_records = 0;
+  uint64_t records = 0;  // including records written by the commit in progress
+  bool sealed = false;
+};
+
+}  // namespace
+
+// ---- Archive::Impl ---------------------------------------------------------
+
+struct Archive::Impl {
+  fs::path dir;
+  Mode mode = Mode::read;
+  Options options;
+  std::unique_ptr<WriterLock> lock;
+  std::shared_ptr<Index> index;
+  std::string archive_id;
+
+  // Serializes every index write and all pack writing.
+  std::mutex commit_mutex;
+  std::optional<PackSlot> current;
+  uint64_t journal_sequence = 0;
+  std::unique_ptr<Compressor> journal_compressor;
+
+  std::mutex id_mutex;
+  std::optional<uint32_t> next_account;
+  std::map<uint32_t, uint32_t> next_folder;
+
+  void require_writable() const {
+    if (mode == Mode::read)
+      throw Error(ErrorKind::internal, "the archive was opened read-only", Retry::never, {.file = dir.string()});
+  }
+
+  fs::path pack_path(uint64_t id) const { return pack_file(dir, id); }
+
+  // Adds the index directory to corruption errors from decoding.
+  template <class F>
+  auto guarded(F&& f) const {
+    try {
+      return f();
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::corrupt && e.where().file.empty()) throw e.with({.file = (dir / "index").string()});
+      throw;
+    }
+  }
+
+  // Calls fn(key, value) for every entry of `db` under `prefix`, a chunk per short read transaction.
+  void scan(Index::Db db, const std::string& prefix,
+            const std::function<bool(std::string_view, std::string_view)>& fn) const {
+    std::string from = prefix;
+    while (true) {
+      std::vector<std::pair<std::string, std::string>> chunk;
+      {
+        auto txn = index->read();
+        txn.scan(db, from, prefix, [&](std::string_view k, std::string_view v) {
+          chunk.emplace_back(k, v);
+          return chunk.size() < kScanChunk;
+        });
+      }
+      for (auto& [k, v] : chunk)
+        if (!fn(k, v)) return;
+      if (chunk.size() < kScanChunk) return;
+      from = chunk.back().first;
+      from.push_back('\0');  // the least key after the last one
+    }
+  }
+
+  uint32_t allocate_account_id() {
+    std::lock_guard lock(id_mutex);
+    if (!next_account) {
+      auto txn = index->read();
+      auto last = txn.last_key(Index::accounts, "");
+      next_account = last ? codec::decode_u32_key(*last) + 1 : 1;
+    }
+    return (*next_account)++;
+  }
+
+  uint32_t allocate_folder_id(uint32_t account_id) {
+    std::lock_guard lock(id_mutex);
+    auto it = next_folder.find(account_id);
+    if (it == next_folder.end()) {
+      auto txn = index->read();
+      auto last = txn.last_key(Index::folders, codec::u32_key(account_id));
+      uint32_t next = 1;
+      if (last) {
+        uint32_t a = 0, f = 0;
+        codec::decode_folder_key(*last, a, f);
+        next = f + 1;
+      }
+      it = next_folder.emplace(account_id, next).first;
+    }
+    return it->second++;
+  }
+
+  // REQUIRES: commit_mutex held. A new, empty pack registered in the index.
+  PackSlot start_pack() {
+    uint64_t id = 0;
+    while (true) {
+      id = random_u64();
+      if (id == 0) continue;
+      std::error_code ec;
+      if (fs::exists(pack_path(id), ec)) continue;
+      auto txn = index->read();
+      if (txn.get(Index::packs, codec::u64_key(id))) continue;
+      break;
+    }
+    PackSlot slot{id, PackWriter::create(pack_path(id), id), kPackHeaderSize, 0, 0, false};
+    try {
+      auto txn = index->write();
+      txn.put(Index::packs, codec::u64_key(id), codec::encode_pack({id, kPackHeaderSize, 0, false}));
+      txn.commit();
+    } catch (...) {
+      std::error_code ec;
+      fs::remove(pack_path(id), ec);
+      throw;
+    }
+    return slot;
+  }
+
+  void commit(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops) {
+    std::lock_guard lock(commit_mutex);
+    commit_locked(objects, ops);
+  }
+
+  // REQUIRES: commit_mutex held. Writes the objects and a journal of `ops`,
+  // syncs, then indexes everything in one transaction. On failure nothing is
+  // indexed, the packs are cut back to their committed sizes and `ops` is kept.
+  void commit_locked(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops) {
+    require_writable();
+    {
+      // Another batch may have committed the same bytes since put_object.
+      auto txn = index->read();
+      std::erase_if(objects, [&](const PendingObject& o) { return txn.get(Index::objects, hash_key(o.hash)).has_value(); });
+    }
+    if (objects.empty() && ops.empty()) return;
+
+    std::vector<PackSlot> slots;
+    if (current) {
+      slots.push_back(std::move(*current));
+      current.reset();
+    }
+    std::vector<std::pair<Hash, ObjectLocation>> located;
+    codec::Journal journal;
+    bool journaled = !ops.empty();
+    journal.sequence = journal_sequence + 1;
+    journal.time = unix_now();
+    journal.ops = std::move(ops);
+
+    auto write_record = [&](RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored) {
+      if (slots.empty() || slots.back().sealed) slots.push_back(start_pack());
+      PackSlot& slot = slots.back();
+      auto info = slot.writer.append(kind, hash, raw_size, stored);
+      ++slot.records;
+      if (slot.writer.size() >= options.pack_size_limit) slot.sealed = true;
+      return ObjectLocation{slot.id, info.offset, info.record_size, raw_size};
+    };
+
+    try {
+      for (auto& o : objects) located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored));
+      if (journaled) {
+        std::string raw = codec::encode_journal(journal);
+        std::string stored = journal_compressor->compress(raw);
+        write_record(RecordKind::journal, sha256(raw), raw.size(), stored);
+      }
+      for (auto& slot : slots)
+        if (slot.writer.size() != slot.committed_size || slot.sealed) slot.writer.sync();
+
+      auto txn = index->write();
+      for (auto& [hash, loc] : located) txn.put(Index::objects, hash_key(hash), codec::encode_object(loc));
+      for (auto& op : journal.ops) apply_op(txn, op);
+      for (auto& slot : slots)
+        txn.put(Index::packs, codec::u64_key(slot.id),
+                codec::encode_pack({slot.id, slot.writer.size(), slot.records, slot.sealed}));
+      if (journaled) txn.put(Index::meta, "journal_sequence", le64(journal.sequence));
+      txn.commit();
+    } catch (...) {
+      ops = std::move(journal.ops);
+      // Cut every pack back to what the index says; keep the first as current if that worked.
+      for (size_t i = 0; i < slots.size(); ++i) {
+        auto& slot = slots[i];
+        slot.writer.truncate(slot.committed_size);
+        slot.records = slot.committed_records;
+        slot.sealed = false;
+        if (!current && slot.writer.size() == slot.committed_size) current = std::move(slot);
+      }
+      throw;
+    }
+    if (journaled) journal_sequence = journal.sequence;
+    for (auto& slot : slots) {
+      slot.committed_size = slot.writer.size();
+      slot.committed_records = slot.records;
+      if (!slot.sealed) current = std::move(slot);
+    }
+    objects.clear();
+    ops.clear();
+  }
+
+  // Opens the unsealed packs after a possible crash: cuts each back to its committed size.
+  void recover_packs() {
+    std::vector<PackInfo> unsealed;
+    scan(Index::packs, "", [&](std::string_view k, std::string_view v) {
+      auto p = codec::decode_pack(k, v);
+      if (!p.sealed) unsealed.push_back(p);
+      return true;
+    });
+    for (auto& p : unsealed) {
+      std::error_code ec;
+      if (!fs::exists(pack_path(p.id), ec)) continue;  // missing: verify reports it
+      PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size), p.committed_size, p.records, p.records,
+                    false};
+      if (!current || slot.committed_size > current->committed_size) current = std::move(slot);
+    }
+  }
+};
+
+// ---- Archive -----------------------------------------------------------------
+
+Archive::Archive(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Archive::~Archive() = default;
+
+std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode) { return open(dir, mode, Options{}); }
+
+std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options options) {
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  impl->mode = mode;
+  impl->options = options;
+  ErrorWhere where{.file = dir.string()};
+  std::error_code ec;
+  fs::path format_file = dir / "FORMAT";
+  bool writing = mode != Mode::read;
+
+  if (!fs::exists(format_file, ec)) {
+    if (mode != Mode::create) {
+      if (!fs::exists(dir, ec)) throw Error(ErrorKind::not_found, "no such archive directory", Retry::never, where);
+      throw Error(ErrorKind::not_found, "not an imapstage archive (no FORMAT file)", Retry::never, where);
+    }
+    fs::create_directories(dir, ec);
+    if (ec) throw_io("cannot create the archive directory", dir.string(), ec.value());
+    for (auto& entry : fs::directory_iterator(dir, ec)) {
+      auto name = entry.path().filename().string();
+      if (name != "lock" && name != "FORMAT.tmp")
+        throw Error(ErrorKind::usage, "the directory is not empty and is not an imapstage archive", Retry::never,
+                    where);
+    }
+    impl->lock = WriterLock::acquire(dir / "lock");
+    if (!fs::exists(format_file, ec))
+      write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
+  }
+  uint32_t version = read_format_file(format_file);
+  if (version == 0 || version > kFormatVersion)
+    throw Error(ErrorKind::format,
+                fmt::format("archive format version {} is not supported by this build (it reads up to {})", version,
+                            kFormatVersion),
+                Retry::never, where);
+  if (writing && !impl->lock) impl->lock = WriterLock::acquire(dir / "lock");
+  if (writing) {
+    fs::create_directories(dir / "packs", ec);
+    if (ec) throw_io("cannot create the packs directory", (dir / "packs").string(), ec.value());
+  }
+
+  impl->index = Index::open(dir / "index", options.map_size, writing);
+  impl->guarded([&] {
+    std::optional<std::string> id;
+    uint64_t sequence = 0;
+    {
+      auto txn = impl->index->read();
+      if (auto v = txn.get(Index::meta, "format_version")) {
+        if (v->size() != 4) throw Error(ErrorKind::corrupt, "malformed format_version in the index");
+        if (from_le(*v) > kFormatVersion)
+          throw Error(ErrorKind::format, fmt::format("index format version {} is newer than this build", from_le(*v)),
+                      Retry::never, where);
+      }
+      if (auto v = txn.get(Index::meta, "archive_id")) id = std::string(*v);
+      if (auto v = txn.get(Index::meta, "journal_sequence")) {
+        if (v->size() != 8) throw Error(ErrorKind::corrupt, "malformed journal_sequence in the index");
+        sequence = from_le(*v);
+      }
+    }
+    if (!id) {
+      if (!writing) throw Error(ErrorKind::corrupt, "the index has no archive id", Retry::never, where);
+      id = fmt::format("{:016x}{:016x}", random_u64(), random_u64());
+      auto txn = impl->index->write();
+      txn.put(Index::meta, "format_version", le32(kFormatVersion));
+      txn.put(Index::meta, "archive_id", *id);
+      txn.put(Index::meta, "journal_sequence", le64(0));
+      txn.commit();
+    }
+    impl->archive_id = *id;
+    impl->journal_sequence = sequence;
+    return 0;
+  });
+  if (writing) {
+    impl->journal_compressor = std::make_unique<Compressor>(options.zstd_level);
+    impl->guarded([&] {
+      impl->recover_packs();
+      return 0;
+    });
+  }
+  return std::unique_ptr<Archive>(new Archive(std::move(impl)));
+}
+
+const fs::path& Archive::dir() const { return impl_->dir; }
+bool Archive::writable() const { return impl_->mode != Mode::read; }
+std::string Archive::archive_id() const { return impl_->archive_id; }
+
+std::vector<AccountRecord> Archive::accounts() const {
+  return impl_->guarded([&] {
+    std::vector<AccountRecord> out;
+    impl_->scan(Index::accounts, "", [&](std::string_view k, std::string_view v) {
+      out.push_back(codec::decode_account(k, v));
+      return true;
+    });
+    return out;
+  });
+}
+
+std::optional<AccountRecord> Archive::find_account(std::string_view name) const {
+  return impl_->guarded([&]() -> std::optional<AccountRecord> {
+    auto txn = impl_->index->read();
+    auto id = txn.get(Index::account_names, codec::name_key(name));
+    if (!id) return std::nullopt;
+    auto v = txn.get(Index::accounts, *id);
+    if (!v) throw Error(ErrorKind::corrupt, "account name refers to a missing account");
+    auto r = codec::decode_account(*id, *v);
+    if (r.name != name) return std::nullopt;
+    return r;
+  });
+}
+
+std::vector<FolderRecord> Archive::folders(uint32_t account_id) const {
+  return impl_->guarded([&] {
+    std::vector<FolderRecord> out;
+    impl_->scan(Index::folders, codec::u32_key(account_id), [&](std::string_view k, std::string_view v) {
+      out.push_back(codec::decode_folder(k, v));
+      return true;
+    });
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name_raw < b.name_raw; });
+    return out;
+  });
+}
+
+std::optional<FolderRecord> Archive::find_folder(uint32_t account_id, std::string_view name_raw) const {
+  return impl_->guarded([&]() -> std::optional<FolderRecord> {
+    auto txn = impl_->index->read();
+    auto id = txn.get(Index::folder_names, codec::folder_name_key(account_id, name_raw));
+    if (!id) return std::nullopt;
+    std::string key = codec::folder_key(account_id, codec::decode_u32_key(*id));
+    auto v = txn.get(Index::folders, key);
+    if (!v) throw Error(ErrorKind::corrupt, "folder name refers to a missing folder");
+    auto r = codec::decode_folder(key, *v);
+    if (r.name_raw != name_raw) return std::nullopt;
+    return r;
+  });
+}
+
+std::optional<FolderRecord> Archive::folder(uint32_t account_id, uint32_t folder_id) const {
+  return impl_->guarded([&]() -> std::optional<FolderRecord> {
+    auto txn = impl_->index->read();
+    std::string key = codec::folder_key(account_id, folder_id);
+    auto v = txn.get(Index::folders, key);
+    if (!v) return std::nullopt;
+    return codec::decode_folder(key, *v);
+  });
+}
+
+void Archive::for_each_message(uint32_t account_id, uint32_t folder_id, std::optional<uint32_t> uidvalidity,
+                               const std::function<bool(const MessageRecord&)>& fn) const {
+  std::string prefix = codec::folder_key(account_id, folder_id);
+  if (uidvalidity) prefix += codec::u32_key(*uidvalidity);
+  impl_->guarded([&] {
+    impl_->scan(Index::messages, prefix,
+                [&](std::string_view k, std::string_view v) { return fn(codec::decode_message(k, v)); });
+    return 0;
+  });
+}
+
+void Archive::for_each_message(const std::function<bool(const MessageRecord&)>& fn) const {
+  impl_->guarded([&] {
+    impl_->scan(Index::messages, "", [&](std::string_view k, std::string_view v) { return fn(codec::decode_message(k, v)); });
+    return 0;
+  });
+}
+
+std::optional<MessageRecord> Archive::message(const MessageKey& key) const {
+  return impl_->guarded([&]() -> std::optional<MessageRecord> {
+    auto txn = impl_->index->read();
+    std::string k = codec::message_key(key);
+    auto v = txn.get(Index::messages, k);
+    if (!v) return std::nullopt;
+    return codec::decode_message(k, *v);
+  });
+}
+
+std::optional<ObjectLocation> Archive::object(const Hash& hash) const {
+  return impl_->guarded([&]() -> std::optional<ObjectLocation> {
+    auto txn = impl_->index->read();
+    auto v = txn.get(Index::objects, hash_key(hash));
+    if (!v) return std::nullopt;
+    return codec::decode_object(*v);
+  });
+}
+
+void Archive::for_each_object(const std::function<bool(const Hash&, const ObjectLocation&)>& fn) const {
+  impl_->guarded([&] {
+    impl_->scan(Index::objects, "", [&](std::string_view k, std::string_view v) {
+      if (k.size() != 32) throw Error(ErrorKind::corrupt, "malformed object key in the index");
+      Hash h{};
+      std::memcpy(h.data(), k.data(), 32);
+      return fn(h, codec::decode_object(v));
+    });
+    return 0;
+  });
+}
+
+std::vector<PackInfo> Archive::packs() const {
+  return impl_->guarded([&] {
+    std::vector<PackInfo> out;
+    impl_->scan(Index::packs, "", [&](std::string_view k, std::string_view v) {
+      out.push_back(codec::decode_pack(k, v));
+      return true;
+    });
+    return out;
+  });
+}
+
+fs::path Archive::pack_path(uint64_t pack_id) const { return impl_->pack_path(pack_id); }
+
+std::string Archive::read_object(const Hash& hash) const {
+  auto loc = object(hash);
+  std::string hex = to_hex(hash);
+  if (!loc) throw Error(ErrorKind::not_found, "the archive has no such object", Retry::never, {.hash = hex});
+  fs::path file = pack_path(loc->pack_id);
+  std::error_code ec;
+  if (!fs::exists(file, ec))
+    throw Error(ErrorKind::corrupt, fmt::format("the pack holding the object (offset {}) is missing", loc->offset),
+                Retry::never, {.file = file.string(), .hash = hex});
+  std::string raw = read_record(file, loc->offset, hash);
+  if (raw.size() != loc->raw_size)
+    throw Error(ErrorKind::corrupt,
+                fmt::format("object at offset {} has {} bytes, the index says {}", loc->offset, raw.size(), loc->raw_size),
+                Retry::never, {.file = file.string(), .hash = hex});
+  return raw;
+}
+
+std::optional<uint32_t> Archive::find_target(std::string_view identity) const {
+  return impl_->guarded([&]() -> std::optional<uint32_t> {
+    auto txn = impl_->index->read();
+    auto id = txn.get(Index::target_names, codec::name_key(identity));
+    if (!id) return std::nullopt;
+    auto v = txn.get(Index::targets, *id);
+    if (!v) throw Error(ErrorKind::corrupt, "target name refers to a missing target");
+    if (codec::decode_target(*v) != identity) return std::nullopt;
+    return codec::decode_u32_key(*id);
+  });
+}
+
+std::optional<AppendRecord> Archive::append(const AppendKey& key) const {
+  return impl_->guarded([&]() -> std::optional<AppendRecord> {
+    auto txn = impl_->index->read();
+    std::string k = codec::append_key(key);
+    auto v = txn.get(Index::appends, k);
+    if (!v) return std::nullopt;
+    return codec::decode_append(k, *v);
+  });
+}
+
+void Archive::for_each_append(uint32_t target_id, const std::function<bool(const AppendRecord&)>& fn) const {
+  impl_->guarded([&] {
+    impl_->scan(Index::appends, codec::u32_key(target_id),
+                [&](std::string_view k, std::string_view v) { return fn(codec::decode_append(k, v)); });
+    return 0;
+  });
+}
+
+std::vector<RunRecord> Archive::runs() const {
+  return impl_->guarded([&] {
+    std::vector<RunRecord> out;
+    impl_->scan(Index::runs, "", [&](std::string_view k, std::string_view v) {
+      out.push_back(codec::decode_run(k, v));
+      return true;
+    });
+    return out;
+  });
+}
+
+uint32_t Archive::put_target(std::string_view identity) {
+  impl_->require_writable();
+  if (auto id = find_target(identity)) return *id;
+  std::lock_guard lock(impl_->commit_mutex);
+  if (auto id = find_target(identity)) return *id;
+  uint32_t id = impl_->guarded([&] {
+    auto txn = impl_->index->read();
+    auto last = txn.last_key(Index::targets, "");
+    return last ? codec::decode_u32_key(*last) + 1 : 1u;
+  });
+  std::vector<PendingObject> none;
+  std::vector<codec::JournalOp> ops{{codec::OpKind::put_target, codec::u32_key(id), codec::encode_target(identity)}};
+  impl_->commit_locked(none, ops);
+  return id;
+}
+
+uint64_t Archive::begin_run(const std::string& kind, const std::string& account, const std::string& details_json) {
+  impl_->require_writable();
+  std::lock_guard lock(impl_->commit_mutex);
+  return impl_->guarded([&] {
+    auto txn = impl_->index->write();
+    auto last = txn.last_key(Index::runs, "");
+    RunRecord r;
+    r.id = last ? codec::decode_u64_key(*last) + 1 : 1;
+    r.kind = kind;
+    r.account = account;
+    r.started = unix_now();
+    r.result = "running";
+    r.details = details_json;
+    txn.put(Index::runs, codec::u64_key(r.id), codec::encode_run(r));
+    txn.commit();
+    return r.id;
+  });
+}
+
+void Archive::end_run(uint64_t id, const std::string& result, const std::string& details_json) {
+  impl_->require_writable();
+  std::lock_guard lock(impl_->commit_mutex);
+  impl_->guarded([&] {
+    auto txn = impl_->index->write();
+    std::string key = codec::u64_key(id);
+    auto v = txn.get(Index::runs, key);
+    if (!v) throw Error(ErrorKind::not_found, fmt::format("no run {} in the archive", id));
+    auto r = codec::decode_run(key, *v);
+    r.finished = unix_now();
+    r.result = result;
+    r.details = details_json;
+    txn.put(Index::runs, key, codec::encode_run(r));
+    txn.commit();
+    return 0;
+  });
+}
+
+void Archive::seal_current_pack() {
+  impl_->require_writable();
+  std::lock_guard lock(impl_->commit_mutex);
+  auto& cur = impl_->current;
+  if (!cur || cur->records == 0) return;
+  auto txn = impl_->index->write();
+  txn.put(Index::packs, codec::u64_key(cur->id), codec::encode_pack({cur->id, cur->committed_size, cur->records, true}));
+  txn.commit();
+  cur.reset();
+}
+
+// ---- Batch -------------------------------------------------------------------
+
+struct Batch::Impl {
+  Archive& archive;
+  Compressor compressor;
+  std::vector<PendingObject> objects;
+  std::set<Hash> hashes;
+  uint64_t bytes = 0;
+  std::vector<codec::JournalOp> ops;
+  std::map<std::string, uint32_t> account_ids;                       // by name, staged here
+  std::map<std::pair<uint32_t, std::string>, uint32_t> folder_ids;   // by (account, name_raw), staged here
+
+  Impl(Archive& a) : archive(a), compressor(a.impl_->options.zstd_level) {}
+};
+
+Batch::Batch(Archive& archive) : impl_(std::make_unique<Impl>(archive)) {}
+Batch::~Batch() = default;
+
+bool Batch::put_object(const Hash& hash, std::string_view raw) {
+  impl_->archive.impl_->require_writable();
+  assert(sha256(raw) == hash);
+  if (impl_->hashes.count(hash)) return false;
+  if (impl_->archive.object(hash)) return false;
+  std::string stored = impl_->compressor.compress(raw);
+  impl_->bytes += stored.size();
+  impl_->objects.push_back({hash, raw.size(), std::move(stored)});
+  impl_->hashes.insert(hash);
+  return true;
+}
+
+uint32_t Batch::put_account(AccountRecord& record) {
+  auto& a = *impl_->archive.impl_;
+  a.require_writable();
+  if (record.id == 0) {
+    if (auto it = impl_->account_ids.find(record.name); it != impl_->account_ids.end()) record.id = it->second;
+    else if (auto existing = impl_->archive.find_account(record.name)) record.id = existing->id;
+    else record.id = a.allocate_account_id();
+  }
+  impl_->account_ids[record.name] = record.id;
+  impl_->ops.push_back({codec::OpKind::put_account, codec::u32_key(record.id), codec::encode_account(record)});
+  return record.id;
+}
+
+uint32_t Batch::put_folder(FolderRecord& record) {
+  auto& a = *impl_->archive.impl_;
+  a.require_writable();
+  if (record.id == 0) {
+    auto name = std::make_pair(record.account_id, record.name_raw);
+    if (auto it = impl_->folder_ids.find(name); it != impl_->folder_ids.end()) record.id = it->second;
+    else if (auto existing = impl_->archive.find_folder(record.account_id, record.name_raw)) record.id = existing->id;
+    else record.id = a.allocate_folder_id(record.account_id);
+  }
+  impl_->folder_ids[{record.account_id, record.name_raw}] = record.id;
+  impl_->ops.push_back(
+      {codec::OpKind::put_folder, codec::folder_key(record.account_id, record.id), codec::encode_folder(record)});
+  return record.id;
+}
+
+void Batch::put_message(const MessageRecord& record) {
+  impl_->archive.impl_->require_writable();
+  impl_->ops.push_back({codec::OpKind::put_message, codec::message_key(record.key), codec::encode_message(record)});
+}
+
+void Batch::put_append(const AppendRecord& record) {
+  impl_->archive.impl_->require_writable();
+  impl_->ops.push_back({codec::OpKind::put_append, codec::append_key(record.key), codec::encode_append(record)});
+}
+
+void Batch::erase_append(const AppendKey& key) {
+  impl_->archive.impl_->require_writable();
+  impl_->ops.push_back({codec::OpKind::erase_append, codec::append_key(key), {}});
+}
+
+uint64_t Batch::pending_bytes() const { return impl_->bytes; }
+size_t Batch::pending_changes() const { return impl_->ops.size() + impl_->objects.size(); }
+
+void Batch::commit() {
+  impl_->archive.impl_->commit(impl_->objects, impl_->ops);
+  impl_->objects.clear();
+  impl_->hashes.clear();
+  impl_->bytes = 0;
+  impl_->ops.clear();
+  impl_->account_ids.clear();
+  impl_->folder_ids.clear();
+}
+
+// ---- flags -------------------------------------------------------------------
+
+namespace {
+
+struct SystemFlag {
+  Flag bit;
+  std::string_view name;
+};
+constexpr SystemFlag kSystemFlags[] = {
+    {kSeen, "\\Seen"}, {kAnswered, "\\Answered"}, {kFlagged, "\\Flagged"}, {kDeleted, "\\Deleted"}, {kDraft, "\\Draft"},
+};
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std::vector<std::string>& keywords) {
+  bits = 0;
+  keywords.clear();
+  for (auto& f : imap_flags) {
+    if (f.empty()) continue;
+    if (iequals(f, "\\Recent")) continue;
+    bool system = false;
+    for (auto& s : kSystemFlags)
+      if (iequals(f, s.name)) {
+        bits |= s.bit;
+        system = true;
+      }
+    if (system) continue;
+    bool seen = std::any_of(keywords.begin(), keywords.end(), [&](const std::string& k) { return iequals(k, f); });
+    if (!seen) keywords.push_back(f);
+  }
+}
+
+std::vector<std::string> flags_to_imap(uint32_t bits, const std::vector<std::string>& keywords) {
+  std::vector<std::string> out;
+  for (auto& s : kSystemFlags)
+    if (bits & s.bit) out.emplace_back(s.name);
+  out.insert(out.end(), keywords.begin(), keywords.end());
+  return out;
+}
+
+std::string FolderRecord::special_use() const {
+  static constexpr std::string_view kSpecial[] = {"\\Sent", "\\Drafts", "\\Trash", "\\Junk",
+                                                  "\\Archive", "\\All", "\\Flagged"};
+  for (auto& a : attributes)
+    for (auto s : kSpecial)
+      if (iequals(a, s)) return std::string(s);
+  return "";
+}
+
+}  // namespace imapstage::archive

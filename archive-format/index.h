@@ -1,0 +1,98 @@
+// The LMDB index of an archive: the only code that touches LMDB. One
+// environment per path per process (shared through Index::open), MDB_NOTLS so
+// transactions may move between threads, named databases as listed in
+// FORMAT.md ("Index"). Transactions are small RAII owners: a write
+// transaction that is not committed is aborted by its destructor.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "archive-format/codec.h"
+
+struct MDB_env;
+struct MDB_txn;
+
+namespace imapstage::archive {
+
+class Index {
+ public:
+  enum Db : unsigned {
+    meta,
+    accounts,
+    account_names,
+    folders,
+    folder_names,
+    messages,
+    objects,
+    packs,
+    runs,
+    targets,
+    target_names,
+    appends,
+    kDbCount,
+  };
+  static const char* db_name(Db db);
+
+  // Opens (create: creating) the environment in directory `dir`, sharing one
+  // per path within the process. Throws Error(not_found) if it does not exist
+  // and !create, Error(io)/Error(corrupt) from LMDB.
+  static std::shared_ptr<Index> open(const std::filesystem::path& dir, uint64_t map_size, bool create);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  const std::filesystem::path& dir() const { return dir_; }
+
+  class Txn {
+   public:
+    Txn(Txn&&) noexcept;
+    Txn& operator=(Txn&&) = delete;
+    ~Txn();  // aborts unless committed
+
+    // The value under `key`, valid until the transaction ends or writes.
+    std::optional<std::string_view> get(Db db, std::string_view key) const;
+    void put(Db db, std::string_view key, std::string_view value);
+    // Returns whether the key existed.
+    bool del(Db db, std::string_view key);
+    // Calls fn(key, value) for keys >= `from` that start with `prefix`, in
+    // key order, until fn returns false.
+    void scan(Db db, std::string_view from, std::string_view prefix,
+              const std::function<bool(std::string_view, std::string_view)>& fn) const;
+    // The greatest key in `db` that starts with `prefix`, if any.
+    std::optional<std::string> last_key(Db db, std::string_view prefix) const;
+    void commit();
+
+   private:
+    friend class Index;
+    Txn(const Index& index, MDB_txn* txn) : index_(&index), txn_(txn) {}
+    const Index* index_;
+    MDB_txn* txn_;
+  };
+
+  Txn read() const;
+  // REQUIRES: no other write transaction of this environment in this thread.
+  Txn write();
+
+  // Throws the Error for an LMDB return code (what: the operation).
+  [[noreturn]] void fail(int rc, const std::string& what) const;
+
+ private:
+  Index(std::filesystem::path dir, MDB_env* env);
+  Txn begin(bool write) const;
+  std::filesystem::path dir_;
+  MDB_env* env_;
+  unsigned dbi_[kDbCount] = {};
+};
+
+// Applies one journal op to the index inside `txn` (the same code serves a
+// commit and a rebuild's replay): puts the record and keeps the name indexes
+// (account_names, folder_names, target_names) in step. REQUIRES: check_op(op).
+void apply_op(Index::Txn& txn, const codec::JournalOp& op);
+
+}  // namespace imapstage::archive

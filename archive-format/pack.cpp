@@ -1,0 +1,426 @@
+#include "archive-format/pack.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace imapstage::archive {
+
+namespace {
+
+constexpr char kPackMagic[8] = {'I', 'M', 'S', 'T', 'P', 'A', 'C', 'K'};
+constexpr char kRecordMagic[4] = {'I', 'M', 'S', 'R'};
+constexpr uint32_t kPackVersion = 1;
+// Larger raw sizes are treated as a damaged header rather than allocated.
+constexpr uint64_t kMaxRawSize = 1ull << 40;
+
+struct Crc32cTable {
+  uint32_t t[256];
+  Crc32cTable() {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+  }
+};
+
+void put_le(char* p, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+uint64_t get_le(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+// Owns a file descriptor.
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd = o.fd;
+      o.fd = -1;
+    }
+    return *this;
+  }
+  ~Fd() { reset(); }
+  void reset() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+Fd open_file(const std::filesystem::path& path, int flags, mode_t mode = 0) {
+  int fd;
+  do fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw_io("cannot open", path.string(), errno);
+  return Fd(fd);
+}
+
+uint64_t file_size_of(int fd, const std::filesystem::path& path) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw_io("cannot stat", path.string(), errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// Reads exactly n bytes at `offset`; returns how many were available (short at end of file).
+size_t pread_full(int fd, char* buf, size_t n, uint64_t offset, const std::filesystem::path& path) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_io("cannot read", path.string(), errno);
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return done;
+}
+
+void pwrite_full(int fd, const char* buf, size_t n, uint64_t offset, const std::filesystem::path& path) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_io("cannot write", path.string(), errno);
+    }
+    done += static_cast<size_t>(r);
+  }
+}
+
+void fsync_fd(int fd, const std::filesystem::path& path) {
+  if (::fsync(fd) != 0) throw_io("cannot sync", path.string(), errno);
+}
+
+void fsync_dir(const std::filesystem::path& dir) {
+  Fd d = open_file(dir, O_RDONLY | O_DIRECTORY);
+  fsync_fd(d.fd, dir);
+}
+
+[[noreturn]] void corrupt_record(const std::filesystem::path& file, uint64_t offset, const std::string& problem,
+                                 const std::string& hash = {}) {
+  throw Error(ErrorKind::corrupt, fmt::format("damaged pack record at offset {}: {}", offset, problem), Retry::never,
+              {.file = file.string(), .hash = hash});
+}
+
+
+std::string encode_record_header(RecordKind kind, const Hash& hash, uint64_t raw_size, uint64_t stored_size) {
+  std::string h(kRecordHeaderSize, '\0');
+  std::memcpy(h.data(), kRecordMagic, 4);
+  h[4] = static_cast<char>(kind);
+  std::memcpy(h.data() + 8, hash.data(), 32);
+  put_le(h.data() + 40, raw_size, 8);
+  put_le(h.data() + 48, stored_size, 8);
+  put_le(h.data() + 60, crc32c(std::string_view(h.data(), 60)), 4);
+  return h;
+}
+
+// Checks a record header read at `offset` of a file of `file_size` bytes.
+PackRecordInfo parse_record_header(const char* h, uint64_t offset, uint64_t file_size,
+                                   const std::filesystem::path& file, const std::string& expected_hex = {}) {
+  if (std::memcmp(h, kRecordMagic, 4) != 0) corrupt_record(file, offset, "no record header here", expected_hex);
+  if (get_le(h + 60, 4) != crc32c(std::string_view(h, 60)))
+    corrupt_record(file, offset, "record header checksum mismatch", expected_hex);
+  uint8_t kind = static_cast<uint8_t>(h[4]);
+  if (kind != static_cast<uint8_t>(RecordKind::object) && kind != static_cast<uint8_t>(RecordKind::journal))
+    corrupt_record(file, offset, fmt::format("unknown record kind {}", kind), expected_hex);
+  if (h[5] || h[6] || h[7] || get_le(h + 56, 4)) corrupt_record(file, offset, "reserved header bytes are set", expected_hex);
+  PackRecordInfo info;
+  info.kind = static_cast<RecordKind>(kind);
+  std::memcpy(info.hash.data(), h + 8, 32);
+  info.offset = offset;
+  info.raw_size = get_le(h + 40, 8);
+  info.stored_size = get_le(h + 48, 8);
+  std::string hex = expected_hex.empty() ? to_hex(info.hash) : expected_hex;
+  if (info.raw_size > kMaxRawSize) corrupt_record(file, offset, "impossible raw size", hex);
+  uint64_t room = file_size - offset - kRecordHeaderSize;  // REQUIRES: offset + header <= file_size
+  if (info.stored_size > room)
+    corrupt_record(file, offset,
+                   fmt::format("record of {} bytes runs past the end of the file (torn tail)",
+                               kRecordHeaderSize + info.stored_size),
+                   hex);
+  info.record_size = kRecordHeaderSize + info.stored_size;
+  return info;
+}
+
+// Owns a zstd decompression context.
+struct DCtx {
+  ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  ~DCtx() { ZSTD_freeDCtx(ctx); }
+};
+
+}  // namespace
+
+uint32_t crc32c(std::string_view bytes) {
+  static const Crc32cTable table;
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : bytes) c = table.t[(c ^ b) & 0xff] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+// ---- Compressor --------------------------------------------------------------
+
+struct Compressor::Impl {
+  ZSTD_CCtx* ctx = nullptr;
+  ~Impl() { ZSTD_freeCCtx(ctx); }
+};
+
+Compressor::Compressor(int level) : impl_(std::make_unique<Impl>()) {
+  impl_->ctx = ZSTD_createCCtx();
+  if (!impl_->ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
+  ZSTD_CCtx_setParameter(impl_->ctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(impl_->ctx, ZSTD_c_contentSizeFlag, 1);
+}
+Compressor::~Compressor() = default;
+Compressor::Compressor(Compressor&&) noexcept = default;
+Compressor& Compressor::operator=(Compressor&&) noexcept = default;
+
+std::string Compressor::compress(std::string_view raw) {
+  std::string out(ZSTD_compressBound(raw.size()), '\0');
+  size_t n = ZSTD_compress2(impl_->ctx, out.data(), out.size(), raw.data(), raw.size());
+  if (ZSTD_isError(n)) throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  out.resize(n);
+  out.shrink_to_fit();
+  return out;
+}
+
+// ---- PackWriter --------------------------------------------------------------
+
+struct PackWriter::Impl {
+  std::filesystem::path path;
+  Fd fd;
+  uint64_t size = 0;
+};
+
+PackWriter::PackWriter() : impl_(std::make_unique<Impl>()) {}
+PackWriter::~PackWriter() = default;
+PackWriter::PackWriter(PackWriter&&) noexcept = default;
+PackWriter& PackWriter::operator=(PackWriter&&) noexcept = default;
+
+PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id) {
+  std::error_code ec;
+  auto dir = file.parent_path();
+  bool new_dir = !std::filesystem::exists(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw_io("cannot create the pack directory", dir.string(), ec.value());
+  PackWriter w;
+  w.impl_->path = file;
+  w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, 0644);
+  char h[kPackHeaderSize] = {};
+  std::memcpy(h, kPackMagic, 8);
+  put_le(h + 8, kPackVersion, 4);
+  put_le(h + 16, pack_id, 8);
+  put_le(h + 28, crc32c(std::string_view(h, 28)), 4);
+  try {
+    pwrite_full(w.impl_->fd.fd, h, sizeof h, 0, file);
+    fsync_fd(w.impl_->fd.fd, file);
+    fsync_dir(dir);
+    if (new_dir) fsync_dir(dir.parent_path());
+  } catch (...) {
+    w.impl_->fd.reset();
+    std::filesystem::remove(file, ec);
+    throw;
+  }
+  w.impl_->size = kPackHeaderSize;
+  return w;
+}
+
+PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size) {
+  PackWriter w;
+  w.impl_->path = file;
+  w.impl_->fd = open_file(file, O_RDWR);
+  uint64_t actual = file_size_of(w.impl_->fd.fd, file);
+  if (actual < size)
+    throw Error(ErrorKind::corrupt,
+                fmt::format("pack is {} bytes, shorter than its committed size {}", actual, size), Retry::never,
+                {.file = file.string()});
+  if (actual > size) {
+    if (::ftruncate(w.impl_->fd.fd, static_cast<off_t>(size)) != 0) throw_io("cannot truncate", file.string(), errno);
+    fsync_fd(w.impl_->fd.fd, file);
+  }
+  w.impl_->size = size;
+  return w;
+}
+
+const std::filesystem::path& PackWriter::path() const { return impl_->path; }
+uint64_t PackWriter::size() const { return impl_->size; }
+
+PackRecordInfo PackWriter::append(RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored) {
+  std::string header = encode_record_header(kind, hash, raw_size, stored.size());
+  uint64_t at = impl_->size;
+  try {
+    pwrite_full(impl_->fd.fd, header.data(), header.size(), at, impl_->path);
+    pwrite_full(impl_->fd.fd, stored.data(), stored.size(), at + header.size(), impl_->path);
+  } catch (...) {
+    truncate(at);
+    throw;
+  }
+  PackRecordInfo info;
+  info.kind = kind;
+  info.hash = hash;
+  info.offset = at;
+  info.record_size = kRecordHeaderSize + stored.size();
+  info.raw_size = raw_size;
+  info.stored_size = stored.size();
+  impl_->size = at + info.record_size;
+  return info;
+}
+
+void PackWriter::sync() { fsync_fd(impl_->fd.fd, impl_->path); }
+
+void PackWriter::truncate(uint64_t size) noexcept {
+  if (impl_->fd.fd >= 0 && ::ftruncate(impl_->fd.fd, static_cast<off_t>(size)) == 0) impl_->size = size;
+}
+
+// ---- PackReader --------------------------------------------------------------
+
+struct PackReader::Impl {
+  std::filesystem::path path;
+  Fd fd;
+  uint64_t pack_id = 0;
+  uint64_t file_size = 0;
+  uint64_t pos = kPackHeaderSize;
+  std::optional<PackRecordInfo> last;
+};
+
+PackReader::PackReader(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->fd = open_file(path, O_RDONLY);
+  impl_->file_size = file_size_of(impl_->fd.fd, path);
+  char h[kPackHeaderSize];
+  size_t got = pread_full(impl_->fd.fd, h, sizeof h, 0, path);
+  ErrorWhere where{.file = path.string()};
+  if (got < sizeof h || std::memcmp(h, kPackMagic, 8) != 0)
+    throw Error(ErrorKind::corrupt, "not a pack file (no pack header)", Retry::never, where);
+  if (get_le(h + 28, 4) != crc32c(std::string_view(h, 28)))
+    throw Error(ErrorKind::corrupt, "pack header checksum mismatch", Retry::never, where);
+  uint64_t version = get_le(h + 8, 4);
+  if (version != kPackVersion)
+    throw Error(ErrorKind::format, fmt::format("pack format version {} is not supported", version), Retry::never,
+                where);
+  impl_->pack_id = get_le(h + 16, 8);
+}
+
+PackReader::~PackReader() = default;
+PackReader::PackReader(PackReader&&) noexcept = default;
+PackReader& PackReader::operator=(PackReader&&) noexcept = default;
+
+uint64_t PackReader::pack_id() const { return impl_->pack_id; }
+uint64_t PackReader::file_size() const { return impl_->file_size; }
+
+std::optional<PackRecordInfo> PackReader::next() {
+  impl_->last.reset();
+  uint64_t at = impl_->pos;
+  if (at == impl_->file_size) return std::nullopt;
+  if (impl_->file_size - at < kRecordHeaderSize)
+    corrupt_record(impl_->path, at,
+                   fmt::format("{} bytes at the end are not a whole record header (torn tail)", impl_->file_size - at));
+  char h[kRecordHeaderSize];
+  if (pread_full(impl_->fd.fd, h, sizeof h, at, impl_->path) < sizeof h)
+    corrupt_record(impl_->path, at, "the file ended while reading (torn tail)");
+  auto info = parse_record_header(h, at, impl_->file_size, impl_->path);
+  impl_->pos = at + info.record_size;
+  impl_->last = info;
+  return info;
+}
+
+std::string PackReader::read_payload() {
+  if (!impl_->last) throw Error(ErrorKind::internal, "PackReader::read_payload without a current record");
+  auto& info = *impl_->last;
+  std::string out(info.stored_size, '\0');
+  if (pread_full(impl_->fd.fd, out.data(), out.size(), info.offset + kRecordHeaderSize, impl_->path) < out.size())
+    corrupt_record(impl_->path, info.offset, "the file ended while reading the payload", to_hex(info.hash));
+  return out;
+}
+
+// ---- decoding ----------------------------------------------------------------
+
+std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file) {
+  std::string hex = to_hex(info.hash);
+  if (stored.size() != info.stored_size) corrupt_record(file, info.offset, "payload size differs from its header", hex);
+  unsigned long long declared = ZSTD_getFrameContentSize(stored.data(), stored.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR) corrupt_record(file, info.offset, "payload is not a zstd frame", hex);
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != info.raw_size)
+    corrupt_record(file, info.offset,
+                   fmt::format("payload declares {} bytes, the header {}", declared, info.raw_size), hex);
+  DCtx d;
+  if (!d.ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
+  std::string out(std::min<uint64_t>(info.raw_size, 64ull << 20), '\0');
+  ZSTD_inBuffer in{stored.data(), stored.size(), 0};
+  size_t produced = 0;
+  size_t rc = 1;
+  while (true) {
+    if (produced == out.size()) {
+      if (out.size() >= info.raw_size) {
+        // Room for one more byte tells a frame that is too long from one that is complete.
+        if (rc == 0) break;
+        out.resize(out.size() + 1);
+      } else {
+        out.resize(std::min<uint64_t>(info.raw_size, out.size() * 2 + 1));
+      }
+    }
+    ZSTD_outBuffer o{out.data(), out.size(), produced};
+    rc = ZSTD_decompressStream(d.ctx, &o, &in);
+    produced = o.pos;
+    if (ZSTD_isError(rc))
+      corrupt_record(file, info.offset, std::string("payload does not decompress: ") + ZSTD_getErrorName(rc), hex);
+    if (produced > info.raw_size) corrupt_record(file, info.offset, "payload decompresses to more bytes than recorded", hex);
+    if (rc == 0) break;  // frame complete
+    if (in.pos == in.size && o.pos < o.size) corrupt_record(file, info.offset, "payload is a truncated zstd frame", hex);
+  }
+  if (in.pos != in.size) corrupt_record(file, info.offset, "payload has bytes after its zstd frame", hex);
+  if (produced != info.raw_size)
+    corrupt_record(file, info.offset, fmt::format("payload decompresses to {} bytes, not {}", produced, info.raw_size),
+                   hex);
+  out.resize(produced);
+  if (sha256(out) != info.hash) corrupt_record(file, info.offset, "SHA-256 of the content does not match", hex);
+  return out;
+}
+
+std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected) {
+  return read_record(file, offset, RecordKind::object, expected);
+}
+
+std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected) {
+  std::string hex = to_hex(expected);
+  Fd fd;
+  try {
+    fd = open_file(file, O_RDONLY);
+  } catch (const Error& e) {
+    throw e.with({.hash = hex});
+  }
+  uint64_t size = file_size_of(fd.fd, file);
+  if (offset < kPackHeaderSize || offset > size || size - offset < kRecordHeaderSize)
+    corrupt_record(file, offset, "the record lies outside the pack file", hex);
+  char h[kRecordHeaderSize];
+  if (pread_full(fd.fd, h, sizeof h, offset, file) < sizeof h)
+    corrupt_record(file, offset, "the file ended while reading the record header", hex);
+  auto info = parse_record_header(h, offset, size, file, hex);
+  if (info.kind != kind)
+    corrupt_record(file, offset, kind == RecordKind::object ? "the record is not an object" : "the record is not a journal",
+                   hex);
+  if (info.hash != expected)
+    corrupt_record(file, offset, "the record holds object " + to_hex(info.hash) + ", not the expected one", hex);
+  std::string stored(info.stored_size, '\0');
+  if (pread_full(fd.fd, stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
+    corrupt_record(file, offset, "the file ended while reading the payload", hex);
+  return decode_payload(info, stored, file);
+}
+
+}  // namespace imapstage::archive

@@ -1,0 +1,61 @@
+// Export and import batches: many accounts from an accounts file, run by the
+// batch runner against one shared Archive opened for writing (so another
+// writer process is refused by the archive's own lock before anything runs).
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "batch/accounts_file.h"
+#include "batch/profiles.h"
+#include "batch/runner.h"
+#include "common/events.h"
+#include "common/retry.h"
+
+namespace imapstage::batch {
+
+struct ExportBatchOptions {
+  std::filesystem::path archive_dir;
+  std::filesystem::path accounts_file;
+  ServerRouting routing;                 // where source accounts are
+  std::vector<std::string> include;      // folder globs, as for one export
+  std::vector<std::string> exclude;
+  RunnerOptions runner;
+  RetryPolicy retry;
+};
+
+struct ImportBatchOptions {
+  std::filesystem::path archive_dir;
+  std::filesystem::path accounts_file;
+  ServerRouting routing;                 // where target accounts are
+  std::map<std::string, std::string> map;
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;
+  RunnerOptions runner;
+  RetryPolicy retry;
+};
+
+struct BatchReport {
+  BatchResult result;
+  std::vector<LineError> refused;        // malformed lines, unknown accounts or domains, duplicates
+  bool complete() const { return refused.empty() && result.failed == 0 && result.not_started == 0; }
+};
+
+// Source accounts are archived as SOURCE_USER@HOST (the mailbox, never the
+// master-user login). Throws Error for what stops the whole batch (archive
+// locked, unreadable accounts file); everything per account is in the report
+// and the state file DIR/batches/export.json.
+BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& events);
+
+// The archived account of each line is the one named SOURCE_USER, or the only
+// one named SOURCE_USER@HOST; targets are identified as TARGET_USER@HOST:PORT.
+// State: DIR/batches/import.json.
+BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& events);
+
+// "login refused for ALICE (master-user: login as alice*admin): <server's words>":
+// an auth Error naming the account and the mechanism; other errors unchanged.
+Error describe_login_error(const Error& e, const std::string& account, const AccountLogin& login);
+
+}  // namespace imapstage::batch

@@ -1,0 +1,133 @@
+// Connector profiles: named server settings in a TOML config file.
+//
+//   # $XDG_CONFIG_HOME/imapstage/config.toml (or --config FILE)
+//   [profiles.oldmail]
+//   host = "imap.old.example"
+//   port = 993                      # optional
+//   tls = "implicit"                # implicit | starttls | none
+//   ca_file = "/etc/ssl/old-ca.pem" # optional
+//   insecure = false
+//   timeout = 120                   # seconds per network read
+//   auth = "master-user"            # user | admin-plain | master-user | magic
+//   mechanism = "login"             # login | plain | cram-md5 | xoauth2 (user and magic modes)
+//   admin_user = "admin"            # admin-plain and master-user
+//   master_separator = "*"          # master-user: logs in as USER<sep>ADMIN
+//   password_file = "/etc/imapstage/old-admin.secret"   # or password_env = "VAR"
+//   domains = ["example.org", "example.net"]            # "*" serves every domain
+//
+// Secrets: a profile names where a secret is (password_file, password_env;
+// token_file and token_env are the same for XOAUTH2 tokens; "{user}" in a
+// file name is replaced by the mailbox). An inline `password = "..."` is
+// accepted but a warning is given each time the profile is used.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "imap/session.h"
+
+namespace imapstage::batch {
+
+enum class AuthMode {
+  user,         // each account logs in with its own password (or token)
+  admin_plain,  // SASL PLAIN: authentication id admin_user, authorization id the mailbox
+  master_user,  // LOGIN as MAILBOX<sep>ADMIN with the admin password
+  magic,        // every mailbox logs in with the same shared password
+};
+
+const char* to_string(AuthMode mode);
+// Parses "user", "admin-plain", "master-user", "magic". Throws Error(usage).
+AuthMode parse_auth_mode(std::string_view text);
+// "login", "plain", "cram-md5", "xoauth2".
+const char* to_string(imap::AuthMechanism mechanism);
+// Throws Error(usage) for anything else.
+imap::AuthMechanism parse_mechanism(std::string_view text);
+
+struct Profile {
+  std::string name;
+  std::string host;
+  uint16_t port = 0;
+  std::string tls = "implicit";
+  std::string ca_file;
+  bool insecure = false;
+  int timeout_seconds = 120;
+  AuthMode auth = AuthMode::user;
+  imap::AuthMechanism mechanism = imap::AuthMechanism::login;
+  std::string admin_user;
+  std::string master_separator = "*";
+  std::string password_file;       // may contain "{user}"
+  std::string password_env;
+  std::string inline_password;     // discouraged; `inline_secret_warning` says so
+  std::vector<std::string> domains;  // lower case; "*" serves every domain; empty: only by name
+
+  // Whether this profile serves `user` ("name@domain"): its domain is in
+  // `domains` (case-insensitive) or `domains` holds "*".
+  bool serves(std::string_view user) const;
+  // The endpoint it describes. Throws Error(usage) for a bad tls.
+  imap::Endpoint endpoint() const;
+  // Whether the secret comes from the profile (admin, master-user, magic, or a password source given).
+  bool supplies_secret() const;
+};
+
+struct Config {
+  std::filesystem::path origin;          // the file it came from ("" for text)
+  std::map<std::string, Profile> profiles;
+  std::vector<std::string> warnings;     // e.g. inline passwords
+
+  // The profile named `name`; throws Error(usage) listing the known names.
+  const Profile& profile(std::string_view name) const;
+  // The profile serving `user`'s domain, or nullptr. When several do, the
+  // one naming the domain explicitly wins over "*"; ties go to the first by name.
+  const Profile* profile_for(std::string_view user) const;
+};
+
+// Parses TOML text. Throws Error(usage) naming the origin, line and key for
+// anything malformed or unknown.
+Config parse_config(std::string_view text, const std::filesystem::path& origin = {});
+// Reads a config file. Throws Error(io) if unreadable, Error(usage) if malformed.
+Config load_config(const std::filesystem::path& path);
+// $XDG_CONFIG_HOME/imapstage/config.toml, else $HOME/.config/imapstage/config.toml.
+std::filesystem::path default_config_path();
+// The config of --config FILE, or the default file when it exists, or an empty config.
+Config load_config_or_default(const std::string& explicit_path);
+
+// The lower-case domain of "user@domain", or "".
+std::string domain_of(std::string_view user);
+
+// How one mailbox logs in under a profile's auth mode.
+struct AccountLogin {
+  imap::Credentials credentials;  // what Session::login gets
+  std::string mailbox;            // the mailbox opened (for the archived account name)
+  std::string describe;           // "master-user LOGIN as alice*admin", never a secret
+};
+
+// Builds the login of `mailbox` under `profile`. `account_secret` is the
+// password from the accounts file ("" when not given). The profile's
+// password source is read when the mode needs it (admin, master, magic) or
+// when `account_secret` is empty. Throws Error(usage) naming the mailbox and
+// the mode when no secret can be had.
+AccountLogin make_login(const Profile& profile, const std::string& mailbox, const std::string& account_secret);
+
+// Reads the profile's secret for `mailbox` (password_file with {user}
+// replaced, password_env, or the inline one); "" when the profile has no source.
+std::string profile_secret(const Profile& profile, const std::string& mailbox);
+
+// Which server each account of a batch goes to.
+struct ServerRouting {
+  // --source-profile/--target-profile NAME or --host: every account goes
+  // there, unless the account has a domain that the profile's `domains` (when
+  // not empty) does not list.
+  std::optional<Profile> fixed;
+  // Otherwise: the profile serving the account's domain (Config::profile_for).
+  Config config;
+
+  // The profile for `user`. Throws Error(usage) naming the user (and its
+  // domain) when no profile serves it.
+  const Profile& route(const std::string& user) const;
+};
+
+}  // namespace imapstage::batch

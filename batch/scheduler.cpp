@@ -1,0 +1,103 @@
+#include "batch/scheduler.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+namespace imapstage::batch {
+
+int default_jobs() {
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  if (cpus <= 0) cpus = 1;
+  return std::min(cpus + 1, 6);
+}
+
+double load_per_cpu() {
+  std::ifstream in("/proc/loadavg");
+  double one = 0;
+  if (!(in >> one)) return 0;
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  return one / (cpus > 0 ? cpus : 1);
+}
+
+size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
+                     const std::function<void(size_t)>& work, const std::function<void(const std::string&)>& on_held) {
+  int jobs = options.jobs > 0 ? options.jobs : default_jobs();
+  auto load = options.load_per_cpu ? options.load_per_cpu : std::function<double()>(load_per_cpu);
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<bool> taken(tasks.size(), false);
+  std::map<std::string, int> per_server;
+  int running = 0;
+  size_t started = 0;
+  bool stopping = false;
+  std::string last_held;
+
+  // Under the lock: the next task that may start now, or tasks.size().
+  auto next_ready = [&]() -> size_t {
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (taken[i]) continue;
+      if (options.per_server > 0 && per_server[tasks[i].server] >= options.per_server) continue;
+      return i;
+    }
+    return tasks.size();
+  };
+  auto all_taken = [&] { return std::all_of(taken.begin(), taken.end(), [](bool t) { return t; }); };
+
+  auto worker = [&] {
+    std::unique_lock lock(mutex);
+    for (;;) {
+      if (stopping || all_taken()) return;
+      if (options.stop_requested && options.stop_requested()) {
+        stopping = true;
+        changed.notify_all();
+        return;
+      }
+      size_t i = next_ready();
+      if (i == tasks.size()) {
+        changed.wait_for(lock, options.load_poll);
+        continue;
+      }
+      if (options.max_load > 0 && running > 0) {
+        double l = load();
+        if (l > options.max_load) {
+          std::string reason = fmt::format("load {:.2f} per CPU is above {:.2f}: holding back new accounts", l,
+                                           options.max_load);
+          if (on_held && reason != last_held) {
+            last_held = reason;
+            on_held(reason);
+          }
+          changed.wait_for(lock, options.load_poll);
+          continue;
+        }
+      }
+      taken[i] = true;
+      ++running;
+      ++per_server[tasks[i].server];
+      ++started;
+      lock.unlock();
+      try {
+        work(i);
+      } catch (...) {
+      }
+      lock.lock();
+      --running;
+      --per_server[tasks[i].server];
+      changed.notify_all();
+    }
+  };
+
+  int threads = std::max(1, std::min<int>(jobs, static_cast<int>(tasks.size())));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  return started;
+}
+
+}  // namespace imapstage::batch

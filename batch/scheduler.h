@@ -1,0 +1,45 @@
+// Runs a list of tasks on worker threads under three caps: at most `jobs` at
+// once, at most `per_server` at once against one server, and no new task
+// while the load average per CPU is above `max_load` (one task always may
+// run, so a busy machine slows a batch down but never stalls it).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace imapstage::batch {
+
+struct SchedulerOptions {
+  int jobs = 0;                  // 0: default_jobs()
+  int per_server = 4;            // 0: no cap per server
+  double max_load = 0.7;         // load average (1 min) per CPU; 0: off
+  // Reads the load per CPU; default: /proc/loadavg divided by the CPU count.
+  std::function<double()> load_per_cpu;
+  std::chrono::milliseconds load_poll{2000};  // how often to look again while held back
+  // Asked before each task starts; true stops starting new tasks (running ones finish).
+  std::function<bool()> stop_requested;
+};
+
+struct SchedulerTask {
+  std::string server;  // tasks with the same server share its cap
+};
+
+// min(CPUs + 1, 6).
+int default_jobs();
+
+// The 1-minute load average divided by the number of CPUs; 0 if /proc/loadavg is unreadable.
+double load_per_cpu();
+
+// Calls `work(i)` once for every task i (in list order as far as the caps
+// allow) from worker threads, and returns when all started tasks are done.
+// `on_held(reason)` (optional) is called when a task is held back by the load.
+// `work` must not throw (exceptions are caught and ignored); returns the
+// number of tasks started (fewer than tasks.size() only after stop_requested).
+size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
+                     const std::function<void(size_t index)>& work,
+                     const std::function<void(const std::string& reason)>& on_held = nullptr);
+
+}  // namespace imapstage::batch

@@ -1,0 +1,172 @@
+#include "batch/state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace imapstage::batch {
+
+const char* to_string(AccountStatus s) {
+  switch (s) {
+    case AccountStatus::queued: return "queued";
+    case AccountStatus::running: return "running";
+    case AccountStatus::done: return "done";
+    case AccountStatus::error: return "error";
+  }
+  return "?";
+}
+
+AccountStatus parse_account_status(const std::string& t) {
+  if (t == "queued") return AccountStatus::queued;
+  if (t == "running") return AccountStatus::running;
+  if (t == "done") return AccountStatus::done;
+  if (t == "error") return AccountStatus::error;
+  throw Error(ErrorKind::corrupt, "unknown account status " + t);
+}
+
+nlohmann::json AccountState::to_json() const {
+  return {{"key", key}, {"account", account}, {"server", server}, {"target", target}, {"line", line},
+          {"status", to_string(status)}, {"attempts", attempts}, {"started", started}, {"finished", finished},
+          {"seconds", seconds}, {"messages", messages}, {"bytes", bytes}, {"error", error},
+          {"error_kind", error_kind}};
+}
+
+AccountState AccountState::from_json(const nlohmann::json& j) {
+  AccountState a;
+  a.key = j.at("key").get<std::string>();
+  a.account = j.value("account", "");
+  a.server = j.value("server", "");
+  a.target = j.value("target", "");
+  a.line = j.value("line", size_t{0});
+  a.status = parse_account_status(j.at("status").get<std::string>());
+  a.attempts = j.value("attempts", 0);
+  a.started = j.value("started", int64_t{0});
+  a.finished = j.value("finished", int64_t{0});
+  a.seconds = j.value("seconds", 0.0);
+  a.messages = j.value("messages", uint64_t{0});
+  a.bytes = j.value("bytes", uint64_t{0});
+  a.error = j.value("error", "");
+  a.error_kind = j.value("error_kind", "");
+  return a;
+}
+
+AccountState* BatchState::find(const std::string& key) {
+  for (auto& a : accounts)
+    if (a.key == key) return &a;
+  return nullptr;
+}
+
+const AccountState* BatchState::find(const std::string& key) const {
+  return const_cast<BatchState*>(this)->find(key);
+}
+
+bool BatchState::unfinished() const {
+  for (auto& a : accounts)
+    if (a.status != AccountStatus::done) return true;
+  return false;
+}
+
+nlohmann::json BatchState::to_json() const {
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& a : accounts) list.push_back(a.to_json());
+  return {{"version", 1}, {"kind", kind}, {"batch", batch_id}, {"created", created},
+          {"invocations", invocations}, {"accounts", list}};
+}
+
+BatchState BatchState::from_json(const nlohmann::json& j) {
+  if (j.value("version", 0) != 1) throw Error(ErrorKind::corrupt, "not a version 1 batch state");
+  BatchState s;
+  s.kind = j.value("kind", "");
+  s.batch_id = j.value("batch", "");
+  s.created = j.value("created", int64_t{0});
+  s.invocations = j.value("invocations", 0);
+  for (auto& a : j.at("accounts")) s.accounts.push_back(AccountState::from_json(a));
+  return s;
+}
+
+std::filesystem::path state_path(const std::filesystem::path& archive_dir, const std::string& kind) {
+  return archive_dir / "batches" / (kind + ".json");
+}
+
+std::optional<BatchState> load_state(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_io("cannot read the batch state", path.string(), errno);
+  }
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  try {
+    return BatchState::from_json(nlohmann::json::parse(buffer.str()));
+  } catch (const Error& e) {
+    throw Error(ErrorKind::corrupt, "the batch state is damaged: " + e.message(), Retry::never,
+                {.file = path.string()});
+  } catch (const std::exception& e) {
+    throw Error(ErrorKind::corrupt, std::string("the batch state is damaged: ") + e.what(), Retry::never,
+                {.file = path.string()});
+  }
+}
+
+void save_state(const std::filesystem::path& path, const BatchState& state) {
+  auto dir = path.parent_path();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw_io("cannot create the batch state directory", dir.string(), ec.value());
+  std::string text = state.to_json().dump(1) + "\n";
+  std::string tmp = path.string() + fmt::format(".tmp.{}", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw_io("cannot write the batch state", tmp, errno);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw_io("cannot write the batch state", tmp, err, Retry::later);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw_io("cannot sync the batch state", tmp, err, Retry::later);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw_io("cannot replace the batch state", path.string(), err);
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+StateStore::StateStore(std::filesystem::path path, BatchState state) : path_(std::move(path)), state_(std::move(state)) {}
+
+void StateStore::update(const std::string& key, const std::function<void(AccountState&)>& change) {
+  std::lock_guard lock(mutex_);
+  auto* a = state_.find(key);
+  if (!a) throw Error(ErrorKind::internal, "no batch entry " + key);
+  change(*a);
+  save_state(path_, state_);
+}
+
+BatchState StateStore::snapshot() const {
+  std::lock_guard lock(mutex_);
+  return state_;
+}
+
+}  // namespace imapstage::batch

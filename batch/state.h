@@ -1,0 +1,98 @@
+// Per-account state of a batch, kept in the archive directory so that a
+// re-run resumes where the last one stopped.
+//
+//   DIR/batches/export.json, DIR/batches/import.json:
+//   {"version": 1, "kind": "export", "batch": "<id>", "created": <unix>,
+//    "invocations": <n>,
+//    "accounts": [{"key", "account", "server", "target", "line", "status",
+//                  "attempts", "started", "finished", "seconds", "messages",
+//                  "bytes", "error", "error_kind"}, ...]}
+//   status: queued | running | done | error. "running" found at load time
+//   means the process that ran it is gone: it is resumed like an error.
+//
+// Crash safety: every save writes a temporary file beside it, fsyncs it,
+// renames it over the old one and fsyncs the directory, so the file is
+// always either the old or the new state, never a mix. No secret is ever
+// stored here.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace imapstage::batch {
+
+enum class AccountStatus { queued, running, done, error };
+
+const char* to_string(AccountStatus status);
+// Throws Error(corrupt) for an unknown name.
+AccountStatus parse_account_status(const std::string& text);
+
+struct AccountState {
+  std::string key;          // unique within the batch (the archived account; for import "account -> target")
+  std::string account;      // archived account name
+  std::string server;       // host:port it runs against
+  std::string target;       // import: target identity; "" for export
+  size_t line = 0;          // line in the accounts file
+  AccountStatus status = AccountStatus::queued;
+  int attempts = 0;         // how many times it was started
+  int64_t started = 0;      // unix seconds of the latest start
+  int64_t finished = 0;     // unix seconds of the latest end, 0 while running
+  double seconds = 0;       // duration of the latest attempt
+  uint64_t messages = 0;    // messages moved by the latest attempt
+  uint64_t bytes = 0;       // bytes moved by the latest attempt
+  std::string error;        // the latest error (no secrets)
+  std::string error_kind;   // its ErrorKind name
+
+  nlohmann::json to_json() const;
+  static AccountState from_json(const nlohmann::json& j);
+};
+
+struct BatchState {
+  std::string kind;         // "export" or "import"
+  std::string batch_id;
+  int64_t created = 0;
+  int invocations = 0;      // how many times the batch was run
+  std::vector<AccountState> accounts;
+
+  AccountState* find(const std::string& key);
+  const AccountState* find(const std::string& key) const;
+  // True when some account is not done.
+  bool unfinished() const;
+  nlohmann::json to_json() const;
+  static BatchState from_json(const nlohmann::json& j);
+};
+
+// DIR/batches/<kind>.json
+std::filesystem::path state_path(const std::filesystem::path& archive_dir, const std::string& kind);
+
+// Reads a state file; nullopt when it does not exist. Throws Error(corrupt)
+// naming the file if it is not a state file.
+std::optional<BatchState> load_state(const std::filesystem::path& path);
+
+// Writes `state` atomically (temp file, fsync, rename, fsync of the directory).
+// Throws Error(io) naming the file.
+void save_state(const std::filesystem::path& path, const BatchState& state);
+
+// A state shared by the threads of a batch: every change is saved at once.
+class StateStore {
+ public:
+  StateStore(std::filesystem::path path, BatchState state);
+  // Changes the account `key` under the lock and saves the whole state.
+  void update(const std::string& key, const std::function<void(AccountState&)>& change);
+  BatchState snapshot() const;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  mutable std::mutex mutex_;
+  std::filesystem::path path_;
+  BatchState state_;
+};
+
+}  // namespace imapstage::batch

@@ -1,0 +1,1512 @@
+// imap::Session over libetpan (GnuTLS build). The only file that includes
+// <libetpan/...>. Traps worked around here are described in
+// shared notes "libetpan-and-dovecot": certificate checks are done with
+// OpenSSL after the handshake, plain sockets use our own stream driver (EOF
+// and timeouts become errors), FETCH bodies are streamed through the body and
+// message handlers, and APPEND is written by hand (exact bytes, LITERAL+,
+// MULTIAPPEND).
+#include "imap/session.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <stdexcept>
+
+#include <libetpan/condstore.h>
+#include <libetpan/mailimap.h>
+#include <libetpan/mailimap_extension.h>
+#include <libetpan/mailimap_oauth2.h>
+#include <libetpan/mailimap_socket.h>
+#include <libetpan/mailstream.h>
+#include <libetpan/mailstream_low.h>
+#include <libetpan/mailstream_ssl.h>
+#include <libetpan/namespace.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "imap/utf7.h"
+
+namespace imapstage::imap {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// --- small helpers ------------------------------------------------------------
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+const char* etpan_error_name(int r) {
+  switch (r) {
+    case MAILIMAP_NO_ERROR: return "no error";
+    case MAILIMAP_NO_ERROR_AUTHENTICATED: return "preauthenticated";
+    case MAILIMAP_NO_ERROR_NON_AUTHENTICATED: return "connected";
+    case MAILIMAP_ERROR_BAD_STATE: return "command not allowed in this state";
+    case MAILIMAP_ERROR_STREAM: return "connection lost or timed out";
+    case MAILIMAP_ERROR_PARSE: return "unparsable server response";
+    case MAILIMAP_ERROR_CONNECTION_REFUSED: return "connection refused";
+    case MAILIMAP_ERROR_MEMORY: return "out of memory";
+    case MAILIMAP_ERROR_FATAL: return "server closed the connection (BYE)";
+    case MAILIMAP_ERROR_PROTOCOL: return "protocol error (BAD or unexpected tag)";
+    case MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION: return "server refused the connection";
+    case MAILIMAP_ERROR_APPEND: return "APPEND failed";
+    case MAILIMAP_ERROR_NOOP: return "NOOP failed";
+    case MAILIMAP_ERROR_LOGOUT: return "LOGOUT failed";
+    case MAILIMAP_ERROR_CAPABILITY: return "CAPABILITY failed";
+    case MAILIMAP_ERROR_CREATE: return "CREATE failed";
+    case MAILIMAP_ERROR_EXAMINE: return "EXAMINE failed";
+    case MAILIMAP_ERROR_FETCH: return "FETCH failed";
+    case MAILIMAP_ERROR_UID_FETCH: return "UID FETCH failed";
+    case MAILIMAP_ERROR_LIST: return "LIST failed";
+    case MAILIMAP_ERROR_LOGIN: return "login failed";
+    case MAILIMAP_ERROR_LSUB: return "LSUB failed";
+    case MAILIMAP_ERROR_SEARCH: return "SEARCH failed";
+    case MAILIMAP_ERROR_UID_SEARCH: return "UID SEARCH failed";
+    case MAILIMAP_ERROR_SELECT: return "SELECT failed";
+    case MAILIMAP_ERROR_STATUS: return "STATUS failed";
+    case MAILIMAP_ERROR_STORE: return "STORE failed";
+    case MAILIMAP_ERROR_UID_STORE: return "UID STORE failed";
+    case MAILIMAP_ERROR_SUBSCRIBE: return "SUBSCRIBE failed";
+    case MAILIMAP_ERROR_STARTTLS: return "STARTTLS failed";
+    case MAILIMAP_ERROR_INVAL: return "invalid argument";
+    case MAILIMAP_ERROR_EXTENSION: return "extension command failed";
+    case MAILIMAP_ERROR_SASL: return "SASL failed";
+    case MAILIMAP_ERROR_SSL: return "TLS failed";
+    default: return "libetpan error";
+  }
+}
+
+// Errors after which the connection cannot be used any more.
+bool kills_session(int r) {
+  return r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL ||
+         r == MAILIMAP_ERROR_MEMORY || r == MAILIMAP_ERROR_CONNECTION_REFUSED ||
+         r == MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION || r == MAILIMAP_ERROR_SSL;
+}
+
+// --- civil dates ----------------------------------------------------------------
+
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  y = static_cast<int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  d = doy - (153 * mp + 2) / 5 + 1;
+  m = mp + (mp < 10 ? 3 : -9);
+  y += m <= 2;
+}
+
+constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+int64_t to_unix(const mailimap_date_time* dt, int32_t& tz_minutes) {
+  int zone = dt->dt_zone;  // e.g. -700 for -0700
+  int sign = zone < 0 ? -1 : 1;
+  int abs_zone = zone < 0 ? -zone : zone;
+  tz_minutes = sign * ((abs_zone / 100) * 60 + abs_zone % 100);
+  int64_t days = days_from_civil(dt->dt_year, static_cast<unsigned>(dt->dt_month), static_cast<unsigned>(dt->dt_day));
+  int64_t local = days * 86400 + dt->dt_hour * 3600 + dt->dt_min * 60 + dt->dt_sec;
+  return local - static_cast<int64_t>(tz_minutes) * 60;
+}
+
+// --- our stream driver for cleartext sockets ---------------------------------------
+//
+// libetpan's socket driver returns 0 at EOF, which makes its literal reader spin
+// forever when a server drops the connection mid-literal. This one turns EOF
+// and timeouts into -1, and writes with MSG_NOSIGNAL.
+
+struct PlainSocket {
+  int fd = -1;
+  int timeout_ms = 120000;
+};
+
+int wait_fd(int fd, short events, int timeout_ms) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    int r = poll(&p, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    return 0;
+  }
+}
+
+ssize_t plain_read(mailstream_low* s, void* buf, size_t count) {
+  auto* d = static_cast<PlainSocket*>(s->data);
+  if (d->fd < 0) return -1;
+  for (;;) {
+    if (wait_fd(d->fd, POLLIN, d->timeout_ms) < 0) return -1;
+    ssize_t r = recv(d->fd, buf, count, MSG_DONTWAIT);
+    if (r > 0) return r;
+    if (r == 0) return -1;  // EOF
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+    return -1;
+  }
+}
+
+ssize_t plain_write(mailstream_low* s, const void* buf, size_t count) {
+  auto* d = static_cast<PlainSocket*>(s->data);
+  if (d->fd < 0) return -1;
+  const char* p = static_cast<const char*>(buf);
+  size_t left = count;
+  while (left > 0) {
+    if (wait_fd(d->fd, POLLOUT, d->timeout_ms) < 0) return -1;
+    ssize_t r = send(d->fd, p, left, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      return -1;
+    }
+    p += r;
+    left -= static_cast<size_t>(r);
+  }
+  return static_cast<ssize_t>(count);
+}
+
+int plain_close(mailstream_low* s) {
+  auto* d = static_cast<PlainSocket*>(s->data);
+  if (d->fd >= 0) ::close(d->fd);
+  d->fd = -1;
+  return 0;
+}
+
+int plain_get_fd(mailstream_low* s) { return static_cast<PlainSocket*>(s->data)->fd; }
+
+void plain_free(mailstream_low* s) {
+  delete static_cast<PlainSocket*>(s->data);
+  free(s);
+}
+
+void plain_cancel(mailstream_low*) {}
+struct mailstream_cancel* plain_get_cancel(mailstream_low*) { return nullptr; }
+int plain_idle(mailstream_low*) { return -1; }
+
+mailstream_low_driver plain_driver = {
+    plain_read, plain_write, plain_close, plain_get_fd, plain_free, plain_cancel, plain_get_cancel,
+    nullptr,    plain_idle,  plain_idle,  plain_idle,
+};
+
+// --- TCP connect ---------------------------------------------------------------------
+
+int tcp_connect(const Endpoint& ep, const std::string& where) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(ep.effective_port());
+  int gr = getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res);
+  if (gr != 0) {
+    Retry retry = (gr == EAI_AGAIN) ? Retry::now : Retry::later;
+    throw Error(ErrorKind::network, fmt::format("cannot resolve {}: {}", ep.host, gai_strerror(gr)), retry,
+                {.server = where});
+  }
+  std::string last_error = "no address";
+  int timeout_ms = static_cast<int>(std::min<int64_t>(ep.timeout.count() * 1000, std::numeric_limits<int>::max()));
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+      last_error = strerror(errno);
+      continue;
+    }
+    int r = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (r != 0 && errno == EINPROGRESS) {
+      if (wait_fd(fd, POLLOUT, timeout_ms) < 0) {
+        last_error = "timed out";
+        ::close(fd);
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      r = err ? -1 : 0;
+      errno = err;
+    }
+    if (r != 0) {
+      last_error = strerror(errno);
+      ::close(fd);
+      continue;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // GnuTLS's handshake in libetpan wants a blocking socket
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    freeaddrinfo(res);
+    return fd;
+  }
+  freeaddrinfo(res);
+  throw Error(ErrorKind::network, fmt::format("cannot connect to {}: {}", where, last_error), Retry::now,
+              {.server = where});
+}
+
+// --- certificate verification (OpenSSL) ---------------------------------------------
+
+// Mirrors libetpan's private struct for the GnuTLS build (mailstream_ssl.c).
+struct EtpanGnutlsData {
+  int fd;
+  void* session;
+};
+
+// True if the TLS layer holds a peer certificate (guards libetpan's chain getter,
+// which returns an uninitialised pointer otherwise).
+bool has_peer_certificate(mailstream_low* low) {
+  using GetPeers = const void* (*)(void*, unsigned int*);
+  static GetPeers get_peers = reinterpret_cast<GetPeers>(dlsym(RTLD_DEFAULT, "gnutls_certificate_get_peers"));
+  if (!get_peers || !low || !low->data) return true;  // cannot tell: trust libetpan
+  auto* data = static_cast<EtpanGnutlsData*>(low->data);
+  unsigned int n = 0;
+  const void* list = get_peers(data->session, &n);
+  return list != nullptr && n > 0;
+}
+
+std::string openssl_error() {
+  unsigned long e = ERR_get_error();
+  if (!e) return "unknown error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+void verify_peer(mailstream_low* low, const Endpoint& ep, const std::string& where) {
+  auto fail = [&](const std::string& why) {
+    throw Error(ErrorKind::tls, fmt::format("certificate of {} not accepted: {}", where, why), Retry::never,
+                {.server = where});
+  };
+  if (!has_peer_certificate(low)) fail("the server sent no certificate");
+  carray* chain = mailstream_low_get_certificate_chain(low);
+  if (!chain || carray_count(chain) == 0) {
+    if (chain) carray_free(chain);
+    fail("the server sent no certificate");
+  }
+  std::vector<X509*> certs;
+  for (unsigned i = 0; i < carray_count(chain); ++i) {
+    auto* der = static_cast<MMAPString*>(carray_get(chain, i));
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(der->str);
+    X509* x = d2i_X509(nullptr, &p, static_cast<long>(der->len));
+    if (x) certs.push_back(x);
+    mmap_string_free(der);
+  }
+  carray_free(chain);
+  struct Cleanup {
+    std::vector<X509*>& certs;
+    X509_STORE* store = nullptr;
+    X509_STORE_CTX* ctx = nullptr;
+    STACK_OF(X509)* untrusted = nullptr;
+    ~Cleanup() {
+      if (ctx) X509_STORE_CTX_free(ctx);
+      if (store) X509_STORE_free(store);
+      if (untrusted) sk_X509_free(untrusted);
+      for (auto* c : certs) X509_free(c);
+    }
+  } cleanup{certs};
+  if (certs.empty()) fail("cannot decode the server's certificate");
+
+  cleanup.store = X509_STORE_new();
+  if (!cleanup.store) fail(openssl_error());
+  if (!ep.ca_file.empty()) {
+    if (X509_STORE_load_file(cleanup.store, ep.ca_file.c_str()) != 1)
+      throw Error(ErrorKind::tls, fmt::format("cannot load CA file {}: {}", ep.ca_file, openssl_error()),
+                  Retry::never, {.file = ep.ca_file, .server = where});
+  } else if (X509_STORE_set_default_paths(cleanup.store) != 1) {
+    fail("cannot load the system's trust store: " + openssl_error());
+  }
+  cleanup.untrusted = sk_X509_new_null();
+  for (size_t i = 1; i < certs.size(); ++i) sk_X509_push(cleanup.untrusted, certs[i]);
+  cleanup.ctx = X509_STORE_CTX_new();
+  if (!cleanup.ctx || X509_STORE_CTX_init(cleanup.ctx, cleanup.store, certs[0], cleanup.untrusted) != 1)
+    fail(openssl_error());
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(cleanup.ctx);
+  X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
+  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  int set = is_ip_literal(ep.host) ? X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str())
+                                   : X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), ep.host.size());
+  if (set != 1) fail("cannot check the host name " + ep.host);
+  if (X509_verify_cert(cleanup.ctx) != 1) {
+    int err = X509_STORE_CTX_get_error(cleanup.ctx);
+    std::string why = X509_verify_cert_error_string(err);
+    if (err == X509_V_ERR_HOSTNAME_MISMATCH || err == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      why = fmt::format("it is not valid for {} ({})", ep.host, why);
+    ERR_clear_error();
+    fail(why);
+  }
+}
+
+void set_sni(mailstream_ssl_context* ctx, void* data) {
+  auto* host = static_cast<std::string*>(data);
+  if (!host->empty() && !is_ip_literal(*host)) mailstream_ssl_set_server_name(ctx, host->data());
+}
+
+// Opens TLS on `fd` (which the caller still owns on failure).
+mailstream_low* open_tls(int fd, const Endpoint& ep, const std::string& where) {
+  std::string host = ep.host;
+  auto started = Clock::now();
+  mailstream_low* low =
+      mailstream_low_tls_open_with_callback_timeout(fd, static_cast<time_t>(ep.timeout.count()), set_sni, &host);
+  if (low) return low;
+  auto elapsed = Clock::now() - started;
+  if (elapsed + std::chrono::milliseconds(200) >= ep.timeout)
+    throw Error(ErrorKind::network, fmt::format("TLS handshake with {} timed out", where), Retry::now,
+                {.server = where});
+  // A connection closed by the peer is a network failure, not a TLS one.
+  char c;
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR) || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
+    throw Error(ErrorKind::network, fmt::format("{} closed the connection during the TLS handshake", where),
+                Retry::now, {.server = where});
+  throw Error(ErrorKind::tls, fmt::format("TLS handshake with {} failed", where), Retry::never, {.server = where});
+}
+
+// --- IMAP syntax -----------------------------------------------------------------------
+
+bool atom_char(char c) {
+  unsigned char u = static_cast<unsigned char>(c);
+  if (u <= 0x20 || u >= 0x7f) return false;
+  return std::strchr("(){%*\"\\]", c) == nullptr;
+}
+
+// A mailbox name or other string as an IMAP quoted string.
+std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0' || static_cast<unsigned char>(c) >= 0x80)
+      throw Error(ErrorKind::protocol, fmt::format("cannot send the name {:?} to the server", std::string(s)));
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+bool valid_flag(std::string_view f) {
+  if (f.empty()) return false;
+  size_t i = f[0] == '\\' ? 1 : 0;
+  if (i == f.size()) return false;
+  for (; i < f.size(); ++i)
+    if (!atom_char(f[i])) return false;
+  return true;
+}
+
+std::string flag_list(const std::vector<std::string>& flags) {
+  std::string out = "(";
+  bool first = true;
+  for (auto& f : flags) {
+    if (iequals(f, "\\Recent")) continue;
+    if (!valid_flag(f)) throw Error(ErrorKind::protocol, fmt::format("invalid flag name {:?}", f));
+    if (!first) out += ' ';
+    out += f;
+    first = false;
+  }
+  return out + ")";
+}
+
+std::string flag_to_string(const mailimap_flag* f) {
+  switch (f->fl_type) {
+    case MAILIMAP_FLAG_ANSWERED: return "\\Answered";
+    case MAILIMAP_FLAG_FLAGGED: return "\\Flagged";
+    case MAILIMAP_FLAG_DELETED: return "\\Deleted";
+    case MAILIMAP_FLAG_SEEN: return "\\Seen";
+    case MAILIMAP_FLAG_DRAFT: return "\\Draft";
+    case MAILIMAP_FLAG_KEYWORD: return f->fl_data.fl_keyword ? f->fl_data.fl_keyword : "";
+    case MAILIMAP_FLAG_EXTENSION: return std::string("\\") + (f->fl_data.fl_extension ? f->fl_data.fl_extension : "");
+    default: return "";
+  }
+}
+
+mailimap_set* make_set(const std::vector<UidRange>& ranges) {
+  mailimap_set* set = mailimap_set_new_empty();
+  if (!set) throw std::bad_alloc();
+  for (auto& r : ranges) mailimap_set_add_interval(set, r.first, r.last);
+  return set;
+}
+
+bool in_ranges(const std::vector<UidRange>& ranges, uint32_t uid) {
+  for (auto& r : ranges)
+    if (uid >= r.first && (r.last == 0 || uid <= r.last)) return true;
+  return false;
+}
+
+// Parses "a:b,c,..." (RFC 4315 uid-set) into UIDs, ascending within each range;
+// nullopt if malformed or longer than `max`.
+std::optional<std::vector<uint32_t>> parse_uid_set(std::string_view s, size_t max) {
+  std::vector<uint32_t> out;
+  auto number = [&](size_t& i, uint32_t& v) {
+    size_t start = i;
+    uint64_t n = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+      if (n > 0xffffffffu) return false;
+      ++i;
+    }
+    if (i == start || n == 0 || s[start] == '0') return false;
+    v = static_cast<uint32_t>(n);
+    return true;
+  };
+  size_t i = 0;
+  for (;;) {
+    uint32_t a, b;
+    if (!number(i, a)) return std::nullopt;
+    b = a;
+    if (i < s.size() && s[i] == ':') {
+      ++i;
+      if (!number(i, b)) return std::nullopt;
+    }
+    uint32_t lo = std::min(a, b), hi = std::max(a, b);
+    if (static_cast<uint64_t>(hi) - lo + 1 + out.size() > max) return std::nullopt;
+    for (uint64_t u = lo; u <= hi; ++u) out.push_back(static_cast<uint32_t>(u));
+    if (i == s.size()) break;
+    if (s[i] != ',') return std::nullopt;
+    ++i;
+  }
+  return out;
+}
+
+// The tagged completion of a command we wrote ourselves.
+struct TaggedReply {
+  std::string status;  // "OK", "NO", "BAD"
+  std::string code;    // "APPENDUID 5 7:9" (inside the brackets), or ""
+  std::string text;    // everything after the status, code included
+};
+
+TaggedReply parse_tagged(std::string_view line, std::string_view tag) {
+  TaggedReply r;
+  std::string_view rest = line.substr(tag.size() + 1);
+  while (!rest.empty() && (rest.back() == '\n' || rest.back() == '\r')) rest.remove_suffix(1);
+  size_t sp = rest.find(' ');
+  r.status = upper(rest.substr(0, sp));
+  rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
+  r.text = std::string(rest);
+  if (!rest.empty() && rest[0] == '[') {
+    size_t close = rest.find(']');
+    if (close != std::string_view::npos) r.code = std::string(rest.substr(1, close - 1));
+  }
+  return r;
+}
+
+void noop_progress(size_t, size_t, void*) {}
+
+}  // namespace
+
+// --- public free functions -------------------------------------------------------------
+
+std::string Endpoint::address() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, effective_port());
+  return fmt::format("{}:{}", host, effective_port());
+}
+
+std::string to_sequence_set(const std::vector<UidRange>& ranges) {
+  std::string out;
+  for (auto& r : ranges) {
+    if (!out.empty()) out += ',';
+    if (r.last == 0) out += fmt::format("{}:*", r.first);
+    else if (r.first == r.last) out += std::to_string(r.first);
+    else out += fmt::format("{}:{}", r.first, r.last);
+  }
+  return out;
+}
+
+bool parse_date_time(std::string_view t, int64_t& unix_seconds, int32_t& tz_minutes) {
+  if (t.size() >= 2 && t.front() == '"' && t.back() == '"') t = t.substr(1, t.size() - 2);
+  auto digits = [&](size_t pos, size_t n, int& v) {
+    if (pos + n > t.size()) return false;
+    v = 0;
+    for (size_t i = pos; i < pos + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      v = v * 10 + (t[i] - '0');
+    }
+    return true;
+  };
+  size_t i = 0;
+  int day = 0;
+  if (t.size() > 1 && t[0] == ' ' && digits(1, 1, day)) {
+    i = 2;
+  } else if (digits(0, 2, day)) {
+    i = 2;
+  } else if (digits(0, 1, day)) {
+    i = 1;
+  } else {
+    return false;
+  }
+  if (i + 1 + 3 + 1 > t.size() || t[i] != '-' || t[i + 4] != '-') return false;
+  std::string_view mon = t.substr(i + 1, 3);
+  int month = 0;
+  for (int m = 0; m < 12; ++m)
+    if (iequals(mon, kMonths[m])) month = m + 1;
+  if (!month) return false;
+  i += 5;
+  int year, hh, mm, ss, zh, zm;
+  if (!digits(i, 4, year) || t.size() != i + 4 + 1 + 8 + 1 + 5) return false;
+  i += 4;
+  if (t[i] != ' ' || !digits(i + 1, 2, hh) || t[i + 3] != ':' || !digits(i + 4, 2, mm) || t[i + 6] != ':' ||
+      !digits(i + 7, 2, ss) || t[i + 9] != ' ')
+    return false;
+  i += 10;
+  if (t[i] != '+' && t[i] != '-') return false;
+  if (!digits(i + 1, 2, zh) || !digits(i + 3, 2, zm)) return false;
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (day < 1 || day > mdays[month - 1] || hh > 23 || mm > 59 || ss > 60 || zm > 59) return false;
+  tz_minutes = (t[i] == '-' ? -1 : 1) * (zh * 60 + zm);
+  unix_seconds = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
+                 hh * 3600 + mm * 60 + ss - static_cast<int64_t>(tz_minutes) * 60;
+  return true;
+}
+
+std::string format_date_time(int64_t unix_seconds, int32_t tz_minutes) {
+  int64_t local = unix_seconds + static_cast<int64_t>(tz_minutes) * 60;
+  int64_t days = local >= 0 ? local / 86400 : (local - 86399) / 86400;
+  int64_t secs = local - days * 86400;
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, y, m, d);
+  int32_t tz = tz_minutes < 0 ? -tz_minutes : tz_minutes;
+  return fmt::format("{:02}-{}-{:04} {:02}:{:02}:{:02} {}{:02}{:02}", d, kMonths[m - 1], y, secs / 3600,
+                     (secs / 60) % 60, secs % 60, tz_minutes < 0 ? '-' : '+', tz / 60, tz % 60);
+}
+
+// --- Session ----------------------------------------------------------------------------
+
+struct Session::Impl {
+  Endpoint endpoint;
+  std::string where;  // host:port
+  mailimap* imap = nullptr;
+  std::set<std::string> caps;
+  uint64_t append_limit = 0;
+  bool dead = false;
+  std::string folder;  // UTF-8 name of the selected mailbox, for errors
+
+  ~Impl() {
+    close_stream();
+    if (imap) mailimap_free(imap);
+  }
+
+  ErrorWhere here(std::string_view folder_raw = {}) const {
+    ErrorWhere w;
+    w.server = where;
+    w.folder = folder_raw.empty() ? folder : utf7_decode(folder_raw);
+    return w;
+  }
+
+  // Closes the connection without a LOGOUT.
+  void close_stream() {
+    if (imap && imap->imap_stream) {
+      mailstream_close(imap->imap_stream);
+      imap->imap_stream = nullptr;
+    }
+    dead = true;
+  }
+
+  std::string server_text() const {
+    if (imap && imap->imap_response && *imap->imap_response) return imap->imap_response;
+    return "";
+  }
+
+  void ensure_alive() const {
+    if (dead || !imap || !imap->imap_stream)
+      throw Error(ErrorKind::network, fmt::format("the connection to {} is closed", where), Retry::now, here());
+  }
+
+  [[noreturn]] void die(std::string_view what, std::string_view detail, std::string_view folder_raw = {}) {
+    close_stream();
+    throw Error(ErrorKind::network, fmt::format("{} at {}: {}", what, where, detail), Retry::now, here(folder_raw));
+  }
+
+  // Throws the right Error for a libetpan result code `r` of `what`.
+  [[noreturn]] void fail(int r, std::string_view what, std::string_view folder_raw = {}) {
+    if (kills_session(r)) {
+      std::string detail = etpan_error_name(r);
+      if (r == MAILIMAP_ERROR_FATAL && !server_text().empty()) detail += ": " + server_text();
+      if (r == MAILIMAP_ERROR_PARSE) {
+        close_stream();
+        throw Error(ErrorKind::protocol, fmt::format("{}: {} from {}", what, detail, where), Retry::now,
+                    here(folder_raw));
+      }
+      die(what, detail, folder_raw);
+    }
+    std::string text = server_text();
+    throw Error(ErrorKind::protocol,
+                fmt::format("{}: {}", what, text.empty() ? std::string(etpan_error_name(r)) : text), Retry::never,
+                here(folder_raw));
+  }
+
+  void check(int r, std::string_view what, std::string_view folder_raw = {}) {
+    if (r != MAILIMAP_NO_ERROR) fail(r, what, folder_raw);
+  }
+
+  void refresh_capabilities() {
+    ensure_alive();
+    mailimap_capability_data* data = nullptr;
+    int r = mailimap_capability(imap, &data);
+    check(r, "CAPABILITY");
+    caps.clear();
+    append_limit = 0;
+    if (data && data->cap_list) {
+      for (clistiter* it = clist_begin(data->cap_list); it; it = clist_next(it)) {
+        auto* c = static_cast<struct mailimap_capability*>(clist_content(it));
+        std::string name;
+        if (c->cap_type == MAILIMAP_CAPABILITY_AUTH_TYPE && c->cap_data.cap_auth_type)
+          name = "AUTH=" + upper(c->cap_data.cap_auth_type);
+        else if (c->cap_type == MAILIMAP_CAPABILITY_NAME && c->cap_data.cap_name)
+          name = upper(c->cap_data.cap_name);
+        if (name.empty()) continue;
+        if (name.rfind("APPENDLIMIT=", 0) == 0) {
+          try {
+            append_limit = std::stoull(name.substr(12));
+          } catch (...) {
+          }
+        }
+        caps.insert(name);
+      }
+    }
+    if (data) mailimap_capability_data_free(data);
+  }
+
+  bool has(std::string_view cap) const { return caps.count(upper(cap)) > 0; }
+
+  // --- raw commands (bytes written by us, replies read line by line) ---
+
+  std::string current_tag() const { return std::to_string(imap->imap_tag); }
+
+  void write(std::string_view bytes, std::string_view what) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      size_t n = std::min<size_t>(bytes.size() - off, 1 << 16);
+      ssize_t w = mailstream_write(imap->imap_stream, bytes.data() + off, n);
+      if (w < 0) die(what, "connection lost or timed out while sending");
+      off += static_cast<size_t>(w);
+    }
+  }
+
+  void flush(std::string_view what) {
+    if (mailstream_flush(imap->imap_stream) == -1) die(what, "connection lost or timed out while sending");
+  }
+
+  // Reads one response line, with any literals in it read and dropped (their
+  // bytes are replaced by "{N}"). Returns it without CRLF.
+  std::string read_response_line(std::string_view what) {
+    std::string line;
+    for (;;) {
+      char* got = mailimap_read_line(imap);
+      if (!got) die(what, "connection lost or timed out while reading");
+      std::string_view part(imap->imap_stream_buffer->str, imap->imap_stream_buffer->len);
+      while (!part.empty() && (part.back() == '\n' || part.back() == '\r')) part.remove_suffix(1);
+      line += part;
+      // A literal at the end of the line: skip its bytes, then read on.
+      if (line.empty() || line.back() != '}') return line;
+      size_t open = line.rfind('{');
+      if (open == std::string::npos) return line;
+      std::string_view num(line.data() + open + 1, line.size() - open - 2);
+      if (!num.empty() && num.back() == '+') num.remove_suffix(1);
+      if (num.empty() || !std::all_of(num.begin(), num.end(), ::isdigit)) return line;
+      uint64_t n = std::stoull(std::string(num));
+      char buf[8192];
+      while (n > 0) {
+        ssize_t r = mailstream_read(imap->imap_stream, buf, static_cast<size_t>(std::min<uint64_t>(n, sizeof buf)));
+        if (r <= 0) die(what, "connection lost or timed out while reading");
+        n -= static_cast<uint64_t>(r);
+      }
+    }
+  }
+
+  // Reads until the tagged reply of `tag`; `on_untagged` sees "* ..." lines.
+  // A "+" continuation makes it return with status "+".
+  TaggedReply read_until_tagged(const std::string& tag, std::string_view what, bool stop_at_continuation,
+                                const std::function<void(std::string_view)>& on_untagged = {}) {
+    for (;;) {
+      std::string line = read_response_line(what);
+      if (line.rfind("+", 0) == 0) {
+        if (stop_at_continuation) return {"+", "", line};
+        continue;
+      }
+      if (line.rfind("* ", 0) == 0) {
+        std::string_view rest = std::string_view(line).substr(2);
+        if (rest.size() >= 3 && iequals(rest.substr(0, 3), "BYE")) die(what, "server closed the connection: " + line);
+        if (on_untagged) on_untagged(rest);
+        continue;
+      }
+      if (line.size() > tag.size() && line.compare(0, tag.size(), tag) == 0 && line[tag.size()] == ' ')
+        return parse_tagged(line, tag);
+      // Anything else means we no longer understand the conversation.
+      close_stream();
+      throw Error(ErrorKind::protocol, fmt::format("{}: unexpected reply from {}", what, where), Retry::now, here());
+    }
+  }
+
+  // Sends "TAG <command>\r\n" and waits for the reply.
+  TaggedReply command(const std::string& text, std::string_view what,
+                      const std::function<void(std::string_view)>& on_untagged = {}) {
+    ensure_alive();
+    int r = mailimap_send_current_tag(imap);
+    if (r != MAILIMAP_NO_ERROR) fail(r, what);
+    std::string tag = current_tag();
+    write(text, what);
+    write("\r\n", what);
+    flush(what);
+    TaggedReply reply = read_until_tagged(tag, what, false, on_untagged);
+    return reply;
+  }
+
+  // --- streaming FETCH ---
+
+  struct FetchContext {
+    std::string body;
+    bool body_overflow = false;
+    std::exception_ptr error;
+    std::function<void(mailimap_msg_att*, std::string&&)> on_att;
+  };
+
+  static bool body_handler(int, mailimap_msg_att_body_section*, const char* bytes, size_t length, void* ctx) {
+    auto* c = static_cast<FetchContext*>(ctx);
+    if (c->error) return false;
+    try {
+      c->body.append(bytes, length);
+    } catch (...) {
+      c->error = std::current_exception();
+      return false;
+    }
+    return true;
+  }
+
+  static void att_handler(mailimap_msg_att* att, void* ctx) {
+    auto* c = static_cast<FetchContext*>(ctx);
+    if (c->error) return;
+    try {
+      std::string body = std::move(c->body);
+      c->body.clear();
+      c->on_att(att, std::move(body));
+    } catch (...) {
+      c->error = std::current_exception();
+    }
+  }
+
+  struct HandlerGuard {
+    mailimap* imap;
+    ~HandlerGuard() {
+      mailimap_set_msg_body_handler(imap, nullptr, nullptr);
+      mailimap_set_msg_att_handler(imap, nullptr, nullptr);
+      mailimap_set_progress_callback(imap, nullptr, nullptr, nullptr);
+    }
+  };
+
+  // UID FETCH with each FETCH response handed to `on_att` as it is parsed
+  // (with the BODY[] bytes collected for it, if any). A NO reply is not an error.
+  void stream_fetch(const std::vector<UidRange>& ranges, mailimap_fetch_type* type,
+                    std::optional<uint64_t> changed_since, bool with_body,
+                    std::function<void(mailimap_msg_att*, std::string&&)> on_att) {
+    struct TypeGuard {
+      mailimap_fetch_type* t;
+      ~TypeGuard() { mailimap_fetch_type_free(t); }
+    } type_guard{type};
+    ensure_alive();
+    if (ranges.empty()) return;
+    mailimap_set* set = make_set(ranges);
+    struct SetGuard {
+      mailimap_set* s;
+      ~SetGuard() { mailimap_set_free(s); }
+    } set_guard{set};
+
+    FetchContext ctx;
+    ctx.on_att = std::move(on_att);
+    clist* result = nullptr;
+    int r;
+    {
+      HandlerGuard guard{imap};
+      mailimap_set_progress_callback(imap, noop_progress, noop_progress, &ctx);
+      mailimap_set_msg_att_handler(imap, att_handler, &ctx);
+      if (with_body) mailimap_set_msg_body_handler(imap, body_handler, &ctx);
+      if (changed_since) r = mailimap_uid_fetch_changedsince(imap, set, type, *changed_since, &result);
+      else r = mailimap_uid_fetch(imap, set, type, &result);
+    }
+    if (result) mailimap_fetch_list_free(result);
+    if (ctx.error) {
+      if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_UID_FETCH) close_stream();  // aborted mid-response
+      std::rethrow_exception(ctx.error);
+    }
+    if (r == MAILIMAP_NO_ERROR || r == MAILIMAP_ERROR_UID_FETCH) return;
+    fail(r, "UID FETCH");
+  }
+
+  MailboxInfo open(std::string_view name_raw, bool read_only) {
+    ensure_alive();
+    std::string name(name_raw);
+    folder = utf7_decode(name_raw);
+    uint64_t modseq = 0;
+    int r;
+    bool condstore = has("CONDSTORE");
+    if (read_only) r = condstore ? mailimap_examine_condstore(imap, name.c_str(), &modseq) : mailimap_examine(imap, name.c_str());
+    else r = condstore ? mailimap_select_condstore(imap, name.c_str(), &modseq) : mailimap_select(imap, name.c_str());
+    if (r != MAILIMAP_NO_ERROR) {
+      if (kills_session(r)) fail(r, read_only ? "EXAMINE" : "SELECT", name_raw);
+      std::string text = server_text();
+      throw Error(ErrorKind::protocol,
+                  fmt::format("cannot open folder {}: {}", utf7_decode(name_raw),
+                              text.empty() ? std::string(etpan_error_name(r)) : text),
+                  Retry::never, here(name_raw));
+    }
+    MailboxInfo info;
+    info.highestmodseq = modseq;
+    info.read_only = read_only;
+    if (auto* sel = imap->imap_selection_info) {
+      info.exists = sel->sel_exists;
+      info.uidvalidity = sel->sel_uidvalidity;
+      info.uidnext = sel->sel_uidnext;
+      if (sel->sel_perm == MAILIMAP_MAILBOX_READONLY) info.read_only = true;
+      if (sel->sel_perm_flags) {
+        for (clistiter* it = clist_begin(sel->sel_perm_flags); it; it = clist_next(it)) {
+          auto* pf = static_cast<mailimap_flag_perm*>(clist_content(it));
+          if (pf->fl_type == MAILIMAP_FLAG_PERM_ALL) info.permanent_flags.push_back("\\*");
+          else if (pf->fl_flag) info.permanent_flags.push_back(flag_to_string(pf->fl_flag));
+        }
+      }
+    }
+    return info;
+  }
+
+  std::vector<uint32_t> search(const std::string& criteria) {
+    std::vector<uint32_t> uids;
+    TaggedReply reply = command("UID SEARCH " + criteria, "UID SEARCH", [&](std::string_view line) {
+      if (line.size() < 6 || !iequals(line.substr(0, 6), "SEARCH")) return;
+      std::string_view rest = line.substr(6);
+      size_t i = 0;
+      while (i < rest.size()) {
+        while (i < rest.size() && rest[i] == ' ') ++i;
+        if (i < rest.size() && rest[i] == '(') break;  // (MODSEQ n)
+        uint64_t v = 0;
+        size_t start = i;
+        while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') v = v * 10 + static_cast<uint64_t>(rest[i++] - '0');
+        if (i == start) break;
+        if (v > 0 && v <= 0xffffffffu) uids.push_back(static_cast<uint32_t>(v));
+      }
+    });
+    if (reply.status != "OK")
+      throw Error(ErrorKind::protocol, fmt::format("UID SEARCH {}: {}", criteria, reply.text), Retry::never, here());
+    std::sort(uids.begin(), uids.end());
+    uids.erase(std::unique(uids.begin(), uids.end()), uids.end());
+    return uids;
+  }
+};
+
+Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Session::~Session() = default;
+
+std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
+  auto impl = std::make_unique<Impl>();
+  impl->endpoint = endpoint;
+  impl->where = endpoint.address();
+  const std::string& where = impl->where;
+  impl->imap = mailimap_new(0, nullptr);
+  if (!impl->imap) throw std::bad_alloc();
+  time_t timeout = static_cast<time_t>(std::max<int64_t>(1, endpoint.timeout.count()));
+  mailimap_set_timeout(impl->imap, timeout);
+
+  int fd = tcp_connect(endpoint, where);
+  mailstream_low* low = nullptr;
+  if (endpoint.tls == TlsMode::implicit) {
+    try {
+      low = open_tls(fd, endpoint, where);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    mailstream_low_set_timeout(low, timeout);
+  } else {
+    auto* data = new PlainSocket{fd, static_cast<int>(std::min<int64_t>(timeout * 1000, std::numeric_limits<int>::max()))};
+    low = mailstream_low_new(data, &plain_driver);
+    if (!low) {
+      delete data;
+      ::close(fd);
+      throw std::bad_alloc();
+    }
+    mailstream_low_set_timeout(low, timeout);
+  }
+  mailstream* stream = mailstream_new(low, 8192);
+  if (!stream) {
+    mailstream_low_close(low);
+    mailstream_low_free(low);
+    throw std::bad_alloc();
+  }
+  if (endpoint.tls == TlsMode::implicit && !endpoint.insecure) {
+    try {
+      verify_peer(low, endpoint, where);
+    } catch (...) {
+      mailstream_close(stream);
+      throw;
+    }
+  }
+  int r = mailimap_connect(impl->imap, stream);
+  if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
+    std::string text = impl->server_text();
+    impl->close_stream();
+    Retry retry = r == MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION ? Retry::later : Retry::now;
+    throw Error(ErrorKind::network,
+                fmt::format("no IMAP greeting from {}: {}{}", where, etpan_error_name(r), text.empty() ? "" : ": " + text),
+                retry, {.server = where});
+  }
+  impl->refresh_capabilities();
+
+  if (endpoint.tls == TlsMode::starttls) {
+    if (!impl->has("STARTTLS")) {
+      impl->close_stream();
+      throw Error(ErrorKind::protocol, fmt::format("{} does not offer STARTTLS", where), Retry::never,
+                  {.server = where});
+    }
+    r = mailimap_starttls(impl->imap);
+    if (r != MAILIMAP_NO_ERROR) impl->fail(r, "STARTTLS");
+    if (impl->imap->imap_stream->read_buffer_len != 0) {
+      impl->close_stream();
+      throw Error(ErrorKind::tls, fmt::format("{} sent data before the TLS handshake", where), Retry::never,
+                  {.server = where});
+    }
+    mailstream_low* plain = mailstream_get_low(impl->imap->imap_stream);
+    int plain_fd = mailstream_low_get_fd(plain);
+    mailstream_low* tls = nullptr;
+    try {
+      tls = open_tls(plain_fd, endpoint, where);
+    } catch (...) {
+      impl->close_stream();
+      throw;
+    }
+    mailstream_low_set_timeout(tls, timeout);
+    static_cast<PlainSocket*>(plain->data)->fd = -1;  // now owned by the TLS layer
+    mailstream_low_free(plain);
+    mailstream_set_low(impl->imap->imap_stream, tls);
+    if (!endpoint.insecure) {
+      try {
+        verify_peer(tls, endpoint, where);
+      } catch (...) {
+        impl->close_stream();
+        throw;
+      }
+    }
+    impl->refresh_capabilities();
+  }
+  return std::unique_ptr<Session>(new Session(std::move(impl)));
+}
+
+void Session::login(const Credentials& c) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  const std::string& where = s.where;
+  auto refused = [&]() -> Error {
+    return Error(ErrorKind::auth, fmt::format("authentication failed for {} at {}", c.user, where), Retry::never,
+                 {.account = c.user + "@" + s.endpoint.host, .server = where});
+  };
+  auto need_mech = [&](const char* name) {
+    if (!s.has(std::string("AUTH=") + name))
+      throw Error(ErrorKind::auth, fmt::format("{} does not offer the authentication mechanism {}", where, name),
+                  Retry::never, {.server = where});
+  };
+  if (s.imap->imap_state != MAILIMAP_STATE_NON_AUTHENTICATED) {
+    s.refresh_capabilities();
+    return;  // PREAUTH
+  }
+  int r = MAILIMAP_NO_ERROR;
+  switch (c.mechanism) {
+    case AuthMechanism::login: {
+      if (!c.auth_user.empty())
+        throw Error(ErrorKind::usage, "an admin (authorization) user needs SASL PLAIN, not LOGIN");
+      if (s.has("LOGINDISABLED"))
+        throw Error(ErrorKind::auth, fmt::format("{} does not allow LOGIN here (LOGINDISABLED)", where),
+                    Retry::never, {.server = where});
+      r = mailimap_login(s.imap, c.user.c_str(), c.secret.c_str());
+      break;
+    }
+    case AuthMechanism::plain:
+    case AuthMechanism::cram_md5: {
+      const char* mech = c.mechanism == AuthMechanism::plain ? "PLAIN" : "CRAM-MD5";
+      need_mech(mech);
+      if (c.mechanism == AuthMechanism::cram_md5 && !c.auth_user.empty())
+        throw Error(ErrorKind::usage, "CRAM-MD5 cannot log in as another user; use PLAIN for admin mode");
+      const std::string& authcid = c.auth_user.empty() ? c.user : c.auth_user;
+      int tag_before = s.imap->imap_tag;
+      r = mailimap_authenticate(s.imap, mech, s.endpoint.host.c_str(), nullptr, nullptr, c.user.c_str(),
+                                authcid.c_str(), c.secret.c_str(), nullptr);
+      if (r != MAILIMAP_NO_ERROR && s.imap->imap_tag == tag_before && !kills_session(r))
+        throw Error(ErrorKind::auth,
+                    fmt::format("the SASL mechanism {} is not available on this machine (is libsasl2-modules "
+                                "installed?)",
+                                mech),
+                    Retry::never, {.server = where});
+      break;
+    }
+    case AuthMechanism::xoauth2: {
+      need_mech("XOAUTH2");
+      r = mailimap_oauth2_authenticate(s.imap, c.user.c_str(), c.secret.c_str());
+      break;
+    }
+  }
+  if (r != MAILIMAP_NO_ERROR) {
+    if (kills_session(r)) s.fail(r, "login");
+    throw refused();
+  }
+  s.refresh_capabilities();
+}
+
+const Endpoint& Session::endpoint() const { return impl_->endpoint; }
+const std::set<std::string>& Session::capabilities() const { return impl_->caps; }
+bool Session::has_capability(std::string_view name) const { return impl_->has(name); }
+uint64_t Session::append_limit() const { return impl_->append_limit; }
+
+std::vector<ListEntry> Session::list() {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  std::vector<ListEntry> out;
+  clist* result = nullptr;
+  int r = mailimap_list(s.imap, "", "*", &result);
+  if (r != MAILIMAP_NO_ERROR) {
+    if (result) mailimap_list_result_free(result);
+    s.fail(r, "LIST");
+  }
+  static const char* kSpecialUse[] = {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important"};
+  for (clistiter* it = result ? clist_begin(result) : nullptr; it; it = clist_next(it)) {
+    auto* mb = static_cast<mailimap_mailbox_list*>(clist_content(it));
+    if (!mb->mb_name) continue;
+    ListEntry e;
+    e.name_raw = mb->mb_name;
+    e.name_utf8 = utf7_decode(e.name_raw);
+    e.delimiter = mb->mb_delimiter;
+    if (auto* fl = mb->mb_flag) {
+      if (fl->mbf_type == MAILIMAP_MBX_LIST_FLAGS_SFLAG) {
+        switch (fl->mbf_sflag) {
+          case MAILIMAP_MBX_LIST_SFLAG_MARKED: e.attributes.push_back("\\Marked"); break;
+          case MAILIMAP_MBX_LIST_SFLAG_NOSELECT: e.attributes.push_back("\\Noselect"); break;
+          case MAILIMAP_MBX_LIST_SFLAG_UNMARKED: e.attributes.push_back("\\Unmarked"); break;
+          default: break;
+        }
+      }
+      for (clistiter* o = fl->mbf_oflags ? clist_begin(fl->mbf_oflags) : nullptr; o; o = clist_next(o)) {
+        auto* of = static_cast<mailimap_mbx_list_oflag*>(clist_content(o));
+        if (of->of_type == MAILIMAP_MBX_LIST_OFLAG_NOINFERIORS) {
+          e.attributes.push_back("\\Noinferiors");
+        } else if (of->of_type == MAILIMAP_MBX_LIST_OFLAG_FLAG_EXT && of->of_flag_ext) {
+          std::string a = of->of_flag_ext;
+          if (a.empty() || a[0] != '\\') a = "\\" + a;
+          e.attributes.push_back(a);
+        }
+      }
+    }
+    for (auto& a : e.attributes) {
+      if (iequals(a, "\\Noselect") || iequals(a, "\\NonExistent")) e.noselect = true;
+      if (e.special_use.empty())
+        for (auto* su : kSpecialUse)
+          if (iequals(a, su)) e.special_use = su;
+    }
+    out.push_back(std::move(e));
+  }
+  if (result) mailimap_list_result_free(result);
+
+  std::set<std::string> subscribed;
+  result = nullptr;
+  r = mailimap_lsub(s.imap, "", "*", &result);
+  if (r != MAILIMAP_NO_ERROR) {
+    if (result) mailimap_list_result_free(result);
+    s.fail(r, "LSUB");
+  }
+  for (clistiter* it = result ? clist_begin(result) : nullptr; it; it = clist_next(it)) {
+    auto* mb = static_cast<mailimap_mailbox_list*>(clist_content(it));
+    if (mb->mb_name) subscribed.insert(mb->mb_name);
+  }
+  if (result) mailimap_list_result_free(result);
+  for (auto& e : out) {
+    e.subscribed = subscribed.count(e.name_raw) > 0 || (iequals(e.name_raw, "INBOX") && std::any_of(
+        subscribed.begin(), subscribed.end(), [](const std::string& n) { return iequals(n, "INBOX"); }));
+  }
+  std::sort(out.begin(), out.end(), [](const ListEntry& a, const ListEntry& b) { return a.name_raw < b.name_raw; });
+  return out;
+}
+
+PersonalNamespace Session::personal_namespace() {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  if (s.has("NAMESPACE")) {
+    mailimap_namespace_data* ns = nullptr;
+    int r = mailimap_namespace(s.imap, &ns);
+    if (r == MAILIMAP_NO_ERROR && ns) {
+      std::optional<PersonalNamespace> found;
+      if (ns->ns_personal && ns->ns_personal->ns_data_list) {
+        clistiter* it = clist_begin(ns->ns_personal->ns_data_list);
+        if (it) {
+          auto* info = static_cast<mailimap_namespace_info*>(clist_content(it));
+          PersonalNamespace p;
+          p.prefix = info->ns_prefix ? info->ns_prefix : "";
+          if (info->ns_delimiter) p.delimiter = info->ns_delimiter;
+          found = p;
+        }
+      }
+      mailimap_namespace_data_free(ns);
+      if (found) return *found;
+    } else {
+      if (ns) mailimap_namespace_data_free(ns);
+      if (kills_session(r)) s.fail(r, "NAMESPACE");
+    }
+  }
+  PersonalNamespace p;
+  clist* result = nullptr;
+  int r = mailimap_list(s.imap, "", "", &result);
+  if (r == MAILIMAP_NO_ERROR && result && clist_begin(result)) {
+    auto* mb = static_cast<mailimap_mailbox_list*>(clist_content(clist_begin(result)));
+    if (mb->mb_delimiter) p.delimiter = mb->mb_delimiter;
+  }
+  if (result) mailimap_list_result_free(result);
+  if (r != MAILIMAP_NO_ERROR && kills_session(r)) s.fail(r, "LIST");
+  return p;
+}
+
+MailboxInfo Session::examine(std::string_view name_raw) { return impl_->open(name_raw, true); }
+MailboxInfo Session::select(std::string_view name_raw) { return impl_->open(name_raw, false); }
+
+StatusInfo Session::status(std::string_view name_raw) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  mailimap_status_att_list* atts = mailimap_status_att_list_new_empty();
+  mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_MESSAGES);
+  mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDNEXT);
+  mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDVALIDITY);
+  if (s.has("CONDSTORE")) mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_HIGHESTMODSEQ);
+  mailimap_mailbox_data_status* result = nullptr;
+  std::string name(name_raw);
+  int r = mailimap_status(s.imap, name.c_str(), atts, &result);
+  mailimap_status_att_list_free(atts);
+  if (r != MAILIMAP_NO_ERROR) {
+    if (result) mailimap_mailbox_data_status_free(result);
+    if (kills_session(r)) s.fail(r, "STATUS", name_raw);
+    std::string text = s.server_text();
+    throw Error(ErrorKind::protocol, fmt::format("STATUS of folder {}: {}", utf7_decode(name_raw), text),
+                Retry::never, s.here(name_raw));
+  }
+  StatusInfo info;
+  for (clistiter* it = result && result->st_info_list ? clist_begin(result->st_info_list) : nullptr; it;
+       it = clist_next(it)) {
+    auto* si = static_cast<mailimap_status_info*>(clist_content(it));
+    switch (si->st_att) {
+      case MAILIMAP_STATUS_ATT_MESSAGES: info.messages = si->st_value; break;
+      case MAILIMAP_STATUS_ATT_UIDNEXT: info.uidnext = si->st_value; break;
+      case MAILIMAP_STATUS_ATT_UIDVALIDITY: info.uidvalidity = si->st_value; break;
+      case MAILIMAP_STATUS_ATT_HIGHESTMODSEQ: info.highestmodseq = si->st_value; break;
+      case MAILIMAP_STATUS_ATT_EXTENSION:
+        if (si->st_ext_data && si->st_ext_data->ext_extension &&
+            si->st_ext_data->ext_extension->ext_id == MAILIMAP_EXTENSION_CONDSTORE &&
+            si->st_ext_data->ext_type == MAILIMAP_CONDSTORE_TYPE_STATUS_INFO && si->st_ext_data->ext_data)
+          info.highestmodseq =
+              static_cast<mailimap_condstore_status_info*>(si->st_ext_data->ext_data)->cs_highestmodseq_value;
+        break;
+      default: break;
+    }
+  }
+  if (result) mailimap_mailbox_data_status_free(result);
+  return info;
+}
+
+namespace {
+
+// What one FETCH response carried.
+struct ParsedAtt {
+  uint32_t uid = 0;
+  std::vector<std::string> flags;
+  bool has_flags = false;
+  int64_t internaldate = 0;
+  int32_t internaldate_tz = 0;
+  bool has_internaldate = false;
+  uint64_t size = 0;
+  bool has_size = false;
+  uint64_t modseq = 0;
+  bool has_body = false;
+};
+
+ParsedAtt parse_att(mailimap_msg_att* att) {
+  ParsedAtt p;
+  for (clistiter* it = att->att_list ? clist_begin(att->att_list) : nullptr; it; it = clist_next(it)) {
+    auto* item = static_cast<mailimap_msg_att_item*>(clist_content(it));
+    if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC) {
+      p.has_flags = true;
+      auto* dyn = item->att_data.att_dyn;
+      for (clistiter* f = dyn && dyn->att_list ? clist_begin(dyn->att_list) : nullptr; f; f = clist_next(f)) {
+        auto* ff = static_cast<mailimap_flag_fetch*>(clist_content(f));
+        if (ff->fl_type == MAILIMAP_FLAG_FETCH_RECENT || !ff->fl_flag) continue;
+        std::string name = flag_to_string(ff->fl_flag);
+        if (!name.empty() && !iequals(name, "\\Recent")) p.flags.push_back(std::move(name));
+      }
+    } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC) {
+      auto* st = item->att_data.att_static;
+      switch (st->att_type) {
+        case MAILIMAP_MSG_ATT_UID: p.uid = st->att_data.att_uid; break;
+        case MAILIMAP_MSG_ATT_INTERNALDATE:
+          if (st->att_data.att_internal_date) {
+            p.internaldate = to_unix(st->att_data.att_internal_date, p.internaldate_tz);
+            p.has_internaldate = true;
+          }
+          break;
+        case MAILIMAP_MSG_ATT_RFC822_SIZE:
+          p.size = st->att_data.att_rfc822_size;
+          p.has_size = true;
+          break;
+        case MAILIMAP_MSG_ATT_BODY_SECTION: p.has_body = true; break;
+        default: break;
+      }
+    } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_EXTENSION) {
+      auto* ext = item->att_data.att_extension_data;
+      if (ext && ext->ext_extension && ext->ext_extension->ext_id == MAILIMAP_EXTENSION_CONDSTORE &&
+          ext->ext_type == MAILIMAP_CONDSTORE_TYPE_FETCH_DATA && ext->ext_data)
+        p.modseq = static_cast<mailimap_condstore_fetch_mod_resp*>(ext->ext_data)->cs_modseq_value;
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+void Session::fetch_messages(const std::vector<UidRange>& uids,
+                             const std::function<void(FetchedMessage&&)>& on_message) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  bool condstore = s.has("CONDSTORE");
+  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_internaldate());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(nullptr)));
+  if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
+  s.stream_fetch(uids, type, std::nullopt, true, [&](mailimap_msg_att* att, std::string&& body) {
+    ParsedAtt p = parse_att(att);
+    if (!p.has_body || p.uid == 0) return;  // unsolicited (flag change) or incomplete
+    if (!in_ranges(uids, p.uid)) return;
+    FetchedMessage m;
+    m.uid = p.uid;
+    m.flags = std::move(p.flags);
+    m.internaldate = p.internaldate;
+    m.internaldate_tz = p.internaldate_tz;
+    m.rfc822_size = p.has_size ? p.size : body.size();
+    m.modseq = p.modseq;
+    m.body = std::move(body);
+    on_message(std::move(m));
+  });
+}
+
+void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
+                          const std::function<void(FlagUpdate&&)>& on_flags) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  bool condstore = s.has("CONDSTORE");
+  if (changed_since && !condstore) changed_since.reset();
+  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags());
+  if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
+  s.stream_fetch(uids, type, changed_since, false, [&](mailimap_msg_att* att, std::string&&) {
+    ParsedAtt p = parse_att(att);
+    if (p.uid == 0 || !p.has_flags || !in_ranges(uids, p.uid)) return;
+    on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq});
+  });
+}
+
+void Session::fetch_sizes(const std::vector<UidRange>& uids,
+                          const std::function<void(uint32_t uid, uint64_t size)>& on_size) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
+  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
+  s.stream_fetch(uids, type, std::nullopt, false, [&](mailimap_msg_att* att, std::string&&) {
+    ParsedAtt p = parse_att(att);
+    if (p.uid == 0 || !p.has_size || !in_ranges(uids, p.uid)) return;
+    on_size(p.uid, p.size);
+  });
+}
+
+std::vector<uint32_t> Session::search_all_uids() { return impl_->search("ALL"); }
+
+std::vector<uint32_t> Session::search_message_id(std::string_view message_id) {
+  return impl_->search("HEADER Message-ID " + quoted(message_id));
+}
+
+std::optional<FetchedMessage> Session::fetch_one(uint32_t uid) {
+  std::optional<FetchedMessage> out;
+  fetch_messages({{uid, uid}}, [&](FetchedMessage&& m) {
+    if (m.uid == uid) out = std::move(m);
+  });
+  return out;
+}
+
+void Session::create(std::string_view name_raw) {
+  Impl& s = *impl_;
+  TaggedReply r = s.command("CREATE " + quoted(name_raw), "CREATE");
+  if (r.status != "OK")
+    throw Error(ErrorKind::protocol, fmt::format("cannot create folder {}: {}", utf7_decode(name_raw), r.text),
+                Retry::never, s.here(name_raw));
+}
+
+void Session::subscribe(std::string_view name_raw) {
+  Impl& s = *impl_;
+  TaggedReply r = s.command("SUBSCRIBE " + quoted(name_raw), "SUBSCRIBE");
+  if (r.status != "OK")
+    throw Error(ErrorKind::protocol, fmt::format("cannot subscribe to folder {}: {}", utf7_decode(name_raw), r.text),
+                Retry::never, s.here(name_raw));
+}
+
+void Session::store_flags(uint32_t uid, const std::vector<std::string>& flags) {
+  Impl& s = *impl_;
+  TaggedReply r = s.command(fmt::format("UID STORE {} FLAGS.SILENT {}", uid, flag_list(flags)), "UID STORE");
+  if (r.status != "OK") {
+    ErrorWhere w = s.here();
+    w.uid = uid;
+    throw Error(ErrorKind::protocol, fmt::format("cannot set the flags of UID {}: {}", uid, r.text), Retry::never, w);
+  }
+}
+
+std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const std::vector<AppendItem>& items) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  std::vector<AppendResult> results(items.size());
+  if (items.empty()) return results;
+  const bool literal_plus = s.has("LITERAL+");
+  const bool literal_minus = s.has("LITERAL-");
+  const bool multi = s.has("MULTIAPPEND") && (literal_plus || literal_minus);
+  const std::string mailbox = quoted(mailbox_raw);
+  // Everything that can be refused locally is checked before the first byte goes out.
+  std::vector<std::string> flag_texts;
+  flag_texts.reserve(items.size());
+  for (auto& item : items) flag_texts.push_back(flag_list(item.flags));
+
+  // Sends one APPEND (or MULTIAPPEND) for items [from, to); fills results.
+  auto send = [&](size_t from, size_t to) {
+    int r = mailimap_send_current_tag(s.imap);
+    if (r != MAILIMAP_NO_ERROR) s.fail(r, "APPEND");
+    std::string tag = s.current_tag();
+    std::string head = "APPEND " + mailbox;
+    std::optional<TaggedReply> early;  // a tagged reply instead of a continuation
+    for (size_t i = from; i < to && !early; ++i) {
+      const AppendItem& item = items[i];
+      head += ' ';
+      head += flag_texts[i];
+      if (item.internaldate != 0) {
+        head += " \"";
+        head += format_date_time(item.internaldate, item.internaldate_tz);
+        head += '"';
+      }
+      size_t n = item.bytes.size();
+      bool sync = !(literal_plus || (literal_minus && n <= 4096));
+      head += fmt::format(" {{{}{}}}\r\n", n, sync ? "" : "+");
+      s.write(head, "APPEND");
+      head.clear();
+      if (sync) {
+        s.flush("APPEND");
+        TaggedReply cont = s.read_until_tagged(tag, "APPEND", true);
+        if (cont.status != "+") {
+          early = cont;
+          break;
+        }
+      }
+      s.write(item.bytes, "APPEND");
+    }
+    TaggedReply reply;
+    if (early) {
+      reply = *early;
+    } else {
+      s.write("\r\n", "APPEND");
+      s.flush("APPEND");
+      reply = s.read_until_tagged(tag, "APPEND", false);
+    }
+    if (reply.status == "+") {
+      s.close_stream();
+      throw Error(ErrorKind::protocol, fmt::format("APPEND: unexpected continuation from {}", s.where), Retry::now,
+                  s.here(mailbox_raw));
+    }
+    if (reply.status == "OK") {
+      uint32_t uidvalidity = 0;
+      std::vector<uint32_t> uids;
+      if (reply.code.size() > 10 && iequals(std::string_view(reply.code).substr(0, 10), "APPENDUID ")) {
+        std::string_view args = std::string_view(reply.code).substr(10);
+        size_t sp = args.find(' ');
+        if (sp != std::string_view::npos) {
+          std::string_view v = args.substr(0, sp);
+          uint64_t value = 0;
+          bool good = !v.empty() && v[0] != '0' && v.size() <= 10 &&
+                      std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+          if (good) value = std::stoull(std::string(v));
+          if (good && value <= 0xffffffffu) {
+            auto set = parse_uid_set(args.substr(sp + 1), to - from);
+            if (set && set->size() == to - from) {
+              uidvalidity = static_cast<uint32_t>(value);
+              uids = std::move(*set);
+            }
+          }
+        }
+      }
+      for (size_t i = from; i < to; ++i) {
+        results[i].ok = true;
+        if (!uids.empty()) {
+          results[i].uidvalidity = uidvalidity;
+          results[i].uid = uids[i - from];
+        }
+      }
+      return;
+    }
+    std::string code = upper(reply.code.substr(0, reply.code.find(' ')));
+    for (size_t i = from; i < to; ++i) {
+      results[i].ok = false;
+      results[i].error = reply.status + " " + reply.text;
+      results[i].too_big = code == "TOOBIG" || code == "LIMIT";
+      results[i].trycreate = code == "TRYCREATE";
+    }
+  };
+
+  if (multi) {
+    send(0, items.size());
+  } else {
+    for (size_t i = 0; i < items.size(); ++i) send(i, i + 1);
+  }
+  return results;
+}
+
+void Session::logout() {
+  Impl& s = *impl_;
+  if (!s.imap) return;
+  if (!s.dead && s.imap->imap_stream) {
+    // A short wait: the session is being dropped anyway.
+    mailstream_low* low = mailstream_get_low(s.imap->imap_stream);
+    if (low) mailstream_low_set_timeout(low, std::min<time_t>(5, std::max<time_t>(1, s.endpoint.timeout.count())));
+    if (low && low->driver == &plain_driver) static_cast<PlainSocket*>(low->data)->timeout_ms = 5000;
+    mailimap_logout(s.imap);  // closes the stream
+  }
+  s.close_stream();
+}
+
+}  // namespace imapstage::imap

@@ -1,0 +1,191 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+
+#include "archive-format/codec.h"
+#include "archive-format/pack.h"
+#include "common/error.h"
+#include "tests/support/test_server.h"
+
+namespace imapstage::archive {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Pack, Crc32cMatchesTheStandardCheckValue) { EXPECT_EQ(crc32c("123456789"), 0xE3069283u); }
+
+TEST(Pack, WriteThenScanEveryRecord) {
+  TempDir dir;
+  fs::path file = dir.path() + "/packs/ab/abcdef0123456789.pack";
+  Compressor c(3);
+  std::vector<std::string> raws = {"", "hello", std::string(100000, 'a'), "journal bytes"};
+  std::vector<PackRecordInfo> written;
+  {
+    auto w = PackWriter::create(file, 0xabcdef0123456789ull);
+    EXPECT_EQ(w.size(), kPackHeaderSize);
+    for (size_t i = 0; i < raws.size(); ++i)
+      written.push_back(w.append(i == 3 ? RecordKind::journal : RecordKind::object, sha256(raws[i]), raws[i].size(),
+                                 c.compress(raws[i])));
+    w.sync();
+  }
+  PackReader r(file);
+  EXPECT_EQ(r.pack_id(), 0xabcdef0123456789ull);
+  for (size_t i = 0; i < raws.size(); ++i) {
+    auto info = r.next();
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->kind, written[i].kind);
+    EXPECT_EQ(info->offset, written[i].offset);
+    EXPECT_EQ(info->record_size, written[i].record_size);
+    EXPECT_EQ(info->raw_size, raws[i].size());
+    EXPECT_EQ(decode_payload(*info, r.read_payload(), file), raws[i]);
+  }
+  EXPECT_FALSE(r.next());
+  EXPECT_EQ(read_record(file, written[2].offset, sha256(raws[2])), raws[2]);
+  EXPECT_EQ(read_record(file, written[3].offset, RecordKind::journal, sha256(raws[3])), raws[3]);
+  EXPECT_THROW(read_record(file, written[3].offset, sha256(raws[3])), Error);  // not an object
+  EXPECT_THROW(read_record(file, written[1].offset, sha256(raws[2])), Error);  // another object
+  EXPECT_THROW(read_record(file, written[1].offset + 1, sha256(raws[1])), Error);
+  EXPECT_THROW(PackWriter::create(file, 1), Error);  // never overwrites
+}
+
+TEST(Pack, TornTailIsRecognised) {
+  TempDir dir;
+  fs::path file = dir.path() + "/p.pack";
+  Compressor c(1);
+  std::string raw(5000, 'q');
+  uint64_t end = 0;
+  {
+    auto w = PackWriter::create(file, 7);
+    w.append(RecordKind::object, sha256(raw), raw.size(), c.compress(raw));
+    end = w.size();
+    w.append(RecordKind::object, sha256("x"), 1, c.compress("x"));
+  }
+  std::string whole = read_file(file);
+  for (uint64_t cut : {end + 10, end + kRecordHeaderSize, static_cast<uint64_t>(whole.size() - 1)}) {
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << whole.substr(0, cut);
+    PackReader r(file);
+    ASSERT_TRUE(r.next());
+    try {
+      r.next();
+      FAIL() << "a tail cut at " << cut << " went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::corrupt);
+      EXPECT_EQ(e.where().file, file.string());
+      EXPECT_NE(e.message().find(std::to_string(end)), std::string::npos) << e.what();
+    }
+  }
+  // Reopening for writing cuts the tail away.
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << whole.substr(0, end + 10);
+  PackWriter::open(file, end);
+  EXPECT_EQ(fs::file_size(file), end);
+  EXPECT_THROW(PackWriter::open(file, end + 1), Error);  // shorter than committed
+}
+
+TEST(Pack, DamagedHeadersAreRejected) {
+  TempDir dir;
+  fs::path file = dir.path() + "/p.pack";
+  Compressor c(1);
+  {
+    auto w = PackWriter::create(file, 9);
+    w.append(RecordKind::object, sha256("abc"), 3, c.compress("abc"));
+  }
+  std::string whole = read_file(file);
+  for (size_t at = 0; at < whole.size(); ++at) {
+    std::string bad = whole;
+    bad[at] ^= 0x10;
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << bad;
+    try {
+      PackReader r(file);
+      auto info = r.next();
+      ASSERT_TRUE(info);
+      // Only a bit zstd ignores (its frame header's unused bit) may pass, and then the content is intact.
+      EXPECT_EQ(decode_payload(*info, r.read_payload(), file), "abc") << "a flipped bit at " << at << " went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_TRUE(e.kind() == ErrorKind::corrupt || e.kind() == ErrorKind::format) << e.what();
+    }
+  }
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << "not a pack at all, certainly not";
+  EXPECT_THROW(PackReader{file}, Error);
+}
+
+TEST(Codec, ValuesRoundTrip) {
+  MessageRecord m;
+  m.key = {1, 2, 3, 4};
+  m.hash = sha256("x");
+  m.flags = kSeen | kDeleted;
+  m.keywords = {"a", "", "$b"};
+  m.internaldate = -1;
+  m.internaldate_tz = 330;
+  m.size = 1ull << 33;
+  m.modseq = 5;
+  m.state = MessageState::expunged;
+  auto back = codec::decode_message(codec::message_key(m.key), codec::encode_message(m));
+  EXPECT_EQ(back.key, m.key);
+  EXPECT_EQ(back.keywords, m.keywords);
+  EXPECT_EQ(back.size, m.size);
+  EXPECT_EQ(back.state, m.state);
+  EXPECT_EQ(codec::decode_u64_key(codec::u64_key(0x0102030405060708ull)), 0x0102030405060708ull);
+  EXPECT_EQ(codec::u32_key(0x01020304), std::string("\x01\x02\x03\x04", 4));
+  std::string long_name(1000, 'n');
+  EXPECT_LE(codec::folder_name_key(1, long_name).size(), 511u);
+  EXPECT_NE(codec::name_key(long_name), codec::name_key(long_name + "x"));
+}
+
+// Arbitrary bytes either decode or throw Error(corrupt); nothing else (run under the sanitizers too).
+TEST(Codec, MalformedInputIsRejectedAsCorrupt) {
+  std::mt19937_64 rng(1);
+  MessageRecord m;
+  m.keywords = {"$a", "$b"};
+  FolderRecord f;
+  f.attributes = {"\\X"};
+  codec::Journal j;
+  j.sequence = 3;
+  j.ops.push_back({codec::OpKind::put_message, codec::message_key(m.key), codec::encode_message(m)});
+  j.ops.push_back({codec::OpKind::erase_append, codec::append_key({}), ""});
+  std::vector<std::string> seeds = {codec::encode_message(m), codec::encode_folder(f), codec::encode_journal(j),
+                                    codec::encode_account({}), codec::encode_append({}), codec::encode_run({}),
+                                    codec::encode_pack({}), codec::encode_object({})};
+  EXPECT_EQ(codec::decode_journal(seeds[2]).ops.size(), 2u);
+  auto try_all = [](const std::string& v) {
+    std::string k16(16, '\0'), k8(8, '\0'), k4(4, '\0'), k20(20, '\0');
+    auto attempt = [](auto&& fn) {
+      try {
+        fn();
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
+      }
+    };
+    attempt([&] { codec::decode_message(k16, v); });
+    attempt([&] { codec::decode_folder(k8, v); });
+    attempt([&] { codec::decode_account(k4, v); });
+    attempt([&] { codec::decode_append(k20, v); });
+    attempt([&] { codec::decode_run(k8, v); });
+    attempt([&] { codec::decode_pack(k8, v); });
+    attempt([&] { codec::decode_object(v); });
+    attempt([&] { codec::decode_target(v); });
+    attempt([&] { codec::decode_journal(v); });
+  };
+  for (auto& s : seeds) {
+    for (size_t n = 0; n < s.size(); ++n) try_all(s.substr(0, n));  // every truncation
+    try_all(s + "x");                                                 // trailing bytes
+    for (int i = 0; i < 300; ++i) {
+      std::string v = s;
+      v[rng() % v.size()] = static_cast<char>(rng());
+      if (rng() % 2) v[rng() % v.size()] = static_cast<char>(rng());
+      try_all(v);
+    }
+  }
+  std::string huge_count = std::string("\x01", 1) + std::string(32, '\0') + std::string("\0\0\0\0\xff\xff\xff\x7f", 8);
+  try_all(huge_count);
+  EXPECT_THROW(codec::decode_message(std::string(15, '\0'), seeds[0]), Error);  // short key
+}
+
+}  // namespace
+}  // namespace imapstage::archive

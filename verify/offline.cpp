@@ -1,0 +1,643 @@
+#include "verify/offline.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "archive-format/archive.h"
+#include "archive-format/pack.h"
+#include "common/error.h"
+
+namespace imapstage::verify {
+
+namespace fs = std::filesystem;
+using archive::Hash;
+
+namespace {
+
+// An object of the index, as this run sees it.
+struct Entry {
+  Hash hash{};
+  archive::ObjectLocation location;
+  bool sampled = false;
+  bool found = false;       // the scan met its record where the index says (set by the reader)
+  bool referenced = false;  // some message refers to it (set by the message pass)
+  uint8_t result = 0;       // 0 not checked, 1 sound, 2 bad (set by the one worker that checks it)
+};
+
+constexpr uint8_t kUnchecked = 0, kSound = 1, kBad = 2;
+
+// Reproducible per (seed, hash), independent of the order objects are met in.
+bool in_sample(const Hash& hash, uint64_t seed, double percent) {
+  if (percent >= 100) return true;
+  uint64_t x;
+  std::memcpy(&x, hash.data(), sizeof x);
+  x ^= seed;
+  x += 0x9e3779b97f4a7c15ull;  // splitmix64 finaliser
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return double(x >> 11) * 0x1.0p-53 * 100.0 < percent;
+}
+
+enum class Role {
+  indexed,   // the record the index points to: decode and re-hash
+  orphan,    // an object record that is not the indexed copy: decode, report as an orphan
+  journal,   // a journal record: decode and re-hash only
+  random,    // an indexed object the scan did not meet: read it where the index says
+};
+
+struct Work {
+  Role role = Role::indexed;
+  size_t entry = 0;                    // indexed, random
+  archive::PackRecordInfo info;        // indexed, orphan, journal
+  std::string stored;                  // indexed, orphan, journal
+  std::shared_ptr<const fs::path> file;
+  std::string orphan_problem;          // orphan: what to say about it
+};
+
+// A bounded queue between the pack reader and the workers: at most
+// `max_bytes` of stored payload (but always room for one item) and `max_items`.
+class WorkQueue {
+ public:
+  WorkQueue(size_t max_bytes, size_t max_items) : max_bytes_(max_bytes), max_items_(max_items) {}
+
+  void push(Work work) {
+    std::unique_lock lock(mutex_);
+    size_t size = work.stored.size();
+    not_full_.wait(lock, [&] { return items_.empty() || (bytes_ + size <= max_bytes_ && items_.size() < max_items_); });
+    bytes_ += size;
+    items_.push_back(std::move(work));
+    not_empty_.notify_one();
+  }
+
+  std::optional<Work> pop() {
+    std::unique_lock lock(mutex_);
+    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
+    if (items_.empty()) return std::nullopt;
+    Work work = std::move(items_.front());
+    items_.pop_front();
+    bytes_ -= work.stored.size();
+    not_full_.notify_one();
+    return work;
+  }
+
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable not_empty_, not_full_;
+  std::deque<Work> items_;
+  size_t bytes_ = 0;
+  size_t max_bytes_;
+  size_t max_items_;
+  bool closed_ = false;
+};
+
+struct PackToScan {
+  uint64_t id = 0;
+  fs::path path;
+  bool indexed = false;             // listed by the index
+  archive::PackInfo info;           // when indexed
+};
+
+class Verifier {
+ public:
+  Verifier(const OfflineOptions& options, EventSink& events) : options_(options), events_(events) {}
+
+  OfflineReport run();
+
+ private:
+  void load_index();
+  std::vector<PackToScan> list_packs();
+  void scan_pack(const PackToScan& pack, WorkQueue& queue);
+  void handle_record(const archive::PackRecordInfo& info, const PackToScan& pack,
+                     const std::shared_ptr<const fs::path>& file, archive::PackReader& reader, WorkQueue& queue);
+  void queue_unmet(uint64_t pack_id, const fs::path& path, WorkQueue& queue);
+  void work(WorkQueue& queue);
+  void check(Work& work);
+  void message_pass();
+  void progress(bool final);
+
+  std::optional<size_t> find(const Hash& hash) const {
+    auto it = std::lower_bound(entries_.begin(), entries_.end(), hash,
+                               [](const Entry& e, const Hash& h) { return e.hash < h; });
+    if (it == entries_.end() || it->hash != hash) return std::nullopt;
+    return size_t(it - entries_.begin());
+  }
+  void add_pack_problem(std::string text) {
+    std::lock_guard lock(mutex_);
+    report_.pack_problems.push_back(std::move(text));
+  }
+  void set_bad(size_t entry, std::string problem) {
+    std::lock_guard lock(mutex_);
+    auto& p = entry_problems_[entry];
+    p = p.empty() ? std::move(problem) : p + "; " + problem;
+  }
+
+  const OfflineOptions& options_;
+  EventSink& events_;
+  OfflineReport report_;
+  std::unique_ptr<archive::Archive> archive_;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_progress_{};
+
+  std::vector<archive::PackInfo> pack_infos_;
+  std::vector<Entry> entries_;          // sorted by hash
+  std::vector<size_t> by_location_;     // entry indexes sorted by (pack, offset)
+  std::set<uint64_t> packs_handled_;
+
+  std::mutex mutex_;  // guards entry_problems_, orphan_records_, report_.pack_problems
+  std::unordered_map<size_t, std::string> entry_problems_;
+  std::vector<ObjectProblem> orphan_records_;
+
+  std::atomic<uint64_t> objects_checked_{0};
+  std::atomic<uint64_t> bytes_checked_{0};
+  uint64_t stored_bytes_read_ = 0;
+  uint64_t stored_bytes_total_ = 0;
+  uint64_t records_ = 0;
+  uint64_t packs_done_ = 0;
+  uint64_t packs_total_ = 0;
+};
+
+void Verifier::load_index() {
+  // Packs first, then objects: an object committed in between lies past the
+  // committed size seen here and is read where the index says, never taken
+  // for an orphan.
+  pack_infos_ = archive_->packs();
+  archive_->for_each_object([&](const Hash& hash, const archive::ObjectLocation& location) {
+    Entry e;
+    e.hash = hash;
+    e.location = location;
+    e.sampled = in_sample(hash, report_.seed, report_.sample_percent);
+    entries_.push_back(e);
+    return true;
+  });
+  std::sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) { return a.hash < b.hash; });
+  by_location_.resize(entries_.size());
+  for (size_t i = 0; i < entries_.size(); ++i) by_location_[i] = i;
+  std::sort(by_location_.begin(), by_location_.end(), [&](size_t a, size_t b) {
+    auto& x = entries_[a].location;
+    auto& y = entries_[b].location;
+    return std::tie(x.pack_id, x.offset) < std::tie(y.pack_id, y.offset);
+  });
+  report_.objects = entries_.size();
+}
+
+std::vector<PackToScan> Verifier::list_packs() {
+  std::vector<PackToScan> out;
+  std::set<uint64_t> indexed;
+  for (auto& p : pack_infos_) {
+    PackToScan s;
+    s.id = p.id;
+    s.path = archive_->pack_path(p.id);
+    s.indexed = true;
+    s.info = p;
+    indexed.insert(p.id);
+    out.push_back(std::move(s));
+  }
+  // Pack files the index does not list: their records are orphans.
+  std::error_code ec;
+  fs::path packs_dir = options_.archive_dir / "packs";
+  std::vector<PackToScan> extra;
+  if (fs::is_directory(packs_dir, ec)) {
+    for (auto it = fs::recursive_directory_iterator(packs_dir, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (!it->is_regular_file(ec) || it->path().extension() != ".pack") continue;
+      std::string stem = it->path().stem().string();
+      uint64_t id = 0;
+      bool hex = stem.size() == 16 && std::all_of(stem.begin(), stem.end(), [](char c) {
+                   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                 });
+      if (hex) id = std::stoull(stem, nullptr, 16);
+      if (hex && indexed.count(id) && fs::equivalent(it->path(), archive_->pack_path(id), ec)) continue;
+      PackToScan s;
+      s.id = id;
+      s.path = it->path();
+      extra.push_back(std::move(s));
+    }
+    if (ec) report_.pack_problems.push_back(fmt::format("{}: cannot list the pack files: {}", packs_dir.string(), ec.message()));
+  }
+  std::sort(extra.begin(), extra.end(), [](auto& a, auto& b) { return a.path < b.path; });
+  for (auto& s : extra) out.push_back(std::move(s));
+  for (auto& s : out) {
+    if (s.indexed) {
+      stored_bytes_total_ += s.info.committed_size;
+    } else {
+      stored_bytes_total_ += fs::file_size(s.path, ec);
+      if (ec) ec.clear();
+    }
+  }
+  return out;
+}
+
+void Verifier::scan_pack(const PackToScan& pack, WorkQueue& queue) {
+  auto file = std::make_shared<const fs::path>(pack.path);
+  std::error_code ec;
+  if (!fs::exists(pack.path, ec)) {
+    // Indexed (only indexed packs reach here without a file): every object in it is lost.
+    add_pack_problem(fmt::format("{}: pack {:016x} is missing ({} records indexed)", pack.path.string(), pack.id,
+                                 pack.info.records));
+    return;
+  }
+  uint64_t scanned = 0;
+  uint64_t end_of_last = 0;
+  try {
+    archive::PackReader reader(pack.path);
+    if (pack.indexed && reader.pack_id() != pack.id)
+      add_pack_problem(fmt::format("{}: the file header names pack {:016x}, the index {:016x}", pack.path.string(),
+                                   reader.pack_id(), pack.id));
+    if (pack.indexed && reader.file_size() < pack.info.committed_size)
+      add_pack_problem(fmt::format("{}: {} bytes, shorter than the {} bytes the index says were committed "
+                                   "(truncated or torn)",
+                                   pack.path.string(), reader.file_size(), pack.info.committed_size));
+    while (auto info = reader.next()) {
+      if (pack.indexed && info->offset >= pack.info.committed_size) break;  // a writer's uncommitted bytes
+      if (pack.indexed && info->offset + info->record_size > pack.info.committed_size) {
+        add_pack_problem(fmt::format("{}: the record at offset {} runs past the committed size {}",
+                                     pack.path.string(), info->offset, pack.info.committed_size));
+        break;
+      }
+      ++scanned;
+      ++records_;
+      end_of_last = info->offset + info->record_size;
+      handle_record(*info, pack, file, reader, queue);
+      progress(false);
+    }
+  } catch (const Error& e) {
+    bool uncommitted_tail =
+        pack.indexed && (end_of_last >= pack.info.committed_size || (scanned == 0 && pack.info.records == 0));
+    if (!uncommitted_tail)
+      add_pack_problem(fmt::format("{}: {} (scanning stopped after {} records)", pack.path.string(), e.message(),
+                                   scanned));
+  } catch (const std::exception& e) {
+    add_pack_problem(fmt::format("{}: {} (scanning stopped after {} records)", pack.path.string(), e.what(),
+                                 scanned));
+  }
+}
+
+void Verifier::handle_record(const archive::PackRecordInfo& info, const PackToScan& pack,
+                             const std::shared_ptr<const fs::path>& file, archive::PackReader& reader,
+                             WorkQueue& queue) {
+  if (info.kind == archive::RecordKind::journal) {
+    Work w;
+    w.role = Role::journal;
+    w.info = info;
+    w.stored = reader.read_payload();
+    w.file = file;
+    stored_bytes_read_ += w.stored.size();
+    queue.push(std::move(w));
+    return;
+  }
+  if (info.kind != archive::RecordKind::object) {
+    add_pack_problem(fmt::format("{}: the record at offset {} is of unknown kind {}", file->string(), info.offset,
+                                 int(info.kind)));
+    return;
+  }
+  std::string orphan_problem;
+  if (auto idx = find(info.hash)) {
+    Entry& e = entries_[*idx];
+    if (pack.indexed && e.location.pack_id == pack.id && e.location.offset == info.offset) {
+      e.found = true;
+      if (e.location.record_size != info.record_size || e.location.raw_size != info.raw_size)
+        set_bad(*idx, fmt::format("the index says {} bytes ({} raw), the record header {} bytes ({} raw)",
+                                  e.location.record_size, e.location.raw_size, info.record_size, info.raw_size));
+      if (!e.sampled) return;
+      Work w;
+      w.role = Role::indexed;
+      w.entry = *idx;
+      w.info = info;
+      w.stored = reader.read_payload();
+      w.file = file;
+      stored_bytes_read_ += w.stored.size();
+      queue.push(std::move(w));
+      return;
+    }
+    orphan_problem = fmt::format("redundant copy (the index uses {} at offset {})",
+                                 archive_->pack_path(e.location.pack_id).string(), e.location.offset);
+  } else {
+    orphan_problem = pack.indexed ? "object record not in the index"
+                                  : "object record in a pack file the index does not list";
+  }
+  if (!in_sample(info.hash, report_.seed, report_.sample_percent)) {
+    std::lock_guard lock(mutex_);
+    orphan_records_.push_back({archive::to_hex(info.hash), file->string(), info.offset, orphan_problem, {}});
+    return;
+  }
+  Work w;
+  w.role = Role::orphan;
+  w.info = info;
+  w.stored = reader.read_payload();
+  w.file = file;
+  w.orphan_problem = std::move(orphan_problem);
+  stored_bytes_read_ += w.stored.size();
+  queue.push(std::move(w));
+}
+
+void Verifier::queue_unmet(uint64_t pack_id, const fs::path& path, WorkQueue& queue) {
+  auto file = std::make_shared<const fs::path>(path);
+  auto first = std::lower_bound(by_location_.begin(), by_location_.end(), pack_id,
+                                [&](size_t i, uint64_t id) { return entries_[i].location.pack_id < id; });
+  for (auto it = first; it != by_location_.end() && entries_[*it].location.pack_id == pack_id; ++it) {
+    if (entries_[*it].found) continue;
+    Work w;
+    w.role = Role::random;
+    w.entry = *it;
+    w.file = file;
+    queue.push(std::move(w));
+  }
+}
+
+void Verifier::check(Work& w) {
+  switch (w.role) {
+    case Role::indexed:
+      try {
+        archive::decode_payload(w.info, w.stored, *w.file);
+        bytes_checked_ += w.info.raw_size;
+        entries_[w.entry].result = kSound;
+      } catch (const Error& e) {
+        set_bad(w.entry, e.message());
+        entries_[w.entry].result = kBad;
+      }
+      ++objects_checked_;
+      return;
+    case Role::random: {
+      Entry& e = entries_[w.entry];
+      std::error_code ec;
+      if (!fs::exists(*w.file, ec)) {
+        set_bad(w.entry, fmt::format("its pack file {} is missing", w.file->string()));
+        return;
+      }
+      try {
+        std::string raw = archive::read_record(*w.file, e.location.offset, e.hash);
+        if (raw.size() != e.location.raw_size)
+          set_bad(w.entry, fmt::format("the index says {} raw bytes, the record holds {}", e.location.raw_size,
+                                       raw.size()));
+        bytes_checked_ += raw.size();
+        e.result = kSound;
+        ++objects_checked_;
+      } catch (const Error& err) {
+        // Not counted as checked: most often there is no record there to re-hash.
+        set_bad(w.entry, "no sound record where the index says: " + err.message());
+      }
+      return;
+    }
+    case Role::orphan: {
+      ObjectProblem p{archive::to_hex(w.info.hash), w.file->string(), w.info.offset, w.orphan_problem, {}};
+      try {
+        archive::decode_payload(w.info, w.stored, *w.file);
+      } catch (const Error& e) {
+        p.problem += "; the record is damaged: " + e.message();
+      }
+      std::lock_guard lock(mutex_);
+      orphan_records_.push_back(std::move(p));
+      return;
+    }
+    case Role::journal:
+      try {
+        archive::decode_payload(w.info, w.stored, *w.file);
+      } catch (const Error& e) {
+        add_pack_problem(fmt::format("{}: the journal record at offset {} is damaged: {}", w.file->string(),
+                                     w.info.offset, e.message()));
+      }
+      return;
+  }
+}
+
+void Verifier::work(WorkQueue& queue) {
+  while (auto w = queue.pop()) {
+    try {
+      check(*w);
+    } catch (const std::exception& e) {
+      // Anything else (e.g. no memory for a bogus size) still names the record.
+      if (w->role == Role::indexed || w->role == Role::random) {
+        set_bad(w->entry, e.what());
+      } else {
+        add_pack_problem(fmt::format("{}: the record at offset {} cannot be checked: {}", w->file->string(),
+                                     w->info.offset, e.what()));
+      }
+    }
+  }
+}
+
+void Verifier::message_pass() {
+  std::map<std::pair<uint32_t, uint32_t>, size_t> folder_index;
+  std::map<uint32_t, std::string> account_names;
+  auto accounts = archive_->accounts();
+  std::sort(accounts.begin(), accounts.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  for (auto& account : accounts) {
+    account_names[account.id] = account.name;
+    for (auto& folder : archive_->folders(account.id)) {
+      folder_index[{account.id, folder.id}] = report_.folders.size();
+      report_.folders.push_back({account.name, folder.name_utf8.empty() ? folder.name_raw : folder.name_utf8});
+    }
+  }
+  std::unordered_map<size_t, std::vector<std::string>> refs;
+  std::map<Hash, std::vector<std::pair<size_t, std::string>>> missing;
+  archive_->for_each_message([&](const archive::MessageRecord& m) {
+    auto fit = folder_index.find({m.key.account_id, m.key.folder_id});
+    if (fit == folder_index.end()) {
+      auto an = account_names.find(m.key.account_id);
+      fit = folder_index.emplace(std::pair{m.key.account_id, m.key.folder_id}, report_.folders.size()).first;
+      report_.folders.push_back({an == account_names.end() ? fmt::format("#{}", m.key.account_id) : an->second,
+                                 fmt::format("#{}", m.key.folder_id)});
+    }
+    FolderCheck& fc = report_.folders[fit->second];
+    ++fc.messages;
+    fc.bytes += m.size;
+    ++report_.messages;
+    auto ref = [&] {
+      return fmt::format("account {}, folder {}, UIDVALIDITY {}, UID {}", fc.account, fc.folder, m.key.uidvalidity,
+                         m.key.uid);
+    };
+    auto idx = find(m.hash);
+    if (!idx) {
+      missing[m.hash].emplace_back(fit->second, ref());
+      return true;
+    }
+    Entry& e = entries_[*idx];
+    e.referenced = true;
+    if (e.result != kUnchecked) ++fc.checked;
+    if (entry_problems_.count(*idx)) {
+      ++fc.bad;
+      refs[*idx].push_back(ref());
+    }
+    return true;
+  });
+
+  for (auto& [hash, referrers] : missing) {
+    if (archive_->object(hash)) continue;  // committed after this run read the index
+    ObjectProblem p{archive::to_hex(hash), "", 0, "not in the index: the archive holds no copy of it", {}};
+    for (auto& [folder, ref] : referrers) {
+      ++report_.folders[folder].bad;
+      p.referenced_by.push_back(std::move(ref));
+    }
+    report_.bad_objects.push_back(std::move(p));
+  }
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
+    auto problem = entry_problems_.find(i);
+    if (e.referenced && problem == entry_problems_.end()) continue;
+    ObjectProblem p{archive::to_hex(e.hash), archive_->pack_path(e.location.pack_id).string(), e.location.offset, "",
+                    {}};
+    if (!e.referenced) {
+      p.problem = "no message refers to this object";
+      if (problem != entry_problems_.end()) p.problem += "; its record is damaged: " + problem->second;
+      report_.orphans.push_back(std::move(p));
+    } else {
+      p.problem = problem->second;
+      p.referenced_by = std::move(refs[i]);
+      report_.bad_objects.push_back(std::move(p));
+    }
+  }
+  for (auto& o : orphan_records_) report_.orphans.push_back(std::move(o));
+  auto by_place = [](const ObjectProblem& a, const ObjectProblem& b) {
+    return std::tie(a.file, a.offset, a.hash) < std::tie(b.file, b.offset, b.hash);
+  };
+  std::sort(report_.bad_objects.begin(), report_.bad_objects.end(), by_place);
+  std::sort(report_.orphans.begin(), report_.orphans.end(), by_place);
+}
+
+void Verifier::progress(bool final) {
+  auto now = std::chrono::steady_clock::now();
+  if (!final && now - last_progress_ < std::chrono::milliseconds(500)) return;
+  last_progress_ = now;
+  events_.emit({{"event", "verify_progress"},
+                {"packs_done", packs_done_},
+                {"packs", packs_total_},
+                {"records", records_},
+                {"objects", report_.objects},
+                {"objects_checked", objects_checked_.load()},
+                {"bytes_checked", bytes_checked_.load()},
+                {"stored_bytes_read", stored_bytes_read_},
+                {"stored_bytes_total", stored_bytes_total_},
+                {"elapsed", std::chrono::duration<double>(now - start_).count()},
+                {"final", final}});
+}
+
+OfflineReport Verifier::run() {
+  start_ = std::chrono::steady_clock::now();
+  report_.archive = options_.archive_dir.string();
+  double percent = options_.sample_percent;
+  if (!(percent > 0)) throw Error(ErrorKind::usage, fmt::format("--sample {} is not above 0 percent", percent));
+  report_.sample_percent = std::min(percent, 100.0);
+  report_.seed = options_.seed;
+  if (report_.seed == 0 && report_.sample_percent < 100) {
+    std::random_device rd;
+    while (report_.seed == 0) report_.seed = (uint64_t(rd()) << 32) ^ rd();
+  }
+  archive_ = archive::Archive::open(options_.archive_dir, archive::Archive::Mode::read);
+  events_.emit({{"event", "verify_start"},
+                {"archive", report_.archive},
+                {"sample_percent", report_.sample_percent},
+                {"seed", report_.seed}});
+  load_index();
+  auto packs = list_packs();
+  packs_total_ = report_.packs = packs.size();
+
+  unsigned threads = options_.threads ? options_.threads : std::thread::hardware_concurrency();
+  threads = std::max(1u, threads);
+  WorkQueue queue(64u << 20, 4096);
+  std::vector<std::thread> workers;
+  auto finish_workers = [&] {
+    queue.close();
+    for (auto& t : workers) t.join();
+    workers.clear();
+  };
+  try {
+    for (unsigned i = 0; i < threads; ++i) workers.emplace_back([&] { work(queue); });
+    for (auto& pack : packs) {
+      scan_pack(pack, queue);
+      if (pack.indexed) {
+        packs_handled_.insert(pack.id);
+        queue_unmet(pack.id, pack.path, queue);
+      }
+      ++packs_done_;
+      progress(false);
+    }
+    // Objects in packs the index does not list at all.
+    std::set<uint64_t> unlisted;
+    for (auto& e : entries_)
+      if (!packs_handled_.count(e.location.pack_id)) unlisted.insert(e.location.pack_id);
+    for (uint64_t id : unlisted) queue_unmet(id, archive_->pack_path(id), queue);
+  } catch (...) {
+    finish_workers();
+    throw;
+  }
+  finish_workers();
+
+  message_pass();
+  report_.records = records_;
+  report_.objects_checked = objects_checked_;
+  report_.bytes_checked = bytes_checked_;
+  report_.stored_bytes_read = stored_bytes_read_;
+  report_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  progress(true);
+  return std::move(report_);
+}
+
+nlohmann::json problems_json(const std::vector<ObjectProblem>& problems) {
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& p : problems)
+    out.push_back({{"hash", p.hash},
+                   {"file", p.file},
+                   {"offset", p.offset},
+                   {"problem", p.problem},
+                   {"referenced_by", p.referenced_by}});
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json OfflineReport::to_json() const {
+  nlohmann::json folders_json = nlohmann::json::array();
+  for (auto& f : folders)
+    folders_json.push_back({{"account", f.account},
+                            {"folder", f.folder},
+                            {"messages", f.messages},
+                            {"bytes", f.bytes},
+                            {"checked", f.checked},
+                            {"bad", f.bad}});
+  return {{"event", "summary"},
+          {"command", "verify"},
+          {"mode", "offline"},
+          {"archive", archive},
+          {"ok", ok()},
+          {"seed", seed},
+          {"sample_percent", sample_percent},
+          {"packs", packs},
+          {"records", records},
+          {"objects", objects},
+          {"objects_checked", objects_checked},
+          {"bytes_checked", bytes_checked},
+          {"stored_bytes_read", stored_bytes_read},
+          {"messages", messages},
+          {"bad_objects", problems_json(bad_objects)},
+          {"orphans", problems_json(orphans)},
+          {"pack_problems", pack_problems},
+          {"folders", folders_json},
+          {"seconds", seconds}};
+}
+
+OfflineReport verify_offline(const OfflineOptions& options, EventSink& events) {
+  return Verifier(options, events).run();
+}
+
+}  // namespace imapstage::verify
