@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "common/events.h"
 
@@ -45,6 +46,10 @@ class JsonLinesSink : public EventSink {
   std::FILE* out_;
   std::FILE* diagnostics_;
 };
+
+// `text` followed by spaces up to `width` terminal columns (UTF-8 aware: a
+// code point is one column, East Asian wide ones two); longer text is kept whole.
+std::string pad(std::string_view text, size_t width);
 
 // "1.5 MB", "820 B", "3.2 GB" (decimal units).
 std::string human_bytes(double bytes);

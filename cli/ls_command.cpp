@@ -40,7 +40,7 @@ Counts count_folder(const archive::Archive& a, const archive::FolderRecord& f, b
 
 void list_accounts(const archive::Archive& a, bool json) {
   nlohmann::json out = nlohmann::json::array();
-  if (!json) std::printf("%-40s %8s %10s %10s %10s\n", "account", "folders", "messages", "expunged", "size");
+  if (!json) std::printf("%s %8s %10s %10s %10s\n", pad("account", 40).c_str(), "folders", "messages", "expunged", "size");
   for (auto& account : a.accounts()) {
     Counts total;
     auto folders = a.folders(account.id);
@@ -55,7 +55,7 @@ void list_accounts(const archive::Archive& a, bool json) {
                      {"folders", folders.size()}, {"messages", total.present}, {"expunged", total.expunged},
                      {"bytes", total.bytes}});
     } else {
-      std::printf("%-40s %8zu %10llu %10llu %10s\n", account.name.c_str(), folders.size(),
+      std::printf("%s %8zu %10llu %10llu %10s\n", pad(account.name, 40).c_str(), folders.size(),
                   (unsigned long long)total.present, (unsigned long long)total.expunged,
                   human_bytes(double(total.bytes)).c_str());
     }
@@ -82,7 +82,7 @@ void list_accounts(const archive::Archive& a, bool json) {
 void list_folders(const archive::Archive& a, const archive::AccountRecord& account, bool json) {
   nlohmann::json out = nlohmann::json::array();
   if (!json)
-    std::printf("%-36s %11s %8s %8s %10s  %s\n", "folder", "uidvalidity", "messages", "expunged", "size",
+    std::printf("%s %11s %8s %8s %10s  %s\n", pad("folder", 36).c_str(), "uidvalidity", "messages", "expunged", "size",
                 "attributes");
   for (auto& f : a.folders(account.id)) {
     auto c = count_folder(a, f, false);
@@ -97,7 +97,7 @@ void list_folders(const archive::Archive& a, const archive::AccountRecord& accou
                      {"uidnext", f.uidnext}, {"highestmodseq", f.highestmodseq}, {"messages", c.present},
                      {"expunged", c.expunged}, {"bytes", c.bytes}});
     } else {
-      std::printf("%-36s %11u %8llu %8llu %10s  %s\n", f.name_utf8.c_str(), f.uidvalidity,
+      std::printf("%s %11u %8llu %8llu %10s  %s\n", pad(f.name_utf8, 36).c_str(), f.uidvalidity,
                   (unsigned long long)c.present, (unsigned long long)c.expunged, human_bytes(double(c.bytes)).c_str(),
                   attrs.c_str());
     }

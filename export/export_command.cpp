@@ -28,17 +28,17 @@ struct ExportArgs {
 };
 
 void print_summary(const exporting::ExportSummary& s) {
-  std::printf("%-40s %9s %9s %9s %8s %8s %7s\n", "folder", "server", "new", "fetched", "flags", "expunged",
+  std::printf("%s %9s %9s %9s %8s %8s %7s\n", pad("folder", 40).c_str(), "server", "new", "fetched", "flags", "expunged",
               "failed");
   for (auto& f : s.folders) {
     std::string status = f.error.empty() ? "" : "  ERROR: " + f.error;
     if (f.noselect) status = "  (\\Noselect)";
     if (s.dry_run) {
-      std::printf("%-40s %9llu %9llu %9s%s\n", f.name.c_str(), (unsigned long long)f.server_messages,
+      std::printf("%s %9llu %9llu %9s%s\n", pad(f.name, 40).c_str(), (unsigned long long)f.server_messages,
                   (unsigned long long)f.to_fetch, human_bytes(double(f.to_fetch_bytes)).c_str(), status.c_str());
       continue;
     }
-    std::printf("%-40s %9llu %9llu %9s %8llu %8llu %7zu%s\n", f.name.c_str(), (unsigned long long)f.server_messages,
+    std::printf("%s %9llu %9llu %9s %8llu %8llu %7zu%s\n", pad(f.name, 40).c_str(), (unsigned long long)f.server_messages,
                 (unsigned long long)f.new_messages, human_bytes(double(f.bytes_fetched)).c_str(),
                 (unsigned long long)f.flags_updated, (unsigned long long)f.expunged, f.failed_uids.size(),
                 status.c_str());

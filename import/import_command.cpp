@@ -29,11 +29,11 @@ struct ImportArgs {
 };
 
 void print_summary(const importing::ImportSummary& s) {
-  std::printf("%-30s %-30s %9s %9s %9s %7s %7s\n", "source folder", "target folder", "messages",
+  std::printf("%s %s %9s %9s %9s %7s %7s\n", pad("source folder", 30).c_str(), pad("target folder", 30).c_str(), "messages",
               s.dry_run ? "to append" : "appended", "already", "flags", "failed");
   for (auto& f : s.folders) {
     std::string note = f.error.empty() ? "" : "  ERROR: " + f.error;
-    std::printf("%-30s %-30s %9llu %9llu %9llu %7llu %7zu%s\n", f.source.c_str(), f.target.c_str(),
+    std::printf("%s %s %9llu %9llu %9llu %7llu %7zu%s\n", pad(f.source, 30).c_str(), pad(f.target, 30).c_str(),
                 (unsigned long long)f.source_messages,
                 (unsigned long long)(s.dry_run ? f.to_append : f.appended), (unsigned long long)f.already_there,
                 (unsigned long long)f.flags_updated, f.failed.size(), note.c_str());

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/glob.h"
 #include "common/message_id.h"
+#include "imap/utf7.h"
 
 namespace imapstage::verify {
 
@@ -316,7 +317,7 @@ void Comparer::run() {
     for (auto& [target_raw, records] : by_target) {
       FolderComparison row;
       for (auto& s : sources_of[target_raw]) row.folder += (row.folder.empty() ? "" : ", ") + s;
-      row.server_folder = target_raw;
+      row.server_folder = imap::utf7_decode(target_raw);
       compare_one(row, [&] { compare_target_folder(target_raw, records, row); });
       out_.folders.push_back(std::move(row));
     }

@@ -48,9 +48,9 @@ void write_text(const std::string& path, const std::string& text) {
 }
 
 void print_offline(const verify::OfflineReport& r) {
-  std::printf("%-30s %-30s %9s %10s %9s %5s\n", "account", "folder", "messages", "size", "checked", "bad");
+  std::printf("%s %s %9s %10s %9s %5s\n", pad("account", 30).c_str(), pad("folder", 30).c_str(), "messages", "size", "checked", "bad");
   for (auto& f : r.folders)
-    std::printf("%-30s %-30s %9llu %10s %9llu %5llu\n", f.account.c_str(), f.folder.c_str(),
+    std::printf("%s %s %9llu %10s %9llu %5llu\n", pad(f.account, 30).c_str(), pad(f.folder, 30).c_str(),
                 (unsigned long long)f.messages, human_bytes(double(f.bytes)).c_str(), (unsigned long long)f.checked,
                 (unsigned long long)f.bad);
   std::printf("\n%llu packs, %llu records, %llu objects in the index, %llu re-hashed (%s raw, %s read)%s, in %s\n",
@@ -73,11 +73,11 @@ void print_offline(const verify::OfflineReport& r) {
 }
 
 void print_online(const verify::Comparison& c) {
-  std::printf("%-28s %-28s %9s %9s %10s %10s %6s  %s\n", "archive folder",
-              c.against == "source" ? "source folder" : "target folder", "archive", "server", "arch.size",
+  std::printf("%s %s %9s %9s %10s %10s %6s  %s\n", pad("archive folder", 28).c_str(),
+              pad(c.against == "source" ? "source folder" : "target folder", 28).c_str(), "archive", "server", "arch.size",
               "serv.size", "diffs", "status");
   for (auto& f : c.folders) {
-    std::printf("%-28s %-28s %9llu %9llu %10s %10s %6zu  %s\n", f.folder.c_str(), f.server_folder.c_str(),
+    std::printf("%s %s %9llu %9llu %10s %10s %6zu  %s\n", pad(f.folder, 28).c_str(), pad(f.server_folder, 28).c_str(),
                 (unsigned long long)f.archive_messages, (unsigned long long)f.server_messages,
                 human_bytes(double(f.archive_bytes)).c_str(), human_bytes(double(f.server_bytes)).c_str(),
                 f.differences.size(), f.equal() ? "equal" : (f.error.empty() ? "DIFFERS" : "ERROR"));
