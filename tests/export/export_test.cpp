@@ -17,6 +17,7 @@
 #include "export/exporter.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
+#include "verify/offline.h"
 
 namespace imapstage {
 namespace {
@@ -382,6 +383,13 @@ TEST_F(ExportTest, KilledExportResumesWithoutRefetching) {
       auto a = Archive::open(archive_dir, Archive::Mode::read);
       expect_archive_matches_server(*a, "alice@" + server_->host(), server_view);
     }
+    // And the archive verifies: every object re-hashed, index and packs agree.
+    verify::OfflineOptions vo;
+    vo.archive_dir = archive_dir;
+    NullSink quiet;
+    auto report = verify::verify_offline(vo, quiet);
+    EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+    EXPECT_EQ(report.objects_checked, report.objects);
     std::filesystem::remove_all(archive_dir);
   }
   EXPECT_GE(kills, 3);

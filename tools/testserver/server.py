@@ -244,7 +244,7 @@ ssl_cert = <{p['cert']}
 ssl_key = <{p['key']}
 ssl_min_protocol = TLSv1.2
 
-auth_mechanisms = plain login
+auth_mechanisms = plain login cram-md5
 auth_failure_delay = 0
 auth_master_user_separator = {MASTER_SEPARATOR}
 auth_cache_size = 0
