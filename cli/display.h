@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -45,6 +46,25 @@ class JsonLinesSink : public EventSink {
   std::mutex mutex_;
   std::FILE* out_;
   std::FILE* diagnostics_;
+};
+
+// Where a command's events go: JSON lines on stdout with `json`, else a
+// terminal display of type T (TerminalSink or a subclass-like sink taking a
+// verbosity). `terminal` is that display, or null in JSON mode.
+template <class T>
+struct CommandSink {
+  std::unique_ptr<EventSink> sink;
+  T* terminal = nullptr;
+
+  CommandSink(bool json, int verbosity) {
+    if (json) {
+      sink = std::make_unique<JsonLinesSink>(stdout);
+    } else {
+      auto t = std::make_unique<T>(verbosity);
+      terminal = t.get();
+      sink = std::move(t);
+    }
+  }
 };
 
 // `text` followed by spaces up to `width` terminal columns (UTF-8 aware: a

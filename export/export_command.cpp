@@ -114,15 +114,9 @@ void add_export_command(CLI::App& app, int& status) {
       options.include = args->include;
       options.exclude = args->exclude;
       options.runner = make_runner_options(args->batch);
-      std::unique_ptr<EventSink> sink;
-      batch::BatchTerminalSink* terminal = nullptr;
-      if (args->json) {
-        sink = std::make_unique<JsonLinesSink>(stdout);
-      } else {
-        auto t = std::make_unique<batch::BatchTerminalSink>(args->verbosity);
-        terminal = t.get();
-        sink = std::move(t);
-      }
+      CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity);
+      auto& sink = out.sink;
+      auto* terminal = out.terminal;
       for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
       auto report = batch::run_export_batch(options, *sink);
       if (terminal) {
@@ -146,15 +140,9 @@ void add_export_command(CLI::App& app, int& status) {
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
 
-    std::unique_ptr<EventSink> sink;
-    TerminalSink* terminal = nullptr;
-    if (args->json) {
-      sink = std::make_unique<JsonLinesSink>(stdout);
-    } else {
-      auto t = std::make_unique<TerminalSink>(args->verbosity);
-      terminal = t.get();
-      sink = std::move(t);
-    }
+    CommandSink<TerminalSink> out(args->json, args->verbosity);
+    auto& sink = out.sink;
+    auto* terminal = out.terminal;
     if (options.endpoint.insecure)
       sink->emit({{"event", "warning"},
                   {"text", "--insecure: the server's certificate and host name are NOT verified"}});

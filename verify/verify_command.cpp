@@ -118,15 +118,9 @@ void add_verify_command(CLI::App& app, int& status) {
   cmd->add_flag("--json", args->json, "JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, &status] {
-    std::unique_ptr<EventSink> sink;
-    TerminalSink* terminal = nullptr;
-    if (args->json) {
-      sink = std::make_unique<JsonLinesSink>(stdout);
-    } else {
-      auto t = std::make_unique<TerminalSink>(args->verbosity);
-      terminal = t.get();
-      sink = std::move(t);
-    }
+    CommandSink<TerminalSink> out(args->json, args->verbosity);
+    auto& sink = out.sink;
+    auto* terminal = out.terminal;
     nlohmann::json report;
     std::string csv;
     bool ok = false;
