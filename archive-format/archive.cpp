@@ -1,6 +1,7 @@
 #include "archive-format/archive.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -29,6 +30,15 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kScanChunk = 256;
+
+// Objects at least this large (raw) are committed on their own as soon as they
+// are compressed, after the objects staged before them: a batch then never
+// holds a large compressed object in memory beside the ones staged before it.
+constexpr size_t kLargeObject = 4u << 20;
+
+// A batch holds at most about this many compressed bytes in memory: beyond it,
+// the staged objects are committed early (see Batch::Impl::write_objects_early).
+constexpr uint64_t kResidentLimit = 8u << 20;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -626,12 +636,22 @@ struct Batch::Impl {
   Compressor compressor;
   std::vector<PendingObject> objects;
   std::set<Hash> hashes;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;     // compressed bytes put since the last commit(), including those written early
+  uint64_t resident = 0;  // compressed bytes of `objects`, held in memory
   std::vector<codec::JournalOp> ops;
   std::map<std::string, uint32_t> account_ids;                       // by name, staged here
   std::map<std::pair<uint32_t, std::string>, uint32_t> folder_ids;   // by (account, name_raw), staged here
 
   Impl(Archive& a) : archive(a), compressor(a.impl_->options.zstd_level) {}
+
+  // Commits the staged objects (not the index changes): their records are
+  // written, synced and indexed like in any commit, without a journal record.
+  void write_objects_early() {
+    if (objects.empty()) return;
+    std::vector<codec::JournalOp> none;
+    archive.impl_->commit(objects, none);
+    resident = 0;
+  }
 };
 
 Batch::Batch(Archive& archive) : impl_(std::make_unique<Impl>(archive)) {}
@@ -642,10 +662,19 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   assert(sha256(raw) == hash);
   if (impl_->hashes.count(hash)) return false;
   if (impl_->archive.object(hash)) return false;
+  bool large = raw.size() >= kLargeObject;
+  if (large && !impl_->objects.empty()) {
+    impl_->write_objects_early();
+    // The heap pages that held those objects go back to the system before the
+    // large object's buffers are allocated beside them.
+    malloc_trim(0);
+  }
   std::string stored = impl_->compressor.compress(raw);
   impl_->bytes += stored.size();
+  impl_->resident += stored.size();
   impl_->objects.push_back({hash, raw.size(), std::move(stored)});
   impl_->hashes.insert(hash);
+  if (large || impl_->resident >= kResidentLimit) impl_->write_objects_early();
   return true;
 }
 
@@ -700,6 +729,7 @@ void Batch::commit() {
   impl_->objects.clear();
   impl_->hashes.clear();
   impl_->bytes = 0;
+  impl_->resident = 0;
   impl_->ops.clear();
   impl_->account_ids.clear();
   impl_->folder_ids.clear();

@@ -31,8 +31,13 @@ struct Cursor {
 
 struct EnvOwner {
   MDB_env* env = nullptr;
-  ~EnvOwner() {
+  EnvOwner() = default;
+  EnvOwner(const EnvOwner&) = delete;
+  EnvOwner& operator=(const EnvOwner&) = delete;
+  ~EnvOwner() { reset(); }
+  void reset() {
     if (env) mdb_env_close(env);
+    env = nullptr;
   }
   MDB_env* release() {
     MDB_env* e = env;
@@ -127,16 +132,24 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   std::lock_guard lock(registry_mutex);
   if (auto existing = registry()[key].lock()) return existing;
 
+  // LMDB forbids a second mdb_env_open on an environment whose open failed:
+  // each attempt gets a fresh one.
   EnvOwner owner;
-  int rc = mdb_env_create(&owner.env);
-  if (rc) throw Error(ErrorKind::io, std::string("cannot create an LMDB environment: ") + mdb_strerror(rc));
-  mdb_env_set_maxdbs(owner.env, kDbCount + 4);
-  mdb_env_set_mapsize(owner.env, map_size);
-  mdb_env_set_maxreaders(owner.env, 254);
-  rc = mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS, 0644);
+  auto attempt = [&](unsigned flags) {
+    owner.reset();
+    int rc = mdb_env_create(&owner.env);
+    if (rc) throw Error(ErrorKind::io, std::string("cannot create an LMDB environment: ") + mdb_strerror(rc));
+    mdb_env_set_maxdbs(owner.env, kDbCount + 4);
+    mdb_env_set_mapsize(owner.env, map_size);
+    mdb_env_set_maxreaders(owner.env, 254);
+    return mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS | flags, 0644);
+  };
+  int rc = attempt(0);
   if (rc == EACCES || rc == EROFS) {
     if (create) throw_io("cannot open the index for writing", dir.string(), rc);
-    rc = mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS | MDB_RDONLY, 0644);
+    rc = attempt(MDB_RDONLY);
+    // A read-only filesystem cannot hold a writer either, so readers need no lock file.
+    if (rc == EACCES || rc == EROFS) rc = attempt(MDB_RDONLY | MDB_NOLOCK);
   }
   if (rc == ENOENT)
     throw Error(ErrorKind::not_found, "the archive has no index", Retry::never, {.file = dir.string()});

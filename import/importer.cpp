@@ -4,6 +4,7 @@
 #include <cctype>
 #include <chrono>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -24,6 +25,16 @@ using archive::MessageRecord;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// In-flight records younger than this may belong to a session that died a
+// moment ago, whose last bytes the server may still be saving. Reconciling
+// them waits for the folder's UIDNEXT to move: up to kCrashSettleTime for
+// records of an earlier run (killed: its socket buffers can hold megabytes
+// the server has yet to save), kRetrySettleTime after a dropped connection
+// of this run.
+constexpr int64_t kRecentAppendSeconds = 600;
+constexpr auto kCrashSettleTime = std::chrono::seconds(5);
+constexpr auto kRetrySettleTime = std::chrono::seconds(1);
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -95,7 +106,15 @@ class AccountImport {
   std::unique_ptr<imap::Session> session_;
   archive::AccountRecord account_;
   uint32_t target_id_ = 0;
-  uint64_t progress_marker_ = 0;
+  int64_t started_unix_ = unix_now();
+  // Messages settled (appended, reconciled, failed) and flags restored: what
+  // resets the retry budget. Recording messages as in flight is not progress.
+  uint64_t settled_ = 0;
+  // The MULTIAPPEND group in use: halved after each dropped connection (a
+  // link that drops every few MB still gets groups through), grown back by a
+  // quarter towards the options after each group that went through.
+  size_t group_limit_ = 0;
+  uint64_t group_bytes_limit_ = 0;
 };
 
 void AccountImport::emit(nlohmann::json event) {
@@ -125,15 +144,13 @@ void AccountImport::drop_session() {
 }
 
 void AccountImport::commit() {
-  if (batch_ && (batch_->pending_changes() > 0)) {
-    batch_->commit();
-    ++progress_marker_;
-  }
+  if (batch_ && (batch_->pending_changes() > 0)) batch_->commit();
 }
 
 void AccountImport::fail(ImportFolderResult& result, const MessageRecord& m, const std::string& error) {
   std::string hash = archive::to_hex(m.hash);
   result.failed.push_back({m.key.uid, hash, error});
+  ++settled_;
   emit({{"event", "message_error"}, {"folder", result.source}, {"uid", m.key.uid}, {"hash", hash},
         {"error", error},
         {"text", fmt::format("account {}, folder {}, UID {}, object {}: {}", summary_.account, result.source,
@@ -210,6 +227,8 @@ void AccountImport::run() {
                                m.exists ? "" : ", will be created")}});
 
   summary_.folders.resize(mappings.size());
+  group_limit_ = std::max<size_t>(1, options_.append_batch);
+  group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
   std::exception_ptr fatal;
   for (size_t i = 0; i < mappings.size(); ++i) {
     auto& m = mappings[i];
@@ -229,6 +248,8 @@ void AccountImport::run() {
           [&] {
             commit();
             drop_session();
+            group_limit_ = std::max<size_t>(1, group_limit_ / 2);
+            group_bytes_limit_ = std::max<uint64_t>(1, group_bytes_limit_ / 2);
           },
           [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
             ++summary_.reconnects;
@@ -237,7 +258,7 @@ void AccountImport::run() {
                   {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
                                        delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
           },
-          [&] { return progress_marker_; });
+          [&] { return settled_; });
     } catch (const Error& e) {
       result.error = e.what();
       if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
@@ -307,13 +328,25 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
   // Candidates on the target, by hash: the messages from the lowest recorded UIDNEXT on.
   std::unordered_map<std::string, std::vector<uint32_t>> by_hash;
   uint32_t lowest = 0;
-  for (auto& p : pending)
-    if (p.state == AppendState::in_flight && p.target_uidvalidity == info.uidvalidity && p.target_uid)
+  bool recent = false;       // an interrupted APPEND of the last few minutes: its session may still be saving
+  bool earlier_run = false;  // ... sent by a run before this one
+  int64_t now = unix_now();
+  for (auto& p : pending) {
+    if (p.state == AppendState::in_flight && p.target_uidvalidity == info.uidvalidity && p.target_uid) {
       lowest = lowest ? std::min(lowest, p.target_uid) : p.target_uid;
-  if (lowest) {
-    session_->fetch_messages({{lowest, 0}}, [&](imap::FetchedMessage&& fm) {
-      if (fm.uid >= lowest && !claimed.count(fm.uid)) by_hash[archive::to_hex(archive::sha256(fm.body))].push_back(fm.uid);
+      if (p.when + kRecentAppendSeconds >= now) recent = true;
+      if (p.when < started_unix_) earlier_run = true;
+    }
+  }
+  uint32_t fetched_from = lowest;  // the target's messages from here on are in by_hash
+  auto fetch_candidates = [&](uint32_t from) {
+    session_->fetch_messages({{from, 0}}, [&](imap::FetchedMessage&& fm) {
+      if (fm.uid >= from && !claimed.count(fm.uid)) by_hash[archive::to_hex(archive::sha256(fm.body))].push_back(fm.uid);
     });
+  };
+  if (lowest) {
+    fetch_candidates(lowest);
+    fetched_from = std::max(lowest, info.uidnext);
   }
   auto settle = [&](AppendRecord r, uint32_t uid) {
     r.state = AppendState::done;
@@ -323,6 +356,24 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     batch_->put_append(r);
     claimed.insert(uid);
     ++result.reconciled;
+    ++settled_;
+  };
+  // In flight with a UID hint: matched by hash among the candidates.
+  std::vector<std::pair<AppendRecord, std::string>> unmatched;
+  auto match = [&](std::vector<std::pair<AppendRecord, std::string>>& records) {
+    std::vector<std::pair<AppendRecord, std::string>> left;
+    for (auto& [p, hex] : records) {
+      auto it = by_hash.find(hex);
+      if (it != by_hash.end())  // a UID the Message-ID search settled meanwhile is taken
+        std::erase_if(it->second, [&](uint32_t uid) { return claimed.count(uid) > 0; });
+      if (it != by_hash.end() && !it->second.empty()) {
+        settle(p, it->second.front());
+        it->second.erase(it->second.begin());
+      } else {
+        left.emplace_back(p, hex);
+      }
+    }
+    records = std::move(left);
   };
   for (auto& p : pending) {
     auto source = archive_->message(p.key.source);
@@ -332,13 +383,7 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     }
     std::string hex = archive::to_hex(source->hash);
     if (p.state == AppendState::in_flight && p.target_uidvalidity == info.uidvalidity && p.target_uid) {
-      auto it = by_hash.find(hex);
-      if (it != by_hash.end() && !it->second.empty()) {
-        settle(p, it->second.front());
-        it->second.erase(it->second.begin());
-      } else {
-        batch_->erase_append(p.key);  // never arrived: it will be sent again
-      }
+      unmatched.emplace_back(p, hex);
       continue;
     }
     // No usable UID hint: look for the Message-ID, and compare bytes.
@@ -364,6 +409,25 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     }
     if (!found) batch_->erase_append(p.key);
   }
+  match(unmatched);
+  // The session that sent them may have died after its last byte, with the
+  // server still saving: the messages appear at its commit, possibly after
+  // this session's SELECT. Sending them again then would duplicate them, so
+  // wait (a bounded time) for the folder's UIDNEXT to move before giving up.
+  if (!unmatched.empty() && recent) {
+    auto deadline = Clock::now() + (earlier_run ? kCrashSettleTime : kRetrySettleTime);
+    while (!unmatched.empty() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      // SELECT again: STATUS on the selected folder may answer from this session's stale view.
+      uint32_t uidnext = session_->select(m.target_raw).uidnext;
+      if (uidnext > fetched_from) {
+        fetch_candidates(fetched_from);
+        fetched_from = uidnext;
+        match(unmatched);
+      }
+    }
+  }
+  for (auto& [p, hex] : unmatched) batch_->erase_append(p.key);  // never arrived: it will be sent again
   commit();
 }
 
@@ -444,11 +508,15 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
       uidnext_hint = std::max(uidnext_hint, res.uid + 1);
     }
     ++result.appended;
+    ++settled_;
     result.bytes_appended += bodies[i].size();
     ++done;
     done_bytes += bodies[i].size();
   }
   commit();
+  group_limit_ = std::min(std::max<size_t>(1, options_.append_batch), group_limit_ + (group_limit_ + 3) / 4);
+  group_bytes_limit_ =
+      std::min(std::max<uint64_t>(1, options_.append_batch_bytes), group_bytes_limit_ + (group_bytes_limit_ + 3) / 4);
   if (!have_uids) uidnext_hint = session_->status(m.target_raw).uidnext;
 }
 
@@ -531,7 +599,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, uid});
     if (!source) continue;
     if (!group.empty() &&
-        (group.size() >= options_.append_batch || group_bytes + source->size > options_.append_batch_bytes)) {
+        (group.size() >= group_limit_ || group_bytes + source->size > group_bytes_limit_)) {
       append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
       group_bytes = 0;
       check_cancelled(result.source);
@@ -557,6 +625,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     updated.when = unix_now();
     batch_->put_append(updated);
     ++result.flags_updated;
+    ++settled_;
   }
   commit();
 

@@ -1,0 +1,336 @@
+// Reliability of the archive's disk: an export onto a small filesystem that
+// fills up fails with a clear error (exit code 5, naming the file and the
+// full disk), leaves an archive that opens and verifies, and completes once
+// space is freed; an import whose archive disk is full neither loses nor
+// duplicates anything once re-run with space; a read-only archive gives a
+// clear error, never a crash. Uses tmpfs mounts, so it needs root (as the
+// CI has); without root the tests are skipped.
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "archive-format/archive.h"
+#include "common/error.h"
+#include "tests/support/process.h"
+#include "tests/support/test_server.h"
+#include "verify/offline.h"
+
+namespace imapstage {
+namespace {
+
+using archive::Archive;
+using testing::TempDir;
+using testing::TestServer;
+
+
+// One message as a comparable string: hash, INTERNALDATE, flags (sorted, no \Recent).
+std::string fingerprint(const std::string& sha256, int64_t internaldate, std::vector<std::string> flags) {
+  flags.erase(std::remove(flags.begin(), flags.end(), "\\Recent"), flags.end());
+  std::sort(flags.begin(), flags.end());
+  std::string out = sha256 + " " + std::to_string(internaldate);
+  for (auto& f : flags) out += " " + f;
+  return out;
+}
+
+// folder (UTF-8) -> UID -> fingerprint, from a harness summary.
+using UidView = std::map<std::string, std::map<uint32_t, std::string>>;
+// folder (UTF-8) -> sorted fingerprints (UIDs differ between servers).
+using MultisetView = std::map<std::string, std::vector<std::string>>;
+
+UidView server_view(const nlohmann::json& summary) {
+  UidView out;
+  for (auto& f : summary["folders"]) {
+    if (!f.contains("messages") || !f["messages"].is_array() || f["messages"].empty()) continue;
+    auto& folder = out[f["name"].get<std::string>()];
+    for (auto& m : f["messages"])
+      folder[m["uid"].get<uint32_t>()] = fingerprint(m["sha256"].get<std::string>(),
+                                                     m["internaldate_unix"].get<int64_t>(),
+                                                     m["flags"].get<std::vector<std::string>>());
+  }
+  return out;
+}
+
+// The archive's current generation of every folder, present messages only.
+UidView archive_view(const std::filesystem::path& dir, const std::string& account_name) {
+  UidView out;
+  auto a = Archive::open(dir, Archive::Mode::read);
+  auto account = a->find_account(account_name);
+  if (!account) return out;
+  for (auto& f : a->folders(account->id)) {
+    if (f.noselect || f.gone) continue;
+    a->for_each_message(account->id, f.id, f.uidvalidity, [&](const archive::MessageRecord& m) {
+      if (m.state == archive::MessageState::present)
+        out[f.name_utf8][m.key.uid] =
+            fingerprint(archive::to_hex(m.hash), m.internaldate, archive::flags_to_imap(m.flags, m.keywords));
+      return true;
+    });
+  }
+  return out;
+}
+
+MultisetView multiset(const UidView& v) {
+  MultisetView out;
+  for (auto& [name, messages] : v) {
+    auto& list = out[name];
+    for (auto& [uid, fp] : messages) list.push_back(fp);
+    std::sort(list.begin(), list.end());
+  }
+  return out;
+}
+
+struct Difference {
+  size_t lost = 0;        // in the source, not in the copy
+  size_t duplicated = 0;  // in the copy more often than in the source (or not at all)
+};
+
+Difference compare(const MultisetView& source, const MultisetView& copy) {
+  Difference d;
+  std::map<std::string, bool> names;
+  for (auto& [n, _] : source) names[n] = true;
+  for (auto& [n, _] : copy) names[n] = true;
+  static const std::vector<std::string> kEmpty;
+  for (auto& [name, _] : names) {
+    auto s = source.count(name) ? source.at(name) : kEmpty;
+    auto c = copy.count(name) ? copy.at(name) : kEmpty;
+    std::vector<std::string> missing, extra;
+    std::set_difference(s.begin(), s.end(), c.begin(), c.end(), std::back_inserter(missing));
+    std::set_difference(c.begin(), c.end(), s.begin(), s.end(), std::back_inserter(extra));
+    d.lost += missing.size();
+    d.duplicated += extra.size();
+  }
+  return d;
+}
+
+size_t count(const UidView& v) {
+  size_t n = 0;
+  for (auto& [_, m] : v) n += m.size();
+  return n;
+}
+
+verify::OfflineReport verify_archive(const std::filesystem::path& dir) {
+  verify::OfflineOptions o;
+  o.archive_dir = dir;
+  o.threads = 2;
+  NullSink quiet;
+  return verify::verify_offline(o, quiet);
+}
+
+// A tmpfs mounted for one test, detached at destruction.
+class Tmpfs {
+ public:
+  Tmpfs(std::string path, const std::string& size) : path_(std::move(path)) {
+    std::filesystem::create_directories(path_);
+    std::string data = "size=" + size + ",mode=0755";
+    if (::mount("tmpfs", path_.c_str(), "tmpfs", 0, data.c_str()) != 0) error_ = std::strerror(errno);
+    else mounted_ = true;
+  }
+  ~Tmpfs() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  Tmpfs(const Tmpfs&) = delete;
+  Tmpfs& operator=(const Tmpfs&) = delete;
+
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+  const std::string& path() const { return path_; }
+  // Remounts with new options ("size=64m", "ro", "rw"); returns "" or the error.
+  std::string remount(const std::string& options, bool read_only = false) {
+    unsigned long flags = MS_REMOUNT | (read_only ? MS_RDONLY : 0);
+    if (::mount("tmpfs", path_.c_str(), "tmpfs", flags, options.c_str()) != 0) return std::strerror(errno);
+    return "";
+  }
+
+ private:
+  std::string path_;
+  std::string error_;
+  bool mounted_ = false;
+};
+
+class DiskTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    testing::TestServerOptions o;
+    o.users = {"alice"};
+    server_ = new TestServer(o);
+    source_ = new UidView(server_view(server_->summary("alice")));
+  }
+  static void TearDownTestSuite() {
+    delete source_;
+    delete server_;
+    source_ = nullptr;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root (the CI runs these tests as root)";
+  }
+
+  static std::string account_name() { return "alice@" + server_->host(); }
+
+  static std::vector<std::string> export_args(const std::string& archive_dir) {
+    return {"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+            std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", "alice",
+            "--password-file", server_->password_file("alice"), "-q"};
+  }
+  static std::vector<std::string> import_args(const std::string& archive_dir, const std::string& target_user) {
+    return {"import", "--archive", archive_dir, "--host", server_->host(), "--port",
+            std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", target_user,
+            "--password-file", server_->password_file(target_user), "-q"};
+  }
+
+  static void expect_archive_equals_source(const std::string& dir) {
+    auto report = verify_archive(dir);
+    EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+    auto archived = archive_view(dir, account_name());
+    EXPECT_EQ(count(archived), count(*source_));
+    EXPECT_TRUE(archived == *source_) << "the archive differs from the source";
+  }
+
+  static TestServer* server_;
+  static UidView* source_;
+};
+
+TestServer* DiskTest::server_ = nullptr;
+UidView* DiskTest::source_ = nullptr;
+
+TEST_F(DiskTest, ExportOntoAFullDiskFailsCleanlyAndCompletesWhenSpaceIsFreed) {
+  TempDir dir;
+  Tmpfs fs(dir.path() + "/mnt", "2m");  // the account is ~10 MB raw, ~7 MB stored
+  ASSERT_TRUE(fs.mounted()) << "mount -t tmpfs failed as root: " << fs.error();
+  std::string archive_dir = fs.path() + "/archive";
+
+  auto full = testing::run_imapstage(export_args(archive_dir));
+  std::printf("[ figures ] export onto a 2 MB disk: exit %d, signal %d: %s", full.exit_code, full.signal,
+              full.err.c_str());
+  EXPECT_EQ(full.signal, 0) << "a full disk must not crash the export";
+  EXPECT_EQ(full.exit_code, 5) << full.err;
+  EXPECT_NE(full.err.find("No space left on device"), std::string::npos) << full.err;
+  EXPECT_NE(full.err.find(archive_dir), std::string::npos) << "the error names the file: " << full.err;
+
+  // What was committed is readable and sound.
+  size_t committed = 0;
+  {
+    auto report = verify_archive(archive_dir);
+    EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      EXPECT_EQ(archive::sha256(a->read_object(m.hash)), m.hash);
+      ++committed;
+      return true;
+    });
+  }
+  EXPECT_LT(committed, count(*source_));
+
+  ASSERT_EQ(fs.remount("size=64m"), "");
+  auto again = testing::run_imapstage(export_args(archive_dir));
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  std::printf("[ figures ] %zu of %zu messages committed before the disk filled; the re-run completed\n", committed,
+              count(*source_));
+  expect_archive_equals_source(archive_dir);
+}
+
+TEST_F(DiskTest, ImportWithAFullArchiveDiskLosesAndDuplicatesNothing) {
+  TempDir dir;
+  Tmpfs fs(dir.path() + "/mnt", "64m");
+  ASSERT_TRUE(fs.mounted()) << "mount -t tmpfs failed as root: " << fs.error();
+  std::string archive_dir = fs.path() + "/archive";
+  auto exported = testing::run_imapstage(export_args(archive_dir));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  // Shrink the disk to what the archive uses: the import's records find no room.
+  uint64_t used = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(archive_dir))
+    if (e.is_regular_file()) used += e.file_size();
+  std::string tight = std::to_string((used + 4095) / 4096 * 4096 / 1024 + 8) + "k";
+  ASSERT_EQ(fs.remount("size=" + tight), "");
+  // And fill what is left.
+  {
+    std::ofstream filler(fs.path() + "/filler", std::ios::binary);
+    std::string block(4096, 'x');
+    while (filler.write(block.data(), block.size())) {
+    }
+  }
+  server_->add_user("disk_target");
+  auto full = testing::run_imapstage(import_args(archive_dir, "disk_target"));
+  std::printf("[ figures ] import with a full archive disk (%s): exit %d, signal %d: %s", tight.c_str(),
+              full.exit_code, full.signal, full.err.c_str());
+  EXPECT_EQ(full.signal, 0) << "a full disk must not crash the import";
+  EXPECT_EQ(full.exit_code, 5) << full.err;
+  EXPECT_NE(full.err.find("No space left on device"), std::string::npos) << full.err;
+
+  std::filesystem::remove(fs.path() + "/filler");
+  ASSERT_EQ(fs.remount("size=64m"), "");
+  auto again = testing::run_imapstage(import_args(archive_dir, "disk_target"));
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  auto d = compare(multiset(*source_), multiset(server_view(server_->summary("disk_target"))));
+  EXPECT_EQ(d.lost, 0u);
+  EXPECT_EQ(d.duplicated, 0u);
+  auto report = verify_archive(archive_dir);
+  EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+}
+
+TEST_F(DiskTest, ReadOnlyArchiveGivesAClearErrorNotACrash) {
+  TempDir dir;
+  Tmpfs fs(dir.path() + "/mnt", "64m");
+  ASSERT_TRUE(fs.mounted()) << "mount -t tmpfs failed as root: " << fs.error();
+  std::string archive_dir = fs.path() + "/archive";
+  auto exported = testing::run_imapstage(export_args(archive_dir));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  ASSERT_EQ(fs.remount("", true), "");
+
+  server_->add_user("ro_target");
+  struct Case {
+    std::string what;
+    std::vector<std::string> args;
+  };
+  std::vector<Case> cases = {
+      {"export into the read-only archive", export_args(archive_dir)},
+      {"export creating an archive on a read-only disk", export_args(fs.path() + "/new")},
+      {"import from the read-only archive", import_args(archive_dir, "ro_target")},
+  };
+  for (auto& c : cases) {
+    auto r = testing::run_imapstage(c.args);
+    std::printf("[ figures ] %s: exit %d: %s", c.what.c_str(), r.exit_code, r.err.c_str());
+    EXPECT_EQ(r.signal, 0) << c.what;
+    EXPECT_EQ(r.exit_code, 5) << c.what << ": " << r.err;
+    EXPECT_NE(r.err.find("Read-only file system"), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_NE(r.err.find(fs.path()), std::string::npos) << c.what << " names the path: " << r.err;
+  }
+  // Nothing reached the target, and the archive is untouched.
+  auto d = compare(MultisetView{}, multiset(server_view(server_->summary("ro_target"))));
+  EXPECT_EQ(d.duplicated, 0u) << "an import that cannot record its appends must not send them";
+  ASSERT_EQ(fs.remount("", false), "");
+  expect_archive_equals_source(archive_dir);
+}
+
+// Reading (verify, ls) an archive on a read-only filesystem works: readers
+// need neither the writer lock nor a writable LMDB lock file there.
+TEST_F(DiskTest, ReadOnlyArchiveCanStillBeVerified) {
+  TempDir dir;
+  Tmpfs fs(dir.path() + "/mnt", "64m");
+  ASSERT_TRUE(fs.mounted()) << "mount -t tmpfs failed as root: " << fs.error();
+  std::string archive_dir = fs.path() + "/archive";
+  auto exported = testing::run_imapstage(export_args(archive_dir));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  ASSERT_EQ(fs.remount("", true), "");
+  auto r = testing::run_imapstage({"verify", "--archive", archive_dir, "-q"});
+  EXPECT_EQ(r.signal, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto ls = testing::run_imapstage({"ls", "--archive", archive_dir});
+  EXPECT_EQ(ls.signal, 0) << ls.err;
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+}
+
+}  // namespace
+}  // namespace imapstage
