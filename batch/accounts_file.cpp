@@ -131,8 +131,10 @@ AccountsFile parse_accounts(std::string_view text) {
     }
     std::vector<std::string> fields;
     size_t extra = 0;
-    bool csv = raw.find(',') != std::string_view::npos || raw.find('"') != std::string_view::npos ||
-               raw.find(';') == std::string_view::npos;
+    // The separator that comes first decides: "alice;pa,ss" is imapsync-style,
+    // "alice,\"pa;ss\"" is CSV.
+    size_t semicolon = raw.find(';');
+    bool csv = semicolon == std::string_view::npos || raw.find_first_of(",\"") < semicolon;
     if (csv) {
       std::string why;
       if (!split_csv(text, pos, fields, extra, why)) {

@@ -120,7 +120,7 @@ BatchResult run_batch(const std::string& kind, const std::filesystem::path& stat
           a.error_kind.clear();
         });
         events.emit({{"event", "account_start"}, {"account", item.account}, {"key", item.key},
-                     {"server", item.server}, {"line", item.line},
+                     {"server", item.server}, {"line", item.line}, {"time", now_seconds()},
                      {"text", fmt::format("{}: started", item.key)}});
         ItemOutcome outcome;
         std::string error, error_kind;
@@ -156,12 +156,14 @@ BatchResult run_batch(const std::string& kind, const std::filesystem::path& stat
           ++done;
           events.emit({{"event", "account_done"}, {"account", item.account}, {"key", item.key},
                        {"messages", outcome.messages}, {"bytes", outcome.bytes}, {"seconds", seconds},
+                       {"time", now_seconds()},
                        {"text", fmt::format("{}: done, {} messages, {} bytes", item.key, outcome.messages,
                                             outcome.bytes)}});
         } else {
           ++failed;
           events.emit({{"event", "account_error"}, {"account", item.account}, {"key", item.key},
                        {"line", item.line}, {"error", error}, {"error_kind", error_kind}, {"seconds", seconds},
+                       {"time", now_seconds()},
                        {"text", fmt::format("{} (line {}): {}", item.key, item.line, error)}});
         }
       },

@@ -64,7 +64,9 @@ struct BatchResult {
 // resumed: done accounts are skipped, new items are added as queued. A
 // finished state (or new_batch) starts a fresh batch where every item runs.
 // Emits batch_start, account_start, account_done, account_error,
-// account_skip, held and batch_done events, each with "account" where it applies.
+// account_skip, held and batch_done events, each with "account" where it applies;
+// account_start, account_done and account_error also carry "time" (unix
+// seconds with milliseconds), taken while the account holds its scheduler slot.
 BatchResult run_batch(const std::string& kind, const std::filesystem::path& state_file,
                       const std::vector<BatchItem>& items, const RunnerOptions& options, EventSink& events,
                       const ItemWork& work);

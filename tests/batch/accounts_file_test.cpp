@@ -84,5 +84,18 @@ TEST(AccountsFile, MalformedLinesAreNumberedAndOthersKept) {
     for (auto& e : *errors) EXPECT_EQ(e.message.find("SECRET"), std::string::npos) << e.message;
 }
 
+TEST(AccountsFile, FirstSeparatorDecidesTheFormat) {
+  auto f = parse_accounts("alice;pa,ss;bob;x\"y\ncarol,\"pa;ss\",dave,pw\n");
+  ASSERT_TRUE(f.errors.empty()) << f.errors[0].message;
+  ASSERT_EQ(f.accounts.size(), 2u);
+  EXPECT_EQ(f.accounts[0].source_user, "alice");
+  EXPECT_EQ(f.accounts[0].source_password, "pa,ss");
+  EXPECT_EQ(f.accounts[0].target_user, "bob");
+  EXPECT_EQ(f.accounts[0].target_password, "x\"y");
+  EXPECT_EQ(f.accounts[1].source_user, "carol");
+  EXPECT_EQ(f.accounts[1].source_password, "pa;ss");
+  EXPECT_EQ(f.accounts[1].target_user, "dave");
+}
+
 }  // namespace
 }  // namespace imapstage::batch

@@ -306,11 +306,15 @@ plugin {{
   quota_max_mail_size = {append_limit}
 }}
 """
+    # No login penalty after failed logins (anvil-auth-penalty): tests fail logins on purpose.
+    anvil_chroot = "" if identity["root"] else "  chroot =\n"
+    lines += "service anvil {\n" + anvil_chroot + """  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
     if not identity["root"]:
         lines += """service imap-login {
-  chroot =
-}
-service anvil {
   chroot =
 }
 service auth {
