@@ -72,7 +72,7 @@ uint64_t from_le(std::string_view s) {
 struct PendingObject {
   Hash hash{};
   uint64_t raw_size = 0;
-  std::string stored;
+  CompressedBytes stored;
 };
 
 // A pack being written: the writer, and what the index says about it.
@@ -237,7 +237,7 @@ struct Archive::Impl {
     };
 
     try {
-      for (auto& o : objects) located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored));
+      for (auto& o : objects) located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored.view()));
       if (journaled) {
         std::string raw = codec::encode_journal(journal);
         std::string stored = journal_compressor->compress(raw);
@@ -669,7 +669,7 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
     // large object's buffers are allocated beside them.
     malloc_trim(0);
   }
-  std::string stored = impl_->compressor.compress(raw);
+  CompressedBytes stored = impl_->compressor.compress_bytes(raw);
   impl_->bytes += stored.size();
   impl_->resident += stored.size();
   impl_->objects.push_back({hash, raw.size(), std::move(stored)});

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -191,13 +192,26 @@ Compressor::~Compressor() = default;
 Compressor::Compressor(Compressor&&) noexcept = default;
 Compressor& Compressor::operator=(Compressor&&) noexcept = default;
 
-std::string Compressor::compress(std::string_view raw) {
-  std::string out(ZSTD_compressBound(raw.size()), '\0');
-  size_t n = ZSTD_compress2(impl_->ctx, out.data(), out.size(), raw.data(), raw.size());
+CompressedBytes Compressor::compress_bytes(std::string_view raw) {
+  size_t bound = ZSTD_compressBound(raw.size());
+  CompressedBytes out;
+  // malloc, not new char[n]() nor std::string(n, 0): pages past the frame's end are never touched.
+  out.data_.reset(static_cast<char*>(std::malloc(bound == 0 ? 1 : bound)));
+  if (!out.data_) throw std::bad_alloc();
+  size_t n = ZSTD_compress2(impl_->ctx, out.data_.get(), bound, raw.data(), raw.size());
   if (ZSTD_isError(n)) throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
-  out.resize(n);
-  out.shrink_to_fit();
+  // Shrinking keeps the bytes where they are (or remaps the pages of a large block).
+  if (char* shrunk = static_cast<char*>(std::realloc(out.data_.get(), n == 0 ? 1 : n))) {
+    (void)out.data_.release();
+    out.data_.reset(shrunk);
+  }
+  out.size_ = n;
   return out;
+}
+
+std::string Compressor::compress(std::string_view raw) {
+  CompressedBytes frame = compress_bytes(raw);
+  return std::string(frame.view());
 }
 
 // ---- PackWriter --------------------------------------------------------------

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -40,6 +41,22 @@ struct PackRecordInfo {
 inline constexpr uint64_t kPackHeaderSize = 32;
 inline constexpr uint64_t kRecordHeaderSize = 64;
 
+// A compressed payload in a heap buffer of exactly its size. Move-only.
+class CompressedBytes {
+ public:
+  CompressedBytes() = default;
+  std::string_view view() const { return {data_.get(), size_}; }
+  size_t size() const { return size_; }
+
+ private:
+  friend class Compressor;
+  struct Free {
+    void operator()(char* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<char, Free> data_;
+  size_t size_ = 0;
+};
+
 // Compresses record payloads with zstd. Move-only; owns its compression
 // context. Not thread-safe: one per writing thread.
 class Compressor {
@@ -48,7 +65,11 @@ class Compressor {
   ~Compressor();
   Compressor(Compressor&&) noexcept;
   Compressor& operator=(Compressor&&) noexcept;
+  // One zstd frame of `raw` (content size in the frame header).
   std::string compress(std::string_view raw);
+  // The same frame, without copying: the worst-case output buffer is never
+  // zero-filled and is shrunk in place to the frame's size.
+  CompressedBytes compress_bytes(std::string_view raw);
 
  private:
   struct Impl;
