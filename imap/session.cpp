@@ -41,6 +41,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "imap/response_codes.h"
 #include "imap/utf7.h"
 
 namespace imapstage::imap {
@@ -464,63 +465,6 @@ bool in_ranges(const std::vector<UidRange>& ranges, uint32_t uid) {
   return false;
 }
 
-// Parses "a:b,c,..." (RFC 4315 uid-set) into UIDs, ascending within each range;
-// nullopt if malformed or longer than `max`.
-std::optional<std::vector<uint32_t>> parse_uid_set(std::string_view s, size_t max) {
-  std::vector<uint32_t> out;
-  auto number = [&](size_t& i, uint32_t& v) {
-    size_t start = i;
-    uint64_t n = 0;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-      n = n * 10 + static_cast<uint64_t>(s[i] - '0');
-      if (n > 0xffffffffu) return false;
-      ++i;
-    }
-    if (i == start || n == 0 || s[start] == '0') return false;
-    v = static_cast<uint32_t>(n);
-    return true;
-  };
-  size_t i = 0;
-  for (;;) {
-    uint32_t a, b;
-    if (!number(i, a)) return std::nullopt;
-    b = a;
-    if (i < s.size() && s[i] == ':') {
-      ++i;
-      if (!number(i, b)) return std::nullopt;
-    }
-    uint32_t lo = std::min(a, b), hi = std::max(a, b);
-    if (static_cast<uint64_t>(hi) - lo + 1 + out.size() > max) return std::nullopt;
-    for (uint64_t u = lo; u <= hi; ++u) out.push_back(static_cast<uint32_t>(u));
-    if (i == s.size()) break;
-    if (s[i] != ',') return std::nullopt;
-    ++i;
-  }
-  return out;
-}
-
-// The tagged completion of a command we wrote ourselves.
-struct TaggedReply {
-  std::string status;  // "OK", "NO", "BAD"
-  std::string code;    // "APPENDUID 5 7:9" (inside the brackets), or ""
-  std::string text;    // everything after the status, code included
-};
-
-TaggedReply parse_tagged(std::string_view line, std::string_view tag) {
-  TaggedReply r;
-  std::string_view rest = line.substr(tag.size() + 1);
-  while (!rest.empty() && (rest.back() == '\n' || rest.back() == '\r')) rest.remove_suffix(1);
-  size_t sp = rest.find(' ');
-  r.status = upper(rest.substr(0, sp));
-  rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
-  r.text = std::string(rest);
-  if (!rest.empty() && rest[0] == '[') {
-    size_t close = rest.find(']');
-    if (close != std::string_view::npos) r.code = std::string(rest.substr(1, close - 1));
-  }
-  return r;
-}
-
 void noop_progress(size_t, size_t, void*) {}
 
 }  // namespace
@@ -729,13 +673,15 @@ struct Session::Impl {
       while (!part.empty() && (part.back() == '\n' || part.back() == '\r')) part.remove_suffix(1);
       line += part;
       // A literal at the end of the line: skip its bytes, then read on.
-      if (line.empty() || line.back() != '}') return line;
-      size_t open = line.rfind('{');
-      if (open == std::string::npos) return line;
-      std::string_view num(line.data() + open + 1, line.size() - open - 2);
-      if (!num.empty() && num.back() == '+') num.remove_suffix(1);
-      if (num.empty() || !std::all_of(num.begin(), num.end(), ::isdigit)) return line;
-      uint64_t n = std::stoull(std::string(num));
+      bool malformed = false;
+      std::optional<uint64_t> size = parse_literal_size(line, &malformed);
+      if (malformed) {
+        close_stream();
+        throw Error(ErrorKind::protocol, fmt::format("{}: impossible literal size from {}", what, where), Retry::now,
+                    here());
+      }
+      if (!size) return line;
+      uint64_t n = *size;
       char buf[8192];
       while (n > 0) {
         ssize_t r = mailstream_read(imap->imap_stream, buf, static_cast<size_t>(std::min<uint64_t>(n, sizeof buf)));
@@ -761,8 +707,7 @@ struct Session::Impl {
         if (on_untagged) on_untagged(rest);
         continue;
       }
-      if (line.size() > tag.size() && line.compare(0, tag.size(), tag) == 0 && line[tag.size()] == ' ')
-        return parse_tagged(line, tag);
+      if (auto reply = parse_tagged_reply(line, tag)) return std::move(*reply);
       // Anything else means we no longer understand the conversation.
       close_stream();
       throw Error(ErrorKind::protocol, fmt::format("{}: unexpected reply from {}", what, where), Retry::now, here());
@@ -854,7 +799,8 @@ struct Session::Impl {
       if (changed_since) r = mailimap_uid_fetch_changedsince(imap, set, type, *changed_since, &result);
       else r = mailimap_uid_fetch(imap, set, type, &result);
     }
-    if (result) mailimap_fetch_list_free(result);
+    // On a NO or BAD libetpan has already freed the list it stored in `result`.
+    if (r == MAILIMAP_NO_ERROR && result) mailimap_fetch_list_free(result);
     if (ctx.error) {
       if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_UID_FETCH) close_stream();  // aborted mid-response
       std::rethrow_exception(ctx.error);
@@ -901,20 +847,17 @@ struct Session::Impl {
 
   std::vector<uint32_t> search(const std::string& criteria) {
     std::vector<uint32_t> uids;
+    bool malformed = false;
     TaggedReply reply = command("UID SEARCH " + criteria, "UID SEARCH", [&](std::string_view line) {
-      if (line.size() < 6 || !iequals(line.substr(0, 6), "SEARCH")) return;
-      std::string_view rest = line.substr(6);
-      size_t i = 0;
-      while (i < rest.size()) {
-        while (i < rest.size() && rest[i] == ' ') ++i;
-        if (i < rest.size() && rest[i] == '(') break;  // (MODSEQ n)
-        uint64_t v = 0;
-        size_t start = i;
-        while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') v = v * 10 + static_cast<uint64_t>(rest[i++] - '0');
-        if (i == start) break;
-        if (v > 0 && v <= 0xffffffffu) uids.push_back(static_cast<uint32_t>(v));
-      }
+      if (line.size() < 6 || !iequals(line.substr(0, 6), "SEARCH") || (line.size() > 6 && line[6] != ' ')) return;
+      auto found = parse_search_response(line);
+      if (!found) malformed = true;
+      else uids.insert(uids.end(), found->begin(), found->end());
     });
+    // A UID we cannot read would be a message silently left out.
+    if (malformed)
+      throw Error(ErrorKind::protocol, fmt::format("UID SEARCH {}: unreadable SEARCH response from {}", criteria, where),
+                  Retry::never, here());
     if (reply.status != "OK")
       throw Error(ErrorKind::protocol, fmt::format("UID SEARCH {}: {}", criteria, reply.text), Retry::never, here());
     std::sort(uids.begin(), uids.end());
@@ -1452,23 +1395,9 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
     if (reply.status == "OK") {
       uint32_t uidvalidity = 0;
       std::vector<uint32_t> uids;
-      if (reply.code.size() > 10 && iequals(std::string_view(reply.code).substr(0, 10), "APPENDUID ")) {
-        std::string_view args = std::string_view(reply.code).substr(10);
-        size_t sp = args.find(' ');
-        if (sp != std::string_view::npos) {
-          std::string_view v = args.substr(0, sp);
-          uint64_t value = 0;
-          bool good = !v.empty() && v[0] != '0' && v.size() <= 10 &&
-                      std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-          if (good) value = std::stoull(std::string(v));
-          if (good && value <= 0xffffffffu) {
-            auto set = parse_uid_set(args.substr(sp + 1), to - from);
-            if (set && set->size() == to - from) {
-              uidvalidity = static_cast<uint32_t>(value);
-              uids = std::move(*set);
-            }
-          }
-        }
+      if (auto appenduid = parse_appenduid(reply.code, to - from)) {
+        uidvalidity = appenduid->uidvalidity;
+        uids = std::move(appenduid->uids);
       }
       for (size_t i = from; i < to; ++i) {
         results[i].ok = true;

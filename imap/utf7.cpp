@@ -163,6 +163,10 @@ std::optional<std::string> utf7_decode_strict(std::string_view s) {
       }
     }
     if (!closed || units.empty()) return std::nullopt;
+    // A shifted run right after another is a null shift ("-&"), which RFC 3501 forbids;
+    // "-&-" (a run, then the character '&') is fine.
+    if (i + 1 < s.size() && s[i] == '&' && s[i + 1] != '-') return std::nullopt;
+    if (i + 1 == s.size() && s[i] == '&') return std::nullopt;
     // Leftover bits: fewer than 6, and all zero.
     if (nbits >= 6 || (bits & ((1u << nbits) - 1)) != 0) return std::nullopt;
     for (size_t k = 0; k < units.size(); ++k) {

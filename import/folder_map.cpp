@@ -34,7 +34,9 @@ std::string rebuild_hierarchy(const std::string& name, char from, char to) {
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target, const imap::PersonalNamespace& ns,
                                        const std::map<std::string, std::string>& overrides) {
-  for (auto& [from, to] : overrides) {
+  for (auto& override_entry : overrides) {
+    const std::string& from = override_entry.first;  // a plain reference: lambdas cannot capture bindings in clang 14
+    const std::string& to = override_entry.second;
     bool known = std::any_of(source.begin(), source.end(), [&](const archive::FolderRecord& f) {
       return f.name_utf8 == from || f.name_utf8.starts_with(from + std::string(1, f.delimiter));
     });

@@ -314,7 +314,9 @@ void Comparer::run() {
       });
       if (!missing.empty()) not_imported.emplace_back(f, std::move(missing));
     }
-    for (auto& [target_raw, records] : by_target) {
+    for (auto& entry : by_target) {
+      const std::string& target_raw = entry.first;
+      const std::vector<archive::AppendRecord>& records = entry.second;
       FolderComparison row;
       for (auto& s : sources_of[target_raw]) row.folder += (row.folder.empty() ? "" : ", ") + s;
       row.server_folder = imap::utf7_decode(target_raw);

@@ -1,0 +1,179 @@
+// A scripted IMAP server for tests of faults a real server will not produce.
+//
+// Listens on 127.0.0.1 (a free port), cleartext only (connect with
+// TlsMode::none), one thread per connection. Out of the box it is a small
+// but honest IMAP4rev1 server over in-memory folders: greeting, CAPABILITY,
+// LOGIN, LIST/LSUB, NAMESPACE, STATUS, EXAMINE/SELECT, UID SEARCH, UID FETCH,
+// APPEND (also MULTIAPPEND, synchronizing and LITERAL+ literals, with
+// APPENDUID), CREATE, SUBSCRIBE, UID STORE, NOOP, LOGOUT.
+//
+// A test scripts it two ways, both tried before the standard behaviour:
+//  - expect(pattern, response): an ordered list of expected commands, each
+//    answered by a canned response once; unmet() tells which were not seen.
+//  - on(pattern, handler or response, times): rules for any command
+//    matching `pattern`, tried in the order added, each at most `times`
+//    times (0: always). A handler can write anything (garbage, wrong literal
+//    lengths, unsolicited responses), run the standard behaviour for the
+//    command, and drop the connection.
+// Patterns are ECMAScript regular expressions, case-insensitive, searched in
+// the command line without its tag (literals appear as "{N}" or "{N+}").
+// Canned responses may use "$TAG" for the command's tag; each must end with CRLF.
+//
+// Destroying the server closes every connection and joins every thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace imapstage::testing {
+
+struct FakeMessage {
+  uint32_t uid = 0;
+  std::vector<std::string> flags;                      // e.g. "\\Seen", "$Label1"
+  std::string internaldate = "01-Jan-2024 10:00:00 +0000";
+  std::string body;
+};
+
+struct FakeFolder {
+  std::string name;                                    // raw (modified UTF-7), as listed
+  std::vector<std::string> attributes;                 // e.g. "\\HasNoChildren", "\\Sent", "\\Noselect"
+  bool subscribed = true;
+  uint32_t uidvalidity = 1;
+  uint32_t uidnext = 1;
+  std::vector<FakeMessage> messages;                   // ascending UIDs; sequence number = index + 1
+};
+
+// One command as the server read it.
+struct FakeCommand {
+  std::string tag;
+  std::string text;                    // after the tag; literals shown as {N} / {N+}
+  std::vector<std::string> literals;   // their bytes, in order
+  size_t connection = 0;               // 1 for the first connection accepted, ...
+};
+
+class FakeImapServer;
+
+// What a rule's handler gets: the command, a way to answer it, and the server.
+class FakeExchange {
+ public:
+  const FakeCommand& command() const { return command_; }
+  const std::string& tag() const { return command_.tag; }
+  FakeImapServer& server() { return server_; }
+  // The folder this connection has selected ("" if none).
+  const std::string& selected() const;
+
+  void send(std::string_view raw);                     // bytes exactly as given
+  void untagged(std::string_view line);                // "* " line CRLF
+  void tagged(std::string_view status_and_text);       // TAG " " text CRLF
+  // Answers the command as the standard server would.
+  void standard();
+  // The standard UID FETCH, calling `after(uid)` after each message's
+  // response is sent (to interleave unsolicited responses) and stopping
+  // early (no tagged reply) when it returns false.
+  void standard_fetch(const std::function<bool(FakeExchange&, uint32_t uid)>& after);
+  // The FETCH response the standard server sends for `uid` of the selected
+  // folder, for the items this command asked ("* 3 FETCH (...)\r\n").
+  std::string fetch_response(uint32_t uid);
+  // Closes the connection once the handler returns.
+  void close() { close_ = true; }
+
+ private:
+  friend class FakeImapServer;
+  struct Connection;
+  FakeExchange(FakeImapServer& server, Connection& connection, const FakeCommand& command)
+      : server_(server), connection_(connection), command_(command) {}
+  FakeImapServer& server_;
+  Connection& connection_;
+  const FakeCommand& command_;
+  bool close_ = false;
+};
+
+class FakeImapServer {
+ public:
+  using Handler = std::function<void(FakeExchange&)>;
+
+  // Starts listening at once. The mailbox holds an empty INBOX.
+  FakeImapServer();
+  ~FakeImapServer();
+  FakeImapServer(const FakeImapServer&) = delete;
+  FakeImapServer& operator=(const FakeImapServer&) = delete;
+
+  const std::string& host() const { return host_; }   // "127.0.0.1"
+  uint16_t port() const { return port_; }
+
+  // --- scripting ---
+  void expect(std::string pattern, std::string response);
+  void on(std::string pattern, Handler handler, int times = 0);
+  void on(std::string pattern, std::string response, int times = 0);
+  // Forgets every rule added with on().
+  void clear_rules();
+  // Expected commands not seen (in order), as their patterns.
+  std::vector<std::string> unmet() const;
+  // Commands that arrived while an expectation was pending and did not match it.
+  std::vector<std::string> unexpected() const;
+
+  // --- behaviour ---
+  // The CAPABILITY list (without "CAPABILITY"); default
+  // "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE".
+  void set_capabilities(std::string caps);
+  // When set, LOGIN accepts only this user and password; default: anyone.
+  void set_login(std::string user, std::string password);
+  // The greeting line (default "* OK fake IMAP server ready\r\n").
+  void set_greeting(std::string raw);
+
+  // --- mailbox state (thread-safe) ---
+  void add_folder(const std::string& name, uint32_t uidvalidity = 1, std::vector<std::string> attributes = {});
+  // Appends a message to an existing folder; returns its UID.
+  uint32_t add_message(const std::string& folder, std::string body, std::vector<std::string> flags = {},
+                       std::string internaldate = "01-Jan-2024 10:00:00 +0000");
+  // Removes a message (no response is sent to anyone).
+  void remove_message(const std::string& folder, uint32_t uid);
+  void set_flags(const std::string& folder, uint32_t uid, std::vector<std::string> flags);
+  // A new UIDVALIDITY: the folder's messages are renumbered from 1.
+  void renumber(const std::string& folder, uint32_t new_uidvalidity);
+  FakeFolder folder(const std::string& name) const;  // a copy; throws std::out_of_range if absent
+  bool has_folder(const std::string& name) const;
+
+  // --- observation ---
+  std::vector<FakeCommand> commands() const;          // every command received, in order
+  size_t connections() const;                         // accepted so far
+  // Closes every open connection now (from the server side).
+  void drop_connections();
+
+ private:
+  friend class FakeExchange;
+  struct Rule;
+  struct Expectation;
+  void accept_loop();
+  void serve(int fd, size_t number);
+  void dispatch(FakeExchange::Connection& c, const FakeCommand& cmd);
+  void standard(FakeExchange& x);
+  void standard_fetch(FakeExchange& x, const std::function<bool(FakeExchange&, uint32_t)>* after);
+  std::string fetch_response(FakeExchange& x, const FakeFolder& f, size_t index);
+  FakeFolder* find(const std::string& name);
+  const FakeFolder* find(const std::string& name) const;
+
+  mutable std::recursive_mutex mutex_;
+  std::string host_ = "127.0.0.1";
+  uint16_t port_ = 0;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  struct Threads;
+  std::unique_ptr<Threads> threads_;
+  std::vector<std::unique_ptr<Rule>> rules_;
+  std::vector<std::unique_ptr<Expectation>> expectations_;
+  std::vector<std::string> unexpected_;
+  std::vector<FakeFolder> folders_;
+  std::vector<FakeCommand> log_;
+  std::string capabilities_ = "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE";
+  std::string user_, password_;
+  std::string greeting_ = "* OK fake IMAP server ready\r\n";
+  size_t accepted_ = 0;
+};
+
+}  // namespace imapstage::testing
