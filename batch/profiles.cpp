@@ -41,8 +41,11 @@ std::string want_string(const std::filesystem::path& origin, const std::string& 
 
 int64_t want_int(const std::filesystem::path& origin, const std::string& profile, const std::string& key,
                  const toml::node& node, int64_t lo, int64_t hi) {
-  auto v = node.value<int64_t>();
-  if (!v || !node.is_integer()) bad(origin, node, fmt::format("profile {}: {} must be an integer", profile, key));
+  // Only an integer node: value<int64_t>() would convert a float, and toml++
+  // does that without a range check.
+  const auto* integer = node.as_integer();
+  if (!integer) bad(origin, node, fmt::format("profile {}: {} must be an integer", profile, key));
+  std::optional<int64_t> v = integer->get();
   if (*v < lo || *v > hi) bad(origin, node, fmt::format("profile {}: {} must be between {} and {}", profile, key, lo, hi));
   return *v;
 }
