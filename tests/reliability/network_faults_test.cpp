@@ -20,6 +20,7 @@
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fault_proxy.h"
+#include "tests/support/mail_view.h"
 #include "tests/support/test_server.h"
 #include "verify/offline.h"
 
@@ -37,98 +38,15 @@ constexpr size_t kMessages = 2000;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// One message as a comparable string: hash, INTERNALDATE, flags (sorted, no \Recent).
-std::string fingerprint(const std::string& sha256, int64_t internaldate, std::vector<std::string> flags) {
-  flags.erase(std::remove(flags.begin(), flags.end(), "\\Recent"), flags.end());
-  std::sort(flags.begin(), flags.end());
-  std::string out = sha256 + " " + std::to_string(internaldate);
-  for (auto& f : flags) out += " " + f;
-  return out;
-}
-
-// folder (UTF-8) -> UID -> fingerprint, from a harness summary.
-using UidView = std::map<std::string, std::map<uint32_t, std::string>>;
-// folder (UTF-8) -> sorted fingerprints (UIDs differ between servers).
-using MultisetView = std::map<std::string, std::vector<std::string>>;
-
-UidView server_view(const nlohmann::json& summary) {
-  UidView out;
-  for (auto& f : summary["folders"]) {
-    if (!f.contains("messages") || !f["messages"].is_array() || f["messages"].empty()) continue;
-    auto& folder = out[f["name"].get<std::string>()];
-    for (auto& m : f["messages"])
-      folder[m["uid"].get<uint32_t>()] = fingerprint(m["sha256"].get<std::string>(),
-                                                     m["internaldate_unix"].get<int64_t>(),
-                                                     m["flags"].get<std::vector<std::string>>());
-  }
-  return out;
-}
-
-// The archive's current generation of every folder, present messages only.
-UidView archive_view(const std::filesystem::path& dir, const std::string& account_name) {
-  UidView out;
-  auto a = Archive::open(dir, Archive::Mode::read);
-  auto account = a->find_account(account_name);
-  if (!account) return out;
-  for (auto& f : a->folders(account->id)) {
-    if (f.noselect || f.gone) continue;
-    a->for_each_message(account->id, f.id, f.uidvalidity, [&](const archive::MessageRecord& m) {
-      if (m.state == archive::MessageState::present)
-        out[f.name_utf8][m.key.uid] =
-            fingerprint(archive::to_hex(m.hash), m.internaldate, archive::flags_to_imap(m.flags, m.keywords));
-      return true;
-    });
-  }
-  return out;
-}
-
-MultisetView multiset(const UidView& v) {
-  MultisetView out;
-  for (auto& [name, messages] : v) {
-    auto& list = out[name];
-    for (auto& [uid, fp] : messages) list.push_back(fp);
-    std::sort(list.begin(), list.end());
-  }
-  return out;
-}
-
-struct Difference {
-  size_t lost = 0;        // in the source, not in the copy
-  size_t duplicated = 0;  // in the copy more often than in the source (or not at all)
-};
-
-Difference compare(const MultisetView& source, const MultisetView& copy) {
-  Difference d;
-  std::map<std::string, bool> names;
-  for (auto& [n, _] : source) names[n] = true;
-  for (auto& [n, _] : copy) names[n] = true;
-  static const std::vector<std::string> kEmpty;
-  for (auto& [name, _] : names) {
-    auto s = source.count(name) ? source.at(name) : kEmpty;
-    auto c = copy.count(name) ? copy.at(name) : kEmpty;
-    std::vector<std::string> missing, extra;
-    std::set_difference(s.begin(), s.end(), c.begin(), c.end(), std::back_inserter(missing));
-    std::set_difference(c.begin(), c.end(), s.begin(), s.end(), std::back_inserter(extra));
-    d.lost += missing.size();
-    d.duplicated += extra.size();
-  }
-  return d;
-}
-
-size_t count(const UidView& v) {
-  size_t n = 0;
-  for (auto& [_, m] : v) n += m.size();
-  return n;
-}
-
-verify::OfflineReport verify_archive(const std::filesystem::path& dir) {
-  verify::OfflineOptions o;
-  o.archive_dir = dir;
-  o.threads = 2;
-  NullSink quiet;
-  return verify::verify_offline(o, quiet);
-}
-
+using testing::archive_view;
+using testing::compare;
+using testing::count;
+using testing::Difference;
+using testing::MultisetView;
+using testing::multiset;
+using testing::server_view;
+using testing::UidView;
+using testing::verify_archive;
 struct ProxyTotals {
   size_t connections = 0;
   uint64_t up = 0;    // client to server, over every connection
