@@ -180,7 +180,8 @@ TEST_F(ExportTest, FullExportMatchesServerAndRerunFetchesNothing) {
   EXPECT_EQ(again.total(&exporting::FolderResult::flags_updated), 0u);
   EXPECT_EQ(again.total(&exporting::FolderResult::expunged), 0u);
   for (auto& f : again.folders) {
-    if (!f.noselect) EXPECT_TRUE(f.unchanged) << f.name << " was examined although nothing changed";
+    if (f.noselect) continue;
+    EXPECT_TRUE(f.unchanged) << f.name << " was examined although nothing changed";
   }
 }
 
