@@ -14,7 +14,9 @@ AccountRecord resolve_account(const Archive& a, const std::string& name) {
   std::string known;
   for (auto& acc : accounts) known += (known.empty() ? "" : ", ") + acc.name;
   if (known.empty()) known = "none";
-  std::string what = name.empty() ? "the archive holds several accounts; name one" : "no account " + name + " in the archive";
+  std::string what = !name.empty()       ? "no account " + name + " in the archive"
+                     : accounts.empty() ? std::string("the archive holds no account yet")
+                                        : "the archive holds several accounts; name one";
   throw Error(ErrorKind::not_found, what + " (accounts: " + known + ")", Retry::never,
               {.file = a.dir().string()});
 }

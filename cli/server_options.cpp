@@ -193,7 +193,26 @@ batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& o, c
   } else {
     for (auto& [name, p] : routing.config.profiles) p = with_flags(p, cmd, o, po);
   }
+  auto warn_about = [&warnings](const batch::Profile& p) {
+    std::string where = p.name.empty() ? p.host : "profile " + p.name + " (" + p.host + ")";
+    if (p.insecure)
+      warnings.push_back(insecure_warning(where));
+    if (p.tls == "none")
+      warnings.push_back(cleartext_warning(where));
+  };
+  if (routing.fixed)
+    warn_about(*routing.fixed);
+  else
+    for (auto& [name, p] : routing.config.profiles) warn_about(p);
   return routing;
+}
+
+std::string insecure_warning(const std::string& where) {
+  return "--insecure: " + where + ": the server's certificate and host name are NOT verified";
+}
+
+std::string cleartext_warning(const std::string& where) {
+  return "--tls none: " + where + ": the password and mail cross the network unencrypted";
 }
 
 batch::AccountLogin make_account_login(const batch::Profile& profile, const std::string& user) {

@@ -143,11 +143,6 @@ void add_export_command(CLI::App& app, int& status) {
     CommandSink<TerminalSink> out(args->json, args->verbosity);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
-    if (options.endpoint.insecure)
-      sink->emit({{"event", "warning"},
-                  {"text", "--insecure: the server's certificate and host name are NOT verified"}});
-    if (options.endpoint.tls == imap::TlsMode::none)
-      sink->emit({{"event", "warning"}, {"text", "--tls none: the password and mail cross the network unencrypted"}});
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     exporting::ExportSummary summary;
     try {

@@ -150,9 +150,6 @@ void add_import_command(CLI::App& app, int& status) {
     CommandSink<TerminalSink> out(args->json, args->verbosity);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
-    if (options.endpoint.insecure)
-      sink->emit({{"event", "warning"},
-                  {"text", "--insecure: the server's certificate and host name are NOT verified"}});
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     importing::ImportSummary summary;
     try {

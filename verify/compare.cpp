@@ -28,8 +28,15 @@ struct ServerMessage {
   bool have_flags = false;
   std::string hash;         // deep only
   int64_t internaldate = 0; // deep only
+  std::string message_id;   // deep only
   bool fetched = false;
 };
+
+// Messages found only on the server get their Message-ID read from the
+// server (one message at a time); at most this many per folder when the
+// comparison is not --deep, so a folder with thousands of new messages costs
+// no more than this many fetches.
+constexpr int kServerMessageIdLookups = 200;
 
 std::string flags_string(std::vector<std::string> flags) {
   flags.erase(std::remove(flags.begin(), flags.end(), "\\Recent"), flags.end());
@@ -60,6 +67,9 @@ class Comparer {
   void compare_target_folder(const std::string& target_raw, const std::vector<archive::AppendRecord>& records,
                              FolderComparison& result);
   std::string message_id_of(const MessageRecord& m) const;
+  // The Message-ID of a message only the selected server folder holds;
+  // `budget` bounds the fetches (deep mode already has it).
+  std::string server_message_id(uint32_t uid, const ServerMessage& s, int& budget);
   void with_session(const std::function<void()>& work);
 
   const CompareOptions& options_;
@@ -104,6 +114,14 @@ std::string Comparer::message_id_of(const MessageRecord& m) const {
   }
 }
 
+std::string Comparer::server_message_id(uint32_t uid, const ServerMessage& s, int& budget) {
+  if (s.fetched) return s.message_id;
+  if (budget <= 0) return {};
+  --budget;
+  auto m = session_->fetch_one(uid);
+  return m ? extract_message_id(m->body) : std::string();
+}
+
 std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string& raw, uint32_t& uidvalidity,
                                                                uint64_t& exists) {
   std::map<uint32_t, ServerMessage> server;
@@ -123,6 +141,7 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
       auto& s = server[m.uid];
       s.hash = archive::to_hex(archive::sha256(m.body));
       s.internaldate = m.internaldate;
+      s.message_id = extract_message_id(m.body);
       s.fetched = true;
     });
   }
@@ -153,10 +172,12 @@ void Comparer::compare_source_folder(const archive::FolderRecord& folder, Folder
                                               "recreated since the export", uidvalidity, folder.uidvalidity)});
     return;
   }
+  int lookups = kServerMessageIdLookups;
   for (auto& [uid, s] : server) {
     auto it = archived.find(uid);
     if (it == archived.end()) {
-      result.differences.push_back({"missing", 0, uid, "", fmt::format("on the server ({} bytes), not in the archive", s.size)});
+      result.differences.push_back({"missing", 0, uid, server_message_id(uid, s, lookups),
+                                    fmt::format("on the server ({} bytes), not in the archive", s.size)});
       continue;
     }
     const MessageRecord& m = it->second;
@@ -224,9 +245,11 @@ void Comparer::compare_target_folder(const std::string& target_raw, const std::v
       result.differences.push_back({"differs", r.key.source.uid, r.target_uid, message_id_of(*source), detail});
     }
   }
+  int lookups = kServerMessageIdLookups;
   for (auto& [uid, s] : server)
     if (!claimed.count(uid))
-      result.differences.push_back({"extra", 0, uid, "", fmt::format("on the target ({} bytes), not imported from this archive", s.size)});
+      result.differences.push_back({"extra", 0, uid, server_message_id(uid, s, lookups),
+                                    fmt::format("on the target ({} bytes), not imported from this archive", s.size)});
 }
 
 void Comparer::run() {

@@ -146,6 +146,9 @@ void add_verify_command(CLI::App& app, int& status) {
       verify::CompareOptions o;
       o.archive_dir = args->archive;
       o.endpoint = make_endpoint(args->server);
+      if (o.endpoint.insecure) sink->emit({{"event", "warning"}, {"text", insecure_warning(o.endpoint.host)}});
+      if (o.endpoint.tls == imap::TlsMode::none)
+        sink->emit({{"event", "warning"}, {"text", cleartext_warning(o.endpoint.host)}});
       o.credentials = make_credentials(args->server);
       o.against = args->against == "source" ? verify::Against::source : verify::Against::target;
       o.account = args->account;

@@ -405,6 +405,26 @@ TEST_F(BatchScaleTest, AccountOverItsDeadlineIsResumedWithoutRefetching) {
   EXPECT_NE(row(slow + host).find("error"), std::string::npos) << status.out;
   EXPECT_NE(row(slow + host).find("timed out"), std::string::npos) << status.out;
   EXPECT_NE(row(fast + host).find("done"), std::string::npos) << status.out;
+  // The same as JSON, for scripts.
+  auto status_json = testing::run_imapstage({"status", "--archive", archive_dir, "--json"});
+  EXPECT_EQ(status_json.exit_code, 1) << status_json.err;
+  auto sj = nlohmann::json::parse(status_json.out);
+  ASSERT_TRUE(sj.contains("export")) << status_json.out;
+  int seen = 0;
+  for (auto& acc : sj["export"]["accounts"]) {
+    std::string name = acc["account"].get<std::string>();
+    if (name.rfind(slow, 0) == 0) {
+      EXPECT_EQ(acc["status"], "error") << acc.dump();
+      EXPECT_NE(acc["error"].get<std::string>().find("timed out"), std::string::npos) << acc.dump();
+      EXPECT_GE(acc["attempts"].get<int>(), 1);
+      ++seen;
+    } else if (name.rfind(fast, 0) == 0) {
+      EXPECT_EQ(acc["status"], "done") << acc.dump();
+      EXPECT_GT(acc["messages"].get<uint64_t>(), 0u) << acc.dump();
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 2) << status_json.out;
 
   // The re-run, with the slow profile now going straight to the server and no deadline.
   write(config, config_text(server_->imaps_port()));

@@ -2,6 +2,7 @@
 // authorization id, magic password and per-user passwords; one wrong
 // password ends in error while the others finish, and a re-run with it
 // fixed runs only that account.
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -148,6 +149,15 @@ TEST_F(BatchTest, WrongPasswordFailsAloneAndTheRerunResumesOnlyIt) {
     std::string text((std::istreambuf_iterator<char>(in)), {});
     EXPECT_EQ(text.find("WRONG-PASSWORD-123"), std::string::npos);
     EXPECT_EQ(text.find(server_->password("alice")), std::string::npos);
+  }
+  // Nor anywhere else in the archive: index (run history), packs, batch files.
+  for (auto& entry : std::filesystem::recursive_directory_iterator(archive)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    for (const std::string& secret : {std::string("WRONG-PASSWORD-123"), std::string("SECRET-X"),
+                                      server_->password("alice"), server_->password("carol")})
+      EXPECT_EQ(bytes.find(secret), std::string::npos) << secret << " in " << entry.path();
   }
   auto runs1 = export_runs(archive);
   EXPECT_EQ(runs1["alice@" + server_->host()], 1);

@@ -143,6 +143,24 @@ TEST_F(FakeServerTest, ExpectedScriptIsFollowedInOrder) {
   EXPECT_FALSE(s->has_capability("MULTIAPPEND"));
 }
 
+TEST_F(FakeServerTest, StartTlsRefusedWhenTheServerDoesNotOfferIt) {
+  // The default capabilities have no STARTTLS: the session stops before any
+  // credential could be sent in the clear.
+  Endpoint e = endpoint_of(server_);
+  e.tls = TlsMode::starttls;
+  try {
+    Session::connect(e);
+    FAIL() << "connected without STARTTLS";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("does not offer STARTTLS"), std::string::npos) << err.what();
+    EXPECT_EQ(err.retry(), Retry::never);
+  }
+  for (auto& c : server_.commands()) {
+    EXPECT_EQ(c.text.find("LOGIN"), std::string::npos) << c.text;
+    EXPECT_EQ(c.text.find("AUTHENTICATE"), std::string::npos) << c.text;
+  }
+}
+
 TEST_F(FakeServerTest, RefusedLoginIsAnAuthError) {
   server_.set_login("alice", "right");
   auto s = Session::connect(endpoint_of(server_));

@@ -8,9 +8,11 @@
 #include <set>
 #include <sstream>
 
+#include <iterator>
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
+#include "archive-format/hash.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/process.h"
@@ -304,7 +306,23 @@ TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {
   std::string archive_dir = dir.path() + "/archive";
   export_user("bob", archive_dir);
   server_->add_user("bob_dry");
-  auto before = std::filesystem::last_write_time(archive_dir + "/index");
+  // Every file of the archive but the lock files, with its bytes.
+  auto snapshot = [&] {
+    std::map<std::string, std::string> files;
+    for (auto& e : std::filesystem::recursive_directory_iterator(archive_dir)) {
+      if (!e.is_regular_file()) continue;
+      std::string name = e.path().filename().string();
+      if (name == "lock" || name == "lock.mdb") continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      files[std::filesystem::relative(e.path(), archive_dir).string()] = archive::to_hex(archive::sha256(bytes));
+    }
+    return files;
+  };
+  auto before = snapshot();
+  ASSERT_FALSE(before.empty());
+  size_t runs_before = Archive::open(archive_dir, Archive::Mode::read)->runs().size();
+
   auto o = import_options(archive_dir, "bob_dry");
   o.dry_run = true;
   NullSink quiet;
@@ -314,7 +332,18 @@ TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {
   EXPECT_TRUE(mailbox_view(server_->summary("bob_dry"))["INBOX"].empty());
   auto a = Archive::open(archive_dir, Archive::Mode::read);
   EXPECT_FALSE(a->find_target("bob_dry@" + server_->host() + ":" + std::to_string(server_->imaps_port())));
-  (void)before;
+  EXPECT_EQ(a->runs().size(), runs_before);
+  EXPECT_EQ(snapshot(), before);
+
+  // The command line prints the mapping it would use.
+  auto r = testing::run_imapstage({"import", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user",
+                                   "bob_dry", "--password-file", server_->password_file("bob_dry"), "--dry-run",
+                                   "--map", "Projects=Old Projects"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Old Projects"), std::string::npos) << r.out;
+  EXPECT_EQ(snapshot(), before);
+  EXPECT_TRUE(mailbox_view(server_->summary("bob_dry"))["INBOX"].empty());
 }
 
 }  // namespace

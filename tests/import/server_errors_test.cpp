@@ -161,6 +161,78 @@ TEST_F(ImportServerErrorsTest, NoToAppendNamesTheMessageAndARerunSendsOnlyIt) {
   expect_target_exactly();
 }
 
+TEST_F(ImportServerErrorsTest, FlagTheTargetCannotKeepIsReportedNeverSilentlyDropped) {
+  // A seventh message with a keyword and \Flagged, exported on top.
+  source_.add_message("INBOX", message(7), {"\\Flagged", "$Label1"});
+  exporting::ExportOptions o;
+  o.archive_dir = archive_dir();
+  o.endpoint = endpoint_of(source_);
+  o.credentials.user = "alice";
+  o.credentials.secret = "pw";
+  o.account_name = "alice";
+  NullSink quiet;
+  ASSERT_TRUE(exporting::run_export(o, quiet).complete());
+
+  // The target keeps the system flags but no keywords (no \*).
+  target_.set_permanent_flags("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+  RecordingSink events;
+  auto s = run(events);
+  auto& f = inbox(s);
+  EXPECT_EQ(f.appended, 7u);
+  EXPECT_EQ(f.dropped_flags, (std::vector<std::string>{"$Label1"}));
+  bool warned = false;
+  for (auto& e : events.events())
+    if (e.value("event", "") == "warning" && e.value("flag", "") == "$Label1" &&
+        e.value("text", "").find("INBOX") != std::string::npos)
+      warned = true;
+  EXPECT_TRUE(warned);
+  EXPECT_NE(s.to_json().dump().find("$Label1"), std::string::npos);
+  // What the target could keep, it got.
+  auto target = target_.folder("INBOX");
+  ASSERT_EQ(target.messages.size(), 7u);
+  bool seventh = false;
+  for (auto& m : target.messages)
+    if (archive::sha256(m.body) == archive::sha256(message(7))) {
+      EXPECT_EQ(m.flags, (std::vector<std::string>{"\\Flagged"}));
+      seventh = true;
+    }
+  EXPECT_TRUE(seventh);
+}
+
+TEST_F(ImportServerErrorsTest, MessageOverAppendLimitIsNamedAndTheRestImport) {
+  // Messages 5 and 6 are larger than message 4: a limit of message 4's size
+  // leaves exactly those two out.
+  size_t limit = message(4).size();
+  ASSERT_GT(message(5).size(), limit);
+  target_.set_capabilities("IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE APPENDLIMIT=" + std::to_string(limit));
+  RecordingSink events;
+  auto s = run(events);
+  EXPECT_FALSE(s.complete());
+  auto& f = inbox(s);
+  EXPECT_EQ(f.appended, 4u);
+  ASSERT_EQ(f.failed.size(), 2u);
+  std::vector<uint32_t> failed;
+  for (auto& m : f.failed) {
+    failed.push_back(m.uid);
+    EXPECT_NE(m.error.find("APPENDLIMIT"), std::string::npos) << m.error;
+  }
+  std::sort(failed.begin(), failed.end());
+  EXPECT_EQ(failed, (std::vector<uint32_t>{5, 6}));
+  size_t reported = 0;
+  for (auto& e : events.events())
+    if (e.value("event", "") == "message_error" && e.value("folder", "") == "INBOX" &&
+        (e.value("uid", 0) == 5 || e.value("uid", 0) == 6))
+      ++reported;
+  EXPECT_EQ(reported, 2u);
+  expect_target_exactly({5, 6});
+  // No APPEND carried them.
+  for (auto& c : target_.commands())
+    for (auto& l : c.literals) {
+      EXPECT_EQ(l.find("<i5@fake>"), std::string::npos);
+      EXPECT_EQ(l.find("<i6@fake>"), std::string::npos);
+    }
+}
+
 TEST_F(ImportServerErrorsTest, BadToAppendIsAFailureNotALoss) {
   refuse_message(6, "BAD Error in IMAP command APPEND: Invalid arguments.");
   RecordingSink events;

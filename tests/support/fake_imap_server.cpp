@@ -413,6 +413,11 @@ void FakeImapServer::set_capabilities(std::string caps) {
   capabilities_ = std::move(caps);
 }
 
+void FakeImapServer::set_permanent_flags(std::string flags) {
+  std::lock_guard lock(mutex_);
+  permanent_flags_ = std::move(flags);
+}
+
 void FakeImapServer::set_login(std::string user, std::string password) {
   std::lock_guard lock(mutex_);
   user_ = std::move(user);
@@ -617,7 +622,7 @@ void FakeImapServer::standard(FakeExchange& x) {
     x.connection_.selected = f->name;
     x.connection_.read_only = verb == "EXAMINE";
     x.untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
-    x.untagged("OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted.");
+    x.untagged("OK [PERMANENTFLAGS (" + permanent_flags_ + ")] Flags permitted.");
     x.untagged(fmt::format("{} EXISTS", f->messages.size()));
     x.untagged("0 RECENT");
     x.untagged(fmt::format("OK [UIDVALIDITY {}] UIDs valid", f->uidvalidity));

@@ -121,6 +121,9 @@ class FakeImapServer {
   // The CAPABILITY list (without "CAPABILITY"); default
   // "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE".
   void set_capabilities(std::string caps);
+  // The PERMANENTFLAGS list of SELECT/EXAMINE (without parentheses); default
+  // "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*".
+  void set_permanent_flags(std::string flags);
   // When set, LOGIN accepts only this user and password; default: anyone.
   void set_login(std::string user, std::string password);
   // The greeting line (default "* OK fake IMAP server ready\r\n").
@@ -171,6 +174,7 @@ class FakeImapServer {
   std::vector<FakeFolder> folders_;
   std::vector<FakeCommand> log_;
   std::string capabilities_ = "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE";
+  std::string permanent_flags_ = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*";
   std::string user_, password_;
   std::string greeting_ = "* OK fake IMAP server ready\r\n";
   size_t accepted_ = 0;

@@ -2,6 +2,7 @@
 // into B, then compare the archive with A (source) and B (target); damage B
 // and check that exactly the damage is named.
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -162,6 +163,62 @@ TEST_F(CompareTest, ThreeWayEqualThenExactlyTheDamageIsNamed) {
   std::string header;
   std::getline(csv, header);
   EXPECT_EQ(header.rfind("archive_folder,", 0), 0u) << header;
+}
+
+
+// Runs after the test above (same servers): the source changes after the
+// export; the comparison names the new message (with its Message-ID, read
+// from the server), the one expunged, and the flag change; a message only the
+// target holds is "extra", named by its Message-ID too.
+TEST_F(CompareTest, SourceChangesAndTargetExtrasAreNamedWithMessageIds) {
+  auto before = server_->summary("alice", false);
+  std::vector<uint32_t> uids;
+  for (auto& f : before["folders"])
+    if (f["name"] == "INBOX")
+      for (auto& m : f["messages"]) uids.push_back(m["uid"].get<uint32_t>());
+  ASSERT_GE(uids.size(), 3u);
+  uint32_t expunged = uids[0];
+  uint32_t flagged = uids[1];
+  server_->expunge("alice", "INBOX", {expunged});
+  server_->store("alice", "INBOX", flagged, "+FLAGS", "$Reviewed");
+  std::string fresh =
+      "From: Carol <carol@example.org>\r\nTo: alice@example.org\r\nSubject: after the export\r\n"
+      "Message-ID: <after-export-1@example.org>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nnew\r\n";
+  uint32_t added = server_->append("alice", "INBOX", fresh);
+
+  for (bool deep : {false, true}) {
+    auto c = compare(verify::Against::source, "alice", deep);
+    EXPECT_FALSE(c.equal());
+    std::map<std::string, verify::MessageDifference> by_kind;
+    for (auto& f : c.folders)
+      for (auto& d : f.differences) {
+        EXPECT_EQ(f.folder, "INBOX") << describe(c);
+        EXPECT_FALSE(by_kind.count(d.kind)) << describe(c);
+        by_kind[d.kind] = d;
+      }
+    ASSERT_EQ(by_kind.size(), 3u) << describe(c);
+    EXPECT_EQ(by_kind["missing"].server_uid, added);
+    EXPECT_EQ(by_kind["missing"].message_id, "<after-export-1@example.org>") << describe(c);
+    EXPECT_EQ(by_kind["extra"].archive_uid, expunged);
+    EXPECT_FALSE(by_kind["extra"].message_id.empty());
+    EXPECT_EQ(by_kind["differs"].archive_uid, flagged);
+    EXPECT_NE(by_kind["differs"].detail.find("$Reviewed"), std::string::npos) << by_kind["differs"].detail;
+  }
+
+  std::string stray =
+      "From: Dave <dave@example.org>\r\nSubject: only on the target\r\n"
+      "Message-ID: <target-only-1@example.org>\r\n\r\nstray\r\n";
+  uint32_t stray_uid = server_->append("alice_copy", "INBOX", stray);
+  auto target = compare(verify::Against::target, "alice_copy", false);
+  bool found = false;
+  for (auto& f : target.folders)
+    for (auto& d : f.differences)
+      if (d.kind == "extra") {
+        EXPECT_EQ(d.server_uid, stray_uid);
+        EXPECT_EQ(d.message_id, "<target-only-1@example.org>");
+        found = true;
+      }
+  EXPECT_TRUE(found) << describe(target);
 }
 
 }  // namespace
