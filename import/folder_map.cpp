@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 
 #include "common/error.h"
 #include "imap/utf7.h"
@@ -92,6 +93,51 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
     if (m.target_raw.empty()) m.target_raw = iequals(m.target_utf8, "INBOX") ? "INBOX" : imap::utf7_encode(m.target_utf8);
     m.exists = target_by_raw(m.target_raw) != nullptr;
     out.push_back(std::move(m));
+  }
+
+  // 5. Accidental merges of rule-4 names get a numbered name instead. Only
+  // the mapping itself decides (never what the target holds), so a re-run
+  // picks the same names.
+  auto taken = [&](const std::string& raw, size_t except) {
+    for (size_t j = 0; j < out.size(); ++j)
+      if (j != except && out[j].target_raw == raw) return true;
+    return false;
+  };
+  std::map<std::string, std::vector<size_t>> claimants;
+  for (size_t i = 0; i < out.size(); ++i) claimants[out[i].target_raw].push_back(i);
+  for (auto& [raw, group] : claimants) {
+    if (group.size() < 2) continue;
+    std::vector<size_t> automatic;
+    bool asked_for = false;
+    for (size_t i : group) {
+      if (out[i].reason == "same name") automatic.push_back(i);
+      else asked_for = true;
+    }
+    size_t keep = out.size();
+    if (!asked_for && !automatic.empty()) {
+      keep = automatic.front();
+      for (size_t i : automatic)
+        if (tdelim == 0 || out[i].source.delimiter == tdelim ||
+            out[i].source.name_utf8.find(tdelim) == std::string::npos) {
+          keep = i;  // no '_' was put in its name
+          break;
+        }
+    }
+    for (size_t i : automatic) {
+      if (i == keep) continue;
+      auto& m = out[i];
+      std::string base = m.target_utf8;
+      for (int n = 2;; ++n) {
+        std::string name = base + " (" + std::to_string(n) + ")";
+        std::string numbered_raw = imap::utf7_encode(name);
+        if (taken(numbered_raw, i)) continue;
+        m.reason = "same name, numbered: " + base + " is another folder's target";
+        m.target_utf8 = name;
+        m.target_raw = numbered_raw;
+        m.exists = target_by_raw(numbered_raw) != nullptr;
+        break;
+      }
+    }
   }
   return out;
 }

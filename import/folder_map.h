@@ -12,6 +12,12 @@
 //     target's separator, under the target's personal-namespace prefix. A
 //     level that contains the target's separator has it replaced by '_'
 //     (never skipped). Names are sent modified-UTF-7 encoded.
+//  5. Two folders never merge by accident: when a folder mapped by rule 4
+//     lands on the same target name as another source folder (e.g. "a.b"
+//     rebuilt as "a_b" beside a real "a_b"), the one whose name was changed
+//     by the rebuild (else the later one) gets " (2)" (" (3)", ...) added,
+//     and its reason says so. Merges asked for (--map, special-use, INBOX)
+//     are kept.
 #pragma once
 
 #include <map>

@@ -79,6 +79,34 @@ TEST(FolderMap, UnknownOverrideSourceIsAnError) {
   }
 }
 
+TEST(FolderMap, FoldersNeverMergeByAccident) {
+  // "a.b" is rebuilt as "a_b" for a '.' target, beside a real "a_b": the
+  // rebuilt one is numbered, whatever the order.
+  for (bool real_first : {true, false}) {
+    std::vector<archive::FolderRecord> src = {folder("a.b"), folder("a_b")};
+    if (real_first) std::swap(src[0], src[1]);
+    auto v = map_folders(src, {target("INBOX")}, {"", '.'}, {});
+    EXPECT_EQ(find(v, "a_b").target_utf8, "a_b");
+    EXPECT_EQ(find(v, "a.b").target_utf8, "a_b (2)");
+    EXPECT_NE(find(v, "a.b").reason.find("numbered"), std::string::npos);
+  }
+  // Three claimants, one of them already numbered by its own name.
+  auto v = map_folders({folder("x.y"), folder("x_y"), folder("x_y (2)"), folder("x?y")}, {}, {"", '.'}, {});
+  EXPECT_EQ(find(v, "x_y").target_utf8, "x_y");
+  EXPECT_EQ(find(v, "x_y (2)").target_utf8, "x_y (2)");
+  EXPECT_EQ(find(v, "x.y").target_utf8, "x_y (3)");
+  // A folder that lands on a special-use or --map target by name yields to it.
+  auto w = map_folders({folder("Sent", '/', {"\\Sent"}), folder("Sent Items")},
+                       {target("INBOX"), target("Sent Items", "\\Sent")}, {"", '/'}, {});
+  EXPECT_EQ(find(w, "Sent").target_utf8, "Sent Items");
+  EXPECT_EQ(find(w, "Sent Items").target_utf8, "Sent Items (2)");
+  EXPECT_FALSE(find(w, "Sent Items").exists);
+  // Merges asked for stay merges.
+  auto m = map_folders({folder("Old"), folder("Older")}, {}, {"", '/'}, {{"Old", "Archive"}, {"Older", "Archive"}});
+  EXPECT_EQ(find(m, "Old").target_utf8, "Archive");
+  EXPECT_EQ(find(m, "Older").target_utf8, "Archive");
+}
+
 TEST(FolderMap, NoselectFoldersAreLeftToTheirChildren) {
   auto parent = folder("Archive-parent");
   parent.noselect = true;

@@ -301,6 +301,47 @@ TEST_F(ImportTest, CorruptedObjectIsNamedAndTheRestImports) {
   EXPECT_EQ(dst_total + 1, src_total);
 }
 
+TEST_F(ImportTest, TargetFolderRenumberedOrRecreatedNeverDuplicatesNorLoses) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("bob", archive_dir);
+  server_->add_user("bob_uv");
+  NullSink quiet;
+  auto first = importing::run_import(import_options(archive_dir, "bob_uv"), quiet);
+  ASSERT_TRUE(first.complete());
+  auto source = server_->summary("bob");
+  auto folder_of = [](const importing::ImportSummary& s, const std::string& name) {
+    for (auto& f : s.folders)
+      if (f.source == name) return f;
+    return importing::ImportFolderResult{};
+  };
+  size_t inbox = folder_of(first, "INBOX").appended;
+  size_t junk = folder_of(first, "Junk").appended;
+  ASSERT_GT(inbox, 0u);
+  ASSERT_GT(junk, 0u);
+
+  // INBOX gets a new UIDVALIDITY with its messages kept (as after a server
+  // rebuilds its index); Junk is deleted and recreated empty.
+  server_->run({"bump-uidvalidity", server_->dir(), "bob_uv", "INBOX"});
+  server_->run({"delete-folder", server_->dir(), "bob_uv", "Junk"});
+  server_->run({"create", server_->dir(), "bob_uv", "Junk"});
+
+  auto again = importing::run_import(import_options(archive_dir, "bob_uv"), quiet);
+  EXPECT_TRUE(again.complete());
+  // INBOX: every message found again by its bytes, none appended.
+  EXPECT_EQ(folder_of(again, "INBOX").appended, 0u);
+  EXPECT_EQ(folder_of(again, "INBOX").reconciled, inbox);
+  // Junk: every message appended again, into the new folder.
+  EXPECT_EQ(folder_of(again, "Junk").appended, junk);
+  expect_same_mail(source, server_->summary("bob_uv"));
+
+  // And the records now name the new UIDVALIDITY: a third run does nothing.
+  auto third = importing::run_import(import_options(archive_dir, "bob_uv"), quiet);
+  EXPECT_EQ(third.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(third.total(&importing::ImportFolderResult::reconciled), 0u);
+  expect_same_mail(source, server_->summary("bob_uv"));
+}
+
 TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {
   TempDir dir;
   std::string archive_dir = dir.path() + "/archive";
