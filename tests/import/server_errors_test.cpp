@@ -51,6 +51,11 @@ class ImportServerErrorsTest : public ::testing::Test {
   void SetUp() override {
     for (int i = 1; i <= 6; ++i)
       source_.add_message("INBOX", message(i), i % 2 ? std::vector<std::string>{"\\Seen"} : std::vector<std::string>{});
+    export_source();
+  }
+
+  // Exports the source's account into the archive (incremental after the first time).
+  void export_source() {
     exporting::ExportOptions o;
     o.archive_dir = archive_dir();
     o.endpoint = endpoint_of(source_);
@@ -164,14 +169,7 @@ TEST_F(ImportServerErrorsTest, NoToAppendNamesTheMessageAndARerunSendsOnlyIt) {
 TEST_F(ImportServerErrorsTest, FlagTheTargetCannotKeepIsReportedNeverSilentlyDropped) {
   // A seventh message with a keyword and \Flagged, exported on top.
   source_.add_message("INBOX", message(7), {"\\Flagged", "$Label1"});
-  exporting::ExportOptions o;
-  o.archive_dir = archive_dir();
-  o.endpoint = endpoint_of(source_);
-  o.credentials.user = "alice";
-  o.credentials.secret = "pw";
-  o.account_name = "alice";
-  NullSink quiet;
-  ASSERT_TRUE(exporting::run_export(o, quiet).complete());
+  export_source();
 
   // The target keeps the system flags but no keywords (no \*).
   target_.set_permanent_flags("\\Answered \\Flagged \\Deleted \\Seen \\Draft");

@@ -365,7 +365,7 @@ TEST_F(OfflineVerify, DamagedJournalRecordIsAPackProblem) {
         journal = {a->pack_path(p.id), *info};
   }
   a.reset();
-  if (!journal) GTEST_SKIP() << "this archive writes no journal records";
+  ASSERT_TRUE(journal) << "every commit writes a journal record; none found";
   auto& [file, info] = *journal;
   flip_byte(file, info.offset + info.record_size - info.stored_size / 2 - 1);
 
