@@ -301,6 +301,26 @@ Archive::~Archive() = default;
 
 std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode) { return open(dir, mode, Options{}); }
 
+namespace {
+
+// True for what Archive::open(create) leaves in a directory before it writes
+// FORMAT: the lock file, FORMAT.tmp, the index directory (LMDB files only)
+// and an empty packs directory.
+bool left_by_interrupted_creation(const fs::directory_entry& entry) {
+  std::error_code ec;
+  auto name = entry.path().filename().string();
+  if (name == "lock" || name == "FORMAT.tmp") return entry.is_regular_file(ec);
+  if (name == "packs") return entry.is_directory(ec) && fs::is_empty(entry.path(), ec);
+  if (name != "index" || !entry.is_directory(ec)) return false;
+  for (auto& file : fs::directory_iterator(entry.path(), ec)) {
+    auto f = file.path().filename().string();
+    if (f != "data.mdb" && f != "lock.mdb") return false;
+  }
+  return !ec;
+}
+
+}  // namespace
+
 std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options options) {
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
@@ -311,6 +331,11 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
   fs::path format_file = dir / "FORMAT";
   bool writing = mode != Mode::read;
 
+  // Creation writes FORMAT last, once the index has its archive id: a
+  // directory with FORMAT is always a complete archive, whenever a creator
+  // was killed. What an interrupted creation leaves (the lock, an index,
+  // an empty packs directory) is picked up by the next creation.
+  bool creating = false;
   if (!fs::exists(format_file, ec)) {
     if (mode != Mode::create) {
       if (!fs::exists(dir, ec)) throw Error(ErrorKind::not_found, "no such archive directory", Retry::never, where);
@@ -319,16 +344,14 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
     fs::create_directories(dir, ec);
     if (ec) throw_io("cannot create the archive directory", dir.string(), ec.value());
     for (auto& entry : fs::directory_iterator(dir, ec)) {
-      auto name = entry.path().filename().string();
-      if (name != "lock" && name != "FORMAT.tmp")
+      if (!left_by_interrupted_creation(entry))
         throw Error(ErrorKind::usage, "the directory is not empty and is not an imapstage archive", Retry::never,
                     where);
     }
     impl->lock = WriterLock::acquire(dir / "lock");
-    if (!fs::exists(format_file, ec))
-      write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
+    creating = !fs::exists(format_file, ec);  // else another creator finished meanwhile
   }
-  uint32_t version = read_format_file(format_file);
+  uint32_t version = creating ? kFormatVersion : read_format_file(format_file);
   if (version == 0 || version > kFormatVersion)
     throw Error(ErrorKind::format,
                 fmt::format("archive format version {} is not supported by this build (it reads up to {})", version,
@@ -378,6 +401,7 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
       return 0;
     });
   }
+  if (creating) write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
   return std::unique_ptr<Archive>(new Archive(std::move(impl)));
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "archive-format/archive.h"
+#include "archive-format/index.h"
 #include "archive-format/pack.h"
 #include "common/error.h"
 #include "tests/support/test_server.h"
@@ -141,6 +142,45 @@ TEST(Archive, NewerFormatIsRefused) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::format);
   }
+}
+
+TEST(Archive, CreationKilledBeforeFormatIsTakenOverAndNeverHalfOpen) {
+  TempDir dir;
+  fs::path root = dir.path() + "/a";
+  // What a creator killed just before writing FORMAT leaves: the lock, an
+  // index without its archive id, an empty packs directory.
+  fs::create_directories(root / "packs");
+  std::ofstream(root / "lock") << "12345\n";
+  archive::Index::open(root / "index", 1 << 20, true).reset();
+  ASSERT_TRUE(fs::exists(root / "index" / "data.mdb"));
+  for (auto mode : {Archive::Mode::read, Archive::Mode::write}) {
+    try {
+      Archive::open(root, mode);
+      FAIL() << "opened a half-created archive";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::not_found) << e.what();
+    }
+  }
+  std::string id;
+  {
+    auto a = Archive::open(root, Archive::Mode::create);
+    id = a->archive_id();
+    EXPECT_FALSE(id.empty());
+  }
+  EXPECT_EQ(read_file((root / "FORMAT").string()), "imapstage-archive 1\n");
+  EXPECT_EQ(Archive::open(root, Archive::Mode::read)->archive_id(), id);
+
+  // Anything else in the index directory is not ours: refused.
+  fs::path other = dir.path() + "/b";
+  fs::create_directories(other / "index");
+  std::ofstream(other / "index" / "notes.txt") << "mine\n";
+  try {
+    Archive::open(other, Archive::Mode::create);
+    FAIL() << "took over a directory that is not an interrupted archive";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::usage) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(other / "FORMAT"));
 }
 
 TEST(Archive, EveryRecordTypeRoundTrips) {
