@@ -2,7 +2,7 @@
 // folder lists, separators, namespace prefixes and --map overrides give
 // mappings or Error(usage), never a crash; every target name is sent as
 // valid modified UTF-7 of the UTF-8 name shown; rebuild_hierarchy keeps the
-// number of levels.
+// number of levels; a folder mapped by its own name never shares its target.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -69,6 +69,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto mappings = importing::map_folders(source, target, ns, overrides);
     size_t selectable = std::count_if(source.begin(), source.end(), [](auto& f) { return !f.noselect; });
     if (mappings.size() != selectable) std::abort();
+    // No accidental merge: a folder mapped by its own name shares its target with no other folder.
+    for (size_t i = 0; i < mappings.size(); ++i)
+      for (size_t j = 0; j < mappings.size(); ++j)
+        if (i != j && mappings[i].reason.starts_with("same name") && mappings[i].target_raw == mappings[j].target_raw)
+          std::abort();
     for (auto& m : mappings) {
       if (m.reason.empty()) std::abort();
       auto decoded = imap::utf7_decode_strict(m.target_raw);
