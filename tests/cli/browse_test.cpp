@@ -29,24 +29,14 @@ std::vector<nlohmann::json> json_lines(const std::string& out) {
   return lines;
 }
 
-class BrowseTest : public ::testing::Test {
+class BrowseTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TestServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   static std::vector<std::string> export_args(const std::string& archive_dir, const std::string& user) {
     return {"export", "--archive", archive_dir, "--host", server_->host(), "--port",
             std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", user,
             "--password-file", server_->password_file(user), "--json"};
   }
-
-  static TestServer* server_;
 };
-
-TestServer* BrowseTest::server_ = nullptr;
 
 TEST_F(BrowseTest, LsAndCatShowWhatTheServerHolds) {
   TempDir dir;

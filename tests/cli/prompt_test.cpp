@@ -70,17 +70,7 @@ TerminalRun run_on_terminal(const std::vector<std::string>& args, const std::str
   return r;
 }
 
-class PromptTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { server_ = new TestServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static TestServer* server_;
-};
-
-TestServer* PromptTest::server_ = nullptr;
+using PromptTest = testing::SharedServerTest;
 
 TEST_F(PromptTest, PasswordIsAskedOnTheTerminalWithoutEcho) {
   TempDir dir;

@@ -243,4 +243,6 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+TestServer* SharedServerTest::server_ = nullptr;
+
 }  // namespace imapstage::testing

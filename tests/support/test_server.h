@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 namespace imapstage::testing {
@@ -113,6 +114,18 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+// A fixture whose tests share one TestServer with the default options,
+// started before the suite's first test and stopped after its last.
+class SharedServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = new TestServer(); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static TestServer* server_;
 };
 
 }  // namespace imapstage::testing

@@ -90,17 +90,7 @@ bool has_attribute(const nlohmann::json& folder, const std::string& attr) {
   return false;
 }
 
-class TestServerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { server_ = new TestServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static TestServer* server_;
-};
-
-TestServer* TestServerTest::server_ = nullptr;
+using TestServerTest = SharedServerTest;
 
 TEST_F(TestServerTest, InfoAndPortsAnswer) {
   EXPECT_EQ(server_->host(), "127.0.0.1");
