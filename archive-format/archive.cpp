@@ -73,6 +73,10 @@ struct PendingObject {
   Hash hash{};
   uint64_t raw_size = 0;
   CompressedBytes stored;
+  // Or, for a large object, the raw bytes compressed straight into the pack
+  // at commit (valid only during the Batch::put_object that commits it).
+  std::string_view raw;
+  Compressor* compressor = nullptr;
 };
 
 // A pack being written: the writer, and what the index says about it.
@@ -227,17 +231,24 @@ struct Archive::Impl {
     journal.time = unix_now();
     journal.ops = std::move(ops);
 
-    auto write_record = [&](RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored) {
+    auto write_record = [&](RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored,
+                            const PendingObject* streamed = nullptr) {
       if (slots.empty() || slots.back().sealed) slots.push_back(start_pack());
       PackSlot& slot = slots.back();
-      auto info = slot.writer.append(kind, hash, raw_size, stored);
+      auto info = streamed ? slot.writer.append_streamed(kind, hash, raw_size,
+                                                         [&](const std::function<void(std::string_view)>& out) {
+                                                           streamed->compressor->compress_to(streamed->raw, out);
+                                                         })
+                           : slot.writer.append(kind, hash, raw_size, stored);
       ++slot.records;
       if (slot.writer.size() >= options.pack_size_limit) slot.sealed = true;
       return ObjectLocation{slot.id, info.offset, info.record_size, raw_size};
     };
 
     try {
-      for (auto& o : objects) located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored.view()));
+      for (auto& o : objects)
+        located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored.view(),
+                                                  o.compressor ? &o : nullptr));
       if (journaled) {
         std::string raw = codec::encode_journal(journal);
         std::string stored = journal_compressor->compress(raw);
@@ -693,12 +704,26 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
     // large object's buffers are allocated beside them.
     malloc_trim(0);
   }
+  if (large) {
+    // Compressed straight into the pack, now, while `raw` is alive: no
+    // second buffer the size of the object.
+    impl_->objects.push_back({hash, raw.size(), {}, raw, &impl_->compressor});
+    try {
+      impl_->write_objects_early();
+    } catch (...) {
+      std::erase_if(impl_->objects, [&](const PendingObject& o) { return o.compressor != nullptr; });
+      throw;
+    }
+    impl_->hashes.insert(hash);
+    if (auto at = impl_->archive.object(hash)) impl_->bytes += at->record_size - kRecordHeaderSize;
+    return true;
+  }
   CompressedBytes stored = impl_->compressor.compress_bytes(raw);
   impl_->bytes += stored.size();
   impl_->resident += stored.size();
-  impl_->objects.push_back({hash, raw.size(), std::move(stored)});
+  impl_->objects.push_back({hash, raw.size(), std::move(stored), {}, nullptr});
   impl_->hashes.insert(hash);
-  if (large || impl_->resident >= kResidentLimit) impl_->write_objects_early();
+  if (impl_->resident >= kResidentLimit) impl_->write_objects_early();
   return true;
 }
 

@@ -209,6 +209,26 @@ CompressedBytes Compressor::compress_bytes(std::string_view raw) {
   return out;
 }
 
+void Compressor::compress_to(std::string_view raw, const std::function<void(std::string_view)>& out) {
+  ZSTD_CCtx_reset(impl_->ctx, ZSTD_reset_session_only);
+  ZSTD_CCtx_setPledgedSrcSize(impl_->ctx, raw.size());  // the frame header carries the content size
+  std::string buffer(ZSTD_CStreamOutSize(), '\0');
+  ZSTD_inBuffer in{raw.data(), raw.size(), 0};
+  try {
+    for (;;) {
+      ZSTD_outBuffer o{buffer.data(), buffer.size(), 0};
+      size_t left = ZSTD_compressStream2(impl_->ctx, &o, &in, ZSTD_e_end);
+      if (ZSTD_isError(left))
+        throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
+      if (o.pos) out(std::string_view(buffer.data(), o.pos));
+      if (left == 0) break;
+    }
+  } catch (...) {
+    ZSTD_CCtx_reset(impl_->ctx, ZSTD_reset_session_only);
+    throw;
+  }
+}
+
 std::string Compressor::compress(std::string_view raw) {
   CompressedBytes frame = compress_bytes(raw);
   return std::string(frame.view());
@@ -292,6 +312,33 @@ PackRecordInfo PackWriter::append(RecordKind kind, const Hash& hash, uint64_t ra
   info.record_size = kRecordHeaderSize + stored.size();
   info.raw_size = raw_size;
   info.stored_size = stored.size();
+  impl_->size = at + info.record_size;
+  return info;
+}
+
+PackRecordInfo PackWriter::append_streamed(
+    RecordKind kind, const Hash& hash, uint64_t raw_size,
+    const std::function<void(const std::function<void(std::string_view)>&)>& produce) {
+  uint64_t at = impl_->size;
+  uint64_t stored = 0;
+  try {
+    produce([&](std::string_view piece) {
+      pwrite_full(impl_->fd.fd, piece.data(), piece.size(), at + kRecordHeaderSize + stored, impl_->path);
+      stored += piece.size();
+    });
+    std::string header = encode_record_header(kind, hash, raw_size, stored);
+    pwrite_full(impl_->fd.fd, header.data(), header.size(), at, impl_->path);
+  } catch (...) {
+    truncate(at);
+    throw;
+  }
+  PackRecordInfo info;
+  info.kind = kind;
+  info.hash = hash;
+  info.offset = at;
+  info.record_size = kRecordHeaderSize + stored;
+  info.raw_size = raw_size;
+  info.stored_size = stored;
   impl_->size = at + info.record_size;
   return info;
 }

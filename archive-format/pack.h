@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,10 @@ class Compressor {
   // The same frame, without copying: the worst-case output buffer is never
   // zero-filled and is shrunk in place to the frame's size.
   CompressedBytes compress_bytes(std::string_view raw);
+  // The same frame, handed to `out` in pieces of at most about 128 KiB as it
+  // is made: no buffer for the whole frame. `out` may throw (the frame is then
+  // abandoned and the context stays usable).
+  void compress_to(std::string_view raw, const std::function<void(std::string_view)>& out);
 
  private:
   struct Impl;
@@ -98,6 +103,12 @@ class PackWriter {
   // hashing to `hash`) at the end. On failure throws Error(io) (Retry::later
   // for disk full) and the size stays what it was.
   PackRecordInfo append(RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored);
+  // The same record with its payload produced piece by piece: `produce` calls
+  // its argument with each piece, in order; the header follows once the
+  // payload's size is known. On failure (of a write or of `produce`) the size
+  // stays what it was and the error is rethrown.
+  PackRecordInfo append_streamed(RecordKind kind, const Hash& hash, uint64_t raw_size,
+                                 const std::function<void(const std::function<void(std::string_view)>&)>& produce);
   // Makes everything written so far durable.
   void sync();
   // Cuts the file back to `size` bytes (best effort, never throws).

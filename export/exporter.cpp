@@ -375,7 +375,12 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   std::vector<uint32_t> wanted = minus(server_uids, known);
   uint64_t bytes_total = 0;
   auto batches = uid_batches(wanted, options_.fetch_batch);
-  for (auto& ranges : batches) session_->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { bytes_total += size; });
+  std::vector<uint64_t> largest(batches.size(), 0);  // per batch: the body capacity to reserve
+  for (size_t b = 0; b < batches.size(); ++b)
+    session_->fetch_sizes(batches[b], [&](uint32_t, uint64_t size) {
+      bytes_total += size;
+      largest[b] = std::max(largest[b], size);
+    });
 
   emit({{"event", "folder_start"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
         {"messages_total", wanted.size()}, {"bytes_total", bytes_total}});
@@ -389,7 +394,8 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   };
 
   size_t wanted_pos = 0;
-  for (auto& ranges : batches) {
+  for (size_t b = 0; b < batches.size(); ++b) {
+    auto& ranges = batches[b];
     check_cancelled(result.name);
     // The UIDs this FETCH asks for, to name the ones the server does not deliver.
     std::vector<uint32_t> asked;
@@ -423,7 +429,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
         last_progress = Clock::now();
         progress(false);
       }
-    });
+    }, largest[b]);
     std::sort(received.begin(), received.end());
     for (uint32_t uid : minus(asked, received)) {
       result.failed_uids.push_back(uid);

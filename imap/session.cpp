@@ -730,8 +730,14 @@ struct Session::Impl {
 
   // --- streaming FETCH ---
 
+  // Bodies at least this large get the caller's size hint as capacity at
+  // their first chunk (smaller ones grow as usual).
+  static constexpr uint64_t kReserveFrom = 1u << 20;
+  static constexpr uint64_t kReserveAtMost = 512u << 20;  // a bigger body grows as usual
+
   struct FetchContext {
     std::string body;
+    uint64_t size_hint = 0;
     bool body_overflow = false;
     std::exception_ptr error;
     std::function<void(mailimap_msg_att*, std::string&&)> on_att;
@@ -741,6 +747,9 @@ struct Session::Impl {
     auto* c = static_cast<FetchContext*>(ctx);
     if (c->error) return false;
     try {
+      if (c->size_hint >= kReserveFrom && c->body.capacity() < c->size_hint &&
+          c->body.size() + length > kReserveFrom)
+        c->body.reserve(std::min<uint64_t>(c->size_hint, kReserveAtMost));
       c->body.append(bytes, length);
     } catch (...) {
       c->error = std::current_exception();
@@ -774,7 +783,7 @@ struct Session::Impl {
   // (with the BODY[] bytes collected for it, if any). A NO reply is not an error.
   void stream_fetch(const std::vector<UidRange>& ranges, mailimap_fetch_type* type,
                     std::optional<uint64_t> changed_since, bool with_body,
-                    std::function<void(mailimap_msg_att*, std::string&&)> on_att) {
+                    std::function<void(mailimap_msg_att*, std::string&&)> on_att, uint64_t size_hint = 0) {
     struct TypeGuard {
       mailimap_fetch_type* t;
       ~TypeGuard() { mailimap_fetch_type_free(t); }
@@ -789,6 +798,7 @@ struct Session::Impl {
 
     FetchContext ctx;
     ctx.on_att = std::move(on_att);
+    ctx.size_hint = size_hint;
     clist* result = nullptr;
     int r;
     {
@@ -1236,7 +1246,7 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
 }  // namespace
 
 void Session::fetch_messages(const std::vector<UidRange>& uids,
-                             const std::function<void(FetchedMessage&&)>& on_message) {
+                             const std::function<void(FetchedMessage&&)>& on_message, uint64_t size_hint) {
   Impl& s = *impl_;
   s.ensure_alive();
   bool condstore = s.has("CONDSTORE");
@@ -1260,7 +1270,7 @@ void Session::fetch_messages(const std::vector<UidRange>& uids,
     m.modseq = p.modseq;
     m.body = std::move(body);
     on_message(std::move(m));
-  });
+  }, size_hint);
 }
 
 void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,

@@ -169,9 +169,12 @@ class Session {
   // arrives; only that one message is held in memory. Messages the server
   // reports but fails to deliver are absent from the callbacks (the caller
   // compares with what it expected). Unsolicited FETCH responses (flag
-  // changes by other sessions) are ignored.
+  // changes by other sessions) are ignored. `size_hint`, when the caller
+  // knows it, is the largest RFC822.SIZE among `uids`: each body is given
+  // that much capacity up front (address space; only what arrives is
+  // touched), so a large body is never copied as it grows.
   void fetch_messages(const std::vector<UidRange>& uids,
-                      const std::function<void(FetchedMessage&&)>& on_message);
+                      const std::function<void(FetchedMessage&&)>& on_message, uint64_t size_hint = 0);
 
   // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
   void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,

@@ -427,6 +427,39 @@ TEST(Archive, SameBytesAreStoredOnce) {
   EXPECT_EQ(records, 2u);  // no journal: nothing but objects was committed
 }
 
+TEST(Archive, LargeObjectsAreStreamedIntoThePackAndReadBack) {
+  TempDir dir;
+  auto a = Archive::open(dir.path() + "/a", Archive::Mode::create);
+  std::string big = random_bytes(6u << 20, 41);         // over the large-object threshold
+  std::string text;
+  for (int i = 0; text.size() < (5u << 20); ++i) text += "compressible line " + std::to_string(i % 977) + "\r\n";
+  std::string small = message_text(3);
+  {
+    Batch b(*a);
+    EXPECT_TRUE(b.put_object(sha256(small), small));   // staged, written before the large one
+    uint64_t before = b.pending_bytes();
+    EXPECT_TRUE(b.put_object(sha256(big), big));
+    EXPECT_GE(b.pending_bytes() - before, big.size());  // random bytes do not shrink
+    before = b.pending_bytes();
+    EXPECT_TRUE(b.put_object(sha256(text), text));
+    EXPECT_LT(b.pending_bytes() - before, text.size() / 4);
+    EXPECT_FALSE(b.put_object(sha256(big), big));       // stored once
+    b.put_message(make_message(1, 1, 1, small));
+    b.put_message(make_message(1, 1, 2, big));
+    b.put_message(make_message(1, 1, 3, text));
+    b.put_message(make_message(1, 1, 4, big));
+    b.commit();
+  }
+  EXPECT_EQ(a->read_object(sha256(big)), big);
+  EXPECT_EQ(a->read_object(sha256(text)), text);
+  EXPECT_EQ(a->read_object(sha256(small)), small);
+  expect_consistent(*a);
+  a.reset();
+  auto r = Archive::open(dir.path() + "/a", Archive::Mode::read);
+  EXPECT_EQ(r->read_object(sha256(text)), text);
+  expect_consistent(*r);
+}
+
 TEST(Archive, UncommittedBatchIsDiscarded) {
   TempDir dir;
   fs::path root = dir.path() + "/a";
@@ -808,6 +841,35 @@ TEST(Archive, DiskFullFailsTheBatchAndKeepsTheArchiveValid) {
   r->for_each_message([&](const MessageRecord&) { return ++messages, true; });
   EXPECT_EQ(messages, static_cast<size_t>(committed * 10));
   expect_consistent(*r);
+}
+
+TEST(Archive, DiskFullWhileStreamingALargeObjectKeepsTheArchiveValid) {
+  TempDir dir;
+  SmallDisk disk(dir.path() + "/disk");
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
+  fs::path root = dir.path() + "/disk/a";
+  Archive::Options o = small_packs(1ull << 30);
+  o.map_size = 16ull << 20;
+  auto a = Archive::open(root, Archive::Mode::create, o);
+  std::string big = random_bytes(5u << 20, 99);  // larger than the 2 MB disk
+  std::string small = message_text(5);
+  Batch b(*a);
+  EXPECT_TRUE(b.put_object(sha256(small), small));
+  b.put_message(make_message(1, 1, 1, small));
+  try {
+    b.put_object(sha256(big), big);
+    FAIL() << "a 5 MB object fitted on a 2 MB disk";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::io) << e.what();
+    EXPECT_EQ(e.retry(), Retry::later) << e.what();
+  }
+  EXPECT_FALSE(a->object(sha256(big)));
+  // The batch goes on without it: what was staged before commits.
+  b.commit();
+  EXPECT_EQ(a->read_object(sha256(small)), small);
+  for (auto& p : a->packs())
+    if (!p.sealed) EXPECT_EQ(size_of(a->pack_path(p.id)), p.committed_size);
+  expect_consistent(*a);
 }
 
 TEST(Flags, ParseAndFormat) {

@@ -55,6 +55,53 @@ TEST(Pack, WriteThenScanEveryRecord) {
   EXPECT_THROW(PackWriter::create(file, 1), Error);  // never overwrites
 }
 
+TEST(Pack, StreamedRecordsEqualWholeOnesAndAFailedOneLeavesNoTrace) {
+  TempDir dir;
+  fs::path file = dir.path() + "/packs/01/0123456789abcdef.pack";
+  Compressor c(3);
+  std::string big;
+  for (int i = 0; big.size() < (5u << 20); ++i) big += "line " + std::to_string(i * 7919 % 100003) + " of a large message\r\n";
+  std::vector<std::string> raws = {"", "small", big};
+  std::vector<PackRecordInfo> written;
+  auto w = PackWriter::create(file, 0x0123456789abcdefull);
+  for (auto& raw : raws) {
+    size_t pieces = 0;
+    written.push_back(w.append_streamed(RecordKind::object, sha256(raw), raw.size(), [&](const auto& out) {
+      c.compress_to(raw, [&](std::string_view piece) {
+        EXPECT_LE(piece.size(), 256u << 10);
+        ++pieces;
+        out(piece);
+      });
+    }));
+    EXPECT_GE(pieces, 1u);
+    if (raw.size() == big.size()) EXPECT_GT(pieces, 1u);  // never one buffer for the whole frame
+  }
+  // A producer that fails half way: the pack is cut back, the next record follows the last good one.
+  uint64_t before = w.size();
+  EXPECT_THROW(w.append_streamed(RecordKind::object, sha256(big), big.size(),
+                                 [&](const auto& out) {
+                                   out("partial");
+                                   throw Error(ErrorKind::io, "disk full", Retry::later);
+                                 }),
+               Error);
+  EXPECT_EQ(w.size(), before);
+  EXPECT_EQ(fs::file_size(file), before);
+  written.push_back(w.append(RecordKind::object, sha256("after"), 5, c.compress("after")));
+  raws.push_back("after");
+  w.sync();
+
+  PackReader r(file);
+  for (size_t i = 0; i < raws.size(); ++i) {
+    auto info = r.next();
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->offset, written[i].offset);
+    EXPECT_EQ(info->stored_size, written[i].stored_size);
+    EXPECT_EQ(decode_payload(*info, r.read_payload(), file), raws[i]);
+    EXPECT_EQ(read_record(file, written[i].offset, sha256(raws[i])), raws[i]);
+  }
+  EXPECT_FALSE(r.next());
+}
+
 TEST(Pack, TornTailIsRecognised) {
   TempDir dir;
   fs::path file = dir.path() + "/p.pack";
