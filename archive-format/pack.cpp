@@ -296,24 +296,7 @@ const std::filesystem::path& PackWriter::path() const { return impl_->path; }
 uint64_t PackWriter::size() const { return impl_->size; }
 
 PackRecordInfo PackWriter::append(RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored) {
-  std::string header = encode_record_header(kind, hash, raw_size, stored.size());
-  uint64_t at = impl_->size;
-  try {
-    pwrite_full(impl_->fd.fd, header.data(), header.size(), at, impl_->path);
-    pwrite_full(impl_->fd.fd, stored.data(), stored.size(), at + header.size(), impl_->path);
-  } catch (...) {
-    truncate(at);
-    throw;
-  }
-  PackRecordInfo info;
-  info.kind = kind;
-  info.hash = hash;
-  info.offset = at;
-  info.record_size = kRecordHeaderSize + stored.size();
-  info.raw_size = raw_size;
-  info.stored_size = stored.size();
-  impl_->size = at + info.record_size;
-  return info;
+  return append_streamed(kind, hash, raw_size, [&](const std::function<void(std::string_view)>& out) { out(stored); });
 }
 
 PackRecordInfo PackWriter::append_streamed(
