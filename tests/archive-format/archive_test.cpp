@@ -793,6 +793,14 @@ class SmallDisk {
   }
   bool mounted() const { return mounted_; }
 
+  // Where the archive goes on it, and the options that fit a 2 MB disk.
+  fs::path archive_dir() const { return fs::path(dir_) / "a"; }
+  static Archive::Options options() {
+    Archive::Options o = small_packs(1ull << 30);
+    o.map_size = 16ull << 20;
+    return o;
+  }
+
  private:
   std::string dir_;
   bool mounted_ = false;
@@ -802,9 +810,8 @@ TEST(Archive, DiskFullFailsTheBatchAndKeepsTheArchiveValid) {
   TempDir dir;
   SmallDisk disk(dir.path() + "/disk");
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
-  fs::path root = dir.path() + "/disk/a";
-  Archive::Options o = small_packs(1ull << 30);
-  o.map_size = 16ull << 20;
+  fs::path root = disk.archive_dir();
+  Archive::Options o = SmallDisk::options();
   auto a = Archive::open(root, Archive::Mode::create, o);
   int committed = 0;
   bool failed = false;
@@ -847,9 +854,8 @@ TEST(Archive, DiskFullWhileStreamingALargeObjectKeepsTheArchiveValid) {
   TempDir dir;
   SmallDisk disk(dir.path() + "/disk");
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
-  fs::path root = dir.path() + "/disk/a";
-  Archive::Options o = small_packs(1ull << 30);
-  o.map_size = 16ull << 20;
+  fs::path root = disk.archive_dir();
+  Archive::Options o = SmallDisk::options();
   auto a = Archive::open(root, Archive::Mode::create, o);
   std::string big = random_bytes(5u << 20, 99);  // larger than the 2 MB disk
   std::string small = message_text(5);

@@ -40,13 +40,8 @@ std::set<std::string> flag_set(const archive::MessageRecord& m) {
   return {v.begin(), v.end()};
 }
 
-class ExportTest : public ::testing::Test {
+class ExportTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TestServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
 
   exporting::ExportOptions options(const std::string& user, const std::string& archive_dir) {
     exporting::ExportOptions o;
@@ -104,10 +99,7 @@ class ExportTest : public ::testing::Test {
     return n;
   }
 
-  static TestServer* server_;
 };
-
-TestServer* ExportTest::server_ = nullptr;
 
 TEST_F(ExportTest, FullExportMatchesServerAndRerunFetchesNothing) {
   TempDir dir;
