@@ -1,7 +1,6 @@
 #include "archive-format/archive.h"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -31,9 +30,9 @@ namespace {
 
 constexpr size_t kScanChunk = 256;
 
-// Objects at least this large (raw) are committed on their own as soon as they
-// are compressed, after the objects staged before them: a batch then never
-// holds a large compressed object in memory beside the ones staged before it.
+// Objects at least this large (raw) are never staged: they are committed at
+// once, with the objects staged before them, their zstd frame written into
+// the pack as it is made, so no buffer holds the whole compressed object.
 constexpr size_t kLargeObject = 4u << 20;
 
 // A batch holds at most about this many compressed bytes in memory: beyond it,
@@ -697,16 +696,9 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   assert(sha256(raw) == hash);
   if (impl_->hashes.count(hash)) return false;
   if (impl_->archive.object(hash)) return false;
-  bool large = raw.size() >= kLargeObject;
-  if (large && !impl_->objects.empty()) {
-    impl_->write_objects_early();
-    // The heap pages that held those objects go back to the system before the
-    // large object's buffers are allocated beside them.
-    malloc_trim(0);
-  }
-  if (large) {
-    // Compressed straight into the pack, now, while `raw` is alive: no
-    // second buffer the size of the object.
+  if (raw.size() >= kLargeObject) {
+    // Compressed straight into the pack, now, while `raw` is alive (after
+    // what is staged): no second buffer the size of the object.
     impl_->objects.push_back({hash, raw.size(), {}, raw, &impl_->compressor});
     try {
       impl_->write_objects_early();
