@@ -194,11 +194,8 @@ batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& o, c
     for (auto& [name, p] : routing.config.profiles) p = with_flags(p, cmd, o, po);
   }
   auto warn_about = [&warnings](const batch::Profile& p) {
-    std::string where = p.name.empty() ? p.host : "profile " + p.name + " (" + p.host + ")";
-    if (p.insecure)
-      warnings.push_back(insecure_warning(where));
-    if (p.tls == "none")
-      warnings.push_back(cleartext_warning(where));
+    add_security_warnings(warnings, p.name.empty() ? p.host : "profile " + p.name + " (" + p.host + ")", p.insecure,
+                          p.tls == "none");
   };
   if (routing.fixed)
     warn_about(*routing.fixed);
@@ -207,12 +204,10 @@ batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& o, c
   return routing;
 }
 
-std::string insecure_warning(const std::string& where) {
-  return "--insecure: " + where + ": the server's certificate and host name are NOT verified";
-}
-
-std::string cleartext_warning(const std::string& where) {
-  return "--tls none: " + where + ": the password and mail cross the network unencrypted";
+void add_security_warnings(std::vector<std::string>& warnings, const std::string& where, bool insecure,
+                           bool cleartext) {
+  if (insecure) warnings.push_back("--insecure: " + where + ": the server's certificate and host name are NOT verified");
+  if (cleartext) warnings.push_back("--tls none: " + where + ": the password and mail cross the network unencrypted");
 }
 
 batch::AccountLogin make_account_login(const batch::Profile& profile, const std::string& user) {

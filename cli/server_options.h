@@ -59,16 +59,18 @@ void add_profile_options(CLI::App* cmd, ProfileOptions& options, const std::stri
 // server flag given explicitly on top; else, with --host, a profile made of
 // the flags that serves every account; else the config's profiles by
 // domain, each with the explicit flags on top. `warnings` gets the config's
-// warnings (inline secrets) and one per server reached with --insecure or
-// --tls none (so every run, batch or not, says so). Throws Error(usage) for an unknown profile or a
-// bad flag, Error(io) for an unreadable config.
+// warnings (inline secrets) and add_security_warnings for every server the
+// routing can reach (so every run, batch or not, says so). Throws
+// Error(usage) for an unknown profile or a bad flag, Error(io) for an
+// unreadable config.
 batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& server, const ProfileOptions& profile,
                                   std::vector<std::string>& warnings);
 
-// The warnings for a server whose certificate is not verified, or reached
-// without TLS; `where` names the server (host or profile).
-std::string insecure_warning(const std::string& where);
-std::string cleartext_warning(const std::string& where);
+// Appends a warning for a server whose certificate is not verified
+// (`insecure`) and one for a server reached without TLS (`cleartext`);
+// `where` names the server (host or profile).
+void add_security_warnings(std::vector<std::string>& warnings, const std::string& where, bool insecure,
+                           bool cleartext);
 
 // The login of one mailbox under `profile`; in user mode without a password
 // source, prompts on the terminal (no echo).

@@ -146,9 +146,9 @@ void add_verify_command(CLI::App& app, int& status) {
       verify::CompareOptions o;
       o.archive_dir = args->archive;
       o.endpoint = make_endpoint(args->server);
-      if (o.endpoint.insecure) sink->emit({{"event", "warning"}, {"text", insecure_warning(o.endpoint.host)}});
-      if (o.endpoint.tls == imap::TlsMode::none)
-        sink->emit({{"event", "warning"}, {"text", cleartext_warning(o.endpoint.host)}});
+      std::vector<std::string> warnings;
+      add_security_warnings(warnings, o.endpoint.host, o.endpoint.insecure, o.endpoint.tls == imap::TlsMode::none);
+      for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
       o.credentials = make_credentials(args->server);
       o.against = args->against == "source" ? verify::Against::source : verify::Against::target;
       o.account = args->account;
