@@ -782,37 +782,36 @@ TEST(Archive, ConcurrentBatchesFromSeveralThreads) {
 }
 
 // A small file system, to run out of space for real.
-class SmallDisk {
- public:
-  explicit SmallDisk(const std::string& dir) : dir_(dir) {
-    fs::create_directories(dir);
-    mounted_ = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=2m") == 0;
+// Archives on a 2 MB tmpfs. Mounting it needs root (as in CI): skipped otherwise.
+class ArchiveOnSmallDisk : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    disk_ = dir_.path() + "/disk";
+    fs::create_directories(disk_);
+    mounted_ = ::mount("tmpfs", disk_.c_str(), "tmpfs", 0, "size=2m") == 0;
+    if (!mounted_) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
   }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  void TearDown() override {
+    if (mounted_) ::umount2(disk_.c_str(), MNT_DETACH);
   }
-  bool mounted() const { return mounted_; }
 
-  // Where the archive goes on it, and the options that fit a 2 MB disk.
-  fs::path archive_dir() const { return fs::path(dir_) / "a"; }
+  fs::path root() const { return fs::path(disk_) / "a"; }
+  // Options that fit the disk.
   static Archive::Options options() {
     Archive::Options o = small_packs(1ull << 30);
     o.map_size = 16ull << 20;
     return o;
   }
+  std::unique_ptr<Archive> open(Archive::Mode mode) const { return Archive::open(root(), mode, options()); }
 
  private:
-  std::string dir_;
+  TempDir dir_;
+  std::string disk_;
   bool mounted_ = false;
 };
 
-TEST(Archive, DiskFullFailsTheBatchAndKeepsTheArchiveValid) {
-  TempDir dir;
-  SmallDisk disk(dir.path() + "/disk");
-  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
-  fs::path root = disk.archive_dir();
-  Archive::Options o = SmallDisk::options();
-  auto a = Archive::open(root, Archive::Mode::create, o);
+TEST_F(ArchiveOnSmallDisk, DiskFullFailsTheBatchAndKeepsTheArchiveValid) {
+  auto a = open(Archive::Mode::create);
   int committed = 0;
   bool failed = false;
   for (int round = 0; round < 100 && !failed; ++round) {
@@ -843,20 +842,15 @@ TEST(Archive, DiskFullFailsTheBatchAndKeepsTheArchiveValid) {
   }
   expect_consistent(*a);
   a.reset();
-  auto r = Archive::open(root, Archive::Mode::write, o);
+  auto r = open(Archive::Mode::write);
   size_t messages = 0;
   r->for_each_message([&](const MessageRecord&) { return ++messages, true; });
   EXPECT_EQ(messages, static_cast<size_t>(committed * 10));
   expect_consistent(*r);
 }
 
-TEST(Archive, DiskFullWhileStreamingALargeObjectKeepsTheArchiveValid) {
-  TempDir dir;
-  SmallDisk disk(dir.path() + "/disk");
-  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
-  fs::path root = disk.archive_dir();
-  Archive::Options o = SmallDisk::options();
-  auto a = Archive::open(root, Archive::Mode::create, o);
+TEST_F(ArchiveOnSmallDisk, DiskFullWhileStreamingALargeObjectKeepsTheArchiveValid) {
+  auto a = open(Archive::Mode::create);
   std::string big = random_bytes(5u << 20, 99);  // larger than the 2 MB disk
   std::string small = message_text(5);
   Batch b(*a);
@@ -873,8 +867,11 @@ TEST(Archive, DiskFullWhileStreamingALargeObjectKeepsTheArchiveValid) {
   // The batch goes on without it: what was staged before commits.
   b.commit();
   EXPECT_EQ(a->read_object(sha256(small)), small);
-  for (auto& p : a->packs())
-    if (!p.sealed) EXPECT_EQ(size_of(a->pack_path(p.id)), p.committed_size);
+  for (auto& p : a->packs()) {
+    if (!p.sealed) {
+      EXPECT_EQ(size_of(a->pack_path(p.id)), p.committed_size);
+    }
+  }
   expect_consistent(*a);
 }
 

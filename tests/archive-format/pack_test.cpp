@@ -74,7 +74,9 @@ TEST(Pack, StreamedRecordsEqualWholeOnesAndAFailedOneLeavesNoTrace) {
       });
     }));
     EXPECT_GE(pieces, 1u);
-    if (raw.size() == big.size()) EXPECT_GT(pieces, 1u);  // never one buffer for the whole frame
+    if (raw.size() == big.size()) {
+      EXPECT_GT(pieces, 1u);  // never one buffer for the whole frame
+    }
   }
   // A producer that fails half way: the pack is cut back, the next record follows the last good one.
   uint64_t before = w.size();
