@@ -81,17 +81,33 @@ void TerminalSink::emit(const nlohmann::json& e) {
   std::string prefix = e.contains("account") && verbosity_ >= 0 ? str(e, "account") + ": " : "";
   if (name == "progress") {
     if (!live_ || verbosity_ < 0) return;
+    std::string key = str(e, "account") + "\n" + str(e, "folder");
+    bool final = e.value("final", false);
+    if (final) active_.erase(key);
+    else active_[key] = e;
     auto now = std::chrono::steady_clock::now();
-    if (now - last_draw_ < std::chrono::milliseconds(200) && !e.value("final", false)) return;
+    if (now - last_draw_ < std::chrono::milliseconds(200) && !final) return;
     last_draw_ = now;
-    double done = num(e, "messages"), total = num(e, "messages_total");
-    double bytes = num(e, "bytes"), bytes_total = num(e, "bytes_total");
-    double elapsed = num(e, "elapsed");
-    double rate = elapsed > 0 ? bytes / elapsed : 0;
-    std::string eta = rate > 0 && bytes_total > bytes ? human_duration((bytes_total - bytes) / rate) : "-";
-    std::string line = fmt::format("{}[{}/{}] {}  {:.0f}/{:.0f} msgs  {}/{}  {}/s  ETA {}", prefix,
-                                   num(e, "folder_index"), num(e, "folders"), str(e, "folder"), done, total,
-                                   human_bytes(bytes), human_bytes(bytes_total), human_bytes(rate), eta);
+    auto describe = [&](const nlohmann::json& p, bool full) {
+      double done = num(p, "messages"), total = num(p, "messages_total");
+      double bytes = num(p, "bytes"), bytes_total = num(p, "bytes_total");
+      double elapsed = num(p, "elapsed");
+      double rate = elapsed > 0 ? bytes / elapsed : 0;
+      std::string eta = rate > 0 && bytes_total > bytes ? human_duration((bytes_total - bytes) / rate) : "-";
+      if (full)
+        return fmt::format("[{}/{}] {}  {:.0f}/{:.0f} msgs  {}/{}  {}/s  ETA {}", num(p, "folder_index"),
+                           num(p, "folders"), str(p, "folder"), done, total, human_bytes(bytes),
+                           human_bytes(bytes_total), human_bytes(rate), eta);
+      return fmt::format("[{}/{}] {} {:.0f}/{:.0f} {}/s", num(p, "folder_index"), num(p, "folders"),
+                         str(p, "folder"), done, total, human_bytes(rate));
+    };
+    std::string line;
+    if (active_.size() <= 1) {
+      line = prefix + describe(active_.empty() ? e : active_.begin()->second, true);
+    } else {
+      line = prefix;
+      for (auto& [k, p] : active_) line += (line.size() > prefix.size() ? "  |  " : "") + describe(p, false);
+    }
     std::fputs("\r\033[K", out_);
     std::fputs(line.c_str(), out_);
     std::fflush(out_);

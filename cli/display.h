@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -32,6 +33,9 @@ class TerminalSink : public EventSink {
   bool live_;  // out_ is a terminal: redraw a progress line in place
   bool line_shown_ = false;
   std::chrono::steady_clock::time_point last_draw_{};
+  // The latest progress of each folder being exported or imported now (by
+  // "account\nfolder"): folders worked on side by side share the line.
+  std::map<std::string, nlohmann::json> active_;
 };
 
 class JsonLinesSink : public EventSink {

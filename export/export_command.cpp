@@ -1,5 +1,6 @@
 // imapstage export: the command line of the export engine.
 #include <cstdio>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -22,6 +23,7 @@ struct ExportArgs {
   std::string account_name;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  std::optional<int> connections;
   bool dry_run = false;
   bool json = false;
   int verbosity = 0;
@@ -96,6 +98,10 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_option("--account-name", args->account_name, "Name of the account in the archive (default USER@HOST)");
   cmd->add_option("--folder", args->include, "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*'");
   cmd->add_option("--exclude", args->exclude, "Skip folders matching this glob (repeatable)");
+  cmd->add_option("--connections", args->connections,
+                  "Connections to the server, each exporting whole folders side by side (default 2; "
+                  "batches use one per account and run accounts side by side instead)")
+      ->check(CLI::Range(1, 8));
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
@@ -105,8 +111,9 @@ void add_export_command(CLI::App& app, int& status) {
     auto routing = make_routing(cmd, args->server, args->profile, warnings);
 
     if (!args->batch.accounts.empty()) {
-      if (!args->server.user.empty() || !args->account_name.empty() || args->dry_run)
-        throw Error(ErrorKind::usage, "--accounts runs a batch: --user, --account-name and --dry-run do not apply");
+      if (!args->server.user.empty() || !args->account_name.empty() || args->dry_run || args->connections)
+        throw Error(ErrorKind::usage,
+                    "--accounts runs a batch: --user, --account-name, --connections and --dry-run do not apply");
       batch::ExportBatchOptions options;
       options.archive_dir = args->archive;
       options.accounts_file = args->batch.accounts;
@@ -139,6 +146,7 @@ void add_export_command(CLI::App& app, int& status) {
     options.include = args->include;
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
+    options.connections = args->connections.value_or(2);
 
     CommandSink<TerminalSink> out(args->json, args->verbosity);
     auto& sink = out.sink;

@@ -1,7 +1,11 @@
 #include "export/exporter.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <unordered_set>
 
 #include <fmt/format.h>
@@ -52,6 +56,14 @@ bool same_flags(const MessageRecord& r, uint32_t bits, const std::vector<std::st
   return a == b;
 }
 
+// One connection's share of an account's export: its session, and the
+// batch that what it fetches is staged in. Lanes take whole folders.
+struct Lane {
+  std::unique_ptr<imap::Session> session;
+  std::unique_ptr<Batch> batch;
+  uint64_t progress_marker = 0;  // grows whenever this lane commits; resets its retry budget
+};
+
 // The state of one account's export while it runs.
 class AccountExport {
  public:
@@ -61,26 +73,36 @@ class AccountExport {
   void run(std::unique_ptr<imap::Session> session);
 
  private:
-  void ensure_session();
-  void drop_session();
+  void ensure_session(Lane& lane);
+  void drop_session(Lane& lane);
   // Runs `work` with reconnects: a dropped connection commits what was
   // received, waits, reconnects and calls `work` again, which resumes from
   // the archive. Gives up after max_attempts failures in a row without progress.
-  void with_retries(const std::string& folder, const std::function<void()>& work);
-  void export_folder(const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
-  void plan_folder(const imap::ListEntry& entry, FolderResult& result);
-  void commit_if_due(bool force = false);
+  void with_retries(Lane& lane, const std::string& folder, const std::function<void()>& work);
+  // Exports (or plans) folder `index` of `selected_` on `lane`. Returns false
+  // when the whole run has to stop (the error is kept in fatal_); a folder
+  // the server refuses is reported and the lane goes on.
+  bool export_one(Lane& lane, size_t index);
+  // Takes folders until none is left or the run stops, then commits.
+  void run_lane(Lane& lane);
+  void export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
+  void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
+  void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   void check_cancelled(const std::string& folder);
+  void keep_fatal(std::exception_ptr error);
 
   Archive* archive_;  // null for --dry-run without an archive
   const ExportOptions& options_;
   EventSink& events_;
   ExportSummary& summary_;
-  std::unique_ptr<imap::Session> session_;
-  std::unique_ptr<Batch> batch_;
   uint32_t account_id_ = 0;
-  uint64_t progress_marker_ = 0;  // grows whenever something is committed; resets the retry budget
+  std::vector<imap::ListEntry> selected_;
+  std::atomic<size_t> next_folder_{0};   // the next index of selected_ a lane takes
+  std::atomic<bool> stop_{false};        // a lane failed for good: the others stop too
+  std::atomic<int> reconnects_{0};
+  std::mutex fatal_mutex_;
+  std::exception_ptr fatal_;             // the first error that stopped the run
 };
 
 void AccountExport::emit(nlohmann::json event) {
@@ -89,49 +111,55 @@ void AccountExport::emit(nlohmann::json event) {
 }
 
 void AccountExport::check_cancelled(const std::string& folder) {
-  if (options_.cancelled && options_.cancelled())
+  if ((options_.cancelled && options_.cancelled()) || stop_)
     throw Error(ErrorKind::interrupted, "stopped before the export was complete", Retry::later,
                 {.account = summary_.account, .folder = folder});
 }
 
-void AccountExport::ensure_session() {
-  if (!session_) session_ = connect_and_login(options_);
+void AccountExport::keep_fatal(std::exception_ptr error) {
+  std::lock_guard lock(fatal_mutex_);
+  if (!fatal_) fatal_ = error;
+  stop_ = true;
 }
 
-void AccountExport::drop_session() {
-  if (session_) {
+void AccountExport::ensure_session(Lane& lane) {
+  if (!lane.session) lane.session = connect_and_login(options_);
+}
+
+void AccountExport::drop_session(Lane& lane) {
+  if (lane.session) {
     try {
-      session_->logout();
+      lane.session->logout();
     } catch (...) {
     }
-    session_.reset();
+    lane.session.reset();
   }
 }
 
-void AccountExport::commit_if_due(bool force) {
-  if (!batch_) return;
-  if (force || batch_->pending_bytes() >= options_.commit_bytes ||
-      batch_->pending_changes() >= options_.commit_messages) {
-    if (batch_->pending_changes() > 0 || batch_->pending_bytes() > 0) {
-      batch_->commit();
-      ++progress_marker_;
+void AccountExport::commit_if_due(Lane& lane, bool force) {
+  if (!lane.batch) return;
+  if (force || lane.batch->pending_bytes() >= options_.commit_bytes ||
+      lane.batch->pending_changes() >= options_.commit_messages) {
+    if (lane.batch->pending_changes() > 0 || lane.batch->pending_bytes() > 0) {
+      lane.batch->commit();
+      ++lane.progress_marker;
     }
   }
 }
 
-void AccountExport::with_retries(const std::string& folder, const std::function<void()>& work) {
+void AccountExport::with_retries(Lane& lane, const std::string& folder, const std::function<void()>& work) {
   run_with_retries(
       options_.retry, [&] {
-        ensure_session();
+        ensure_session(lane);
         work();
       },
       [&] {
         // Keep every message that arrived whole, then start over from the archive.
-        commit_if_due(true);
-        drop_session();
+        commit_if_due(lane, true);
+        drop_session(lane);
       },
       [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
-        ++summary_.reconnects;
+        ++reconnects_;
         emit({{"event", "reconnect"},
               {"folder", folder},
               {"attempt", attempt},
@@ -140,16 +168,18 @@ void AccountExport::with_retries(const std::string& folder, const std::function<
               {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
                                    delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
       },
-      [&] { return progress_marker_; });
+      [&] { return lane.progress_marker; });
 }
 
 void AccountExport::run(std::unique_ptr<imap::Session> session) {
-  session_ = std::move(session);
   auto started = Clock::now();
-  ensure_session();  // login before anything touches the archive
+  std::deque<Lane> lanes(1);  // grows at the end: `first` stays valid
+  Lane& first = lanes[0];
+  first.session = std::move(session);
+  ensure_session(first);  // login before anything touches the archive
 
   if (archive_ && !options_.dry_run) {
-    batch_ = std::make_unique<Batch>(*archive_);
+    first.batch = std::make_unique<Batch>(*archive_);
     auto existing = archive_->find_account(summary_.account);
     if (existing) {
       account_id_ = existing->id;
@@ -159,8 +189,8 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
       account.host = options_.endpoint.host;
       account.user = options_.credentials.user;
       account.created = unix_now();
-      account_id_ = batch_->put_account(account);
-      commit_if_due(true);
+      account_id_ = first.batch->put_account(account);
+      commit_if_due(first, true);
     }
     nlohmann::json details = {{"server", summary_.server}, {"user", options_.credentials.user}};
     summary_.run_id = archive_->begin_run("export", summary_.account, details.dump());
@@ -169,76 +199,116 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   }
 
   std::vector<imap::ListEntry> entries;
-  with_retries("", [&] { entries = session_->list(); });
+  with_retries(first, "", [&] { entries = first.session->list(); });
 
-  std::vector<imap::ListEntry> selected;
   for (auto& entry : entries)
-    if (folder_selected(entry.name_utf8, options_.include, options_.exclude)) selected.push_back(entry);
+    if (folder_selected(entry.name_utf8, options_.include, options_.exclude)) selected_.push_back(entry);
 
   // Folders the archive knows that the server no longer lists are marked gone
   // (only when every folder was asked for: a filtered run sees a subset).
-  if (batch_ && options_.include.empty() && options_.exclude.empty()) {
+  if (first.batch && options_.include.empty() && options_.exclude.empty()) {
     std::unordered_set<std::string> listed;
     for (auto& entry : entries) listed.insert(entry.name_raw);
     for (auto folder : archive_->folders(account_id_)) {
       if (!folder.gone && !listed.count(folder.name_raw)) {
         folder.gone = true;
-        batch_->put_folder(folder);
+        first.batch->put_folder(folder);
       }
     }
   }
 
-  summary_.folders.resize(selected.size());
-  std::exception_ptr fatal;
-  for (size_t i = 0; i < selected.size(); ++i) {
-    FolderResult& result = summary_.folders[i];
-    result.name = selected[i].name_utf8;
-    result.name_raw = selected[i].name_raw;
-    result.noselect = selected[i].noselect;
-    try {
-      check_cancelled(result.name);
-      with_retries(result.name, [&] {
-        if (options_.dry_run) plan_folder(selected[i], result);
-        else export_folder(selected[i], result, i, selected.size());
-      });
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::protocol && e.retry() == Retry::never) {
-        // The server refused this folder (EXAMINE NO, ...): report it and go on.
-        result.error = e.what();
-        emit({{"event", "folder_error"}, {"folder", result.name}, {"error", e.what()},
-              {"text", fmt::format("folder {}: {}", result.name, e.what())}});
-        continue;
-      }
-      result.error = e.what();
-      fatal = std::current_exception();
-      break;
-    }
+  summary_.folders.resize(selected_.size());
+  size_t selectable = 0;
+  for (size_t i = 0; i < selected_.size(); ++i) {
+    summary_.folders[i].name = selected_[i].name_utf8;
+    summary_.folders[i].name_raw = selected_[i].name_raw;
+    summary_.folders[i].noselect = selected_[i].noselect;
+    if (!selected_[i].noselect) ++selectable;
   }
+
+  // More connections only when there are folders for them to take.
+  size_t lane_count = std::max<size_t>(1, std::min<size_t>(std::max(1, options_.connections), selectable));
+  lanes.resize(lane_count);
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < lane_count; ++k) threads.emplace_back([this, &lane = lanes[k]] { run_lane(lane); });
+  run_lane(first);
+  for (auto& t : threads) t.join();
 
   summary_.seconds = seconds_since(started);
+  summary_.reconnects = reconnects_;
   if (archive_ && !options_.dry_run) {
-    try {
-      commit_if_due(true);
-    } catch (...) {
-      if (!fatal) fatal = std::current_exception();
-    }
-    std::string result = fatal ? "failed" : (summary_.complete() ? "ok" : "partial");
+    std::string result = fatal_ ? "failed" : (summary_.complete() ? "ok" : "partial");
     try {
       archive_->end_run(summary_.run_id, result, summary_.to_json().dump());
     } catch (...) {
       // The run stays "running" in the history: a later run supersedes it.
     }
   }
-  drop_session();
-  if (fatal) std::rethrow_exception(fatal);
+  if (fatal_) std::rethrow_exception(fatal_);
 }
 
-void AccountExport::plan_folder(const imap::ListEntry& entry, FolderResult& result) {
+void AccountExport::run_lane(Lane& lane) {
+  if (!lane.session) {
+    // An extra connection: it only speeds things up, so one the server
+    // refuses leaves the folders to the others.
+    try {
+      check_cancelled("");
+      lane.session = connect_and_login(options_);
+    } catch (const Error& e) {
+      if (!stop_)
+        emit({{"event", "warning"},
+              {"error", e.what()},
+              {"text", fmt::format("an extra connection failed ({}); going on with fewer", e.what())}});
+      return;
+    }
+  }
+  if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
+  while (!stop_) {
+    size_t i = next_folder_++;
+    if (i >= selected_.size()) break;
+    if (!export_one(lane, i)) break;
+  }
+  try {
+    commit_if_due(lane, true);
+  } catch (...) {
+    keep_fatal(std::current_exception());
+  }
+  drop_session(lane);
+}
+
+bool AccountExport::export_one(Lane& lane, size_t i) {
+  FolderResult& result = summary_.folders[i];
+  try {
+    check_cancelled(result.name);
+    with_retries(lane, result.name, [&] {
+      if (options_.dry_run) plan_folder(lane, selected_[i], result);
+      else export_folder(lane, selected_[i], result, i, selected_.size());
+    });
+    return true;
+  } catch (const Error& e) {
+    result.error = e.what();
+    if (e.kind() == ErrorKind::protocol && e.retry() == Retry::never) {
+      // The server refused this folder (EXAMINE NO, ...): report it and go on.
+      emit({{"event", "folder_error"}, {"folder", result.name}, {"error", e.what()},
+            {"text", fmt::format("folder {}: {}", result.name, e.what())}});
+      return true;
+    }
+    keep_fatal(std::current_exception());
+    return false;
+  } catch (...) {
+    result.error = "internal error";
+    keep_fatal(std::current_exception());
+    return false;
+  }
+}
+
+void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {
+  auto& session = lane.session;
   if (entry.noselect) return;
-  auto info = session_->examine(entry.name_raw);
+  auto info = session->examine(entry.name_raw);
   result.uidvalidity = info.uidvalidity;
   result.server_messages = info.exists;
-  std::vector<uint32_t> server_uids = session_->search_all_uids();
+  std::vector<uint32_t> server_uids = session->search_all_uids();
   std::vector<uint32_t> archived;
   if (archive_ && account_id_) {
     if (auto stored = archive_->find_folder(account_id_, entry.name_raw); stored && stored->uidvalidity == info.uidvalidity) {
@@ -251,15 +321,17 @@ void AccountExport::plan_folder(const imap::ListEntry& entry, FolderResult& resu
   auto wanted = minus(server_uids, archived);
   result.to_fetch = wanted.size();
   for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-    session_->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { result.to_fetch_bytes += size; });
+    session->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { result.to_fetch_bytes += size; });
   emit({{"event", "folder_done"}, {"folder", result.name}, {"dry_run", true},
         {"messages", result.to_fetch}, {"bytes", result.to_fetch_bytes},
         {"text", fmt::format("{}: {} of {} messages to fetch, {} bytes", result.name, result.to_fetch,
                              result.server_messages, result.to_fetch_bytes)}});
 }
 
-void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& result, size_t index,
+void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index,
                                   size_t count) {
+  auto& session = lane.session;
+  auto& batch = lane.batch;
   result.failed_uids.clear();  // a retry asks again for what was not delivered
   auto stored = archive_->find_folder(account_id_, entry.name_raw);
   FolderRecord folder = stored ? *stored : FolderRecord{};
@@ -272,13 +344,13 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   folder.noselect = entry.noselect;
   folder.gone = false;
   if (entry.noselect) {
-    batch_->put_folder(folder);
-    commit_if_due(true);
+    batch->put_folder(folder);
+    commit_if_due(lane);
     emit({{"event", "folder_done"}, {"folder", result.name}, {"noselect", true},
           {"text", fmt::format("{}: no messages (\\Noselect)", result.name)}});
     return;
   }
-  bool condstore = session_->has_capability("CONDSTORE");
+  bool condstore = session->has_capability("CONDSTORE");
 
   // Present messages of the current generation, by UID.
   auto archived_uids = [&](uint32_t uidvalidity, bool present_only) {
@@ -293,21 +365,21 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
 
   // Nothing changed since the last export? One STATUS tells, with CONDSTORE.
   if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 && folder.last_export != 0) {
-    auto st = session_->status(entry.name_raw);
+    auto st = session->status(entry.name_raw);
     if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
         st.highestmodseq == folder.highestmodseq &&
         st.messages == archived_uids(folder.uidvalidity, true).size()) {
       result.unchanged = true;
       result.uidvalidity = folder.uidvalidity;
       result.server_messages = st.messages;
-      batch_->put_folder(folder);  // attributes and subscription may have changed
+      batch->put_folder(folder);  // attributes and subscription may have changed
       emit({{"event", "folder_done"}, {"folder", result.name}, {"unchanged", true},
             {"text", fmt::format("{}: unchanged ({} messages)", result.name, st.messages)}});
       return;
     }
   }
 
-  auto info = session_->examine(entry.name_raw);
+  auto info = session->examine(entry.name_raw);
   result.uidvalidity = info.uidvalidity;
   result.server_messages = info.exists;
   if (folder.uidvalidity != 0 && folder.uidvalidity != info.uidvalidity) {
@@ -318,7 +390,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
       if (r.state == MessageState::present) {
         MessageRecord gone = r;
         gone.state = MessageState::expunged;
-        batch_->put_message(gone);
+        batch->put_message(gone);
       }
       return true;
     });
@@ -329,9 +401,9 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
                                "generation stays in the archive", result.name, old, info.uidvalidity)}});
   }
   folder.uidvalidity = info.uidvalidity;
-  if (folder.id == 0) batch_->put_folder(folder);  // assigns the id
+  if (folder.id == 0) batch->put_folder(folder);  // assigns the id
 
-  std::vector<uint32_t> server_uids = session_->search_all_uids();
+  std::vector<uint32_t> server_uids = session->search_all_uids();
   std::vector<uint32_t> known = archived_uids(folder.uidvalidity, false);
   std::vector<uint32_t> present = archived_uids(folder.uidvalidity, true);
 
@@ -340,9 +412,9 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
     auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, uid});
     if (!record) continue;
     record->state = MessageState::expunged;
-    batch_->put_message(*record);
+    batch->put_message(*record);
     ++result.expunged;
-    commit_if_due();
+    commit_if_due(lane);
   }
 
   // Flag changes on messages archived before.
@@ -353,7 +425,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
     std::optional<uint64_t> since;
     if (condstore && folder.highestmodseq != 0) since = folder.highestmodseq;
     std::vector<imap::UidRange> all{{1, 0}};
-    session_->fetch_flags(all, since, [&](imap::FlagUpdate&& update) {
+    session->fetch_flags(all, since, [&](imap::FlagUpdate&& update) {
       if (!std::binary_search(still_present.begin(), still_present.end(), update.uid)) return;
       auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, update.uid});
       if (!record) return;
@@ -365,10 +437,10 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
       record->flags = bits;
       record->keywords = std::move(keywords);
       if (update.modseq) record->modseq = update.modseq;
-      batch_->put_message(*record);
+      batch->put_message(*record);
       if (changed) ++result.flags_updated;
     });
-    commit_if_due();
+    commit_if_due(lane);
   }
 
   // New messages: what the server has and the archive does not.
@@ -377,7 +449,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   auto batches = uid_batches(wanted, options_.fetch_batch);
   std::vector<uint64_t> largest(batches.size(), 0);  // per batch: the body capacity to reserve
   for (size_t b = 0; b < batches.size(); ++b)
-    session_->fetch_sizes(batches[b], [&](uint32_t, uint64_t size) {
+    session->fetch_sizes(batches[b], [&](uint32_t, uint64_t size) {
       bytes_total += size;
       largest[b] = std::max(largest[b], size);
     });
@@ -402,7 +474,7 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
     for (auto& r : ranges)
       while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked.push_back(wanted[wanted_pos++]);
     std::vector<uint32_t> received;
-    session_->fetch_messages(ranges, [&](imap::FetchedMessage&& m) {
+    session->fetch_messages(ranges, [&](imap::FetchedMessage&& m) {
       if (!std::binary_search(asked.begin(), asked.end(), m.uid)) return;  // '*' answers or duplicates
       if (!received.empty() && received.back() == m.uid) return;
       MessageRecord record;
@@ -414,17 +486,17 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
       record.size = m.body.size();
       record.modseq = m.modseq;
       record.state = MessageState::present;
-      uint64_t before = batch_->pending_bytes();
-      bool fresh = batch_->put_object(record.hash, m.body);
-      batch_->put_message(record);
-      if (fresh) result.bytes_stored += batch_->pending_bytes() - before;
+      uint64_t before = batch->pending_bytes();
+      bool fresh = batch->put_object(record.hash, m.body);
+      batch->put_message(record);
+      if (fresh) result.bytes_stored += batch->pending_bytes() - before;
       else result.bytes_deduplicated += m.body.size();
       result.bytes_fetched += m.body.size();
       ++result.new_messages;
       received.push_back(m.uid);
       ++done;
       done_bytes += m.body.size();
-      commit_if_due();
+      commit_if_due(lane);
       if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
         last_progress = Clock::now();
         progress(false);
@@ -443,8 +515,8 @@ void AccountExport::export_folder(const imap::ListEntry& entry, FolderResult& re
   folder.uidnext = info.uidnext;
   folder.highestmodseq = info.highestmodseq;
   folder.last_export = unix_now();
-  batch_->put_folder(folder);
-  commit_if_due();
+  batch->put_folder(folder);
+  commit_if_due(lane);
 
   std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
                                  result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);

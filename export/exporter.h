@@ -31,6 +31,11 @@ struct ExportOptions {
   std::vector<std::string> exclude;      // glob patterns; applied after include
   bool dry_run = false;                  // report what would be fetched; write nothing
   RetryPolicy retry;                     // reconnects after a dropped connection
+  // Connections to the server. Each takes whole folders, in LIST order, while
+  // any are left, so folders are exported side by side; memory is bounded by
+  // the largest message per connection. A connection the server refuses
+  // beyond the first is reported and the others go on.
+  int connections = 1;
   uint32_t fetch_batch = 500;            // UIDs per UID FETCH command
   uint64_t commit_bytes = 32ull << 20;   // commit after this many compressed bytes...
   size_t commit_messages = 2000;         // ...or this many index changes

@@ -845,7 +845,7 @@ struct Session::Impl {
     uint64_t size_hint = 0;
     bool body_overflow = false;
     std::exception_ptr error;
-    std::function<void(mailimap_msg_att*, std::string&&)> on_att;
+    std::function<void(mailimap_msg_att*, std::string&)> on_att;
   };
 
   static bool body_handler(int, mailimap_msg_att_body_section*, const char* bytes, size_t length, void* ctx) {
@@ -863,13 +863,17 @@ struct Session::Impl {
     return true;
   }
 
+  // A body buffer up to this capacity is kept for the next message (fewer
+  // allocations and page faults); a larger one is given back.
+  static constexpr size_t kKeepCapacity = 4u << 20;
+
   static void att_handler(mailimap_msg_att* att, void* ctx) {
     auto* c = static_cast<FetchContext*>(ctx);
     if (c->error) return;
     try {
-      std::string body = std::move(c->body);
-      c->body.clear();
-      c->on_att(att, std::move(body));
+      c->on_att(att, c->body);
+      if (c->body.capacity() > kKeepCapacity) std::string().swap(c->body);
+      else c->body.clear();
     } catch (...) {
       c->error = std::current_exception();
     }
@@ -888,7 +892,7 @@ struct Session::Impl {
   // (with the BODY[] bytes collected for it, if any). A NO reply is not an error.
   void stream_fetch(const std::vector<UidRange>& ranges, mailimap_fetch_type* type,
                     std::optional<uint64_t> changed_since, bool with_body,
-                    std::function<void(mailimap_msg_att*, std::string&&)> on_att, uint64_t size_hint = 0) {
+                    std::function<void(mailimap_msg_att*, std::string&)> on_att, uint64_t size_hint = 0) {
     struct TypeGuard {
       mailimap_fetch_type* t;
       ~TypeGuard() { mailimap_fetch_type_free(t); }
@@ -1364,7 +1368,7 @@ void Session::fetch_messages(const std::vector<UidRange>& uids,
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(nullptr)));
   if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
-  s.stream_fetch(uids, type, std::nullopt, true, [&](mailimap_msg_att* att, std::string&& body) {
+  s.stream_fetch(uids, type, std::nullopt, true, [&](mailimap_msg_att* att, std::string& body) {
     ParsedAtt p = parse_att(att);
     if (!p.has_body || p.uid == 0) return;  // unsolicited (flag change) or incomplete
     if (!in_ranges(uids, p.uid)) return;
@@ -1377,6 +1381,7 @@ void Session::fetch_messages(const std::vector<UidRange>& uids,
     m.modseq = p.modseq;
     m.body = std::move(body);
     on_message(std::move(m));
+    body = std::move(m.body);  // its capacity serves the next message, unless the caller kept it
   }, size_hint);
 }
 
@@ -1390,7 +1395,7 @@ void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint6
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags());
   if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
-  s.stream_fetch(uids, type, changed_since, false, [&](mailimap_msg_att* att, std::string&&) {
+  s.stream_fetch(uids, type, changed_since, false, [&](mailimap_msg_att* att, std::string&) {
     ParsedAtt p = parse_att(att);
     if (p.uid == 0 || !p.has_flags || !in_ranges(uids, p.uid)) return;
     on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq});
@@ -1404,7 +1409,7 @@ void Session::fetch_sizes(const std::vector<UidRange>& uids,
   mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
   mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
-  s.stream_fetch(uids, type, std::nullopt, false, [&](mailimap_msg_att* att, std::string&&) {
+  s.stream_fetch(uids, type, std::nullopt, false, [&](mailimap_msg_att* att, std::string&) {
     ParsedAtt p = parse_att(att);
     if (p.uid == 0 || !p.has_size || !in_ranges(uids, p.uid)) return;
     on_size(p.uid, p.size);

@@ -177,6 +177,44 @@ TEST_F(ExportTest, FullExportMatchesServerAndRerunFetchesNothing) {
   }
 }
 
+TEST_F(ExportTest, SeveralConnectionsExportTheSameAsOne) {
+  TempDir dir;
+  auto server_view = server_->summary("alice");
+  std::map<std::string, std::string> listing[2];
+  for (int connections : {1, 3}) {
+    std::string archive_dir = dir.path() + "/archive" + std::to_string(connections);
+    auto o = options("alice", archive_dir);
+    o.connections = connections;
+    RecordingSink events;
+    auto summary = exporting::run_export(o, events);
+    EXPECT_TRUE(summary.complete());
+    EXPECT_EQ(summary.total(&exporting::FolderResult::new_messages), server_message_count(server_view));
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    expect_archive_matches_server(*a, "alice@" + server_->host(), server_view);
+    // Each folder's messages, by UID and hash, and each object once.
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      auto folder = a->folder(m.key.account_id, m.key.folder_id);
+      listing[connections == 1 ? 0 : 1][folder->name_raw + "/" + std::to_string(m.key.uid)] = archive::to_hex(m.hash);
+      return true;
+    });
+    size_t objects = 0;
+    std::set<std::string> hashes;
+    a->for_each_object([&](const archive::Hash& h, const archive::ObjectLocation&) {
+      ++objects;
+      hashes.insert(archive::to_hex(h));
+      return true;
+    });
+    EXPECT_EQ(objects, hashes.size());
+    // Folder events come from the connections side by side, each folder done once.
+    std::map<std::string, int> done;
+    for (auto& e : events.events())
+      if (e.value("event", "") == "folder_done") ++done[e["folder"].get<std::string>()];
+    EXPECT_EQ(done.size(), summary.folders.size());
+    for (auto& [name, n] : done) EXPECT_EQ(n, 1) << name;
+  }
+  EXPECT_EQ(listing[0], listing[1]);
+}
+
 TEST_F(ExportTest, RerunReflectsNewMailFlagChangeAndExpunge) {
   server_->add_user("carol");
   // carol starts empty: give her three messages in two folders.

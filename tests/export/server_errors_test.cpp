@@ -2,6 +2,7 @@
 // will not produce on demand. Each case must give a clear error (naming the
 // folder and UID where it applies) or a correct archive; never a crash, a
 // hang, or a message silently missing from both the archive and the summary.
+#include <algorithm>
 #include <csignal>
 #include <map>
 #include <set>
@@ -333,6 +334,107 @@ TEST_F(ExportServerErrorsTest, SearchListingUnknownUidsIsReportedNotLost) {
   auto s = run(events);
   EXPECT_EQ(folder(s, "INBOX").failed_uids, (std::vector<uint32_t>{9}));
   expect_inbox_complete();
+}
+
+TEST_F(ExportServerErrorsTest, SeveralConnectionsTakeEachFolderOnce) {
+  for (int f = 0; f < 4; ++f) {
+    std::string name = "Folder" + std::to_string(f);
+    server_.add_folder(name, 20 + f, {"\\HasNoChildren"});
+    for (int i = 0; i < 3; ++i) server_.add_message(name, message(100 + 10 * f + i));
+  }
+  auto o = options();
+  o.connections = 3;
+  RecordingSink events;
+  auto s = exporting::run_export(o, events);
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(s.total(&exporting::FolderResult::new_messages), 6u + 1u + 4u * 3u);
+  expect_inbox_complete();
+  for (int f = 0; f < 4; ++f) EXPECT_EQ(archived("Folder" + std::to_string(f)).size(), 3u);
+
+  // Three connections logged in, and every folder was examined exactly once, by one of them.
+  std::set<size_t> logged_in;
+  std::map<std::string, int> examined;
+  std::map<size_t, int> per_connection;
+  for (auto& c : server_.commands()) {
+    if (c.text.rfind("LOGIN", 0) == 0) logged_in.insert(c.connection);
+    if (c.text.rfind("EXAMINE", 0) == 0) {
+      ++examined[c.text];
+      ++per_connection[c.connection];
+    }
+  }
+  EXPECT_EQ(logged_in.size(), 3u);
+  EXPECT_EQ(examined.size(), 6u);
+  for (auto& [command, n] : examined) EXPECT_EQ(n, 1) << command;
+  EXPECT_GE(per_connection.size(), 2u) << "the folders were not shared out";
+  // The summary keeps LIST order whichever connection did a folder.
+  ASSERT_EQ(s.folders.size(), 6u);
+  std::vector<std::string> names;
+  for (auto& f : s.folders) names.push_back(f.name);
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end())) << "the fake server lists folders sorted";
+
+  // A re-run on several connections fetches nothing.
+  RecordingSink again_events;
+  auto again = exporting::run_export(o, again_events);
+  EXPECT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&exporting::FolderResult::new_messages), 0u);
+}
+
+TEST_F(ExportServerErrorsTest, ARefusedExtraConnectionLeavesTheFoldersToTheFirst) {
+  server_.on("^LOGIN", [](FakeExchange& x) {
+    if (x.command().connection == 1) x.standard();
+    else x.tagged("NO [UNAVAILABLE] too many connections for this user");
+  });
+  auto o = options();
+  o.connections = 2;
+  RecordingSink events;
+  auto s = exporting::run_export(o, events);
+  EXPECT_TRUE(s.complete());
+  expect_inbox_complete();
+  EXPECT_EQ(archived("Sent").size(), 1u);
+  auto warnings = events_named(events, "warning");
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0]["text"].get<std::string>().find("an extra connection failed"), std::string::npos)
+      << warnings[0].dump();
+}
+
+TEST_F(ExportServerErrorsTest, AConnectionThatFailsForGoodStopsTheOthers) {
+  for (int f = 0; f < 3; ++f) {
+    std::string name = "Folder" + std::to_string(f);
+    server_.add_folder(name, 20 + f, {"\\HasNoChildren"});
+    server_.add_message(name, message(100 + f));
+  }
+  // Sent's connection is dropped on each of its three attempts: its retries run out.
+  server_.on("^EXAMINE \"?Sent", [](FakeExchange& x) { x.close(); }, 3);
+  auto o = options();
+  o.connections = 2;
+  RecordingSink events;
+  try {
+    exporting::run_export(o, events);
+    FAIL() << "the export should have failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::network) << e.what();
+    EXPECT_EQ(e.where().folder, "Sent") << e.what();
+  }
+  // The other connection stopped too; what it committed is sound, and the history says "failed".
+  {
+    auto a = Archive::open(options().archive_dir, Archive::Mode::read);
+    auto runs = a->runs();
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].result, "failed");
+  }
+  auto want = server_.folder("INBOX");
+  for (auto& [uid, record] : archived("INBOX")) {
+    auto it = std::find_if(want.messages.begin(), want.messages.end(), [&](auto& m) { return m.uid == uid; });
+    ASSERT_NE(it, want.messages.end());
+    EXPECT_EQ(record.hash, archive::sha256(it->body)) << uid;
+  }
+  // Once the server behaves, a re-run completes the archive.
+  RecordingSink again_events;
+  auto again = exporting::run_export(o, again_events);
+  EXPECT_TRUE(again.complete());
+  expect_inbox_complete();
+  EXPECT_EQ(archived("Sent").size(), 1u);
+  for (int f = 0; f < 3; ++f) EXPECT_EQ(archived("Folder" + std::to_string(f)).size(), 1u);
 }
 
 }  // namespace
