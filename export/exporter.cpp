@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -98,6 +99,11 @@ class AccountExport {
   ExportSummary& summary_;
   uint32_t account_id_ = 0;
   std::vector<imap::ListEntry> selected_;
+  // Extra lanes log in while the first lists the folders, then wait for this.
+  std::mutex ready_mutex_;
+  std::condition_variable ready_cv_;
+  bool ready_ = false;                   // selected_ and the archive are set up (or the run stopped)
+  void release_lanes();
   std::atomic<size_t> next_folder_{0};   // the next index of selected_ a lane takes
   std::atomic<bool> stop_{false};        // a lane failed for good: the others stop too
   std::atomic<int> reconnects_{0};
@@ -171,12 +177,37 @@ void AccountExport::with_retries(Lane& lane, const std::string& folder, const st
       [&] { return lane.progress_marker; });
 }
 
+void AccountExport::release_lanes() {
+  {
+    std::lock_guard lock(ready_mutex_);
+    ready_ = true;
+  }
+  ready_cv_.notify_all();
+}
+
 void AccountExport::run(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
-  std::deque<Lane> lanes(1);  // grows at the end: `first` stays valid
+  std::deque<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));
   Lane& first = lanes[0];
   first.session = std::move(session);
   ensure_session(first);  // login before anything touches the archive
+
+  // The extra connections log in meanwhile. Should this thread fail before
+  // they are released, they are stopped and joined on the way out.
+  std::vector<std::thread> threads;
+  struct Joiner {
+    AccountExport& self;
+    std::vector<std::thread>& threads;
+    ~Joiner() {
+      bool running = std::any_of(threads.begin(), threads.end(), [](auto& t) { return t.joinable(); });
+      if (!running) return;
+      self.stop_ = true;
+      self.release_lanes();
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } joiner{*this, threads};
+  for (size_t k = 1; k < lanes.size(); ++k) threads.emplace_back([this, &lane = lanes[k]] { run_lane(lane); });
 
   if (archive_ && !options_.dry_run) {
     first.batch = std::make_unique<Batch>(*archive_);
@@ -218,19 +249,13 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   }
 
   summary_.folders.resize(selected_.size());
-  size_t selectable = 0;
   for (size_t i = 0; i < selected_.size(); ++i) {
     summary_.folders[i].name = selected_[i].name_utf8;
     summary_.folders[i].name_raw = selected_[i].name_raw;
     summary_.folders[i].noselect = selected_[i].noselect;
-    if (!selected_[i].noselect) ++selectable;
   }
 
-  // More connections only when there are folders for them to take.
-  size_t lane_count = std::max<size_t>(1, std::min<size_t>(std::max(1, options_.connections), selectable));
-  lanes.resize(lane_count);
-  std::vector<std::thread> threads;
-  for (size_t k = 1; k < lane_count; ++k) threads.emplace_back([this, &lane = lanes[k]] { run_lane(lane); });
+  release_lanes();
   run_lane(first);
   for (auto& t : threads) t.join();
 
@@ -261,6 +286,14 @@ void AccountExport::run_lane(Lane& lane) {
               {"text", fmt::format("an extra connection failed ({}); going on with fewer", e.what())}});
       return;
     }
+  }
+  {
+    std::unique_lock lock(ready_mutex_);
+    ready_cv_.wait(lock, [&] { return ready_; });
+  }
+  if (stop_) {
+    drop_session(lane);
+    return;
   }
   if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
   while (!stop_) {
