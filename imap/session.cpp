@@ -162,6 +162,10 @@ int64_t to_unix(const mailimap_date_time* dt, int32_t& tz_minutes) {
 struct PlainSocket {
   int fd = -1;
   int timeout_ms = 120000;
+  // Set when a read timed out: later reads fail at once. libetpan hands out
+  // what it had buffered before reporting an error and then reads again,
+  // which would otherwise wait a second timeout.
+  bool timed_out = false;
 };
 
 int wait_fd(int fd, short events, int timeout_ms) {
@@ -176,9 +180,12 @@ int wait_fd(int fd, short events, int timeout_ms) {
 
 ssize_t plain_read(mailstream_low* s, void* buf, size_t count) {
   auto* d = static_cast<PlainSocket*>(s->data);
-  if (d->fd < 0) return -1;
+  if (d->fd < 0 || d->timed_out) return -1;
   for (;;) {
-    if (wait_fd(d->fd, POLLIN, d->timeout_ms) < 0) return -1;
+    if (wait_fd(d->fd, POLLIN, d->timeout_ms) < 0) {
+      d->timed_out = true;
+      return -1;
+    }
     ssize_t r = recv(d->fd, buf, count, MSG_DONTWAIT);
     if (r > 0) return r;
     if (r == 0) return -1;  // EOF
@@ -336,6 +343,7 @@ class TlsReadBuffer {
     auto* data = static_cast<EtpanGnutlsData*>(low->data);
     auto session = static_cast<gnutls_session_t>(data->session);
     auto* self = static_cast<TlsReadBuffer*>(gnutls_transport_get_ptr(session));
+    if (self->timed_out_) return -1;
     int timeout_ms = static_cast<int>(std::min<unsigned long>(low->timeout ? low->timeout * 1000 : 30000, INT32_MAX));
     for (;;) {
       ssize_t r = gnutls_record_recv(session, buf, count);
@@ -347,7 +355,12 @@ class TlsReadBuffer {
       int p;
       do p = ::poll(&pfd, 1, timeout_ms);
       while (p < 0 && errno == EINTR);
-      if (p <= 0) return -1;  // timed out
+      if (p <= 0) {
+        // For good: libetpan hands out what it had buffered before reporting
+        // an error and then reads again, which would wait a second timeout.
+        self->timed_out_ = true;
+        return -1;
+      }
     }
   }
 
@@ -397,6 +410,7 @@ class TlsReadBuffer {
   int fd_ = -1;
   gnutls_session_t session_ = nullptr;
   mailstream_low_driver driver_{};
+  bool timed_out_ = false;  // a read timed out: the connection is given up
   std::vector<char> buf_;
   size_t pos_ = 0, len_ = 0;
 };

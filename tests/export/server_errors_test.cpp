@@ -336,6 +336,27 @@ TEST_F(ExportServerErrorsTest, SearchListingUnknownUidsIsReportedNotLost) {
   expect_inbox_complete();
 }
 
+TEST_F(ExportServerErrorsTest, AStallMidLiteralIsNoticedAfterOneTimeout) {
+  // Half a literal, then silence with the connection open: the read that
+  // times out comes after bytes libetpan had buffered, which it hands out
+  // first; the next read must not wait a second timeout.
+  server_.on("^UID FETCH 3:4 .*BODY", [](FakeExchange& x) {
+    std::string body(400, 'x');
+    x.send("* 3 FETCH (UID 3 RFC822.SIZE 400 BODY[] {400}\r\n" + body.substr(0, 150));
+  }, 1);
+  auto o = options();
+  o.endpoint.timeout = std::chrono::seconds(2);
+  RecordingSink events;
+  auto started = std::chrono::steady_clock::now();
+  auto s = exporting::run_export(o, events);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(s.reconnects, 1);
+  expect_inbox_complete();
+  EXPECT_GE(seconds, 2.0);
+  EXPECT_LT(seconds, 3.5) << "the stall took more than one timeout to notice";
+}
+
 TEST_F(ExportServerErrorsTest, SeveralConnectionsTakeEachFolderOnce) {
   for (int f = 0; f < 4; ++f) {
     std::string name = "Folder" + std::to_string(f);
