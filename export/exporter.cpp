@@ -4,7 +4,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -187,7 +186,7 @@ void AccountExport::release_lanes() {
 
 void AccountExport::run(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
-  std::deque<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));
+  std::vector<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));  // never resized
   Lane& first = lanes[0];
   first.session = std::move(session);
   ensure_session(first);  // login before anything touches the archive

@@ -351,11 +351,7 @@ class TlsReadBuffer {
       if (r == 0) return -1;  // closed
       if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED) return -1;
       if (self->buffered() || gnutls_record_check_pending(session) > 0) continue;
-      pollfd pfd{self->fd_, POLLIN, 0};
-      int p;
-      do p = ::poll(&pfd, 1, timeout_ms);
-      while (p < 0 && errno == EINTR);
-      if (p <= 0) {
+      if (wait_fd(self->fd_, POLLIN, timeout_ms) < 0) {
         // For good: libetpan hands out what it had buffered before reporting
         // an error and then reads again, which would wait a second timeout.
         self->timed_out_ = true;
@@ -387,12 +383,8 @@ class TlsReadBuffer {
   static int pull_timeout(gnutls_transport_ptr_t p, unsigned int ms) {
     auto* self = static_cast<TlsReadBuffer*>(p);
     if (self->buffered()) return 1;
-    pollfd pfd{self->fd_, POLLIN, 0};
     int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(std::min<unsigned>(ms, INT32_MAX));
-    int r;
-    do r = ::poll(&pfd, 1, timeout);
-    while (r < 0 && errno == EINTR);
-    return r;
+    return wait_fd(self->fd_, POLLIN, timeout) == 0 ? 1 : 0;  // a poll error reads as a timeout
   }
 
   // The transport pointer is GnuTLS's socket for writes too: they go to the

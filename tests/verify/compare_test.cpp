@@ -76,6 +76,16 @@ class CompareTest : public ::testing::Test {
     return verify::compare_online(o, quiet);
   }
 
+  // The UIDs of `user`'s INBOX, as the harness reads them.
+  static std::vector<uint32_t> inbox_uids(const std::string& user) {
+    std::vector<uint32_t> uids;
+    auto summary = server_->summary(user, false);
+    for (auto& f : summary["folders"])
+      if (f["name"] == "INBOX")
+        for (auto& m : f["messages"]) uids.push_back(m["uid"].get<uint32_t>());
+    return uids;
+  }
+
   static TestServer* server_;
   static TempDir* dir_;
   static std::string archive_;
@@ -116,14 +126,10 @@ TEST_F(CompareTest, ThreeWayEqualThenExactlyTheDamageIsNamed) {
   EXPECT_EQ(total_messages(target), total_messages(source));
 
   // Damage the target: one message gone from INBOX, one flag changed in another message.
-  auto summary = server_->summary("alice_copy", false);
-  std::vector<uint32_t> inbox_uids;
-  for (auto& f : summary["folders"])
-    if (f["name"] == "INBOX")
-      for (auto& m : f["messages"]) inbox_uids.push_back(m["uid"].get<uint32_t>());
-  ASSERT_GE(inbox_uids.size(), 3u);
-  uint32_t deleted = inbox_uids[0];
-  uint32_t flagged = inbox_uids[1];
+  auto target_uids = inbox_uids("alice_copy");
+  ASSERT_GE(target_uids.size(), 3u);
+  uint32_t deleted = target_uids[0];
+  uint32_t flagged = target_uids[1];
   server_->expunge("alice_copy", "INBOX", {deleted});
   server_->store("alice_copy", "INBOX", flagged, "+FLAGS", "$Audited");
 
@@ -171,11 +177,7 @@ TEST_F(CompareTest, ThreeWayEqualThenExactlyTheDamageIsNamed) {
 // from the server), the one expunged, and the flag change; a message only the
 // target holds is "extra", named by its Message-ID too.
 TEST_F(CompareTest, SourceChangesAndTargetExtrasAreNamedWithMessageIds) {
-  auto before = server_->summary("alice", false);
-  std::vector<uint32_t> uids;
-  for (auto& f : before["folders"])
-    if (f["name"] == "INBOX")
-      for (auto& m : f["messages"]) uids.push_back(m["uid"].get<uint32_t>());
+  auto uids = inbox_uids("alice");
   ASSERT_GE(uids.size(), 3u);
   uint32_t expunged = uids[0];
   uint32_t flagged = uids[1];
