@@ -411,7 +411,18 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
       return 0;
     });
   }
-  if (creating) write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
+  // A writer upgrades an older archive before its first commit: the values
+  // it writes (folder layout 2) are ones an older reader would refuse.
+  if (writing && !creating && version < kFormatVersion) {
+    impl->guarded([&] {
+      auto txn = impl->index->write();
+      txn.put(Index::meta, "format_version", le32(kFormatVersion));
+      txn.commit();
+      return 0;
+    });
+  }
+  if (creating || (writing && version < kFormatVersion))
+    write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
   return std::unique_ptr<Archive>(new Archive(std::move(impl)));
 }
 
@@ -820,6 +831,49 @@ std::vector<std::string> flags_to_imap(uint32_t bits, const std::vector<std::str
     if (bits & s.bit) out.emplace_back(s.name);
   out.insert(out.end(), keywords.begin(), keywords.end());
   return out;
+}
+
+std::string_view namespace_name(NamespaceKind kind) {
+  switch (kind) {
+    case NamespaceKind::personal: return "personal";
+    case NamespaceKind::other_users: return "other";
+    case NamespaceKind::shared: return "shared";
+  }
+  return "personal";
+}
+
+std::string FolderRecord::canonical_name() const {
+  std::string out;
+  if (ns_kind != NamespaceKind::personal) out = "#" + std::string(namespace_name(ns_kind));
+  for (auto& level : path) {
+    if (!out.empty()) out += '/';
+    out += level;
+  }
+  if (out.empty()) out = name_utf8;
+  return out;
+}
+
+std::vector<std::string> path_of_v1_name(const std::string& name_utf8, char delimiter, std::string& prefix) {
+  prefix.clear();
+  if (iequals(name_utf8, "INBOX")) return {"INBOX"};
+  std::string_view rest = name_utf8;
+  if (delimiter == '.' && rest.size() > 6 && iequals(std::string(rest.substr(0, 6)), "INBOX.")) {
+    prefix = std::string(rest.substr(0, 6));
+    rest.remove_prefix(6);
+  }
+  std::vector<std::string> path;
+  if (delimiter == 0) {
+    path.emplace_back(rest);
+    return path;
+  }
+  size_t start = 0;
+  for (;;) {
+    size_t at = rest.find(delimiter, start);
+    path.emplace_back(rest.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
+    if (at == std::string_view::npos) break;
+    start = at + 1;
+  }
+  return path;
 }
 
 std::string FolderRecord::special_use() const {

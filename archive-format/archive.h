@@ -28,8 +28,9 @@
 
 namespace imapstage::archive {
 
-// The format version this build writes and the newest it reads.
-inline constexpr uint32_t kFormatVersion = 1;
+// The format version this build writes and the newest it reads. Every older
+// version (1) is read too; a writer opening an older archive upgrades it.
+inline constexpr uint32_t kFormatVersion = 2;
 
 // System flags, as a bit set. \Recent is never stored.
 enum Flag : uint32_t {
@@ -48,6 +49,15 @@ struct AccountRecord {
   int64_t created = 0;       // unix seconds
 };
 
+// Which RFC 2342 namespace a folder was listed in on its source server.
+enum class NamespaceKind : uint8_t {
+  personal = 0,     // the user's own folders (INBOX and the personal namespace)
+  other_users = 1,  // another user's folders made visible (e.g. Cyrus "user.bob", by ACL)
+  shared = 2,       // shared / public folders
+};
+// "personal", "other", "shared": the names --namespaces and JSON output use.
+std::string_view namespace_name(NamespaceKind kind);
+
 struct FolderRecord {
   uint32_t account_id = 0;
   uint32_t id = 0;                      // assigned by put_folder when 0; unique within the account
@@ -62,6 +72,16 @@ struct FolderRecord {
   uint32_t uidnext = 0;                 // UIDs below this (in uidvalidity) have been exported
   uint64_t highestmodseq = 0;           // 0 when the server has no CONDSTORE
   int64_t last_export = 0;              // unix seconds of the last complete export of this folder
+  // Where the folder sits, independent of the source server's prefix and separator:
+  NamespaceKind ns_kind = NamespaceKind::personal;
+  std::string ns_prefix;                // the namespace prefix as the server announced it ("INBOX.", "user.", "")
+  std::vector<std::string> path;        // UTF-8 levels below that prefix: {"INBOX"}, {"Archive", "2023"};
+                                        // a separator inside a level stays in the level
+
+  // The name people see and patterns match: the path's levels joined with
+  // '/', after "#other/" or "#shared/" outside the personal namespace
+  // ("Archive/2023", "#other/bob/Sent"). The same on every server.
+  std::string canonical_name() const;
 
   // The special-use attribute (\Sent, \Drafts, \Trash, \Junk, \Archive, \All, \Flagged), or "".
   std::string special_use() const;
@@ -267,6 +287,12 @@ class Archive {
 // Flags <-> IMAP text. parse_flags splits IMAP flag atoms into system bits
 // and keywords (dropping \Recent); flags_to_imap gives them back in a stable
 // order: system flags first (\Seen \Answered \Flagged \Deleted \Draft), then keywords.
+// The canonical path of a folder recorded by a version 1 archive, which kept
+// no namespace: the name split at its separator, and for names under "INBOX"
+// with separator '.' (the Cyrus and Courier personal namespace) the "INBOX."
+// prefix taken off and returned in `prefix`. INBOX itself is {"INBOX"}.
+std::vector<std::string> path_of_v1_name(const std::string& name_utf8, char delimiter, std::string& prefix);
+
 void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std::vector<std::string>& keywords);
 std::vector<std::string> flags_to_imap(uint32_t bits, const std::vector<std::string>& keywords);
 

@@ -224,7 +224,7 @@ AccountRecord decode_account(std::string_view key, std::string_view value) {
 
 std::string encode_folder(const FolderRecord& r) {
   Writer w;
-  w.u8(kValueVersion);
+  w.u8(kFolderValueVersion);
   w.str(r.name_raw);
   w.str(r.name_utf8);
   w.u8(static_cast<uint8_t>(r.delimiter));
@@ -234,13 +234,18 @@ std::string encode_folder(const FolderRecord& r) {
   w.u32(r.uidnext);
   w.u64(r.highestmodseq);
   w.i64(r.last_export);
+  w.u8(static_cast<uint8_t>(r.ns_kind));
+  w.str(r.ns_prefix);
+  w.strs(r.path);
   return w.take();
 }
 FolderRecord decode_folder(std::string_view key, std::string_view value) {
   FolderRecord r;
   decode_folder_key(key, r.account_id, r.id);
   Reader in(value, "folder value");
-  in.version(kValueVersion);
+  uint8_t layout = in.u8();
+  if (layout != 1 && layout != kFolderValueVersion)
+    malformed("folder value has unknown layout version " + std::to_string(layout));
   r.name_raw = in.str();
   r.name_utf8 = in.str();
   r.delimiter = static_cast<char>(in.u8());
@@ -254,6 +259,15 @@ FolderRecord decode_folder(std::string_view key, std::string_view value) {
   r.uidnext = in.u32();
   r.highestmodseq = in.u64();
   r.last_export = in.i64();
+  if (layout == 1) {
+    r.path = path_of_v1_name(r.name_utf8, r.delimiter, r.ns_prefix);
+  } else {
+    uint8_t kind = in.u8();
+    if (kind > 2) malformed("folder value has an unknown namespace kind");
+    r.ns_kind = static_cast<NamespaceKind>(kind);
+    r.ns_prefix = in.str();
+    r.path = in.strs();
+  }
   in.end();
   return r;
 }

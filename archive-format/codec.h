@@ -17,6 +17,9 @@ namespace imapstage::archive::codec {
 
 // Every value starts with this layout version byte.
 inline constexpr uint8_t kValueVersion = 1;
+// Except folder values, which are at layout 2 since format version 2 (layout 1
+// is still read: its path is derived by path_of_v1_name).
+inline constexpr uint8_t kFolderValueVersion = 2;
 // Journal payloads start with this version byte.
 inline constexpr uint8_t kJournalVersion = 1;
 // Names longer than this are keyed by a prefix plus their SHA-256 (LMDB keys are at most 511 bytes).

@@ -13,6 +13,7 @@
 #include "batch/runner.h"
 #include "common/events.h"
 #include "common/retry.h"
+#include "imap/session.h"
 
 namespace imapstage::batch {
 
@@ -22,6 +23,8 @@ struct ExportBatchOptions {
   ServerRouting routing;                 // where source accounts are
   std::vector<std::string> include;      // folder globs, as for one export
   std::vector<std::string> exclude;
+  bool allow_unmatched = false;          // as for one export
+  std::vector<imap::Namespace::Kind> namespaces = {imap::Namespace::personal};
   RunnerOptions runner;
   RetryPolicy retry;
 };

@@ -74,6 +74,8 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         o.account_name = item.account;
         o.include = options.include;
         o.exclude = options.exclude;
+        o.allow_unmatched = options.allow_unmatched;
+        o.namespaces = options.namespaces;
         o.retry = options.retry;
         o.cancelled = cancelled;
         exporting::ExportSummary summary;

@@ -11,4 +11,7 @@ namespace imapstage {
 bool folder_selected(const std::string& name, const std::vector<std::string>& include,
                      const std::vector<std::string>& exclude);
 
+// True when `name` matches the one glob `pattern`.
+bool glob_matches(const std::string& pattern, const std::string& name);
+
 }  // namespace imapstage

@@ -23,11 +23,22 @@ struct ExportArgs {
   std::string account_name;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  bool allow_unmatched = false;
+  std::vector<std::string> namespaces;
   std::optional<int> connections;
   bool dry_run = false;
   bool json = false;
   int verbosity = 0;
 };
+
+std::vector<imap::Namespace::Kind> namespace_kinds(const std::vector<std::string>& names) {
+  if (names.empty()) return {imap::Namespace::personal};
+  std::vector<imap::Namespace::Kind> kinds;
+  for (auto& n : names)
+    kinds.push_back(n == "other" ? imap::Namespace::other_users
+                                 : n == "shared" ? imap::Namespace::shared : imap::Namespace::personal);
+  return kinds;
+}
 
 void print_summary(const exporting::ExportSummary& s) {
   std::printf("%s %9s %9s %9s %8s %8s %7s\n", pad("folder", 40).c_str(), "server", "new", "fetched", "flags", "expunged",
@@ -96,8 +107,17 @@ void add_export_command(CLI::App& app, int& status) {
   add_profile_options(cmd, args->profile, "--source-profile");
   add_batch_options(cmd, args->batch);
   cmd->add_option("--account-name", args->account_name, "Name of the account in the archive (default USER@HOST)");
-  cmd->add_option("--folder", args->include, "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*'");
+  cmd->add_option("--folder", args->include,
+                  "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*': names as imapstage shows "
+                  "them, levels joined with '/', without the server's prefix (Cyrus 'INBOX.Projects.X' is 'Projects/X')");
   cmd->add_option("--exclude", args->exclude, "Skip folders matching this glob (repeatable)");
+  cmd->add_flag("--allow-unmatched", args->allow_unmatched,
+                "A --folder pattern that matches no folder is a warning, not an error (batches)");
+  cmd->add_option("--namespaces", args->namespaces,
+                  "Namespaces to export, comma-separated: personal (default), other (other users' folders the "
+                  "login can read), shared; archived as separate trees that import never merges into the user's own")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"personal", "other", "shared"}));
   cmd->add_option("--connections", args->connections,
                   "Connections to the server, each exporting whole folders side by side (default 2; "
                   "batches use one per account and run accounts side by side instead)")
@@ -120,6 +140,8 @@ void add_export_command(CLI::App& app, int& status) {
       options.routing = std::move(routing);
       options.include = args->include;
       options.exclude = args->exclude;
+      options.allow_unmatched = args->allow_unmatched;
+      options.namespaces = namespace_kinds(args->namespaces);
       options.runner = make_runner_options(args->batch);
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity);
       auto& sink = out.sink;
@@ -145,6 +167,8 @@ void add_export_command(CLI::App& app, int& status) {
         args->account_name.empty() ? login.mailbox + "@" + options.endpoint.host : args->account_name;
     options.include = args->include;
     options.exclude = args->exclude;
+    options.allow_unmatched = args->allow_unmatched;
+    options.namespaces = namespace_kinds(args->namespaces);
     options.dry_run = args->dry_run;
     options.connections = args->connections.value_or(2);
 

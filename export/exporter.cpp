@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/glob.h"
+#include "imap/mailbox_names.h"
 #include "common/retry.h"
 
 namespace imapstage::exporting {
@@ -25,6 +26,16 @@ using archive::MessageState;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+static_assert(static_cast<int>(archive::NamespaceKind::other_users) == imap::Namespace::other_users &&
+              static_cast<int>(archive::NamespaceKind::shared) == imap::Namespace::shared);
+
+std::string canonical_name(const imap::Placement& placed) {
+  FolderRecord f;
+  f.ns_kind = static_cast<archive::NamespaceKind>(placed.kind);
+  f.path = placed.path;
+  return f.canonical_name();
+}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -98,6 +109,7 @@ class AccountExport {
   ExportSummary& summary_;
   uint32_t account_id_ = 0;
   std::vector<imap::ListEntry> selected_;
+  std::vector<imap::Placement> placed_;  // where each of selected_ sits in the server's namespaces
   // Extra lanes log in while the first lists the folders, then wait for this.
   std::mutex ready_mutex_;
   std::condition_variable ready_cv_;
@@ -229,10 +241,40 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   }
 
   std::vector<imap::ListEntry> entries;
-  with_retries(first, "", [&] { entries = first.session->list(); });
+  std::vector<imap::Namespace> namespaces;
+  with_retries(first, "", [&] {
+    entries = first.session->list();
+    namespaces = first.session->namespaces();
+  });
 
-  for (auto& entry : entries)
-    if (folder_selected(entry.name_utf8, options_.include, options_.exclude)) selected_.push_back(entry);
+  std::vector<bool> pattern_used(options_.include.size(), false);
+  size_t outside = 0;
+  for (auto& entry : entries) {
+    imap::Placement placed = imap::place_mailbox(entry.name_raw, entry.delimiter, namespaces);
+    if (placed.path.empty()) continue;  // a namespace's own root ("user", "#shared")
+    if (std::find(options_.namespaces.begin(), options_.namespaces.end(), placed.kind) == options_.namespaces.end()) {
+      ++outside;
+      continue;
+    }
+    std::string canonical = canonical_name(placed);
+    for (size_t k = 0; k < options_.include.size(); ++k)
+      if (glob_matches(options_.include[k], canonical)) pattern_used[k] = true;
+    if (!folder_selected(canonical, options_.include, options_.exclude)) continue;
+    selected_.push_back(entry);
+    placed_.push_back(std::move(placed));
+  }
+  if (outside)
+    emit({{"event", "info"}, {"folders", outside},
+          {"text", fmt::format("{} folders of other users or shared namespaces are not exported "
+                               "(--namespaces other,shared takes them)", outside)}});
+  for (size_t k = 0; k < options_.include.size(); ++k) {
+    if (pattern_used[k]) continue;
+    std::string text = fmt::format("--folder '{}' matches no folder of {} (patterns match names like "
+                                   "'Archive/2023', without the server's prefix)", options_.include[k],
+                                   summary_.account);
+    if (!options_.allow_unmatched) throw Error(ErrorKind::usage, text, Retry::never, {.account = summary_.account});
+    emit({{"event", "warning"}, {"pattern", options_.include[k]}, {"text", text}});
+  }
 
   // Folders the archive knows that the server no longer lists are marked gone
   // (only when every folder was asked for: a filtered run sees a subset).
@@ -249,7 +291,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
 
   summary_.folders.resize(selected_.size());
   for (size_t i = 0; i < selected_.size(); ++i) {
-    summary_.folders[i].name = selected_[i].name_utf8;
+    summary_.folders[i].name = canonical_name(placed_[i]);
     summary_.folders[i].name_raw = selected_[i].name_raw;
     summary_.folders[i].noselect = selected_[i].noselect;
   }
@@ -371,6 +413,9 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   folder.name_raw = entry.name_raw;
   folder.name_utf8 = entry.name_utf8;
   folder.delimiter = entry.delimiter;
+  folder.ns_kind = static_cast<archive::NamespaceKind>(placed_[index].kind);
+  folder.ns_prefix = placed_[index].prefix;
+  folder.path = placed_[index].path;
   folder.attributes = entry.attributes;
   folder.subscribed = entry.subscribed;
   folder.noselect = entry.noselect;

@@ -27,8 +27,17 @@ struct ExportOptions {
   imap::Endpoint endpoint;
   imap::Credentials credentials;
   std::string account_name;              // archived account name; "" means USER@HOST
-  std::vector<std::string> include;      // glob patterns on folder names (UTF-8); empty: every folder
-  std::vector<std::string> exclude;      // glob patterns; applied after include
+  // Glob patterns on canonical folder names (UTF-8, levels joined with '/',
+  // no personal-namespace prefix: "Projects/*" on every server; see
+  // FolderRecord::canonical_name). Empty include: every folder.
+  std::vector<std::string> include;
+  std::vector<std::string> exclude;      // applied after include
+  // An --folder pattern that matches no folder is an Error(usage) unless this
+  // is set (then a warning): batches where not every account has every folder.
+  bool allow_unmatched = false;
+  // Namespaces to export (RFC 2342). Other users' and shared folders are
+  // archived as their own trees ("#other/...", "#shared/...") only when asked.
+  std::vector<imap::Namespace::Kind> namespaces = {imap::Namespace::personal};
   bool dry_run = false;                  // report what would be fetched; write nothing
   RetryPolicy retry;                     // reconnects after a dropped connection
   // Connections to the server. Each takes whole folders, in LIST order, while
@@ -47,7 +56,7 @@ struct ExportOptions {
 };
 
 struct FolderResult {
-  std::string name;                      // UTF-8
+  std::string name;                      // canonical name (UTF-8), as patterns match it
   std::string name_raw;                  // as on the server
   bool noselect = false;                 // holds no messages; recorded only
   bool unchanged = false;                // STATUS showed nothing new: not even EXAMINEd

@@ -1222,40 +1222,57 @@ std::vector<ListEntry> Session::list() {
   return out;
 }
 
-PersonalNamespace Session::personal_namespace() {
+std::vector<Namespace> Session::namespaces() {
   Impl& s = *impl_;
   s.ensure_alive();
+  std::vector<Namespace> out;
   if (s.has("NAMESPACE")) {
     mailimap_namespace_data* ns = nullptr;
     int r = mailimap_namespace(s.imap, &ns);
     if (r == MAILIMAP_NO_ERROR && ns) {
-      std::optional<PersonalNamespace> found;
-      if (ns->ns_personal && ns->ns_personal->ns_data_list) {
-        clistiter* it = clist_begin(ns->ns_personal->ns_data_list);
-        if (it) {
+      auto take = [&](mailimap_namespace_item* item, Namespace::Kind kind) {
+        if (!item || !item->ns_data_list) return;
+        for (clistiter* it = clist_begin(item->ns_data_list); it; it = clist_next(it)) {
           auto* info = static_cast<mailimap_namespace_info*>(clist_content(it));
-          PersonalNamespace p;
-          p.prefix = info->ns_prefix ? info->ns_prefix : "";
-          if (info->ns_delimiter) p.delimiter = info->ns_delimiter;
-          found = p;
+          Namespace n;
+          n.kind = kind;
+          n.prefix = info->ns_prefix ? info->ns_prefix : "";
+          n.delimiter = info->ns_delimiter;
+          out.push_back(std::move(n));
         }
-      }
+      };
+      take(ns->ns_personal, Namespace::personal);
+      take(ns->ns_other, Namespace::other_users);
+      take(ns->ns_shared, Namespace::shared);
       mailimap_namespace_data_free(ns);
-      if (found) return *found;
     } else {
       if (ns) mailimap_namespace_data_free(ns);
       if (kills_session(r)) s.fail(r, "NAMESPACE");
     }
   }
-  PersonalNamespace p;
-  clist* result = nullptr;
-  int r = mailimap_list(s.imap, "", "", &result);
-  if (r == MAILIMAP_NO_ERROR && result && clist_begin(result)) {
-    auto* mb = static_cast<mailimap_mailbox_list*>(clist_content(clist_begin(result)));
-    if (mb->mb_delimiter) p.delimiter = mb->mb_delimiter;
+  if (std::none_of(out.begin(), out.end(), [](const Namespace& n) { return n.kind == Namespace::personal; })) {
+    Namespace p;
+    clist* result = nullptr;
+    int r = mailimap_list(s.imap, "", "", &result);
+    if (r == MAILIMAP_NO_ERROR && result && clist_begin(result)) {
+      auto* mb = static_cast<mailimap_mailbox_list*>(clist_content(clist_begin(result)));
+      p.delimiter = mb->mb_delimiter;
+    }
+    if (result) mailimap_list_result_free(result);
+    if (r != MAILIMAP_NO_ERROR && kills_session(r)) s.fail(r, "LIST");
+    out.insert(out.begin(), p);
   }
-  if (result) mailimap_list_result_free(result);
-  if (r != MAILIMAP_NO_ERROR && kills_session(r)) s.fail(r, "LIST");
+  return out;
+}
+
+PersonalNamespace Session::personal_namespace() {
+  PersonalNamespace p;
+  for (auto& n : namespaces()) {
+    if (n.kind != Namespace::personal) continue;
+    p.prefix = n.prefix;
+    if (n.delimiter) p.delimiter = n.delimiter;
+    break;
+  }
   return p;
 }
 
@@ -1436,9 +1453,13 @@ std::optional<FetchedMessage> Session::fetch_one(uint32_t uid) {
   return out;
 }
 
-void Session::create(std::string_view name_raw) {
+void Session::create(std::string_view name_raw, std::string_view special_use) {
   Impl& s = *impl_;
-  TaggedReply r = s.command("CREATE " + quoted(name_raw), "CREATE");
+  std::string line = "CREATE " + quoted(name_raw);
+  static const char* kUses[] = {"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged"};
+  bool known_use = std::any_of(std::begin(kUses), std::end(kUses), [&](const char* u) { return special_use == u; });
+  if (known_use && s.has("CREATE-SPECIAL-USE")) line += " (USE (" + std::string(special_use) + "))";
+  TaggedReply r = s.command(line, "CREATE");
   if (r.status != "OK")
     throw Error(ErrorKind::protocol, fmt::format("cannot create folder {}: {}", utf7_decode(name_raw), r.text),
                 Retry::never, s.here(name_raw));

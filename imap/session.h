@@ -129,6 +129,14 @@ struct PersonalNamespace {
   char delimiter = '/';
 };
 
+// One RFC 2342 namespace as the server announced it.
+struct Namespace {
+  enum Kind : uint8_t { personal = 0, other_users = 1, shared = 2 };
+  Kind kind = personal;
+  std::string prefix;   // raw (modified UTF-7), e.g. "INBOX.", "user.", "#shared.", ""
+  char delimiter = 0;   // 0 when NIL
+};
+
 class Session {
  public:
   // Connects and, for implicit/starttls, completes TLS and verifies the
@@ -155,6 +163,11 @@ class Session {
 
   // All mailboxes (LIST "" "*") with subscription state (LSUB "" "*"), sorted by name_raw.
   std::vector<ListEntry> list();
+  // Every namespace the server announces (NAMESPACE), personal ones first.
+  // Without the NAMESPACE capability (or when the command fails harmlessly):
+  // one personal namespace, prefix "" and the separator LIST "" "" reports.
+  std::vector<Namespace> namespaces();
+  // The first personal namespace of namespaces() (delimiter '/' when NIL).
   PersonalNamespace personal_namespace();
 
   // EXAMINE (read-only) or SELECT. With CONDSTORE the server is asked to
@@ -194,7 +207,10 @@ class Session {
   std::optional<FetchedMessage> fetch_one(uint32_t uid);
 
   // Mailbox management (import side).
-  void create(std::string_view name_raw);
+  // CREATE; with `special_use` ("\\Sent", ...) and CREATE-SPECIAL-USE
+  // offered, CREATE name (USE (attr)). Throws Error(protocol, never) with the
+  // server's text when refused.
+  void create(std::string_view name_raw, std::string_view special_use = "");
   void subscribe(std::string_view name_raw);
 
   // APPENDs to `mailbox_raw`. When the server offers LITERAL+ and

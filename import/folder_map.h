@@ -1,18 +1,32 @@
 // Where each archived folder goes on the target server.
 //
+// Folders are mapped by their canonical path (archive::FolderRecord::path:
+// the levels below the source's namespace prefix, so Cyrus "INBOX.Sent" and
+// Dovecot "Sent" are both {"Sent"}) into the target's personal namespace.
 // Rules, in order:
-//  1. --map SOURCE=TARGET (UTF-8 names). A mapping of a folder also maps its
-//     subfolders: with Projects=Old/Projects, Projects/2024 goes to Old/Projects/2024.
+//  1. --map SOURCE=TARGET, canonical names with '/' between levels
+//     ("Projects=Old/Projects"). A mapping of a folder also maps its
+//     subfolders: Projects/2024 goes to Old/Projects/2024. Only a --map
+//     imports folders of other users' or shared namespaces ("#other/bob/...",
+//     "#shared/..."); without one they are left out (reason says so).
 //  2. INBOX goes to INBOX.
-//  3. A source folder with a special-use attribute (\Sent \Drafts \Trash
-//     \Junk \Archive) goes to the target's folder with the same attribute,
-//     whatever its name ("Sent Items", "Gesendet").
-//  4. Otherwise the same name, rebuilt in the target's hierarchy: each level
-//     of the source name (split at the source's separator) joined with the
-//     target's separator, under the target's personal-namespace prefix. A
-//     level that contains the target's separator has it replaced by '_'
-//     (never skipped). Names are sent modified-UTF-7 encoded.
-//  5. Two folders never merge by accident: when a folder mapped by rule 4
+//  3. A special-use folder (\Sent \Drafts \Trash \Junk \Archive) goes to the
+//     target's folder with the same attribute, whatever its name. Where the
+//     target has no folder with that attribute, to a top-level folder whose
+//     name the special-use table (special_use_names) gives for that use;
+//     else it is created under its own name, with the attribute when the
+//     target offers CREATE-SPECIAL-USE. A source without any special-use
+//     attribute (Courier) has its top-level folders recognised by the same
+//     table, the first of each use in LIST order.
+//  4. Subfolders follow their parent: when a folder is mapped by rule 3 to
+//     another path (Archive -> Archives), its subfolders go below that path
+//     (Archive/2023 -> Archives/2023).
+//  5. Otherwise the same path, rebuilt in the target's hierarchy: the levels
+//     joined with the target's separator under its personal prefix. A level
+//     that contains the target's separator has it replaced by '_' (never
+//     skipped). Names are sent modified-UTF-7 encoded. The reason is "same
+//     name" only when the target name is the source name unchanged.
+//  6. Two folders never merge by accident: when a folder mapped by rule 5
 //     lands on the same target name as another source folder (e.g. "a.b"
 //     rebuilt as "a_b" beside a real "a_b"), the one whose name was changed
 //     by the rebuild (else the later one) gets " (2)" (" (3)", ...) added,
@@ -22,6 +36,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "archive-format/archive.h"
@@ -33,18 +48,33 @@ struct FolderMapping {
   archive::FolderRecord source;
   std::string target_utf8;
   std::string target_raw;     // modified UTF-7, as sent to the server
-  std::string reason;         // "--map", "INBOX", "special-use \\Sent", "same name"
+  // Why this target: "--map", "INBOX", "special-use \Sent", "special-use \Sent, by name",
+  // "follows its parent ...", "same name", "same name in the target's namespace", ...
+  std::string reason;
   bool exists = false;        // the target already lists it
+  std::string create_use;     // the special-use attribute to create it with ("" for none)
+  bool skipped = false;       // not imported (another namespace without --map); reason says why
 };
 
 // Maps every selectable source folder (\Noselect ones are left out: their
-// children create the hierarchy). `overrides` maps source UTF-8 names to
-// target UTF-8 names. Throws Error(usage) for an override whose source is not
-// in the archive.
+// children create the hierarchy). `target_namespaces` are the target's
+// (Session::namespaces()); only its personal namespace receives folders.
+// `overrides` maps source canonical names to target canonical names. Throws
+// Error(usage) for an override whose source is not in the archive.
+std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
+                                       const std::vector<imap::ListEntry>& target,
+                                       const std::vector<imap::Namespace>& target_namespaces,
+                                       const std::map<std::string, std::string>& overrides);
+// The same with only the target's personal namespace known.
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const imap::PersonalNamespace& ns,
                                        const std::map<std::string, std::string>& overrides);
+
+// The well-known names of a special-use folder in common servers and
+// clients, in several languages ("Sent", "Sent Items", "Gesendete Elemente",
+// "Éléments envoyés", ...); empty for another use. Compared case-insensitively.
+const std::vector<std::string_view>& special_use_names(std::string_view use);
 
 // Rebuilds `name` (levels separated by `from`) with separator `to`,
 // replacing `to` inside a level by '_'.

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/glob.h"
 #include "common/message_id.h"
+#include "imap/utf7.h"
 
 namespace imapstage::importing {
 
@@ -35,6 +36,15 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kRecentAppendSeconds = 600;
 constexpr auto kCrashSettleTime = std::chrono::seconds(5);
 constexpr auto kRetrySettleTime = std::chrono::seconds(1);
+
+// `name` with the characters servers refuse in mailbox names (Cyrus: \ % * ";
+// control characters anywhere) replaced by '_'.
+std::string acceptable_name(const std::string& name) {
+  std::string out = name;
+  for (auto& c : out)
+    if (c == '\\' || c == '%' || c == '*' || c == '"' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '_';
+  return out;
+}
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -84,6 +94,12 @@ class AccountImport {
   void commit();
   void import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count);
   void plan_folder(const FolderMapping& m, ImportFolderResult& result);
+  // CREATE, with the special-use attribute where the mapping has one. A name
+  // the server refuses is changed to acceptable_name() and created so
+  // (a warning names both); a folder that cannot be created at all throws
+  // Error(protocol, never) with the server's own reason.
+  void create_folder(FolderMapping& m, ImportFolderResult& result);
+  bool target_has(const std::string& name_raw);
   // Settles in-flight records of this folder (and done records whose target
   // folder was recreated) against what the target actually holds.
   void reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
@@ -206,25 +222,34 @@ void AccountImport::run() {
   }
 
   std::vector<imap::ListEntry> target_list;
-  imap::PersonalNamespace ns;
+  std::vector<imap::Namespace> ns;
   run_with_retries(
       options_.retry,
       [&] {
         ensure_session();
         target_list = session_->list();
-        ns = session_->personal_namespace();
+        ns = session_->namespaces();
       },
       [&] { drop_session(); }, [](const Error&, int, std::chrono::milliseconds) {}, [] { return uint64_t{0}; });
 
   std::vector<archive::FolderRecord> source;
   for (auto& f : archive_->folders(account_.id))
-    if (folder_selected(f.name_utf8, options_.include, options_.exclude)) source.push_back(f);
+    if (folder_selected(f.canonical_name(), options_.include, options_.exclude)) source.push_back(f);
   auto mappings = map_folders(source, target_list, ns, options_.map);
-  for (auto& m : mappings)
-    emit({{"event", "mapping"}, {"source", m.source.name_utf8}, {"target", m.target_utf8},
-          {"reason", m.reason}, {"exists", m.exists},
-          {"text", fmt::format("{} -> {} ({}{})", m.source.name_utf8, m.target_utf8, m.reason,
-                               m.exists ? "" : ", will be created")}});
+  for (auto& m : mappings) {
+    std::string name = m.source.canonical_name();
+    if (m.skipped) {
+      emit({{"event", "mapping"}, {"source", name}, {"source_raw", m.source.name_raw}, {"skipped", true},
+            {"reason", m.reason}, {"text", fmt::format("{}: {}", name, m.reason)}});
+      continue;
+    }
+    std::string extra = m.exists ? "" : (m.create_use.empty() ? ", will be created"
+                                                              : ", will be created as " + m.create_use);
+    emit({{"event", "mapping"}, {"source", name}, {"source_raw", m.source.name_raw}, {"target", m.target_utf8},
+          {"target_raw", m.target_raw}, {"reason", m.reason}, {"exists", m.exists},
+          {"text", fmt::format("{} -> {} ({}{})", name, m.target_utf8, m.reason, extra)}});
+  }
+  std::erase_if(mappings, [](const FolderMapping& m) { return m.skipped; });
 
   summary_.folders.resize(mappings.size());
   group_limit_ = std::max<size_t>(1, options_.append_batch);
@@ -233,7 +258,7 @@ void AccountImport::run() {
   for (size_t i = 0; i < mappings.size(); ++i) {
     auto& m = mappings[i];
     auto& result = summary_.folders[i];
-    result.source = m.source.name_utf8;
+    result.source = m.source.canonical_name();
     result.target = m.target_utf8;
     result.reason = m.reason;
     try {
@@ -520,18 +545,55 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
   if (!have_uids) uidnext_hint = session_->status(m.target_raw).uidnext;
 }
 
+bool AccountImport::target_has(const std::string& name_raw) {
+  try {
+    session_->status(name_raw);
+    return true;
+  } catch (const Error& e) {
+    if (e.retry() == Retry::now) throw;
+    return false;
+  }
+}
+
+void AccountImport::create_folder(FolderMapping& m, ImportFolderResult& result) {
+  try {
+    session_->create(m.target_raw, m.create_use);
+    result.created = true;
+    return;
+  } catch (const Error& e) {
+    if (e.retry() == Retry::now) throw;
+    if (target_has(m.target_raw)) return;  // created meanwhile, or by an interrupted attempt
+    // Refused: a name the server accepts, the same on every run.
+    std::string safe = acceptable_name(m.target_utf8);
+    std::string safe_raw = imap::utf7_encode(safe);
+    if (safe != m.target_utf8) {
+      try {
+        session_->create(safe_raw, m.create_use);
+        result.created = true;
+      } catch (const Error& again) {
+        if (again.retry() == Retry::now) throw;
+        if (!target_has(safe_raw)) throw Error(ErrorKind::protocol, e.message(), Retry::never, e.where());
+      }
+      emit({{"event", "warning"}, {"folder", result.source}, {"target", safe}, {"refused", m.target_utf8},
+            {"error", e.message()},
+            {"text", fmt::format("folder {}: the target refused the name {} ({}); imported as {} instead",
+                                 result.source, m.target_utf8, e.message(), safe)}});
+      m.target_utf8 = safe;
+      m.target_raw = safe_raw;
+      result.target = safe;
+      result.reason += ", renamed: the target refused the name";
+      return;
+    }
+    throw Error(ErrorKind::protocol, e.message(), Retry::never, e.where());
+  }
+}
+
 void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count) {
   result.failed.clear();  // a retry settles again what failed
   result.already_there = 0;
   result.source_messages = 0;
   if (!m.exists) {
-    try {
-      session_->create(m.target_raw);
-      result.created = true;
-    } catch (const Error& e) {
-      if (e.retry() == Retry::now) throw;
-      // Created meanwhile (or by an interrupted attempt)? SELECT below tells.
-    }
+    create_folder(m, result);
     m.exists = true;
   }
   if (m.source.subscribed) {

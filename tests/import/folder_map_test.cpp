@@ -115,5 +115,134 @@ TEST(FolderMap, NoselectFoldersAreLeftToTheirChildren) {
   EXPECT_EQ(v[0].source.name_utf8, "Archive-parent/2020");
 }
 
+// A folder as export records it from a server whose personal namespace is "INBOX." / '.' (Cyrus, Courier).
+archive::FolderRecord cyrus_folder(const std::string& raw, std::vector<std::string> attrs = {}) {
+  auto f = folder(raw, '.', std::move(attrs));
+  std::string prefix;
+  f.path = archive::path_of_v1_name(raw, '.', f.ns_prefix);
+  return f;
+}
+
+imap::ListEntry cyrus_target(const std::string& name, const std::string& use = "") {
+  auto e = target(name, use);
+  e.delimiter = '.';
+  return e;
+}
+
+const std::vector<imap::Namespace> kCyrusNamespaces = {{imap::Namespace::personal, "INBOX.", '.'},
+                                                       {imap::Namespace::other_users, "user.", '.'},
+                                                       {imap::Namespace::shared, "", '.'}};
+
+TEST(FolderMap, CyrusFoldersLoseTheSourcePrefixOnDovecot) {
+  auto v = map_folders({cyrus_folder("INBOX"), cyrus_folder("INBOX.Projects"), cyrus_folder("INBOX.Archive.2023"),
+                        cyrus_folder("INBOX.Sent", {"\\Sent"})},
+                       {target("INBOX"), target("Sent", "\\Sent")}, imap::PersonalNamespace{"", '/'}, {});
+  EXPECT_EQ(find(v, "INBOX").target_raw, "INBOX");
+  EXPECT_EQ(find(v, "INBOX.Projects").target_raw, "Projects");
+  EXPECT_EQ(find(v, "INBOX.Projects").reason, "same name in the target's namespace");
+  EXPECT_EQ(find(v, "INBOX.Archive.2023").target_raw, "Archive/2023");
+  EXPECT_EQ(find(v, "INBOX.Sent").target_raw, "Sent");
+  EXPECT_EQ(find(v, "INBOX.Sent").reason, "special-use \\Sent");
+}
+
+TEST(FolderMap, RecordsWithoutAPathAreReadAsVersion1Did) {
+  // Folder records of a version 1 archive carry no path: "INBOX." under '.' is the personal prefix.
+  auto v = map_folders({folder("INBOX.Archive.2023", '.'), folder("Archive/2024", '/')}, {target("INBOX")},
+                       imap::PersonalNamespace{"", '/'}, {});
+  EXPECT_EQ(find(v, "INBOX.Archive.2023").target_raw, "Archive/2023");
+  EXPECT_EQ(find(v, "Archive/2024").target_raw, "Archive/2024");
+  EXPECT_EQ(find(v, "Archive/2024").reason, "same name");
+}
+
+TEST(FolderMap, DovecotFoldersGoUnderTheCyrusPrefix) {
+  auto v = map_folders({folder("INBOX"), folder("Archive/2023"), folder("Ünïcode/x")},
+                       {cyrus_target("INBOX"), cyrus_target("user.bob"), cyrus_target("Shared stuff")},
+                       kCyrusNamespaces, {});
+  EXPECT_EQ(find(v, "INBOX").target_raw, "INBOX");
+  EXPECT_EQ(find(v, "Archive/2023").target_raw, "INBOX.Archive.2023");
+  EXPECT_EQ(find(v, "Archive/2023").target_utf8, "INBOX.Archive.2023");
+  EXPECT_EQ(find(v, "Ünïcode/x").target_raw, "INBOX.&ANw-n&AO8-code.x");
+  for (auto& m : v) EXPECT_EQ(m.exists, m.target_raw == "INBOX") << m.target_raw;
+}
+
+TEST(FolderMap, SubfoldersFollowASpecialUseParent) {
+  auto v = map_folders({folder("Archive", '/', {"\\Archive"}), folder("Archive/2023"), folder("Archive/2023/Q1"),
+                        folder("Archived")},
+                       {cyrus_target("INBOX"), cyrus_target("INBOX.Archives", "\\Archive")}, kCyrusNamespaces, {});
+  EXPECT_EQ(find(v, "Archive").target_raw, "INBOX.Archives");
+  EXPECT_EQ(find(v, "Archive/2023").target_raw, "INBOX.Archives.2023");
+  EXPECT_EQ(find(v, "Archive/2023/Q1").target_raw, "INBOX.Archives.2023.Q1");
+  EXPECT_NE(find(v, "Archive/2023").reason.find("follows its parent Archive"), std::string::npos);
+  EXPECT_EQ(find(v, "Archived").target_raw, "INBOX.Archived");  // a name that only starts alike stays
+}
+
+TEST(FolderMap, SpecialUseByNameWhereTheTargetHasNoAttributes) {
+  // Courier lists no special-use attributes: its "Sent Items" is found by the table.
+  auto v = map_folders({folder("Sent", '/', {"\\Sent"}), folder("Trash", '/', {"\\Trash"})},
+                       {cyrus_target("INBOX"), cyrus_target("INBOX.Sent Items"), cyrus_target("INBOX.Trash")},
+                       std::vector<imap::Namespace>{{imap::Namespace::personal, "INBOX.", '.'}}, {});
+  EXPECT_EQ(find(v, "Sent").target_raw, "INBOX.Sent Items");
+  EXPECT_EQ(find(v, "Sent").reason, "special-use \\Sent, by name");
+  EXPECT_EQ(find(v, "Trash").target_raw, "INBOX.Trash");
+  EXPECT_TRUE(find(v, "Trash").exists);
+}
+
+TEST(FolderMap, ASourceWithoutAttributesIsRecognisedByName) {
+  auto v = map_folders({cyrus_folder("INBOX.Sent"), cyrus_folder("INBOX.Gesendete Elemente"),
+                        cyrus_folder("INBOX.Projects.Sent")},
+                       {target("INBOX"), target("Sent Mail", "\\Sent")}, imap::PersonalNamespace{"", '/'}, {});
+  EXPECT_EQ(find(v, "INBOX.Sent").target_raw, "Sent Mail");
+  EXPECT_EQ(find(v, "INBOX.Sent").reason, "special-use \\Sent, by name");
+  // Only the first of each use: the second keeps its name, and a lower level is never taken.
+  EXPECT_EQ(find(v, "INBOX.Gesendete Elemente").target_raw, "Gesendete Elemente");
+  EXPECT_EQ(find(v, "INBOX.Projects.Sent").target_raw, "Projects/Sent");
+}
+
+TEST(FolderMap, MissingSpecialUseIsCreatedWithItsAttribute) {
+  auto v = map_folders({folder("Junk", '/', {"\\Junk"}), folder("Notes")}, {target("INBOX")},
+                       imap::PersonalNamespace{"", '/'}, {});
+  EXPECT_EQ(find(v, "Junk").create_use, "\\Junk");
+  EXPECT_EQ(find(v, "Junk").reason, "same name");
+  EXPECT_EQ(find(v, "Notes").create_use, "");
+}
+
+TEST(FolderMap, OtherNamespacesAreLeftOutUnlessMapped) {
+  auto bob = cyrus_folder("user.bob.Sent");
+  bob.ns_kind = archive::NamespaceKind::other_users;
+  bob.ns_prefix = "user.";
+  bob.path = {"bob", "Sent"};
+  auto shared = cyrus_folder("Public.News");
+  shared.ns_kind = archive::NamespaceKind::shared;
+  shared.ns_prefix = "";
+  shared.path = {"Public", "News"};
+  auto v = map_folders({cyrus_folder("INBOX"), bob, shared}, {target("INBOX")}, imap::PersonalNamespace{"", '/'}, {});
+  EXPECT_TRUE(find(v, "user.bob.Sent").skipped);
+  EXPECT_NE(find(v, "user.bob.Sent").reason.find("#other/bob/Sent"), std::string::npos);
+  EXPECT_TRUE(find(v, "Public.News").skipped);
+  auto w = map_folders({cyrus_folder("INBOX"), bob, shared}, {target("INBOX")}, imap::PersonalNamespace{"", '/'},
+                       {{"#other/bob", "From Bob"}});
+  EXPECT_FALSE(find(w, "user.bob.Sent").skipped);
+  EXPECT_EQ(find(w, "user.bob.Sent").target_raw, "From Bob/Sent");
+  EXPECT_TRUE(find(w, "Public.News").skipped);
+}
+
+TEST(FolderMap, MapTargetsAreCanonicalNamesInTheTargetsNamespace) {
+  auto v = map_folders({cyrus_folder("INBOX.Projects"), cyrus_folder("INBOX.Projects.2024")},
+                       {cyrus_target("INBOX")}, kCyrusNamespaces, {{"Projects", "Old/Projects"}});
+  EXPECT_EQ(find(v, "INBOX.Projects").target_raw, "INBOX.Old.Projects");
+  EXPECT_EQ(find(v, "INBOX.Projects.2024").target_raw, "INBOX.Old.Projects.2024");
+}
+
+TEST(FolderMap, SpecialUseNamesTableKnowsCommonNames) {
+  auto& sent = special_use_names("\\Sent");
+  for (auto n : {"Sent", "Sent Items", "Sent Messages", "Gesendete Elemente", "Éléments envoyés"})
+    EXPECT_NE(std::find(sent.begin(), sent.end(), n), sent.end()) << n;
+  auto& trash = special_use_names("\\Trash");
+  EXPECT_NE(std::find(trash.begin(), trash.end(), "Deleted Items"), trash.end());
+  auto& junk = special_use_names("\\Junk");
+  EXPECT_NE(std::find(junk.begin(), junk.end(), "Spam"), junk.end());
+  EXPECT_TRUE(special_use_names("\\Flagged").empty());
+}
+
 }  // namespace
 }  // namespace imapstage::importing

@@ -1,0 +1,148 @@
+// Archives written by older versions of the format stay readable, and a
+// writer upgrades them. tests/fixtures/archive-v1 was written by the version
+// 1 code (two accounts: Dovecot-style names with '/', Cyrus-style names under
+// "INBOX." with '.').
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "archive-format/archive.h"
+#include "archive-format/rebuild.h"
+#include "common/error.h"
+#include "common/events.h"
+#include "tests/support/test_server.h"
+#include "verify/offline.h"
+
+namespace imapstage::archive {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+fs::path copy_fixture(const TempDir& tmp, const std::string& name) {
+  fs::path to = fs::path(tmp.path()) / name;
+  fs::copy(fs::path(IMAPSTAGE_SOURCE_DIR) / "tests/fixtures" / name, to, fs::copy_options::recursive);
+  return to;
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::map<std::string, FolderRecord> folders_by_raw(const Archive& a, const std::string& account) {
+  std::map<std::string, FolderRecord> out;
+  auto acc = a.find_account(account);
+  EXPECT_TRUE(acc.has_value()) << account;
+  if (!acc) return out;
+  for (auto& f : a.folders(acc->id)) out[f.name_raw] = f;
+  return out;
+}
+
+TEST(FormatVersions, Version1IsReadWithCanonicalPaths) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v1");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 1\n");
+  auto a = Archive::open(dir, Archive::Mode::read);
+
+  auto cyrus = folders_by_raw(*a, "cyrus-style");
+  ASSERT_EQ(cyrus.size(), 6u);
+  EXPECT_EQ(cyrus["INBOX"].path, std::vector<std::string>{"INBOX"});
+  EXPECT_EQ(cyrus["INBOX.Sent"].path, std::vector<std::string>{"Sent"});
+  EXPECT_EQ(cyrus["INBOX.Sent"].ns_prefix, "INBOX.");
+  EXPECT_EQ(cyrus["INBOX.Archive.2023"].canonical_name(), "Archive/2023");
+  // A '/' inside a level of a '.'-separated name stays inside the level.
+  EXPECT_EQ(cyrus["INBOX.Projects.a/b"].path, (std::vector<std::string>{"Projects", "a/b"}));
+  for (auto& [raw, f] : cyrus) EXPECT_EQ(f.ns_kind, NamespaceKind::personal) << raw;
+
+  auto dovecot = folders_by_raw(*a, "dovecot-style");
+  ASSERT_EQ(dovecot.size(), 5u);
+  EXPECT_EQ(dovecot["Archive/2023"].path, (std::vector<std::string>{"Archive", "2023"}));
+  EXPECT_EQ(dovecot["Archive/2023"].ns_prefix, "");
+  EXPECT_EQ(dovecot["&AMk-l&AOk-ments envoy&AOk-s"].canonical_name(), "Éléments envoyés");
+
+  // Every message of the old archive reads back and hashes right.
+  size_t messages = 0;
+  a->for_each_message([&](const MessageRecord& m) {
+    std::string bytes = a->read_object(m.hash);
+    EXPECT_EQ(sha256(bytes), m.hash);
+    EXPECT_EQ(bytes.size(), m.size);
+    ++messages;
+    return true;
+  });
+  EXPECT_EQ(messages, 20u);
+
+  NullSink events;
+  auto report = verify::verify_offline({.archive_dir = dir}, events);
+  EXPECT_TRUE(report.ok());
+  EXPECT_EQ(report.objects_checked, 18u);  // the two INBOXes hold the same two messages
+  // A reader changes nothing: the archive stays at version 1.
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 1\n");
+}
+
+TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v1");
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 2\n");
+    auto acc = a->find_account("cyrus-style");
+    ASSERT_TRUE(acc);
+    auto sent = a->find_folder(acc->id, "INBOX.Sent");
+    ASSERT_TRUE(sent);
+    // A folder record rewritten by the new code carries its namespace.
+    FolderRecord updated = *sent;
+    updated.ns_kind = NamespaceKind::personal;
+    updated.ns_prefix = "INBOX.";
+    updated.path = {"Sent"};
+    FolderRecord bob;
+    bob.account_id = acc->id;
+    bob.name_raw = bob.name_utf8 = "user.bob.Sent";
+    bob.delimiter = '.';
+    bob.ns_kind = NamespaceKind::other_users;
+    bob.ns_prefix = "user.";
+    bob.path = {"bob", "Sent"};
+    Batch b(*a);
+    b.put_folder(updated);
+    b.put_folder(bob);
+    b.commit();
+  }
+  auto a = Archive::open(dir, Archive::Mode::read);
+  auto cyrus = folders_by_raw(*a, "cyrus-style");
+  EXPECT_EQ(cyrus["user.bob.Sent"].ns_kind, NamespaceKind::other_users);
+  EXPECT_EQ(cyrus["user.bob.Sent"].canonical_name(), "#other/bob/Sent");
+  EXPECT_EQ(cyrus["INBOX.Sent"].path, std::vector<std::string>{"Sent"});
+  EXPECT_EQ(cyrus["INBOX.Archive.2023"].canonical_name(), "Archive/2023");  // still a layout 1 value
+
+  // The journals of both layouts rebuild the same index.
+  a.reset();
+  auto report = rebuild_index(dir, Archive::Options{});
+  auto rebuilt = Archive::open(dir, Archive::Mode::read);
+  auto again = folders_by_raw(*rebuilt, "cyrus-style");
+  EXPECT_EQ(again["user.bob.Sent"].canonical_name(), "#other/bob/Sent");
+  EXPECT_EQ(again["INBOX.Archive.2023"].canonical_name(), "Archive/2023");
+  EXPECT_EQ(again.size(), 7u);
+}
+
+TEST(FormatVersions, ANewerVersionIsRefused) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v1");
+  {
+    std::ofstream out(dir / "FORMAT", std::ios::trunc);
+    out << "imapstage-archive " << (kFormatVersion + 1) << "\n";
+  }
+  for (auto mode : {Archive::Mode::read, Archive::Mode::write}) {
+    try {
+      Archive::open(dir, mode);
+      FAIL() << "opened a newer archive";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::format);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace imapstage::archive
