@@ -1,0 +1,147 @@
+#include "common/server_rewrites.h"
+
+#include <array>
+
+namespace imapstage {
+
+namespace {
+
+enum class CrChange { keep, remove, crlf, space };
+
+// Follows the header section of a message byte by byte.
+class HeaderTracker {
+ public:
+  // Call for each byte in order, before looking at in_header() for it.
+  void next(char c) {
+    if (c == '\n') {
+      if (line_blank_) in_header_ = false;
+      line_blank_ = true;
+    } else if (c != '\r') {
+      line_blank_ = false;
+    }
+  }
+  // Whether the byte last passed to next() is in the header section. The
+  // LF ending the empty line is counted as header, which changes nothing:
+  // only bytes >= 0x80 are looked at.
+  bool in_header() const { return in_header_; }
+
+ private:
+  bool in_header_ = true;
+  bool line_blank_ = true;
+};
+
+bool is_8bit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
+
+// Whether `server` is `archived` after munge8bit (if `munge`), then
+// `cr`, then the final CRLF (if `final_crlf`), each of them changing at
+// least one byte; streams over both, no copy.
+bool produces(std::string_view archived, std::string_view server, bool munge, CrChange cr, bool final_crlf) {
+  size_t j = 0;
+  bool munged = false, cr_changed = false;
+  auto emit = [&](std::string_view s) {
+    if (server.size() - j < s.size() || server.compare(j, s.size(), s) != 0) return false;
+    j += s.size();
+    return true;
+  };
+  HeaderTracker header;
+  for (size_t i = 0; i < archived.size(); ++i) {
+    char c = archived[i];
+    bool in_header = header.in_header();  // whether c is in the header section
+    header.next(c);
+    if (c == '\r' && (i + 1 == archived.size() || archived[i + 1] != '\n')) {
+      if (cr != CrChange::keep) cr_changed = true;
+      std::string_view out = cr == CrChange::keep ? "\r" : cr == CrChange::remove ? "" : cr == CrChange::crlf ? "\r\n" : " ";
+      if (!emit(out)) return false;
+      continue;
+    }
+    if (munge && in_header && is_8bit(c)) {
+      munged = true;
+      c = 'X';
+    }
+    if (j >= server.size() || server[j] != c) return false;
+    ++j;
+  }
+  if (munge && !munged) return false;
+  if (cr != CrChange::keep && !cr_changed) return false;
+  if (final_crlf) {
+    if (j >= 2 && server.compare(j - 2, 2, "\r\n") == 0) return false;  // already ends with CRLF
+    if (!emit("\r\n")) return false;
+  }
+  return j == server.size();
+}
+
+}  // namespace
+
+std::optional<std::string> classify_rewrite(std::string_view archived, std::string_view server) {
+  if (archived == server) return std::nullopt;
+  struct Candidate {
+    bool munge;
+    CrChange cr;
+    bool final_crlf;
+  };
+  // Smallest combinations first, so a difference one class explains is named by that class alone.
+  static constexpr std::array<Candidate, 15> kCandidates{{
+      {true, CrChange::keep, false},
+      {false, CrChange::remove, false},
+      {false, CrChange::crlf, false},
+      {false, CrChange::space, false},
+      {false, CrChange::keep, true},
+      {true, CrChange::remove, false},
+      {true, CrChange::crlf, false},
+      {true, CrChange::space, false},
+      {true, CrChange::keep, true},
+      {false, CrChange::remove, true},
+      {false, CrChange::crlf, true},
+      {false, CrChange::space, true},
+      {true, CrChange::remove, true},
+      {true, CrChange::crlf, true},
+      {true, CrChange::space, true},
+  }};
+  for (const Candidate& c : kCandidates) {
+    if (!produces(archived, server, c.munge, c.cr, c.final_crlf)) continue;
+    std::string out;
+    auto add = [&](std::string_view what) {
+      if (!out.empty()) out += ", ";
+      out += what;
+    };
+    if (c.munge) add(kRewrite8bitHeader);
+    if (c.cr != CrChange::keep) add(kRewriteBareCr);
+    if (c.final_crlf) add(kRewriteFinalCrlf);
+    return out;
+  }
+  return std::nullopt;
+}
+
+archive::Hash rewrite_fingerprint(std::string_view bytes) {
+  archive::Sha256 sha;
+  std::string chunk;
+  chunk.reserve(64 * 1024);
+  HeaderTracker header;
+  for (char c : bytes) {
+    bool in_header = header.in_header();
+    header.next(c);
+    if (c == '\r' || c == '\n' || c == ' ') continue;
+    chunk += in_header && is_8bit(c) ? 'X' : c;
+    if (chunk.size() == chunk.capacity()) {
+      sha.update(chunk);
+      chunk.clear();
+    }
+  }
+  sha.update(chunk);
+  return sha.finish();
+}
+
+bool at_risk(std::string_view bytes) {
+  if (bytes.size() < 2 || bytes.substr(bytes.size() - 2) != "\r\n") return true;
+  HeaderTracker header;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    char c = bytes[i];
+    bool in_header = header.in_header();
+    header.next(c);
+    if (c == '\r' && (i + 1 == bytes.size() || bytes[i + 1] != '\n')) return true;
+    if (in_header && is_8bit(c)) return true;
+  }
+  return false;
+}
+
+}  // namespace imapstage

@@ -1,0 +1,60 @@
+// The known ways IMAP servers change a message on APPEND, so that a copy a
+// server stored in a changed form can be told from a real mismatch.
+//
+// The rewrites (each applied by the server to the bytes it was sent):
+//
+//   munge8bit        Cyrus replaces every byte >= 0x80 in the header section
+//                    with 'X' (one byte, one 'X'); the body is untouched.
+//   bare CR          Cyrus and Courier change every bare CR (a CR not
+//                    followed by LF, including a CR at the very end): removed,
+//                    replaced by CRLF or replaced by a space. The three count
+//                    as one class; one server treats all its bare CRs alike.
+//   final CRLF       Courier appends CRLF to a message that does not end
+//                    with CRLF.
+//
+// The header section is the bytes before the first empty line, where lines
+// end with LF and a line holding nothing or only CR bytes is empty (a message
+// starting with such a line has an empty header section; one with no empty
+// line is all header). This is how Cyrus decides what munge8bit touches: on
+// the message as it was sent, before any other change.
+//
+// Pure functions of their arguments; no I/O, thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "archive-format/hash.h"
+
+namespace imapstage {
+
+// Descriptions classify_rewrite joins (with ", ", in this order).
+inline constexpr std::string_view kRewrite8bitHeader = "8-bit header bytes replaced";
+inline constexpr std::string_view kRewriteBareCr = "bare CR changed";
+inline constexpr std::string_view kRewriteFinalCrlf = "final CRLF added";
+
+// When `server` is exactly `archived` after the smallest combination of the
+// rewrites above (munge8bit first, then the bare-CR change, then the final
+// CRLF), the classes that combination used, e.g. "8-bit header bytes
+// replaced, final CRLF added". A class is named only when it changed a byte.
+// nullopt when the two are equal (nothing to explain) or when no combination
+// produces `server` (a real difference). Reads each input at most 16 times,
+// without copying it.
+std::optional<std::string> classify_rewrite(std::string_view archived, std::string_view server);
+
+// SHA-256 of the rewrite-invariant form of `bytes`: every byte >= 0x80 in
+// the header section replaced by 'X', then every CR, LF and space (0x20)
+// dropped. A message and any rewrite of it above have the same fingerprint;
+// messages that differ in any other byte (a letter, a tab, an 8-bit body
+// byte, an added or removed byte other than CR, LF or space) have different
+// ones. Messages that differ only in where their CR, LF and space bytes are,
+// or in the values of their 8-bit header bytes, share a fingerprint too:
+// equal fingerprints make a rewrite possible, classify_rewrite confirms it.
+archive::Hash rewrite_fingerprint(std::string_view bytes);
+
+// True when a known server would change `bytes` on APPEND: an 8-bit byte in
+// the header section, a bare CR, or no final CRLF (an empty message too).
+bool at_risk(std::string_view bytes);
+
+}  // namespace imapstage
