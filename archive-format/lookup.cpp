@@ -25,7 +25,7 @@ FolderRecord resolve_folder(const Archive& a, const AccountRecord& account,
                                      const std::string& name) {
   if (auto f = a.find_folder(account.id, name)) return *f;
   for (auto& f : a.folders(account.id))
-    if (f.name_utf8 == name) return f;
+    if (f.name_utf8 == name || f.canonical_name() == name) return f;
   throw Error(ErrorKind::not_found, "no such folder in the archive", Retry::never,
               {.account = account.name, .folder = name});
 }

@@ -92,12 +92,14 @@ void list_folders(const archive::Archive& a, const archive::AccountRecord& accou
     if (f.gone) attrs += attrs.empty() ? "gone-from-source" : " gone-from-source";
     if (json) {
       out.push_back({{"folder", f.name_utf8}, {"raw", f.name_raw}, {"delimiter", std::string(f.delimiter ? 1 : 0, f.delimiter)},
+                     {"canonical", f.canonical_name()}, {"namespace", archive::namespace_name(f.ns_kind)},
+                     {"namespace_prefix", f.ns_prefix}, {"path", f.path},
                      {"attributes", f.attributes}, {"special_use", f.special_use()}, {"subscribed", f.subscribed},
                      {"noselect", f.noselect}, {"gone", f.gone}, {"uidvalidity", f.uidvalidity},
                      {"uidnext", f.uidnext}, {"highestmodseq", f.highestmodseq}, {"messages", c.present},
                      {"expunged", c.expunged}, {"bytes", c.bytes}});
     } else {
-      std::printf("%s %11u %8llu %8llu %10s  %s\n", pad(f.name_utf8, 36).c_str(), f.uidvalidity,
+      std::printf("%s %11u %8llu %8llu %10s  %s\n", pad(f.canonical_name(), 36).c_str(), f.uidvalidity,
                   (unsigned long long)c.present, (unsigned long long)c.expunged, human_bytes(double(c.bytes)).c_str(),
                   attrs.c_str());
     }

@@ -1483,6 +1483,21 @@ void Session::store_flags(uint32_t uid, const std::vector<std::string>& flags) {
   }
 }
 
+void Session::expunge_uids(const std::vector<uint32_t>& uids) {
+  Impl& s = *impl_;
+  if (uids.empty()) return;
+  if (!s.has("UIDPLUS"))
+    throw Error(ErrorKind::protocol, "the server lacks UIDPLUS: expunging chosen messages is not possible",
+                Retry::never, s.here());
+  std::vector<UidRange> ranges;
+  for (uint32_t uid : uids) ranges.push_back({uid, uid});
+  std::string set = to_sequence_set(ranges);
+  TaggedReply r = s.command("UID STORE " + set + " +FLAGS.SILENT (\\Deleted)", "UID STORE");
+  if (r.status == "OK") r = s.command("UID EXPUNGE " + set, "UID EXPUNGE");
+  if (r.status != "OK")
+    throw Error(ErrorKind::protocol, fmt::format("cannot expunge messages: {}", r.text), Retry::never, s.here());
+}
+
 std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const std::vector<AppendItem>& items) {
   Impl& s = *impl_;
   s.ensure_alive();

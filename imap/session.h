@@ -223,7 +223,11 @@ class Session {
   // UID STORE uid FLAGS.SILENT (flags) in the selected mailbox (replaces the flags).
   void store_flags(uint32_t uid, const std::vector<std::string>& flags);
 
-  // UID EXPUNGE / EXPUNGE is never used by imapstage on a source.
+  // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`
+  // in the selected mailbox (import --sync-expunges; never used on a
+  // source). Throws Error(protocol, never) without UIDPLUS: a plain EXPUNGE
+  // would also remove other messages marked \Deleted.
+  void expunge_uids(const std::vector<uint32_t>& uids);
 
   // LOGOUT and close. Safe to call on a dead session (closes without waiting).
   void logout();

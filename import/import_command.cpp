@@ -24,6 +24,7 @@ struct ImportArgs {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   bool dry_run = false;
+  bool sync_expunges = false;
   bool json = false;
   int verbosity = 0;
 };
@@ -52,6 +53,16 @@ void print_summary(const importing::ImportSummary& s) {
               human_duration(s.seconds).c_str());
   if (s.reconnects) std::printf(", %d reconnects", s.reconnects);
   std::printf("\n");
+  if (s.total(&R::expunged))
+    std::printf("%llu messages expunged on the target as on the source (--sync-expunges)\n",
+                (unsigned long long)s.total(&R::expunged));
+  if (s.total(&R::rewritten))
+    std::printf("%llu messages stored changed by the target in ways servers of its kind change mail "
+                "(8-bit header bytes, bare CRs, final CRLF): see message_rewritten in --json\n",
+                (unsigned long long)s.total(&R::rewritten));
+  if (s.total(&R::altered))
+    std::printf("WARNING: %llu messages stored ALTERED by the target in a way no known rewrite explains\n",
+                (unsigned long long)s.total(&R::altered));
   if (!s.complete()) {
     std::printf("INCOMPLETE: %llu messages failed, %llu folders failed:\n", (unsigned long long)s.failed_messages(),
                 (unsigned long long)s.failed_folders());
@@ -93,6 +104,9 @@ void add_import_command(CLI::App& app, int& status) {
   cmd->add_option("--folder", args->include, "Only source folders matching this glob (repeatable)");
   cmd->add_option("--exclude", args->exclude, "Skip source folders matching this glob (repeatable)");
   cmd->add_flag("--dry-run", args->dry_run, "Show the folder mapping and what would be appended; write nothing");
+  cmd->add_flag("--sync-expunges", args->sync_expunges,
+                "Expunge on the target the messages this archive put there that the source has expunged since "
+                "(off by default: the target keeps everything imported; needs UIDPLUS)");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
@@ -145,6 +159,7 @@ void add_import_command(CLI::App& app, int& status) {
     options.include = args->include;
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
+    options.sync_expunges = args->sync_expunges;
     options.credentials = login.credentials;
 
     CommandSink<TerminalSink> out(args->json, args->verbosity);

@@ -13,6 +13,8 @@
 #include "common/error.h"
 #include "common/glob.h"
 #include "common/message_id.h"
+#include "common/server_rewrites.h"
+#include "export/exporter.h"
 #include "imap/utf7.h"
 
 namespace imapstage::importing {
@@ -103,6 +105,23 @@ class AccountImport {
   // Settles in-flight records of this folder (and done records whose target
   // folder was recreated) against what the target actually holds.
   void reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
+  // The candidate UID (removed from `by_fingerprint`) holding in-flight
+  // record `p`'s message as the server rewrote it: the same rewrite
+  // fingerprint and INTERNALDATE, not yet claimed. nullopt when none.
+  std::optional<uint32_t> match_rewritten(
+      const AppendRecord& p,
+      std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>>& by_fingerprint,
+      const std::set<uint32_t>& claimed);
+  // After an APPEND that gave UIDs: the sizes of the server's copies (one
+  // UID FETCH), and for a copy whose size differs or whose message a known
+  // server rewrites (at_risk), its bytes: a copy the server changed is
+  // reported per message as a known rewrite (message_rewritten) or, when no
+  // known rewrite explains it, as altered (a warning). Nothing is re-sent.
+  // --sync-expunges: expunges on the target what this target received of
+  // the folder's messages that the source has expunged since.
+  void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
+  void check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
+                    const std::vector<const std::string*>& bodies, ImportFolderResult& result);
   void append_group(const FolderMapping& m, std::vector<MessageRecord>& group, const imap::MailboxInfo& info,
                     const FlagFilter& filter, uint32_t& uidnext_hint, ImportFolderResult& result,
                     uint64_t& done, uint64_t& done_bytes);
@@ -325,6 +344,32 @@ void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& resu
                              result.to_append, result.source_messages)}});
 }
 
+std::optional<uint32_t> AccountImport::match_rewritten(
+    const AppendRecord& p, std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>>& by_fingerprint,
+    const std::set<uint32_t>& claimed) {
+  if (by_fingerprint.empty()) return std::nullopt;
+  auto source = archive_->message(p.key.source);
+  if (!source) return std::nullopt;
+  std::string bytes;
+  try {
+    bytes = archive_->read_object(source->hash);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  auto it = by_fingerprint.find(archive::to_hex(rewrite_fingerprint(bytes)));
+  if (it == by_fingerprint.end()) return std::nullopt;
+  for (auto c = it->second.begin(); c != it->second.end(); ++c) {
+    if (claimed.count(c->first) || c->second != source->internaldate) continue;
+    // Equal fingerprints make a rewrite possible; the bytes confirm it.
+    auto fm = session_->fetch_one(c->first);
+    if (!fm || !classify_rewrite(bytes, fm->body)) continue;
+    uint32_t uid = c->first;
+    it->second.erase(c);
+    return uid;
+  }
+  return std::nullopt;
+}
+
 void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result) {
   // Records of this source folder that need settling, and target UIDs already claimed.
   std::vector<AppendRecord> pending;
@@ -350,8 +395,11 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
         {"text", fmt::format("{} -> {}: reconciling {} messages whose APPEND was interrupted", result.source,
                              result.target, pending.size())}});
 
-  // Candidates on the target, by hash: the messages from the lowest recorded UIDNEXT on.
+  // Candidates on the target, by hash: the messages from the lowest recorded
+  // UIDNEXT on; and by rewrite fingerprint with their INTERNALDATE, for a
+  // server that stored a message in a changed form (Cyrus, Courier).
   std::unordered_map<std::string, std::vector<uint32_t>> by_hash;
+  std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>> by_fingerprint;
   uint32_t lowest = 0;
   bool recent = false;       // an interrupted APPEND of the last few minutes: its session may still be saving
   bool earlier_run = false;  // ... sent by a run before this one
@@ -366,7 +414,9 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
   uint32_t fetched_from = lowest;  // the target's messages from here on are in by_hash
   auto fetch_candidates = [&](uint32_t from) {
     session_->fetch_messages({{from, 0}}, [&](imap::FetchedMessage&& fm) {
-      if (fm.uid >= from && !claimed.count(fm.uid)) by_hash[archive::to_hex(archive::sha256(fm.body))].push_back(fm.uid);
+      if (fm.uid < from || claimed.count(fm.uid)) return;
+      by_hash[archive::to_hex(archive::sha256(fm.body))].push_back(fm.uid);
+      by_fingerprint[archive::to_hex(rewrite_fingerprint(fm.body))].emplace_back(fm.uid, fm.internaldate);
     });
   };
   if (lowest) {
@@ -383,7 +433,8 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     ++result.reconciled;
     ++settled_;
   };
-  // In flight with a UID hint: matched by hash among the candidates.
+  // In flight with a UID hint: matched by hash among the candidates, else by
+  // rewrite fingerprint and INTERNALDATE (the server changed the bytes).
   std::vector<std::pair<AppendRecord, std::string>> unmatched;
   auto match = [&](std::vector<std::pair<AppendRecord, std::string>>& records) {
     std::vector<std::pair<AppendRecord, std::string>> left;
@@ -394,9 +445,13 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
       if (it != by_hash.end() && !it->second.empty()) {
         settle(p, it->second.front());
         it->second.erase(it->second.begin());
-      } else {
-        left.emplace_back(p, hex);
+        continue;
       }
+      if (auto uid = match_rewritten(p, by_fingerprint, claimed)) {
+        settle(p, *uid);
+        continue;
+      }
+      left.emplace_back(p, hex);
     }
     records = std::move(left);
   };
@@ -425,7 +480,8 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
       for (uint32_t uid : session_->search_message_id(id)) {
         if (claimed.count(uid)) continue;
         auto fm = session_->fetch_one(uid);
-        if (fm && archive::sha256(fm->body) == source->hash) {
+        if (fm && (archive::sha256(fm->body) == source->hash ||
+                   (fm->internaldate == source->internaldate && classify_rewrite(bytes, fm->body)))) {
           settle(p, uid);
           found = true;
           break;
@@ -511,6 +567,8 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
     for (size_t i = 0; i < ready.size(); ++i) results.push_back(send(i, i + 1).at(0));
   }
   bool have_uids = false;
+  std::vector<std::pair<uint32_t, const MessageRecord*>> stored;
+  std::vector<const std::string*> stored_bodies;
   for (size_t i = 0; i < ready.size(); ++i) {
     auto& res = results.at(i);
     if (!res.ok) {
@@ -531,6 +589,10 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
     if (res.uid) {
       have_uids = true;
       uidnext_hint = std::max(uidnext_hint, res.uid + 1);
+      if (res.uidvalidity == 0 || res.uidvalidity == info.uidvalidity) {
+        stored.emplace_back(res.uid, &ready[i]);
+        stored_bodies.push_back(&bodies[i]);
+      }
     }
     ++result.appended;
     ++settled_;
@@ -539,6 +601,7 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
     done_bytes += bodies[i].size();
   }
   commit();
+  check_stored(stored, stored_bodies, result);
   group_limit_ = std::min(std::max<size_t>(1, options_.append_batch), group_limit_ + (group_limit_ + 3) / 4);
   group_bytes_limit_ =
       std::min(std::max<uint64_t>(1, options_.append_batch_bytes), group_bytes_limit_ + (group_bytes_limit_ + 3) / 4);
@@ -585,6 +648,84 @@ void AccountImport::create_folder(FolderMapping& m, ImportFolderResult& result) 
       return;
     }
     throw Error(ErrorKind::protocol, e.message(), Retry::never, e.where());
+  }
+}
+
+void AccountImport::sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info,
+                                  ImportFolderResult& result) {
+  std::vector<uint32_t> uids;
+  std::vector<archive::AppendKey> keys;
+  archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
+    if (r.state != archive::MessageState::expunged) return true;
+    auto a = archive_->append(append_key(r));
+    if (a && a->state == AppendState::done && a->target_folder == m.target_raw &&
+        a->target_uidvalidity == info.uidvalidity && a->target_uid) {
+      uids.push_back(a->target_uid);
+      keys.push_back(a->key);
+    }
+    return true;
+  });
+  constexpr size_t kChunk = 500;
+  for (size_t from = 0; from < uids.size(); from += kChunk) {
+    size_t to = std::min(uids.size(), from + kChunk);
+    try {
+      session_->expunge_uids({uids.begin() + from, uids.begin() + to});
+    } catch (const Error& e) {
+      if (e.retry() == Retry::now) throw;
+      emit({{"event", "warning"}, {"folder", result.source}, {"error", e.what()},
+            {"text", fmt::format("folder {} -> {}: messages expunged on the source stay on the target: {}",
+                                 result.source, result.target, e.what())}});
+      return;
+    }
+    for (size_t i = from; i < to; ++i) batch_->erase_append(keys[i]);
+    result.expunged += to - from;
+    settled_ += to - from;
+    commit();
+  }
+}
+
+void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
+                                 const std::vector<const std::string*>& bodies, ImportFolderResult& result) {
+  if (appended.empty()) return;
+  std::unordered_map<uint32_t, size_t> index;
+  std::vector<uint32_t> uids;
+  for (size_t i = 0; i < appended.size(); ++i) {
+    index[appended[i].first] = i;
+    uids.push_back(appended[i].first);
+  }
+  std::sort(uids.begin(), uids.end());
+  std::vector<uint32_t> suspects;
+  for (auto& ranges : exporting::uid_batches(uids, uids.size()))
+    session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+      auto it = index.find(uid);
+      if (it == index.end()) return;
+      const std::string& body = *bodies[it->second];
+      if (size != body.size() || at_risk(body)) suspects.push_back(uid);
+    });
+  for (uint32_t uid : suspects) {
+    auto fm = session_->fetch_one(uid);
+    if (!fm) continue;
+    size_t i = index.at(uid);
+    const MessageRecord& source = *appended[i].second;
+    const std::string& body = *bodies[i];
+    if (fm->body == body) continue;
+    std::string hash = archive::to_hex(source.hash);
+    auto rewrite = classify_rewrite(body, fm->body);
+    if (rewrite) {
+      ++result.rewritten;
+      emit({{"event", "message_rewritten"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
+            {"target_uid", uid}, {"rewrite", *rewrite}, {"size", body.size()}, {"stored_size", fm->body.size()},
+            {"text", fmt::format("folder {}, UID {}: the target stored it changed as servers of its kind do "
+                                 "({}): {} -> {} bytes", result.source, source.key.uid, *rewrite, body.size(),
+                                 fm->body.size())}});
+    } else {
+      ++result.altered;
+      emit({{"event", "warning"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
+            {"target_uid", uid}, {"altered", true},
+            {"text", fmt::format("account {}, folder {}, UID {}, object {}: the target stored different bytes "
+                                 "({} -> {} bytes), not a known server rewrite", summary_.account, result.source,
+                                 source.key.uid, hash, body.size(), fm->body.size())}});
+    }
   }
 }
 
@@ -690,15 +831,20 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     ++settled_;
   }
   commit();
+  if (options_.sync_expunges) sync_expunges(m, info, result);
 
   std::string text = fmt::format("{} -> {}: {} appended, {} already there, {} flag updates", result.source,
                                  result.target, result.appended, result.already_there, result.flags_updated);
   if (result.reconciled) text += fmt::format(", {} reconciled", result.reconciled);
+  if (result.expunged) text += fmt::format(", {} expunged as on the source", result.expunged);
+  if (result.rewritten) text += fmt::format(", {} stored changed by the server (known rewrites)", result.rewritten);
+  if (result.altered) text += fmt::format(", {} ALTERED by the server", result.altered);
   if (!result.failed.empty()) text += fmt::format(", {} FAILED", result.failed.size());
   emit({{"event", "folder_done"}, {"folder", result.source}, {"target", result.target},
         {"appended", result.appended}, {"already_there", result.already_there},
         {"flags_updated", result.flags_updated}, {"reconciled", result.reconciled},
-        {"failed", result.failed.size()}, {"text", text}});
+        {"failed", result.failed.size()}, {"rewritten", result.rewritten}, {"altered", result.altered},
+        {"text", text}});
 }
 
 }  // namespace
@@ -731,6 +877,7 @@ nlohmann::json ImportSummary::to_json() const {
                         {"appended", f.appended}, {"bytes_appended", f.bytes_appended},
                         {"already_there", f.already_there}, {"reconciled", f.reconciled},
                         {"flags_updated", f.flags_updated}, {"dropped_flags", f.dropped_flags},
+                        {"rewritten", f.rewritten}, {"altered", f.altered}, {"expunged", f.expunged},
                         {"failed", failed}};
     if (dry_run) j["to_append"] = f.to_append;
     if (!f.error.empty()) j["error"] = f.error;
@@ -742,6 +889,7 @@ nlohmann::json ImportSummary::to_json() const {
           {"appended", total(&R::appended)}, {"bytes_appended", total(&R::bytes_appended)},
           {"already_there", total(&R::already_there)}, {"reconciled", total(&R::reconciled)},
           {"flags_updated", total(&R::flags_updated)}, {"to_append", total(&R::to_append)},
+          {"rewritten", total(&R::rewritten)}, {"altered", total(&R::altered)}, {"expunged", total(&R::expunged)},
           {"failed_messages", failed_messages()}, {"failed_folders", failed_folders()},
           {"reconnects", reconnects}, {"seconds", seconds}, {"per_folder", per_folder}};
 }

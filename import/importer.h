@@ -6,8 +6,10 @@
 // from APPENDUID. A re-run appends only messages with no record; in-flight
 // records (a crash or a dropped connection mid-APPEND) are reconciled first:
 // the target's messages from the recorded UIDNEXT on (or, without that, the
-// ones with the same Message-ID) are fetched and matched by SHA-256, so a
-// message that did arrive is recorded, and only one that did not is sent again.
+// ones with the same Message-ID) are fetched and matched by SHA-256, or, for
+// a server that stored the message changed (common/server_rewrites.h), by
+// rewrite fingerprint and INTERNALDATE, so a message that did arrive is
+// recorded, and only one that did not is sent again.
 // Bytes are checked against their hash before they are sent, and sent as they
 // are: no header is ever added.
 #pragma once
@@ -36,6 +38,10 @@ struct ImportOptions {
   std::vector<std::string> include;             // glob patterns on source folder names
   std::vector<std::string> exclude;
   bool dry_run = false;
+  // Messages expunged on the source since they were imported are expunged
+  // on the target too (UID EXPUNGE; needs UIDPLUS). Off by default: the
+  // target keeps everything ever imported.
+  bool sync_expunges = false;
   RetryPolicy retry;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
@@ -63,6 +69,9 @@ struct ImportFolderResult {
   uint64_t reconciled = 0;            // in flight after an interruption, found on the target
   uint64_t flags_updated = 0;         // UID STORE on messages appended earlier
   uint64_t to_append = 0;             // --dry-run
+  uint64_t expunged = 0;              // --sync-expunges: expunged on the target
+  uint64_t rewritten = 0;             // stored changed by a known server rewrite (common/server_rewrites.h)
+  uint64_t altered = 0;               // stored changed otherwise (a warning each)
   std::vector<std::string> dropped_flags;  // flags the target cannot keep (not in PERMANENTFLAGS)
   std::vector<MessageFailure> failed;
   std::string error;                  // the folder could not be imported at all

@@ -115,7 +115,7 @@ TEST(Archive, CreateThenReopenKeepsItsId) {
     EXPECT_EQ(id.size(), 32u);
     EXPECT_TRUE(a->writable());
   }
-  EXPECT_EQ(read_file(dir.path() + "/a/FORMAT"), "imapstage-archive 1\n");
+  EXPECT_EQ(read_file(dir.path() + "/a/FORMAT"), "imapstage-archive " + std::to_string(kFormatVersion) + "\n");
   auto a = Archive::open(dir.path() + "/a", Archive::Mode::read);
   EXPECT_EQ(a->archive_id(), id);
   EXPECT_FALSE(a->writable());
@@ -125,14 +125,15 @@ TEST(Archive, NewerFormatIsRefused) {
   TempDir dir;
   fs::path root = dir.path() + "/a";
   Archive::open(root, Archive::Mode::create);
-  std::ofstream(root / "FORMAT", std::ios::trunc) << "imapstage-archive 2\n";
+  std::string newer = std::to_string(kFormatVersion + 1);
+  std::ofstream(root / "FORMAT", std::ios::trunc) << "imapstage-archive " << newer << "\n";
   for (auto mode : {Archive::Mode::read, Archive::Mode::write, Archive::Mode::create}) {
     try {
       Archive::open(root, mode);
-      FAIL() << "opened a version 2 archive";
+      FAIL() << "opened a version " << newer << " archive";
     } catch (const Error& e) {
       EXPECT_EQ(e.kind(), ErrorKind::format) << e.what();
-      EXPECT_NE(std::string(e.what()).find("2"), std::string::npos);
+      EXPECT_NE(std::string(e.what()).find(newer), std::string::npos);
     }
   }
   std::ofstream(root / "FORMAT", std::ios::trunc) << "something else\n";
@@ -167,7 +168,7 @@ TEST(Archive, CreationKilledBeforeFormatIsTakenOverAndNeverHalfOpen) {
     id = a->archive_id();
     EXPECT_FALSE(id.empty());
   }
-  EXPECT_EQ(read_file((root / "FORMAT").string()), "imapstage-archive 1\n");
+  EXPECT_EQ(read_file((root / "FORMAT").string()), "imapstage-archive " + std::to_string(kFormatVersion) + "\n");
   EXPECT_EQ(Archive::open(root, Archive::Mode::read)->archive_id(), id);
 
   // Anything else in the index directory is not ours: refused.

@@ -200,6 +200,42 @@ TEST_F(ImportTest, NewMailAndFlagChangesReachTheTarget) {
   EXPECT_EQ(sv["INBOX"].size(), 3u);
 }
 
+TEST_F(ImportTest, SyncExpungesIsOptInAndRemovesOnlyWhatTheSourceExpunged) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  server_->add_user("frank");
+  server_->add_user("frank2");
+  uint32_t gone = server_->append("frank", "INBOX", "Subject: a\r\nMessage-ID: <a@frank>\r\n\r\nA\r\n", "", "");
+  server_->append("frank", "INBOX", "Subject: b\r\nMessage-ID: <b@frank>\r\n\r\nB\r\n", "\\Seen", "");
+  // On the target already, not from this archive: never touched.
+  server_->append("frank2", "INBOX", "Subject: own\r\nMessage-ID: <own@frank2>\r\n\r\nO\r\n", "", "");
+  export_user("frank", archive_dir);
+  NullSink quiet;
+  importing::run_import(import_options(archive_dir, "frank2"), quiet);
+  server_->expunge("frank", "INBOX", {gone});
+  export_user("frank", archive_dir);
+
+  auto kept = importing::run_import(import_options(archive_dir, "frank2"), quiet);
+  EXPECT_EQ(kept.total(&importing::ImportFolderResult::expunged), 0u);
+  EXPECT_EQ(mailbox_view(server_->summary("frank2"))["INBOX"].size(), 3u);
+
+  auto options = import_options(archive_dir, "frank2");
+  options.sync_expunges = true;
+  auto synced = importing::run_import(options, quiet);
+  EXPECT_TRUE(synced.complete());
+  EXPECT_EQ(synced.total(&importing::ImportFolderResult::expunged), 1u);
+  auto target = mailbox_view(server_->summary("frank2"))["INBOX"];
+  ASSERT_EQ(target.size(), 2u);
+  auto source = mailbox_view(server_->summary("frank"))["INBOX"];
+  ASSERT_EQ(source.size(), 1u);
+  EXPECT_NE(std::find(target.begin(), target.end(), source[0]), target.end());
+  // Again: nothing more to expunge, nothing appended.
+  auto again = importing::run_import(options, quiet);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::expunged), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(mailbox_view(server_->summary("frank2"))["INBOX"].size(), 2u);
+}
+
 TEST_F(ImportTest, SpecialUseFoldersMapToTheTargetsNames) {
   TempDir dir;
   std::string archive_dir = dir.path() + "/archive";
