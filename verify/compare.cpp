@@ -282,6 +282,7 @@ void Comparer::compare_source_folder(const archive::FolderRecord& folder, Folder
   auto server = read_server_folder(folder.name_raw, uidvalidity, exists, expected);
   result.server_messages = server.size();
   result.rewritten_bytes = 0;
+  result.hashes_compared = 0;
   result.server_bytes = 0;
   for (auto& [uid, s] : server) result.server_bytes += s.size;
   if (uidvalidity != folder.uidvalidity) {
@@ -328,6 +329,7 @@ void Comparer::compare_target_folder(const std::string& target_raw, const std::v
   result.archive_messages = 0;
   result.archive_bytes = 0;
   result.rewritten_bytes = 0;
+  result.hashes_compared = 0;
   std::set<uint32_t> claimed;
   int fetches = kRewriteChecks;
   for (auto& [record, source] : sources) {
