@@ -391,6 +391,12 @@ TEST_F(InteropTest, AdminCredentialsVerifyAMailbox) {
   EXPECT_EQ(source.exit_code, 0) << source.out << source.err;
   EXPECT_NE(source.out.find("alice@" + endpoint().address()), std::string::npos) << source.out;
 
+  // Master-user mode without the admin name is a usage error, before any connection.
+  auto usage = testing::run_imapstage(
+      cli({"--user", "alice_copy", "--auth-mode", "master-user", "--password-file", master_file}));
+  EXPECT_EQ(usage.exit_code, 2) << usage.out << usage.err;
+  EXPECT_NE(usage.err.find("--auth-user"), std::string::npos) << usage.err;
+
   // A refused master login is a refused login, named with the mode.
   auto refused = testing::run_imapstage(cli({"--user", "alice_copy", "--auth-mode", "master-user", "--auth-user",
                                              server_->master_user(), "--password-file", wrong_file, "--folder",
