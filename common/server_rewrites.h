@@ -39,7 +39,7 @@ inline constexpr std::string_view kRewriteFinalCrlf = "final CRLF added";
 // CRLF), the classes that combination used, e.g. "8-bit header bytes
 // replaced, final CRLF added". A class is named only when it changed a byte.
 // nullopt when the two are equal (nothing to explain) or when no combination
-// produces `server` (a real difference). Reads each input at most 16 times,
+// produces `server` (a real difference). Reads each input at most 15 times,
 // without copying it.
 std::optional<std::string> classify_rewrite(std::string_view archived, std::string_view server);
 

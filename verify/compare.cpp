@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/glob.h"
 #include "common/message_id.h"
+#include "common/server_rewrites.h"
 #include "imap/utf7.h"
 
 namespace imapstage::verify {
@@ -30,7 +31,25 @@ struct ServerMessage {
   int64_t internaldate = 0; // deep only
   std::string message_id;   // deep only
   bool fetched = false;
+  // Deep only, for a message whose bytes differ from the archived ones it is
+  // compared with: the known rewrite they are, if any.
+  std::optional<std::string> rewrite;
+  bool classified = false;
 };
+
+// What comparing one archived message with its copy on the server found.
+struct MessageCheck {
+  std::vector<std::string> what;       // differences, each in words
+  bool bytes_differ = false;           // size or SHA-256 differ and are no known rewrite
+  std::optional<std::string> rewrite;  // the bytes differ by this known rewrite
+  std::string rewrite_detail;          // sizes and hashes of a rewritten message
+};
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+  return out;
+}
 
 // Messages found only on the server get their Message-ID read from the
 // server (one message at a time); at most this many per folder when the
@@ -61,16 +80,34 @@ class Comparer {
   void run();
 
  private:
+  // The selected folder's messages by UID. `expected`: the archived hash each
+  // server UID is compared with; deep, a message whose bytes differ is
+  // classified (ServerMessage::rewrite) while its bytes are at hand.
   std::map<uint32_t, ServerMessage> read_server_folder(const std::string& raw, uint32_t& uidvalidity,
-                                                       uint64_t& exists);
+                                                       uint64_t& exists,
+                                                       const std::map<uint32_t, archive::Hash>& expected);
+  // The known rewrite that turns the archived object `hash` into `server_bytes`, if any.
+  std::optional<std::string> classify(const archive::Hash& hash, std::string_view server_bytes) const;
+  // Compares archived `m` with server message `uid`; `where` names the server
+  // ("server", "target"). Without deep, a size difference costs one fetch of
+  // the message while `fetch_budget` lasts.
+  MessageCheck check_message(const MessageRecord& m, uint32_t uid, const ServerMessage& s, const char* where,
+                             int& fetch_budget);
   void compare_source_folder(const archive::FolderRecord& folder, FolderComparison& result);
   void compare_target_folder(const std::string& target_raw, const std::vector<archive::AppendRecord>& records,
                              FolderComparison& result);
   std::string message_id_of(const MessageRecord& m) const;
+  // Adds what `check` found about archived `m` and server message `uid` to
+  // `result`: a difference, a note (rewritten; `expunged_on_source`), or nothing.
+  void add_difference(FolderComparison& result, const MessageCheck& check, const MessageRecord& m, uint32_t uid,
+                      const ServerMessage& s, bool expunged_on_source);
   // The Message-ID of a message only the selected server folder holds;
   // `budget` bounds the fetches (deep mode already has it).
   std::string server_message_id(uint32_t uid, const ServerMessage& s, int& budget);
   void with_session(const std::function<void()>& work);
+  const std::string& mailbox() const {
+    return options_.mailbox.empty() ? options_.credentials.user : options_.mailbox;
+  }
 
   const CompareOptions& options_;
   EventSink& events_;
@@ -114,6 +151,29 @@ std::string Comparer::message_id_of(const MessageRecord& m) const {
   }
 }
 
+void Comparer::add_difference(FolderComparison& result, const MessageCheck& check, const MessageRecord& m,
+                              uint32_t uid, const ServerMessage& s, bool expunged_on_source) {
+  MessageDifference d{"", m.key.uid, uid, "", "", check.rewrite.value_or("")};
+  if (check.bytes_differ || (!expunged_on_source && !check.what.empty())) {
+    d.kind = kDiffers;
+    d.detail = (expunged_on_source ? "expunged on the source; " : "") + join(check.what);
+    if (check.rewrite) d.detail += "; the bytes are a known server rewrite (" + *check.rewrite + ")";
+  } else if (expunged_on_source) {
+    d.kind = kExpungedOnSource;
+    d.detail = "expunged on the source since the import, still on the target";
+    if (check.rewrite) d.detail += "; stored by the target in a known rewritten form (" + *check.rewrite + ")";
+    if (!check.what.empty()) d.detail += "; " + join(check.what);
+  } else if (check.rewrite) {
+    d.kind = kRewritten;
+    d.detail = "stored by the server in a known rewritten form (" + *check.rewrite + "): " + check.rewrite_detail;
+  } else {
+    return;
+  }
+  if (check.rewrite && d.kind != kDiffers) result.rewritten_bytes += int64_t(s.size) - int64_t(m.size);
+  d.message_id = message_id_of(m);
+  result.differences.push_back(std::move(d));
+}
+
 std::string Comparer::server_message_id(uint32_t uid, const ServerMessage& s, int& budget) {
   if (s.fetched) return s.message_id;
   if (budget <= 0) return {};
@@ -122,8 +182,57 @@ std::string Comparer::server_message_id(uint32_t uid, const ServerMessage& s, in
   return m ? extract_message_id(m->body) : std::string();
 }
 
+std::optional<std::string> Comparer::classify(const archive::Hash& hash, std::string_view server_bytes) const {
+  std::string archived;
+  try {
+    archived = archive_->read_object(hash);
+  } catch (const Error&) {
+    return std::nullopt;  // an unreadable object is offline verify's business; here the bytes just differ
+  }
+  return classify_rewrite(archived, server_bytes);
+}
+
+MessageCheck Comparer::check_message(const MessageRecord& m, uint32_t uid, const ServerMessage& s, const char* where,
+                                     int& fetch_budget) {
+  MessageCheck c;
+  bool size_differs = s.size != m.size;
+  bool hash_differs = options_.deep && s.fetched && s.hash != archive::to_hex(m.hash);
+  std::string server_hash = s.hash;
+  bool checked = false;
+  if (s.classified) {
+    c.rewrite = s.rewrite;
+    checked = true;
+  } else if (size_differs && !s.fetched && fetch_budget > 0) {
+    --fetch_budget;
+    checked = true;
+    if (auto fetched = session_->fetch_one(uid)) {
+      auto h = archive::sha256(fetched->body);
+      server_hash = archive::to_hex(h);
+      if (h != m.hash) c.rewrite = classify(m.hash, fetched->body);
+    }
+  }
+  if (c.rewrite) {
+    c.rewrite_detail = fmt::format("size {} in the archive, {} on the {}; SHA-256 {} in the archive, {} on the {}",
+                                   m.size, s.size, where, archive::to_hex(m.hash), server_hash, where);
+  } else {
+    if (size_differs)
+      c.what.push_back(fmt::format("size {} in the archive, {} on the {}{}", m.size, s.size, where,
+                                   checked || options_.deep ? "" : " (not fetched to check for a known server rewrite)"));
+    if (hash_differs)
+      c.what.push_back(fmt::format("SHA-256 {} in the archive, {} on the {}", archive::to_hex(m.hash), s.hash, where));
+    c.bytes_differ = size_differs || hash_differs;
+  }
+  if (s.have_flags && flags_string(s.flags) != record_flags(m))
+    c.what.push_back(fmt::format("flags \"{}\" in the archive, \"{}\" on the {}", record_flags(m), flags_string(s.flags),
+                                 where));
+  if (options_.deep && s.fetched && s.internaldate != m.internaldate)
+    c.what.push_back(fmt::format("INTERNALDATE {} in the archive, {} on the {}", m.internaldate, s.internaldate, where));
+  return c;
+}
+
 std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string& raw, uint32_t& uidvalidity,
-                                                               uint64_t& exists) {
+                                                               uint64_t& exists,
+                                                               const std::map<uint32_t, archive::Hash>& expected) {
   std::map<uint32_t, ServerMessage> server;
   auto info = session_->examine(raw);
   uidvalidity = info.uidvalidity;
@@ -139,10 +248,16 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
   if (options_.deep) {
     session_->fetch_messages(all, [&](imap::FetchedMessage&& m) {
       auto& s = server[m.uid];
-      s.hash = archive::to_hex(archive::sha256(m.body));
+      auto hash = archive::sha256(m.body);
+      s.hash = archive::to_hex(hash);
       s.internaldate = m.internaldate;
       s.message_id = extract_message_id(m.body);
       s.fetched = true;
+      auto e = expected.find(m.uid);
+      if (e != expected.end() && e->second != hash) {
+        s.rewrite = classify(e->second, m.body);
+        s.classified = true;
+      }
     });
   }
   return server;
@@ -162,93 +277,86 @@ void Comparer::compare_source_folder(const archive::FolderRecord& folder, Folder
 
   uint32_t uidvalidity = 0;
   uint64_t exists = 0;
-  auto server = read_server_folder(folder.name_raw, uidvalidity, exists);
+  std::map<uint32_t, archive::Hash> expected;
+  for (auto& [uid, m] : archived) expected[uid] = m.hash;
+  auto server = read_server_folder(folder.name_raw, uidvalidity, exists, expected);
   result.server_messages = server.size();
+  result.rewritten_bytes = 0;
+  result.hashes_compared = 0;
   result.server_bytes = 0;
   for (auto& [uid, s] : server) result.server_bytes += s.size;
   if (uidvalidity != folder.uidvalidity) {
-    result.differences.push_back({"differs", 0, 0, "",
+    result.differences.push_back({kDiffers, 0, 0, "",
                                   fmt::format("UIDVALIDITY is {} on the server, {} in the archive: the folder was "
                                               "recreated since the export", uidvalidity, folder.uidvalidity)});
     return;
   }
   int lookups = kServerMessageIdLookups;
+  int fetches = kRewriteChecks;
   for (auto& [uid, s] : server) {
     auto it = archived.find(uid);
     if (it == archived.end()) {
-      result.differences.push_back({"missing", 0, uid, server_message_id(uid, s, lookups),
+      result.differences.push_back({kMissing, 0, uid, server_message_id(uid, s, lookups),
                                     fmt::format("on the server ({} bytes), not in the archive", s.size)});
       continue;
     }
     const MessageRecord& m = it->second;
-    std::vector<std::string> what;
-    if (s.size != m.size) what.push_back(fmt::format("size {} in the archive, {} on the server", m.size, s.size));
-    if (s.have_flags && flags_string(s.flags) != record_flags(m))
-      what.push_back(fmt::format("flags \"{}\" in the archive, \"{}\" on the server", record_flags(m), flags_string(s.flags)));
-    if (options_.deep && s.fetched) {
-      ++result.hashes_compared;
-      if (s.hash != archive::to_hex(m.hash))
-        what.push_back(fmt::format("SHA-256 {} in the archive, {} on the server", archive::to_hex(m.hash), s.hash));
-      if (s.internaldate != m.internaldate)
-        what.push_back(fmt::format("INTERNALDATE {} in the archive, {} on the server", m.internaldate, s.internaldate));
-    }
-    if (!what.empty()) {
-      std::string detail;
-      for (auto& w : what) detail += (detail.empty() ? "" : "; ") + w;
-      result.differences.push_back({"differs", uid, uid, message_id_of(m), detail});
-    }
+    if (options_.deep && s.fetched) ++result.hashes_compared;
+    add_difference(result, check_message(m, uid, s, "server", fetches), m, uid, s, false);
   }
   for (auto& [uid, m] : archived)
     if (!server.count(uid))
-      result.differences.push_back({"extra", uid, 0, message_id_of(m), "in the archive, no longer on the server"});
+      result.differences.push_back({kExtra, uid, 0, message_id_of(m), "in the archive, no longer on the server"});
 }
 
 void Comparer::compare_target_folder(const std::string& target_raw, const std::vector<archive::AppendRecord>& records,
                                      FolderComparison& result) {
   result.differences.clear();
+  std::vector<std::pair<const archive::AppendRecord*, MessageRecord>> sources;
+  std::map<uint32_t, archive::Hash> expected;
+  for (auto& r : records) {
+    auto source = archive_->message(r.key.source);
+    if (!source) continue;
+    if (r.target_uid) expected[r.target_uid] = source->hash;
+    sources.emplace_back(&r, std::move(*source));
+  }
   uint32_t uidvalidity = 0;
   uint64_t exists = 0;
-  auto server = read_server_folder(target_raw, uidvalidity, exists);
+  auto server = read_server_folder(target_raw, uidvalidity, exists, expected);
   result.server_messages = server.size();
   result.server_bytes = 0;
   for (auto& [uid, s] : server) result.server_bytes += s.size;
   result.archive_messages = 0;
   result.archive_bytes = 0;
+  result.rewritten_bytes = 0;
+  result.hashes_compared = 0;
   std::set<uint32_t> claimed;
-  for (auto& r : records) {
-    auto source = archive_->message(r.key.source);
-    if (!source) continue;
-    ++result.archive_messages;
-    result.archive_bytes += source->size;
-    if (r.target_uidvalidity != uidvalidity || !r.target_uid || !server.count(r.target_uid)) {
-      result.differences.push_back({"missing", r.key.source.uid, r.target_uid, message_id_of(*source),
+  int fetches = kRewriteChecks;
+  for (auto& [record, source] : sources) {
+    const archive::AppendRecord& r = *record;
+    bool on_target = r.target_uidvalidity == uidvalidity && r.target_uid && server.count(r.target_uid);
+    bool expunged = source.state == archive::MessageState::expunged;
+    if (!on_target) {
+      // Expunged on the source and gone from the target too: nothing to compare.
+      if (expunged) continue;
+      ++result.archive_messages;
+      result.archive_bytes += source.size;
+      result.differences.push_back({kMissing, r.key.source.uid, r.target_uid, message_id_of(source),
                                     "imported, but no longer on the target"});
       continue;
     }
+    ++result.archive_messages;
+    result.archive_bytes += source.size;
     claimed.insert(r.target_uid);
     const ServerMessage& s = server.at(r.target_uid);
-    std::vector<std::string> what;
-    if (s.size != source->size) what.push_back(fmt::format("size {} in the archive, {} on the target", source->size, s.size));
-    if (s.have_flags && flags_string(s.flags) != record_flags(*source))
-      what.push_back(fmt::format("flags \"{}\" in the archive, \"{}\" on the target", record_flags(*source),
-                                 flags_string(s.flags)));
-    if (options_.deep && s.fetched) {
-      ++result.hashes_compared;
-      if (s.hash != archive::to_hex(source->hash))
-        what.push_back(fmt::format("SHA-256 {} in the archive, {} on the target", archive::to_hex(source->hash), s.hash));
-      if (s.internaldate != source->internaldate)
-        what.push_back(fmt::format("INTERNALDATE {} in the archive, {} on the target", source->internaldate, s.internaldate));
-    }
-    if (!what.empty()) {
-      std::string detail;
-      for (auto& w : what) detail += (detail.empty() ? "" : "; ") + w;
-      result.differences.push_back({"differs", r.key.source.uid, r.target_uid, message_id_of(*source), detail});
-    }
+    if (options_.deep && s.fetched) ++result.hashes_compared;
+    add_difference(result, check_message(source, r.target_uid, s, "target", fetches), source, r.target_uid, s,
+                   expunged);
   }
   int lookups = kServerMessageIdLookups;
   for (auto& [uid, s] : server)
     if (!claimed.count(uid))
-      result.differences.push_back({"extra", 0, uid, server_message_id(uid, s, lookups),
+      result.differences.push_back({kExtra, 0, uid, server_message_id(uid, s, lookups),
                                     fmt::format("on the target ({} bytes), not imported from this archive", s.size)});
 }
 
@@ -271,17 +379,20 @@ void Comparer::run() {
       if (e.kind() == ErrorKind::auth || e.kind() == ErrorKind::tls) throw;
       row.error = e.what();
     }
+    uint64_t notes = row.differences.size() - row.failures();
     events_.emit({{"event", "folder_done"}, {"folder", row.folder}, {"equal", row.equal()},
+                  {"differences", row.failures()}, {"notes", notes},
                   {"text", fmt::format("{}{}: {} {}", row.folder,
                                        row.server_folder != row.folder ? " -> " + row.server_folder : "",
                                        row.equal() ? "equal" : "DIFFERS",
-                                       row.error.empty() ? fmt::format("({} differences)", row.differences.size())
+                                       row.error.empty() ? fmt::format("({} differences{})", row.failures(),
+                                                                       notes ? fmt::format(", {} notes", notes) : "")
                                                          : row.error)}});
   };
 
   if (options_.against == Against::source) {
     out_.against = "source";
-    out_.server = options_.credentials.user + "@" + options_.endpoint.address();
+    out_.server = mailbox() + "@" + options_.endpoint.address();
     // Folders on the server that the archive does not have.
     std::vector<imap::ListEntry> listed;
     with_session([&] { listed = session_->list(); });
@@ -302,18 +413,18 @@ void Comparer::run() {
       compare_one(row, [&] {
         uint32_t v = 0;
         uint64_t n = 0;
-        auto server = read_server_folder(e.name_raw, v, n);
+        auto server = read_server_folder(e.name_raw, v, n, {});
         row.server_messages = server.size();
         for (auto& [uid, s] : server) row.server_bytes += s.size;
         row.differences.clear();
-        row.differences.push_back({"missing", 0, 0, "", "the folder is on the server, not in the archive"});
+        row.differences.push_back({kMissing, 0, 0, "", "the folder is on the server, not in the archive"});
       });
       out_.folders.push_back(std::move(row));
     }
   } else {
     out_.against = "target";
-    out_.server = options_.target_name.empty() ? options_.credentials.user + "@" + options_.endpoint.address()
-                                               : options_.target_name;
+    out_.server =
+        options_.target_name.empty() ? mailbox() + "@" + options_.endpoint.address() : options_.target_name;
     auto target_id = archive_->find_target(out_.server);
     if (!target_id)
       throw Error(ErrorKind::not_found, "the archive has no record of an import into " + out_.server +
@@ -325,12 +436,12 @@ void Comparer::run() {
     for (auto& f : folders) {
       std::vector<uint32_t> missing;
       archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& m) {
-        if (m.state != archive::MessageState::present) return true;
         auto r = archive_->append({*target_id, m.key});
         if (r && r->state == archive::AppendState::done) {
+          // Expunged on the source since: still compared, its copy on the target is a note.
           by_target[r->target_folder].push_back(*r);
           sources_of[r->target_folder].insert(f.name_utf8);
-        } else {
+        } else if (m.state == archive::MessageState::present) {
           missing.push_back(m.key.uid);
         }
         return true;
@@ -354,7 +465,7 @@ void Comparer::run() {
         auto m = archive_->message({account_.id, f.id, f.uidvalidity, uid});
         ++row.archive_messages;
         if (m) row.archive_bytes += m->size;
-        row.differences.push_back({"not imported", uid, 0, m ? message_id_of(*m) : "", "in the archive, never imported"});
+        row.differences.push_back({kNotImported, uid, 0, m ? message_id_of(*m) : "", "in the archive, never imported"});
       }
       events_.emit({{"event", "folder_done"}, {"folder", row.folder}, {"equal", false},
                     {"text", fmt::format("{}: {} messages never imported", row.folder, uids.size())}});
@@ -372,30 +483,65 @@ void Comparer::run() {
 
 }  // namespace
 
+bool MessageDifference::note() const { return kind == kRewritten || kind == kExpungedOnSource; }
+
+uint64_t FolderComparison::count(std::string_view kind) const {
+  return std::count_if(differences.begin(), differences.end(), [&](auto& d) { return d.kind == kind; });
+}
+
+uint64_t FolderComparison::failures() const {
+  return std::count_if(differences.begin(), differences.end(), [](auto& d) { return !d.note(); });
+}
+
+bool FolderComparison::equal() const {
+  return error.empty() && failures() == 0 && archive_messages == server_messages &&
+         int64_t(archive_bytes) + rewritten_bytes == int64_t(server_bytes);
+}
+
 bool Comparison::equal() const {
   return std::all_of(folders.begin(), folders.end(), [](auto& f) { return f.equal(); });
 }
 
+uint64_t Comparison::count(std::string_view kind) const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.count(kind);
+  return n;
+}
+
+uint64_t Comparison::failures() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.failures();
+  return n;
+}
+
+uint64_t Comparison::notes() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.differences.size() - f.failures();
+  return n;
+}
+
 nlohmann::json Comparison::to_json() const {
   nlohmann::json rows = nlohmann::json::array();
-  uint64_t differences = 0;
   for (auto& f : folders) {
     nlohmann::json diffs = nlohmann::json::array();
     for (auto& d : f.differences) {
-      diffs.push_back({{"kind", d.kind}, {"archive_uid", d.archive_uid}, {"server_uid", d.server_uid},
-                       {"message_id", d.message_id}, {"detail", d.detail}});
-      ++differences;
+      nlohmann::json entry = {{"kind", d.kind}, {"note", d.note()}, {"archive_uid", d.archive_uid},
+                              {"server_uid", d.server_uid}, {"message_id", d.message_id}, {"detail", d.detail}};
+      if (!d.rewrite.empty()) entry["rewrite"] = d.rewrite;
+      diffs.push_back(std::move(entry));
     }
     nlohmann::json row = {{"folder", f.folder}, {"server_folder", f.server_folder},
                           {"archive_messages", f.archive_messages}, {"server_messages", f.server_messages},
                           {"archive_bytes", f.archive_bytes}, {"server_bytes", f.server_bytes},
-                          {"hashes_compared", f.hashes_compared}, {"equal", f.equal()}, {"differences", diffs}};
+                          {"hashes_compared", f.hashes_compared}, {"equal", f.equal()},
+                          {"notes", f.differences.size() - f.failures()}, {"differences", diffs}};
     if (!f.error.empty()) row["error"] = f.error;
     rows.push_back(std::move(row));
   }
   return {{"event", "summary"}, {"command", "verify"}, {"mode", "online"}, {"account", account},
           {"against", against}, {"server", server}, {"deep", deep}, {"equal", equal()},
-          {"differences", differences}, {"seconds", seconds}, {"folders", rows}};
+          {"differences", failures()}, {"rewritten", count(kRewritten)},
+          {"expunged_on_source", count(kExpungedOnSource)}, {"seconds", seconds}, {"folders", rows}};
 }
 
 Comparison compare_online(const CompareOptions& options, EventSink& events) {

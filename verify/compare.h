@@ -6,15 +6,24 @@
 // `deep`, every message is fetched and its SHA-256 and INTERNALDATE compared too.
 //
 // Against a target: what import recorded (source message -> target folder and
-// UID) versus the target's folders: messages missing on the target, messages
-// there that no import put there, and messages whose size, flags (or, deep,
-// bytes and INTERNALDATE) differ from the archived source.
+// UID, so folders are compared by the mapping import used) versus the
+// target's folders: messages missing on the target, messages there that no
+// import put there, and messages whose size, flags (or, deep, bytes and
+// INTERNALDATE) differ from the archived source.
+//
+// Bytes that differ are checked against the known server rewrites
+// (common/server_rewrites.h): a copy the server stored in a known rewritten
+// form is a note ("rewritten"), not a difference. With `deep` every message
+// is checked; without it, only those whose size differs (each fetched once,
+// at most kRewriteChecks per folder). A message expunged on the source after
+// it was imported, still on the target, is a note too ("expunged on source").
 //
 // Read-only on the server: EXAMINE and BODY.PEEK only.
 #pragma once
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -33,19 +42,36 @@ struct CompareOptions {
   imap::Credentials credentials;
   Against against = Against::source;
   std::string account;       // archived account; "" means the only one
-  std::string target_name;   // target identity as import recorded it; "" means USER@HOST:PORT
+  std::string target_name;   // target identity as import recorded it; "" means MAILBOX@HOST:PORT
+  std::string mailbox;       // the mailbox compared, for naming the server; "" means credentials.user
   bool deep = false;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   RetryPolicy retry;
 };
 
+// Kinds of MessageDifference. The first four are differences; the last two
+// are notes: expected, they leave a folder equal.
+inline constexpr const char* kMissing = "missing";
+inline constexpr const char* kExtra = "extra";
+inline constexpr const char* kDiffers = "differs";
+inline constexpr const char* kNotImported = "not imported";
+inline constexpr const char* kRewritten = "rewritten";                  // a known server rewrite, nothing else
+inline constexpr const char* kExpungedOnSource = "expunged on source";  // imported, expunged on the source since
+
+// Messages whose size differs that a comparison without `deep` fetches to
+// check for a known rewrite, per folder.
+inline constexpr int kRewriteChecks = 200;
+
 struct MessageDifference {
-  std::string kind;          // "missing", "extra", "differs", "not imported"
+  std::string kind;          // one of the kinds above
   uint32_t archive_uid = 0;  // source UID in the archive, 0 if none
   uint32_t server_uid = 0;   // UID on the compared server, 0 if none
   std::string message_id;    // when known
   std::string detail;        // what differs
+  std::string rewrite{};     // the rewrite classes (classify_rewrite) when the bytes are a known rewrite, else ""
+  // Whether this is a note (rewritten, expunged on source) rather than a difference.
+  bool note() const;
 };
 
 struct FolderComparison {
@@ -56,12 +82,17 @@ struct FolderComparison {
   uint64_t archive_bytes = 0;
   uint64_t server_bytes = 0;
   uint64_t hashes_compared = 0;  // deep only
-  std::vector<MessageDifference> differences;
+  int64_t rewritten_bytes = 0;   // server minus archive size, summed over the notes with a rewrite
+  std::vector<MessageDifference> differences;  // differences and notes
   std::string error;          // the folder could not be compared
-  bool equal() const {
-    return error.empty() && differences.empty() && archive_messages == server_messages &&
-           archive_bytes == server_bytes;
-  }
+  // Entries of `differences` of this kind.
+  uint64_t count(std::string_view kind) const;
+  // Entries that are differences, not notes.
+  uint64_t failures() const;
+  // No error, no difference, the same number of messages on both sides and
+  // the same bytes once the sizes of rewritten messages are accounted for.
+  // Notes leave a folder equal.
+  bool equal() const;
 };
 
 struct Comparison {
@@ -71,7 +102,14 @@ struct Comparison {
   bool deep = false;
   std::vector<FolderComparison> folders;
   double seconds = 0;
+  // Every folder equal (notes allowed).
   bool equal() const;
+  // Summed over the folders.
+  uint64_t count(std::string_view kind) const;
+  uint64_t failures() const;
+  uint64_t notes() const;
+  // The report: every folder with its differences and notes; "differences"
+  // counts the differences, "rewritten" and "expunged_on_source" the notes.
   nlohmann::json to_json() const;
 };
 

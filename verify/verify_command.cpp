@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/display.h"
+#include "batch/batch_jobs.h"
 #include "cli/server_options.h"
 #include "common/error.h"
 #include "verify/compare.h"
@@ -20,6 +21,7 @@ struct VerifyArgs {
   std::string archive;
   std::string against;
   ServerOptions server;
+  ProfileOptions profile;
   std::string account;
   std::string target_name;
   bool deep = false;
@@ -72,15 +74,30 @@ void print_offline(const verify::OfflineReport& r) {
                              : "FAILED: see above");
 }
 
+// The summary's verdict: EQUAL, EQUAL with what the notes are, or DIFFERENT.
+std::string verdict(const verify::Comparison& c) {
+  if (!c.equal()) return "DIFFERENT";
+  std::vector<std::string> notes;
+  if (auto n = c.count(verify::kRewritten))
+    notes.push_back(fmt::format("{} stored by the server in a known rewritten form", n));
+  if (auto n = c.count(verify::kExpungedOnSource))
+    notes.push_back(fmt::format("{} expunged on the source, still on the target", n));
+  std::string out = "EQUAL";
+  for (size_t i = 0; i < notes.size(); ++i) out += (i ? "; " : " (notes: ") + notes[i];
+  return notes.empty() ? out : out + ")";
+}
+
 void print_online(const verify::Comparison& c) {
-  std::printf("%s %s %9s %9s %10s %10s %6s  %s\n", pad("archive folder", 28).c_str(),
+  std::printf("%s %s %9s %9s %10s %10s %6s %6s  %s\n", pad("archive folder", 28).c_str(),
               pad(c.against == "source" ? "source folder" : "target folder", 28).c_str(), "archive", "server", "arch.size",
-              "serv.size", "diffs", "status");
+              "serv.size", "diffs", "notes", "status");
   for (auto& f : c.folders) {
-    std::printf("%s %s %9llu %9llu %10s %10s %6zu  %s\n", pad(f.folder, 28).c_str(), pad(f.server_folder, 28).c_str(),
-                (unsigned long long)f.archive_messages, (unsigned long long)f.server_messages,
-                human_bytes(double(f.archive_bytes)).c_str(), human_bytes(double(f.server_bytes)).c_str(),
-                f.differences.size(), f.equal() ? "equal" : (f.error.empty() ? "DIFFERS" : "ERROR"));
+    std::printf("%s %s %9llu %9llu %10s %10s %6llu %6llu  %s\n", pad(f.folder, 28).c_str(),
+                pad(f.server_folder, 28).c_str(), (unsigned long long)f.archive_messages,
+                (unsigned long long)f.server_messages, human_bytes(double(f.archive_bytes)).c_str(),
+                human_bytes(double(f.server_bytes)).c_str(), (unsigned long long)f.failures(),
+                (unsigned long long)(f.differences.size() - f.failures()),
+                f.equal() ? "equal" : (f.error.empty() ? "DIFFERS" : "ERROR"));
   }
   for (auto& f : c.folders) {
     if (!f.error.empty()) std::printf("folder %s: %s\n", f.folder.c_str(), f.error.c_str());
@@ -90,8 +107,8 @@ void print_online(const verify::Comparison& c) {
                   d.server_uid ? fmt::format(", server UID {}", d.server_uid).c_str() : "",
                   d.message_id.empty() ? "" : (", Message-ID " + d.message_id).c_str(), d.detail.c_str());
   }
-  std::printf("\n%s: archive (%s) vs %s %s%s: %s\n", c.account.c_str(), c.deep ? "deep" : "counts, sizes, flags",
-              c.against.c_str(), c.server.c_str(), "", c.equal() ? "EQUAL" : "DIFFERENT");
+  std::printf("\n%s: archive (%s) vs %s %s: %s\n", c.account.c_str(), c.deep ? "deep" : "counts, sizes, flags",
+              c.against.c_str(), c.server.c_str(), verdict(c).c_str());
 }
 
 }  // namespace
@@ -105,8 +122,10 @@ void add_verify_command(CLI::App& app, int& status) {
   cmd->add_option("--against", args->against, "source or target: compare with a server instead of offline")
       ->check(CLI::IsMember({"source", "target"}));
   add_server_options(cmd, args->server, false);
+  add_profile_options(cmd, args->profile, "--profile");
   cmd->add_option("--account", args->account, "Archived account (default: the only one)");
-  cmd->add_option("--target-name", args->target_name, "Target identity as import recorded it (default USER@HOST:PORT)");
+  cmd->add_option("--target-name", args->target_name,
+                  "Target identity as import recorded it (default MAILBOX@HOST:PORT, MAILBOX being --user)");
   cmd->add_flag("--deep", args->deep, "Online: fetch every message and compare SHA-256 and INTERNALDATE too");
   cmd->add_option("--sample", args->sample, "Offline: re-hash only this percentage of the objects (random)")
       ->check(CLI::Range(0.001, 100.0));
@@ -117,7 +136,14 @@ void add_verify_command(CLI::App& app, int& status) {
   cmd->add_option("--csv", args->csv, "Write one CSV row per folder to this file");
   cmd->add_flag("--json", args->json, "JSON-lines events on stdout instead of the terminal display");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
-  cmd->callback([args, &status] {
+  cmd->footer(
+      "Online, a message the server stored in a known rewritten form (Cyrus: 8-bit header bytes replaced by X, "
+      "bare CRs changed; Courier: bare CRs changed, a final CRLF added) is reported as \"rewritten\", one expunged "
+      "on the source after it was imported as \"expunged on source\": both are notes, not differences.\n\n"
+      "Exit status: 0 everything equal and sound (notes allowed, counted in the summary); 1 something differs or "
+      "is missing (named in the report); 2 bad command line; 3 login refused; 4 server unreachable, TLS or "
+      "protocol failure; 5 archive problem.");
+  cmd->callback([args, cmd, &status] {
     CommandSink<TerminalSink> out(args->json, args->verbosity);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
@@ -141,28 +167,37 @@ void add_verify_command(CLI::App& app, int& status) {
       }
       ok = r.ok();
     } else {
-      if (args->server.host.empty() || args->server.user.empty())
-        throw Error(ErrorKind::usage, "--against needs --host and --user (and a password source)");
+      if (args->server.user.empty())
+        throw Error(ErrorKind::usage, "--against needs --user, --host (or --profile) and a password source");
+      std::vector<std::string> warnings;
+      auto routing = make_routing(cmd, args->server, args->profile, warnings);
+      const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
+      auto login = make_account_login(profile, args->server.user);
+      for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
       verify::CompareOptions o;
       o.archive_dir = args->archive;
-      o.endpoint = make_endpoint(args->server);
-      std::vector<std::string> warnings;
-      add_security_warnings(warnings, o.endpoint.host, o.endpoint.insecure, o.endpoint.tls == imap::TlsMode::none);
-      for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
-      o.credentials = make_credentials(args->server);
+      o.endpoint = profile.endpoint();
+      o.credentials = login.credentials;
+      o.mailbox = login.mailbox;
       o.against = args->against == "source" ? verify::Against::source : verify::Against::target;
       o.account = args->account;
       o.target_name = args->target_name;
       o.deep = args->deep;
       o.include = args->include;
       o.exclude = args->exclude;
-      auto c = verify::compare_online(o, *sink);
+      verify::Comparison c;
+      try {
+        c = verify::compare_online(o, *sink);
+      } catch (const Error& e) {
+        throw batch::describe_login_error(e, login.mailbox, login);
+      }
       report = c.to_json();
-      csv = "archive_folder,server_folder,archive_messages,server_messages,archive_bytes,server_bytes,differences,equal\n";
+      csv = "archive_folder,server_folder,archive_messages,server_messages,archive_bytes,server_bytes,differences,equal,"
+            "rewritten,expunged_on_source\n";
       for (auto& f : c.folders)
-        csv += fmt::format("{},{},{},{},{},{},{},{}\n", csv_field(f.folder), csv_field(f.server_folder),
-                           f.archive_messages, f.server_messages, f.archive_bytes, f.server_bytes,
-                           f.differences.size(), f.equal() ? "yes" : "no");
+        csv += fmt::format("{},{},{},{},{},{},{},{},{},{}\n", csv_field(f.folder), csv_field(f.server_folder),
+                           f.archive_messages, f.server_messages, f.archive_bytes, f.server_bytes, f.failures(),
+                           f.equal() ? "yes" : "no", f.count(verify::kRewritten), f.count(verify::kExpungedOnSource));
       if (terminal) {
         terminal->finish();
         print_online(c);
