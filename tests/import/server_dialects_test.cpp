@@ -148,7 +148,7 @@ TEST_F(ServerDialectsTest, ACopyChangedOtherwiseIsReportedAsAltered) {
     std::vector<uint32_t> uids;
     for (auto& l : x.command().literals) {
       std::string stored = l;
-      if (l.find("<d2@fake>") != std::string::npos) stored.replace(stored.find("dialect"), 7, "DIALECT");
+      if (l.find("<d2@fake>") != std::string::npos) stored.insert(0, "X-Added-By-Server: yes\r\n");
       uids.push_back(x.server().add_message("INBOX", stored));
     }
     x.tagged("OK [APPENDUID 1 " + std::to_string(uids.front()) + ":" + std::to_string(uids.back()) +
