@@ -285,6 +285,10 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
       if (!folder.gone && !listed.count(folder.name_raw)) {
         folder.gone = true;
         first.batch->put_folder(folder);
+        emit({{"event", "warning"}, {"folder", folder.canonical_name()}, {"gone", true},
+              {"text", fmt::format("{}: no longer on the source (deleted or renamed there); the archive keeps its "
+                                   "messages. A renamed folder is exported under its new name as a new folder, and "
+                                   "import creates it beside the old one", folder.canonical_name())}});
       }
     }
   }

@@ -13,6 +13,7 @@
 #include "common/glob.h"
 #include "common/message_id.h"
 #include "common/server_rewrites.h"
+#include "imap/mailbox_names.h"
 #include "imap/utf7.h"
 
 namespace imapstage::verify {
@@ -265,7 +266,8 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
 
 void Comparer::compare_source_folder(const archive::FolderRecord& folder, FolderComparison& result) {
   result.differences.clear();
-  result.folder = result.server_folder = folder.name_utf8;
+  result.folder = folder.canonical_name();
+  result.server_folder = folder.name_utf8;
   std::map<uint32_t, MessageRecord> archived;
   archive_->for_each_message(account_.id, folder.id, folder.uidvalidity, [&](const MessageRecord& m) {
     if (m.state == archive::MessageState::present) archived[m.key.uid] = m;
@@ -369,7 +371,8 @@ void Comparer::run() {
 
   std::vector<archive::FolderRecord> folders;
   for (auto& f : archive_->folders(account_.id))
-    if (!f.noselect && !f.gone && f.uidvalidity != 0 && folder_selected(f.name_utf8, options_.include, options_.exclude))
+    if (!f.noselect && !f.gone && f.uidvalidity != 0 &&
+        folder_selected(f.canonical_name(), options_.include, options_.exclude))
       folders.push_back(f);
 
   auto compare_one = [&](FolderComparison& row, const std::function<void()>& work) {
@@ -394,18 +397,35 @@ void Comparer::run() {
     out_.against = "source";
     out_.server = mailbox() + "@" + options_.endpoint.address();
     // Folders on the server that the archive does not have.
+    // Only in the namespaces the archive holds: other users' and shared
+    // folders are exported only when asked for (export --namespaces).
     std::vector<imap::ListEntry> listed;
-    with_session([&] { listed = session_->list(); });
+    std::vector<imap::Namespace> namespaces;
+    with_session([&] {
+      listed = session_->list();
+      namespaces = session_->namespaces();
+    });
     std::set<std::string> known;
-    for (auto& f : archive_->folders(account_.id)) known.insert(f.name_raw);
+    std::set<int> kinds = {imap::Namespace::personal};
+    for (auto& f : archive_->folders(account_.id)) {
+      known.insert(f.name_raw);
+      kinds.insert(static_cast<int>(f.ns_kind));
+    }
     for (auto& f : folders) {
       FolderComparison row;
-      row.folder = row.server_folder = f.name_utf8;
+      row.folder = f.canonical_name();
+      row.server_folder = f.name_utf8;
       compare_one(row, [&] { compare_source_folder(f, row); });
       out_.folders.push_back(std::move(row));
     }
     for (auto& e : listed) {
-      if (e.noselect || known.count(e.name_raw) || !folder_selected(e.name_utf8, options_.include, options_.exclude))
+      if (e.noselect || known.count(e.name_raw)) continue;
+      auto placed = imap::place_mailbox(e.name_raw, e.delimiter, namespaces);
+      archive::FolderRecord as_archived;
+      as_archived.ns_kind = static_cast<archive::NamespaceKind>(placed.kind);
+      as_archived.path = placed.path;
+      if (placed.path.empty() || !kinds.count(placed.kind) ||
+          !folder_selected(as_archived.canonical_name(), options_.include, options_.exclude))
         continue;
       FolderComparison row;
       row.folder = "";
@@ -440,7 +460,7 @@ void Comparer::run() {
         if (r && r->state == archive::AppendState::done) {
           // Expunged on the source since: still compared, its copy on the target is a note.
           by_target[r->target_folder].push_back(*r);
-          sources_of[r->target_folder].insert(f.name_utf8);
+          sources_of[r->target_folder].insert(f.canonical_name());
         } else if (m.state == archive::MessageState::present) {
           missing.push_back(m.key.uid);
         }
@@ -459,7 +479,7 @@ void Comparer::run() {
     }
     for (auto& [f, uids] : not_imported) {
       FolderComparison row;
-      row.folder = f.name_utf8;
+      row.folder = f.canonical_name();
       row.server_folder = "";
       for (uint32_t uid : uids) {
         auto m = archive_->message({account_.id, f.id, f.uidvalidity, uid});
