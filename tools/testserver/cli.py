@@ -24,7 +24,7 @@ reason on stderr), 2 bad command line."""
 
 EPILOG = """\
 commands:
-  start DIR [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
+  start DIR [--kind dovecot|cyrus|courier] [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
             [--alt-special-use [de|outlook]] [--append-limit BYTES] [--timeout S] [--timing]
   stop DIR
   info DIR
@@ -38,6 +38,8 @@ commands:
   subscribe DIR USER FOLDER / unsubscribe DIR USER FOLDER
   bump-uidvalidity DIR USER FOLDER
   check-seed DIR [USER...]
+  setacl DIR OWNER FOLDER GRANTEE RIGHTS                      (Cyrus)
+  create-shared DIR FOLDER [--grant a,b] [--rights R] [--message FILE]  (Cyrus)
 Run "test-server COMMAND --help" for details."""
 
 
@@ -64,7 +66,8 @@ def _print_json(obj, pretty=None):
 def cmd_start(a):
     info = server.start(a.dir, seed=a.seed, users=_users(a.users), target_users=_users(a.target_users),
                         timeout=a.timeout, alt_special_use=a.alt_special_use, append_limit=a.append_limit,
-                        verbose=a.timing)
+                        verbose=a.timing, kind=a.kind, altnamespace=a.altnamespace,
+                        unixhierarchysep=a.unixhierarchysep)
     _print_json(info, pretty=True)
 
 
@@ -136,6 +139,24 @@ def cmd_bump_uidvalidity(a):
     print(f"{old} {new}")
 
 
+def cmd_setacl(a):
+    from . import others
+    print(others.setacl(a.dir, a.owner, a.folder, a.grantee, a.rights))
+
+
+def cmd_create_shared(a):
+    from . import others
+    data = None
+    if a.message:
+        try:
+            with open(a.message, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise HarnessError(f"cannot read {a.message}: {e.strerror}") from None
+    name, uid = others.create_shared(a.dir, a.folder, _users(a.grant), a.rights, data, a.flags or "", a.date)
+    _print_json({"mailbox": name, "uid": uid})
+
+
 def cmd_check_seed(a):
     info = server.load_info(a.dir)
     users = a.users or sorted(info["users"])
@@ -191,6 +212,12 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s.add_argument("--append-limit", type=int, default=server.DEFAULT_APPEND_LIMIT, metavar="BYTES",
                    help="largest message APPEND accepts, advertised as APPENDLIMIT (default 64 MiB; "
                         "0: no limit, not advertised)")
+    s.add_argument("--kind", default="dovecot", choices=server.KINDS,
+                   help="the server: dovecot (default), cyrus or courier")
+    s.add_argument("--altnamespace", action="store_true",
+                   help="Cyrus: personal folders beside INBOX, not under it (altnamespace: yes)")
+    s.add_argument("--unixhierarchysep", action="store_true",
+                   help='Cyrus: "/" as the hierarchy separator (unixhierarchysep: yes)')
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ports (default 10)")
     s.add_argument("--timing", action="store_true", help="print how long each step took on stderr")
     s.set_defaults(func=cmd_start)
@@ -297,6 +324,31 @@ and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
     s.add_argument("user", metavar="USER")
     s.add_argument("folder", metavar="FOLDER")
     s.set_defaults(func=cmd_bump_uidvalidity)
+
+    s = sub.add_parser("setacl", help="Cyrus: grant a user rights on another user's folder",
+                       description="Cyrus only: as the administrator, SETACL on OWNER's FOLDER (logical name, "
+                                   "INBOX for the account itself) for GRANTEE (a user of this server, or anyone) "
+                                   "with RIGHTS (e.g. lrs). The folder then appears in GRANTEE's LIST under the "
+                                   "other users' namespace. Prints the administrator's mailbox name.")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("owner", metavar="OWNER")
+    s.add_argument("folder", metavar="FOLDER")
+    s.add_argument("grantee", metavar="GRANTEE")
+    s.add_argument("rights", metavar="RIGHTS")
+    s.set_defaults(func=cmd_setacl)
+
+    s = sub.add_parser("create-shared", help="Cyrus: create a shared folder",
+                       description="Cyrus only: as the administrator, creates FOLDER in the shared namespace "
+                                   "(outside every user's personal folders), grants RIGHTS to the --grant users "
+                                   "and APPENDs --message FILE if given. Prints {\"mailbox\", \"uid\"}.")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("folder", metavar="FOLDER")
+    s.add_argument("--grant", default="", help="comma-separated users (or anyone) given RIGHTS")
+    s.add_argument("--rights", default="lrs", help="rights for the --grant users (default lrs)")
+    s.add_argument("--message", default=None, metavar="FILE", help="a message to APPEND")
+    s.add_argument("--flags", default="", help="flags of the message")
+    s.add_argument("--date", default=None, help='INTERNALDATE of the message, "DD-Mon-YYYY HH:MM:SS +ZZZZ"')
+    s.set_defaults(func=cmd_create_shared)
 
     s = sub.add_parser("check-seed", help="compare accounts with their seed",
                        description="Regenerates the planned mail of each USER (default: all accounts) and "
