@@ -336,6 +336,7 @@ def _cyrus_conf(d, run_user, append_limit, altnamespace, unixhierarchysep):
         f"admins: {ADMIN_USER}",
         f"proxyservers: {ADMIN_USER}",
         "allowplaintext: yes",
+        "failedloginpause: 0",
         "sasl_pwcheck_method: auxprop",
         "sasl_auxprop_plugin: sasldb",
         f"sasl_sasldb_path: {p['sasldb']}",
