@@ -13,9 +13,10 @@ from .imapclient import IMAPError
 from .server import HarnessError
 
 DESCRIPTION = """\
-A private Dovecot IMAP server on free loopback ports for imapstage's tests.
-Everything (config, certificates, passwords, mail, logs) lives in DIR; nothing
-under /etc/dovecot is read. The helpers that inspect or change mail log in as
+A private IMAP server (Dovecot, Cyrus or Courier) on free loopback ports for
+imapstage's tests. Everything (config, certificates, passwords, mail, logs)
+lives in DIR; nothing under /etc/dovecot or /etc/cyrus is read (Courier's
+accounts are the exception: see start --help). The helpers that inspect or change mail log in as
 the user over the plain port with the harness's own IMAP client.
 
 Folder names are given in UTF-8 with "/" as the hierarchy separator (the
@@ -183,15 +184,39 @@ def _parser():
     s = sub.add_parser("start", formatter_class=fmt, help="create DIR and start a seeded server",
                        description="""\
 Creates DIR (it must not exist or be empty), a CA and a server certificate
-(SAN DNS:localhost, IP:127.0.0.1), dovecot.conf, accounts with random
-passwords and their mail; starts Dovecot on two free loopback ports (plain
-with STARTTLS, and implicit TLS), waits until both answer, and prints
-DIR/server.json:
-  {"host", "imap_port", "imaps_port", "ca_file", "users": {name: password},
-   "master_user", "master_password", "master_separator", "dir", "pid",
-   "instance", "config", "log", "seed", "seeded", "target_users", "append_limit"}
-Log in as another user with USER*admin and the master password, or SASL PLAIN
-with authzid USER and authcid admin.
+(SAN DNS:localhost, IP:127.0.0.1), the configuration, accounts with random
+passwords and their mail; starts the server (--kind: Dovecot, Cyrus IMAP 3.6
+or Courier-IMAP 5.0) on two free loopback ports (plain with STARTTLS, and
+implicit TLS), waits until both answer, and prints DIR/server.json:
+  {"kind", "host", "imap_port", "imaps_port", "ca_file",
+   "users": {name: password}, "logins": {name: login name},
+   "personal_namespace": {"prefix", "separator"},
+   "namespaces": {"personal"|"other"|"shared": [{"prefix", "separator"}]},
+   "special_use", "rewrites": {"header_8bit", "bare_cr", "bare_lf", "nul",
+   "missing_final_crlf"}, "master_user", "master_password",
+   "master_separator", "admin_user", "admin_password", "dir", "pid",
+   "instance", "config", "log", "seed", "seeded", "target_users",
+   "append_limit"}
+Folder names given to the other commands are logical (UTF-8, "/" between
+levels) and are placed in the server's personal namespace: "Projects/2024" is
+Projects/2024 on Dovecot and INBOX.Projects.2024 on Cyrus and Courier.
+
+Dovecot: log in as another user with USER*admin and the master password, or
+SASL PLAIN with authzid USER and authcid admin. Mail is written straight into
+Maildir; prefix "" and separator "/".
+Cyrus: runs from $IMAPSTAGE_SERVERS_ROOT (tools/setup unpacks it there);
+"admin" is the administrator (admin_user/admin_password; setacl and
+create-shared use it); personal folders under "INBOX." with ".", other users
+under "user.", shared folders at the top (--altnamespace and
+--unixhierarchysep change that). Intermediate folders are real, empty folders.
+Courier: needs root: accounts go through courier-authdaemon (the global
+/etc/courier userdb, one file per instance, removed by stop), so login names
+carry the instance token ("alice.1a2b3c4d", see "logins"). No SPECIAL-USE, no
+CONDSTORE; AUTH=PLAIN only after STARTTLS (LOGIN works everywhere); a failed
+login costs 5 s.
+Cyrus and Courier get their mail over IMAP (APPEND with flags, keywords and
+INTERNALDATE, in the same UID order as Dovecot's), so every kind holds the
+same logical folders and messages.
 
 Seeds (deterministic for a given user name):
   default  every --users account gets ~200 messages (~15 MB): special-use,
@@ -250,11 +275,16 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s = sub.add_parser("summary", formatter_class=fmt, help="JSON description of an account",
                        description="""\
 Prints every folder and message of USER as JSON, read-only (EXAMINE,
-BODY.PEEK): {"folders": [{"name" (UTF-8), "raw" (modified UTF-7), "delimiter",
+BODY.PEEK): {"personal_namespace": {"prefix", "separator"},
+"folders": [{"name" (UTF-8), "raw" (modified UTF-7), "canonical" (the
+logical name: personal prefix removed, levels joined with "/"; other users'
+and shared folders keep their prefix), "namespace" (personal, other or
+shared), "delimiter",
 "attributes", "subscribed", "uidvalidity", "uidnext", "highestmodseq",
 "exists", "messages": [{"uid", "flags" (sorted, without \\Recent),
 "internaldate", "internaldate_unix", "size", "modseq", "sha256" (of the
-BODY[] bytes as sent), "message_id"}]}]}. Folders are sorted by raw name,
+BODY[] bytes as sent), "message_id"}]}]}. modseq and highestmodseq are null
+without CONDSTORE (Courier). Folders are sorted by raw name,
 messages by UID; \\Noselect folders have null counters and "messages": null,
 and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
     s.add_argument("dir", metavar="DIR")
@@ -316,8 +346,10 @@ and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
         s.set_defaults(func=func)
 
     s = sub.add_parser("bump-uidvalidity", help="give a folder a new UIDVALIDITY",
-                       description="Sets a new, larger UIDVALIDITY on FOLDER with `doveadm mailbox update "
-                                   "--uid-validity` (works for INBOX too, safe while clients are connected). "
+                       description="Sets a new, larger UIDVALIDITY on FOLDER: Dovecot with `doveadm mailbox update "
+                                   "--uid-validity` (works for INBOX too, safe while clients are connected), "
+                                   "Courier by rewriting the folder's courierimapuiddb (sessions opened later see "
+                                   "it); not available for Cyrus. "
                                    "Messages, UIDs, flags and dates stay as they were, so a client must notice "
                                    "the change by UIDVALIDITY alone. Prints the old and the new value.")
     s.add_argument("dir", metavar="DIR")

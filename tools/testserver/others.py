@@ -398,7 +398,9 @@ def _start_cyrus(d, passwords, owner, run_user, timeout, append_limit, altnamesp
             raise HarnessError(f"the Cyrus master failed to start (exit {rc})" + _tail(p["cyrus_log"]))
         try:
             _wait_ready(d, imap_port, imaps_port, time.monotonic() + timeout, "Cyrus",
-                        lambda: _tail(p["cyrus_log"]))
+                        lambda: _tail(p["cyrus_log"]) + "\n(the Cyrus master and services log to syslog, which "
+                                "the harness does not capture; cyrus.log holds what they wrote to stderr)",
+                        lambda: is_running(d))
             break
         except HarnessError:
             text = _tail(p["cyrus_log"])
@@ -701,7 +703,7 @@ def _start_courier(d, passwords, owner, timeout):
             if rc1 or rc2:
                 raise HarnessError(f"couriertcpd failed to start (exit {rc1 or rc2})" + _tail(p["courier_log"]))
             _wait_ready(d, imap_port, imaps_port, time.monotonic() + timeout, "Courier",
-                        lambda: _tail(p["courier_log"]))
+                        lambda: _tail(p["courier_log"]), lambda: is_running(d))
             break
         except HarnessError:
             text = _tail(p["courier_log"])

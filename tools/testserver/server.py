@@ -433,11 +433,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=None):
-    """Waits until the plain port greets and the TLS port completes a verified handshake."""
+def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=None, alive=None):
+    """Waits until the plain port greets and the TLS port completes a verified
+    handshake; gives up at once when `alive()` says the server has exited."""
     p = paths(d)
     last = None
     while time.monotonic() < deadline:
+        if alive and not alive():
+            raise HarnessError(f"{name} exited during startup" + (log_tail() if log_tail else _log_tail(d)))
         try:
             with socket.create_connection((HOST, imap_port), timeout=2) as s:
                 s.settimeout(max(0.5, deadline - time.monotonic()))
