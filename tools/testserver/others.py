@@ -27,11 +27,10 @@ running side by side never share an account; stop removes the file again, and
 start removes the files of instances whose directory is gone.
 """
 
+import base64
 import fcntl
 import grp
 import hashlib
-import base64
-import json
 import os
 import pwd
 import secrets
@@ -41,7 +40,7 @@ import sys
 import time
 
 from . import seed as seeding
-from .server import (ALT_SPECIAL_USE, DEFAULT_APPEND_LIMIT, HOST, REWRITES, SPECIAL_USE, HarnessError, Lock,
+from .server import (ALT_SPECIAL_USE, HOST, REWRITES, SPECIAL_USE, HarnessError, Lock,
                      _free_port, _identity, _wait_ready, check_user_name, load_info, make_certificates,
                      make_instance_dir, new_password, paths, save_info, write_private)
 
