@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -287,6 +288,43 @@ TEST_P(ServersTest, OpsWorkInTheServersNamespace) {
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0].name_raw, "INBOX");
   session->logout();
+}
+
+// (uid, flags, INTERNALDATE, sha256) of every message of a summary folder.
+std::vector<std::tuple<uint32_t, nlohmann::json, int64_t, std::string>> messages_of(const nlohmann::json& folder) {
+  std::vector<std::tuple<uint32_t, nlohmann::json, int64_t, std::string>> out;
+  for (auto& m : folder["messages"])
+    out.emplace_back(m["uid"].get<uint32_t>(), m["flags"], m["internaldate_unix"].get<int64_t>(),
+                     m["sha256"].get<std::string>());
+  return out;
+}
+
+TEST_P(ServersTest, BumpUidvalidityKeepsMessagesUidsAndChildren) {
+  auto& s = server();
+  // A gap in the UIDs and a child folder make it harder (Cyrus recreates the folder).
+  auto first = s.summary("alice");
+  auto uids = messages_of(*find_canonical(first, "Archive"));
+  ASSERT_GT(uids.size(), 3u);
+  s.expunge("alice", "Archive", {std::get<0>(uids[1])});
+  auto before = s.summary("alice");
+  std::string out = s.run({"bump-uidvalidity", "--", s.dir(), "alice", "Archive"});
+  auto after = s.summary("alice");
+  auto* b = find_canonical(before, "Archive");
+  auto* a = find_canonical(after, "Archive");
+  ASSERT_NE(a, nullptr);
+  EXPECT_GT((*a)["uidvalidity"].get<uint32_t>(), (*b)["uidvalidity"].get<uint32_t>());
+  EXPECT_EQ(out, std::to_string((*b)["uidvalidity"].get<uint32_t>()) + " " +
+                     std::to_string((*a)["uidvalidity"].get<uint32_t>()) + "\n");
+  EXPECT_EQ((*a)["uidnext"], (*b)["uidnext"]);
+  EXPECT_EQ(messages_of(*a), messages_of(*b));
+  EXPECT_EQ((*a)["attributes"], (*b)["attributes"]);
+  EXPECT_EQ((*a)["subscribed"], (*b)["subscribed"]);
+  auto* child_before = find_canonical(before, "Archive/2019");
+  auto* child_after = find_canonical(after, "Archive/2019");
+  ASSERT_NE(child_after, nullptr);
+  EXPECT_EQ((*child_after)["uidvalidity"], (*child_before)["uidvalidity"]);
+  EXPECT_EQ(messages_of(*child_after), messages_of(*child_before));
+  EXPECT_EQ(after["folders"].size(), before["folders"].size());
 }
 
 TEST(CyrusSharingTest, OtherUsersAndSharedFoldersAreListedOutsideThePersonalNamespace) {

@@ -349,7 +349,9 @@ and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
                        description="Sets a new, larger UIDVALIDITY on FOLDER: Dovecot with `doveadm mailbox update "
                                    "--uid-validity` (works for INBOX too, safe while clients are connected), "
                                    "Courier by rewriting the folder's courierimapuiddb (sessions opened later see "
-                                   "it); not available for Cyrus. "
+                                   "it), Cyrus by deleting the folder and making it again with the same messages at "
+                                   "the same UIDs and the same UIDNEXT (children, special use and subscription "
+                                   "kept; not INBOX, and sessions must not have it selected). "
                                    "Messages, UIDs, flags and dates stay as they were, so a client must notice "
                                    "the change by UIDVALIDITY alone. Prints the old and the new value.")
     s.add_argument("dir", metavar="DIR")

@@ -402,8 +402,10 @@ def _uidvalidity(c, folder):
 
 
 def bump_uidvalidity(d, user, folder):
-    """Gives the folder a new, larger UIDVALIDITY (doveadm mailbox update); the
-    messages, their UIDs and flags stay. Returns (old, new)."""
+    """Gives the folder a new, larger UIDVALIDITY; the messages, their UIDs,
+    flags and INTERNALDATEs stay. Dovecot: doveadm mailbox update; Courier: the
+    folder's courierimapuiddb; Cyrus (not INBOX): the folder is deleted and
+    made again with the same messages at the same UIDs. Returns (old, new)."""
     with connect(d, user) as c:
         try:
             old = _uidvalidity(c, folder)
@@ -417,7 +419,9 @@ def bump_uidvalidity(d, user, folder):
     if kind == "courier":
         _courier_set_uidvalidity(info, user, folder, new)
     elif kind == "cyrus":
-        raise HarnessError("bump-uidvalidity is not available for Cyrus (no tool sets a mailbox's UIDVALIDITY)")
+        new = _cyrus_recreate(d, user, folder, info)
+        if new <= old:
+            raise HarnessError(f"Cyrus gave the recreated {folder} UIDVALIDITY {new}, not above {old}")
     else:
         doveadm(d, "mailbox", "update", "-u", user, "--uid-validity", str(new), folder)
     with connect(d, user) as c:
@@ -464,6 +468,75 @@ def seed_over_imap(d, user, plan, special_use=None, info=None):
                 if r.status != "OK":
                     raise HarnessError(f"APPEND to {f.name} for {user} failed: {r.status} {r.text}")
                 batch, size = [], 0
+
+
+def _cyrus_recreate(d, user, folder, info):
+    """Deletes the folder and creates it again (same special use and
+    subscription) holding the same bytes, flags and INTERNALDATEs at the same
+    UIDs, with the same UIDNEXT: UIDs that were free are filled with
+    placeholders that are expunged at once. Returns the new UIDVALIDITY."""
+    with connect(d, user, info) as c:
+        raw = _raw(c, folder)
+        if raw == "INBOX":
+            raise HarnessError("bump-uidvalidity can't renew INBOX on Cyrus (deleting it deletes the account)")
+        resp = c.command(b"EXAMINE", quote_arg(raw))
+        uidnext = int(resp.code_value("UIDNEXT"))
+        messages = {}
+        exists = sum(1 for u in resp.untagged if u.kind == "EXISTS" and u.number)
+        if exists:
+            r = c.command(b"UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
+            for u in r.of_kind("FETCH"):
+                it = fetch_items(u)
+                if "UID" in it and "BODY[]" in it:
+                    flags = [str(f) for f in it.get("FLAGS") or [] if str(f).lower() != "\\recent"]
+                    messages[int(it["UID"])] = (flags, _text(it["INTERNALDATE"]).strip(), bytes(it["BODY[]"]))
+        attrs = []
+        for a, _, name in _list(c):
+            if name == raw:
+                attrs = [x for x in a if x.lower() in ("\\sent", "\\drafts", "\\trash", "\\junk", "\\archive",
+                                                        "\\all", "\\flagged")]
+        subscribed = raw in _subscribed(c)
+        sep = c.personal["separator"]
+        children = [name for _, _, name in _list(c) if name.startswith(raw + sep)]
+        c.command(b"UNSELECT" if "UNSELECT" in c.capabilities else b"CLOSE")
+        if attrs:  # Cyrus refuses to delete a special-use folder
+            c.command(b"SETMETADATA", quote_arg(raw), b"(/private/specialuse NIL)")
+        # A folder with children can't be deleted: move it with its subtree aside,
+        # bring the children back (RENAME keeps their UIDVALIDITY), then delete it.
+        aside = raw + "-imapstage-bump-" + secrets.token_hex(3) if children else raw
+        if children:
+            c.command(b"RENAME", quote_arg(raw), quote_arg(aside))
+        else:
+            c.command(b"DELETE", quote_arg(raw))
+        args = [b"CREATE", quote_arg(raw)]
+        if attrs:
+            args.append(f"(USE ({' '.join(attrs)}))".encode())
+        c.command(*args)
+        if children:
+            for _, _, name in _list(c):
+                rest = name[len(aside) + len(sep):]
+                if name.startswith(aside + sep) and sep not in rest:
+                    c.command(b"RENAME", quote_arg(name), quote_arg(raw + sep + rest))
+            c.command(b"DELETE", quote_arg(aside))
+        placeholders = []
+        for uid in range(1, uidnext):
+            if uid in messages:
+                flags, date, data = messages[uid]
+                r = c.command(b"APPEND", quote_arg(raw), f"({' '.join(flags)})".encode(),
+                              b'"' + date.encode() + b'"', Literal(data))
+            else:
+                r = c.command(b"APPEND", quote_arg(raw), b"(\\Deleted)",
+                              Literal(b"Subject: placeholder\r\n\r\nx\r\n"))
+                placeholders.append(uid)
+            got = int(r.code_value("APPENDUID").split()[1])
+            if got != uid:
+                raise HarnessError(f"recreating {folder}: APPEND got UID {got}, expected {uid}")
+        if placeholders:
+            c.command(b"SELECT", quote_arg(raw))
+            c.command(f"UID EXPUNGE {uid_set(placeholders)}".encode())
+        if subscribed:
+            c.command(b"SUBSCRIBE", quote_arg(raw))
+        return _uidvalidity(c, folder)
 
 
 def _courier_set_uidvalidity(info, user, folder, new):
