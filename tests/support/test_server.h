@@ -135,7 +135,8 @@ class TestServer {
 
   // DIR/server.json as returned by start (accounts added later included).
   const nlohmann::json& info() const { return info_; }
-  // Ps title prefix of a Dovecot instance's processes ("dovecot-ts-xxxxxxxx").
+  // A name for the instance: for Dovecot the ps title prefix of its processes
+  // ("dovecot-ts-xxxxxxxx"); "cyrus-xxxxxxxx" or "courier-xxxxxxxx" otherwise.
   std::string instance() const;
   // Path of tools/test-server.
   static std::string script();

@@ -410,7 +410,7 @@ def _start_cyrus(d, passwords, owner, run_user, timeout, append_limit, altnamesp
     info = {"imap_port": imap_port, "imaps_port": imaps_port, "logins": {u: u for u in passwords},
             "master_user": None, "master_password": None, "master_separator": None,
             "admin_user": ADMIN_USER, "admin_password": admin_password,
-            "pid": _read_pid(p["cyrus_pid"]), "instance": "cyrus-" + os.path.basename(d),
+            "pid": _read_pid(p["cyrus_pid"]), "instance": "cyrus-" + secrets.token_hex(4),
             "config": p["imapd_conf"], "log": p["cyrus_log"], "append_limit": append_limit or None,
             "special_use": True, "cyrus": {"altnamespace": bool(altnamespace),
                                            "unixhierarchysep": bool(unixhierarchysep)}}
