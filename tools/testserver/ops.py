@@ -362,9 +362,12 @@ def expunge(c, folder, uids):
 
 def create(c, folder, subscribe=False):
     """CREATE (no error if it exists); returns True when it was created."""
-    r = c.command(b"CREATE", quote_arg(_raw(c, folder)), check=False)
+    raw = _raw(c, folder)
+    r = c.command(b"CREATE", quote_arg(raw), check=False)
     created = r.status == "OK"
-    if not created and not (r.code and r.code.upper().startswith("ALREADYEXISTS")):
+    # Cyrus and Courier refuse an existing name without [ALREADYEXISTS].
+    if not created and not (r.code and r.code.upper().startswith("ALREADYEXISTS")) and \
+            not any(u.values[2] in (raw, raw.encode()) for u in c.command(b"LIST", b'""', quote_arg(raw)).of_kind("LIST")):
         raise HarnessError(f"CREATE {folder} failed: {r.status} {r.text}")
     if subscribe:
         c.command(b"SUBSCRIBE", quote_arg(_raw(c, folder)))
