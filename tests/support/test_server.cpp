@@ -15,6 +15,7 @@
 
 #include <fmt/core.h>
 
+#include "imap/utf7.h"
 #include "tests/support/process.h"
 
 namespace imapstage::testing {
@@ -124,8 +125,16 @@ TestServer::TestServer(TestServerOptions options) {
                                   "--target-users", join(options.target_users)};
     if (!options.alt_special_use.empty()) args.push_back("--alt-special-use=" + options.alt_special_use);
     if (options.append_limit) args.push_back("--append-limit=" + std::to_string(*options.append_limit));
+    args.push_back("--kind=" + options.kind);
+    if (options.cyrus_altnamespace) args.push_back("--altnamespace");
+    if (options.cyrus_unixhierarchysep) args.push_back("--unixhierarchysep");
     info_ = parse_json(run_script(args, kStartLimit), args);
     host_ = info_.at("host").get<std::string>();
+    kind_ = info_.value("kind", "dovecot");
+    const auto& ns = info_.at("personal_namespace");
+    personal_prefix_ = ns.at("prefix").get<std::string>();
+    std::string sep = ns.at("separator").is_string() ? ns.at("separator").get<std::string>() : "";
+    personal_separator_ = sep.empty() ? '\0' : sep[0];
     imap_port_ = info_.at("imap_port").get<uint16_t>();
     imaps_port_ = info_.at("imaps_port").get<uint16_t>();
     ca_file_ = info_.at("ca_file").get<std::string>();
@@ -164,9 +173,119 @@ std::string TestServer::password(const std::string& user) const {
   return it->get<std::string>();
 }
 
-std::string TestServer::master_user() const { return info_.at("master_user").get<std::string>(); }
-std::string TestServer::master_password() const { return info_.at("master_password").get<std::string>(); }
-std::string TestServer::master_separator() const { return info_.at("master_separator").get<std::string>(); }
+namespace {
+// A string field of server.json, "" when it is null or absent.
+std::string string_or_empty(const nlohmann::json& info, const char* key) {
+  auto it = info.find(key);
+  return (it == info.end() || it->is_null()) ? std::string() : it->get<std::string>();
+}
+}  // namespace
+
+std::string TestServer::login(const std::string& user) const {
+  password(user);  // throws for an unknown user
+  auto logins = info_.find("logins");
+  if (logins == info_.end()) return user;
+  auto it = logins->find(user);
+  return it == logins->end() ? user : it->get<std::string>();
+}
+
+std::string TestServer::master_user() const { return string_or_empty(info_, "master_user"); }
+std::string TestServer::master_password() const { return string_or_empty(info_, "master_password"); }
+std::string TestServer::master_separator() const { return string_or_empty(info_, "master_separator"); }
+std::string TestServer::admin_user() const { return string_or_empty(info_, "admin_user"); }
+std::string TestServer::admin_password() const { return string_or_empty(info_, "admin_password"); }
+bool TestServer::special_use() const { return info_.value("special_use", true); }
+const nlohmann::json& TestServer::rewrites() const { return info_.at("rewrites"); }
+
+std::string TestServer::raw_name(const std::string& logical) const {
+  std::string upper;
+  for (char c : logical) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (upper == "INBOX") return "INBOX";
+  // Modified UTF-7 of each level; the Python harness is the reference (ops.raw_name).
+  std::string out = personal_prefix_;
+  size_t start = 0;
+  while (true) {
+    size_t slash = logical.find('/', start);
+    std::string level = logical.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    out += imapstage::imap::utf7_encode(level);
+    if (slash == std::string::npos) break;
+    out += personal_separator_;
+    start = slash + 1;
+  }
+  return out;
+}
+
+std::optional<std::string> TestServer::expected_after_append(const std::string& bytes) const {
+  const auto& r = rewrites();
+  auto rule = [&](const char* key) { return r.value(key, std::string("kept")); };
+  auto bare_lf_at = [](const std::string& s, size_t i) { return s[i] == '\n' && (i == 0 || s[i - 1] != '\r'); };
+  bool has_bare_lf = false;
+  for (size_t i = 0; i < bytes.size(); ++i) has_bare_lf = has_bare_lf || bare_lf_at(bytes, i);
+  if (rule("bare_lf") == "refused" && has_bare_lf) return std::nullopt;
+  if (rule("nul") == "refused" && bytes.find('\0') != std::string::npos) return std::nullopt;
+  std::string out = bytes;
+  if (rule("bare_cr") == "removed") {
+    std::string t;
+    for (size_t i = 0; i < out.size(); ++i)
+      if (!(out[i] == '\r' && (i + 1 >= out.size() || out[i + 1] != '\n'))) t += out[i];
+    out = std::move(t);
+  }
+  if (rule("bare_lf") == "crlf") {
+    std::string t;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (bare_lf_at(out, i)) t += '\r';
+      t += out[i];
+    }
+    out = std::move(t);
+  }
+  if (rule("nul") == "0x80")
+    for (auto& c : out)
+      if (c == '\0') c = '\x80';
+  if (rule("header_8bit") == "X") {
+    size_t end = out.find("\r\n\r\n");
+    size_t header_end = end == std::string::npos ? out.size() : end + 4;
+    for (size_t i = 0; i < header_end; ++i)
+      if (static_cast<unsigned char>(out[i]) >= 0x80) out[i] = 'X';
+  }
+  if (rule("missing_final_crlf") == "added" && !out.empty() &&
+      !(out.size() >= 2 && out.compare(out.size() - 2, 2, "\r\n") == 0))
+    out += "\r\n";
+  return out;
+}
+
+std::string TestServer::setacl(const std::string& owner, const std::string& folder, const std::string& grantee,
+                               const std::string& rights) {
+  std::string out = run({"setacl", "--", dir_, owner, folder, grantee, rights});
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+SharedFolder TestServer::create_shared(const std::string& folder, const std::vector<std::string>& grantees,
+                                       const std::string& message_bytes, const std::string& rights) {
+  std::vector<std::string> args{"create-shared", "--grant=" + join(grantees), "--rights=" + rights};
+  std::string file;
+  if (!message_bytes.empty()) {
+    file = scratch_file("shared");
+    write_private_file(file, message_bytes);
+    args.push_back("--message=" + file);
+  }
+  args.insert(args.end(), {"--", dir_, folder});
+  std::string out;
+  try {
+    out = run_script(args, kCommandLimit);
+  } catch (...) {
+    std::error_code ec;
+    if (!file.empty()) fs::remove(file, ec);
+    throw;
+  }
+  std::error_code ec;
+  if (!file.empty()) fs::remove(file, ec);
+  auto j = parse_json(out, args);
+  SharedFolder result;
+  result.mailbox = j.at("mailbox").get<std::string>();
+  result.uid = j.at("uid").is_null() ? 0 : j.at("uid").get<uint32_t>();
+  return result;
+}
 std::string TestServer::instance() const { return info_.at("instance").get<std::string>(); }
 
 std::string TestServer::add_user(const std::string& name) {
@@ -174,6 +293,10 @@ std::string TestServer::add_user(const std::string& name) {
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   if (out.empty()) throw std::runtime_error("TestServer: add-user printed no password");
   info_["users"][name] = out;
+  // The login name comes from server.json (Courier's carry the instance token).
+  std::vector<std::string> args{"info", "--", dir_};
+  auto fresh = parse_json(run_script(args, kCommandLimit), args);
+  if (fresh.contains("logins")) info_["logins"] = fresh["logins"];
   return out;
 }
 

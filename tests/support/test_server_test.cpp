@@ -109,6 +109,16 @@ TEST_F(TestServerTest, InfoAndPortsAnswer) {
   auto info = nlohmann::json::parse(server_->run({"info", server_->dir()}));
   EXPECT_EQ(info["imaps_port"], server_->imaps_port());
   EXPECT_EQ(info["dir"], server_->dir());
+  // The default kind, with the names and namespace tests written for Dovecot assume.
+  EXPECT_EQ(server_->kind(), "dovecot");
+  EXPECT_EQ(server_->login("alice"), "alice");
+  EXPECT_EQ(server_->personal_prefix(), "");
+  EXPECT_EQ(server_->personal_separator(), '/');
+  EXPECT_TRUE(server_->special_use());
+  EXPECT_EQ(server_->raw_name("Projekte/Übersicht"), "Projekte/&ANw-bersicht");
+  EXPECT_EQ(server_->rewrites()["bare_lf"], "crlf");
+  EXPECT_EQ(server_->expected_after_append("a\nb\r\n"), "a\r\nb\r\n");
+  EXPECT_TRUE(server_->admin_user().empty());
   // server.json holds passwords: owner only.
   struct stat st{};
   ASSERT_EQ(stat((server_->dir() + "/server.json").c_str(), &st), 0);
@@ -119,6 +129,10 @@ TEST_F(TestServerTest, DefaultSeedHasEverythingTestsRelyOn) {
   auto s = server_->summary("alice");
   std::map<std::string, const nlohmann::json*> by_name;
   for (auto& f : s["folders"]) by_name[f["name"]] = &f;
+  for (auto& f : s["folders"]) {
+    EXPECT_EQ(f["canonical"], f["name"]);  // Dovecot: prefix "", separator "/"
+    EXPECT_EQ(f["namespace"], "personal");
+  }
 
   // Special-use folders carry their attribute in a plain LIST.
   for (auto [name, use] : std::map<std::string, std::string>{

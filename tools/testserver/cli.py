@@ -13,9 +13,10 @@ from .imapclient import IMAPError
 from .server import HarnessError
 
 DESCRIPTION = """\
-A private Dovecot IMAP server on free loopback ports for imapstage's tests.
-Everything (config, certificates, passwords, mail, logs) lives in DIR; nothing
-under /etc/dovecot is read. The helpers that inspect or change mail log in as
+A private IMAP server (Dovecot, Cyrus or Courier) on free loopback ports for
+imapstage's tests. Everything (config, certificates, passwords, mail, logs)
+lives in DIR; nothing under /etc/dovecot or /etc/cyrus is read (Courier's
+accounts are the exception: see start --help). The helpers that inspect or change mail log in as
 the user over the plain port with the harness's own IMAP client.
 
 Folder names are given in UTF-8 with "/" as the hierarchy separator (the
@@ -24,7 +25,7 @@ reason on stderr), 2 bad command line."""
 
 EPILOG = """\
 commands:
-  start DIR [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
+  start DIR [--kind dovecot|cyrus|courier] [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
             [--alt-special-use [de|outlook]] [--append-limit BYTES] [--timeout S] [--timing]
   stop DIR
   info DIR
@@ -38,6 +39,8 @@ commands:
   subscribe DIR USER FOLDER / unsubscribe DIR USER FOLDER
   bump-uidvalidity DIR USER FOLDER
   check-seed DIR [USER...]
+  setacl DIR OWNER FOLDER GRANTEE RIGHTS                      (Cyrus)
+  create-shared DIR FOLDER [--grant a,b] [--rights R] [--message FILE]  (Cyrus)
 Run "test-server COMMAND --help" for details."""
 
 
@@ -64,7 +67,8 @@ def _print_json(obj, pretty=None):
 def cmd_start(a):
     info = server.start(a.dir, seed=a.seed, users=_users(a.users), target_users=_users(a.target_users),
                         timeout=a.timeout, alt_special_use=a.alt_special_use, append_limit=a.append_limit,
-                        verbose=a.timing)
+                        verbose=a.timing, kind=a.kind, altnamespace=a.altnamespace,
+                        unixhierarchysep=a.unixhierarchysep)
     _print_json(info, pretty=True)
 
 
@@ -136,6 +140,24 @@ def cmd_bump_uidvalidity(a):
     print(f"{old} {new}")
 
 
+def cmd_setacl(a):
+    from . import others
+    print(others.setacl(a.dir, a.owner, a.folder, a.grantee, a.rights))
+
+
+def cmd_create_shared(a):
+    from . import others
+    data = None
+    if a.message:
+        try:
+            with open(a.message, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise HarnessError(f"cannot read {a.message}: {e.strerror}") from None
+    name, uid = others.create_shared(a.dir, a.folder, _users(a.grant), a.rights, data, a.flags or "", a.date)
+    _print_json({"mailbox": name, "uid": uid})
+
+
 def cmd_check_seed(a):
     info = server.load_info(a.dir)
     users = a.users or sorted(info["users"])
@@ -162,15 +184,39 @@ def _parser():
     s = sub.add_parser("start", formatter_class=fmt, help="create DIR and start a seeded server",
                        description="""\
 Creates DIR (it must not exist or be empty), a CA and a server certificate
-(SAN DNS:localhost, IP:127.0.0.1), dovecot.conf, accounts with random
-passwords and their mail; starts Dovecot on two free loopback ports (plain
-with STARTTLS, and implicit TLS), waits until both answer, and prints
-DIR/server.json:
-  {"host", "imap_port", "imaps_port", "ca_file", "users": {name: password},
-   "master_user", "master_password", "master_separator", "dir", "pid",
-   "instance", "config", "log", "seed", "seeded", "target_users", "append_limit"}
-Log in as another user with USER*admin and the master password, or SASL PLAIN
-with authzid USER and authcid admin.
+(SAN DNS:localhost, IP:127.0.0.1), the configuration, accounts with random
+passwords and their mail; starts the server (--kind: Dovecot, Cyrus IMAP 3.6
+or Courier-IMAP 5.0) on two free loopback ports (plain with STARTTLS, and
+implicit TLS), waits until both answer, and prints DIR/server.json:
+  {"kind", "host", "imap_port", "imaps_port", "ca_file",
+   "users": {name: password}, "logins": {name: login name},
+   "personal_namespace": {"prefix", "separator"},
+   "namespaces": {"personal"|"other"|"shared": [{"prefix", "separator"}]},
+   "special_use", "rewrites": {"header_8bit", "bare_cr", "bare_lf", "nul",
+   "missing_final_crlf"}, "master_user", "master_password",
+   "master_separator", "admin_user", "admin_password", "dir", "pid",
+   "instance", "config", "log", "seed", "seeded", "target_users",
+   "append_limit"}
+Folder names given to the other commands are logical (UTF-8, "/" between
+levels) and are placed in the server's personal namespace: "Projects/2024" is
+Projects/2024 on Dovecot and INBOX.Projects.2024 on Cyrus and Courier.
+
+Dovecot: log in as another user with USER*admin and the master password, or
+SASL PLAIN with authzid USER and authcid admin. Mail is written straight into
+Maildir; prefix "" and separator "/".
+Cyrus: runs from $IMAPSTAGE_SERVERS_ROOT (tools/setup unpacks it there);
+"admin" is the administrator (admin_user/admin_password; setacl and
+create-shared use it); personal folders under "INBOX." with ".", other users
+under "user.", shared folders at the top (--altnamespace and
+--unixhierarchysep change that). Intermediate folders are real, empty folders.
+Courier: needs root: accounts go through courier-authdaemon (the global
+/etc/courier userdb, one file per instance, removed by stop), so login names
+carry the instance token ("alice.1a2b3c4d", see "logins"). No SPECIAL-USE, no
+CONDSTORE; AUTH=PLAIN only after STARTTLS (LOGIN works everywhere); a failed
+login costs 5 s.
+Cyrus and Courier get their mail over IMAP (APPEND with flags, keywords and
+INTERNALDATE, in the same UID order as Dovecot's), so every kind holds the
+same logical folders and messages.
 
 Seeds (deterministic for a given user name):
   default  every --users account gets ~200 messages (~15 MB): special-use,
@@ -191,6 +237,12 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s.add_argument("--append-limit", type=int, default=server.DEFAULT_APPEND_LIMIT, metavar="BYTES",
                    help="largest message APPEND accepts, advertised as APPENDLIMIT (default 64 MiB; "
                         "0: no limit, not advertised)")
+    s.add_argument("--kind", default="dovecot", choices=server.KINDS,
+                   help="the server: dovecot (default), cyrus or courier")
+    s.add_argument("--altnamespace", action="store_true",
+                   help="Cyrus: personal folders beside INBOX, not under it (altnamespace: yes)")
+    s.add_argument("--unixhierarchysep", action="store_true",
+                   help='Cyrus: "/" as the hierarchy separator (unixhierarchysep: yes)')
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ports (default 10)")
     s.add_argument("--timing", action="store_true", help="print how long each step took on stderr")
     s.set_defaults(func=cmd_start)
@@ -223,11 +275,16 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s = sub.add_parser("summary", formatter_class=fmt, help="JSON description of an account",
                        description="""\
 Prints every folder and message of USER as JSON, read-only (EXAMINE,
-BODY.PEEK): {"folders": [{"name" (UTF-8), "raw" (modified UTF-7), "delimiter",
+BODY.PEEK): {"personal_namespace": {"prefix", "separator"},
+"folders": [{"name" (UTF-8), "raw" (modified UTF-7), "canonical" (the
+logical name: personal prefix removed, levels joined with "/"; other users'
+and shared folders keep their prefix), "namespace" (personal, other or
+shared), "delimiter",
 "attributes", "subscribed", "uidvalidity", "uidnext", "highestmodseq",
 "exists", "messages": [{"uid", "flags" (sorted, without \\Recent),
 "internaldate", "internaldate_unix", "size", "modseq", "sha256" (of the
-BODY[] bytes as sent), "message_id"}]}]}. Folders are sorted by raw name,
+BODY[] bytes as sent), "message_id"}]}]}. modseq and highestmodseq are null
+without CONDSTORE (Courier). Folders are sorted by raw name,
 messages by UID; \\Noselect folders have null counters and "messages": null,
 and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
     s.add_argument("dir", metavar="DIR")
@@ -289,14 +346,43 @@ and so does a listed folder that EXAMINE refuses (with "error": the reply).""")
         s.set_defaults(func=func)
 
     s = sub.add_parser("bump-uidvalidity", help="give a folder a new UIDVALIDITY",
-                       description="Sets a new, larger UIDVALIDITY on FOLDER with `doveadm mailbox update "
-                                   "--uid-validity` (works for INBOX too, safe while clients are connected). "
+                       description="Sets a new, larger UIDVALIDITY on FOLDER: Dovecot with `doveadm mailbox update "
+                                   "--uid-validity` (works for INBOX too, safe while clients are connected), "
+                                   "Courier by rewriting the folder's courierimapuiddb (sessions opened later see "
+                                   "it), Cyrus by deleting the folder and making it again with the same messages at "
+                                   "the same UIDs and the same UIDNEXT (children, special use and subscription "
+                                   "kept; not INBOX, and sessions must not have it selected). "
                                    "Messages, UIDs, flags and dates stay as they were, so a client must notice "
                                    "the change by UIDVALIDITY alone. Prints the old and the new value.")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("user", metavar="USER")
     s.add_argument("folder", metavar="FOLDER")
     s.set_defaults(func=cmd_bump_uidvalidity)
+
+    s = sub.add_parser("setacl", help="Cyrus: grant a user rights on another user's folder",
+                       description="Cyrus only: as the administrator, SETACL on OWNER's FOLDER (logical name, "
+                                   "INBOX for the account itself) for GRANTEE (a user of this server, or anyone) "
+                                   "with RIGHTS (e.g. lrs). The folder then appears in GRANTEE's LIST under the "
+                                   "other users' namespace. Prints the administrator's mailbox name.")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("owner", metavar="OWNER")
+    s.add_argument("folder", metavar="FOLDER")
+    s.add_argument("grantee", metavar="GRANTEE")
+    s.add_argument("rights", metavar="RIGHTS")
+    s.set_defaults(func=cmd_setacl)
+
+    s = sub.add_parser("create-shared", help="Cyrus: create a shared folder",
+                       description="Cyrus only: as the administrator, creates FOLDER in the shared namespace "
+                                   "(outside every user's personal folders), grants RIGHTS to the --grant users "
+                                   "and APPENDs --message FILE if given. Prints {\"mailbox\", \"uid\"}.")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("folder", metavar="FOLDER")
+    s.add_argument("--grant", default="", help="comma-separated users (or anyone) given RIGHTS")
+    s.add_argument("--rights", default="lrs", help="rights for the --grant users (default lrs)")
+    s.add_argument("--message", default=None, metavar="FILE", help="a message to APPEND")
+    s.add_argument("--flags", default="", help="flags of the message")
+    s.add_argument("--date", default=None, help='INTERNALDATE of the message, "DD-Mon-YYYY HH:MM:SS +ZZZZ"')
+    s.set_defaults(func=cmd_create_shared)
 
     s = sub.add_parser("check-seed", help="compare accounts with their seed",
                        description="Regenerates the planned mail of each USER (default: all accounts) and "

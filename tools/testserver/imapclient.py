@@ -176,7 +176,10 @@ class Client:
                     buf += b"{%d}\r\n" % len(a.data)
                     self.sock.sendall(buf)
                     buf = b""
-                    self._wait_continuation(tag)
+                    refused = self._wait_continuation(tag)
+                    if refused:
+                        # The server answered instead of asking for the literal (Courier: NO [TRYCREATE]).
+                        return self._finish(args, tag, refused, [], check)
                     buf = a.data
             elif isinstance(a, str):
                 buf += a.encode("utf-8")
@@ -196,31 +199,49 @@ class Client:
                 continue
             if r is None:
                 continue  # a stray continuation request
-            rtag, status, code, text = r
-            if rtag != tag:
-                raise IMAPError(f"response for unknown tag {rtag!r}")
-            if code and code.upper().startswith("CAPABILITY "):
-                self.capabilities = set(code.upper().split()[1:])
-            resp = Response(status, code, text, untagged)
-            if check and status != "OK":
-                name = args[0] if isinstance(args[0], str) else bytes(args[0]).decode("ascii", "replace")
-                if name.upper() == "UID" and len(args) > 1:
-                    name += " " + (args[1] if isinstance(args[1], str) else bytes(args[1]).decode("ascii", "replace"))
-                raise NoResponse(name, status, code, text)
-            return resp
+            return self._finish(args, tag, r, untagged, check)
+
+    def _finish(self, args, tag, r, untagged, check):
+        rtag, status, code, text = r
+        if rtag != tag:
+            raise IMAPError(f"response for unknown tag {rtag!r}")
+        if code and code.upper().startswith("CAPABILITY "):
+            self.capabilities = set(code.upper().split()[1:])
+        resp = Response(status, code, text, untagged)
+        if check and status != "OK":
+            name = args[0] if isinstance(args[0], str) else bytes(args[0]).decode("ascii", "replace")
+            if name.upper() == "UID" and len(args) > 1:
+                name += " " + (args[1] if isinstance(args[1], str) else bytes(args[1]).decode("ascii", "replace"))
+            raise NoResponse(name, status, code, text)
+        return resp
 
     def _wait_continuation(self, tag):
+        """None once the server asks for the literal, or the tagged reply it sent instead."""
         while True:
             r = self._read_response()
             if r is None:
-                return
+                return None
             if isinstance(r, tuple):
-                raise NoResponse("literal", r[1], r[2], r[3])
+                return r
 
     def login_plain(self, user, password, authzid=""):
         """AUTHENTICATE PLAIN with an initial response (works for any password bytes)."""
         token = f"{authzid}\0{user}\0{password}".encode("utf-8")
         resp = self.command(b"AUTHENTICATE", b"PLAIN", base64.b64encode(token), check=False)
+        if resp.status != "OK":
+            raise NoResponse(f"login as {user}", resp.status, resp.code, resp.text)
+        if not resp.code or not resp.code.upper().startswith("CAPABILITY "):
+            self.command(b"CAPABILITY")
+        return resp
+
+    def login(self, user, password):
+        """AUTHENTICATE PLAIN when the server offers it, else LOGIN (Courier
+        offers AUTH=PLAIN only after STARTTLS). Raises NoResponse if refused."""
+        if not self.capabilities:
+            self.command(b"CAPABILITY")
+        if "AUTH=PLAIN" in self.capabilities:
+            return self.login_plain(user, password)
+        resp = self.command(b"LOGIN", quote_arg(user), quote_arg(password), check=False)
         if resp.status != "OK":
             raise NoResponse(f"login as {user}", resp.status, resp.code, resp.text)
         if not resp.code or not resp.code.upper().startswith("CAPABILITY "):

@@ -411,7 +411,19 @@ def _master_pid(d):
     return pid if paths(d)["conf"] in _cmdline(pid) else None
 
 
+def instance_kind(d):
+    """The kind of server DIR holds ("dovecot" when DIR/kind is absent)."""
+    try:
+        with open(os.path.join(os.path.abspath(d), "kind"), encoding="utf-8") as f:
+            return f.read().strip() or "dovecot"
+    except FileNotFoundError:
+        return "dovecot"
+
+
 def is_running(d):
+    if instance_kind(d) != "dovecot":
+        from . import others
+        return others.is_running(d)
     return _master_pid(d) is not None
 
 
@@ -421,11 +433,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait_ready(d, imap_port, imaps_port, deadline):
-    """Waits until the plain port greets and the TLS port completes a verified handshake."""
+def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=None, alive=None):
+    """Waits until the plain port greets and the TLS port completes a verified
+    handshake; gives up at once when `alive()` says the server has exited."""
     p = paths(d)
     last = None
     while time.monotonic() < deadline:
+        if alive and not alive():
+            raise HarnessError(f"{name} exited during startup" + (log_tail() if log_tail else _log_tail(d)))
         try:
             with socket.create_connection((HOST, imap_port), timeout=2) as s:
                 s.settimeout(max(0.5, deadline - time.monotonic()))
@@ -443,8 +458,8 @@ def _wait_ready(d, imap_port, imaps_port, deadline):
         except (OSError, ssl.SSLError) as e:
             last = e
             time.sleep(0.02)
-    raise HarnessError(f"Dovecot did not answer on ports {imap_port}/{imaps_port} within the timeout ({last})"
-                       + _log_tail(d))
+    raise HarnessError(f"{name} did not answer on ports {imap_port}/{imaps_port} within the timeout ({last})"
+                       + (log_tail() if log_tail else _log_tail(d)))
 
 
 def _log_tail(d, keys=("log",), lines=40):
@@ -464,14 +479,30 @@ def _log_tail(d, keys=("log",), lines=40):
 
 # --- start / stop -------------------------------------------------------------------
 
-def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10.0, alt_special_use=None,
-          append_limit=DEFAULT_APPEND_LIMIT, verbose=False):
-    """Creates DIR, generates config, certificates and mail, starts Dovecot and
-    returns the server info (also written to DIR/server.json)."""
-    t0 = time.monotonic()
+KINDS = ("dovecot", "cyrus", "courier")
+
+# What each server does to the bytes of an APPENDed message (measured with the
+# Debian 12 packages; tests/interop/servers_test.cpp checks them again):
+#   header_8bit          bytes >= 0x80 in the top-level header: "kept" or "X" (each byte becomes "X")
+#   bare_cr              a CR not followed by LF: "kept" or "removed"
+#   bare_lf              an LF not preceded by CR: "crlf" (becomes CRLF) or "refused" (APPEND fails)
+#   nul                  a NUL byte: "kept", "0x80" (becomes 0x80) or "refused"
+#   missing_final_crlf   a message not ending in CRLF: "kept" or "added"
+REWRITES = {
+    "dovecot": {"header_8bit": "kept", "bare_cr": "kept", "bare_lf": "crlf", "nul": "0x80",
+                "missing_final_crlf": "kept"},
+    "cyrus": {"header_8bit": "X", "bare_cr": "kept", "bare_lf": "refused", "nul": "refused",
+              "missing_final_crlf": "kept"},
+    "courier": {"header_8bit": "kept", "bare_cr": "removed", "bare_lf": "crlf", "nul": "kept",
+                "missing_final_crlf": "added"},
+}
+
+
+def _prepare_start(d, seed, users, target_users, append_limit, alt_special_use):
+    """Checks the arguments of start; returns (DIR, users, target_users, seeded, bench_n)."""
     d = os.path.abspath(d)
     p = paths(d)
-    if os.path.exists(p["json"]) or os.path.exists(p["conf"]):
+    if os.path.exists(p["json"]) or os.path.exists(p["conf"]) or os.path.exists(os.path.join(d, "kind")):
         if is_running(d):
             raise HarnessError(f"a test server is already running in {d}")
         raise HarnessError(f"{d} already holds a test server; stop it and remove the directory first")
@@ -495,12 +526,46 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         raise HarnessError("--append-limit must be >= 0")
     if alt_special_use and alt_special_use not in ALT_SPECIAL_USE:
         raise HarnessError(f"bad --alt-special-use {alt_special_use!r}: use {' or '.join(ALT_SPECIAL_USE)}")
+    seeded = {}
+    if seed != "none":
+        for u in users:
+            seeded[u] = "default"
+    if bench_n is not None:
+        if "bench" not in users:
+            users.append("bench")
+        seeded["bench"] = f"bench:{bench_n}"
+    return d, users, target_users, seeded, bench_n
 
-    identity = _identity()
+
+def make_instance_dir(d, identity):
+    """Creates DIR (mode 0711, reachable by the servers' unprivileged users)."""
     _check_reachable(d, identity)
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o711)
     _check_reachable(d, identity)  # parents just made under a restrictive umask
+
+
+def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10.0, alt_special_use=None,
+          append_limit=DEFAULT_APPEND_LIMIT, verbose=False, kind="dovecot", altnamespace=False,
+          unixhierarchysep=False):
+    """Creates DIR, generates config, certificates and mail, starts the server
+    (Dovecot, Cyrus or Courier) and returns the server info (also written to
+    DIR/server.json)."""
+    if kind not in KINDS:
+        raise HarnessError(f"bad kind {kind!r}: use {', '.join(KINDS)}")
+    if kind != "cyrus" and (altnamespace or unixhierarchysep):
+        raise HarnessError("--altnamespace and --unixhierarchysep are Cyrus options")
+    t0 = time.monotonic()
+    d, users, target_users, seeded, bench_n = _prepare_start(d, seed, users, target_users, append_limit,
+                                                              alt_special_use)
+    if kind != "dovecot":
+        from . import others
+        return others.start(kind, d, users=users, target_users=target_users, seeded=seeded, seed=seed,
+                            timeout=timeout, alt_special_use=alt_special_use, append_limit=append_limit,
+                            verbose=verbose, altnamespace=altnamespace, unixhierarchysep=unixhierarchysep)
+    p = paths(d)
+    identity = _identity()
+    make_instance_dir(d, identity)
     for sub in ("run", "state"):
         os.makedirs(p[sub], mode=0o755, exist_ok=True)
     os.makedirs(p["mail"], mode=0o700, exist_ok=True)
@@ -511,14 +576,6 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
     t_certs = time.monotonic()
 
     # Accounts and their mail.
-    seeded = {}
-    if seed != "none":
-        for u in users:
-            seeded[u] = "default"
-    if bench_n is not None:
-        if "bench" not in users:
-            users.append("bench")
-        seeded["bench"] = f"bench:{bench_n}"
     all_users = users + [u for u in target_users if u not in users]
     passwords = {u: new_password() for u in all_users}
     master_password = new_password()
@@ -562,14 +619,18 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
     t_up = time.monotonic()
 
     info = {
+        "kind": "dovecot",
         "host": HOST,
         "imap_port": imap_port,
         "imaps_port": imaps_port,
         "ca_file": p["ca"],
         "users": passwords,
+        "logins": {u: u for u in passwords},
         "master_user": MASTER_USER,
         "master_password": master_password,
         "master_separator": MASTER_SEPARATOR,
+        "admin_user": None,
+        "admin_password": None,
         "dir": d,
         "pid": pid,
         "instance": "dovecot-" + instance,
@@ -579,6 +640,10 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         "seeded": seeded,
         "target_users": target_users,
         "append_limit": append_limit or None,
+        "personal_namespace": {"prefix": "", "separator": "/"},
+        "namespaces": {"personal": [{"prefix": "", "separator": "/"}], "other": [], "shared": []},
+        "special_use": True,
+        "rewrites": REWRITES["dovecot"],
     }
     save_info(d, info)
     if verbose:
@@ -600,6 +665,9 @@ def stop(d, grace=5.0):
     (SIGTERM to the master and its session, SIGKILL after `grace` seconds).
     Returns the number of processes that were found. Idempotent."""
     d = os.path.abspath(d)
+    if instance_kind(d) != "dovecot":
+        from . import others
+        return others.stop(d, grace)
     info = {}
     try:
         with open(paths(d)["json"], encoding="utf-8") as f:
@@ -648,6 +716,9 @@ def add_user(d, name, password=None, seed="none"):
     if seed != "none" and seed != "default" and not re.match(r"^bench:\d+$", seed):
         raise HarnessError(f"bad seed {seed!r}: use default, none or bench:N")
     d = os.path.abspath(d)
+    if instance_kind(d) != "dovecot":
+        from . import others
+        return others.add_user(d, name, password, seed)
     with Lock(d):
         info = load_info(d)
         identity = _identity()
