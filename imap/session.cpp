@@ -1483,6 +1483,12 @@ void Session::store_flags(uint32_t uid, const std::vector<std::string>& flags) {
   }
 }
 
+void Session::noop() {
+  Impl& s = *impl_;
+  TaggedReply r = s.command("NOOP", "NOOP");
+  if (r.status != "OK") throw Error(ErrorKind::protocol, "NOOP refused: " + r.text, Retry::never, s.here());
+}
+
 void Session::expunge_uids(const std::vector<uint32_t>& uids) {
   Impl& s = *impl_;
   if (uids.empty()) return;

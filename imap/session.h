@@ -223,6 +223,10 @@ class Session {
   // UID STORE uid FLAGS.SILENT (flags) in the selected mailbox (replaces the flags).
   void store_flags(uint32_t uid, const std::vector<std::string>& flags);
 
+  // NOOP: lets the server report what changed in the selected mailbox (some,
+  // like Courier, show messages APPENDed by this session only then).
+  void noop();
+
   // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`
   // in the selected mailbox (import --sync-expunges; never used on a
   // source). Throws Error(protocol, never) without UIDPLUS: a plain EXPUNGE

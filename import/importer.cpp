@@ -695,13 +695,22 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
   }
   std::sort(uids.begin(), uids.end());
   std::vector<uint32_t> suspects;
-  for (auto& ranges : exporting::uid_batches(uids, uids.size()))
-    session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
-      auto it = index.find(uid);
-      if (it == index.end()) return;
-      const std::string& body = *bodies[it->second];
-      if (size != body.size() || at_risk(body)) suspects.push_back(uid);
-    });
+  std::set<uint32_t> seen;
+  auto fetch_sizes = [&] {
+    for (auto& ranges : exporting::uid_batches(uids, uids.size()))
+      session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+        auto it = index.find(uid);
+        if (it == index.end() || !seen.insert(uid).second) return;
+        const std::string& body = *bodies[it->second];
+        if (size != body.size() || at_risk(body)) suspects.push_back(uid);
+      });
+  };
+  fetch_sizes();
+  if (seen.size() < uids.size()) {
+    // Courier shows this session's APPENDs in the selected mailbox only after a NOOP.
+    session_->noop();
+    fetch_sizes();
+  }
   for (uint32_t uid : suspects) {
     auto fm = session_->fetch_one(uid);
     if (!fm) continue;

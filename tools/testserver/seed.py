@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import random
+import threading
 import time
 
 from . import mutf7
@@ -125,13 +126,17 @@ class _TextPool:
 
 
 _POOLS = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pools():
-    if not _POOLS:
-        rng = random.Random("imapstage-text-pool-v1")
-        _POOLS["ascii"] = _TextPool(rng, _WORDS)
-        _POOLS["intl"] = _TextPool(rng, _WORDS + _WORDS_INTL * 3, lines=1500)
+    """The two text pools, made once (accounts are seeded from several threads)."""
+    with _POOLS_LOCK:
+        if not _POOLS:
+            rng = random.Random("imapstage-text-pool-v1")
+            ascii_pool = _TextPool(rng, _WORDS)
+            intl_pool = _TextPool(rng, _WORDS + _WORDS_INTL * 3, lines=1500)
+            _POOLS["ascii"], _POOLS["intl"] = ascii_pool, intl_pool
     return _POOLS["ascii"], _POOLS["intl"]
 
 
