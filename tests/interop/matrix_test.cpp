@@ -354,6 +354,51 @@ TEST_P(InteropFaults, KilledImportsResumeWithoutLossOrDuplicates) {
               GetParam().c_str(), kills, expected.messages);
 }
 
+TEST_P(InteropFaults, InterruptedAppendsOfRewrittenMessagesAreRecognised) {
+  // The state a crash leaves when the server stored a message and the reply
+  // never arrived: its record in flight. Cyrus and Courier stored the
+  // at-risk messages changed, so only the rewrite fingerprint finds them.
+  TestServer& target = (*servers_)[GetParam()];
+  TempDir dir;
+  std::filesystem::copy(archive_dir(), dir.path() + "/archive", std::filesystem::copy_options::recursive);
+  std::string archive_dir = dir.path() + "/archive";
+  std::string user = "rw_target";
+  target.add_user(user);
+  NullSink quiet;
+  auto first = importing::run_import(import_options(target, user, archive_dir), quiet);
+  ASSERT_TRUE(first.complete());
+  auto expected = expected_on((*servers_)["dovecot"], target, archive_dir);
+  expect_target_holds(target, user, expected);
+  {
+    auto a = archive::Archive::open(archive_dir, archive::Archive::Mode::write);
+    std::set<archive::Hash> at_risk;
+    for (auto& bytes : kAtRisk) at_risk.insert(archive::sha256(bytes));
+    std::vector<archive::AppendRecord> records;
+    a->for_each_append(*a->find_target(target.login(user) + "@" + target.host() + ":" +
+                                       std::to_string(target.imaps_port())),
+                       [&](const archive::AppendRecord& r) {
+                         auto m = a->message(r.key.source);
+                         if (m && at_risk.count(m->hash)) records.push_back(r);
+                         return true;
+                       });
+    ASSERT_EQ(records.size(), kAtRisk.size());
+    archive::Batch batch(*a);
+    for (size_t i = 0; i < records.size(); ++i) {
+      auto r = records[i];
+      r.state = archive::AppendState::in_flight;
+      r.when -= 3600;
+      if (i == 1) r.target_uidvalidity = r.target_uid = 0;  // no UID hint: found by Message-ID
+      batch.put_append(r);
+    }
+    batch.commit();
+  }
+  auto again = importing::run_import(import_options(target, user, archive_dir), quiet);
+  EXPECT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::reconciled), kAtRisk.size());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  expect_target_holds(target, user, expected);
+}
+
 INSTANTIATE_TEST_SUITE_P(EachServer, InteropFaults, ::testing::ValuesIn(kKinds),
                          [](const auto& info) { return info.param; });
 
