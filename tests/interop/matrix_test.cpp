@@ -21,6 +21,7 @@
 
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
+#include "common/error.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fault_proxy.h"
@@ -242,6 +243,20 @@ TEST_P(InteropMatrix, ExportImportVerifyReimport) {
   EXPECT_EQ(imported.total(&importing::ImportFolderResult::rewritten), expected.rewritten);
   EXPECT_EQ(imported.total(&importing::ImportFolderResult::altered), 0u);
 
+  // Special-use folders keep their use where the target has SPECIAL-USE
+  // (created with CREATE-SPECIAL-USE; Courier's are recognised by name).
+  if (target.special_use()) {
+    auto listed = target.summary(user, false);
+    std::map<std::string, std::vector<std::string>> attributes;
+    for (auto& f : listed["folders"]) attributes[f["canonical"]] = f["attributes"].get<std::vector<std::string>>();
+    for (auto [name, use] : std::map<std::string, std::string>{
+             {"Sent", "\\Sent"}, {"Drafts", "\\Drafts"}, {"Trash", "\\Trash"}, {"Junk", "\\Junk"},
+             {"Archive", "\\Archive"}}) {
+      auto& a = attributes[name];
+      EXPECT_NE(std::find(a.begin(), a.end(), use), a.end()) << name << " on " << to << " lacks " << use;
+    }
+  }
+
   std::string report;
   t0 = Clock::now();
   EXPECT_EQ(verify_deep(target, user, archive_dir, &report), 0) << report;
@@ -460,6 +475,72 @@ TEST(InteropCyrus, OtherUsersAndSharedFoldersStayOutUnlessAsked) {
                  raw.find("Team Notes") != std::string::npos)
         << "another user's or a shared folder became alice's own: " << raw;
   }
+}
+
+TEST(InteropCyrus, SubfoldersFollowTheirSpecialUseParent) {
+  TestServer& cyrus = (*servers_)["cyrus"];
+  std::string user = "archives_target";
+  cyrus.add_user(user);
+  {
+    auto session = imap::Session::connect(endpoint(cyrus));
+    session->login(credentials(cyrus, user));
+    session->create("INBOX.Archives", "\\Archive");
+    session->logout();
+  }
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  ASSERT_TRUE(export_alice((*servers_)["dovecot"], archive_dir).complete());
+  RecordingSink events;
+  auto s = importing::run_import(import_options(cyrus, user, archive_dir), events);
+  EXPECT_TRUE(s.complete());
+  std::map<std::string, std::string> target_of;
+  for (auto& e : events.events())
+    if (e["event"] == "mapping" && e.contains("target_raw")) target_of[e["source"]] = e["target_raw"];
+  EXPECT_EQ(target_of["Archive"], "INBOX.Archives");
+  EXPECT_EQ(target_of["Archive/2019"], "INBOX.Archives.2019");
+  auto source = view((*servers_)["dovecot"].summary("alice"));
+  auto target = view(cyrus.summary(user));
+  EXPECT_EQ(target["Archives/2019"].size(), source["Archive/2019"].size());
+  EXPECT_GT(target["Archives/2019"].size(), 0u);
+  EXPECT_FALSE(target.count("Archive/2019")) << "the child was left behind under the old name";
+}
+
+TEST(InteropCyrus, FolderPatternsMatchTheNamesPeopleSee) {
+  TestServer& cyrus = (*servers_)["cyrus"];
+  auto run = [&](std::vector<std::string> include, bool allow_unmatched, RecordingSink& events) {
+    TempDir dir;
+    exporting::ExportOptions o;
+    o.archive_dir = dir.path() + "/archive";
+    o.endpoint = endpoint(cyrus);
+    o.credentials = credentials(cyrus, "alice");
+    o.include = std::move(include);
+    o.allow_unmatched = allow_unmatched;
+    return exporting::run_export(o, events);
+  };
+  RecordingSink events;
+  auto s = run({"Projects/*"}, false, events);
+  std::set<std::string> names;
+  for (auto& f : s.folders) names.insert(f.name);
+  EXPECT_TRUE(names.count("Projects/2024/Q1")) << "Cyrus INBOX.Projects.2024.Q1";
+  EXPECT_TRUE(names.count("Projects/2024/Q2"));
+  EXPECT_FALSE(names.count("INBOX"));
+  for (auto& n : names) EXPECT_TRUE(n.starts_with("Projects/")) << n;
+
+  RecordingSink refused;
+  try {
+    run({"Nope/*"}, false, refused);
+    FAIL() << "a pattern that matches nothing was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::usage);
+    EXPECT_NE(std::string(e.what()).find("Nope/*"), std::string::npos);
+  }
+  RecordingSink warned;
+  auto w = run({"Nope/*", "INBOX"}, true, warned);
+  EXPECT_EQ(w.folders.size(), 1u);
+  bool warning = false;
+  for (auto& e : warned.events())
+    if (e["event"] == "warning" && e.value("pattern", "") == "Nope/*") warning = true;
+  EXPECT_TRUE(warning);
 }
 
 TEST(InteropCyrus, NamesCyrusRefusesAreImportedUnderAcceptableNames) {
