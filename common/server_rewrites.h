@@ -5,10 +5,11 @@
 //
 //   munge8bit        Cyrus replaces every byte >= 0x80 in the header section
 //                    with 'X' (one byte, one 'X'); the body is untouched.
-//   bare CR          Cyrus and Courier change every bare CR (a CR not
-//                    followed by LF, including a CR at the very end): removed,
-//                    replaced by CRLF or replaced by a space. The three count
-//                    as one class; one server treats all its bare CRs alike.
+//   bare CR          A server may change every bare CR (a CR not followed
+//                    by LF, including a CR at the very end): removed (Courier
+//                    5.0, measured), replaced by CRLF or replaced by a space.
+//                    The three count as one class; one server treats all its
+//                    bare CRs alike. (Cyrus 3.6 keeps them.)
 //   final CRLF       Courier appends CRLF to a message that does not end
 //                    with CRLF.
 //
