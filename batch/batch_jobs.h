@@ -36,6 +36,7 @@ struct ImportBatchOptions {
   std::map<std::string, std::string> map;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  bool sync_expunges = false;            // as for one import
   RunnerOptions runner;
   RetryPolicy retry;
 };

@@ -85,6 +85,7 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.map = options.map;
         o.include = options.include;
         o.exclude = options.exclude;
+        o.sync_expunges = options.sync_expunges;
         o.retry = options.retry;
         o.cancelled = cancelled;
         importing::ImportSummary summary;

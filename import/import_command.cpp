@@ -132,6 +132,7 @@ void add_import_command(CLI::App& app, int& status) {
       options.map = map;
       options.include = args->include;
       options.exclude = args->exclude;
+      options.sync_expunges = args->sync_expunges;
       options.runner = make_runner_options(args->batch);
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity);
       auto& sink = out.sink;
