@@ -237,8 +237,16 @@ class Archive {
 
   // The raw message bytes, decompressed and checked against the hash.
   // Throws Error(not_found) if the index has no such object, Error(corrupt)
-  // naming the hash, pack file and offset if the record fails any check.
+  // naming the hash, pack file and offset if the record fails any check or
+  // is larger than kMaxObjectInMemory (then only read_object_to can read it).
+  // Memory follows the object's real size, never what a record claims.
   std::string read_object(const Hash& hash) const;
+  // The same bytes streamed to `out` in pieces, in bounded memory; they are
+  // checked as they pass, so the call may throw Error(corrupt) after handing
+  // some out (the caller must then discard them).
+  void read_object_to(const Hash& hash, const std::function<void(std::string_view)>& out) const;
+  // Decompresses and re-hashes the object without keeping it; throws like read_object_to.
+  void check_object(const Hash& hash) const;
 
   std::optional<uint32_t> find_target(std::string_view identity) const;
   std::optional<AppendRecord> append(const AppendKey& key) const;
