@@ -420,6 +420,11 @@ const fs::path& Archive::dir() const { return impl_->dir; }
 bool Archive::writable() const { return impl_->mode != Mode::read; }
 std::string Archive::archive_id() const { return impl_->archive_id; }
 
+uint64_t Archive::journal_sequence() const {
+  std::lock_guard lock(impl_->commit_mutex);
+  return impl_->journal_sequence;
+}
+
 std::vector<AccountRecord> Archive::accounts() const {
   return impl_->guarded([&] {
     std::vector<AccountRecord> out;

@@ -214,6 +214,11 @@ class Archive {
   // The archive's random id (32 hex digits), made at creation and kept in the meta table.
   std::string archive_id() const;
 
+  // The sequence number of the last journal record committed (FORMAT.md,
+  // "meta"): as read at open, or as last committed by this writer. Journal
+  // records 1 to this number are all in the packs of a sound archive.
+  uint64_t journal_sequence() const;
+
   // ---- reading (each call is its own short read transaction) -------------
   std::vector<AccountRecord> accounts() const;
   std::optional<AccountRecord> find_account(std::string_view name) const;

@@ -16,8 +16,10 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "archive-format/archive.h"
+#include "archive-format/codec.h"
 #include "archive-format/layout.h"
 #include "archive-format/pack.h"
 #include "common/checked.h"
@@ -136,6 +138,7 @@ class Verifier {
   void work(WorkQueue& queue);
   void check(Work& work);
   void message_pass();
+  void journal_pass();
   void progress(bool final);
 
   std::optional<size_t> find(const Hash& hash) const {
@@ -169,6 +172,7 @@ class Verifier {
   std::mutex mutex_;  // guards entry_problems_, orphan_records_, report_.pack_problems
   std::unordered_map<size_t, std::string> entry_problems_;
   std::vector<ObjectProblem> orphan_records_;
+  std::set<uint64_t> journal_sequences_;  // of the sound journal records met
 
   std::atomic<uint64_t> objects_checked_{0};
   std::atomic<uint64_t> bytes_checked_{0};
@@ -427,7 +431,9 @@ void Verifier::check(Work& w) {
     }
     case Role::journal:
       try {
-        archive::decode_payload(w.info, w.stored, *w.file);
+        auto journal = archive::codec::decode_journal(archive::decode_payload(w.info, w.stored, *w.file));
+        std::lock_guard lock(mutex_);
+        journal_sequences_.insert(journal.sequence);
       } catch (const Error& e) {
         add_pack_problem(fmt::format("{}: the journal record at offset {} is damaged: {}", w.file->string(),
                                      w.info.offset, e.message()));
@@ -532,6 +538,31 @@ void Verifier::message_pass() {
   std::sort(report_.orphans.begin(), report_.orphans.end(), by_place);
 }
 
+// Every journal record the index says was committed (1 to journal_sequence)
+// must be in the packs: without them, what those batches changed cannot be
+// rebuilt, and a pack lost with its index rebuilt shows up here.
+void Verifier::journal_pass() {
+  uint64_t last = archive_->journal_sequence();
+  std::vector<std::string> gaps;
+  uint64_t missing = 0;
+  uint64_t expected = 1;
+  auto gap = [&](uint64_t from, uint64_t to) {
+    missing += to - from + 1;
+    if (gaps.size() < 10) gaps.push_back(from == to ? std::to_string(from) : fmt::format("{}-{}", from, to));
+  };
+  for (uint64_t seq : journal_sequences_) {
+    if (seq > last) break;
+    if (seq > expected) gap(expected, seq - 1);
+    expected = std::max(expected, seq + 1);
+  }
+  if (expected <= last) gap(expected, last);
+  if (missing)
+    report_.pack_problems.push_back(fmt::format(
+        "{} of the {} journal records the index says were committed are missing or damaged (sequence {}{}): the "
+        "index changes of those batches are not in the packs",
+        missing, last, fmt::join(gaps, ", "), gaps.size() == 10 ? ", ..." : ""));
+}
+
 void Verifier::progress(bool final) {
   auto now = std::chrono::steady_clock::now();
   if (!final && now - last_progress_ < std::chrono::milliseconds(500)) return;
@@ -601,6 +632,7 @@ OfflineReport Verifier::run() {
   finish_workers();
 
   message_pass();
+  journal_pass();
   report_.records = records_;
   report_.objects_checked = objects_checked_;
   report_.bytes_checked = bytes_checked_;
