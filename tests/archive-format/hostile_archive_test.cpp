@@ -467,5 +467,37 @@ TEST_F(HostileArchive, FlippedIndexBytesNeverCrashOrListPartially) {
   EXPECT_GT(refused, 0);
 }
 
+TEST(ArchivePermissions, EverythingWrittenIsOwnerOnlyWhateverTheUmask) {
+  TempDir dir;
+  mode_t old = ::umask(0);
+  fs::path root = fs::path(dir.path()) / "archive";
+  fs::path out = fs::path(dir.path()) / "out";
+  fs::create_directories(out);
+  ::chmod(out.c_str(), 0700);
+  make_good(root);
+  auto verify = run({"verify", "--archive", root.string(), "--report", (out / "verify.json").string(), "--csv",
+                     (out / "verify.csv").string()});
+  auto manifest = run({"manifest", "--archive", root.string(), "--out", (out / "m.json").string(), "--listing",
+                       (out / "leaves.tsv").string()});
+  auto repair = run({"repair", "--archive", root.string(), "--rebuild-index"});
+  ::umask(old);
+  ASSERT_EQ(verify.exit_code, 0) << verify.err;
+  ASSERT_EQ(manifest.exit_code, 0) << manifest.err;
+  ASSERT_EQ(repair.exit_code, 0) << repair.out;
+  size_t checked = 0;
+  for (auto base : {root, out}) {
+    for (auto& e : fs::recursive_directory_iterator(base)) {
+      struct stat st{};
+      ASSERT_EQ(::lstat(e.path().c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 077, 0u) << e.path() << fmt::format(" is {:o}", st.st_mode & 0777);
+      ++checked;
+    }
+  }
+  struct stat st{};
+  ASSERT_EQ(::stat(root.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u) << "the archive directory";
+  EXPECT_GT(checked, 20u);
+}
+
 }  // namespace
 }  // namespace imapstage::archive
