@@ -467,6 +467,69 @@ TEST_F(HostileArchive, FlippedIndexBytesNeverCrashOrListPartially) {
   EXPECT_GT(refused, 0);
 }
 
+// export and import, the real binaries against the harness Dovecot, on
+// archives with links and FIFOs where their files are.
+class HostileArchiveWriters : public testing::SharedServerTest {
+ protected:
+  std::vector<std::string> server_args(const std::string& user) {
+    return {"--host", server_->host(), "--port", std::to_string(server_->imaps_port()), "--ca-file",
+            server_->ca_file(), "--user", user, "--password-file", server_->password_file(user)};
+  }
+  std::vector<std::string> with(std::vector<std::string> head, const std::vector<std::string>& tail) {
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  }
+};
+
+TEST_F(HostileArchiveWriters, ExportAndImportNeverWriteOutsideTheArchive) {
+  TempDir dir;
+  fs::path good = fs::path(dir.path()) / "good";
+  fs::path outside = fs::path(dir.path()) / "outside";
+  fs::create_directories(outside);
+  std::ofstream(outside / "decoy") << "a file the archive must never change\n";
+  auto exported = run(with({"export", "--archive", good.string()}, server_args("alice")));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  server_->add_user("hostile_target");
+  fs::copy(good / "index", outside / "index-copy", fs::copy_options::recursive);
+  fs::copy(good / "packs", outside / "packs-copy", fs::copy_options::recursive);
+  fs::copy_file(good / "index" / "data.mdb", outside / "data-copy");
+  fs::path a_pack;
+  for (auto& e : fs::recursive_directory_iterator(good / "packs"))
+    if (e.path().extension() == ".pack") a_pack = e.path();
+  fs::copy_file(a_pack, outside / "pack-copy");
+  fs::copy_file(good / "FORMAT", outside / "format-copy");
+  struct Case {
+    std::string name, path, target;  // target empty: a FIFO
+  };
+  std::vector<Case> cases = {
+      {"lock", "lock", "decoy"},          {"index", "index", "index-copy"},
+      {"data", "index/data.mdb", "data-copy"}, {"lockmdb", "index/lock.mdb", "decoy"},
+      {"packs", "packs", "packs-copy"},   {"pack", fs::relative(a_pack, good).string(), "pack-copy"},
+      {"format", "FORMAT", "format-copy"}, {"lock-fifo", "lock", ""},
+      {"lockmdb-fifo", "index/lock.mdb", ""},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    fs::path archive = fs::path(dir.path()) / ("w-" + c.name);
+    fs::copy(good, archive, fs::copy_options::recursive);
+    fs::remove_all(archive / c.path);
+    if (c.target.empty()) ASSERT_EQ(::mkfifo((archive / c.path).c_str(), 0600), 0);
+    else fs::create_symlink(outside / c.target, archive / c.path);
+    std::string before = tree_digest(outside);
+    auto e = run(with({"export", "--archive", archive.string()}, server_args("alice")));
+    expect_normal_end(e, c.name + ": export");
+    auto i = run(with({"import", "--archive", archive.string()}, server_args("hostile_target")));
+    expect_normal_end(i, c.name + ": import");
+    auto r = run({"repair", "--archive", archive.string(), "--rebuild-index"});
+    expect_normal_end(r, c.name + ": repair");
+    EXPECT_EQ(tree_digest(outside), before) << c.name << ": something outside the archive changed";
+    if (c.name != "pack") {
+      EXPECT_EQ(e.exit_code, 5) << e.err;
+      EXPECT_EQ(i.exit_code, 5) << i.err;
+    }
+  }
+}
+
 TEST(ArchivePermissions, EverythingWrittenIsOwnerOnlyWhateverTheUmask) {
   TempDir dir;
   mode_t old = ::umask(0);
