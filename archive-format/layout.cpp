@@ -48,7 +48,9 @@ namespace {
 // The components of `path` below `root`, or nothing when it is not below.
 std::vector<fs::path> below(const fs::path& root, const fs::path& path) {
   if (root.empty()) return {};
-  fs::path rel = path.lexically_normal().lexically_relative(root.lexically_normal());
+  fs::path base = root.lexically_normal();
+  if (base.has_relative_path() && base.filename().empty()) base = base.parent_path();  // "DIR/" is DIR
+  fs::path rel = path.lexically_normal().lexically_relative(base);
   if (rel.empty() || rel == "." || *rel.begin() == "..") return {};
   return {rel.begin(), rel.end()};
 }

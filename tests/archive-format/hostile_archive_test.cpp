@@ -207,8 +207,14 @@ class HostileArchive : public ::testing::Test {
 };
 
 TEST_F(HostileArchive, GoodArchivePassesEveryCommand) {
-  auto r = run_all(copy("plain"), "plain");
+  fs::path archive = copy("plain");
+  auto r = run_all(archive, "plain");
   for (auto& [name, result] : r.by_name) EXPECT_EQ(result.exit_code, 0) << name << ": " << result.err;
+  // However the archive directory is spelled.
+  auto slash = run({"cat", "--archive", archive.string() + "/", kAccount, "INBOX", "3"});
+  EXPECT_EQ(slash.exit_code, 0) << slash.err;
+  auto dotted = run({"verify", "--archive", (archive / "." / "").string()});
+  EXPECT_EQ(dotted.exit_code, 0) << dotted.err;
 }
 
 TEST_F(HostileArchive, SymbolicLinksAreNeverFollowed) {
