@@ -296,7 +296,7 @@ struct Archive::Impl {
       return true;
     });
     for (auto& p : unsealed) {
-      if (!check_in_archive(dir, pack_path(p.id), false)) continue;  // missing: verify reports it
+      if (!check_in_archive(dir, pack_path(p.id), false, true)) continue;  // missing: verify reports it
       PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size, dir), p.committed_size, p.records,
                     p.records, false};
       if (!current || slot.committed_size > current->committed_size) current = std::move(slot);

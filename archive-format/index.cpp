@@ -348,8 +348,8 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   // would open them, write its lock header into lock.mdb and map data.mdb).
   std::filesystem::path root = dir.parent_path();
   bool has_dir = check_in_archive(root, dir, true);
-  bool has_data = has_dir && check_in_archive(root, dir / "data.mdb", false);
-  if (has_dir) check_in_archive(root, dir / "lock.mdb", false);
+  bool has_data = has_dir && check_in_archive(root, dir / "data.mdb", false, create);
+  if (has_dir) check_in_archive(root, dir / "lock.mdb", false, true);  // LMDB writes it, readers too
   if (!has_data) {
     if (!create)
       throw Error(ErrorKind::not_found, "the archive has no index", Retry::never, {.file = dir.string()});

@@ -150,7 +150,7 @@ Fd make_dir_in_archive(const fs::path& root, const fs::path& path) {
   return open_subdir(parent.get(), path.filename(), path);
 }
 
-bool check_in_archive(const fs::path& root, const fs::path& path, bool directory) {
+bool check_in_archive(const fs::path& root, const fs::path& path, bool directory, bool written) {
   Fd dir;
   try {
     dir = walk_to_parent(root, path, false);
@@ -166,7 +166,7 @@ bool check_in_archive(const fs::path& root, const fs::path& path, bool directory
   if (S_ISLNK(st.st_mode)) refuse(path, "is a symbolic link");
   if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
     refuse(path, directory ? "is not a directory" : "is not a regular file (a FIFO, device, socket or directory)");
-  if (!directory && st.st_nlink > 1) refuse(path, "has other hard links");
+  if (!directory && written && st.st_nlink > 1) refuse(path, "has other hard links");
   return true;
 }
 

@@ -58,10 +58,12 @@ Fd open_in_archive(const std::filesystem::path& root, const std::filesystem::pat
 // Error(io) otherwise.
 Fd make_dir_in_archive(const std::filesystem::path& root, const std::filesystem::path& path);
 
-// Error(corrupt) unless `path` below `root` is absent, or a regular file
-// with one link (a directory when `directory`), reached without symbolic links.
+// Error(corrupt) unless `path` below `root` is absent, or a regular file (a
+// directory when `directory`) reached without symbolic links, with one link
+// when it is to be `written` (hard-linked copies of an archive stay readable).
 // Returns whether it exists.
-bool check_in_archive(const std::filesystem::path& root, const std::filesystem::path& path, bool directory);
+bool check_in_archive(const std::filesystem::path& root, const std::filesystem::path& path, bool directory,
+                      bool written = false);
 
 // The exclusive writer lock: an flock on DIR/lock, which then holds the
 // writer's pid. Released (and the file emptied) by the destructor.

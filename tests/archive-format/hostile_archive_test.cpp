@@ -273,6 +273,21 @@ TEST_F(HostileArchive, LinksAndHardLinksAreRefusedToWriters) {
     EXPECT_NE(std::string(e.what()).find("hard links"), std::string::npos) << e.what();
   }
   EXPECT_EQ(tree_digest(outside_), before);
+
+  // A copy made of hard links (cp -al, rsync --link-dest) reads like the
+  // original; only writing to it is refused (it would change both).
+  fs::path snapshot = fs::path(dir_.path()) / "snapshot";
+  fs::copy(good_, snapshot, fs::copy_options::recursive | fs::copy_options::create_hard_links);
+  fs::remove(snapshot / "index" / "lock.mdb");  // LMDB writes its lock file, readers too
+  for (auto args : std::vector<std::vector<std::string>>{{"ls", "--archive", snapshot.string()},
+                                                         {"cat", "--archive", snapshot.string(), kAccount, "INBOX", "3"},
+                                                         {"verify", "--archive", snapshot.string()}}) {
+    auto r = run(args);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+  }
+  auto refused = run({"repair", "--archive", snapshot.string(), "--rebuild-index"});
+  EXPECT_EQ(refused.exit_code, 5) << refused.out;
+  EXPECT_NE(refused.err.find("hard links"), std::string::npos) << refused.err;
 }
 
 TEST_F(HostileArchive, FifosNeverHangACommand) {
