@@ -577,8 +577,10 @@ std::string Archive::read_object(const Hash& hash) const {
                             "in memory",
                             loc.raw_size, kMaxObjectInMemory),
                 Retry::never, {.file = file.string(), .hash = to_hex(hash)});
+  // Address space for the claimed size (at most kMaxObjectInMemory); pages are
+  // only touched by bytes that really decompress.
   std::string raw;
-  raw.reserve(static_cast<size_t>(std::min<uint64_t>(loc.raw_size, 1u << 20)));
+  raw.reserve(static_cast<size_t>(loc.raw_size));
   read_record_to(file, loc.offset, RecordKind::object, hash, loc.raw_size, impl_->dir,
                  [&](std::string_view piece) { raw.append(piece); });
   return raw;

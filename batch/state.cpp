@@ -131,7 +131,7 @@ void save_state(const std::filesystem::path& path, const BatchState& state) {
   auto dir = path.parent_path();
   auto root = dir.parent_path();
   archive::make_dir_in_archive(root, dir);
-  archive::check_in_archive(root, path, false);  // a link in its place would be replaced, never followed
+  archive::check_in_archive(root, path, false);  // a link or special file in its place is refused
   std::string text = state.to_json().dump(1) + "\n";
   std::string tmp = path.string() + fmt::format(".tmp.{}", ::getpid());
   if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) throw_io("cannot write the batch state", tmp, errno);
