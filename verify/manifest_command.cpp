@@ -122,7 +122,14 @@ void add_manifest_command(CLI::App& app, int& status) {
     auto a = archive::Archive::open(args->archive, archive::Archive::Mode::read);
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> listing(nullptr, &std::fclose);
     if (!args->listing.empty()) listing.reset(open_private_file(args->listing));
-    auto m = verify::compute_manifest(*a, listing.get());
+    verify::Manifest m;
+    try {
+      m = verify::compute_manifest(*a, listing.get());
+    } catch (...) {
+      // No partial listing is left to pass for a whole one.
+      if (listing) std::remove(args->listing.c_str());
+      throw;
+    }
     if (listing && std::fclose(listing.release()) != 0) throw_io("cannot write", args->listing, errno);
     m.archive_id = a->archive_id();
     std::string text = m.to_json().dump(2) + "\n";

@@ -457,6 +457,11 @@ TEST_F(HostileArchive, ImpossibleSizesAreErrorsNotWrappedTotals) {
   EXPECT_NE(r.err("manifest").find("exceeds 2^64"), std::string::npos) << r.err("manifest");
   EXPECT_EQ(r.exit("ls"), 5);
   EXPECT_EQ(r.exit("verify"), 5);
+  fs::path listing = fs::path(dir_.path()) / "leaves.tsv";
+  auto m = run({"manifest", "--archive", archive.string(), "--out", (fs::path(dir_.path()) / "m.json").string(),
+                "--listing", listing.string()});
+  EXPECT_EQ(m.exit_code, 5);
+  EXPECT_FALSE(fs::exists(listing)) << "a partial listing was left";
   EXPECT_NE(r.err("verify").find("exceeds 2^64"), std::string::npos) << r.err("verify");
 }
 
