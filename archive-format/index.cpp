@@ -89,10 +89,11 @@ const char* Index::db_name(Db db) {
 
 namespace {
 
-constexpr const char* kRunRepair = " (the index is damaged: `imapstage repair --rebuild-index` rebuilds it from the packs)";
+constexpr const char* kRunRepair = "; `imapstage repair --rebuild-index` rebuilds it from the packs";
 
 [[noreturn]] void damaged(const std::filesystem::path& dir, const std::string& what) {
-  throw Error(ErrorKind::corrupt, "index " + what + kRunRepair, Retry::never, {.file = dir.string()});
+  throw Error(ErrorKind::corrupt, "the index is damaged (" + what + ")" + kRunRepair, Retry::never,
+              {.file = dir.string()});
 }
 
 // ---- checking data.mdb before LMDB reads its pages ---------------------------
@@ -322,7 +323,7 @@ class DataFileCheck {
     case MDB_INVALID:
     case MDB_INCOMPATIBLE:
     case MDB_BAD_VALSIZE:
-      throw Error(ErrorKind::corrupt, text + kRunRepair, Retry::never, where);
+      throw Error(ErrorKind::corrupt, "the index is damaged (" + text + ")" + kRunRepair, Retry::never, where);
     case MDB_VERSION_MISMATCH:
       throw Error(ErrorKind::format, text, Retry::never, where);
     default:
@@ -420,7 +421,7 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     if (rc) {
       mdb_txn_abort(txn);
       if (rc == MDB_NOTFOUND)
-        damaged(dir, std::string("lacks its table ") + name);
+        damaged(dir, std::string("no table ") + name);
       throw_lmdb(rc, "open", dir);
     }
   }

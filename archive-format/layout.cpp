@@ -34,13 +34,14 @@ void Fd::reset() noexcept {
 
 namespace {
 
+// `what` names what was found, e.g. "a symbolic link".
 [[noreturn]] void refuse(const fs::path& path, const std::string& what) {
-  throw Error(ErrorKind::corrupt, what + " (refused: an archive holds only regular files and directories)",
+  throw Error(ErrorKind::corrupt, "refused " + what + ": an archive holds only regular files and directories",
               Retry::never, {.file = path.string()});
 }
 
 [[noreturn]] void open_failed(const fs::path& path, int err) {
-  if (err == ELOOP) refuse(path, "is a symbolic link");
+  if (err == ELOOP) refuse(path, "a symbolic link");
   if (err == ENOENT) throw Error(ErrorKind::not_found, "no such file", Retry::never, {.file = path.string()});
   throw_io("cannot open", path.string(), err);
 }
@@ -64,8 +65,8 @@ Fd open_subdir(int dir, const fs::path& name, const fs::path& shown) {
     if (errno == ENOTDIR) {
       struct stat st{};
       if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-        refuse(shown, "is a symbolic link");
-      refuse(shown, "is not a directory");
+        refuse(shown, "a symbolic link");
+      refuse(shown, "a file where a directory belongs");
     }
     open_failed(shown, errno);
   }
@@ -117,10 +118,10 @@ Fd open_in_archive(const fs::path& root, const fs::path& path, int flags) {
   bool want_dir = flags & O_DIRECTORY;
   struct stat st{};
   if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (S_ISLNK(st.st_mode)) refuse(path, "is a symbolic link");
+    if (S_ISLNK(st.st_mode)) refuse(path, "a symbolic link");
     if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
-      refuse(path, want_dir ? "is not a directory" : "is not a regular file (a FIFO, device, socket or directory)");
-    if (!want_dir && writes(flags) && st.st_nlink > 1) refuse(path, "has other hard links");
+      refuse(path, want_dir ? "a file where a directory belongs" : "a FIFO, device, socket or directory where a file belongs");
+    if (!want_dir && writes(flags) && st.st_nlink > 1) refuse(path, "a file with other hard links (writing it would change them too)");
   } else if (errno != ENOENT) {
     throw_io("cannot inspect", path.string(), errno);
   }
@@ -128,14 +129,14 @@ Fd open_in_archive(const fs::path& root, const fs::path& path, int flags) {
   do fd = ::openat(dir.get(), name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | (want_dir ? 0 : O_NONBLOCK), kFileMode);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
-    if (errno == ENXIO) refuse(path, "is not a regular file");
+    if (errno == ENXIO) refuse(path, "a FIFO, device, socket or directory where a file belongs");
     open_failed(path, errno);
   }
   Fd out(fd);
   struct stat now{};
   if (::fstat(fd, &now) != 0) throw_io("cannot stat", path.string(), errno);
-  if (want_dir ? !S_ISDIR(now.st_mode) : !S_ISREG(now.st_mode)) refuse(path, "is not a regular file");
-  if (!want_dir && writes(flags) && now.st_nlink > 1) refuse(path, "has other hard links");
+  if (want_dir ? !S_ISDIR(now.st_mode) : !S_ISREG(now.st_mode)) refuse(path, "a FIFO, device, socket or directory where a file belongs");
+  if (!want_dir && writes(flags) && now.st_nlink > 1) refuse(path, "a file with other hard links (writing it would change them too)");
   if (!want_dir) {
     int fl = ::fcntl(fd, F_GETFL);
     if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -163,10 +164,10 @@ bool check_in_archive(const fs::path& root, const fs::path& path, bool directory
     if (errno == ENOENT) return false;
     throw_io("cannot inspect", path.string(), errno);
   }
-  if (S_ISLNK(st.st_mode)) refuse(path, "is a symbolic link");
+  if (S_ISLNK(st.st_mode)) refuse(path, "a symbolic link");
   if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
-    refuse(path, directory ? "is not a directory" : "is not a regular file (a FIFO, device, socket or directory)");
-  if (!directory && written && st.st_nlink > 1) refuse(path, "has other hard links");
+    refuse(path, directory ? "a file where a directory belongs" : "a FIFO, device, socket or directory where a file belongs");
+  if (!directory && written && st.st_nlink > 1) refuse(path, "a file with other hard links (writing it would change them too)");
   return true;
 }
 
