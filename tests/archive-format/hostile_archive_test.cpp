@@ -420,6 +420,11 @@ TEST_F(HostileArchive, MissingAndDamagedPacksAreReportedAndRepairKeepsTheIndex) 
     EXPECT_EQ(r.exit("verify"), 1);
     EXPECT_EQ(r.exit("check"), 1) << r.by_name.at("check").out;
     EXPECT_NE(r.by_name.at("check").out.find("missing or damaged"), std::string::npos) << r.by_name.at("check").out;
+    // Asked to compare the index alone, it says plainly that the mail was not read.
+    auto metadata = run({"manifest", "check", "--archive", archive.string(), "--manifest",
+                         (outside_ / "good-manifest.json").string(), "--metadata-only"});
+    EXPECT_EQ(metadata.exit_code, 0) << metadata.out;
+    EXPECT_NE(metadata.out.find("bytes were not read"), std::string::npos) << metadata.out;
     EXPECT_EQ(r.exit("repair"), 1) << r.by_name.at("repair").out;
     EXPECT_NE(r.by_name.at("repair").out.find("NOT INSTALLED"), std::string::npos) << r.by_name.at("repair").out;
     EXPECT_EQ(r.exit("verify-after-repair"), 1) << "the index that knew what was lost must stay";
