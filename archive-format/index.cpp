@@ -160,7 +160,6 @@ class DataFileCheck {
     if (last_page_ < 1) fail("data.mdb: impossible last page number");
     pages_in_file_ = std::min<uint64_t>(file_size_ / psize_, last_page_ + 1);
     seen_.assign(pages_in_file_, false);
-    page_.resize(psize_);
     DbRecord free_db = parse_db(meta + 40), main_db = parse_db(meta + 88);
     if (free_db.flags != kIntegerKey && !(free_db.flags == 0 && free_db.root == kInvalidPage))
       fail("data.mdb: the free list database has unexpected flags");
@@ -303,7 +302,6 @@ class DataFileCheck {
   uint64_t last_page_ = 0;
   uint64_t pages_in_file_ = 0;
   std::vector<bool> seen_;
-  std::string page_;
 };
 
 [[noreturn]] void throw_lmdb(int rc, const std::string& what, const std::filesystem::path& dir) {
