@@ -348,6 +348,9 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   std::filesystem::path root = dir.parent_path();
   bool has_dir = check_in_archive(root, dir, true);
   bool has_data = has_dir && check_in_archive(root, dir / "data.mdb", false, create);
+  struct stat checked{};  // the data file as checked: LMDB must open this one
+  if (has_data && ::lstat((dir / "data.mdb").c_str(), &checked) != 0)
+    throw_io("cannot inspect", (dir / "data.mdb").string(), errno);
   if (has_dir) check_in_archive(root, dir / "lock.mdb", false, true);  // LMDB writes it, readers too
   if (!has_data) {
     if (!create)
@@ -392,6 +395,9 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     struct stat st{};
     if (::fstat(data_fd, &st) != 0) throw_io("cannot stat", (dir / "data.mdb").string(), errno);
     if (!S_ISREG(st.st_mode)) damaged(dir, "data.mdb is not a regular file");
+    if (has_data && (st.st_dev != checked.st_dev || st.st_ino != checked.st_ino))
+      throw Error(ErrorKind::io, "data.mdb was replaced while it was being opened", Retry::now,
+                  {.file = (dir / "data.mdb").string()});
     MDB_txn* txn = nullptr;
     rc = mdb_txn_begin(owner.env, nullptr, MDB_RDONLY, &txn);
     if (rc) throw_lmdb(rc, "open", dir);
