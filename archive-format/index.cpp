@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -174,6 +175,7 @@ class DataFileCheck {
     uint64_t branch = 0, leaf = 0, overflow = 0, entries = 0;
     std::string last_key;
     bool any_key = false;
+    std::optional<std::string> lower_bound;  // the separator above the subtree being entered
   };
 
   [[noreturn]] void fail(const std::string& what) const { damaged(dir_, what); }
@@ -242,12 +244,22 @@ class DataFileCheck {
       std::string_view key(n + kNodeHeader, ksize);
       if (!leaf) {
         uint64_t child = lo | (uint64_t(hi) << 16) | (uint64_t(nflags) << 32);
+        // A separator is above every key to its left and at most the first to its right,
+        // or lookups (which follow separators) would miss records a scan finds.
+        if (i > 0 && kind != Kind::free_list) {
+          if (c.any_key && std::string_view(c.last_key) >= key)
+            fail(fmt::format("data.mdb: a separator key on page {} is out of order", pgno));
+          c.lower_bound.emplace(key);
+        }
         walk_page(child, level + 1, depth, kind, c);
         continue;
       }
       if (kind != Kind::free_list) {
         if (c.any_key && key <= std::string_view(c.last_key))
           fail(fmt::format("data.mdb: keys out of order on page {}", pgno));
+        if (c.lower_bound && key < std::string_view(*c.lower_bound))
+          fail(fmt::format("data.mdb: a key on page {} is below its separator", pgno));
+        c.lower_bound.reset();
         c.last_key.assign(key);
         c.any_key = true;
       }
