@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -188,7 +189,7 @@ struct Archive::Impl {
       if (txn.get(Index::packs, codec::u64_key(id))) continue;
       break;
     }
-    PackSlot slot{id, PackWriter::create(pack_path(id), id), kPackHeaderSize, 0, 0, false};
+    PackSlot slot{id, PackWriter::create(pack_path(id), id, dir), kPackHeaderSize, 0, 0, false};
     try {
       auto txn = index->write();
       txn.put(Index::packs, codec::u64_key(id), codec::encode_pack({id, kPackHeaderSize, 0, false}));
@@ -295,10 +296,9 @@ struct Archive::Impl {
       return true;
     });
     for (auto& p : unsealed) {
-      std::error_code ec;
-      if (!fs::exists(pack_path(p.id), ec)) continue;  // missing: verify reports it
-      PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size), p.committed_size, p.records, p.records,
-                    false};
+      if (!check_in_archive(dir, pack_path(p.id), false, true)) continue;  // missing: verify reports it
+      PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size, dir), p.committed_size, p.records,
+                    p.records, false};
       if (!current || slot.committed_size > current->committed_size) current = std::move(slot);
     }
   }
@@ -351,8 +351,11 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
       if (!fs::exists(dir, ec)) throw Error(ErrorKind::not_found, "no such archive directory", Retry::never, where);
       throw Error(ErrorKind::not_found, "not an imapstage archive (no FORMAT file)", Retry::never, where);
     }
-    fs::create_directories(dir, ec);
-    if (ec) throw_io("cannot create the archive directory", dir.string(), ec.value());
+    if (!fs::exists(dir, ec)) {
+      if (!dir.parent_path().empty()) fs::create_directories(dir.parent_path(), ec);
+      if (::mkdir(dir.c_str(), kDirMode) != 0 && errno != EEXIST)
+        throw_io("cannot create the archive directory", dir.string(), errno);
+    }
     for (auto& entry : fs::directory_iterator(dir, ec)) {
       if (!left_by_interrupted_creation(entry))
         throw Error(ErrorKind::usage, "the directory is not empty and is not an imapstage archive", Retry::never,
@@ -368,10 +371,8 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
                             kFormatVersion),
                 Retry::never, where);
   if (writing && !impl->lock) impl->lock = WriterLock::acquire(dir / "lock");
-  if (writing) {
-    fs::create_directories(dir / "packs", ec);
-    if (ec) throw_io("cannot create the packs directory", (dir / "packs").string(), ec.value());
-  }
+  if (writing) make_dir_in_archive(dir, dir / "packs");
+  else check_in_archive(dir, dir / "packs", true);
 
   impl->index = Index::open(dir / "index", options.map_size, writing);
   impl->guarded([&] {
@@ -429,6 +430,11 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
 const fs::path& Archive::dir() const { return impl_->dir; }
 bool Archive::writable() const { return impl_->mode != Mode::read; }
 std::string Archive::archive_id() const { return impl_->archive_id; }
+
+uint64_t Archive::journal_sequence() const {
+  std::lock_guard lock(impl_->commit_mutex);
+  return impl_->journal_sequence;
+}
 
 std::vector<AccountRecord> Archive::accounts() const {
   return impl_->guarded([&] {
@@ -552,21 +558,52 @@ std::vector<PackInfo> Archive::packs() const {
 
 fs::path Archive::pack_path(uint64_t pack_id) const { return impl_->pack_path(pack_id); }
 
-std::string Archive::read_object(const Hash& hash) const {
-  auto loc = object(hash);
+namespace {
+
+// The object's location, and its pack file, which must be there.
+std::pair<ObjectLocation, fs::path> locate(const Archive& a, const Hash& hash) {
+  auto loc = a.object(hash);
   std::string hex = to_hex(hash);
   if (!loc) throw Error(ErrorKind::not_found, "the archive has no such object", Retry::never, {.hash = hex});
-  fs::path file = pack_path(loc->pack_id);
-  std::error_code ec;
-  if (!fs::exists(file, ec))
+  fs::path file = a.pack_path(loc->pack_id);
+  bool present;
+  try {
+    present = check_in_archive(a.dir(), file, false);
+  } catch (const Error& e) {
+    throw e.with({.hash = hex});
+  }
+  if (!present)
     throw Error(ErrorKind::corrupt, fmt::format("the pack holding the object (offset {}) is missing", loc->offset),
                 Retry::never, {.file = file.string(), .hash = hex});
-  std::string raw = read_record(file, loc->offset, hash);
-  if (raw.size() != loc->raw_size)
+  return {*loc, file};
+}
+
+}  // namespace
+
+std::string Archive::read_object(const Hash& hash) const {
+  auto [loc, file] = locate(*this, hash);
+  if (loc.raw_size > kMaxObjectInMemory)
     throw Error(ErrorKind::corrupt,
-                fmt::format("object at offset {} has {} bytes, the index says {}", loc->offset, raw.size(), loc->raw_size),
-                Retry::never, {.file = file.string(), .hash = hex});
+                fmt::format("the object is {} bytes (the index says), more than the {} a message may have to be held "
+                            "in memory",
+                            loc.raw_size, kMaxObjectInMemory),
+                Retry::never, {.file = file.string(), .hash = to_hex(hash)});
+  // Address space for the claimed size (at most kMaxObjectInMemory); pages are
+  // only touched by bytes that really decompress.
+  std::string raw;
+  raw.reserve(static_cast<size_t>(loc.raw_size));
+  read_record_to(file, loc.offset, RecordKind::object, hash, loc.raw_size, impl_->dir,
+                 [&](std::string_view piece) { raw.append(piece); });
   return raw;
+}
+
+void Archive::read_object_to(const Hash& hash, const ByteSink& out) const {
+  auto [loc, file] = locate(*this, hash);
+  read_record_to(file, loc.offset, RecordKind::object, hash, loc.raw_size, impl_->dir, out);
+}
+
+void Archive::check_object(const Hash& hash) const {
+  read_object_to(hash, [](std::string_view) {});
 }
 
 std::optional<uint32_t> Archive::find_target(std::string_view identity) const {

@@ -234,6 +234,11 @@ class Archive {
   // The archive's random id (32 hex digits), made at creation and kept in the meta table.
   std::string archive_id() const;
 
+  // The sequence number of the last journal record committed (FORMAT.md,
+  // "meta"): as read at open, or as last committed by this writer. Journal
+  // records 1 to this number are all in the packs of a sound archive.
+  uint64_t journal_sequence() const;
+
   // ---- reading (each call is its own short read transaction) -------------
   std::vector<AccountRecord> accounts() const;
   std::optional<AccountRecord> find_account(std::string_view name) const;
@@ -257,8 +262,16 @@ class Archive {
 
   // The raw message bytes, decompressed and checked against the hash.
   // Throws Error(not_found) if the index has no such object, Error(corrupt)
-  // naming the hash, pack file and offset if the record fails any check.
+  // naming the hash, pack file and offset if the record fails any check or
+  // is larger than kMaxObjectInMemory (then only read_object_to can read it).
+  // Memory follows the object's real size, never what a record claims.
   std::string read_object(const Hash& hash) const;
+  // The same bytes streamed to `out` in pieces, in bounded memory; they are
+  // checked as they pass, so the call may throw Error(corrupt) after handing
+  // some out (the caller must then discard them).
+  void read_object_to(const Hash& hash, const std::function<void(std::string_view)>& out) const;
+  // Decompresses and re-hashes the object without keeping it; throws like read_object_to.
+  void check_object(const Hash& hash) const;
 
   std::optional<uint32_t> find_target(std::string_view identity) const;
   std::optional<AppendRecord> append(const AppendKey& key) const;

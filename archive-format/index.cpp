@@ -1,12 +1,20 @@
 #include "archive-format/index.h"
 
 #include <lmdb.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <vector>
 
+#include <fmt/format.h>
+
+#include "archive-format/layout.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -82,6 +90,232 @@ const char* Index::db_name(Db db) {
 
 namespace {
 
+constexpr const char* kRunRepair = "; `imapstage repair --rebuild-index` rebuilds it from the packs";
+
+[[noreturn]] void damaged(const std::filesystem::path& dir, const std::string& what) {
+  throw Error(ErrorKind::corrupt, "the index is damaged (" + what + ")" + kRunRepair, Retry::never,
+              {.file = dir.string()});
+}
+
+// ---- checking data.mdb before LMDB reads its pages ---------------------------
+//
+// LMDB trusts its data file: a damaged page makes it read outside the file
+// (SIGBUS), outside its map (SIGSEGV) or fail an assertion. So the tree of
+// the snapshot about to be used is walked here first, with pread, against
+// LMDB's on-disk layout (lmdb 0.9, data version 1, 64-bit): every page
+// reachable from the meta page is inside the file, is what its parent says,
+// is met once, has sane offsets and node sizes; keys ascend; entry and page
+// counts agree with the database records; overflow chains fit. Only then may
+// LMDB map it.
+
+constexpr uint32_t kMetaMagic = 0xBEEFC0DE;
+constexpr uint32_t kDataVersion = 1;
+constexpr uint16_t kPBranch = 0x01, kPLeaf = 0x02, kPOverflow = 0x04, kPDirty = 0x10, kPKeep = 0x8000;
+constexpr uint16_t kFBigData = 0x01, kFSubData = 0x02;
+constexpr size_t kPageHeader = 16, kNodeHeader = 8, kDbRecord = 48;
+constexpr uint64_t kInvalidPage = ~uint64_t{0};
+constexpr uint16_t kIntegerKey = 0x08;
+
+template <class T>
+T load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+struct DbRecord {
+  uint16_t flags = 0;
+  uint16_t depth = 0;
+  uint64_t branch_pages = 0, leaf_pages = 0, overflow_pages = 0, entries = 0, root = kInvalidPage;
+};
+
+DbRecord parse_db(const char* p) {
+  return {load<uint16_t>(p + 4), load<uint16_t>(p + 6), load<uint64_t>(p + 8), load<uint64_t>(p + 16),
+          load<uint64_t>(p + 24), load<uint64_t>(p + 32), load<uint64_t>(p + 40)};
+}
+
+class DataFileCheck {
+ public:
+  DataFileCheck(const std::filesystem::path& dir, int fd, uint64_t file_size)
+      : dir_(dir), fd_(fd), file_size_(file_size) {}
+
+  // Checks the meta page with transaction id `txnid` and everything it reaches.
+  void run(uint64_t txnid) {
+    char head[160];
+    read_at(head, sizeof head, 0, "meta page 0");
+    psize_ = load<uint32_t>(head + 40);
+    if (psize_ < 512 || psize_ > 65536 || (psize_ & (psize_ - 1)))
+      fail(fmt::format("data.mdb: impossible page size {}", psize_));
+    if (file_size_ < 2ull * psize_) fail("data.mdb is shorter than its two meta pages");
+    char metas[2][160];
+    for (int i = 0; i < 2; ++i) {
+      read_at(metas[i], sizeof metas[i], uint64_t(i) * psize_, "meta page");
+      if (load<uint32_t>(metas[i] + 16) != kMetaMagic || load<uint32_t>(metas[i] + 20) != kDataVersion)
+        fail(fmt::format("data.mdb: meta page {} is damaged", i));
+    }
+    const char* meta = nullptr;
+    for (auto& m : metas)
+      if (load<uint64_t>(m + 144) == txnid) meta = m;
+    if (!meta) fail("data.mdb: no meta page for the snapshot being read");
+    last_page_ = load<uint64_t>(meta + 136);
+    if (last_page_ < 1) fail("data.mdb: impossible last page number");
+    pages_in_file_ = std::min<uint64_t>(file_size_ / psize_, last_page_ + 1);
+    seen_.assign(pages_in_file_, false);
+    DbRecord free_db = parse_db(meta + 40), main_db = parse_db(meta + 88);
+    if (free_db.flags != kIntegerKey && !(free_db.flags == 0 && free_db.root == kInvalidPage))
+      fail("data.mdb: the free list database has unexpected flags");
+    if (main_db.flags != 0) fail("data.mdb: the main database has unexpected flags");
+    walk_db(free_db, Kind::free_list);
+    walk_db(main_db, Kind::main);
+  }
+
+ private:
+  enum class Kind { free_list, main, named };
+  struct Counts {
+    uint64_t branch = 0, leaf = 0, overflow = 0, entries = 0;
+    std::string last_key;
+    bool any_key = false;
+    std::optional<std::string> lower_bound;  // the separator above the subtree being entered
+  };
+
+  [[noreturn]] void fail(const std::string& what) const { damaged(dir_, what); }
+
+  void read_at(char* buf, size_t n, uint64_t offset, const char* what) const {
+    size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd_, buf + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw_io("cannot read", (dir_ / "data.mdb").string(), errno);
+      if (r == 0) fail(fmt::format("data.mdb: {} at offset {} lies past the end of the file", what, offset));
+      done += static_cast<size_t>(r);
+    }
+  }
+
+  // Marks `count` pages from `pgno` as met once, inside the file.
+  void claim(uint64_t pgno, uint64_t count, const char* what) {
+    if (pgno < 2 || count == 0 || pgno >= pages_in_file_ || count > pages_in_file_ - pgno)
+      fail(fmt::format("data.mdb: {} page {} (+{}) is outside the file", what, pgno, count - 1));
+    for (uint64_t p = pgno; p < pgno + count; ++p) {
+      if (seen_[p]) fail(fmt::format("data.mdb: page {} is reached twice", p));
+      seen_[p] = true;
+    }
+  }
+
+  void walk_db(const DbRecord& db, Kind kind) {
+    Counts c;
+    if (db.root == kInvalidPage) {
+      if (db.entries || db.branch_pages || db.leaf_pages || db.overflow_pages || db.depth)
+        fail("data.mdb: an empty database claims entries");
+      return;
+    }
+    if (db.depth < 1 || db.depth > 32) fail(fmt::format("data.mdb: impossible tree depth {}", db.depth));
+    walk_page(db.root, 1, db.depth, kind, c);
+    if (c.entries != db.entries || c.branch != db.branch_pages || c.leaf != db.leaf_pages ||
+        c.overflow != db.overflow_pages)
+      fail(fmt::format("data.mdb: a database holds {} entries in {}/{}/{} pages, its record says {} in {}/{}/{}",
+                       c.entries, c.branch, c.leaf, c.overflow, db.entries, db.branch_pages, db.leaf_pages,
+                       db.overflow_pages));
+  }
+
+  void walk_page(uint64_t pgno, unsigned level, unsigned depth, Kind kind, Counts& c) {
+    claim(pgno, 1, "tree");
+    std::string page(psize_, '\0');
+    read_at(page.data(), psize_, pgno * psize_, "tree page");
+    const char* p = page.data();
+    if (load<uint64_t>(p) != pgno) fail(fmt::format("data.mdb: page {} names itself {}", pgno, load<uint64_t>(p)));
+    uint16_t flags = load<uint16_t>(p + 10) & ~(kPDirty | kPKeep);
+    uint16_t lower = load<uint16_t>(p + 12), upper = load<uint16_t>(p + 14);
+    bool leaf = flags == kPLeaf;
+    if (flags != kPLeaf && flags != kPBranch) fail(fmt::format("data.mdb: page {} has flags {:#x}", pgno, flags));
+    if (leaf != (level == depth)) fail(fmt::format("data.mdb: page {} is at the wrong level of its tree", pgno));
+    if (lower < kPageHeader || (lower - kPageHeader) % 2 || lower > upper || upper > psize_)
+      fail(fmt::format("data.mdb: page {} has impossible bounds", pgno));
+    size_t keys = (lower - kPageHeader) / 2;
+    if (!leaf && keys < 1) fail(fmt::format("data.mdb: branch page {} is empty", pgno));
+    ++(leaf ? c.leaf : c.branch);
+    for (size_t i = 0; i < keys; ++i) {
+      size_t off = load<uint16_t>(p + kPageHeader + 2 * i);
+      if (off < upper || off + kNodeHeader > psize_)
+        fail(fmt::format("data.mdb: page {} has a node outside its bounds", pgno));
+      const char* n = p + off;
+      uint32_t lo = load<uint16_t>(n), hi = load<uint16_t>(n + 2);
+      uint16_t nflags = load<uint16_t>(n + 4), ksize = load<uint16_t>(n + 6);
+      if (off + kNodeHeader + ksize > psize_) fail(fmt::format("data.mdb: page {} has a key past its end", pgno));
+      std::string_view key(n + kNodeHeader, ksize);
+      if (!leaf) {
+        uint64_t child = lo | (uint64_t(hi) << 16) | (uint64_t(nflags) << 32);
+        // A separator is above every key to its left and at most the first to its right,
+        // or lookups (which follow separators) would miss records a scan finds.
+        if (i > 0 && kind != Kind::free_list) {
+          if (c.any_key && std::string_view(c.last_key) >= key)
+            fail(fmt::format("data.mdb: a separator key on page {} is out of order", pgno));
+          c.lower_bound.emplace(key);
+        }
+        walk_page(child, level + 1, depth, kind, c);
+        continue;
+      }
+      if (kind != Kind::free_list) {
+        if (c.any_key && key <= std::string_view(c.last_key))
+          fail(fmt::format("data.mdb: keys out of order on page {}", pgno));
+        if (c.lower_bound && key < std::string_view(*c.lower_bound))
+          fail(fmt::format("data.mdb: a key on page {} is below its separator", pgno));
+        c.lower_bound.reset();
+        c.last_key.assign(key);
+        c.any_key = true;
+      }
+      ++c.entries;
+      uint64_t size = lo | (uint64_t(hi) << 16);
+      size_t data_at = off + kNodeHeader + ksize;
+      std::string big;
+      std::string_view data;
+      if (nflags & ~(kFBigData | kFSubData)) fail(fmt::format("data.mdb: page {} has a node with flags {:#x}", pgno, nflags));
+      if (nflags & kFBigData) {
+        if (data_at + 8 > psize_) fail(fmt::format("data.mdb: page {} has a node past its end", pgno));
+        uint64_t first = load<uint64_t>(n + kNodeHeader + ksize);
+        uint64_t span = (size + kPageHeader + psize_ - 1) / psize_;
+        if (first < 2 || first >= pages_in_file_) fail(fmt::format("data.mdb: overflow page {} is outside the file", first));
+        char head[kPageHeader];
+        read_at(head, sizeof head, first * psize_, "overflow page");
+        uint32_t pages = load<uint32_t>(head + 12);
+        if (load<uint64_t>(head) != first || (load<uint16_t>(head + 10) & ~(kPDirty | kPKeep)) != kPOverflow ||
+            pages < span)
+          fail(fmt::format("data.mdb: overflow page {} is damaged", first));
+        claim(first, pages, "overflow");
+        c.overflow += pages;
+        if (kind == Kind::free_list || (nflags & kFSubData)) {
+          big.resize(size);
+          read_at(big.data(), size, first * psize_ + kPageHeader, "overflow data");
+          data = big;
+        }
+      } else {
+        if (data_at + size > psize_) fail(fmt::format("data.mdb: page {} has a value past its end", pgno));
+        data = std::string_view(n + kNodeHeader + ksize, size);
+      }
+      if (nflags & kFSubData) {
+        if (kind != Kind::main || size != kDbRecord) fail(fmt::format("data.mdb: page {} has a misplaced database", pgno));
+        DbRecord sub = parse_db(data.data());
+        if (sub.flags != 0) fail("data.mdb: a named database has unexpected flags");
+        walk_db(sub, Kind::named);
+      } else if (kind == Kind::free_list) {
+        if (ksize != 8 || size < 8 || size % 8 || load<uint64_t>(data.data()) != size / 8 - 1)
+          fail(fmt::format("data.mdb: free list entry on page {} is damaged", pgno));
+        for (size_t k = 1; k < size / 8; ++k) {
+          uint64_t free_page = load<uint64_t>(data.data() + 8 * k);
+          if (free_page < 2 || free_page > last_page_) fail("data.mdb: the free list names a page outside the file");
+        }
+      }
+    }
+  }
+
+  std::filesystem::path dir_;
+  int fd_;
+  uint64_t file_size_;
+  uint64_t psize_ = 0;
+  uint64_t last_page_ = 0;
+  uint64_t pages_in_file_ = 0;
+  std::vector<bool> seen_;
+};
+
 [[noreturn]] void throw_lmdb(int rc, const std::string& what, const std::filesystem::path& dir) {
   ErrorWhere where{.file = dir.string()};
   std::string text = "index " + what + ": " + mdb_strerror(rc);
@@ -97,7 +331,9 @@ namespace {
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:
-      throw Error(ErrorKind::corrupt, text, Retry::never, where);
+    case MDB_INCOMPATIBLE:
+    case MDB_BAD_VALSIZE:
+      throw Error(ErrorKind::corrupt, "the index is damaged (" + text + ")" + kRunRepair, Retry::never, where);
     case MDB_VERSION_MISMATCH:
       throw Error(ErrorKind::format, text, Retry::never, where);
     default:
@@ -119,13 +355,21 @@ Index::~Index() {
 }
 
 std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t map_size, bool create) {
-  std::error_code ec;
-  if (!std::filesystem::exists(dir / "data.mdb", ec)) {
+  // The index directory and its two files: no links, no special files (LMDB
+  // would open them, write its lock header into lock.mdb and map data.mdb).
+  std::filesystem::path root = dir.parent_path();
+  bool has_dir = check_in_archive(root, dir, true);
+  bool has_data = has_dir && check_in_archive(root, dir / "data.mdb", false, create);
+  struct stat checked{};  // the data file as checked: LMDB must open this one
+  if (has_data && ::lstat((dir / "data.mdb").c_str(), &checked) != 0)
+    throw_io("cannot inspect", (dir / "data.mdb").string(), errno);
+  if (has_dir) check_in_archive(root, dir / "lock.mdb", false, true);  // LMDB writes it, readers too
+  if (!has_data) {
     if (!create)
       throw Error(ErrorKind::not_found, "the archive has no index", Retry::never, {.file = dir.string()});
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw_io("cannot create the index directory", dir.string(), ec.value());
+    make_dir_in_archive(root, dir);
   }
+  std::error_code ec;
   auto canonical = std::filesystem::weakly_canonical(dir, ec);
   std::string key = (ec ? dir : canonical).string();
 
@@ -142,7 +386,7 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     mdb_env_set_maxdbs(owner.env, kDbCount + 4);
     mdb_env_set_mapsize(owner.env, map_size);
     mdb_env_set_maxreaders(owner.env, 254);
-    return mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS | flags, 0644);
+    return mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS | flags, kFileMode);
   };
   int rc = attempt(0);
   if (rc == EACCES || rc == EROFS) {
@@ -154,6 +398,29 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   if (rc == ENOENT)
     throw Error(ErrorKind::not_found, "the archive has no index", Retry::never, {.file = dir.string()});
   if (rc) throw_lmdb(rc, "open", dir);
+
+  // The snapshot LMDB is about to read, checked before any of its pages is
+  // touched (the read transaction keeps a concurrent writer off those pages).
+  {
+    int data_fd = -1;
+    if (mdb_env_get_fd(owner.env, &data_fd) != 0) throw Error(ErrorKind::internal, "LMDB has no data file");
+    struct stat st{};
+    if (::fstat(data_fd, &st) != 0) throw_io("cannot stat", (dir / "data.mdb").string(), errno);
+    if (!S_ISREG(st.st_mode)) damaged(dir, "data.mdb is not a regular file");
+    if (has_data && (st.st_dev != checked.st_dev || st.st_ino != checked.st_ino))
+      throw Error(ErrorKind::io, "data.mdb was replaced while it was being opened", Retry::now,
+                  {.file = (dir / "data.mdb").string()});
+    MDB_txn* txn = nullptr;
+    rc = mdb_txn_begin(owner.env, nullptr, MDB_RDONLY, &txn);
+    if (rc) throw_lmdb(rc, "open", dir);
+    try {
+      DataFileCheck(dir, data_fd, static_cast<uint64_t>(st.st_size)).run(mdb_txn_id(txn));
+    } catch (...) {
+      mdb_txn_abort(txn);
+      throw;
+    }
+    mdb_txn_abort(txn);
+  }
 
   // Open (create) every named database once; the handles serve every later transaction.
   unsigned flags = 0;
@@ -170,8 +437,7 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     if (rc) {
       mdb_txn_abort(txn);
       if (rc == MDB_NOTFOUND)
-        throw Error(ErrorKind::corrupt, std::string("the index lacks its table ") + name, Retry::never,
-                    {.file = dir.string()});
+        damaged(dir, std::string("no table ") + name);
       throw_lmdb(rc, "open", dir);
     }
   }

@@ -12,6 +12,59 @@ namespace imapstage::archive {
 
 inline constexpr std::string_view kFormatPrefix = "imapstage-archive ";
 
+// Modes of everything imapstage creates: owner-only, whatever the umask.
+inline constexpr unsigned kFileMode = 0600;
+inline constexpr unsigned kDirMode = 0700;
+
+// Owns a file descriptor, closed by the destructor. Move-only.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  Fd& operator=(Fd&& other) noexcept;
+  ~Fd() { reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset() noexcept;
+  // Gives up ownership.
+  int release() noexcept {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens `path` (open(2) `flags`; with O_CREAT the file is made with
+// kFileMode) without following a symbolic link in any component below
+// `root`: the archive directory, which itself may be a link (the user's
+// choice). With `root` empty or not above `path`, only the last component is
+// checked. Refuses anything but a regular file (a directory with O_DIRECTORY)
+// before opening it, so a FIFO or device is never opened, and, when writing,
+// a file with more than one hard link. Throws Error(corrupt) naming the path
+// for a link or a special file, Error(not_found) when it does not exist (and
+// no O_CREAT), Error(io) otherwise.
+Fd open_in_archive(const std::filesystem::path& root, const std::filesystem::path& path, int flags);
+
+// Creates the directory `path` and any missing parents below `root` with
+// kDirMode, refusing symbolic links as open_in_archive does (a `root`
+// that does not exist is created too, parents with default modes). Returns the
+// directory opened. Throws Error(corrupt) for a link or a non-directory,
+// Error(io) otherwise.
+Fd make_dir_in_archive(const std::filesystem::path& root, const std::filesystem::path& path);
+
+// Error(corrupt) unless `path` below `root` is absent, or a regular file (a
+// directory when `directory`) reached without symbolic links, with one link
+// when it is to be `written` (hard-linked copies of an archive stay readable).
+// Returns whether it exists.
+bool check_in_archive(const std::filesystem::path& root, const std::filesystem::path& path, bool directory,
+                      bool written = false);
+
 // The exclusive writer lock: an flock on DIR/lock, which then holds the
 // writer's pid. Released (and the file emptied) by the destructor.
 class WriterLock {
@@ -31,7 +84,9 @@ class WriterLock {
 // fsyncs a directory. Throws Error(io).
 void sync_dir(const std::filesystem::path& dir);
 
-// Writes `content` to `file` durably: temporary file, fsync, rename, fsync of the directory.
+// Writes `content` to `file` durably: temporary file, fsync, rename, fsync of
+// the directory. Neither name may be a symbolic link or a special file (the
+// temporary file is made afresh, kFileMode).
 void write_file_durably(const std::filesystem::path& file, const std::string& content);
 
 // The version in DIR/FORMAT. Throws Error(not_found) if there is none,

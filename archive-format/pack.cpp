@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "archive-format/layout.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -20,8 +21,8 @@ namespace {
 constexpr char kPackMagic[8] = {'I', 'M', 'S', 'T', 'P', 'A', 'C', 'K'};
 constexpr char kRecordMagic[4] = {'I', 'M', 'S', 'R'};
 constexpr uint32_t kPackVersion = 1;
-// Larger raw sizes are treated as a damaged header rather than allocated.
-constexpr uint64_t kMaxRawSize = 1ull << 40;
+// Stored payload read from a file per piece when streaming.
+constexpr size_t kReadPiece = 1u << 20;
 
 struct Crc32cTable {
   uint32_t t[256];
@@ -43,33 +44,8 @@ uint64_t get_le(const char* p, int n) {
   return v;
 }
 
-// Owns a file descriptor.
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd = o.fd;
-      o.fd = -1;
-    }
-    return *this;
-  }
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
-
-Fd open_file(const std::filesystem::path& path, int flags, mode_t mode = 0) {
-  int fd;
-  do fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) throw_io("cannot open", path.string(), errno);
-  return Fd(fd);
+Fd open_file(const std::filesystem::path& path, int flags, const std::filesystem::path& root) {
+  return open_in_archive(root, path, flags);
 }
 
 uint64_t file_size_of(int fd, const std::filesystem::path& path) {
@@ -110,8 +86,10 @@ void fsync_fd(int fd, const std::filesystem::path& path) {
 }
 
 void fsync_dir(const std::filesystem::path& dir) {
-  Fd d = open_file(dir, O_RDONLY | O_DIRECTORY);
-  fsync_fd(d.fd, dir);
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_io("cannot open directory", dir.string(), errno);
+  Fd d(fd);
+  fsync_fd(d.get(), dir);
 }
 
 [[noreturn]] void corrupt_record(const std::filesystem::path& file, uint64_t offset, const std::string& problem,
@@ -163,8 +141,67 @@ PackRecordInfo parse_record_header(const char* h, uint64_t offset, uint64_t file
 // Owns a zstd decompression context.
 struct DCtx {
   ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  DCtx() {
+    if (!ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
+    // zstd's default limit, stated: a frame asking for a larger window is refused, not allocated.
+    ZSTD_DCtx_setParameter(ctx, ZSTD_d_windowLogMax, 27);
+  }
   ~DCtx() { ZSTD_freeDCtx(ctx); }
+  DCtx(const DCtx&) = delete;
+  DCtx& operator=(const DCtx&) = delete;
 };
+
+// Decodes one record payload handed over in pieces by `input` (which fills
+// its buffer and returns the bytes given, 0 at the end): checks the frame,
+// the size and the hash; hands decoded bytes to `out` as they come.
+void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*, size_t)>& input,
+                   const std::filesystem::path& file, const ByteSink& out) {
+  std::string hex = to_hex(info.hash);
+  DCtx d;
+  std::string in_buf(static_cast<size_t>(std::min<uint64_t>(info.stored_size, kReadPiece)), '\0');
+  std::string out_buf(ZSTD_DStreamOutSize(), '\0');
+  ZSTD_inBuffer in{in_buf.data(), 0, 0};
+  uint64_t remaining = info.stored_size;
+  auto refill = [&] {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(remaining, in_buf.size()));
+    size_t got = want ? input(in_buf.data(), want) : 0;
+    if (got != want) corrupt_record(file, info.offset, "the file ended while reading the payload", hex);
+    remaining -= got;
+    in = ZSTD_inBuffer{in_buf.data(), got, 0};
+  };
+  refill();
+  unsigned long long declared = ZSTD_getFrameContentSize(in_buf.data(), in.size);
+  if (declared == ZSTD_CONTENTSIZE_ERROR) corrupt_record(file, info.offset, "payload is not a zstd frame", hex);
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != info.raw_size)
+    corrupt_record(file, info.offset, fmt::format("payload declares {} bytes, the header {}", declared, info.raw_size),
+                   hex);
+  Sha256 sha;
+  uint64_t produced = 0;
+  while (true) {
+    if (in.pos == in.size && remaining > 0) refill();
+    ZSTD_outBuffer o{out_buf.data(), out_buf.size(), 0};
+    size_t rc = ZSTD_decompressStream(d.ctx, &o, &in);
+    if (ZSTD_isError(rc))
+      corrupt_record(file, info.offset, std::string("payload does not decompress: ") + ZSTD_getErrorName(rc), hex);
+    if (o.pos) {
+      produced += o.pos;
+      if (produced > info.raw_size)
+        corrupt_record(file, info.offset, "payload decompresses to more bytes than recorded", hex);
+      std::string_view piece(out_buf.data(), o.pos);
+      sha.update(piece);
+      out(piece);
+    }
+    if (rc == 0) break;  // frame complete
+    if (in.pos == in.size && remaining == 0 && o.pos < o.size)
+      corrupt_record(file, info.offset, "payload is a truncated zstd frame", hex);
+  }
+  if (in.pos != in.size || remaining != 0)
+    corrupt_record(file, info.offset, "payload has bytes after its zstd frame", hex);
+  if (produced != info.raw_size)
+    corrupt_record(file, info.offset, fmt::format("payload decompresses to {} bytes, not {}", produced, info.raw_size),
+                   hex);
+  if (sha.finish() != info.hash) corrupt_record(file, info.offset, "SHA-256 of the content does not match", hex);
+}
 
 }  // namespace
 
@@ -247,23 +284,22 @@ PackWriter::~PackWriter() = default;
 PackWriter::PackWriter(PackWriter&&) noexcept = default;
 PackWriter& PackWriter::operator=(PackWriter&&) noexcept = default;
 
-PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id) {
+PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root) {
   std::error_code ec;
   auto dir = file.parent_path();
   bool new_dir = !std::filesystem::exists(dir, ec);
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw_io("cannot create the pack directory", dir.string(), ec.value());
+  make_dir_in_archive(root.empty() ? dir.parent_path() : root, dir);
   PackWriter w;
   w.impl_->path = file;
-  w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, 0644);
+  w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, root.empty() ? dir : root);
   char h[kPackHeaderSize] = {};
   std::memcpy(h, kPackMagic, 8);
   put_le(h + 8, kPackVersion, 4);
   put_le(h + 16, pack_id, 8);
   put_le(h + 28, crc32c(std::string_view(h, 28)), 4);
   try {
-    pwrite_full(w.impl_->fd.fd, h, sizeof h, 0, file);
-    fsync_fd(w.impl_->fd.fd, file);
+    pwrite_full(w.impl_->fd.get(), h, sizeof h, 0, file);
+    fsync_fd(w.impl_->fd.get(), file);
     fsync_dir(dir);
     if (new_dir) fsync_dir(dir.parent_path());
   } catch (...) {
@@ -275,18 +311,18 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
   return w;
 }
 
-PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size) {
+PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root) {
   PackWriter w;
   w.impl_->path = file;
-  w.impl_->fd = open_file(file, O_RDWR);
-  uint64_t actual = file_size_of(w.impl_->fd.fd, file);
+  w.impl_->fd = open_file(file, O_RDWR, root);
+  uint64_t actual = file_size_of(w.impl_->fd.get(), file);
   if (actual < size)
     throw Error(ErrorKind::corrupt,
                 fmt::format("pack is {} bytes, shorter than its committed size {}", actual, size), Retry::never,
                 {.file = file.string()});
   if (actual > size) {
-    if (::ftruncate(w.impl_->fd.fd, static_cast<off_t>(size)) != 0) throw_io("cannot truncate", file.string(), errno);
-    fsync_fd(w.impl_->fd.fd, file);
+    if (::ftruncate(w.impl_->fd.get(), static_cast<off_t>(size)) != 0) throw_io("cannot truncate", file.string(), errno);
+    fsync_fd(w.impl_->fd.get(), file);
   }
   w.impl_->size = size;
   return w;
@@ -306,11 +342,11 @@ PackRecordInfo PackWriter::append_streamed(
   uint64_t stored = 0;
   try {
     produce([&](std::string_view piece) {
-      pwrite_full(impl_->fd.fd, piece.data(), piece.size(), at + kRecordHeaderSize + stored, impl_->path);
+      pwrite_full(impl_->fd.get(), piece.data(), piece.size(), at + kRecordHeaderSize + stored, impl_->path);
       stored += piece.size();
     });
     std::string header = encode_record_header(kind, hash, raw_size, stored);
-    pwrite_full(impl_->fd.fd, header.data(), header.size(), at, impl_->path);
+    pwrite_full(impl_->fd.get(), header.data(), header.size(), at, impl_->path);
   } catch (...) {
     truncate(at);
     throw;
@@ -326,10 +362,10 @@ PackRecordInfo PackWriter::append_streamed(
   return info;
 }
 
-void PackWriter::sync() { fsync_fd(impl_->fd.fd, impl_->path); }
+void PackWriter::sync() { fsync_fd(impl_->fd.get(), impl_->path); }
 
 void PackWriter::truncate(uint64_t size) noexcept {
-  if (impl_->fd.fd >= 0 && ::ftruncate(impl_->fd.fd, static_cast<off_t>(size)) == 0) impl_->size = size;
+  if (impl_->fd.get() >= 0 && ::ftruncate(impl_->fd.get(), static_cast<off_t>(size)) == 0) impl_->size = size;
 }
 
 // ---- PackReader --------------------------------------------------------------
@@ -343,12 +379,13 @@ struct PackReader::Impl {
   std::optional<PackRecordInfo> last;
 };
 
-PackReader::PackReader(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
+PackReader::PackReader(const std::filesystem::path& path, const std::filesystem::path& root)
+    : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
-  impl_->fd = open_file(path, O_RDONLY);
-  impl_->file_size = file_size_of(impl_->fd.fd, path);
+  impl_->fd = open_file(path, O_RDONLY, root);
+  impl_->file_size = file_size_of(impl_->fd.get(), path);
   char h[kPackHeaderSize];
-  size_t got = pread_full(impl_->fd.fd, h, sizeof h, 0, path);
+  size_t got = pread_full(impl_->fd.get(), h, sizeof h, 0, path);
   ErrorWhere where{.file = path.string()};
   if (got < sizeof h || std::memcmp(h, kPackMagic, 8) != 0)
     throw Error(ErrorKind::corrupt, "not a pack file (no pack header)", Retry::never, where);
@@ -376,7 +413,7 @@ std::optional<PackRecordInfo> PackReader::next() {
     corrupt_record(impl_->path, at,
                    fmt::format("{} bytes at the end are not a whole record header (torn tail)", impl_->file_size - at));
   char h[kRecordHeaderSize];
-  if (pread_full(impl_->fd.fd, h, sizeof h, at, impl_->path) < sizeof h)
+  if (pread_full(impl_->fd.get(), h, sizeof h, at, impl_->path) < sizeof h)
     corrupt_record(impl_->path, at, "the file ended while reading (torn tail)");
   auto info = parse_record_header(h, at, impl_->file_size, impl_->path);
   impl_->pos = at + info.record_size;
@@ -388,72 +425,56 @@ std::string PackReader::read_payload() {
   if (!impl_->last) throw Error(ErrorKind::internal, "PackReader::read_payload without a current record");
   auto& info = *impl_->last;
   std::string out(info.stored_size, '\0');
-  if (pread_full(impl_->fd.fd, out.data(), out.size(), info.offset + kRecordHeaderSize, impl_->path) < out.size())
+  if (pread_full(impl_->fd.get(), out.data(), out.size(), info.offset + kRecordHeaderSize, impl_->path) < out.size())
     corrupt_record(impl_->path, info.offset, "the file ended while reading the payload", to_hex(info.hash));
   return out;
 }
 
 // ---- decoding ----------------------------------------------------------------
 
+void decode_payload_to(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                       const ByteSink& out) {
+  if (stored.size() != info.stored_size)
+    corrupt_record(file, info.offset, "payload size differs from its header", to_hex(info.hash));
+  size_t at = 0;
+  stream_decode(info,
+                [&](char* buf, size_t n) {
+                  n = std::min(n, stored.size() - at);
+                  std::memcpy(buf, stored.data() + at, n);
+                  at += n;
+                  return n;
+                },
+                file, out);
+}
+
 std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file) {
-  std::string hex = to_hex(info.hash);
-  if (stored.size() != info.stored_size) corrupt_record(file, info.offset, "payload size differs from its header", hex);
-  unsigned long long declared = ZSTD_getFrameContentSize(stored.data(), stored.size());
-  if (declared == ZSTD_CONTENTSIZE_ERROR) corrupt_record(file, info.offset, "payload is not a zstd frame", hex);
-  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != info.raw_size)
+  if (info.raw_size > kMaxObjectInMemory)
     corrupt_record(file, info.offset,
-                   fmt::format("payload declares {} bytes, the header {}", declared, info.raw_size), hex);
-  DCtx d;
-  if (!d.ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
-  std::string out(std::min<uint64_t>(info.raw_size, 64ull << 20), '\0');
-  ZSTD_inBuffer in{stored.data(), stored.size(), 0};
-  size_t produced = 0;
-  size_t rc = 1;
-  while (true) {
-    if (produced == out.size()) {
-      if (out.size() >= info.raw_size) {
-        // Room for one more byte tells a frame that is too long from one that is complete.
-        if (rc == 0) break;
-        out.resize(out.size() + 1);
-      } else {
-        out.resize(std::min<uint64_t>(info.raw_size, out.size() * 2 + 1));
-      }
-    }
-    ZSTD_outBuffer o{out.data(), out.size(), produced};
-    rc = ZSTD_decompressStream(d.ctx, &o, &in);
-    produced = o.pos;
-    if (ZSTD_isError(rc))
-      corrupt_record(file, info.offset, std::string("payload does not decompress: ") + ZSTD_getErrorName(rc), hex);
-    if (produced > info.raw_size) corrupt_record(file, info.offset, "payload decompresses to more bytes than recorded", hex);
-    if (rc == 0) break;  // frame complete
-    if (in.pos == in.size && o.pos < o.size) corrupt_record(file, info.offset, "payload is a truncated zstd frame", hex);
-  }
-  if (in.pos != in.size) corrupt_record(file, info.offset, "payload has bytes after its zstd frame", hex);
-  if (produced != info.raw_size)
-    corrupt_record(file, info.offset, fmt::format("payload decompresses to {} bytes, not {}", produced, info.raw_size),
-                   hex);
-  out.resize(produced);
-  if (sha256(out) != info.hash) corrupt_record(file, info.offset, "SHA-256 of the content does not match", hex);
+                   fmt::format("the record claims {} bytes, more than the {} a message may have to be held in memory",
+                               info.raw_size, kMaxObjectInMemory),
+                   to_hex(info.hash));
+  std::string out;
+  out.reserve(static_cast<size_t>(std::min<uint64_t>(info.raw_size, 1u << 20)));
+  decode_payload_to(info, stored, file, [&](std::string_view piece) { out.append(piece); });
   return out;
 }
 
-std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected) {
-  return read_record(file, offset, RecordKind::object, expected);
-}
+namespace {
 
-std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected) {
+// Opens the record at `offset`, checks its header against what is expected.
+PackRecordInfo open_record(Fd& fd, const std::filesystem::path& file, uint64_t offset, RecordKind kind,
+                           const Hash& expected, std::optional<uint64_t> raw_size, const std::filesystem::path& root) {
   std::string hex = to_hex(expected);
-  Fd fd;
   try {
-    fd = open_file(file, O_RDONLY);
+    fd = open_file(file, O_RDONLY, root);
   } catch (const Error& e) {
     throw e.with({.hash = hex});
   }
-  uint64_t size = file_size_of(fd.fd, file);
+  uint64_t size = file_size_of(fd.get(), file);
   if (offset < kPackHeaderSize || offset > size || size - offset < kRecordHeaderSize)
     corrupt_record(file, offset, "the record lies outside the pack file", hex);
   char h[kRecordHeaderSize];
-  if (pread_full(fd.fd, h, sizeof h, offset, file) < sizeof h)
+  if (pread_full(fd.get(), h, sizeof h, offset, file) < sizeof h)
     corrupt_record(file, offset, "the file ended while reading the record header", hex);
   auto info = parse_record_header(h, offset, size, file, hex);
   if (info.kind != kind)
@@ -461,10 +482,42 @@ std::string read_record(const std::filesystem::path& file, uint64_t offset, Reco
                    hex);
   if (info.hash != expected)
     corrupt_record(file, offset, "the record holds object " + to_hex(info.hash) + ", not the expected one", hex);
+  if (raw_size && info.raw_size != *raw_size)
+    corrupt_record(file, offset, fmt::format("the record holds {} bytes, the index says {}", info.raw_size, *raw_size),
+                   hex);
+  return info;
+}
+
+}  // namespace
+
+std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected,
+                        const std::filesystem::path& root) {
+  return read_record(file, offset, RecordKind::object, expected, root);
+}
+
+std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
+                        const std::filesystem::path& root) {
+  Fd fd;
+  auto info = open_record(fd, file, offset, kind, expected, std::nullopt, root);
+  if (info.raw_size > kMaxObjectInMemory) decode_payload(info, {}, file);  // refuses it, naming the record
   std::string stored(info.stored_size, '\0');
-  if (pread_full(fd.fd, stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
-    corrupt_record(file, offset, "the file ended while reading the payload", hex);
+  if (pread_full(fd.get(), stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
+    corrupt_record(file, offset, "the file ended while reading the payload", to_hex(expected));
   return decode_payload(info, stored, file);
+}
+
+void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
+                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out) {
+  Fd fd;
+  auto info = open_record(fd, file, offset, kind, expected, raw_size, root);
+  uint64_t at = offset + kRecordHeaderSize;
+  stream_decode(info,
+                [&](char* buf, size_t n) {
+                  size_t got = pread_full(fd.get(), buf, n, at, file);
+                  at += got;
+                  return got;
+                },
+                file, out);
 }
 
 }  // namespace imapstage::archive

@@ -41,6 +41,14 @@ struct PackRecordInfo {
 // Sizes of the fixed parts (FORMAT.md, "Pack files").
 inline constexpr uint64_t kPackHeaderSize = 32;
 inline constexpr uint64_t kRecordHeaderSize = 64;
+// Readers reject records claiming more raw bytes than this (FORMAT.md).
+inline constexpr uint64_t kMaxRawSize = 1ull << 40;
+// The largest object decoded into memory (decode_payload, read_record,
+// Archive::read_object); larger ones can only be streamed (the *_to calls).
+inline constexpr uint64_t kMaxObjectInMemory = 1ull << 30;
+
+// Receives decoded bytes piece by piece (at most about 128 KiB at a time).
+using ByteSink = std::function<void(std::string_view)>;
 
 // A compressed payload in a heap buffer of exactly its size. Move-only.
 class CompressedBytes {
@@ -88,10 +96,14 @@ class PackWriter {
   // Creates a new pack holding only its file header, durably (the file and
   // its directory are fsynced; missing directories are created). Throws
   // Error(io) if it cannot, Error(io) also if the file already exists.
-  static PackWriter create(const std::filesystem::path& file, uint64_t pack_id);
+  // No symbolic link is followed from `root` (the archive directory) down;
+  // directories are made owner-only (see open_in_archive).
+  static PackWriter create(const std::filesystem::path& file, uint64_t pack_id,
+                           const std::filesystem::path& root = {});
   // Opens an existing pack to append after its first `size` bytes; anything
-  // past them is truncated away (and the truncation made durable).
-  static PackWriter open(const std::filesystem::path& file, uint64_t size);
+  // past them is truncated away (and the truncation made durable). Refuses
+  // a link, a special file or a file with other hard links (Error(corrupt)).
+  static PackWriter open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root = {});
   ~PackWriter();
   PackWriter(PackWriter&&) noexcept;
   PackWriter& operator=(PackWriter&&) noexcept;
@@ -127,8 +139,9 @@ uint32_t crc32c(std::string_view bytes);
 class PackReader {
  public:
   // Opens `path` and checks the file header. Throws Error(io) if it cannot be
-  // read, Error(corrupt) naming the file if the header is not a pack header.
-  explicit PackReader(const std::filesystem::path& path);
+  // read, Error(corrupt) naming the file if the header is not a pack header
+  // or the path is a link (from `root` down) or not a regular file.
+  explicit PackReader(const std::filesystem::path& path, const std::filesystem::path& root = {});
   ~PackReader();
   PackReader(PackReader&&) noexcept;
   PackReader& operator=(PackReader&&) noexcept;
@@ -152,13 +165,27 @@ class PackReader {
 
 // Decompresses a record's stored payload and checks its size and SHA-256
 // against `info`. Throws Error(corrupt) naming `file`, the offset and the hash
-// when anything does not match.
+// when anything does not match, or when the record claims more than
+// kMaxObjectInMemory bytes. Memory: the real decoded size, never the claim.
 std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file);
+// The same, streamed: `out` gets the decoded bytes as they come, before the
+// size and hash are known to match (the call throws afterwards if they do
+// not). Memory is bounded (zstd's window, at most 128 MiB, plus 128 KiB),
+// whatever the record claims.
+void decode_payload_to(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                       const ByteSink& out);
 
 // Reads and decodes the one record at `offset` of `file` (random access, as
 // Archive::read_object does); checks that its header names `expected`.
-std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected);
+std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected,
+                        const std::filesystem::path& root = {});
 // The same for a record of any kind (e.g. a journal record, for replay).
-std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected);
+std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
+                        const std::filesystem::path& root = {});
+// The same, streamed from the file in pieces (bounded memory, see
+// decode_payload_to); with `raw_size`, a header claiming another size is
+// refused before anything is decoded.
+void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
+                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out);
 
 }  // namespace imapstage::archive

@@ -106,12 +106,15 @@ nlohmann::json RebuildReport::to_json() const {
           {"appends", appends},
           {"runs", runs},
           {"messages_without_object", messages_without_object},
+          {"installed", installed},
+          {"lost_messages", lost_messages},
+          {"lost_objects", lost_objects},
           {"problems", problems},
           {"not_restored", not_restored},
           {"seconds", seconds}};
 }
 
-RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options) {
+RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options, const RebuildOptions& rebuild) {
   auto started = std::chrono::steady_clock::now();
   RebuildReport report;
   report.archive = dir.string();
@@ -135,10 +138,15 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
   if (ec) throw_io("cannot remove", fresh.string(), ec.value());
 
   std::vector<std::pair<uint64_t, fs::path>> pack_files;
-  if (fs::exists(dir / "packs", ec)) {
+  if (check_in_archive(dir, dir / "packs", true)) {
     for (auto it = fs::recursive_directory_iterator(dir / "packs", ec); !ec && it != fs::recursive_directory_iterator();
          it.increment(ec)) {
-      if (!it->is_regular_file()) continue;
+      auto type = it->symlink_status(ec).type();
+      if (type == fs::file_type::directory) continue;
+      if (type != fs::file_type::regular) {
+        report.problems.push_back(fmt::format("{}: not a regular file (ignored)", it->path().string()));
+        continue;
+      }
       if (auto id = pack_id_from_name(it->path())) {
         if (it->path() != pack_file(dir, *id))
           report.problems.push_back(fmt::format("{}: pack file in the wrong directory (ignored)", it->path().string()));
@@ -158,7 +166,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
       ++report.packs;
       std::optional<PackReader> reader;
       try {
-        reader.emplace(file);
+        reader.emplace(file, dir);
       } catch (const Error& e) {
         report.problems.push_back(std::string(e.what()) + " (pack skipped)");
         continue;
@@ -190,7 +198,8 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
         end = info->offset + info->record_size;
         std::string raw;
         try {
-          raw = decode_payload(*info, reader->read_payload(), file);
+          if (info->kind == RecordKind::object) decode_payload_to(*info, reader->read_payload(), file, [](std::string_view) {});
+          else raw = decode_payload(*info, reader->read_payload(), file);
         } catch (const Error& e) {
           if (info->kind == RecordKind::object) ++report.bad_objects;
           report.problems.push_back(e.what());
@@ -232,7 +241,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
                                                      : fmt::format("{}-{}", expected, at.sequence - 1));
         expected = std::max(expected, at.sequence + 1);
         try {
-          auto j = codec::decode_journal(read_record(at.file, at.offset, RecordKind::journal, at.hash));
+          auto j = codec::decode_journal(read_record(at.file, at.offset, RecordKind::journal, at.hash, dir));
           for (auto& op : j.ops) apply_op(txn, op);
           ++report.journals;
           max_sequence = std::max(max_sequence, j.sequence);
@@ -282,6 +291,44 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
       report.not_restored.push_back(fmt::format("the content of {} messages (their object records are missing or damaged)",
                                                 report.messages_without_object));
   }  // the new environment is closed here
+
+  // A readable index is never replaced by one that holds less.
+  if (old.readable) {
+    try {
+      auto before = Index::open(dir / "index", options.map_size, false);
+      auto after = Index::open(fresh, options.map_size, false);
+      auto b = before->read();
+      auto a = after->read();
+      b.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
+        codec::decode_message(k, v);
+        auto now = a.get(Index::messages, k);
+        if (!now || *now != v) ++report.lost_messages;
+        return true;
+      });
+      b.scan(Index::objects, "", "", [&](std::string_view k, std::string_view v) {
+        codec::decode_object(v);
+        if (!a.get(Index::objects, k)) ++report.lost_objects;
+        return true;
+      });
+    } catch (const Error& e) {
+      report.problems.push_back(std::string("the old index cannot be compared with the rebuilt one: ") + e.what());
+      report.lost_messages = report.lost_objects = 0;
+    }
+    if (report.lost_messages || report.lost_objects) {
+      report.not_restored.push_back(fmt::format(
+          "{} message records and {} objects that the current index holds (their packs or journal records are "
+          "missing or damaged)",
+          report.lost_messages, report.lost_objects));
+      if (!rebuild.force) {
+        report.installed = false;
+        report.problems.push_back(fmt::format(
+            "the current index was kept: the rebuilt one, which holds less, was left in {} (--force installs it)",
+            fresh.string()));
+        report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return report;
+      }
+    }
+  }
 
   fs::path current = dir / "index";
   if (fs::exists(current, ec)) {

@@ -32,6 +32,9 @@ struct RebuildReport {
   uint64_t appends = 0;
   uint64_t runs = 0;              // copied from the old index
   uint64_t messages_without_object = 0;
+  bool installed = true;          // the rebuilt index replaced the old one
+  uint64_t lost_messages = 0;     // message records of the readable old index the rebuild lacks or changed
+  uint64_t lost_objects = 0;      // objects of the readable old index the rebuild lacks
   std::vector<std::string> problems;      // what was found damaged, each naming file and offset
   std::vector<std::string> not_restored;  // what the new index lacks that the old one had or may have had
   double seconds = 0;
@@ -39,11 +42,23 @@ struct RebuildReport {
   nlohmann::json to_json() const;
 };
 
+struct RebuildOptions {
+  // Install the rebuilt index even when it lacks messages or objects that the
+  // current, readable index holds.
+  bool force = false;
+};
+
 // Takes the writer lock (Error(locked) if held), builds a fresh index in
 // DIR/index.rebuild from DIR/packs, then moves DIR/index aside to
 // DIR/index.old-<UTC time> (kept, never deleted) and puts the new one in its
-// place. Throws Error(not_found) if DIR is not an archive, Error(format) for a
-// newer version; damage inside packs is reported, not thrown.
-RebuildReport rebuild_index(const std::filesystem::path& dir, const Archive::Options& options = {});
+// place. When the current index is readable (passes every check) and holds
+// message records or objects the rebuilt one lacks, it stays in place
+// (unless options.force) and the rebuilt index is left in DIR/index.rebuild;
+// the report says so (installed = false) and counts what would be lost.
+// Throws Error(not_found) if DIR is not an archive, Error(format) for a
+// newer version, Error(corrupt) for a link or special file where the
+// archive's directories are; damage inside packs is reported, not thrown.
+RebuildReport rebuild_index(const std::filesystem::path& dir, const Archive::Options& options = {},
+                            const RebuildOptions& rebuild = {});
 
 }  // namespace imapstage::archive

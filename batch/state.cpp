@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "archive-format/layout.h"
 #include "common/error.h"
 
 namespace imapstage::batch {
@@ -96,15 +97,27 @@ std::filesystem::path state_path(const std::filesystem::path& archive_dir, const
 }
 
 std::optional<BatchState> load_state(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT) return std::nullopt;
-    throw_io("cannot read the batch state", path.string(), errno);
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
+  // DIR/batches/<kind>.json: no link and no special file is followed from DIR down.
+  archive::Fd fd;
   try {
-    return BatchState::from_json(nlohmann::json::parse(buffer.str()));
+    fd = archive::open_in_archive(path.parent_path().parent_path(), path, O_RDONLY);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::not_found) return std::nullopt;
+    throw;
+  }
+  std::string text;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_io("cannot read the batch state", path.string(), errno);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > (64u << 20))
+      throw Error(ErrorKind::corrupt, "the batch state is implausibly large", Retry::never, {.file = path.string()});
+  }
+  try {
+    return BatchState::from_json(nlohmann::json::parse(text));
   } catch (const Error& e) {
     throw Error(ErrorKind::corrupt, "the batch state is damaged: " + e.message(), Retry::never,
                 {.file = path.string()});
@@ -116,13 +129,13 @@ std::optional<BatchState> load_state(const std::filesystem::path& path) {
 
 void save_state(const std::filesystem::path& path, const BatchState& state) {
   auto dir = path.parent_path();
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw_io("cannot create the batch state directory", dir.string(), ec.value());
+  auto root = dir.parent_path();
+  archive::make_dir_in_archive(root, dir);
+  archive::check_in_archive(root, path, false);  // a link or special file in its place is refused
   std::string text = state.to_json().dump(1) + "\n";
   std::string tmp = path.string() + fmt::format(".tmp.{}", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw_io("cannot write the batch state", tmp, errno);
+  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) throw_io("cannot write the batch state", tmp, errno);
+  int fd = archive::open_in_archive(root, tmp, O_WRONLY | O_CREAT | O_EXCL).release();
   size_t done = 0;
   while (done < text.size()) {
     ssize_t n = ::write(fd, text.data() + done, text.size() - done);

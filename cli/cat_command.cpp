@@ -39,18 +39,21 @@ void add_cat_command(CLI::App& app, int& status) {
     if (!message)
       throw Error(ErrorKind::not_found, "no such message in the archive", Retry::never,
                   {.account = account.name, .folder = folder.name_utf8, .uid = args->uid});
-    std::string bytes;
+    // Checked first, then streamed: nothing unverified reaches stdout and
+    // memory stays bounded whatever size the message is (or claims to be).
     try {
-      bytes = a->read_object(message->hash);
+      a->check_object(message->hash);
+      a->read_object_to(message->hash, [](std::string_view bytes) {
+        size_t off = 0;
+        while (off < bytes.size()) {
+          ssize_t n = ::write(STDOUT_FILENO, bytes.data() + off, bytes.size() - off);
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) throw_io("cannot write to stdout", "-", errno);
+          off += static_cast<size_t>(n);
+        }
+      });
     } catch (const Error& e) {
       throw e.with({.account = account.name, .folder = folder.name_utf8, .uid = args->uid});
-    }
-    size_t off = 0;
-    while (off < bytes.size()) {
-      ssize_t n = ::write(STDOUT_FILENO, bytes.data() + off, bytes.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw_io("cannot write to stdout", "-", errno);
-      off += static_cast<size_t>(n);
     }
     status = kExitOk;
   });

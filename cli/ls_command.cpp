@@ -7,6 +7,7 @@
 #include "archive-format/lookup.h"
 #include "cli/commands.h"
 #include "cli/display.h"
+#include "common/checked.h"
 #include "imap/session.h"
 
 namespace imapstage::cli {
@@ -32,7 +33,7 @@ Counts count_folder(const archive::Archive& a, const archive::FolderRecord& f, b
   a.for_each_message(f.account_id, f.id, gen, [&](const archive::MessageRecord& m) {
     if (m.state == archive::MessageState::present) ++c.present;
     else ++c.expunged;
-    c.bytes += m.size;
+    c.bytes = checked_add(c.bytes, m.size, "the size of folder " + f.name_utf8);
     return true;
   });
   return c;
@@ -48,7 +49,7 @@ void list_accounts(const archive::Archive& a, bool json) {
       auto c = count_folder(a, f, false);
       total.present += c.present;
       total.expunged += c.expunged;
-      total.bytes += c.bytes;
+      total.bytes = checked_add(total.bytes, c.bytes, "the size of account " + account.name);
     }
     if (json) {
       out.push_back({{"account", account.name}, {"host", account.host}, {"user", account.user},
@@ -63,8 +64,8 @@ void list_accounts(const archive::Archive& a, bool json) {
   uint64_t objects = 0, raw = 0, stored = 0;
   a.for_each_object([&](const archive::Hash&, const archive::ObjectLocation& l) {
     ++objects;
-    raw += l.raw_size;
-    stored += l.record_size;
+    raw = checked_add(raw, l.raw_size, "the size of the archive");
+    stored = checked_add(stored, l.record_size, "the size of the packs");
     return true;
   });
   auto packs = a.packs();

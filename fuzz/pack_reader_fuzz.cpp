@@ -1,6 +1,7 @@
 // Pack files (archive-format/pack.h): a PackReader over arbitrary file bytes
 // returns records or throws Error(corrupt/io), never crashes, loops or
 // throws anything else; decode_payload checks whatever the header claims.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -15,18 +16,19 @@ using namespace imapstage::archive;
 
 namespace {
 
-// One in-memory file reused for every input.
+// One file reused for every input (a regular file: readers refuse links and special files).
 const std::string& scratch_path() {
   static const std::string path = [] {
-    int fd = memfd_create("pack_reader_fuzz", 0);
-    if (fd < 0) std::abort();
-    return "/proc/self/fd/" + std::to_string(fd);
+    std::string dir = "/tmp/pack_reader_fuzz.XXXXXX";
+    if (!mkdtemp(dir.data())) std::abort();
+    return dir + "/pack";
   }();
   return path;
 }
 
 void write_file(const std::string& path, const uint8_t* data, size_t size) {
-  int fd = std::stoi(path.substr(path.rfind('/') + 1));
+  static const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) std::abort();
   if (ftruncate(fd, 0) != 0) std::abort();
   size_t off = 0;
   while (off < size) {

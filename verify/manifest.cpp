@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "common/checked.h"
 #include "common/error.h"
 
 namespace imapstage::verify {
@@ -98,17 +99,17 @@ Manifest compute_manifest(const archive::Archive& a, std::FILE* listing) {
         if (listing) std::fwrite(leaf.data(), 1, leaf.size(), listing);
         ++fm.messages;
         if (m.state == archive::MessageState::present) ++fm.present;
-        fm.bytes += m.size;
+        fm.bytes = checked_add(fm.bytes, m.size, "the size of folder " + folder.name_utf8);
         return true;
       });
       fm.root = archive::to_hex(folder_tree.root());
       am.messages += fm.messages;
-      am.bytes += fm.bytes;
+      am.bytes = checked_add(am.bytes, fm.bytes, "the size of account " + account.name);
       am.folders.push_back(std::move(fm));
     }
     am.root = archive::to_hex(account_tree.root());
     out.messages += am.messages;
-    out.bytes += am.bytes;
+    out.bytes = checked_add(out.bytes, am.bytes, "the size of the archive");
     out.accounts.push_back(std::move(am));
   }
   out.root = archive::to_hex(all.root());
@@ -206,6 +207,39 @@ std::vector<ManifestDifference> compare_manifests(const Manifest& expected, cons
   }
   for (auto& [name, a] : now) out.push_back({name, "", "account not in the manifest"});
   if (out.empty() && expected.root != actual.root) out.push_back({"", "", "archive root differs"});
+  return out;
+}
+
+std::vector<ManifestDifference> check_manifest_data(const archive::Archive& a) {
+  std::vector<ManifestDifference> out;
+  std::map<Hash, std::string> checked;  // hash -> "" when sound, else the problem
+  auto accounts = a.accounts();
+  std::sort(accounts.begin(), accounts.end(), [](auto& x, auto& y) { return x.name < y.name; });
+  for (auto& account : accounts) {
+    for (auto& folder : a.folders(account.id)) {
+      uint64_t bad = 0;
+      std::string first;
+      a.for_each_message(account.id, folder.id, std::nullopt, [&](const archive::MessageRecord& m) {
+        auto it = checked.find(m.hash);
+        if (it == checked.end()) {
+          std::string problem;
+          try {
+            a.check_object(m.hash);
+          } catch (const std::exception& e) {
+            problem = e.what();
+            if (problem.empty()) problem = "unreadable";
+          }
+          it = checked.emplace(m.hash, std::move(problem)).first;
+        }
+        if (!it->second.empty() && bad++ == 0)
+          first = fmt::format("UIDVALIDITY {} UID {}: {}", m.key.uidvalidity, m.key.uid, it->second);
+        return true;
+      });
+      if (bad)
+        out.push_back({account.name, folder.name_utf8.empty() ? folder.name_raw : folder.name_utf8,
+                       fmt::format("the bytes of {} messages are missing or damaged (first: {})", bad, first)});
+    }
+  }
   return out;
 }
 

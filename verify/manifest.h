@@ -87,4 +87,10 @@ struct ManifestDifference {
 };
 std::vector<ManifestDifference> compare_manifests(const Manifest& expected, const Manifest& actual);
 
+// The messages' bytes, which a manifest pins only by hash: every object a
+// message record refers to is read, decompressed and re-hashed (each once, in
+// bounded memory). One difference per folder holding messages whose bytes
+// are missing or damaged, naming how many and the first UID.
+std::vector<ManifestDifference> check_manifest_data(const archive::Archive& archive);
+
 }  // namespace imapstage::verify

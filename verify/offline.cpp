@@ -16,9 +16,13 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "archive-format/archive.h"
+#include "archive-format/codec.h"
+#include "archive-format/layout.h"
 #include "archive-format/pack.h"
+#include "common/checked.h"
 #include "common/error.h"
 
 namespace imapstage::verify {
@@ -134,6 +138,7 @@ class Verifier {
   void work(WorkQueue& queue);
   void check(Work& work);
   void message_pass();
+  void journal_pass();
   void progress(bool final);
 
   std::optional<size_t> find(const Hash& hash) const {
@@ -167,6 +172,7 @@ class Verifier {
   std::mutex mutex_;  // guards entry_problems_, orphan_records_, report_.pack_problems
   std::unordered_map<size_t, std::string> entry_problems_;
   std::vector<ObjectProblem> orphan_records_;
+  std::set<uint64_t> journal_sequences_;  // of the sound journal records met
 
   std::atomic<uint64_t> objects_checked_{0};
   std::atomic<uint64_t> bytes_checked_{0};
@@ -217,17 +223,31 @@ std::vector<PackToScan> Verifier::list_packs() {
   std::error_code ec;
   fs::path packs_dir = options_.archive_dir / "packs";
   std::vector<PackToScan> extra;
-  if (fs::is_directory(packs_dir, ec)) {
+  bool packs_dir_sound = false;
+  try {
+    packs_dir_sound = archive::check_in_archive(options_.archive_dir, packs_dir, true);
+  } catch (const Error& e) {
+    report_.pack_problems.push_back(e.what());
+  }
+  if (packs_dir_sound) {
     for (auto it = fs::recursive_directory_iterator(packs_dir, ec); !ec && it != fs::recursive_directory_iterator();
          it.increment(ec)) {
-      if (!it->is_regular_file(ec) || it->path().extension() != ".pack") continue;
+      auto type = it->symlink_status(ec).type();
+      if (type == fs::file_type::directory) continue;
+      if (type != fs::file_type::regular) {
+        report_.pack_problems.push_back(
+            fmt::format("{}: not a regular file (a link, FIFO or device; not read)", it->path().string()));
+        continue;
+      }
+      if (it->path().extension() != ".pack") continue;
       std::string stem = it->path().stem().string();
       uint64_t id = 0;
       bool hex = stem.size() == 16 && std::all_of(stem.begin(), stem.end(), [](char c) {
                    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
                  });
       if (hex) id = std::stoull(stem, nullptr, 16);
-      if (hex && indexed.count(id) && fs::equivalent(it->path(), archive_->pack_path(id), ec)) continue;
+      if (hex && indexed.count(id) && it->path().lexically_normal() == archive_->pack_path(id).lexically_normal())
+        continue;
       PackToScan s;
       s.id = id;
       s.path = it->path();
@@ -241,7 +261,7 @@ std::vector<PackToScan> Verifier::list_packs() {
     if (s.indexed) {
       stored_bytes_total_ += s.info.committed_size;
     } else {
-      stored_bytes_total_ += fs::file_size(s.path, ec);
+      if (fs::symlink_status(s.path, ec).type() == fs::file_type::regular) stored_bytes_total_ += fs::file_size(s.path, ec);
       if (ec) ec.clear();
     }
   }
@@ -251,7 +271,7 @@ std::vector<PackToScan> Verifier::list_packs() {
 void Verifier::scan_pack(const PackToScan& pack, WorkQueue& queue) {
   auto file = std::make_shared<const fs::path>(pack.path);
   std::error_code ec;
-  if (!fs::exists(pack.path, ec)) {
+  if (!fs::exists(fs::symlink_status(pack.path, ec))) {
     // Indexed (only indexed packs reach here without a file): every object in it is lost.
     add_pack_problem(fmt::format("{}: pack {:016x} is missing ({} records indexed)", pack.path.string(), pack.id,
                                  pack.info.records));
@@ -260,7 +280,7 @@ void Verifier::scan_pack(const PackToScan& pack, WorkQueue& queue) {
   uint64_t scanned = 0;
   uint64_t end_of_last = 0;
   try {
-    archive::PackReader reader(pack.path);
+    archive::PackReader reader(pack.path, options_.archive_dir);
     if (pack.indexed && reader.pack_id() != pack.id)
       add_pack_problem(fmt::format("{}: the file header names pack {:016x}, the index {:016x}", pack.path.string(),
                                    reader.pack_id(), pack.id));
@@ -369,7 +389,7 @@ void Verifier::check(Work& w) {
   switch (w.role) {
     case Role::indexed:
       try {
-        archive::decode_payload(w.info, w.stored, *w.file);
+        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {});
         bytes_checked_ += w.info.raw_size;
         entries_[w.entry].result = kSound;
       } catch (const Error& e) {
@@ -381,16 +401,15 @@ void Verifier::check(Work& w) {
     case Role::random: {
       Entry& e = entries_[w.entry];
       std::error_code ec;
-      if (!fs::exists(*w.file, ec)) {
+      if (!fs::exists(fs::symlink_status(*w.file, ec))) {
         set_bad(w.entry, fmt::format("its pack file {} is missing", w.file->string()));
         return;
       }
       try {
-        std::string raw = archive::read_record(*w.file, e.location.offset, e.hash);
-        if (raw.size() != e.location.raw_size)
-          set_bad(w.entry, fmt::format("the index says {} raw bytes, the record holds {}", e.location.raw_size,
-                                       raw.size()));
-        bytes_checked_ += raw.size();
+        uint64_t size = 0;
+        archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object, e.hash, e.location.raw_size,
+                                options_.archive_dir, [&](std::string_view piece) { size += piece.size(); });
+        bytes_checked_ += size;
         e.result = kSound;
         ++objects_checked_;
       } catch (const Error& err) {
@@ -402,7 +421,7 @@ void Verifier::check(Work& w) {
     case Role::orphan: {
       ObjectProblem p{archive::to_hex(w.info.hash), w.file->string(), w.info.offset, w.orphan_problem, {}};
       try {
-        archive::decode_payload(w.info, w.stored, *w.file);
+        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {});
       } catch (const Error& e) {
         p.problem += "; the record is damaged: " + e.message();
       }
@@ -412,7 +431,9 @@ void Verifier::check(Work& w) {
     }
     case Role::journal:
       try {
-        archive::decode_payload(w.info, w.stored, *w.file);
+        auto journal = archive::codec::decode_journal(archive::decode_payload(w.info, w.stored, *w.file));
+        std::lock_guard lock(mutex_);
+        journal_sequences_.insert(journal.sequence);
       } catch (const Error& e) {
         add_pack_problem(fmt::format("{}: the journal record at offset {} is damaged: {}", w.file->string(),
                                      w.info.offset, e.message()));
@@ -461,7 +482,7 @@ void Verifier::message_pass() {
     }
     FolderCheck& fc = report_.folders[fit->second];
     ++fc.messages;
-    fc.bytes += m.size;
+    fc.bytes = checked_add(fc.bytes, m.size, fmt::format("the size of folder {} of account {}", fc.folder, fc.account));
     ++report_.messages;
     auto ref = [&] {
       return fmt::format("account {}, folder {}, UIDVALIDITY {}, UID {}", fc.account, fc.folder, m.key.uidvalidity,
@@ -474,6 +495,8 @@ void Verifier::message_pass() {
     }
     Entry& e = entries_[*idx];
     e.referenced = true;
+    if (m.size != e.location.raw_size)
+      set_bad(*idx, fmt::format("{} says {} bytes, its object holds {}", ref(), m.size, e.location.raw_size));
     if (e.result != kUnchecked) ++fc.checked;
     if (entry_problems_.count(*idx)) {
       ++fc.bad;
@@ -513,6 +536,31 @@ void Verifier::message_pass() {
   };
   std::sort(report_.bad_objects.begin(), report_.bad_objects.end(), by_place);
   std::sort(report_.orphans.begin(), report_.orphans.end(), by_place);
+}
+
+// Every journal record the index says was committed (1 to journal_sequence)
+// must be in the packs: without them, what those batches changed cannot be
+// rebuilt, and a pack lost with its index rebuilt shows up here.
+void Verifier::journal_pass() {
+  uint64_t last = archive_->journal_sequence();
+  std::vector<std::string> gaps;
+  uint64_t missing = 0;
+  uint64_t expected = 1;
+  auto gap = [&](uint64_t from, uint64_t to) {
+    missing += to - from + 1;
+    if (gaps.size() < 10) gaps.push_back(from == to ? std::to_string(from) : fmt::format("{}-{}", from, to));
+  };
+  for (uint64_t seq : journal_sequences_) {
+    if (seq > last) break;
+    if (seq > expected) gap(expected, seq - 1);
+    expected = std::max(expected, seq + 1);
+  }
+  if (expected <= last) gap(expected, last);
+  if (missing)
+    report_.pack_problems.push_back(fmt::format(
+        "{} of the {} journal records the index says were committed are missing or damaged (sequence {}{}): the "
+        "index changes of those batches are not in the packs",
+        missing, last, fmt::join(gaps, ", "), gaps.size() == 10 ? ", ..." : ""));
 }
 
 void Verifier::progress(bool final) {
@@ -584,6 +632,7 @@ OfflineReport Verifier::run() {
   finish_workers();
 
   message_pass();
+  journal_pass();
   report_.records = records_;
   report_.objects_checked = objects_checked_;
   report_.bytes_checked = bytes_checked_;

@@ -10,6 +10,7 @@
 #include "batch/batch_jobs.h"
 #include "cli/server_options.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "verify/compare.h"
 #include "verify/offline.h"
 
@@ -42,12 +43,7 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw_io("cannot write the report", path, errno);
-}
+void write_text(const std::string& path, const std::string& text) { write_private_file(path, text); }
 
 void print_offline(const verify::OfflineReport& r) {
   std::printf("%s %s %9s %10s %9s %5s\n", pad("account", 30).c_str(), pad("folder", 30).c_str(), "messages", "size", "checked", "bad");

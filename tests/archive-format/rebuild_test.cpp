@@ -265,6 +265,20 @@ TEST(Rebuild, NamesDamagedObjectsAndLostJournals) {
   EXPECT_TRUE(named) << report.to_json().dump(2);
   EXPECT_GE(report.messages_without_object, 1u);
   EXPECT_FALSE(report.not_restored.empty());
+  // The readable index knew the object: it stays in place, the rebuilt one is set aside.
+  EXPECT_FALSE(report.installed);
+  EXPECT_EQ(report.lost_objects, 1u);
+  EXPECT_TRUE(report.old_index.empty());
+  EXPECT_TRUE(fs::exists(root / "index.rebuild" / "data.mdb"));
+  {
+    auto a = Archive::open(root, Archive::Mode::read);
+    EXPECT_TRUE(a->object(victim));
+  }
+  // Asked to, the rebuild installs what it could restore.
+  auto forced = rebuild_index(root, {}, {.force = true});
+  EXPECT_TRUE(forced.installed);
+  EXPECT_EQ(forced.lost_objects, 1u);
+  EXPECT_FALSE(forced.old_index.empty());
   auto a = Archive::open(root, Archive::Mode::read);
   EXPECT_FALSE(a->object(victim));
 }

@@ -1,5 +1,8 @@
 // Batch state: round trip, crash safety of the file, and the runner's
 // resume, retry-errors and timeout behaviour with fake work functions.
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -92,6 +95,42 @@ RunnerOptions quick() {
   o.scheduler.jobs = 2;
   o.scheduler.max_load = 0;
   return o;
+}
+
+TEST(BatchState, LinksAndFifosInTheArchiveAreRefused) {
+  testing::TempDir dir;
+  std::filesystem::path root = dir.path() + "/archive";
+  std::filesystem::path outside = dir.path() + "/outside";
+  std::filesystem::create_directories(root);
+  std::filesystem::create_directories(outside);
+  std::ofstream(outside / "decoy") << "keep me\n";
+  BatchState s;
+  s.kind = "export";
+  // batches/ pointing outside: nothing is written there.
+  std::filesystem::create_directory_symlink(outside, root / "batches");
+  auto path = state_path(root, "export");
+  EXPECT_THROW(save_state(path, s), Error);
+  EXPECT_THROW(load_state(path), Error);
+  EXPECT_FALSE(std::filesystem::exists(outside / "export.json"));
+  // The state file a link to a file outside: neither read nor written through.
+  std::filesystem::remove(root / "batches");
+  std::filesystem::create_directory(root / "batches");
+  std::filesystem::create_symlink(outside / "decoy", path);
+  try {
+    load_state(path);
+    FAIL() << "a link was read";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::corrupt);
+  }
+  EXPECT_THROW(save_state(path, s), Error);
+  std::ifstream decoy(outside / "decoy");
+  std::string line;
+  std::getline(decoy, line);
+  EXPECT_EQ(line, "keep me");
+  // A FIFO is refused at once, not waited on.
+  std::filesystem::remove(path);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  EXPECT_THROW(load_state(path), Error);
 }
 
 TEST(BatchRunner, ErrorsAreResumedAndFinishedWorkIsNotRepeated) {

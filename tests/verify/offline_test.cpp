@@ -253,9 +253,11 @@ TEST_F(OfflineVerify, DamagedRecordHeaderStopsTheScanButNotTheCheck) {
 
   auto r = verify();
   EXPECT_FALSE(r.ok());
-  // The pack cannot be scanned past the damaged header...
-  ASSERT_EQ(r.pack_problems.size(), 1u);
+  // The pack cannot be scanned past the damaged header, so the journal
+  // records after it cannot be located either (a rebuild would miss them)...
+  ASSERT_EQ(r.pack_problems.size(), 2u);
   EXPECT_NE(r.pack_problems[0].find(fmt::format("offset {}", loc.offset)), std::string::npos) << r.pack_problems[0];
+  EXPECT_NE(r.pack_problems[1].find("journal records"), std::string::npos) << r.pack_problems[1];
   // ...but every object after it is still read where the index says.
   ASSERT_EQ(r.bad_objects.size(), 1u);
   EXPECT_EQ(r.bad_objects[0].hash, archive::to_hex(victim.hash));
