@@ -77,8 +77,8 @@ struct CommandSink {
 
 // `text` as it may be shown on a terminal or written to a text log: every
 // control character (C0 including NUL, CR, LF and ESC; DEL; C1) and every
-// byte that is not part of valid UTF-8 is written as \xNN. Names and texts from a server or an archive can hold anything; only
-// this reaches a screen.
+// byte that is not part of valid UTF-8 is written as \xNN. Names and texts
+// from a server or an archive can hold anything; only this reaches a screen.
 std::string printable(std::string_view text);
 
 namespace detail {

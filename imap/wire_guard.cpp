@@ -27,6 +27,7 @@ void WireGuard::remember_tail(std::string& tail, std::string_view bytes) {
 
 bool WireGuard::announced(std::string_view s, uint64_t& size, bool& impossible) const {
   impossible = false;
+  if (s.size() > kTail) s = s.substr(s.size() - kTail);  // the same view however the bytes arrived
   if (!s.empty() && s.back() == '\r') s.remove_suffix(1);
   if (s.empty() || s.back() != '}') return false;
   s.remove_suffix(1);
