@@ -1157,9 +1157,9 @@ bool port_speaks_tls(const Endpoint& endpoint, const std::string& where, int wai
   return tls;
 }
 
-// On a connection meant to start in cleartext: refuses, at once, a server
-// that answers in TLS (or, silent for a moment, answers a TLS ClientHello on
-// a second connection), instead of waiting the whole timeout for a greeting.
+// On a connection meant for STARTTLS: refuses, within seconds, a server that
+// answers in TLS (or, silent for 1.5 s, answers a TLS ClientHello on a
+// second connection), instead of waiting the whole timeout for a greeting.
 void refuse_tls_answer(int fd, const Endpoint& endpoint, const std::string& where) {
   auto refuse = [&] {
     throw Error(ErrorKind::tls,
@@ -1197,7 +1197,7 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
   impl->guard = WireGuard(limits);
 
   int fd = tcp_connect(endpoint, where);
-  if (endpoint.tls != TlsMode::implicit) {
+  if (endpoint.tls == TlsMode::starttls) {
     try {
       refuse_tls_answer(fd, endpoint, where);
     } catch (...) {

@@ -683,5 +683,42 @@ TEST_F(HostileArchiveTest, ABadAnswerToAPipelinedAppendClosesThatConnection) {
   expect_only_meant_commands();
 }
 
+TEST_F(HostileArchiveTest, AnAppendRefusedStopsPipeliningOnThatConnection) {
+  target_.on("^APPEND \"INBOX\"", "$TAG NO [OVERQUOTA] Quota exceeded\r\n", 1);
+  RecordingSink events;
+  auto s = importing::run_import(import_options(), events);
+  EXPECT_TRUE(s.complete());
+  auto commands = target_.commands();
+  auto refused = std::find_if(commands.begin(), commands.end(),
+                              [](auto& c) { return c.text.rfind("APPEND \"INBOX\"", 0) == 0; });
+  ASSERT_NE(refused, commands.end());
+  EXPECT_NE(refused->text.find("+}"), std::string::npos) << refused->text;
+  size_t later_appends = 0;
+  for (auto it = refused + 1; it != commands.end(); ++it) {
+    if (it->text.rfind("APPEND", 0) != 0) continue;
+    ++later_appends;
+    EXPECT_EQ(it->connection, refused->connection) << "a NO after the whole command keeps the connection";
+    EXPECT_EQ(it->text.find("+}"), std::string::npos) << it->text;
+  }
+  EXPECT_EQ(later_appends, 8u + 1u);  // INBOX one by one, then Sent
+}
+
+TEST_F(HostileArchiveTest, AFlagAServerMightRejectGoesWithASynchronizingLiteral) {
+  tamper(7, [](auto& r) { r.keywords.push_back("\\Custom"); });
+  target_.set_permanent_flags("");  // keeps anything
+  target_.on("^APPEND \"INBOX\"", [](FakeExchange& x) { x.standard(); });
+  RecordingSink events;
+  auto s = importing::run_import(import_options(), events);
+  EXPECT_TRUE(s.complete());
+  bool custom_sent = false;
+  for (auto& c : target_.commands()) {
+    if (c.text.rfind("APPEND \"INBOX\"", 0) != 0) continue;
+    EXPECT_EQ(c.text.find("+}"), std::string::npos) << c.text;
+    custom_sent |= c.text.find("\\Custom") != std::string::npos;
+  }
+  EXPECT_TRUE(custom_sent);
+  EXPECT_EQ(target_.folder("INBOX").messages.size(), 8u);
+}
+
 }  // namespace
 }  // namespace imapstage
