@@ -1150,7 +1150,8 @@ bool port_speaks_tls(const Endpoint& endpoint, const std::string& where, int wai
   if (send(fd, kClientHello, sizeof kClientHello, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof kClientHello) &&
       wait_fd(fd, POLLIN, wait_ms) == 0) {
     unsigned char buf[2];
-    ssize_t n = recv(fd, buf, sizeof buf, MSG_WAITALL);
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 1 && wait_fd(fd, POLLIN, 200) == 0 && recv(fd, buf + 1, 1, MSG_DONTWAIT) == 1) n = 2;
     tls = n == 2 && looks_like_tls(buf, 2);
   }
   ::close(fd);
@@ -1170,8 +1171,8 @@ void refuse_tls_answer(int fd, const Endpoint& endpoint, const std::string& wher
   int quiet_ms = std::min(total_ms, 1500);
   if (wait_fd(fd, POLLIN, quiet_ms) == 0) {
     unsigned char buf[2];
-    ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK);
-    if (n == 1 && buf[0] != '*' && wait_fd(fd, POLLIN, 200) == 0) n = recv(fd, buf, sizeof buf, MSG_PEEK);
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 1 && buf[0] != '*' && wait_fd(fd, POLLIN, 200) == 0) n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
     if (n >= 2 && looks_like_tls(buf, static_cast<size_t>(n))) refuse();
     return;
   }

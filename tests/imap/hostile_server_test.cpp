@@ -31,6 +31,7 @@
 #include "tests/support/fake_imap_server.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
+#include "verify/compare.h"
 #include "verify/offline.h"
 
 namespace imapstage {
@@ -289,6 +290,33 @@ TEST_F(HostileSourceTest, DeepNestingNeverReachesTheParser) {
   auto& inbox = folder(s, "INBOX");
   EXPECT_NE(inbox.error.find("nested deeper than 256"), std::string::npos) << inbox.error;
   EXPECT_EQ(archived("Sent").size(), 1u);
+}
+
+TEST_F(HostileSourceTest, DeepNestingDuringVerifyAgainstTheSourceIsAnErrorNotACrash) {
+  NullSink sink;
+  ASSERT_TRUE(exporting::run_export(options(), sink).complete());
+  server_.on("^UID FETCH", [](FakeExchange& x) {
+    x.send("* 1 FETCH (UID 1 FLAGS " + std::string(1000000, '(') + "\r\n");
+    x.tagged("OK done");
+  });
+  verify::CompareOptions o;
+  o.archive_dir = options().archive_dir;
+  o.endpoint = endpoint_of(server_);
+  o.credentials.user = "alice";
+  o.credentials.secret = "pw";
+  o.account = "alice";
+  o.deep = true;
+  o.retry.backoff = std::chrono::milliseconds(10);
+  o.retry.max_attempts = 2;
+  std::string error;
+  try {
+    auto c = verify::compare_online(o, sink);
+    EXPECT_FALSE(c.equal());
+    for (auto& f : c.folders) error += f.error;
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("nested deeper than 256"), std::string::npos) << error;
 }
 
 TEST_F(HostileSourceTest, FolderNamesWithLineBreaksAreNeverSentBack) {
