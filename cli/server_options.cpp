@@ -32,8 +32,8 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
       ->check(CLI::PositiveNumber)
       ->group("Server");
   cmd->add_option("--max-message-size", o.max_message_mib,
-                  "Largest message accepted from the server, in MiB (default 1024); a larger one is not fetched "
-                  "and is named as failed")
+                  "Largest message taken from or sent to the server, in MiB (default 1024); a larger one is "
+                  "named as failed")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 24))
       ->group("Server");
   cmd->add_option("--auth", o.auth, "login (default), plain, cram-md5, or xoauth2")

@@ -33,8 +33,8 @@ struct Endpoint {
   bool insecure = false;                   // skip certificate and host-name verification
   std::chrono::seconds timeout{120};       // per network read or write
   // The largest message body accepted from the server (a larger literal
-  // drops the connection; a message whose RFC822.SIZE is larger is not
-  // fetched). Other literals (names, strings) are limited to 1 MiB, a
+  // drops the connection; export does not fetch a message whose RFC822.SIZE
+  // is larger, import does not send one). Other literals (names, strings) are limited to 1 MiB, a
   // response line to 64 MiB, nesting to 256 parentheses, and the responses
   // to one command to 2 x timeout of waiting plus a second per 4 KiB received.
   uint64_t max_message_size = 1ull << 30;

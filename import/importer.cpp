@@ -464,6 +464,11 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
       fail(result, rec, *problem + "; not sent");
       continue;
     }
+    if (rec.size > options_.endpoint.max_message_size) {
+      fail(result, rec, fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
+                                    "not sent", rec.size, options_.endpoint.max_message_size));
+      continue;
+    }
     std::string bytes;
     try {
       bytes = archive_->read_object(rec.hash);

@@ -711,6 +711,18 @@ TEST_F(HostileArchiveTest, ABadAnswerToAPipelinedAppendClosesThatConnection) {
   expect_only_meant_commands();
 }
 
+TEST_F(HostileArchiveTest, MessagesOverTheMaximumSizeAreNotSent) {
+  auto o = import_options();
+  o.endpoint.max_message_size = message(1).size() - 1;
+  RecordingSink events;
+  auto s = importing::run_import(o, events);
+  EXPECT_FALSE(s.complete());
+  EXPECT_EQ(s.failed_messages(), 9u);
+  for (auto& f : s.folders)
+    for (auto& m : f.failed) EXPECT_NE(m.error.find("maximum message size"), std::string::npos) << m.error;
+  for (auto& c : target_.commands()) EXPECT_NE(c.text.rfind("APPEND", 0), 0u) << c.text;
+}
+
 TEST_F(HostileArchiveTest, AnAppendRefusedStopsPipeliningOnThatConnection) {
   target_.on("^APPEND \"INBOX\"", "$TAG NO [OVERQUOTA] Quota exceeded\r\n", 1);
   RecordingSink events;
