@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <numeric>
 #include <thread>
 #include <unordered_set>
 
@@ -665,6 +666,8 @@ nlohmann::json ExportSummary::to_json() const {
           {"expunged", total(&FolderResult::expunged)},
           {"failed_messages", failed_messages()},
           {"failed_folders", failed_folders()},
+          {"anomalies", std::accumulate(folders.begin(), folders.end(), size_t{0},
+                                        [](size_t n, const FolderResult& f) { return n + f.anomalies.size(); })},
           {"to_fetch", total(&FolderResult::to_fetch)},
           {"to_fetch_bytes", total(&FolderResult::to_fetch_bytes)},
           {"reconnects", reconnects},

@@ -183,6 +183,7 @@ TEST_F(HostileSourceTest, ImpossibleInternalDatesAreArchivedWithoutOneAndNamed) 
       ++warnings;
   EXPECT_EQ(warnings, 1);
   EXPECT_EQ(s.to_json()["per_folder"][0]["anomalies"].size(), 2u);
+  EXPECT_EQ(s.to_json()["anomalies"], 2);
   expect_archive_sound();
   // What an archive browser shows is sane too.
   auto listed = testing::run_imapstage({"ls", "--archive", options().archive_dir.string(), "alice", "INBOX"});
