@@ -22,6 +22,7 @@
 
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
+#include "cli/display.h"
 #include "common/error.h"
 #include "export/exporter.h"
 #include "import/importer.h"
@@ -495,6 +496,16 @@ TEST(DatesTest, ImpossibleDatesAreNeverFormattedAsDates) {
   EXPECT_TRUE(imap::append_problem({{"bad kw"}, 1704103200, 0, "x"}).has_value());
   EXPECT_TRUE(imap::append_problem({{"\\Recent"}, 1704103200, 0, "x"}).has_value());
   EXPECT_FALSE(imap::append_problem({{"\\Seen", "$Label1", "\\Custom"}, 1704103200, 0, "x"}).has_value());
+}
+
+TEST(HumanTextTest, ControlCharactersAndBrokenUtf8AreShownEscaped) {
+  using namespace std::string_literals;
+  EXPECT_EQ(cli::printable("a\0b\x1b]0;x\x07\r\n\x7f"s), "a\\x00b\\x1b]0;x\\x07\\x0d\\x0a\\x7f");
+  EXPECT_EQ(cli::printable("C1 \xc2\x9b[2J, lone \xff, cut \xe2\x82"s), "C1 \\xc2\\x9b[2J, lone \\xff, cut \\xe2\\x82");
+  EXPECT_EQ(cli::printable("Entw\xc3\xbcrfe \xe6\x97\xa5\xe6\x9c\xac \\Seen"s), "Entw\xc3\xbcrfe \xe6\x97\xa5\xe6\x9c\xac \\Seen");
+  // An error naming a folder with a NUL keeps the whole name.
+  Error e(ErrorKind::protocol, "cannot open", Retry::never, {.folder = "Nul\0Name"s});
+  EXPECT_NE(std::string(e.what()).find("folder Nul\\x00Name"), std::string::npos) << e.what();
 }
 
 // --- logins and TLS ---------------------------------------------------------------------
