@@ -1,6 +1,7 @@
 #include "imap/wire_guard.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include <fmt/format.h>
 
@@ -48,6 +49,32 @@ bool WireGuard::announced(std::string_view s, uint64_t& size, bool& impossible) 
   return true;
 }
 
+bool WireGuard::permanent_flags_byte(char c, PermanentFlags& st) {
+  static constexpr std::string_view kCode = "[PERMANENTFLAGS (";
+  auto atom = [](char ch) {
+    auto u = static_cast<unsigned char>(ch);
+    return u > 0x20 && u < 0x7f && std::string_view("(){%*\"\\]").find(ch) == std::string_view::npos;
+  };
+  if (st.check == 1) {
+    st.check = 0;
+    if (c == '\\') st.check = 2;
+    else if (c != ')' && !atom(c)) return false;
+  } else if (st.check == 2) {
+    st.check = 0;
+    if (c != '*' && !atom(c)) return false;
+  }
+  char up = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (up == kCode[st.matched]) {
+    if (++st.matched == kCode.size()) {
+      st.matched = 0;
+      st.check = 1;
+    }
+  } else {
+    st.matched = c == '[' ? 1 : 0;
+  }
+  return true;
+}
+
 bool WireGuard::feed(std::string_view b) {
   if (broken()) return false;
   received_ += b.size();
@@ -59,6 +86,8 @@ bool WireGuard::feed(std::string_view b) {
       size_t line_start = 0;
       for (size_t k = 0; k < n; ++k) {
         char c = chunk[k];
+        if ((c == '[' || shadow_flags_.matched || shadow_flags_.check) && !permanent_flags_byte(c, shadow_flags_))
+          return fail("a PERMANENTFLAGS list whose first flag cannot be parsed");
         if (c == '(') {
           if (++shadow_depth_ > limits_.max_depth)
             return fail(fmt::format("parentheses nested deeper than {}", limits_.max_depth));
@@ -77,6 +106,7 @@ bool WireGuard::feed(std::string_view b) {
           // A line inside the literal that does not announce one ends
           // whatever libetpan might take these bytes for.
           if (!announced(part, size, impossible)) shadow_depth_ = 0;
+          shadow_flags_ = {};
           shadow_tail_.clear();
           line_start = k + 1;
         }
@@ -89,6 +119,7 @@ bool WireGuard::feed(std::string_view b) {
     char c = b[i++];
     if (++text_ > limits_.max_text)
       return fail(fmt::format("a response line longer than {} bytes", limits_.max_text));
+    if (!permanent_flags_byte(c, flags_)) return fail("a PERMANENTFLAGS list whose first flag cannot be parsed");
     if (c == '(') {
       if (++depth_ > limits_.max_depth)
         return fail(fmt::format("parentheses nested deeper than {}", limits_.max_depth));
@@ -114,6 +145,7 @@ bool WireGuard::feed(std::string_view b) {
           return fail(fmt::format("a response line longer than {} bytes", limits_.max_text));
         literal_left_ = size;
         shadow_depth_ = depth_;
+        shadow_flags_ = {};
         shadow_tail_.clear();
       } else {
         text_ = 0;
@@ -121,6 +153,7 @@ bool WireGuard::feed(std::string_view b) {
         depth_ = 0;
       }
       tail_.clear();
+      flags_ = {};
       continue;
     }
     if (c != '\n') {

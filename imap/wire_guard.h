@@ -13,6 +13,10 @@
 // line by line as if it were text (a literal announced where libetpan expects
 // none starts a new response for libetpan). Parentheses libetpan can see
 // nested are therefore at most twice `max_depth`.
+//
+// It also refuses the one input known to crash libetpan 1.9.4 outside
+// nesting: a PERMANENTFLAGS response code whose first flag does not parse
+// (libetpan then walks a list it never made).
 #pragma once
 
 #include <chrono>
@@ -66,6 +70,12 @@ class WireGuard {
   bool fail(std::string why);
   // At a line feed: returns the literal size announced just before it, if any.
   bool announced(std::string_view before, uint64_t& size, bool& impossible) const;
+  // Follows "[PERMANENTFLAGS (" and the first flag after it; false if that flag cannot start.
+  struct PermanentFlags {
+    uint8_t matched = 0;  // bytes of "[PERMANENTFLAGS (" seen in a row
+    uint8_t check = 0;    // 1: the next byte starts the first flag; 2: it follows that flag's backslash
+  };
+  static bool permanent_flags_byte(char c, PermanentFlags& state);
   void remember_tail(std::string& tail, std::string_view bytes);
 
   WireLimits limits_;
@@ -78,6 +88,8 @@ class WireGuard {
   uint64_t literals_ = 0;      // literal bytes of the current response
   uint32_t depth_ = 0;
   std::string tail_;           // the last bytes of the current line (literal announcements)
+  PermanentFlags flags_;
+  PermanentFlags shadow_flags_;
   // inside a literal
   uint64_t literal_left_ = 0;
   uint32_t shadow_depth_ = 0;  // parentheses of the literal's bytes read as text, line by line

@@ -392,7 +392,7 @@ TEST_F(HostileSourceTest, DrippingServerIsDroppedByTheCommandDeadline) {
 
 TEST_F(HostileSourceTest, NestingInAnyReplyIsRefusedAtTheSession) {
   server_.on("^SELECT", [](FakeExchange& x) {
-    x.untagged("OK [PERMANENTFLAGS " + std::string(200000, '(') + "] hostile");
+    x.untagged("FLAGS " + std::string(200000, '('));
     x.tagged("OK done");
   });
   auto s = logged_in(server_);
@@ -404,6 +404,31 @@ TEST_F(HostileSourceTest, NestingInAnyReplyIsRefusedAtTheSession) {
     EXPECT_NE(std::string(e.what()).find("nested deeper"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(s->alive());
+}
+
+TEST_F(HostileSourceTest, APermanentFlagsListThatCrashesLibetpanIsRefused) {
+  // libetpan 1.9.4 dereferences a null list when the first flag does not parse.
+  server_.on("^EXAMINE", [](FakeExchange& x) {
+    x.untagged("OK [PERMANENTFLAGS (%)] hostile");
+    x.tagged("OK done");
+  }, 1);
+  auto s = logged_in(server_);
+  try {
+    s->examine("INBOX");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::protocol) << e.what();
+    EXPECT_NE(std::string(e.what()).find("PERMANENTFLAGS"), std::string::npos) << e.what();
+  }
+  // Well-formed lists pass.
+  for (std::string list : {"()", "(\\*)", "(\\Seen $Label1 \\*)", "(Junk)"}) {
+    imap::WireGuard g;
+    EXPECT_TRUE(g.feed("* OK [PERMANENTFLAGS " + list + "] ok\r\n")) << list << ": " << g.violation();
+  }
+  for (std::string list : {"(%)", "(\\)", "(\\%x)", "(\r\n", "({3}\r\n"}) {
+    imap::WireGuard g;
+    EXPECT_FALSE(g.feed("* OK [permanentflags " + list + "] ok\r\n")) << list;
+  }
 }
 
 // --- the session's own checks ---------------------------------------------------------
