@@ -114,12 +114,14 @@ bool WireGuard::feed(std::string_view b) {
       remember_tail(shadow_tail_, chunk.substr(line_start));
       literal_left_ -= n;
       i += n;
+      if (literal_left_ == 0) carried_flags_ = shadow_flags_;
       continue;
     }
     char c = b[i++];
     if (++text_ > limits_.max_text)
       return fail(fmt::format("a response line longer than {} bytes", limits_.max_text));
-    if (!permanent_flags_byte(c, flags_)) return fail("a PERMANENTFLAGS list whose first flag cannot be parsed");
+    if (!permanent_flags_byte(c, flags_) || !permanent_flags_byte(c, carried_flags_))
+      return fail("a PERMANENTFLAGS list whose first flag cannot be parsed");
     if (c == '(') {
       if (++depth_ > limits_.max_depth)
         return fail(fmt::format("parentheses nested deeper than {}", limits_.max_depth));
@@ -154,6 +156,7 @@ bool WireGuard::feed(std::string_view b) {
       }
       tail_.clear();
       flags_ = {};
+      carried_flags_ = {};
       continue;
     }
     if (c != '\n') {

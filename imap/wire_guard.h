@@ -90,6 +90,9 @@ class WireGuard {
   std::string tail_;           // the last bytes of the current line (literal announcements)
   PermanentFlags flags_;
   PermanentFlags shadow_flags_;
+  // The literal's last line may go on after it, for libetpan, as one line:
+  // followed too, until the line ends.
+  PermanentFlags carried_flags_;
   // inside a literal
   uint64_t literal_left_ = 0;
   uint32_t shadow_depth_ = 0;  // parentheses of the literal's bytes read as text, line by line

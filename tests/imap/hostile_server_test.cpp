@@ -429,6 +429,9 @@ TEST_F(HostileSourceTest, APermanentFlagsListThatCrashesLibetpanIsRefused) {
     imap::WireGuard g;
     EXPECT_FALSE(g.feed("* OK [permanentflags " + list + "] ok\r\n")) << list;
   }
+  // Split by something that only looks like a literal: libetpan sees one line.
+  imap::WireGuard g;
+  EXPECT_FALSE(g.feed("* OK x {12}\r\n* OK [PERMANENTFLAGS (%)] hostile\r\n"));
 }
 
 // --- the session's own checks ---------------------------------------------------------
