@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/display.h"
 #include "common/error.h"
 #include "verify/manifest.h"
 #include "verify/signing.h"
@@ -102,8 +103,8 @@ void add_manifest_command(CLI::App& app, int& status) {
       std::printf("signature: %s\n", result["signature"].get<std::string>().c_str());
       std::printf("manifest root: %s\narchive root:  %s\n", expected.root.c_str(), actual.root.c_str());
       for (auto& d : diffs)
-        std::printf("DIFFERS: account %s%s: %s\n", d.account.c_str(),
-                    d.folder.empty() ? "" : (", folder " + d.folder).c_str(), d.what.c_str());
+        say(stdout, "DIFFERS: account {}{}: {}\n", d.account, d.folder.empty() ? std::string() : ", folder " + d.folder,
+            d.what);
       std::printf("%s\n", ok ? "OK: the archive matches the manifest" : "FAILED: see above");
     }
     status = ok ? kExitOk : kExitIncomplete;
