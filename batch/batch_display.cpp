@@ -35,7 +35,7 @@ void BatchTerminalSink::draw_block() {
   if (!live_ || verbosity_ < 0) return;
   clear_block();
   for (auto& [account, text] : running_) {
-    std::fputs(fmt::format("  {}: {}\n", account, text).c_str(), out_);
+    cli::say(out_, "  {}: {}\n", account, text);
     ++drawn_;
   }
   std::fputs(fmt::format("total: {}/{} accounts done, {} failed, {} running, {} messages, {}\n", done_, accounts_,
@@ -49,8 +49,7 @@ void BatchTerminalSink::draw_block() {
 
 void BatchTerminalSink::print_line(const std::string& text) {
   clear_block();
-  std::fputs(text.c_str(), out_);
-  std::fputc('\n', out_);
+  cli::say(out_, "{}\n", text);
   draw_block();
   std::fflush(out_);
 }

@@ -178,6 +178,7 @@ imap::Endpoint Profile::endpoint() const {
   e.ca_file = ca_file;
   e.insecure = insecure;
   e.timeout = std::chrono::seconds(timeout_seconds);
+  e.max_message_size = max_message_mib << 20;
   return e;
 }
 

@@ -55,6 +55,7 @@ struct Profile {
   std::string ca_file;
   bool insecure = false;
   int timeout_seconds = 120;
+  uint64_t max_message_mib = 1024;  // --max-message-size (command line only)
   AuthMode auth = AuthMode::user;
   imap::AuthMechanism mechanism = imap::AuthMechanism::login;
   std::string admin_user;

@@ -49,9 +49,8 @@ void print_table(const std::string& kind, const batch::BatchState& s, bool alive
     bytes += a.bytes;
     seconds += a.seconds;
     std::string duration = a.status == batch::AccountStatus::queued ? "-" : human_duration(a.seconds);
-    std::printf("  %-40s %-11s %8d %9llu %10s %9s  %s\n", a.key.c_str(), shown_status(a, alive).c_str(), a.attempts,
-                (unsigned long long)a.messages, human_bytes(double(a.bytes)).c_str(), duration.c_str(),
-                a.error.c_str());
+    cli::say(stdout, "  {:<40} {:<11} {:>8} {:>9} {:>10} {:>9}  {}\n", a.key, shown_status(a, alive), a.attempts,
+             a.messages, human_bytes(double(a.bytes)), duration, a.error);
   }
   std::printf("  %zu accounts: %zu done, %zu error, %zu running, %zu queued; %llu messages, %s, %s of work\n",
               s.accounts.size(), counts[2], counts[3], counts[1], counts[0], (unsigned long long)messages,

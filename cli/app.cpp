@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/display.h"
 #include "common/error.h"
 
 namespace imapstage::cli {
@@ -44,10 +45,10 @@ int run_main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? kExitOk : kExitUsage;
   } catch (const Error& e) {
-    std::fprintf(stderr, "imapstage: %s\n", e.what());
+    say(stderr, "imapstage: {}\n", e.what());
     return exit_code_for(e);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "imapstage: internal error: %s\n", e.what());
+    say(stderr, "imapstage: internal error: {}\n", e.what());
     return kExitInternal;
   }
   return status;

@@ -13,7 +13,7 @@ enum ExitCode : int {
   kExitIncomplete = 1,   // the run finished but something was not done or differs (named in the summary)
   kExitUsage = 2,        // bad command line, configuration or input file
   kExitAuth = 3,         // the server refused the credentials
-  kExitNetwork = 4,      // the server could not be reached or TLS verification failed
+  kExitNetwork = 4,      // the server could not be reached, TLS failed, the protocol failed, or the mechanism is not offered
   kExitArchive = 5,      // the archive is locked, corrupt, of a newer format, or a local I/O error
   kExitInternal = 70,    // a bug
 };

@@ -16,6 +16,41 @@ std::string human_bytes(double bytes) {
   return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u]) : fmt::format("{:.1f} {}", bytes, units[u]);
 }
 
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned char c) { out += fmt::format("\\x{:02x}", c); };
+  for (size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) escape(c);
+      else out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: shortest form, no surrogates, not a C1 control.
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    bool ok = len > 0 && i + len <= text.size();
+    uint32_t cp = ok ? c & (0x7F >> len) : 0;
+    for (size_t k = 1; ok && k < len; ++k) {
+      auto cc = static_cast<unsigned char>(text[i + k]);
+      if ((cc & 0xC0) != 0x80) ok = false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (ok && ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))))
+      ok = false;
+    if (ok && cp >= 0x80 && cp <= 0x9F) ok = false;  // C1 controls (U+0080..U+009F)
+    if (!ok) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(text.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
 std::string pad(std::string_view text, size_t width) {
   size_t columns = 0;
   for (size_t i = 0; i < text.size();) {
@@ -50,7 +85,8 @@ TerminalSink::TerminalSink(int verbosity, std::FILE* out)
 void TerminalSink::print_line(const std::string& text) {
   if (line_shown_) std::fputs("\r\033[K", out_);
   line_shown_ = false;
-  std::fputs(text.c_str(), out_);
+  std::string shown = printable(text);
+  std::fwrite(shown.data(), 1, shown.size(), out_);
   std::fputc('\n', out_);
   std::fflush(out_);
 }
@@ -109,7 +145,8 @@ void TerminalSink::emit(const nlohmann::json& e) {
       for (auto& [k, p] : active_) line += (line.size() > prefix.size() ? "  |  " : "") + describe(p, false);
     }
     std::fputs("\r\033[K", out_);
-    std::fputs(line.c_str(), out_);
+    line = printable(line);
+    std::fwrite(line.data(), 1, line.size(), out_);
     std::fflush(out_);
     line_shown_ = true;
     return;
@@ -162,8 +199,7 @@ void JsonLinesSink::emit(const nlohmann::json& e) {
     std::string text = str(e, "text");
     if (text.empty()) text = str(e, "error");
     std::string prefix = e.contains("account") ? str(e, "account") + ": " : "";
-    std::fprintf(diagnostics_, "imapstage: %s%s%s\n", prefix.c_str(), name == "warning" ? "warning: " : "error: ",
-                 text.c_str());
+    say(diagnostics_, "imapstage: {}{}{}\n", prefix, name == "warning" ? "warning: " : "error: ", text);
     std::fflush(diagnostics_);
   }
 }

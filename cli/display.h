@@ -12,6 +12,10 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <fmt/format.h>
 
 #include "common/events.h"
 
@@ -70,6 +74,32 @@ struct CommandSink {
     }
   }
 };
+
+// `text` as it may be shown on a terminal or written to a text log: every
+// control character (C0 including NUL, CR, LF and ESC; DEL; C1) and every
+// byte that is not part of valid UTF-8 is written as \xNN. Names and texts
+// from a server or an archive can hold anything; only this reaches a screen.
+std::string printable(std::string_view text);
+
+namespace detail {
+inline std::string shown(std::string_view s) { return printable(s); }
+inline std::string shown(const std::string& s) { return printable(s); }
+inline std::string shown(const char* s) { return printable(s ? s : ""); }
+template <class T>
+  requires(!std::is_convertible_v<const T&, std::string_view>)
+const T& shown(const T& v) {
+  return v;
+}
+}  // namespace detail
+
+// Writes human output to `out`: `format` (fmt syntax) with every string
+// argument passed through printable() first.
+template <class... Args>
+void say(std::FILE* out, fmt::format_string<decltype(detail::shown(std::declval<const Args&>()))...> format,
+         const Args&... args) {
+  std::string text = fmt::format(format, detail::shown(args)...);
+  std::fwrite(text.data(), 1, text.size(), out);
+}
 
 // `text` followed by spaces up to `width` terminal columns (UTF-8 aware: a
 // code point is one column, East Asian wide ones two); longer text is kept whole.

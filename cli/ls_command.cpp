@@ -56,9 +56,8 @@ void list_accounts(const archive::Archive& a, bool json) {
                      {"folders", folders.size()}, {"messages", total.present}, {"expunged", total.expunged},
                      {"bytes", total.bytes}});
     } else {
-      std::printf("%s %8zu %10llu %10llu %10s\n", pad(account.name, 40).c_str(), folders.size(),
-                  (unsigned long long)total.present, (unsigned long long)total.expunged,
-                  human_bytes(double(total.bytes)).c_str());
+      say(stdout, "{} {:>8} {:>10} {:>10} {:>10}\n", pad(printable(account.name), 40), folders.size(), total.present,
+          total.expunged, human_bytes(double(total.bytes)));
     }
   }
   uint64_t objects = 0, raw = 0, stored = 0;
@@ -100,9 +99,8 @@ void list_folders(const archive::Archive& a, const archive::AccountRecord& accou
                      {"uidnext", f.uidnext}, {"highestmodseq", f.highestmodseq}, {"messages", c.present},
                      {"expunged", c.expunged}, {"bytes", c.bytes}});
     } else {
-      std::printf("%s %11u %8llu %8llu %10s  %s\n", pad(f.canonical_name(), 36).c_str(), f.uidvalidity,
-                  (unsigned long long)c.present, (unsigned long long)c.expunged, human_bytes(double(c.bytes)).c_str(),
-                  attrs.c_str());
+      say(stdout, "{} {:>11} {:>8} {:>8} {:>10}  {}\n", pad(printable(f.canonical_name()), 36), f.uidvalidity,
+          c.present, c.expunged, human_bytes(double(c.bytes)), attrs);
     }
   }
   if (json) std::printf("%s\n", nlohmann::json{{"account", account.name}, {"folders", out}}.dump(2).c_str());
@@ -123,8 +121,8 @@ void list_messages(const archive::Archive& a, const archive::FolderRecord& f, bo
                           {"state", m.state == archive::MessageState::present ? "present" : "expunged"}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("%11u %8u  %-26s %10llu  %s  %s\n", m.key.uidvalidity, m.key.uid, date.c_str(),
-                  (unsigned long long)m.size, archive::to_hex(m.hash).c_str(), flags.c_str());
+      say(stdout, "{:>11} {:>8}  {:<26} {:>10}  {}  {}\n", m.key.uidvalidity, m.key.uid, date, m.size,
+          archive::to_hex(m.hash), flags);
     }
     return true;
   });

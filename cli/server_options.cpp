@@ -31,6 +31,11 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
   cmd->add_option("--timeout", o.timeout_seconds, "Seconds to wait for the server before giving up on a read")
       ->check(CLI::PositiveNumber)
       ->group("Server");
+  cmd->add_option("--max-message-size", o.max_message_mib,
+                  "Largest message taken from or sent to the server, in MiB (default 1024); a larger one is "
+                  "named as failed")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 24))
+      ->group("Server");
   cmd->add_option("--auth", o.auth, "login (default), plain, cram-md5, or xoauth2")
       ->check(CLI::IsMember({"login", "plain", "cram-md5", "xoauth2"}))
       ->group("Server");
@@ -56,6 +61,7 @@ imap::Endpoint make_endpoint(const ServerOptions& o) {
   e.ca_file = o.ca_file;
   e.insecure = o.insecure;
   e.timeout = std::chrono::seconds(o.timeout_seconds);
+  e.max_message_size = o.max_message_mib << 20;
   return e;
 }
 
@@ -147,6 +153,7 @@ static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const Se
   if (given(cmd, "--ca-file")) p.ca_file = o.ca_file;
   if (given(cmd, "--insecure")) p.insecure = o.insecure;
   if (given(cmd, "--timeout")) p.timeout_seconds = o.timeout_seconds;
+  if (given(cmd, "--max-message-size")) p.max_message_mib = o.max_message_mib;
   if (given(cmd, "--auth")) p.mechanism = batch::parse_mechanism(o.auth);
   if (given(cmd, "--auth-user")) {
     p.admin_user = o.auth_user;

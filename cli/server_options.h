@@ -20,6 +20,7 @@ struct ServerOptions {
   std::string ca_file;
   bool insecure = false;
   int timeout_seconds = 120;
+  uint64_t max_message_mib = 1024;  // --max-message-size, MiB
   std::string user;
   std::string auth = "login";    // login | plain | cram-md5 | xoauth2
   std::string auth_user;         // admin identity for SASL PLAIN authzid

@@ -22,9 +22,11 @@ std::string ErrorWhere::describe() const {
   return out;
 }
 
+// what() is a C string: a NUL (from a name a server sent) would end it early.
 static std::string compose(const std::string& message, const ErrorWhere& where) {
-  if (where.empty()) return message;
-  return message + " (" + where.describe() + ")";
+  std::string text = where.empty() ? message : message + " (" + where.describe() + ")";
+  for (size_t p; (p = text.find('\0')) != std::string::npos;) text.replace(p, 1, "\\x00");
+  return text;
 }
 
 Error::Error(ErrorKind kind, std::string message, Retry retry, ErrorWhere where)

@@ -67,7 +67,7 @@ class Error : public std::runtime_error {
   // (inner, more precise fields win). Used to add context as errors rise.
   Error with(const ErrorWhere& outer) const;
 
-  // what() is "message (account A, folder F, UID U)".
+  // what() is "message (account A, folder F, UID U)", a NUL in them written as \x00.
 
  private:
   ErrorKind kind_;

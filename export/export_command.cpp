@@ -41,44 +41,51 @@ std::vector<imap::Namespace::Kind> namespace_kinds(const std::vector<std::string
 }
 
 void print_summary(const exporting::ExportSummary& s) {
-  std::printf("%s %9s %9s %9s %8s %8s %7s\n", pad("folder", 40).c_str(), "server", "new", "fetched", "flags", "expunged",
-              "failed");
+  std::FILE* out = stdout;
+  say(out, "{} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}\n", pad("folder", 40), "server", "new", "fetched", "flags",
+      "expunged", "failed");
   for (auto& f : s.folders) {
     std::string status = f.error.empty() ? "" : "  ERROR: " + f.error;
     if (f.noselect) status = "  (\\Noselect)";
     if (s.dry_run) {
-      std::printf("%s %9llu %9llu %9s%s\n", pad(f.name, 40).c_str(), (unsigned long long)f.server_messages,
-                  (unsigned long long)f.to_fetch, human_bytes(double(f.to_fetch_bytes)).c_str(), status.c_str());
+      say(out, "{} {:>9} {:>9} {:>9}{}\n", pad(printable(f.name), 40), f.server_messages, f.to_fetch,
+          human_bytes(double(f.to_fetch_bytes)), status);
       continue;
     }
-    std::printf("%s %9llu %9llu %9s %8llu %8llu %7zu%s\n", pad(f.name, 40).c_str(), (unsigned long long)f.server_messages,
-                (unsigned long long)f.new_messages, human_bytes(double(f.bytes_fetched)).c_str(),
-                (unsigned long long)f.flags_updated, (unsigned long long)f.expunged, f.failed_uids.size(),
-                status.c_str());
+    say(out, "{} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}{}\n", pad(printable(f.name), 40), f.server_messages,
+        f.new_messages, human_bytes(double(f.bytes_fetched)), f.flags_updated, f.expunged, f.failed_uids.size(),
+        status);
   }
   using R = exporting::FolderResult;
   if (s.dry_run) {
-    std::printf("\nwould fetch %llu messages, %s, from %zu folders of %s (nothing written)\n",
-                (unsigned long long)s.total(&R::to_fetch), human_bytes(double(s.total(&R::to_fetch_bytes))).c_str(),
-                s.folders.size(), s.account.c_str());
+    say(out, "\nwould fetch {} messages, {}, from {} folders of {} (nothing written)\n", s.total(&R::to_fetch),
+        human_bytes(double(s.total(&R::to_fetch_bytes))), s.folders.size(), s.account);
     return;
   }
-  std::printf("\n%s: %zu folders, %llu new messages, %s fetched, %s stored, %s saved by dedupe, "
-              "%llu flag changes, %llu expunged, in %s",
-              s.account.c_str(), s.folders.size(), (unsigned long long)s.total(&R::new_messages),
-              human_bytes(double(s.total(&R::bytes_fetched))).c_str(),
-              human_bytes(double(s.total(&R::bytes_stored))).c_str(),
-              human_bytes(double(s.total(&R::bytes_deduplicated))).c_str(),
-              (unsigned long long)s.total(&R::flags_updated), (unsigned long long)s.total(&R::expunged),
-              human_duration(s.seconds).c_str());
-  if (s.reconnects) std::printf(", %d reconnects", s.reconnects);
-  std::printf("\n");
+  say(out,
+      "\n{}: {} folders, {} new messages, {} fetched, {} stored, {} saved by dedupe, {} flag changes, {} expunged, "
+      "in {}",
+      s.account, s.folders.size(), s.total(&R::new_messages), human_bytes(double(s.total(&R::bytes_fetched))),
+      human_bytes(double(s.total(&R::bytes_stored))), human_bytes(double(s.total(&R::bytes_deduplicated))),
+      s.total(&R::flags_updated), s.total(&R::expunged), human_duration(s.seconds));
+  if (s.reconnects) say(out, ", {} reconnects", s.reconnects);
+  say(out, "\n");
+  size_t anomalies = 0;
+  for (auto& f : s.folders) anomalies += f.anomalies.size();
+  if (anomalies) {
+    say(out, "{} messages archived with what the server sent corrected:\n", anomalies);
+    for (auto& f : s.folders)
+      for (auto& [uid, what] : f.anomalies) say(out, "  folder {}, UID {}: {}\n", f.name, uid, what);
+  }
   if (!s.complete()) {
-    std::printf("INCOMPLETE: %llu messages not delivered, %llu folders failed:\n",
-                (unsigned long long)s.failed_messages(), (unsigned long long)s.failed_folders());
+    say(out, "INCOMPLETE: {} messages not archived, {} folders failed:\n", s.failed_messages(), s.failed_folders());
     for (auto& f : s.folders) {
-      if (!f.error.empty()) std::printf("  folder %s: %s\n", f.name.c_str(), f.error.c_str());
-      for (auto uid : f.failed_uids) std::printf("  folder %s, UID %u: not delivered by the server\n", f.name.c_str(), uid);
+      if (!f.error.empty()) say(out, "  folder {}: {}\n", f.name, f.error);
+      for (auto uid : f.failed_uids) {
+        auto why = f.refused.find(uid);
+        say(out, "  folder {}, UID {}: {}\n", f.name, uid,
+            why == f.refused.end() ? std::string("not delivered by the server") : why->second);
+      }
     }
   }
 }

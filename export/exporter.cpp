@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <numeric>
 #include <thread>
 #include <unordered_set>
 
@@ -100,6 +101,8 @@ class AccountExport {
   void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
+  // Reports (event and summary) what the server sent for one message that could not be kept as sent.
+  void note_anomalies(FolderResult& result, uint32_t uid, const std::vector<std::string>& anomalies);
   void check_cancelled(const std::string& folder);
   void keep_fatal(std::exception_ptr error);
 
@@ -125,6 +128,15 @@ class AccountExport {
 void AccountExport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
   events_.emit(event);
+}
+
+void AccountExport::note_anomalies(FolderResult& result, uint32_t uid, const std::vector<std::string>& anomalies) {
+  for (auto& a : anomalies) {
+    result.anomalies.emplace_back(uid, a);
+    emit({{"event", "warning"}, {"folder", result.name}, {"uid", uid}, {"anomaly", a},
+          {"text", fmt::format("account {}, folder {}, UID {}: the server sent {}", summary_.account, result.name,
+                               uid, a)}});
+  }
 }
 
 void AccountExport::check_cancelled(const std::string& folder) {
@@ -411,6 +423,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   auto& session = lane.session;
   auto& batch = lane.batch;
   result.failed_uids.clear();  // a retry asks again for what was not delivered
+  result.refused.clear();
   auto stored = archive_->find_folder(account_id_, entry.name_raw);
   FolderRecord folder = stored ? *stored : FolderRecord{};
   folder.account_id = account_id_;
@@ -508,6 +521,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     std::vector<imap::UidRange> all{{1, 0}};
     session->fetch_flags(all, since, [&](imap::FlagUpdate&& update) {
       if (!std::binary_search(still_present.begin(), still_present.end(), update.uid)) return;
+      note_anomalies(result, update.uid, update.anomalies);
       auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, update.uid});
       if (!record) return;
       uint32_t bits = 0;
@@ -527,13 +541,34 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   // New messages: what the server has and the archive does not.
   std::vector<uint32_t> wanted = minus(server_uids, known);
   uint64_t bytes_total = 0;
+  // Sizes first: a message over the maximum message size is not fetched.
+  std::vector<std::pair<uint32_t, uint64_t>> sizes;  // ascending UIDs
+  for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+    session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) { sizes.emplace_back(uid, size); });
+  std::sort(sizes.begin(), sizes.end());
+  const uint64_t max_size = options_.endpoint.max_message_size;
+  std::vector<uint32_t> too_big;
+  for (auto& [uid, size] : sizes) {
+    if (size <= max_size || !std::binary_search(wanted.begin(), wanted.end(), uid)) continue;
+    if (!too_big.empty() && too_big.back() == uid) continue;
+    too_big.push_back(uid);
+    std::string why = fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
+                                  "not fetched", size, max_size);
+    result.failed_uids.push_back(uid);
+    result.refused[uid] = why;
+    emit({{"event", "message_error"}, {"folder", result.name}, {"uid", uid}, {"error", why},
+          {"text", fmt::format("account {}, folder {}, UID {}: {}", summary_.account, result.name, uid, why)}});
+  }
+  wanted = minus(wanted, too_big);
   auto batches = uid_batches(wanted, options_.fetch_batch);
   std::vector<uint64_t> largest(batches.size(), 0);  // per batch: the body capacity to reserve
-  for (size_t b = 0; b < batches.size(); ++b)
-    session->fetch_sizes(batches[b], [&](uint32_t, uint64_t size) {
-      bytes_total += size;
-      largest[b] = std::max(largest[b], size);
-    });
+  for (size_t b = 0, k = 0; b < batches.size(); ++b)
+    for (auto& r : batches[b])
+      for (; k < sizes.size() && sizes[k].first <= r.last; ++k) {
+        if (sizes[k].first < r.first || sizes[k].second > max_size) continue;
+        bytes_total += sizes[k].second;
+        largest[b] = std::max(largest[b], sizes[k].second);
+      }
 
   emit({{"event", "folder_start"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
         {"messages_total", wanted.size()}, {"bytes_total", bytes_total}});
@@ -567,6 +602,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
       record.size = m.body.size();
       record.modseq = m.modseq;
       record.state = MessageState::present;
+      note_anomalies(result, m.uid, m.anomalies);
       uint64_t before = batch->pending_bytes();
       bool fresh = batch->put_object(record.hash, m.body);
       batch->put_message(record);
@@ -601,7 +637,8 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
 
   std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
                                  result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);
-  if (!result.failed_uids.empty()) text += fmt::format(", {} not delivered", result.failed_uids.size());
+  if (!result.failed_uids.empty()) text += fmt::format(", {} not archived", result.failed_uids.size());
+  if (!result.anomalies.empty()) text += fmt::format(", {} anomalies (see the warnings)", result.anomalies.size());
   emit({{"event", "folder_done"}, {"folder", result.name}, {"new", result.new_messages},
         {"flags_updated", result.flags_updated}, {"expunged", result.expunged},
         {"bytes_fetched", result.bytes_fetched}, {"bytes_stored", result.bytes_stored},
@@ -642,6 +679,16 @@ nlohmann::json ExportSummary::to_json() const {
                         {"flags_updated", f.flags_updated},
                         {"expunged", f.expunged},
                         {"failed_uids", f.failed_uids}};
+    if (!f.refused.empty()) {
+      nlohmann::json refused = nlohmann::json::array();
+      for (auto& [uid, why] : f.refused) refused.push_back({{"uid", uid}, {"error", why}});
+      j["refused"] = std::move(refused);
+    }
+    if (!f.anomalies.empty()) {
+      nlohmann::json anomalies = nlohmann::json::array();
+      for (auto& [uid, what] : f.anomalies) anomalies.push_back({{"uid", uid}, {"anomaly", what}});
+      j["anomalies"] = std::move(anomalies);
+    }
     if (f.noselect) j["noselect"] = true;
     if (f.unchanged) j["unchanged"] = true;
     if (f.uidvalidity_changed) j["uidvalidity_changed"] = true;
@@ -668,6 +715,8 @@ nlohmann::json ExportSummary::to_json() const {
           {"expunged", total(&FolderResult::expunged)},
           {"failed_messages", failed_messages()},
           {"failed_folders", failed_folders()},
+          {"anomalies", std::accumulate(folders.begin(), folders.end(), size_t{0},
+                                        [](size_t n, const FolderResult& f) { return n + f.anomalies.size(); })},
           {"to_fetch", total(&FolderResult::to_fetch)},
           {"to_fetch_bytes", total(&FolderResult::to_fetch_bytes)},
           {"reconnects", reconnects},

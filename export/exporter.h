@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,7 +72,12 @@ struct FolderResult {
   uint64_t expunged = 0;                 // newly marked expunged on the source
   uint64_t to_fetch = 0;                 // --dry-run: messages that would be fetched
   uint64_t to_fetch_bytes = 0;           // --dry-run: their size
-  std::vector<uint32_t> failed_uids;     // the server listed them but did not deliver them
+  std::vector<uint32_t> failed_uids;     // the server listed them but did not deliver them, or they were refused
+  std::map<uint32_t, std::string> refused;  // of failed_uids, those refused and why (over the maximum message size)
+  // Messages archived with something the server sent replaced by what can be
+  // kept (an impossible INTERNALDATE stored as none, invalid flags or
+  // keywords beyond the limit left out): UID and what, one entry each.
+  std::vector<std::pair<uint32_t, std::string>> anomalies;
   std::string error;                     // the folder could not be exported at all
 };
 

@@ -44,6 +44,7 @@
 #include "common/error.h"
 #include "imap/response_codes.h"
 #include "imap/utf7.h"
+#include "imap/wire_guard.h"
 
 namespace imapstage::imap {
 namespace {
@@ -143,14 +144,38 @@ void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
 constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-int64_t to_unix(const mailimap_date_time* dt, int32_t& tz_minutes) {
-  int zone = dt->dt_zone;  // e.g. -700 for -0700
-  int sign = zone < 0 ? -1 : 1;
-  int abs_zone = zone < 0 ? -zone : zone;
-  tz_minutes = sign * ((abs_zone / 100) * 60 + abs_zone % 100);
+bool leap_year(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+// "DD-Mon-YYYY hh:mm:ss +zzzz" as the server sent the fields, whatever they are.
+std::string describe_date(const mailimap_date_time* dt) {
+  int month = dt->dt_month;
+  return fmt::format("{:02}-{}-{:04} {:02}:{:02}:{:02} {}{:04}", dt->dt_day,
+                     month >= 1 && month <= 12 ? kMonths[month - 1] : fmt::format("month{}", month), dt->dt_year,
+                     dt->dt_hour, dt->dt_min, dt->dt_sec, dt->dt_zone < 0 ? '-' : '+',
+                     dt->dt_zone < 0 ? -static_cast<int64_t>(dt->dt_zone) : static_cast<int64_t>(dt->dt_zone));
+}
+
+// A server's INTERNALDATE as unix seconds and zone minutes; false (and both
+// 0) unless every field is in range and the result is valid_internaldate().
+bool to_unix(const mailimap_date_time* dt, int64_t& unix_seconds, int32_t& tz_minutes) {
+  unix_seconds = 0;
+  tz_minutes = 0;
+  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int64_t zone = dt->dt_zone;  // e.g. -700 for -0700
+  int64_t abs_zone = zone < 0 ? -zone : zone;
+  if (dt->dt_month < 1 || dt->dt_month > 12 || dt->dt_year < 1 || dt->dt_year > 9999 || dt->dt_day < 1 ||
+      dt->dt_day > mdays[dt->dt_month - 1] + (dt->dt_month == 2 && leap_year(dt->dt_year) ? 1 : 0) ||
+      dt->dt_hour < 0 || dt->dt_hour > 23 || dt->dt_min < 0 || dt->dt_min > 59 || dt->dt_sec < 0 ||
+      dt->dt_sec > 60 || abs_zone % 100 > 59 || abs_zone / 100 > 18)
+    return false;
+  int32_t tz = static_cast<int32_t>((zone < 0 ? -1 : 1) * ((abs_zone / 100) * 60 + abs_zone % 100));
   int64_t days = days_from_civil(dt->dt_year, static_cast<unsigned>(dt->dt_month), static_cast<unsigned>(dt->dt_day));
   int64_t local = days * 86400 + dt->dt_hour * 3600 + dt->dt_min * 60 + dt->dt_sec;
-  return local - static_cast<int64_t>(tz_minutes) * 60;
+  int64_t t = local - static_cast<int64_t>(tz) * 60;
+  if (!valid_internaldate(t, tz)) return false;
+  unix_seconds = t;
+  tz_minutes = tz;
+  return true;
 }
 
 // --- our stream driver for cleartext sockets ---------------------------------------
@@ -166,6 +191,7 @@ struct PlainSocket {
   // what it had buffered before reporting an error and then reads again,
   // which would otherwise wait a second timeout.
   bool timed_out = false;
+  WireGuard* guard = nullptr;  // sees every byte read and every write
 };
 
 int wait_fd(int fd, short events, int timeout_ms) {
@@ -180,14 +206,21 @@ int wait_fd(int fd, short events, int timeout_ms) {
 
 ssize_t plain_read(mailstream_low* s, void* buf, size_t count) {
   auto* d = static_cast<PlainSocket*>(s->data);
-  if (d->fd < 0 || d->timed_out) return -1;
+  if (d->fd < 0 || d->timed_out || (d->guard && d->guard->broken())) return -1;
   for (;;) {
-    if (wait_fd(d->fd, POLLIN, d->timeout_ms) < 0) {
+    auto started = Clock::now();
+    int waited = wait_fd(d->fd, POLLIN, d->timeout_ms);
+    if (d->guard && !d->guard->waited(Clock::now() - started)) return -1;
+    if (waited < 0) {
       d->timed_out = true;
       return -1;
     }
     ssize_t r = recv(d->fd, buf, count, MSG_DONTWAIT);
-    if (r > 0) return r;
+    if (r > 0) {
+      if (d->guard && !d->guard->feed(std::string_view(static_cast<const char*>(buf), static_cast<size_t>(r))))
+        return -1;
+      return r;
+    }
     if (r == 0) return -1;  // EOF
     if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
     return -1;
@@ -197,6 +230,7 @@ ssize_t plain_read(mailstream_low* s, void* buf, size_t count) {
 ssize_t plain_write(mailstream_low* s, const void* buf, size_t count) {
   auto* d = static_cast<PlainSocket*>(s->data);
   if (d->fd < 0) return -1;
+  if (d->guard) d->guard->sent();
   const char* p = static_cast<const char*>(buf);
   size_t left = count;
   while (left > 0) {
@@ -318,7 +352,7 @@ bool has_peer_certificate(mailstream_low* low) {
 class TlsReadBuffer {
  public:
   // Takes over `low`'s GnuTLS transport and read function; must outlive `low`.
-  explicit TlsReadBuffer(mailstream_low* low) : buf_(kSize) {
+  explicit TlsReadBuffer(mailstream_low* low, WireGuard* guard) : guard_(guard), buf_(kSize) {
     auto* data = static_cast<EtpanGnutlsData*>(low->data);
     fd_ = data->fd;
     session_ = static_cast<gnutls_session_t>(data->session);
@@ -333,6 +367,9 @@ class TlsReadBuffer {
   TlsReadBuffer(const TlsReadBuffer&) = delete;
   TlsReadBuffer& operator=(const TlsReadBuffer&) = delete;
 
+  // Decrypted bytes wait to be read (in GnuTLS or in this buffer).
+  bool pending() const { return buffered() || gnutls_record_check_pending(session_) > 0; }
+
  private:
   static constexpr size_t kSize = 256 * 1024;
 
@@ -343,15 +380,21 @@ class TlsReadBuffer {
     auto* data = static_cast<EtpanGnutlsData*>(low->data);
     auto session = static_cast<gnutls_session_t>(data->session);
     auto* self = static_cast<TlsReadBuffer*>(gnutls_transport_get_ptr(session));
-    if (self->timed_out_) return -1;
+    if (self->timed_out_ || self->guard_->broken()) return -1;
     int timeout_ms = static_cast<int>(std::min<unsigned long>(low->timeout ? low->timeout * 1000 : 30000, INT32_MAX));
     for (;;) {
       ssize_t r = gnutls_record_recv(session, buf, count);
-      if (r > 0) return r;
+      if (r > 0) {
+        if (!self->guard_->feed(std::string_view(static_cast<const char*>(buf), static_cast<size_t>(r)))) return -1;
+        return r;
+      }
       if (r == 0) return -1;  // closed
       if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED) return -1;
       if (self->buffered() || gnutls_record_check_pending(session) > 0) continue;
-      if (wait_fd(self->fd_, POLLIN, timeout_ms) < 0) {
+      auto started = Clock::now();
+      int waited = wait_fd(self->fd_, POLLIN, timeout_ms);
+      if (!self->guard_->waited(Clock::now() - started)) return -1;
+      if (waited < 0) {
         // For good: libetpan hands out what it had buffered before reporting
         // an error and then reads again, which would wait a second timeout.
         self->timed_out_ = true;
@@ -392,6 +435,7 @@ class TlsReadBuffer {
   // libetpan wait until it can write).
   static ssize_t push(gnutls_transport_ptr_t p, const void* data, size_t size) {
     auto* self = static_cast<TlsReadBuffer*>(p);
+    self->guard_->sent();
     ssize_t r;
     do r = ::send(self->fd_, data, size, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
@@ -400,6 +444,7 @@ class TlsReadBuffer {
   }
 
   int fd_ = -1;
+  WireGuard* guard_;
   gnutls_session_t session_ = nullptr;
   mailstream_low_driver driver_{};
   bool timed_out_ = false;  // a read timed out: the connection is given up
@@ -515,6 +560,26 @@ bool atom_char(char c) {
   return std::strchr("(){%*\"\\]", c) == nullptr;
 }
 
+// True if `s` can go to a server as a quoted string: 7-bit, no NUL, CR or LF
+// (RFC 3501 QUOTED-CHAR). libetpan sends mailbox names as atoms or quoted
+// strings with only '"' and '\\' escaped, so a name that fails this would
+// end the command line early and start another.
+bool quotable(std::string_view s) {
+  for (char c : s)
+    if (c == '\r' || c == '\n' || c == '\0' || static_cast<unsigned char>(c) >= 0x80) return false;
+  return true;
+}
+
+// Throws Error(protocol, never) naming the folder unless quotable(name_raw).
+void check_name(std::string_view name_raw, const std::string& where) {
+  if (quotable(name_raw)) return;
+  throw Error(ErrorKind::protocol,
+              fmt::format("the folder name {:?} cannot be sent back to {}: it holds a line break, a NUL or 8-bit "
+                          "bytes (not modified UTF-7); the folder is left out",
+                          std::string(name_raw), where),
+              Retry::never, {.folder = std::string(name_raw), .server = where});
+}
+
 // A mailbox name or other string as an IMAP quoted string.
 std::string quoted(std::string_view s) {
   std::string out = "\"";
@@ -527,13 +592,13 @@ std::string quoted(std::string_view s) {
   return out + "\"";
 }
 
-bool valid_flag(std::string_view f) {
-  if (f.empty()) return false;
-  size_t i = f[0] == '\\' ? 1 : 0;
-  if (i == f.size()) return false;
-  for (; i < f.size(); ++i)
-    if (!atom_char(f[i])) return false;
-  return true;
+constexpr std::string_view kSystemFlags[] = {"\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"};
+
+// One of the five flags every server knows, or a keyword: what no server
+// rejects for its syntax.
+bool plain_flag(std::string_view f) {
+  if (!f.empty() && f[0] != '\\') return true;
+  return std::any_of(std::begin(kSystemFlags), std::end(kSystemFlags), [&](std::string_view s) { return iequals(f, s); });
 }
 
 std::string flag_list(const std::vector<std::string>& flags) {
@@ -541,7 +606,7 @@ std::string flag_list(const std::vector<std::string>& flags) {
   bool first = true;
   for (auto& f : flags) {
     if (iequals(f, "\\Recent")) continue;
-    if (!valid_flag(f)) throw Error(ErrorKind::protocol, fmt::format("invalid flag name {:?}", f));
+    if (!valid_flag_name(f)) throw Error(ErrorKind::protocol, fmt::format("invalid flag name {:?}", f));
     if (!first) out += ' ';
     out += f;
     first = false;
@@ -643,7 +708,38 @@ bool parse_date_time(std::string_view t, int64_t& unix_seconds, int32_t& tz_minu
   return true;
 }
 
+bool valid_internaldate(int64_t unix_seconds, int32_t tz_minutes) {
+  constexpr int64_t kFirst = 86400;               // 1970-01-02 00:00:00 UTC
+  constexpr int64_t kLast = 253402128000;          // 9999-12-30 00:00:00 UTC
+  return unix_seconds >= kFirst && unix_seconds <= kLast && tz_minutes >= -18 * 60 && tz_minutes <= 18 * 60;
+}
+
+bool valid_flag_name(std::string_view f) {
+  if (f.empty() || f.size() > kMaxFlagLength || iequals(f, "\\Recent")) return false;
+  size_t i = f[0] == '\\' ? 1 : 0;
+  if (i == f.size()) return false;
+  for (; i < f.size(); ++i)
+    if (!atom_char(f[i])) return false;
+  return true;
+}
+
+std::optional<std::string> append_problem(const AppendItem& item) {
+  if (item.internaldate != 0 && !valid_internaldate(item.internaldate, item.internaldate_tz))
+    return fmt::format("its INTERNALDATE ({} s, zone {} min) is impossible; it cannot be sent", item.internaldate,
+                       item.internaldate_tz);
+  if (item.flags.size() > kMaxKeywords + std::size(kSystemFlags))
+    return fmt::format("it has {} flags and keywords, more than {}", item.flags.size(),
+                       kMaxKeywords + std::size(kSystemFlags));
+  for (auto& f : item.flags)
+    if (!valid_flag_name(f))
+      return fmt::format("its flag {:?} is not a valid IMAP flag (atom characters, at most {} bytes)",
+                         f.substr(0, 64), kMaxFlagLength);
+  return std::nullopt;
+}
+
 std::string format_date_time(int64_t unix_seconds, int32_t tz_minutes) {
+  if (!valid_internaldate(unix_seconds, tz_minutes) && !(unix_seconds == 0 && tz_minutes == 0))
+    return fmt::format("(impossible date {} {:+})", unix_seconds, tz_minutes);
   int64_t local = unix_seconds + static_cast<int64_t>(tz_minutes) * 60;
   int64_t days = local >= 0 ? local / 86400 : (local - 86399) / 86400;
   int64_t secs = local - days * 86400;
@@ -666,6 +762,8 @@ struct Session::Impl {
   uint64_t append_limit = 0;
   bool dead = false;
   std::string folder;  // UTF-8 name of the selected mailbox, for errors
+  WireGuard guard;     // limits on what the server sends (read by the stream drivers)
+  bool no_pipelining = false;  // an APPEND was answered NO or BAD: synchronizing literals only
 
   ~Impl() {
     close_stream();
@@ -698,13 +796,26 @@ struct Session::Impl {
       throw Error(ErrorKind::network, fmt::format("the connection to {} is closed", where), Retry::now, here());
   }
 
+  // Throws the Error for a limit the server broke (see WireGuard).
+  [[noreturn]] void refuse_wire(std::string_view what, std::string_view folder_raw = {}) {
+    close_stream();
+    if (guard.too_slow())
+      throw Error(ErrorKind::network, fmt::format("{} at {}: {}", what, where, guard.violation()), Retry::now,
+                  here(folder_raw));
+    throw Error(ErrorKind::protocol,
+                fmt::format("{}: {} sent {}; the connection was closed", what, where, guard.violation()),
+                guard.garbled() ? Retry::now : Retry::never, here(folder_raw));
+  }
+
   [[noreturn]] void die(std::string_view what, std::string_view detail, std::string_view folder_raw = {}) {
+    if (guard.broken()) refuse_wire(what, folder_raw);
     close_stream();
     throw Error(ErrorKind::network, fmt::format("{} at {}: {}", what, where, detail), Retry::now, here(folder_raw));
   }
 
   // Throws the right Error for a libetpan result code `r` of `what`.
   [[noreturn]] void fail(int r, std::string_view what, std::string_view folder_raw = {}) {
+    if (guard.broken()) refuse_wire(what, folder_raw);
     if (kills_session(r)) {
       std::string detail = etpan_error_name(r);
       if (r == MAILIMAP_ERROR_FATAL && !server_text().empty()) detail += ": " + server_text();
@@ -848,6 +959,7 @@ struct Session::Impl {
 
   struct FetchContext {
     std::string body;
+    uint64_t max_body = 0;  // the maximum message size
     uint64_t size_hint = 0;
     bool body_overflow = false;
     std::exception_ptr error;
@@ -858,9 +970,12 @@ struct Session::Impl {
     auto* c = static_cast<FetchContext*>(ctx);
     if (c->error) return false;
     try {
+      if (c->body.size() + length > c->max_body)
+        throw Error(ErrorKind::protocol, fmt::format("a message body of more than {} bytes (the maximum message size)",
+                                                     c->max_body));
       if (c->size_hint >= kReserveFrom && c->body.capacity() < c->size_hint &&
           c->body.size() + length > kReserveFrom)
-        c->body.reserve(std::min<uint64_t>(c->size_hint, kReserveAtMost));
+        c->body.reserve(std::min<uint64_t>({c->size_hint, kReserveAtMost, c->max_body}));
       c->body.append(bytes, length);
     } catch (...) {
       c->error = std::current_exception();
@@ -914,10 +1029,20 @@ struct Session::Impl {
     FetchContext ctx;
     ctx.on_att = std::move(on_att);
     ctx.size_hint = size_hint;
+    ctx.max_body = endpoint.max_message_size;
     clist* result = nullptr;
     int r;
+    // Bodies may be as large as the maximum message size; every other literal stays small.
+    struct LiteralLimit {
+      WireGuard& g;
+      uint64_t before;
+      ~LiteralLimit() { g.set_max_literal(before); }
+    } literal_limit{guard, guard.max_literal()};
+    if (with_body)
+      guard.set_max_literal(endpoint.max_message_size,
+                            fmt::format("the maximum message size of {} bytes", endpoint.max_message_size));
     {
-      HandlerGuard guard{imap};
+      HandlerGuard handlers{imap};
       mailimap_set_progress_callback(imap, noop_progress, noop_progress, &ctx);
       mailimap_set_msg_att_handler(imap, att_handler, &ctx);
       if (with_body) mailimap_set_msg_body_handler(imap, body_handler, &ctx);
@@ -926,6 +1051,7 @@ struct Session::Impl {
     }
     // On a NO or BAD libetpan has already freed the list it stored in `result`.
     if (r == MAILIMAP_NO_ERROR && result) mailimap_fetch_list_free(result);
+    if (guard.broken()) refuse_wire("UID FETCH");
     if (ctx.error) {
       if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_UID_FETCH) close_stream();  // aborted mid-response
       std::rethrow_exception(ctx.error);
@@ -936,6 +1062,7 @@ struct Session::Impl {
 
   MailboxInfo open(std::string_view name_raw, bool read_only) {
     ensure_alive();
+    check_name(name_raw, where);
     std::string name(name_raw);
     folder = utf7_decode(name_raw);
     uint64_t modseq = 0;
@@ -991,6 +1118,69 @@ struct Session::Impl {
   }
 };
 
+namespace {
+
+// The first bytes of a TLS record a server sends (a handshake or an alert).
+bool looks_like_tls(const unsigned char* p, size_t n) { return n >= 2 && (p[0] == 0x16 || p[0] == 0x15) && p[1] == 0x03; }
+
+// A TLS 1.2 ClientHello (no extensions): any TLS server answers it with a
+// handshake record or an alert.
+constexpr unsigned char kClientHello[] = {
+    0x16, 0x03, 0x01, 0x00, 0x39, 0x01, 0x00, 0x00, 0x35, 0x03, 0x03,
+    // random
+    0x69, 0x6d, 0x61, 0x70, 0x73, 0x74, 0x61, 0x67, 0x65, 0x20, 0x70, 0x72, 0x6f, 0x62, 0x65, 0x20,
+    0x69, 0x6d, 0x61, 0x70, 0x73, 0x74, 0x61, 0x67, 0x65, 0x20, 0x70, 0x72, 0x6f, 0x62, 0x65, 0x20,
+    0x00,                                                  // session id
+    0x00, 0x0e, 0xc0, 0x2f, 0xc0, 0x30, 0xc0, 0x2b, 0xc0, 0x2c, 0x00, 0x9c, 0x00, 0x9d, 0x00, 0x2f,  // suites
+    0x01, 0x00,                                            // compression: null
+};
+
+// True if a TLS server answers a ClientHello on a second connection to the
+// endpoint within `wait_ms`.
+bool port_speaks_tls(const Endpoint& endpoint, const std::string& where, int wait_ms) {
+  Endpoint probe = endpoint;
+  probe.timeout = std::chrono::seconds(std::max(1, wait_ms / 1000));
+  int fd = -1;
+  try {
+    fd = tcp_connect(probe, where);
+  } catch (const Error&) {
+    return false;
+  }
+  bool tls = false;
+  if (send(fd, kClientHello, sizeof kClientHello, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof kClientHello) &&
+      wait_fd(fd, POLLIN, wait_ms) == 0) {
+    unsigned char buf[2];
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 1 && wait_fd(fd, POLLIN, 200) == 0 && recv(fd, buf + 1, 1, MSG_DONTWAIT) == 1) n = 2;
+    tls = n == 2 && looks_like_tls(buf, 2);
+  }
+  ::close(fd);
+  return tls;
+}
+
+// On a connection meant for STARTTLS: refuses, within seconds, a server that
+// answers in TLS (or, silent for 1.5 s, answers a TLS ClientHello on a
+// second connection), instead of waiting the whole timeout for a greeting.
+void refuse_tls_answer(int fd, const Endpoint& endpoint, const std::string& where) {
+  auto refuse = [&] {
+    throw Error(ErrorKind::tls,
+                fmt::format("{} speaks implicit TLS, not cleartext IMAP: use --tls implicit", where), Retry::never,
+                {.server = where});
+  };
+  int total_ms = static_cast<int>(std::min<int64_t>(endpoint.timeout.count() * 1000, 3000));
+  int quiet_ms = std::min(total_ms, 1500);
+  if (wait_fd(fd, POLLIN, quiet_ms) == 0) {
+    unsigned char buf[2];
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 1 && buf[0] != '*' && wait_fd(fd, POLLIN, 200) == 0) n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (n >= 2 && looks_like_tls(buf, static_cast<size_t>(n))) refuse();
+    return;
+  }
+  if (port_speaks_tls(endpoint, where, total_ms - quiet_ms > 0 ? total_ms - quiet_ms : 500)) refuse();
+}
+
+}  // namespace
+
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 
@@ -1003,8 +1193,19 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
   if (!impl->imap) throw std::bad_alloc();
   time_t timeout = static_cast<time_t>(std::max<int64_t>(1, endpoint.timeout.count()));
   mailimap_set_timeout(impl->imap, timeout);
+  WireLimits limits;
+  limits.wait_base = std::chrono::seconds(2 * timeout);
+  impl->guard = WireGuard(limits);
 
   int fd = tcp_connect(endpoint, where);
+  if (endpoint.tls == TlsMode::starttls) {
+    try {
+      refuse_tls_answer(fd, endpoint, where);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
   mailstream_low* low = nullptr;
   if (endpoint.tls == TlsMode::implicit) {
     try {
@@ -1013,10 +1214,11 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
       ::close(fd);
       throw;
     }
-    impl->tls_reader = std::make_unique<TlsReadBuffer>(low);
+    impl->tls_reader = std::make_unique<TlsReadBuffer>(low, &impl->guard);
     mailstream_low_set_timeout(low, timeout);
   } else {
     auto* data = new PlainSocket{fd, static_cast<int>(std::min<int64_t>(timeout * 1000, std::numeric_limits<int>::max()))};
+    data->guard = &impl->guard;
     low = mailstream_low_new(data, &plain_driver);
     if (!low) {
       delete data;
@@ -1041,6 +1243,7 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
   }
   int r = mailimap_connect(impl->imap, stream);
   if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
+    if (impl->guard.broken()) impl->refuse_wire("greeting");
     std::string text = impl->server_text();
     impl->close_stream();
     Retry retry = r == MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION ? Retry::later : Retry::now;
@@ -1072,7 +1275,7 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
       impl->close_stream();
       throw;
     }
-    impl->tls_reader = std::make_unique<TlsReadBuffer>(tls);
+    impl->tls_reader = std::make_unique<TlsReadBuffer>(tls, &impl->guard);
     mailstream_low_set_timeout(tls, timeout);
     static_cast<PlainSocket*>(plain->data)->fd = -1;  // now owned by the TLS layer
     mailstream_low_free(plain);
@@ -1098,10 +1301,19 @@ void Session::login(const Credentials& c) {
     return Error(ErrorKind::auth, fmt::format("authentication failed for {} at {}", c.user, where), Retry::never,
                  {.account = c.user + "@" + s.endpoint.host, .server = where});
   };
+  // A mechanism the server lacks is a configuration problem, not refused
+  // credentials (Error(protocol): exit 4, not 3), and nothing was sent.
+  const bool may_offer_after_tls = s.endpoint.tls == TlsMode::none && s.has("STARTTLS");
   auto need_mech = [&](const char* name) {
-    if (!s.has(std::string("AUTH=") + name))
-      throw Error(ErrorKind::auth, fmt::format("{} does not offer the authentication mechanism {}", where, name),
-                  Retry::never, {.server = where});
+    if (s.has(std::string("AUTH=") + name)) return;
+    std::string offered;
+    for (auto& cap : s.caps)
+      if (cap.rfind("AUTH=", 0) == 0) offered += (offered.empty() ? "" : ", ") + cap.substr(5);
+    throw Error(ErrorKind::protocol,
+                fmt::format("{} does not offer the authentication mechanism {} (it offers {}){}; nothing was sent",
+                            where, name, offered.empty() ? "none" : offered,
+                            may_offer_after_tls ? "; it may offer it after STARTTLS: use --tls starttls" : ""),
+                Retry::never, {.server = where});
   };
   if (s.imap->imap_state != MAILIMAP_STATE_NON_AUTHENTICATED) {
     s.refresh_capabilities();
@@ -1113,7 +1325,9 @@ void Session::login(const Credentials& c) {
       if (!c.auth_user.empty())
         throw Error(ErrorKind::usage, "an admin (authorization) user needs SASL PLAIN, not LOGIN");
       if (s.has("LOGINDISABLED"))
-        throw Error(ErrorKind::auth, fmt::format("{} does not allow LOGIN here (LOGINDISABLED)", where),
+        throw Error(ErrorKind::protocol,
+                    fmt::format("{} does not allow LOGIN {}(LOGINDISABLED); nothing was sent", where,
+                                may_offer_after_tls ? "before TLS: use --tls starttls " : "on this connection "),
                     Retry::never, {.server = where});
       r = mailimap_login(s.imap, c.user.c_str(), c.secret.c_str());
       break;
@@ -1129,7 +1343,7 @@ void Session::login(const Credentials& c) {
       r = mailimap_authenticate(s.imap, mech, s.endpoint.host.c_str(), nullptr, nullptr, c.user.c_str(),
                                 authcid.c_str(), c.secret.c_str(), nullptr);
       if (r != MAILIMAP_NO_ERROR && s.imap->imap_tag == tag_before && !kills_session(r))
-        throw Error(ErrorKind::auth,
+        throw Error(ErrorKind::usage,
                     fmt::format("the SASL mechanism {} is not available on this machine (is libsasl2-modules "
                                 "installed?)",
                                 mech),
@@ -1282,6 +1496,7 @@ MailboxInfo Session::select(std::string_view name_raw) { return impl_->open(name
 StatusInfo Session::status(std::string_view name_raw) {
   Impl& s = *impl_;
   s.ensure_alive();
+  check_name(name_raw, s.where);
   mailimap_status_att_list* atts = mailimap_status_att_list_new_empty();
   mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_MESSAGES);
   mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDNEXT);
@@ -1335,6 +1550,7 @@ struct ParsedAtt {
   bool has_size = false;
   uint64_t modseq = 0;
   bool has_body = false;
+  std::vector<std::string> anomalies;  // see FetchedMessage::anomalies
 };
 
 ParsedAtt parse_att(mailimap_msg_att* att) {
@@ -1344,20 +1560,40 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
     if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC) {
       p.has_flags = true;
       auto* dyn = item->att_data.att_dyn;
+      size_t keywords = 0, invalid = 0, over = 0;
+      std::string first_invalid;
       for (clistiter* f = dyn && dyn->att_list ? clist_begin(dyn->att_list) : nullptr; f; f = clist_next(f)) {
         auto* ff = static_cast<mailimap_flag_fetch*>(clist_content(f));
         if (ff->fl_type == MAILIMAP_FLAG_FETCH_RECENT || !ff->fl_flag) continue;
         std::string name = flag_to_string(ff->fl_flag);
-        if (!name.empty() && !iequals(name, "\\Recent")) p.flags.push_back(std::move(name));
+        if (name.empty() || iequals(name, "\\Recent")) continue;
+        if (!valid_flag_name(name)) {
+          if (invalid++ == 0) first_invalid = name.substr(0, 64);
+          continue;
+        }
+        if (!plain_flag(name) || name[0] != '\\') {
+          if (++keywords > kMaxKeywords) {
+            ++over;
+            continue;
+          }
+        }
+        p.flags.push_back(std::move(name));
       }
+      if (invalid)
+        p.anomalies.push_back(fmt::format("{} flag{} that {} not valid IMAP flags (e.g. {:?}) left out", invalid,
+                                          invalid == 1 ? "" : "s", invalid == 1 ? "is" : "are", first_invalid));
+      if (over)
+        p.anomalies.push_back(fmt::format("{} keywords: the first {} kept, {} left out", keywords, kMaxKeywords, over));
     } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC) {
       auto* st = item->att_data.att_static;
       switch (st->att_type) {
         case MAILIMAP_MSG_ATT_UID: p.uid = st->att_data.att_uid; break;
         case MAILIMAP_MSG_ATT_INTERNALDATE:
           if (st->att_data.att_internal_date) {
-            p.internaldate = to_unix(st->att_data.att_internal_date, p.internaldate_tz);
             p.has_internaldate = true;
+            if (!to_unix(st->att_data.att_internal_date, p.internaldate, p.internaldate_tz))
+              p.anomalies.push_back(fmt::format("an impossible INTERNALDATE \"{}\": archived without a date",
+                                                describe_date(st->att_data.att_internal_date)));
           }
           break;
         case MAILIMAP_MSG_ATT_RFC822_SIZE:
@@ -1402,6 +1638,7 @@ void Session::fetch_messages(const std::vector<UidRange>& uids,
     m.internaldate_tz = p.internaldate_tz;
     m.rfc822_size = p.has_size ? p.size : body.size();
     m.modseq = p.modseq;
+    m.anomalies = std::move(p.anomalies);
     m.body = std::move(body);
     on_message(std::move(m));
     body = std::move(m.body);  // its capacity serves the next message, unless the caller kept it
@@ -1421,7 +1658,7 @@ void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint6
   s.stream_fetch(uids, type, changed_since, false, [&](mailimap_msg_att* att, std::string&) {
     ParsedAtt p = parse_att(att);
     if (p.uid == 0 || !p.has_flags || !in_ranges(uids, p.uid)) return;
-    on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq});
+    on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies)});
   });
 }
 
@@ -1504,19 +1741,39 @@ void Session::expunge_uids(const std::vector<uint32_t>& uids) {
     throw Error(ErrorKind::protocol, fmt::format("cannot expunge messages: {}", r.text), Retry::never, s.here());
 }
 
-std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const std::vector<AppendItem>& items) {
+std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const std::vector<AppendItem>& items,
+                                          bool synchronizing) {
   Impl& s = *impl_;
   s.ensure_alive();
   std::vector<AppendResult> results(items.size());
   if (items.empty()) return results;
-  const bool literal_plus = s.has("LITERAL+");
-  const bool literal_minus = s.has("LITERAL-");
-  const bool multi = s.has("MULTIAPPEND") && (literal_plus || literal_minus);
-  const std::string mailbox = quoted(mailbox_raw);
   // Everything that can be refused locally is checked before the first byte goes out.
+  const std::string mailbox = quoted(mailbox_raw);
   std::vector<std::string> flag_texts;
   flag_texts.reserve(items.size());
-  for (auto& item : items) flag_texts.push_back(flag_list(item.flags));
+  bool all_plain = true;  // no item's line can be rejected for its syntax
+  for (auto& item : items) {
+    if (auto problem = append_problem(item))
+      throw Error(ErrorKind::protocol, fmt::format("cannot APPEND a message: {}", *problem), Retry::never,
+                  s.here(mailbox_raw));
+    flag_texts.push_back(flag_list(item.flags));
+    all_plain = all_plain && std::all_of(item.flags.begin(), item.flags.end(), [](const std::string& f) {
+                  return plain_flag(f);
+                });
+  }
+  const bool pipelining = !synchronizing && !s.no_pipelining && all_plain;
+  const bool literal_plus = pipelining && s.has("LITERAL+");
+  const bool literal_minus = pipelining && s.has("LITERAL-");
+  const bool multi = s.has("MULTIAPPEND") && (literal_plus || literal_minus);
+
+  // Whether the server has said something while we are still sending.
+  auto reply_waiting = [&]() {
+    if (s.imap->imap_stream->read_buffer_len > 0) return true;
+    if (s.tls_reader && s.tls_reader->pending()) return true;
+    int fd = mailstream_low_get_fd(mailstream_get_low(s.imap->imap_stream));
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+  };
 
   // Sends one APPEND (or MULTIAPPEND) for items [from, to); fills results.
   auto send = [&](size_t from, size_t to) {
@@ -1524,7 +1781,30 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
     if (r != MAILIMAP_NO_ERROR) s.fail(r, "APPEND");
     std::string tag = s.current_tag();
     std::string head = "APPEND " + mailbox;
-    std::optional<TaggedReply> early;  // a tagged reply instead of a continuation
+    std::optional<TaggedReply> early;  // a tagged reply before every message was sent
+    bool sent_unsynchronized = false;
+    // A reply while non-synchronizing literals are going out: the server
+    // may take what follows for commands, so nothing more is sent.
+    auto check_early = [&]() {
+      while (sent_unsynchronized && !early && reply_waiting()) {
+        std::string line = s.read_response_line("APPEND");
+        if (line.rfind("* ", 0) == 0) {
+          if (line.size() >= 5 && iequals(std::string_view(line).substr(2, 3), "BYE"))
+            s.die("APPEND", "server closed the connection: " + line, mailbox_raw);
+          continue;  // untagged data: harmless
+        }
+        if (auto reply = parse_tagged_reply(line, tag)) {
+          early = std::move(*reply);
+          return;
+        }
+        // A continuation nobody asked for, or another tag: the conversation is lost.
+        s.close_stream();
+        throw Error(ErrorKind::protocol,
+                    fmt::format("APPEND: unexpected reply from {} while messages were sent; the connection was closed",
+                                s.where),
+                    Retry::now, s.here(mailbox_raw));
+      }
+    };
     for (size_t i = from; i < to && !early; ++i) {
       const AppendItem& item = items[i];
       head += ' ';
@@ -1537,6 +1817,8 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
       size_t n = item.bytes.size();
       bool sync = !(literal_plus || (literal_minus && n <= 4096));
       head += fmt::format(" {{{}{}}}\r\n", n, sync ? "" : "+");
+      check_early();
+      if (early) break;
       s.write(head, "APPEND");
       head.clear();
       if (sync) {
@@ -1546,8 +1828,13 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
           early = cont;
           break;
         }
+      } else {
+        sent_unsynchronized = true;
       }
-      s.write(item.bytes, "APPEND");
+      for (size_t off = 0; off < n && !early; off += 1 << 20) {
+        s.write(item.bytes.substr(off, 1 << 20), "APPEND");
+        check_early();
+      }
     }
     TaggedReply reply;
     if (early) {
@@ -1561,6 +1848,19 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
       s.close_stream();
       throw Error(ErrorKind::protocol, fmt::format("APPEND: unexpected continuation from {}", s.where), Retry::now,
                   s.here(mailbox_raw));
+    }
+    if (reply.status != "OK") s.no_pipelining = true;
+    if (sent_unsynchronized && (early || reply.status == "BAD")) {
+      // The server gave up on the command while message bytes were on their
+      // way (or after them): it may read them as commands. Never send it
+      // anything again on this connection.
+      s.close_stream();
+      if (reply.status == "OK")
+        throw Error(ErrorKind::protocol,
+                    fmt::format("APPEND: {} answered OK before the messages were sent; the connection was closed",
+                                s.where),
+                    Retry::now, s.here(mailbox_raw));
+      reply.text += " (the connection was closed: the server stopped reading the command while messages were sent)";
     }
     if (reply.status == "OK") {
       uint32_t uidvalidity = 0;
@@ -1590,10 +1890,19 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
   if (multi) {
     send(0, items.size());
   } else {
-    for (size_t i = 0; i < items.size(); ++i) send(i, i + 1);
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (s.dead) {
+        for (size_t k = i; k < items.size(); ++k)
+          results[k].error = "not sent: the connection was closed after an earlier APPEND";
+        break;
+      }
+      send(i, i + 1);
+    }
   }
   return results;
 }
+
+bool Session::alive() const { return !impl_->dead && impl_->imap && impl_->imap->imap_stream; }
 
 void Session::logout() {
   Impl& s = *impl_;
@@ -1606,6 +1915,104 @@ void Session::logout() {
     mailimap_logout(s.imap);  // closes the stream
   }
   s.close_stream();
+}
+
+
+namespace {
+
+// Bytes of a replay, handed out in pieces as a socket would, through the guard.
+struct ReplaySource {
+  std::string_view data;
+  size_t pos = 0;
+  WireGuard* guard = nullptr;
+};
+
+ssize_t replay_read(mailstream_low* s, void* buf, size_t count) {
+  auto* src = static_cast<ReplaySource*>(s->data);
+  if (src->guard->broken() || src->pos >= src->data.size()) return -1;
+  size_t n = std::min({count, src->data.size() - src->pos, size_t{4096}});
+  std::memcpy(buf, src->data.data() + src->pos, n);
+  if (!src->guard->feed(src->data.substr(src->pos, n))) return -1;
+  src->pos += n;
+  return static_cast<ssize_t>(n);
+}
+ssize_t replay_write(mailstream_low*, const void*, size_t count) { return static_cast<ssize_t>(count); }
+int replay_close(mailstream_low*) { return 0; }
+int replay_get_fd(mailstream_low*) { return -1; }
+void replay_free(mailstream_low* s) { free(s); }
+
+mailstream_low_driver replay_driver = {
+    replay_read, replay_write, replay_close, replay_get_fd, replay_free, plain_cancel, plain_get_cancel,
+    nullptr,     plain_idle,   plain_idle,   plain_idle,
+};
+
+struct ReplayBody {
+  std::string body;
+  uint64_t max = 0;
+};
+
+}  // namespace
+
+std::string replay_responses(std::string_view bytes, const Endpoint& limits) {
+  WireGuard guard;
+  guard.set_max_literal(limits.max_message_size);
+  ReplaySource source{bytes, 0, &guard};
+  mailimap* imap = mailimap_new(0, nullptr);
+  if (!imap) throw std::bad_alloc();
+  struct Free {
+    mailimap* imap;
+    ~Free() {
+      mailimap_set_msg_body_handler(imap, nullptr, nullptr);
+      mailimap_set_msg_att_handler(imap, nullptr, nullptr);
+      mailimap_set_progress_callback(imap, nullptr, nullptr, nullptr);
+      if (imap->imap_stream) {
+        mailstream_close(imap->imap_stream);
+        imap->imap_stream = nullptr;
+      }
+      mailimap_free(imap);
+    }
+  } free_imap{imap};
+  mailstream_low* low = mailstream_low_new(&source, &replay_driver);
+  if (!low) throw std::bad_alloc();
+  mailstream* stream = mailstream_new(low, 8192);
+  if (!stream) {
+    mailstream_low_free(low);
+    throw std::bad_alloc();
+  }
+  ReplayBody body{{}, limits.max_message_size};
+  auto outcome = [&](int r) -> std::string {
+    if (guard.broken()) return guard.violation();
+    if (r == MAILIMAP_ERROR_STREAM && source.pos >= bytes.size()) return "";
+    return etpan_error_name(r);
+  };
+  int r = mailimap_connect(imap, stream);
+  if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
+    return outcome(r);
+  }
+  mailimap_set_progress_callback(imap, noop_progress, noop_progress, nullptr);
+  mailimap_set_msg_att_handler(
+      imap, [](mailimap_msg_att* att, void* ctx) {
+        auto* b = static_cast<ReplayBody*>(ctx);
+        ParsedAtt p = parse_att(att);
+        (void)p;
+        b->body.clear();
+      },
+      &body);
+  mailimap_set_msg_body_handler(
+      imap, [](int, mailimap_msg_att_body_section*, const char* bytes, size_t length, void* ctx) -> bool {
+        auto* b = static_cast<ReplayBody*>(ctx);
+        if (b->body.size() + length > b->max) return false;
+        b->body.append(bytes, length);
+        return true;
+      },
+      &body);
+  for (;;) {
+    mailimap_response* response = nullptr;
+    r = mailimap_parse_response(imap, &response);
+    if (response) mailimap_response_free(response);
+    if (r == MAILIMAP_ERROR_PROTOCOL) continue;  // a tag this replay never sent: parsed all the same
+    if (r != MAILIMAP_NO_ERROR) return outcome(r);
+  }
 }
 
 }  // namespace imapstage::imap

@@ -32,6 +32,12 @@ struct Endpoint {
   std::string ca_file;                     // PEM bundle; empty: the system's trust store
   bool insecure = false;                   // skip certificate and host-name verification
   std::chrono::seconds timeout{120};       // per network read or write
+  // The largest message body accepted from the server (a larger literal
+  // drops the connection; export does not fetch a message whose RFC822.SIZE
+  // is larger, import does not send one). Other literals (names, strings) are limited to 1 MiB, a
+  // response line to 64 MiB, nesting to 256 parentheses, and the responses
+  // to one command to 2 x timeout of waiting plus a second per 4 KiB received.
+  uint64_t max_message_size = 1ull << 30;
 
   uint16_t effective_port() const { return port ? port : (tls == TlsMode::implicit ? 993 : 143); }
   std::string address() const;             // "host:port"
@@ -90,13 +96,19 @@ struct FetchedMessage {
   uint64_t rfc822_size = 0;
   uint64_t modseq = 0;                // 0 without CONDSTORE
   std::string body;                   // BODY[] bytes exactly as sent
+  // What the server sent for this message that cannot be kept as sent (an
+  // impossible INTERNALDATE, a flag that is not an IMAP atom, too many or too
+  // long keywords), one sentence each. The fields above then hold what can
+  // be kept: internaldate 0 (none), the valid flags.
+  std::vector<std::string> anomalies;
 };
 
 // Flags of one message from a flags-only fetch.
 struct FlagUpdate {
   uint32_t uid = 0;
-  std::vector<std::string> flags;
+  std::vector<std::string> flags;       // the valid ones (see FetchedMessage::anomalies)
   uint64_t modseq = 0;
+  std::vector<std::string> anomalies;
 };
 
 // A set of UIDs as IMAP sequence-set text, e.g. "1:100,205,300:*".
@@ -218,7 +230,21 @@ class Session {
   // non-synchronizing literals, exact bytes, streamed; otherwise one
   // synchronizing APPEND each. Returns one result per item (a MULTIAPPEND
   // fails or succeeds as a whole; APPENDUID then carries a UID set).
-  std::vector<AppendResult> append(std::string_view mailbox_raw, const std::vector<AppendItem>& items);
+  //
+  // The target must never read message bytes as commands. So: an item with
+  // an append_problem() is refused before anything is sent (Error(protocol,
+  // never)); non-synchronizing literals are used only for items whose line
+  // cannot be rejected for its syntax (the five system flags, atom keywords,
+  // a valid date), never with `synchronizing`, and never again on this
+  // connection once an APPEND was answered NO or BAD. A tagged reply that
+  // arrives while non-synchronizing literals are being sent, or a BAD after
+  // them, closes the connection at once (alive() is false afterwards; the
+  // results say the server's text).
+  std::vector<AppendResult> append(std::string_view mailbox_raw, const std::vector<AppendItem>& items,
+                                   bool synchronizing = false);
+
+  // False once the connection was closed (an error, or append() closing it).
+  bool alive() const;
 
   // UID STORE uid FLAGS.SILENT (flags) in the selected mailbox (replaces the flags).
   void store_flags(uint32_t uid, const std::vector<std::string>& flags);
@@ -249,6 +275,32 @@ std::string to_sequence_set(const std::vector<UidRange>& ranges);
 // and zone minutes; formats one back (always two-digit day with leading space
 // replaced by zero: "07-Jul-1996 ...").
 bool parse_date_time(std::string_view text, int64_t& unix_seconds, int32_t& tz_minutes);
+// Any value is formatted without overflow; one that valid_internaldate()
+// refuses comes out as "(impossible date UNIX +TZ)".
 std::string format_date_time(int64_t unix_seconds, int32_t tz_minutes);
+
+// True if an INTERNALDATE can be stored and sent as it is: from 1970-01-02
+// to 9999-12-30 (UTC), zone within +-18:00, and a four-digit local year.
+bool valid_internaldate(int64_t unix_seconds, int32_t tz_minutes);
+
+// At most this many keywords per message, each at most kMaxFlagLength bytes
+// (export keeps the first ones and reports the rest; import refuses the message).
+constexpr size_t kMaxKeywords = 256;
+constexpr size_t kMaxFlagLength = 255;
+
+// True for a flag imapstage sends: a system flag ("\\Seen") or a keyword,
+// made of IMAP atom characters only, at most kMaxFlagLength bytes; never "\\Recent".
+bool valid_flag_name(std::string_view flag);
+
+// Why `item` cannot be sent to a server (an impossible date, a flag that is
+// not valid_flag_name(), more than kMaxKeywords keywords, an empty message),
+// or nullopt.
+std::optional<std::string> append_problem(const AppendItem& item);
+
+// Parses `bytes` as what a server sends (a greeting, then responses) with
+// the guard and the parser of a session, FETCH bodies streamed as in
+// fetch_messages. Returns "" when every response parsed, else what stopped it
+// (a broken limit, a parse error). No network; for fuzzing and tests.
+std::string replay_responses(std::string_view bytes, const Endpoint& limits = {});
 
 }  // namespace imapstage::imap

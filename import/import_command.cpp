@@ -30,46 +30,39 @@ struct ImportArgs {
 };
 
 void print_summary(const importing::ImportSummary& s) {
-  std::printf("%s %s %9s %9s %9s %7s %7s\n", pad("source folder", 30).c_str(), pad("target folder", 30).c_str(), "messages",
-              s.dry_run ? "to append" : "appended", "already", "flags", "failed");
+  std::FILE* out = stdout;
+  say(out, "{} {} {:>9} {:>9} {:>9} {:>7} {:>7}\n", pad("source folder", 30), pad("target folder", 30), "messages",
+      s.dry_run ? "to append" : "appended", "already", "flags", "failed");
   for (auto& f : s.folders) {
     std::string note = f.error.empty() ? "" : "  ERROR: " + f.error;
-    std::printf("%s %s %9llu %9llu %9llu %7llu %7zu%s\n", pad(f.source, 30).c_str(), pad(f.target, 30).c_str(),
-                (unsigned long long)f.source_messages,
-                (unsigned long long)(s.dry_run ? f.to_append : f.appended), (unsigned long long)f.already_there,
-                (unsigned long long)f.flags_updated, f.failed.size(), note.c_str());
+    say(out, "{} {} {:>9} {:>9} {:>9} {:>7} {:>7}{}\n", pad(printable(f.source), 30), pad(printable(f.target), 30),
+        f.source_messages, s.dry_run ? f.to_append : f.appended, f.already_there, f.flags_updated, f.failed.size(),
+        note);
   }
   using R = importing::ImportFolderResult;
   if (s.dry_run) {
-    std::printf("\nwould append %llu messages to %s (nothing written)\n", (unsigned long long)s.total(&R::to_append),
-                s.target.c_str());
+    say(out, "\nwould append {} messages to {} (nothing written)\n", s.total(&R::to_append), s.target);
     return;
   }
-  std::printf("\n%s -> %s: %zu folders, %llu appended (%s), %llu already there, %llu reconciled, "
-              "%llu flag updates, in %s",
-              s.account.c_str(), s.target.c_str(), s.folders.size(), (unsigned long long)s.total(&R::appended),
-              human_bytes(double(s.total(&R::bytes_appended))).c_str(), (unsigned long long)s.total(&R::already_there),
-              (unsigned long long)s.total(&R::reconciled), (unsigned long long)s.total(&R::flags_updated),
-              human_duration(s.seconds).c_str());
-  if (s.reconnects) std::printf(", %d reconnects", s.reconnects);
-  std::printf("\n");
+  say(out, "\n{} -> {}: {} folders, {} appended ({}), {} already there, {} reconciled, {} flag updates, in {}",
+      s.account, s.target, s.folders.size(), s.total(&R::appended), human_bytes(double(s.total(&R::bytes_appended))),
+      s.total(&R::already_there), s.total(&R::reconciled), s.total(&R::flags_updated), human_duration(s.seconds));
+  if (s.reconnects) say(out, ", {} reconnects", s.reconnects);
+  say(out, "\n");
   if (s.total(&R::expunged))
-    std::printf("%llu messages expunged on the target as on the source (--sync-expunges)\n",
-                (unsigned long long)s.total(&R::expunged));
+    say(out, "{} messages expunged on the target as on the source (--sync-expunges)\n", s.total(&R::expunged));
   if (s.total(&R::rewritten))
-    std::printf("%llu messages stored changed by the target in ways servers of its kind change mail "
-                "(8-bit header bytes, bare CRs, final CRLF): see message_rewritten in --json\n",
-                (unsigned long long)s.total(&R::rewritten));
+    say(out, "{} messages stored changed by the target in ways servers of its kind change mail "
+             "(8-bit header bytes, bare CRs, final CRLF): see message_rewritten in --json\n",
+        s.total(&R::rewritten));
   if (s.total(&R::altered))
-    std::printf("WARNING: %llu messages stored ALTERED by the target in a way no known rewrite explains\n",
-                (unsigned long long)s.total(&R::altered));
+    say(out, "WARNING: {} messages stored ALTERED by the target in a way no known rewrite explains\n",
+        s.total(&R::altered));
   if (!s.complete()) {
-    std::printf("INCOMPLETE: %llu messages failed, %llu folders failed:\n", (unsigned long long)s.failed_messages(),
-                (unsigned long long)s.failed_folders());
+    say(out, "INCOMPLETE: {} messages failed, {} folders failed:\n", s.failed_messages(), s.failed_folders());
     for (auto& f : s.folders) {
-      if (!f.error.empty()) std::printf("  folder %s: %s\n", f.source.c_str(), f.error.c_str());
-      for (auto& m : f.failed)
-        std::printf("  folder %s, UID %u, object %s: %s\n", f.source.c_str(), m.uid, m.hash.c_str(), m.error.c_str());
+      if (!f.error.empty()) say(out, "  folder {}: {}\n", f.source, f.error);
+      for (auto& m : f.failed) say(out, "  folder {}, UID {}, object {}: {}\n", f.source, m.uid, m.hash, m.error);
     }
   }
 }

@@ -91,6 +91,9 @@ class AccountImport {
  private:
   void ensure_session();
   void drop_session();
+  // A new connection with `target_raw` selected again, if the last one was
+  // closed (an APPEND the server gave up on mid-command closes it).
+  void revive(const std::string& target_raw);
   void emit(nlohmann::json event);
   void check_cancelled(const std::string& folder);
   void commit();
@@ -167,6 +170,13 @@ void AccountImport::ensure_session() {
   if (session_) return;
   session_ = imap::Session::connect(options_.endpoint);
   session_->login(options_.credentials);
+}
+
+void AccountImport::revive(const std::string& target_raw) {
+  if (session_ && session_->alive()) return;
+  drop_session();
+  ensure_session();
+  session_->select(target_raw);
 }
 
 void AccountImport::drop_session() {
@@ -520,8 +530,26 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
   std::vector<std::string> bodies;
   std::vector<std::vector<std::string>> flags;
   std::vector<MessageRecord> ready;
+  revive(m.target_raw);
   uint64_t limit = session_->append_limit();
   for (auto& rec : group) {
+    // What the archive holds is checked like anything from outside: a value
+    // no server would take fails this message alone, before anything is sent.
+    if (rec.keywords.size() > imap::kMaxKeywords) {
+      fail(result, rec, fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(),
+                                    imap::kMaxKeywords));
+      continue;
+    }
+    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
+                                             rec.internaldate_tz, "x"})) {
+      fail(result, rec, *problem + "; not sent");
+      continue;
+    }
+    if (rec.size > options_.endpoint.max_message_size) {
+      fail(result, rec, fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
+                                    "not sent", rec.size, options_.endpoint.max_message_size));
+      continue;
+    }
     std::string bytes;
     try {
       bytes = archive_->read_object(rec.hash);
@@ -554,17 +582,21 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
   }
   commit();
 
-  auto send = [&](size_t from, size_t to) {
+  auto send = [&](size_t from, size_t to, bool synchronizing) {
     std::vector<imap::AppendItem> items;
     for (size_t i = from; i < to; ++i)
       items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
-    return session_->append(m.target_raw, items);
+    return session_->append(m.target_raw, items, synchronizing);
   };
-  std::vector<imap::AppendResult> results = send(0, ready.size());
+  std::vector<imap::AppendResult> results = send(0, ready.size(), false);
   if (ready.size() > 1 && std::none_of(results.begin(), results.end(), [](auto& r) { return r.ok; })) {
-    // A MULTIAPPEND fails as a whole: send one by one so only the bad ones fail.
+    // A MULTIAPPEND fails as a whole: send one by one, each waiting for the
+    // server's go-ahead, so only the bad ones fail.
     results.clear();
-    for (size_t i = 0; i < ready.size(); ++i) results.push_back(send(i, i + 1).at(0));
+    for (size_t i = 0; i < ready.size(); ++i) {
+      revive(m.target_raw);
+      results.push_back(send(i, i + 1, true).at(0));
+    }
   }
   bool have_uids = false;
   std::vector<std::pair<uint32_t, const MessageRecord*>> stored;
@@ -772,11 +804,12 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     auto r = archive_->append(append_key(*source));
     if (r && r->state == AppendState::done) {
       ++result.already_there;
+      if (source->keywords.size() > imap::kMaxKeywords) continue;  // never sent: see append_group
       uint32_t bits = 0;
       std::vector<std::string> keywords;
       std::vector<std::string> wanted;
       for (auto& f : archive::flags_to_imap(source->flags, source->keywords))
-        if (filter.keeps(f)) wanted.push_back(f);
+        if (filter.keeps(f) && imap::valid_flag_name(f)) wanted.push_back(f);
       archive::parse_flags(wanted, bits, keywords);
       auto a = r->keywords, b = keywords;
       std::sort(a.begin(), a.end());
@@ -830,7 +863,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   for (auto& [r, source] : to_restore) {
     std::vector<std::string> wanted;
     for (auto& f : archive::flags_to_imap(source.flags, source.keywords))
-      if (filter.keeps(f)) wanted.push_back(f);
+      if (filter.keeps(f) && imap::valid_flag_name(f)) wanted.push_back(f);
     session_->store_flags(r.target_uid, wanted);
     AppendRecord updated = r;
     archive::parse_flags(wanted, updated.flags, updated.keywords);

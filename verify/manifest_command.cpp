@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/display.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "verify/manifest.h"
@@ -105,8 +106,8 @@ void add_manifest_command(CLI::App& app, int& status) {
       std::printf("signature: %s\n", result["signature"].get<std::string>().c_str());
       std::printf("manifest root: %s\narchive root:  %s\n", expected.root.c_str(), actual.root.c_str());
       for (auto& d : diffs)
-        std::printf("DIFFERS: account %s%s: %s\n", d.account.c_str(),
-                    d.folder.empty() ? "" : (", folder " + d.folder).c_str(), d.what.c_str());
+        say(stdout, "DIFFERS: account {}{}: {}\n", d.account, d.folder.empty() ? std::string() : ", folder " + d.folder,
+            d.what);
       std::printf("data: %s\n", result["data"].get<std::string>().c_str());
       std::printf("%s\n", !ok                   ? "FAILED: see above"
                           : args->metadata_only ? "OK: the index matches the manifest (the messages' bytes were not read)"

@@ -46,28 +46,24 @@ std::string csv_field(const std::string& s) {
 void write_text(const std::string& path, const std::string& text) { write_private_file(path, text); }
 
 void print_offline(const verify::OfflineReport& r) {
-  std::printf("%s %s %9s %10s %9s %5s\n", pad("account", 30).c_str(), pad("folder", 30).c_str(), "messages", "size", "checked", "bad");
+  std::FILE* out = stdout;
+  say(out, "{} {} {:>9} {:>10} {:>9} {:>5}\n", pad("account", 30), pad("folder", 30), "messages", "size", "checked",
+      "bad");
   for (auto& f : r.folders)
-    std::printf("%s %s %9llu %10s %9llu %5llu\n", pad(f.account, 30).c_str(), pad(f.folder, 30).c_str(),
-                (unsigned long long)f.messages, human_bytes(double(f.bytes)).c_str(), (unsigned long long)f.checked,
-                (unsigned long long)f.bad);
-  std::printf("\n%llu packs, %llu records, %llu objects in the index, %llu re-hashed (%s raw, %s read)%s, in %s\n",
-              (unsigned long long)r.packs, (unsigned long long)r.records, (unsigned long long)r.objects,
-              (unsigned long long)r.objects_checked, human_bytes(double(r.bytes_checked)).c_str(),
-              human_bytes(double(r.stored_bytes_read)).c_str(),
-              r.sample_percent < 100 ? fmt::format(" [sample {}%, seed {}]", r.sample_percent, r.seed).c_str() : "",
-              human_duration(r.seconds).c_str());
-  for (auto& p : r.pack_problems) std::printf("PACK: %s\n", p.c_str());
+    say(out, "{} {} {:>9} {:>10} {:>9} {:>5}\n", pad(printable(f.account), 30), pad(printable(f.folder), 30),
+        f.messages, human_bytes(double(f.bytes)), f.checked, f.bad);
+  say(out, "\n{} packs, {} records, {} objects in the index, {} re-hashed ({} raw, {} read){}, in {}\n", r.packs,
+      r.records, r.objects, r.objects_checked, human_bytes(double(r.bytes_checked)),
+      human_bytes(double(r.stored_bytes_read)),
+      r.sample_percent < 100 ? fmt::format(" [sample {}%, seed {}]", r.sample_percent, r.seed) : std::string(),
+      human_duration(r.seconds));
+  for (auto& p : r.pack_problems) say(out, "PACK: {}\n", p);
   for (auto& b : r.bad_objects) {
-    std::printf("BAD OBJECT %s (%s at offset %llu): %s\n", b.hash.c_str(), b.file.c_str(),
-                (unsigned long long)b.offset, b.problem.c_str());
-    for (auto& ref : b.referenced_by) std::printf("  referenced by %s\n", ref.c_str());
+    say(out, "BAD OBJECT {} ({} at offset {}): {}\n", b.hash, b.file, b.offset, b.problem);
+    for (auto& ref : b.referenced_by) say(out, "  referenced by {}\n", ref);
   }
-  for (auto& o : r.orphans)
-    std::printf("orphan %s (%s at offset %llu): %s\n", o.hash.c_str(), o.file.c_str(), (unsigned long long)o.offset,
-                o.problem.c_str());
-  std::printf("%s\n", r.ok() ? "OK: every object checked is sound and the index matches the packs"
-                             : "FAILED: see above");
+  for (auto& o : r.orphans) say(out, "orphan {} ({} at offset {}): {}\n", o.hash, o.file, o.offset, o.problem);
+  say(out, "{}\n", r.ok() ? "OK: every object checked is sound and the index matches the packs" : "FAILED: see above");
 }
 
 // The summary's verdict: EQUAL, EQUAL with what the notes are, or DIFFERENT.
@@ -84,27 +80,26 @@ std::string verdict(const verify::Comparison& c) {
 }
 
 void print_online(const verify::Comparison& c) {
-  std::printf("%s %s %9s %9s %10s %10s %6s %6s  %s\n", pad("archive folder", 28).c_str(),
-              pad(c.against == "source" ? "source folder" : "target folder", 28).c_str(), "archive", "server", "arch.size",
-              "serv.size", "diffs", "notes", "status");
+  std::FILE* out = stdout;
+  say(out, "{} {} {:>9} {:>9} {:>10} {:>10} {:>6} {:>6}  {}\n", pad("archive folder", 28),
+      pad(c.against == "source" ? "source folder" : "target folder", 28), "archive", "server", "arch.size",
+      "serv.size", "diffs", "notes", "status");
   for (auto& f : c.folders) {
-    std::printf("%s %s %9llu %9llu %10s %10s %6llu %6llu  %s\n", pad(f.folder, 28).c_str(),
-                pad(f.server_folder, 28).c_str(), (unsigned long long)f.archive_messages,
-                (unsigned long long)f.server_messages, human_bytes(double(f.archive_bytes)).c_str(),
-                human_bytes(double(f.server_bytes)).c_str(), (unsigned long long)f.failures(),
-                (unsigned long long)(f.differences.size() - f.failures()),
-                f.equal() ? "equal" : (f.error.empty() ? "DIFFERS" : "ERROR"));
+    say(out, "{} {} {:>9} {:>9} {:>10} {:>10} {:>6} {:>6}  {}\n", pad(printable(f.folder), 28),
+        pad(printable(f.server_folder), 28), f.archive_messages, f.server_messages,
+        human_bytes(double(f.archive_bytes)), human_bytes(double(f.server_bytes)), f.failures(),
+        f.differences.size() - f.failures(), f.equal() ? "equal" : (f.error.empty() ? "DIFFERS" : "ERROR"));
   }
   for (auto& f : c.folders) {
-    if (!f.error.empty()) std::printf("folder %s: %s\n", f.folder.c_str(), f.error.c_str());
+    if (!f.error.empty()) say(out, "folder {}: {}\n", f.folder, f.error);
     for (auto& d : f.differences)
-      std::printf("%s: %s%s%s%s: %s\n", d.kind.c_str(), (f.folder.empty() ? f.server_folder : f.folder).c_str(),
-                  d.archive_uid ? fmt::format(", archive UID {}", d.archive_uid).c_str() : "",
-                  d.server_uid ? fmt::format(", server UID {}", d.server_uid).c_str() : "",
-                  d.message_id.empty() ? "" : (", Message-ID " + d.message_id).c_str(), d.detail.c_str());
+      say(out, "{}: {}{}{}{}: {}\n", d.kind, f.folder.empty() ? f.server_folder : f.folder,
+          d.archive_uid ? fmt::format(", archive UID {}", d.archive_uid) : std::string(),
+          d.server_uid ? fmt::format(", server UID {}", d.server_uid) : std::string(),
+          d.message_id.empty() ? std::string() : ", Message-ID " + d.message_id, d.detail);
   }
-  std::printf("\n%s: archive (%s) vs %s %s: %s\n", c.account.c_str(), c.deep ? "deep" : "counts, sizes, flags",
-              c.against.c_str(), c.server.c_str(), verdict(c).c_str());
+  say(out, "\n{}: archive ({}) vs {} {}: {}\n", c.account, c.deep ? "deep" : "counts, sizes, flags", c.against,
+      c.server, verdict(c));
 }
 
 }  // namespace

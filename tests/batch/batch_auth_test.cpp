@@ -342,7 +342,7 @@ TEST(XOAuth2Test, AServerWithoutXOAuth2IsRefusedBeforeTheTokenIsSent) {
     s->login(c);
     FAIL() << "logged in without XOAUTH2";
   } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::auth);
+    EXPECT_EQ(e.kind(), ErrorKind::protocol) << "a missing mechanism is not refused credentials";
     EXPECT_NE(std::string(e.what()).find("XOAUTH2"), std::string::npos) << e.what();
   }
   for (auto& cmd : server.commands()) EXPECT_EQ(cmd.text.find("AUTHENTICATE"), std::string::npos) << cmd.text;
