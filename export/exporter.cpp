@@ -98,6 +98,11 @@ class AccountExport {
   void run_lane(Lane& lane);
   void export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
   void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
+  // The size pass before the folders are exported: for every selected folder,
+  // the UIDs the archive lacks and their sizes (one UID SEARCH and FETCH
+  // RFC822.SIZE per folder, none for a folder CONDSTORE shows unchanged), then
+  // a "totals" event with the account's messages and bytes to fetch.
+  void size_pass(Lane& lane);
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   void check_cancelled(const std::string& folder);
@@ -110,6 +115,13 @@ class AccountExport {
   uint32_t account_id_ = 0;
   std::vector<imap::ListEntry> selected_;
   std::vector<imap::Placement> placed_;  // where each of selected_ sits in the server's namespaces
+  // Per folder of selected_, what the size pass saw: the UIDVALIDITY and the
+  // size of each UID to fetch (sorted); export_folder asks only for the others.
+  struct Sized {
+    uint32_t uidvalidity = 0;
+    std::vector<std::pair<uint32_t, uint64_t>> sizes;
+  };
+  std::vector<Sized> sized_;
   // Extra lanes log in while the first lists the folders, then wait for this.
   std::mutex ready_mutex_;
   std::condition_variable ready_cv_;
@@ -300,6 +312,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
     summary_.folders[i].noselect = selected_[i].noselect;
   }
 
+  if (archive_ && !options_.dry_run) size_pass(first);
   release_lanes();
   run_lane(first);
   for (auto& t : threads) t.join();
@@ -378,6 +391,56 @@ bool AccountExport::export_one(Lane& lane, size_t i) {
     keep_fatal(std::current_exception());
     return false;
   }
+}
+
+void AccountExport::size_pass(Lane& lane) {
+  sized_.assign(selected_.size(), {});
+  uint64_t messages = 0, bytes = 0;
+  for (size_t i = 0; i < selected_.size(); ++i) {
+    const auto& entry = selected_[i];
+    if (entry.noselect) continue;
+    check_cancelled(summary_.folders[i].name);
+    with_retries(lane, summary_.folders[i].name, [&] {
+      auto& session = lane.session;
+      Sized& sized = sized_[i];
+      sized = {};
+      auto stored = archive_->find_folder(account_id_, entry.name_raw);
+      auto archived = [&](uint32_t uidvalidity, bool present_only) {
+        std::vector<uint32_t> uids;
+        if (!stored) return uids;
+        archive_->for_each_message(account_id_, stored->id, uidvalidity, [&](const MessageRecord& r) {
+          if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
+          return true;
+        });
+        return uids;
+      };
+      if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
+          stored->last_export != 0) {
+        auto st = session->status(entry.name_raw);
+        if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
+            st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
+          return;  // unchanged: nothing to fetch
+      }
+      auto info = session->examine(entry.name_raw);
+      sized.uidvalidity = info.uidvalidity;
+      std::vector<uint32_t> known;
+      if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
+      auto wanted = minus(session->search_all_uids(), known);
+      sized.sizes.reserve(wanted.size());
+      for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+        session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+          if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
+        });
+      std::sort(sized.sizes.begin(), sized.sizes.end());
+      sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
+                                    [](auto& a, auto& b) { return a.first == b.first; }),
+                        sized.sizes.end());
+    });
+    messages += sized_[i].sizes.size();
+    for (auto& [uid, size] : sized_[i].sizes) bytes += size;
+  }
+  emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
+        {"bytes_total", bytes}});
 }
 
 void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {
@@ -529,11 +592,31 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   uint64_t bytes_total = 0;
   auto batches = uid_batches(wanted, options_.fetch_batch);
   std::vector<uint64_t> largest(batches.size(), 0);  // per batch: the body capacity to reserve
-  for (size_t b = 0; b < batches.size(); ++b)
-    session->fetch_sizes(batches[b], [&](uint32_t, uint64_t size) {
-      bytes_total += size;
-      largest[b] = std::max(largest[b], size);
-    });
+  // Sizes the size pass saw are kept; only UIDs it did not see (arrived since) are asked for.
+  const Sized* sized = index < sized_.size() && sized_[index].uidvalidity == info.uidvalidity ? &sized_[index] : nullptr;
+  size_t wanted_at = 0;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    std::vector<uint32_t> unsized;
+    for (auto& r : batches[b])
+      for (; wanted_at < wanted.size() && wanted[wanted_at] <= r.last; ++wanted_at) {
+        uint32_t uid = wanted[wanted_at];
+        if (sized) {
+          auto it = std::lower_bound(sized->sizes.begin(), sized->sizes.end(), std::pair<uint32_t, uint64_t>{uid, 0});
+          if (it != sized->sizes.end() && it->first == uid) {
+            bytes_total += it->second;
+            largest[b] = std::max(largest[b], it->second);
+            continue;
+          }
+        }
+        unsized.push_back(uid);
+      }
+    if (unsized.empty()) continue;
+    for (auto& ranges : uid_batches(unsized, unsized.size()))
+      session->fetch_sizes(ranges, [&](uint32_t, uint64_t size) {
+        bytes_total += size;
+        largest[b] = std::max(largest[b], size);
+      });
+  }
 
   emit({{"event", "folder_start"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
         {"messages_total", wanted.size()}, {"bytes_total", bytes_total}});

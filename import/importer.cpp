@@ -270,6 +270,21 @@ void AccountImport::run() {
   }
   std::erase_if(mappings, [](const FolderMapping& m) { return m.skipped; });
 
+  if (!options_.dry_run) {
+    // The account's totals from the index: messages without a confirmed copy on this target.
+    uint64_t messages = 0, bytes = 0;
+    for (auto& m : mappings)
+      archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
+        if (r.state != archive::MessageState::present) return true;
+        auto a = archive_->append(append_key(r));
+        if (a && a->state == AppendState::done) return true;
+        ++messages;
+        bytes += r.size;
+        return true;
+      });
+    emit({{"event", "totals"}, {"command", "import"}, {"folders", mappings.size()}, {"messages_total", messages},
+          {"bytes_total", bytes}});
+  }
   summary_.folders.resize(mappings.size());
   group_limit_ = std::max<size_t>(1, options_.append_batch);
   group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
