@@ -82,6 +82,9 @@ class AccountExport {
       : archive_(archive), options_(options), events_(events), summary_(summary) {}
 
   void run(std::unique_ptr<imap::Session> session);
+  // The run itself; run() records it as failed in the history when it throws before the end.
+  void run_body(std::unique_ptr<imap::Session> session);
+  bool run_ended_ = false;  // end_run was called
 
  private:
   void ensure_session(Lane& lane);
@@ -209,6 +212,22 @@ void AccountExport::release_lanes() {
 }
 
 void AccountExport::run(std::unique_ptr<imap::Session> session) {
+  try {
+    run_body(std::move(session));
+  } catch (const std::exception& e) {
+    if (archive_ && !options_.dry_run && summary_.run_id && !run_ended_) {
+      auto details = summary_.to_json();
+      details["error"] = e.what();
+      try {
+        archive_->end_run(summary_.run_id, "failed", details.dump());
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
   std::vector<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));  // never resized
   Lane& first = lanes[0];
@@ -322,6 +341,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   if (archive_ && !options_.dry_run) {
     std::string result = fatal_ ? "failed" : (summary_.complete() ? "ok" : "partial");
     try {
+      run_ended_ = true;
       archive_->end_run(summary_.run_id, result, summary_.to_json().dump());
     } catch (...) {
       // The run stays "running" in the history: a later run supersedes it.

@@ -87,6 +87,9 @@ class AccountImport {
       : options_(options), events_(events), summary_(summary), shared_(shared) {}
 
   void run();
+  // The run itself; run() records it as failed in the history when it throws before the end.
+  void run_body();
+  bool run_ended_ = false;  // end_run was called
 
  private:
   void ensure_session();
@@ -218,6 +221,22 @@ std::vector<std::string> AccountImport::target_flags(const MessageRecord& m, con
 }
 
 void AccountImport::run() {
+  try {
+    run_body();
+  } catch (const std::exception& e) {
+    if (archive_ && !options_.dry_run && summary_.run_id && !run_ended_) {
+      auto details = summary_.to_json();
+      details["error"] = e.what();
+      try {
+        archive_->end_run(summary_.run_id, "failed", details.dump());
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+void AccountImport::run_body() {
   auto started = Clock::now();
   ensure_session();  // a refused login leaves no trace in the archive
   if (shared_) {
@@ -337,6 +356,7 @@ void AccountImport::run() {
       if (!fatal) fatal = std::current_exception();
     }
     try {
+      run_ended_ = true;
       archive_->end_run(summary_.run_id, fatal ? "failed" : (summary_.complete() ? "ok" : "partial"),
                         summary_.to_json().dump());
     } catch (...) {
