@@ -174,16 +174,7 @@ void add_status_command(CLI::App& app, int& status) {
     std::filesystem::path dir = args->archive;
     bool alive = writer_alive(dir);
     nlohmann::json out = {{"event", "status"}, {"archive", args->archive}, {"writer_running", alive}};
-    bool any = false, all_done = true;
-    auto runs = last_runs(dir, alive);
-    if (!args->kind.empty()) std::erase_if(runs, [&](const LastRun& l) { return l.run.kind != args->kind; });
-    if (!runs.empty()) {
-      any = true;
-      for (auto& l : runs) all_done = all_done && l.shown == "ok";
-      if (args->json) out["runs"] = runs_json(runs);
-      else print_runs(runs);
-    }
-    bool printed = !runs.empty();
+    bool any = false, all_done = true, printed = false;
     for (std::string kind : {"export", "import"}) {
       if (!args->kind.empty() && args->kind != kind) continue;
       auto state = batch::load_state(batch::state_path(dir, kind));
@@ -199,6 +190,18 @@ void add_status_command(CLI::App& app, int& status) {
         if (printed) std::printf("\n");
         print_table(kind, *state, alive);
         printed = true;
+      }
+    }
+    auto runs = last_runs(dir, alive);
+    if (!args->kind.empty()) std::erase_if(runs, [&](const LastRun& l) { return l.run.kind != args->kind; });
+    if (!runs.empty()) {
+      any = true;
+      for (auto& l : runs) all_done = all_done && l.shown == "ok";
+      if (args->json) {
+        out["runs"] = runs_json(runs);
+      } else {
+        if (printed) std::printf("\n");
+        print_runs(runs);
       }
     }
     if (!any)

@@ -106,6 +106,8 @@ class AccountExport {
   // RFC822.SIZE per folder, none for a folder CONDSTORE shows unchanged), then
   // a "totals" event with the account's messages and bytes to fetch.
   void size_pass(Lane& lane);
+  // The size pass of folder `i` of selected_ into sized_[i].
+  void size_folder(Lane& lane, size_t i);
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   void check_cancelled(const std::string& folder);
@@ -420,47 +422,59 @@ void AccountExport::size_pass(Lane& lane) {
     const auto& entry = selected_[i];
     if (entry.noselect) continue;
     check_cancelled(summary_.folders[i].name);
-    with_retries(lane, summary_.folders[i].name, [&] {
-      auto& session = lane.session;
-      Sized& sized = sized_[i];
-      sized = {};
-      auto stored = archive_->find_folder(account_id_, entry.name_raw);
-      auto archived = [&](uint32_t uidvalidity, bool present_only) {
-        std::vector<uint32_t> uids;
-        if (!stored) return uids;
-        archive_->for_each_message(account_id_, stored->id, uidvalidity, [&](const MessageRecord& r) {
-          if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
-          return true;
-        });
-        return uids;
-      };
-      if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
-          stored->last_export != 0) {
-        auto st = session->status(entry.name_raw);
-        if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
-            st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
-          return;  // unchanged: nothing to fetch
-      }
-      auto info = session->examine(entry.name_raw);
-      sized.uidvalidity = info.uidvalidity;
-      std::vector<uint32_t> known;
-      if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
-      auto wanted = minus(session->search_all_uids(), known);
-      sized.sizes.reserve(wanted.size());
-      for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-        session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
-          if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
-        });
-      std::sort(sized.sizes.begin(), sized.sizes.end());
-      sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
-                                    [](auto& a, auto& b) { return a.first == b.first; }),
-                        sized.sizes.end());
-    });
+    try {
+      size_folder(lane, i);
+    } catch (const Error& e) {
+      // A folder the server refuses is left out of the totals; its export reports it.
+      if (e.kind() != ErrorKind::protocol || e.retry() != Retry::never) throw;
+      sized_[i] = {};
+      continue;
+    }
     messages += sized_[i].sizes.size();
     for (auto& [uid, size] : sized_[i].sizes) bytes += size;
   }
   emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
         {"bytes_total", bytes}});
+}
+
+void AccountExport::size_folder(Lane& lane, size_t i) {
+  const auto& entry = selected_[i];
+  with_retries(lane, summary_.folders[i].name, [&] {
+    auto& session = lane.session;
+    Sized& sized = sized_[i];
+    sized = {};
+    auto stored = archive_->find_folder(account_id_, entry.name_raw);
+    auto archived = [&](uint32_t uidvalidity, bool present_only) {
+      std::vector<uint32_t> uids;
+      if (!stored) return uids;
+      archive_->for_each_message(account_id_, stored->id, uidvalidity, [&](const MessageRecord& r) {
+        if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
+        return true;
+      });
+      return uids;
+    };
+    if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
+        stored->last_export != 0) {
+      auto st = session->status(entry.name_raw);
+      if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
+          st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
+        return;  // unchanged: nothing to fetch
+    }
+    auto info = session->examine(entry.name_raw);
+    sized.uidvalidity = info.uidvalidity;
+    std::vector<uint32_t> known;
+    if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
+    auto wanted = minus(session->search_all_uids(), known);
+    sized.sizes.reserve(wanted.size());
+    for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+      session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+        if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
+      });
+    std::sort(sized.sizes.begin(), sized.sizes.end());
+    sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
+                                  [](auto& a, auto& b) { return a.first == b.first; }),
+                      sized.sizes.end());
+  });
 }
 
 void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {

@@ -517,7 +517,7 @@ mailstream_low* open_tls(int fd, const Endpoint& ep, const std::string& where) {
   if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR) || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
     throw Error(ErrorKind::network, fmt::format("{} closed the connection during the TLS handshake", where),
                 Retry::now, {.server = where});
-  std::string why = tls_library_error.empty() ? "" : " (" + tls_library_error + ")";
+  std::string why = tls_library_error.empty() ? "" : " (GnuTLS: " + tls_library_error + ")";
   tls_library_error.clear();
   throw Error(ErrorKind::tls,
               fmt::format("TLS handshake with {} failed{}; if this port speaks plain IMAP, try --tls starttls or "

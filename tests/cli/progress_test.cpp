@@ -274,5 +274,20 @@ TEST_F(ProgressTest, StatusTellsHowTheLastSingleRunEnded) {
   EXPECT_TRUE(std::regex_search(t.out, std::regex("alice@\\S+ +export +interrupted "))) << t.out;
 }
 
+TEST_F(ProgressTest, TlsMismatchIsOneMessageOfOursSayingWhatToTry) {
+  TempDir dir;
+  // Implicit TLS (the default) against the port that speaks plain IMAP first.
+  auto r = testing::run_imapstage({"export", "--archive", dir.path() + "/archive", "--host", server_->host(), "--port",
+                                   std::to_string(server_->imap_port()), "--ca-file", server_->ca_file(), "--user",
+                                   "bob", "--password-file", server_->password_file("bob")});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_EQ(r.err.rfind("imapstage: ", 0), 0u) << r.err;  // nothing printed ahead of ours
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("TLS handshake with"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("failed (GnuTLS: "), std::string::npos) << r.err;  // its reason, inside our message
+  EXPECT_NE(r.err.find("try --tls starttls or --tls none"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("GnuTLS error"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace imapstage
