@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "batch/batch_display.h"
 #include "cli/display.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
@@ -128,6 +129,53 @@ TEST(ProgressDisplay, WithoutTerminalPlainLinesAtTheInterval) {
   EXPECT_NE(lines[2].find("400/1000 messages"), std::string::npos) << lines[2];
   EXPECT_NE(lines[2].find("ETA 0:00:30"), std::string::npos) << lines[2];
   EXPECT_EQ(lines[3], "alice@h: INBOX: 600 new, 0 flag changes, 0 expunged, 14.5 MB fetched");
+}
+
+TEST(ProgressDisplay, BatchTotalLineHasAnEtaThatFalls) {
+  std::FILE* out = std::tmpfile();
+  double clock = 0;
+  batch::BatchTerminalSink sink(0, out, {.live = false, .plain_interval = 10, .clock = [&] { return clock; }});
+  sink.emit({{"event", "batch_start"}, {"selected", 4}, {"text", "export batch started: 4 accounts"}});
+  auto account_progress = [&](const std::string& account, uint64_t bytes, bool final) {
+    sink.emit({{"event", "progress"}, {"account", account}, {"folder", "INBOX"}, {"folder_index", 1}, {"folders", 1},
+               {"messages", bytes / 1000}, {"messages_total", 1000}, {"bytes", bytes}, {"bytes_total", 1'000'000},
+               {"elapsed", clock}, {"final", final}});
+  };
+  for (std::string a : {"a", "b"}) {
+    sink.emit({{"event", "account_start"}, {"account", a}, {"text", a + ": started"}});
+    sink.emit({{"event", "totals"}, {"account", a}, {"command", "export"}, {"messages_total", 1000},
+               {"bytes_total", 1'000'000}});
+  }
+  // Two of four accounts run. At 5 s "a" is half done: 1/8 of the batch, 35 s left at that pace.
+  clock = 5;
+  account_progress("a", 500'000, false);
+  // At 15 s "b" has its bytes too: 3/8 done, 25 s left.
+  clock = 15;
+  account_progress("b", 1'000'000, false);
+  // "a" finishes; at 30 s half the batch is done.
+  sink.emit({{"event", "account_done"}, {"account", "a"}, {"messages", 1000}, {"bytes", 1'000'000},
+             {"text", "a: done"}});
+  clock = 30;
+  account_progress("b", 1'000'000, false);
+  std::rewind(out);
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, out)) > 0) text.append(buf, n);
+  std::fclose(out);
+  EXPECT_EQ(text.find('\033'), std::string::npos) << text;
+  EXPECT_NE(text.find("total: 0/4 accounts done, 0 failed, 2 running, 0 messages, 0 B  12.5%  elapsed 0:00:05  "
+                      "ETA 0:00:35"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("total: 0/4 accounts done, 0 failed, 2 running, 0 messages, 0 B  37.5%  elapsed 0:00:15  "
+                      "ETA 0:00:25"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("total: 1/4 accounts done, 0 failed, 1 running, 1000 messages, 1.0 MB  50.0%  elapsed 0:00:30  "
+                      "ETA 0:00:30"),
+            std::string::npos)
+      << text;
 }
 
 using ProgressTest = testing::SharedServerTest;
