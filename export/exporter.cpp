@@ -101,11 +101,15 @@ class AccountExport {
   void run_lane(Lane& lane);
   void export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
   void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
-  // The size pass before the folders are exported: for every selected folder,
-  // the UIDs the archive lacks and their sizes (one UID SEARCH and FETCH
-  // RFC822.SIZE per folder, none for a folder CONDSTORE shows unchanged), then
-  // a "totals" event with the account's messages and bytes to fetch.
+  // The size pass before the folders are exported, shared out among the lanes
+  // like the folders: for every selected folder the UIDs the archive lacks and
+  // their sizes (one UID SEARCH and FETCH RFC822.SIZE per folder, none for a
+  // folder CONDSTORE shows unchanged). Returns once every folder is sized (the
+  // lane that sizes the last one emits a "totals" event with the account's
+  // messages and bytes to fetch) or the run stops.
   void size_pass(Lane& lane);
+  // Counts folder `i` as sized; the last one emits "totals" and wakes the lanes.
+  void sized(size_t i);
   // The size pass of folder `i` of selected_ into sized_[i].
   void size_folder(Lane& lane, size_t i);
   void commit_if_due(Lane& lane, bool force = false);
@@ -127,6 +131,9 @@ class AccountExport {
     std::vector<std::pair<uint32_t, uint64_t>> sizes;
   };
   std::vector<Sized> sized_;
+  bool sizing_ = false;                  // a size pass precedes the export (not for --dry-run)
+  std::atomic<size_t> next_size_{0};     // the next index of selected_ a lane sizes
+  size_t sized_count_ = 0;               // folders sized (guarded by ready_mutex_)
   // Extra lanes log in while the first lists the folders, then wait for this.
   std::mutex ready_mutex_;
   std::condition_variable ready_cv_;
@@ -151,9 +158,13 @@ void AccountExport::check_cancelled(const std::string& folder) {
 }
 
 void AccountExport::keep_fatal(std::exception_ptr error) {
-  std::lock_guard lock(fatal_mutex_);
-  if (!fatal_) fatal_ = error;
-  stop_ = true;
+  {
+    std::lock_guard lock(fatal_mutex_);
+    if (!fatal_) fatal_ = error;
+    stop_ = true;
+  }
+  std::lock_guard lock(ready_mutex_);  // lanes waiting for the size pass see stop_
+  ready_cv_.notify_all();
 }
 
 void AccountExport::ensure_session(Lane& lane) {
@@ -333,7 +344,10 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
     summary_.folders[i].noselect = selected_[i].noselect;
   }
 
-  if (archive_ && !options_.dry_run) size_pass(first);
+  sizing_ = archive_ && !options_.dry_run;
+  sized_.assign(selected_.size(), {});
+  if (sizing_ && selected_.empty())
+    emit({{"event", "totals"}, {"command", "export"}, {"folders", 0}, {"messages_total", 0}, {"bytes_total", 0}});
   release_lanes();
   run_lane(first);
   for (auto& t : threads) t.join();
@@ -376,6 +390,7 @@ void AccountExport::run_lane(Lane& lane) {
     return;
   }
   if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
+  if (sizing_) size_pass(lane);
   while (!stop_) {
     size_t i = next_folder_++;
     if (i >= selected_.size()) break;
@@ -416,25 +431,42 @@ bool AccountExport::export_one(Lane& lane, size_t i) {
 }
 
 void AccountExport::size_pass(Lane& lane) {
-  sized_.assign(selected_.size(), {});
-  uint64_t messages = 0, bytes = 0;
-  for (size_t i = 0; i < selected_.size(); ++i) {
-    const auto& entry = selected_[i];
-    if (entry.noselect) continue;
-    check_cancelled(summary_.folders[i].name);
+  while (!stop_) {
+    size_t i = next_size_++;
+    if (i >= selected_.size()) break;
     try {
-      size_folder(lane, i);
+      if (!selected_[i].noselect) {
+        check_cancelled(summary_.folders[i].name);
+        size_folder(lane, i);
+      }
     } catch (const Error& e) {
+      if (e.kind() != ErrorKind::protocol || e.retry() != Retry::never) {
+        keep_fatal(std::current_exception());
+        break;
+      }
       // A folder the server refuses is left out of the totals; its export reports it.
-      if (e.kind() != ErrorKind::protocol || e.retry() != Retry::never) throw;
       sized_[i] = {};
-      continue;
+    } catch (...) {
+      keep_fatal(std::current_exception());
+      break;
     }
-    messages += sized_[i].sizes.size();
-    for (auto& [uid, size] : sized_[i].sizes) bytes += size;
+    sized(i);
+  }
+  std::unique_lock lock(ready_mutex_);
+  ready_cv_.wait(lock, [&] { return sized_count_ == selected_.size() || stop_; });
+}
+
+void AccountExport::sized(size_t) {
+  std::lock_guard lock(ready_mutex_);
+  if (++sized_count_ != selected_.size()) return;
+  uint64_t messages = 0, bytes = 0;
+  for (auto& f : sized_) {
+    messages += f.sizes.size();
+    for (auto& [uid, size] : f.sizes) bytes += size;
   }
   emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
         {"bytes_total", bytes}});
+  ready_cv_.notify_all();
 }
 
 void AccountExport::size_folder(Lane& lane, size_t i) {
