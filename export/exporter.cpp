@@ -82,11 +82,11 @@ class AccountExport {
       : archive_(archive), options_(options), events_(events), summary_(summary) {}
 
   void run(std::unique_ptr<imap::Session> session);
+
+ private:
   // The run itself; run() records it as failed in the history when it throws before the end.
   void run_body(std::unique_ptr<imap::Session> session);
   bool run_ended_ = false;  // end_run was called
-
- private:
   void ensure_session(Lane& lane);
   void drop_session(Lane& lane);
   // Runs `work` with reconnects: a dropped connection commits what was

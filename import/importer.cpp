@@ -87,11 +87,11 @@ class AccountImport {
       : options_(options), events_(events), summary_(summary), shared_(shared) {}
 
   void run();
+
+ private:
   // The run itself; run() records it as failed in the history when it throws before the end.
   void run_body();
   bool run_ended_ = false;  // end_run was called
-
- private:
   void ensure_session();
   void drop_session();
   void emit(nlohmann::json event);

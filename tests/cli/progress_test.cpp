@@ -322,6 +322,53 @@ TEST_F(ProgressTest, StatusTellsHowTheLastSingleRunEnded) {
   EXPECT_TRUE(std::regex_search(t.out, std::regex("alice@\\S+ +export +interrupted "))) << t.out;
 }
 
+TEST_F(ProgressTest, ImportAnnouncesTotalsFromTheIndexAndStatusShowsIt) {
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  auto exported = testing::run_imapstage(export_args(*server_, archive, "bob"));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::string target = "progress_target";
+  server_->add_user(target);
+  std::string log = dir.path() + "/import.log";
+  std::vector<std::string> args = {"import", "--archive", archive, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user",
+                                   target, "--password-file", server_->password_file(target), "--log-file", log};
+  auto r = testing::run_imapstage(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(log);
+  nlohmann::json totals, summary;
+  uint64_t progressed = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto e = nlohmann::json::parse(line);
+    if (e["event"] == "totals") totals = e;
+    if (e["event"] == "summary") summary = e;
+    if (e["event"] == "progress" && e["final"] == true) progressed += e["messages"].get<uint64_t>();
+  }
+  ASSERT_FALSE(totals.is_null());
+  EXPECT_EQ(totals["command"], "import");
+  EXPECT_GT(totals["messages_total"].get<uint64_t>(), 0u);
+  EXPECT_EQ(totals["messages_total"], summary["appended"]) << summary.dump();
+  EXPECT_EQ(totals["bytes_total"], summary["bytes_appended"]) << summary.dump();
+  EXPECT_EQ(progressed, totals["messages_total"].get<uint64_t>());
+  // Without a terminal: the totals as a plain line, folder lines, no control characters.
+  EXPECT_NE(r.err.find(" messages, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" to append in "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\033'), std::string::npos) << r.err;
+
+  // Nothing left to do the second time: the totals say so.
+  auto again = testing::run_imapstage(args);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find(": 0 messages, 0 B to append in "), std::string::npos) << again.err;
+
+  auto st = testing::run_imapstage({"status", "--archive", archive, "--json"});
+  EXPECT_EQ(st.exit_code, 0) << st.out << st.err;
+  auto j = nlohmann::json::parse(st.out);
+  ASSERT_EQ(j["runs"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["runs"][1]["kind"], "import");
+  EXPECT_EQ(j["runs"][1]["shown_status"], "ok");
+  EXPECT_EQ(j["runs"][1]["messages"], 0) << "the last import appended nothing";
+}
+
 TEST_F(ProgressTest, TlsMismatchIsOneMessageOfOursSayingWhatToTry) {
   TempDir dir;
   // Implicit TLS (the default) against the port that speaks plain IMAP first.
