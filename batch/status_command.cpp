@@ -1,12 +1,16 @@
-// imapstage status: the per-account state of the archive's batches.
+// imapstage status: the last export and import run of every account (from the
+// archive's run history) and the per-account state of the archive's batches.
 #include <signal.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
+#include <map>
 
 #include <fmt/format.h>
 
+#include "archive-format/archive.h"
 #include "batch/state.h"
 #include "cli/commands.h"
 #include "cli/display.h"
@@ -57,11 +61,110 @@ void print_table(const std::string& kind, const batch::BatchState& s, bool alive
               human_bytes(double(bytes)).c_str(), human_duration(seconds).c_str());
 }
 
+// The last run of each account and direction, from the archive's history.
+struct LastRun {
+  archive::RunRecord run;
+  std::string shown;  // ok, partial, failed, running, interrupted
+  nlohmann::json details;
+};
+
+std::vector<LastRun> last_runs(const std::filesystem::path& dir, bool alive) {
+  std::vector<LastRun> out;
+  std::error_code ec;
+  if (!std::filesystem::exists(dir / "FORMAT", ec)) return out;
+  auto a = archive::Archive::open(dir, archive::Archive::Mode::read);
+  std::map<std::pair<std::string, std::string>, archive::RunRecord> last;
+  for (auto& r : a->runs()) {
+    if (r.kind != "export" && r.kind != "import") continue;
+    auto& slot = last[{r.account, r.kind}];
+    if (r.id >= slot.id) slot = r;
+  }
+  for (auto& [key, r] : last) {
+    LastRun l;
+    l.run = r;
+    l.shown = r.result == "running" && !alive ? "interrupted" : r.result;
+    l.details = nlohmann::json::parse(r.details, nullptr, false);
+    if (!l.details.is_object()) l.details = nlohmann::json::object();
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+uint64_t count(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
+// The messages and bytes a run moved, its failures, and its first error.
+struct RunCounts {
+  uint64_t messages = 0, bytes = 0, failed_messages = 0, failed_folders = 0;
+  std::string error;
+};
+
+RunCounts counts_of(const LastRun& l) {
+  RunCounts c;
+  bool export_run = l.run.kind == "export";
+  c.messages = count(l.details, export_run ? "messages" : "appended");
+  c.bytes = count(l.details, export_run ? "bytes_fetched" : "bytes_appended");
+  c.failed_messages = count(l.details, "failed_messages");
+  c.failed_folders = count(l.details, "failed_folders");
+  if (l.details.contains("error") && l.details["error"].is_string()) c.error = l.details["error"];
+  if (c.error.empty() && l.details.contains("per_folder") && l.details["per_folder"].is_array())
+    for (auto& f : l.details["per_folder"])
+      if (f.contains("error") && f["error"].is_string()) {
+        c.error = fmt::format("{}: {}", f.value("folder", std::string()), f["error"].get<std::string>());
+        break;
+      }
+  if (c.error.empty() && l.shown == "interrupted") c.error = "the run stopped before it finished (killed or crashed)";
+  return c;
+}
+
+std::string when(int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+void print_runs(const std::vector<LastRun>& runs) {
+  std::printf("last runs:\n");
+  std::printf("  %-32s %-6s %-11s %-19s %9s %9s %10s %7s  %s\n", "account", "kind", "result", "started", "duration",
+              "messages", "bytes", "failed", "error");
+  for (auto& l : runs) {
+    auto c = counts_of(l);
+    std::string duration = l.run.finished ? human_duration(double(l.run.finished - l.run.started)) : "-";
+    std::printf("  %-32s %-6s %-11s %-19s %9s %9llu %10s %7llu  %s\n", l.run.account.c_str(), l.run.kind.c_str(),
+                l.shown.c_str(), when(l.run.started).c_str(), duration.c_str(), (unsigned long long)c.messages,
+                human_bytes(double(c.bytes)).c_str(), (unsigned long long)(c.failed_messages + c.failed_folders),
+                c.error.c_str());
+  }
+}
+
+nlohmann::json runs_json(const std::vector<LastRun>& runs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& l : runs) {
+    auto c = counts_of(l);
+    nlohmann::json j = {{"account", l.run.account},  {"kind", l.run.kind},
+                        {"run_id", l.run.id},         {"result", l.run.result},
+                        {"shown_status", l.shown},    {"complete", l.shown == "ok"},
+                        {"started", l.run.started},   {"finished", l.run.finished},
+                        {"seconds", l.run.finished ? l.run.finished - l.run.started : 0},
+                        {"messages", c.messages},     {"bytes", c.bytes},
+                        {"failed_messages", c.failed_messages}, {"failed_folders", c.failed_folders}};
+    if (!c.error.empty()) j["error"] = c.error;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int& status) {
   auto args = std::make_shared<StatusArgs>();
-  auto* cmd = app.add_subcommand("status", "Show the accounts of the archive's export and import batches");
+  auto* cmd = app.add_subcommand("status", "Show the last export and import run of every account, and the accounts of the archive's batches");
   cmd->add_option("--archive", args->archive, "Archive directory")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--kind", args->kind, "Only this batch: export or import")
       ->check(CLI::IsMember({"export", "import"}));
@@ -70,7 +173,7 @@ void add_status_command(CLI::App& app, int& status) {
     std::filesystem::path dir = args->archive;
     bool alive = writer_alive(dir);
     nlohmann::json out = {{"event", "status"}, {"archive", args->archive}, {"writer_running", alive}};
-    bool any = false, all_done = true;
+    bool any = false, all_done = true, printed = false;
     for (std::string kind : {"export", "import"}) {
       if (!args->kind.empty() && args->kind != kind) continue;
       auto state = batch::load_state(batch::state_path(dir, kind));
@@ -83,12 +186,25 @@ void add_status_command(CLI::App& app, int& status) {
           j["accounts"][i]["shown_status"] = shown_status(state->accounts[i], alive);
         out[kind] = j;
       } else {
-        if (kind == "import" && (args->kind.empty())) std::printf("\n");
+        if (printed) std::printf("\n");
         print_table(kind, *state, alive);
+        printed = true;
+      }
+    }
+    auto runs = last_runs(dir, alive);
+    if (!args->kind.empty()) std::erase_if(runs, [&](const LastRun& l) { return l.run.kind != args->kind; });
+    if (!runs.empty()) {
+      any = true;
+      for (auto& l : runs) all_done = all_done && l.shown == "ok";
+      if (args->json) {
+        out["runs"] = runs_json(runs);
+      } else {
+        if (printed) std::printf("\n");
+        print_runs(runs);
       }
     }
     if (!any)
-      throw Error(ErrorKind::not_found, "no batch has run in this archive (no batches/export.json or import.json)",
+      throw Error(ErrorKind::not_found, "no export or import has run in this archive",
                   Retry::never, {.file = args->archive});
     if (args->json) std::printf("%s\n", out.dump().c_str());
     status = all_done ? kExitOk : kExitIncomplete;

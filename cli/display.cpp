@@ -2,7 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
 #include <fmt/format.h>
+
+#include "common/error.h"
 
 namespace imapstage::cli {
 
@@ -75,29 +82,46 @@ std::string pad(std::string_view text, size_t width) {
 std::string human_duration(double seconds) {
   if (seconds < 0) seconds = 0;
   auto s = static_cast<long long>(seconds + 0.5);
-  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
-  return fmt::format("{}:{:02}", s / 60, s % 60);
+  return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
 }
 
-TerminalSink::TerminalSink(int verbosity, std::FILE* out)
-    : out_(out), verbosity_(verbosity), live_(isatty(fileno(out)) != 0) {}
+TerminalSink::TerminalSink(int verbosity, std::FILE* out) : TerminalSink(verbosity, out, Settings{}) {}
+
+TerminalSink::TerminalSink(int verbosity, std::FILE* out, Settings settings)
+    : out_(out),
+      verbosity_(verbosity),
+      live_(settings.live.value_or(isatty(fileno(out)) != 0)),
+      settings_(std::move(settings)) {}
+
+double TerminalSink::now() const {
+  if (settings_.clock) return settings_.clock();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void TerminalSink::clear_block() {
+  if (drawn_ == 0) return;
+  std::fputs("\r", out_);
+  for (int i = 1; i < drawn_; ++i) std::fputs("\033[A", out_);
+  std::fputs("\033[J", out_);
+  drawn_ = 0;
+}
 
 void TerminalSink::print_line(const std::string& text) {
-  if (line_shown_) std::fputs("\r\033[K", out_);
-  line_shown_ = false;
+  clear_block();
   std::string shown = printable(text);
   std::fwrite(shown.data(), 1, shown.size(), out_);
   std::fputc('\n', out_);
+  if (live_ && verbosity_ >= 0) draw_block();
   std::fflush(out_);
 }
 
 void TerminalSink::finish() {
   std::lock_guard lock(mutex_);
-  if (line_shown_) {
-    std::fputs("\r\033[K", out_);
-    std::fflush(out_);
-    line_shown_ = false;
-  }
+  clear_block();
+  active_.clear();
+  accounts_.clear();
+  extra_line_.clear();
+  std::fflush(out_);
 }
 
 static std::string str(const nlohmann::json& e, const char* key) {
@@ -111,64 +135,150 @@ static double num(const nlohmann::json& e, const char* key) {
   return it != e.end() && it->is_number() ? it->get<double>() : 0.0;
 }
 
+std::string TerminalSink::account_line(const std::string& name, const Account& a) const {
+  uint64_t messages = a.messages_done, bytes = a.bytes_done;
+  for (auto& [key, p] : active_) {
+    if (key.substr(0, key.find('\n')) != name) continue;
+    messages += static_cast<uint64_t>(num(p, "messages"));
+    bytes += static_cast<uint64_t>(num(p, "bytes"));
+  }
+  double elapsed = now() - a.started;
+  double fraction = a.bytes_total > 0 ? double(bytes) / double(a.bytes_total)
+                    : a.messages_total > 0 ? double(messages) / double(a.messages_total)
+                                           : 1.0;
+  fraction = std::min(fraction, 1.0);
+  double rate = elapsed > 0 ? bytes / elapsed : 0;
+  std::string eta = "-";
+  if (fraction >= 1.0) eta = human_duration(0);
+  else if (rate > 0 && a.bytes_total > bytes) eta = human_duration(double(a.bytes_total - bytes) / rate);
+  else if (elapsed > 0 && messages > 0 && a.messages_total > messages)
+    eta = human_duration(elapsed * double(a.messages_total - messages) / double(messages));
+  std::string prefix = name.empty() ? "" : name + ": ";
+  return fmt::format("{}{} {}/{} messages  {}/{}  {:.1f}%  {}/s  elapsed {}  ETA {}", prefix, a.command, messages,
+                     a.messages_total, human_bytes(double(bytes)), human_bytes(double(a.bytes_total)),
+                     100 * fraction, human_bytes(rate), human_duration(elapsed), eta);
+}
+
+void TerminalSink::draw_block() {
+  std::vector<std::string> lines;
+  for (auto& [name, a] : accounts_)
+    if (a.totals_known) lines.push_back(account_line(name, a));
+  for (auto& [key, p] : active_) {
+    double elapsed = num(p, "elapsed");
+    double rate = elapsed > 0 ? num(p, "bytes") / elapsed : 0;
+    std::string account = accounts_.size() > 1 ? str(p, "account") + " " : "";
+    lines.push_back(fmt::format("  {}[{}/{}] {}  {:.0f}/{:.0f}  {}/{}  {}/s", account, num(p, "folder_index"),
+                                num(p, "folders"), str(p, "folder"), num(p, "messages"), num(p, "messages_total"),
+                                human_bytes(num(p, "bytes")), human_bytes(num(p, "bytes_total")),
+                                human_bytes(rate)));
+  }
+  if (!extra_line_.empty()) lines.push_back(extra_line_);
+  if (lines.empty()) return;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i) std::fputc('\n', out_);
+    std::fputs(printable(lines[i]).c_str(), out_);
+  }
+  drawn_ = static_cast<int>(lines.size());
+  last_draw_ = now();
+}
+
+void TerminalSink::on_progress(const nlohmann::json& e) {
+  std::string name = str(e, "account");
+  std::string key = name + "\n" + str(e, "folder");
+  bool final = e.value("final", false);
+  if (final) {
+    active_.erase(key);
+    auto& a = accounts_[name];
+    a.messages_done += static_cast<uint64_t>(num(e, "messages"));
+    a.bytes_done += static_cast<uint64_t>(num(e, "bytes"));
+  } else {
+    active_[key] = e;
+  }
+  if (verbosity_ < 0) return;
+  double t = now();
+  if (live_) {
+    if (t - last_draw_ < 0.2 && !final) return;
+    clear_block();
+    draw_block();
+    std::fflush(out_);
+    return;
+  }
+  auto it = accounts_.find(name);
+  if (it == accounts_.end() || !it->second.totals_known) return;
+  if (t - it->second.last_plain < settings_.plain_interval) return;
+  it->second.last_plain = t;
+  std::fputs(printable(account_line(name, it->second)).c_str(), out_);
+  std::fputc('\n', out_);
+  std::fflush(out_);
+}
+
 void TerminalSink::emit(const nlohmann::json& e) {
   std::lock_guard lock(mutex_);
   const std::string name = str(e, "event");
   std::string prefix = e.contains("account") && verbosity_ >= 0 ? str(e, "account") + ": " : "";
+  if (name == "totals") {
+    auto& a = accounts_[str(e, "account")];
+    a.command = str(e, "command");
+    a.totals_known = true;
+    a.messages_total = static_cast<uint64_t>(num(e, "messages_total"));
+    a.bytes_total = static_cast<uint64_t>(num(e, "bytes_total"));
+    a.messages_done = a.bytes_done = 0;
+    a.started = now();
+    if (verbosity_ < 0) return;
+    std::string verb = a.command == "import" ? "to append" : a.command == "export" ? "to fetch" : "to check";
+    print_line(fmt::format("{}{} messages, {} {} in {:.0f} folders", prefix, a.messages_total,
+                           human_bytes(double(a.bytes_total)), verb, num(e, "folders")));
+    if (!live_) a.last_plain = now();
+    return;
+  }
   if (name == "progress") {
-    if (!live_ || verbosity_ < 0) return;
-    std::string key = str(e, "account") + "\n" + str(e, "folder");
-    bool final = e.value("final", false);
-    if (final) active_.erase(key);
-    else active_[key] = e;
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_draw_ < std::chrono::milliseconds(200) && !final) return;
-    last_draw_ = now;
-    auto describe = [&](const nlohmann::json& p, bool full) {
-      double done = num(p, "messages"), total = num(p, "messages_total");
-      double bytes = num(p, "bytes"), bytes_total = num(p, "bytes_total");
-      double elapsed = num(p, "elapsed");
-      double rate = elapsed > 0 ? bytes / elapsed : 0;
-      std::string eta = rate > 0 && bytes_total > bytes ? human_duration((bytes_total - bytes) / rate) : "-";
-      if (full)
-        return fmt::format("[{}/{}] {}  {:.0f}/{:.0f} msgs  {}/{}  {}/s  ETA {}", num(p, "folder_index"),
-                           num(p, "folders"), str(p, "folder"), done, total, human_bytes(bytes),
-                           human_bytes(bytes_total), human_bytes(rate), eta);
-      return fmt::format("[{}/{}] {} {:.0f}/{:.0f} {}/s", num(p, "folder_index"), num(p, "folders"),
-                         str(p, "folder"), done, total, human_bytes(rate));
-    };
-    std::string line;
-    if (active_.size() <= 1) {
-      line = prefix + describe(active_.empty() ? e : active_.begin()->second, true);
-    } else {
-      line = prefix;
-      for (auto& [k, p] : active_) line += (line.size() > prefix.size() ? "  |  " : "") + describe(p, false);
-    }
-    std::fputs("\r\033[K", out_);
-    line = printable(line);
-    std::fwrite(line.data(), 1, line.size(), out_);
-    std::fflush(out_);
-    line_shown_ = true;
+    on_progress(e);
     return;
   }
   if (name == "verify_progress") {
-    if (!live_ || verbosity_ < 0) return;
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_draw_ < std::chrono::milliseconds(200) && !e.value("final", false)) return;
-    last_draw_ = now;
+    if (verbosity_ < 0) return;
+    double t = now();
+    bool final = e.value("final", false);
+    auto& a = accounts_[""];
+    if (a.command.empty()) {
+      a.command = "verify";
+      a.started = t;
+    }
     double read = num(e, "stored_bytes_read"), total = num(e, "stored_bytes_total");
-    std::string line = fmt::format("verify: pack {:.0f}/{:.0f}  {:.0f} objects re-hashed  {}/{} read ({:.0f}%)",
-                                   num(e, "packs_done"), num(e, "packs"), num(e, "objects_checked"),
-                                   human_bytes(read), human_bytes(total), total > 0 ? 100 * read / total : 100.0);
-    std::fputs("\r\033[K", out_);
-    std::fputs(line.c_str(), out_);
-    std::fflush(out_);
-    line_shown_ = true;
+    double elapsed = t - a.started;
+    double rate = elapsed > 0 ? read / elapsed : 0;
+    std::string eta = read >= total ? human_duration(0) : rate > 0 ? human_duration((total - read) / rate) : "-";
+    std::string line = fmt::format(
+        "verify: pack {:.0f}/{:.0f}  {:.0f} objects re-hashed  {}/{} read  {:.1f}%  {}/s  elapsed {}  ETA {}",
+        num(e, "packs_done"), num(e, "packs"), num(e, "objects_checked"), human_bytes(read), human_bytes(total),
+        total > 0 ? 100 * read / total : 100.0, human_bytes(rate), human_duration(elapsed), eta);
+    if (live_) {
+      extra_line_ = final ? std::string() : line;
+      if (t - last_draw_ < 0.2 && !final) return;
+      clear_block();
+      draw_block();
+      std::fflush(out_);
+    } else if (final || t - a.last_plain >= settings_.plain_interval) {
+      a.last_plain = t;
+      std::fputs(printable(line).c_str(), out_);
+      std::fputc('\n', out_);
+      std::fflush(out_);
+    }
     return;
   }
   if (name == "folder_done") {
     if (verbosity_ < 0) return;
     std::string text = str(e, "text");
+    if (e.contains("bytes_fetched") && e.contains("new")) {
+      // An exported folder: the text in human units.
+      text = fmt::format("{}: {} new, {:.0f} flag changes, {:.0f} expunged, {} fetched", str(e, "folder"),
+                         str(e, "new"), num(e, "flags_updated"), num(e, "expunged"),
+                         human_bytes(num(e, "bytes_fetched")));
+      if (num(e, "failed") > 0) text += fmt::format(", {:.0f} not delivered", num(e, "failed"));
+    } else if (e.value("dry_run", false) && e.contains("bytes") && e.contains("messages")) {
+      text = fmt::format("{}: {:.0f} messages to fetch, {}", str(e, "folder"), num(e, "messages"),
+                         human_bytes(num(e, "bytes")));
+    }
     print_line(prefix + (text.empty() ? str(e, "folder") : text));
     return;
   }
@@ -185,6 +295,22 @@ void TerminalSink::emit(const nlohmann::json& e) {
     return;
   }
   if (verbosity_ > 0 && e.contains("text")) print_line(prefix + str(e, "text"));
+}
+
+LogFileSink::LogFileSink(const std::string& path) : file_(std::fopen(path.c_str(), "a")) {
+  if (!file_)
+    throw Error(ErrorKind::io, fmt::format("cannot open the log file: {}", std::strerror(errno)), Retry::never,
+                {.file = path});
+}
+
+LogFileSink::~LogFileSink() { std::fclose(file_); }
+
+void LogFileSink::emit(const nlohmann::json& e) {
+  std::string line = e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  line += '\n';
+  std::lock_guard lock(mutex_);
+  std::fwrite(line.data(), 1, line.size(), file_);
+  std::fflush(file_);
 }
 
 void JsonLinesSink::emit(const nlohmann::json& e) {

@@ -1,11 +1,14 @@
 // How events reach people and machines.
-//   TerminalSink: a live progress line on stderr when it is a terminal,
-//                 plus one line per finished folder, warning and error.
+//   TerminalSink: live account and folder progress on stderr (redrawn in place
+//                 on a terminal, periodic plain lines otherwise), plus one line
+//                 per finished folder, warning and error.
 //   JsonLinesSink: every event as one JSON object per line on a stream (and
 //                  warnings and errors as text on stderr).
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <cstdio>
 #include <memory>
 #include <map>
@@ -23,23 +26,83 @@ namespace imapstage::cli {
 
 class TerminalSink : public EventSink {
  public:
+  struct Settings {
+    // Redraw a block of lines in place; unset: whether `out` is a terminal.
+    std::optional<bool> live;
+    // Without a terminal, one plain progress line per account at most this often (seconds).
+    double plain_interval = 10;
+    // Seconds on a monotonic clock (tests pass their own); unset: steady_clock.
+    std::function<double()> clock;
+  };
   // `verbosity`: -1 quiet (errors only), 0 normal, 1 verbose.
   explicit TerminalSink(int verbosity = 0, std::FILE* out = stderr);
+  TerminalSink(int verbosity, std::FILE* out, Settings settings);
+  // On a terminal: an account line (messages and bytes done of the totals
+  // announced by a "totals" event, percentage, rate, elapsed, ETA) with one
+  // line per folder being worked on below it, redrawn in place at most five
+  // times a second. Otherwise the account line as a plain line every
+  // plain_interval seconds. Finished folders, warnings and errors are lines.
   void emit(const nlohmann::json& event) override;
-  // Clears the live line (before printing a summary).
+  // Clears the live lines (before printing a summary).
   void finish();
 
  private:
+  // What one account has to do and has done, from "totals" and "progress".
+  struct Account {
+    std::string command;         // "export", "import", "verify"
+    bool totals_known = false;
+    uint64_t messages_total = 0, bytes_total = 0;
+    uint64_t messages_done = 0, bytes_done = 0;  // of folders finished
+    double started = 0;          // clock() at the totals event
+    double last_plain = -1e300;  // clock() of the last plain line
+  };
+  double now() const;
   void print_line(const std::string& text);
+  void clear_block();
+  void draw_block();
+  void on_progress(const nlohmann::json& e);
+  std::string account_line(const std::string& name, const Account& a) const;
   std::mutex mutex_;
   std::FILE* out_;
   int verbosity_;
-  bool live_;  // out_ is a terminal: redraw a progress line in place
-  bool line_shown_ = false;
-  std::chrono::steady_clock::time_point last_draw_{};
+  bool live_;  // out_ is a terminal: redraw the block in place
+  Settings settings_;
+  int drawn_ = 0;  // lines of the live block on screen
+  double last_draw_ = -1e300;
+  std::string extra_line_;  // a live line of its own (verify)
+  std::map<std::string, Account> accounts_;
   // The latest progress of each folder being exported or imported now (by
-  // "account\nfolder"): folders worked on side by side share the line.
+  // "account\nfolder"): folders worked on side by side get a line each.
   std::map<std::string, nlohmann::json> active_;
+};
+
+// Writes every event as one JSON line to a file it owns (--log-file), opened
+// for appending; throws Error(io) naming the file when it cannot be opened.
+class LogFileSink : public EventSink {
+ public:
+  explicit LogFileSink(const std::string& path);
+  ~LogFileSink() override;
+  LogFileSink(const LogFileSink&) = delete;
+  LogFileSink& operator=(const LogFileSink&) = delete;
+  void emit(const nlohmann::json& event) override;
+
+ private:
+  std::mutex mutex_;
+  std::FILE* file_;
+};
+
+// Every event to each of its sinks in turn.
+class TeeSink : public EventSink {
+ public:
+  TeeSink(std::unique_ptr<EventSink> first, std::unique_ptr<EventSink> second)
+      : first_(std::move(first)), second_(std::move(second)) {}
+  void emit(const nlohmann::json& event) override {
+    first_->emit(event);
+    second_->emit(event);
+  }
+
+ private:
+  std::unique_ptr<EventSink> first_, second_;
 };
 
 class JsonLinesSink : public EventSink {
@@ -64,7 +127,8 @@ struct CommandSink {
   std::unique_ptr<EventSink> sink;
   T* terminal = nullptr;
 
-  CommandSink(bool json, int verbosity) {
+  // With a `log_file`, every event is also appended to it as a JSON line.
+  CommandSink(bool json, int verbosity, const std::string& log_file = {}) {
     if (json) {
       sink = std::make_unique<JsonLinesSink>(stdout);
     } else {
@@ -72,6 +136,7 @@ struct CommandSink {
       terminal = t.get();
       sink = std::move(t);
     }
+    if (!log_file.empty()) sink = std::make_unique<TeeSink>(std::make_unique<LogFileSink>(log_file), std::move(sink));
   }
 };
 
@@ -107,7 +172,7 @@ std::string pad(std::string_view text, size_t width);
 
 // "1.5 MB", "820 B", "3.2 GB" (decimal units).
 std::string human_bytes(double bytes);
-// "1:02:03" or "4:05".
+// "1:02:03" or "0:04:05" (h:mm:ss).
 std::string human_duration(double seconds);
 
 }  // namespace imapstage::cli

@@ -28,6 +28,7 @@ struct ExportArgs {
   std::optional<int> connections;
   bool dry_run = false;
   bool json = false;
+  std::string log_file;  // --log-file: JSON events appended here too
   int verbosity = 0;
 };
 
@@ -131,6 +132,8 @@ void add_export_command(CLI::App& app, int& status) {
       ->check(CLI::Range(1, 8));
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
+  cmd->add_option("--log-file", args->log_file,
+                  "Also append every event as a JSON line to this file (what --json writes), whatever is shown");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
@@ -150,7 +153,7 @@ void add_export_command(CLI::App& app, int& status) {
       options.allow_unmatched = args->allow_unmatched;
       options.namespaces = namespace_kinds(args->namespaces);
       options.runner = make_runner_options(args->batch);
-      CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity);
+      CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
       auto* terminal = out.terminal;
       for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
@@ -179,7 +182,7 @@ void add_export_command(CLI::App& app, int& status) {
     options.dry_run = args->dry_run;
     options.connections = args->connections.value_or(2);
 
-    CommandSink<TerminalSink> out(args->json, args->verbosity);
+    CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});

@@ -85,6 +85,9 @@ class AccountExport {
   void run(std::unique_ptr<imap::Session> session);
 
  private:
+  // The run itself; run() records it as failed in the history when it throws before the end.
+  void run_body(std::unique_ptr<imap::Session> session);
+  bool run_ended_ = false;  // end_run was called
   void ensure_session(Lane& lane);
   void drop_session(Lane& lane);
   // Runs `work` with reconnects: a dropped connection commits what was
@@ -99,6 +102,17 @@ class AccountExport {
   void run_lane(Lane& lane);
   void export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
   void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
+  // The size pass before the folders are exported, shared out among the lanes
+  // like the folders: for every selected folder the UIDs the archive lacks and
+  // their sizes (one UID SEARCH and FETCH RFC822.SIZE per folder, none for a
+  // folder CONDSTORE shows unchanged). Returns once every folder is sized (the
+  // lane that sizes the last one emits a "totals" event with the account's
+  // messages and bytes to fetch) or the run stops.
+  void size_pass(Lane& lane);
+  // Counts folder `i` as sized; the last one emits "totals" and wakes the lanes.
+  void sized(size_t i);
+  // The size pass of folder `i` of selected_ into sized_[i].
+  void size_folder(Lane& lane, size_t i);
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   // Reports (event and summary) what the server sent for one message that could not be kept as sent.
@@ -113,6 +127,16 @@ class AccountExport {
   uint32_t account_id_ = 0;
   std::vector<imap::ListEntry> selected_;
   std::vector<imap::Placement> placed_;  // where each of selected_ sits in the server's namespaces
+  // Per folder of selected_, what the size pass saw: the UIDVALIDITY and the
+  // size of each UID to fetch (sorted); export_folder asks only for the others.
+  struct Sized {
+    uint32_t uidvalidity = 0;
+    std::vector<std::pair<uint32_t, uint64_t>> sizes;
+  };
+  std::vector<Sized> sized_;
+  bool sizing_ = false;                  // a size pass precedes the export (not for --dry-run)
+  std::atomic<size_t> next_size_{0};     // the next index of selected_ a lane sizes
+  size_t sized_count_ = 0;               // folders sized (guarded by ready_mutex_)
   // Extra lanes log in while the first lists the folders, then wait for this.
   std::mutex ready_mutex_;
   std::condition_variable ready_cv_;
@@ -146,9 +170,13 @@ void AccountExport::check_cancelled(const std::string& folder) {
 }
 
 void AccountExport::keep_fatal(std::exception_ptr error) {
-  std::lock_guard lock(fatal_mutex_);
-  if (!fatal_) fatal_ = error;
-  stop_ = true;
+  {
+    std::lock_guard lock(fatal_mutex_);
+    if (!fatal_) fatal_ = error;
+    stop_ = true;
+  }
+  std::lock_guard lock(ready_mutex_);  // lanes waiting for the size pass see stop_
+  ready_cv_.notify_all();
 }
 
 void AccountExport::ensure_session(Lane& lane) {
@@ -209,6 +237,22 @@ void AccountExport::release_lanes() {
 }
 
 void AccountExport::run(std::unique_ptr<imap::Session> session) {
+  try {
+    run_body(std::move(session));
+  } catch (const std::exception& e) {
+    if (archive_ && !options_.dry_run && summary_.run_id && !run_ended_) {
+      auto details = summary_.to_json();
+      details["error"] = e.what();
+      try {
+        archive_->end_run(summary_.run_id, "failed", details.dump());
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
   std::vector<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));  // never resized
   Lane& first = lanes[0];
@@ -312,6 +356,10 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
     summary_.folders[i].noselect = selected_[i].noselect;
   }
 
+  sizing_ = archive_ && !options_.dry_run;
+  sized_.assign(selected_.size(), {});
+  if (sizing_ && selected_.empty())
+    emit({{"event", "totals"}, {"command", "export"}, {"folders", 0}, {"messages_total", 0}, {"bytes_total", 0}});
   release_lanes();
   run_lane(first);
   for (auto& t : threads) t.join();
@@ -321,6 +369,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   if (archive_ && !options_.dry_run) {
     std::string result = fatal_ ? "failed" : (summary_.complete() ? "ok" : "partial");
     try {
+      run_ended_ = true;
       archive_->end_run(summary_.run_id, result, summary_.to_json().dump());
     } catch (...) {
       // The run stays "running" in the history: a later run supersedes it.
@@ -353,6 +402,7 @@ void AccountExport::run_lane(Lane& lane) {
     return;
   }
   if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
+  if (sizing_) size_pass(lane);
   while (!stop_) {
     size_t i = next_folder_++;
     if (i >= selected_.size()) break;
@@ -390,6 +440,85 @@ bool AccountExport::export_one(Lane& lane, size_t i) {
     keep_fatal(std::current_exception());
     return false;
   }
+}
+
+void AccountExport::size_pass(Lane& lane) {
+  while (!stop_) {
+    size_t i = next_size_++;
+    if (i >= selected_.size()) break;
+    try {
+      if (!selected_[i].noselect) {
+        check_cancelled(summary_.folders[i].name);
+        size_folder(lane, i);
+      }
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::protocol || e.retry() != Retry::never) {
+        keep_fatal(std::current_exception());
+        break;
+      }
+      // A folder the server refuses is left out of the totals; its export reports it.
+      sized_[i] = {};
+    } catch (...) {
+      keep_fatal(std::current_exception());
+      break;
+    }
+    sized(i);
+  }
+  std::unique_lock lock(ready_mutex_);
+  ready_cv_.wait(lock, [&] { return sized_count_ == selected_.size() || stop_; });
+}
+
+void AccountExport::sized(size_t) {
+  std::lock_guard lock(ready_mutex_);
+  if (++sized_count_ != selected_.size()) return;
+  uint64_t messages = 0, bytes = 0;
+  for (auto& f : sized_) {
+    messages += f.sizes.size();
+    for (auto& [uid, size] : f.sizes) bytes += size;
+  }
+  emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
+        {"bytes_total", bytes}});
+  ready_cv_.notify_all();
+}
+
+void AccountExport::size_folder(Lane& lane, size_t i) {
+  const auto& entry = selected_[i];
+  with_retries(lane, summary_.folders[i].name, [&] {
+    auto& session = lane.session;
+    Sized& sized = sized_[i];
+    sized = {};
+    auto stored = archive_->find_folder(account_id_, entry.name_raw);
+    auto archived = [&](uint32_t uidvalidity, bool present_only) {
+      std::vector<uint32_t> uids;
+      if (!stored) return uids;
+      archive_->for_each_message(account_id_, stored->id, uidvalidity, [&](const MessageRecord& r) {
+        if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
+        return true;
+      });
+      return uids;
+    };
+    if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
+        stored->last_export != 0) {
+      auto st = session->status(entry.name_raw);
+      if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
+          st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
+        return;  // unchanged: nothing to fetch
+    }
+    auto info = session->examine(entry.name_raw);
+    sized.uidvalidity = info.uidvalidity;
+    std::vector<uint32_t> known;
+    if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
+    auto wanted = minus(session->search_all_uids(), known);
+    sized.sizes.reserve(wanted.size());
+    for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+      session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+        if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
+      });
+    std::sort(sized.sizes.begin(), sized.sizes.end());
+    sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
+                                  [](auto& a, auto& b) { return a.first == b.first; }),
+                      sized.sizes.end());
+  });
 }
 
 void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {
@@ -541,10 +670,27 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   // New messages: what the server has and the archive does not.
   std::vector<uint32_t> wanted = minus(server_uids, known);
   uint64_t bytes_total = 0;
-  // Sizes first: a message over the maximum message size is not fetched.
+  // Sizes first: a message over the maximum message size is not fetched. The
+  // sizes the size pass saw are kept; only UIDs it did not see (arrived since)
+  // are asked for.
   std::vector<std::pair<uint32_t, uint64_t>> sizes;  // ascending UIDs
-  for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-    session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) { sizes.emplace_back(uid, size); });
+  {
+    const Sized* sized =
+        index < sized_.size() && sized_[index].uidvalidity == info.uidvalidity ? &sized_[index] : nullptr;
+    std::vector<uint32_t> unsized;
+    for (uint32_t uid : wanted) {
+      if (sized) {
+        auto it = std::lower_bound(sized->sizes.begin(), sized->sizes.end(), std::pair<uint32_t, uint64_t>{uid, 0});
+        if (it != sized->sizes.end() && it->first == uid) {
+          sizes.push_back(*it);
+          continue;
+        }
+      }
+      unsized.push_back(uid);
+    }
+    for (auto& ranges : uid_batches(unsized, options_.fetch_batch))
+      session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) { sizes.emplace_back(uid, size); });
+  }
   std::sort(sizes.begin(), sizes.end());
   const uint64_t max_size = options_.endpoint.max_message_size;
   std::vector<uint32_t> too_big;

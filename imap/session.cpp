@@ -532,6 +532,19 @@ void set_sni(mailstream_ssl_context* ctx, void* data) {
   if (!host->empty() && !is_ip_literal(*host)) mailstream_ssl_set_server_name(ctx, host->data());
 }
 
+// libetpan reports a failed GnuTLS handshake with gnutls_perror, which writes
+// to stderr. This definition takes its place (the executable's symbol wins) and
+// keeps the text for the error open_tls throws.
+thread_local std::string tls_library_error;
+
+}  // namespace
+}  // namespace imapstage::imap
+
+extern "C" void gnutls_perror(int error) { imapstage::imap::tls_library_error = gnutls_strerror(error); }
+
+namespace imapstage::imap {
+namespace {
+
 // Opens TLS on `fd` (which the caller still owns on failure).
 mailstream_low* open_tls(int fd, const Endpoint& ep, const std::string& where) {
   std::string host = ep.host;
@@ -549,7 +562,12 @@ mailstream_low* open_tls(int fd, const Endpoint& ep, const std::string& where) {
   if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR) || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))
     throw Error(ErrorKind::network, fmt::format("{} closed the connection during the TLS handshake", where),
                 Retry::now, {.server = where});
-  throw Error(ErrorKind::tls, fmt::format("TLS handshake with {} failed", where), Retry::never, {.server = where});
+  std::string why = tls_library_error.empty() ? "" : " (GnuTLS: " + tls_library_error + ")";
+  tls_library_error.clear();
+  throw Error(ErrorKind::tls,
+              fmt::format("TLS handshake with {} failed{}; if this port speaks plain IMAP, try --tls starttls or "
+                          "--tls none, or the implicit-TLS port (993)", where, why),
+              Retry::never, {.server = where});
 }
 
 // --- IMAP syntax -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ struct ImportArgs {
   bool dry_run = false;
   bool sync_expunges = false;
   bool json = false;
+  std::string log_file;  // --log-file: JSON events appended here too
   int verbosity = 0;
 };
 
@@ -101,6 +102,8 @@ void add_import_command(CLI::App& app, int& status) {
                 "Expunge on the target the messages this archive put there that the source has expunged since "
                 "(off by default: the target keeps everything imported; needs UIDPLUS)");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
+  cmd->add_option("--log-file", args->log_file,
+                  "Also append every event as a JSON line to this file (what --json writes), whatever is shown");
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
@@ -127,7 +130,7 @@ void add_import_command(CLI::App& app, int& status) {
       options.exclude = args->exclude;
       options.sync_expunges = args->sync_expunges;
       options.runner = make_runner_options(args->batch);
-      CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity);
+      CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
       auto* terminal = out.terminal;
       for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
@@ -156,7 +159,7 @@ void add_import_command(CLI::App& app, int& status) {
     options.sync_expunges = args->sync_expunges;
     options.credentials = login.credentials;
 
-    CommandSink<TerminalSink> out(args->json, args->verbosity);
+    CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});

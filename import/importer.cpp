@@ -89,6 +89,9 @@ class AccountImport {
   void run();
 
  private:
+  // The run itself; run() records it as failed in the history when it throws before the end.
+  void run_body();
+  bool run_ended_ = false;  // end_run was called
   void ensure_session();
   void drop_session();
   // A new connection with `target_raw` selected again, if the last one was
@@ -228,6 +231,22 @@ std::vector<std::string> AccountImport::target_flags(const MessageRecord& m, con
 }
 
 void AccountImport::run() {
+  try {
+    run_body();
+  } catch (const std::exception& e) {
+    if (archive_ && !options_.dry_run && summary_.run_id && !run_ended_) {
+      auto details = summary_.to_json();
+      details["error"] = e.what();
+      try {
+        archive_->end_run(summary_.run_id, "failed", details.dump());
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+void AccountImport::run_body() {
   auto started = Clock::now();
   ensure_session();  // a refused login leaves no trace in the archive
   if (shared_) {
@@ -280,6 +299,21 @@ void AccountImport::run() {
   }
   std::erase_if(mappings, [](const FolderMapping& m) { return m.skipped; });
 
+  if (!options_.dry_run) {
+    // The account's totals from the index: messages without a confirmed copy on this target.
+    uint64_t messages = 0, bytes = 0;
+    for (auto& m : mappings)
+      archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
+        if (r.state != archive::MessageState::present) return true;
+        auto a = archive_->append(append_key(r));
+        if (a && a->state == AppendState::done) return true;
+        ++messages;
+        bytes += r.size;
+        return true;
+      });
+    emit({{"event", "totals"}, {"command", "import"}, {"folders", mappings.size()}, {"messages_total", messages},
+          {"bytes_total", bytes}});
+  }
   summary_.folders.resize(mappings.size());
   group_limit_ = std::max<size_t>(1, options_.append_batch);
   group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
@@ -332,6 +366,7 @@ void AccountImport::run() {
       if (!fatal) fatal = std::current_exception();
     }
     try {
+      run_ended_ = true;
       archive_->end_run(summary_.run_id, fatal ? "failed" : (summary_.complete() ? "ok" : "partial"),
                         summary_.to_json().dump());
     } catch (...) {

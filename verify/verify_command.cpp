@@ -33,6 +33,7 @@ struct VerifyArgs {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   bool json = false;
+  std::string log_file;  // --log-file: JSON events appended here too
   int verbosity = 0;
 };
 
@@ -126,6 +127,8 @@ void add_verify_command(CLI::App& app, int& status) {
   cmd->add_option("--report", args->report, "Write the full report as JSON to this file");
   cmd->add_option("--csv", args->csv, "Write one CSV row per folder to this file");
   cmd->add_flag("--json", args->json, "JSON-lines events on stdout instead of the terminal display");
+  cmd->add_option("--log-file", args->log_file,
+                  "Also append every event as a JSON line to this file (what --json writes), whatever is shown");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->footer(
       "Online, a message the server stored in a known rewritten form (Cyrus: 8-bit header bytes replaced by X, "
@@ -135,7 +138,7 @@ void add_verify_command(CLI::App& app, int& status) {
       "is missing (named in the report); 2 bad command line; 3 login refused; 4 server unreachable, TLS or "
       "protocol failure; 5 archive problem.");
   cmd->callback([args, cmd, &status] {
-    CommandSink<TerminalSink> out(args->json, args->verbosity);
+    CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);
     auto& sink = out.sink;
     auto* terminal = out.terminal;
     nlohmann::json report;
@@ -195,7 +198,7 @@ void add_verify_command(CLI::App& app, int& status) {
       }
       ok = c.equal();
     }
-    if (args->json) sink->emit(report);
+    if (args->json || !args->log_file.empty()) sink->emit(report);
     if (!args->report.empty()) write_text(args->report, report.dump(2) + "\n");
     if (!args->csv.empty()) write_text(args->csv, csv);
     status = ok ? kExitOk : kExitIncomplete;
