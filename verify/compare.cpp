@@ -375,13 +375,28 @@ void Comparer::run() {
         folder_selected(f.canonical_name(), options_.include, options_.exclude))
       folders.push_back(f);
 
+  // Progress: the archive's side of every folder compared, against totals
+  // announced once what will be compared is known.
+  size_t folders_total = 0, folders_done = 0;
+  auto announce = [&](size_t count, uint64_t messages, uint64_t bytes) {
+    folders_total = count;
+    events_.emit({{"event", "totals"}, {"command", "verify"}, {"account", out_.account}, {"folders", count},
+                  {"messages_total", messages}, {"bytes_total", bytes}});
+  };
   auto compare_one = [&](FolderComparison& row, const std::function<void()>& work) {
+    auto started = std::chrono::steady_clock::now();
     try {
       with_session(work);
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::auth || e.kind() == ErrorKind::tls) throw;
       row.error = e.what();
     }
+    events_.emit({{"event", "progress"}, {"account", out_.account}, {"folder", row.folder},
+                  {"folder_index", ++folders_done}, {"folders", std::max(folders_total, folders_done)},
+                  {"messages", row.archive_messages}, {"messages_total", row.archive_messages},
+                  {"bytes", row.archive_bytes}, {"bytes_total", row.archive_bytes},
+                  {"elapsed", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()},
+                  {"final", true}});
     uint64_t notes = row.differences.size() - row.failures();
     events_.emit({{"event", "folder_done"}, {"folder", row.folder}, {"equal", row.equal()},
                   {"differences", row.failures()}, {"notes", notes},
@@ -411,6 +426,13 @@ void Comparer::run() {
       known.insert(f.name_raw);
       kinds.insert(static_cast<int>(f.ns_kind));
     }
+    uint64_t messages = 0, bytes = 0;
+    for (auto& f : folders)
+      archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& m) {
+        if (m.state == archive::MessageState::present) ++messages, bytes += m.size;
+        return true;
+      });
+    announce(folders.size(), messages, bytes);
     for (auto& f : folders) {
       FolderComparison row;
       row.folder = f.canonical_name();
@@ -453,10 +475,13 @@ void Comparer::run() {
     std::map<std::string, std::vector<archive::AppendRecord>> by_target;
     std::map<std::string, std::set<std::string>> sources_of;
     std::vector<std::pair<archive::FolderRecord, std::vector<uint32_t>>> not_imported;
+    uint64_t messages = 0, bytes = 0;
     for (auto& f : folders) {
       std::vector<uint32_t> missing;
       archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& m) {
         auto r = archive_->append({*target_id, m.key});
+        if ((r && r->state == archive::AppendState::done) || m.state == archive::MessageState::present)
+          ++messages, bytes += m.size;
         if (r && r->state == archive::AppendState::done) {
           // Expunged on the source since: still compared, its copy on the target is a note.
           by_target[r->target_folder].push_back(*r);
@@ -468,6 +493,7 @@ void Comparer::run() {
       });
       if (!missing.empty()) not_imported.emplace_back(f, std::move(missing));
     }
+    announce(by_target.size(), messages, bytes);
     for (auto& entry : by_target) {
       const std::string& target_raw = entry.first;
       const std::vector<archive::AppendRecord>& records = entry.second;

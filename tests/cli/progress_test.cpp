@@ -369,6 +369,40 @@ TEST_F(ProgressTest, ImportAnnouncesTotalsFromTheIndexAndStatusShowsIt) {
   EXPECT_EQ(j["runs"][1]["messages"], 0) << "the last import appended nothing";
 }
 
+TEST_F(ProgressTest, OnlineVerifyAnnouncesTotalsAndReportsEachFolder) {
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  auto exported = testing::run_imapstage(export_args(*server_, archive, "bob"));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  auto args = export_args(*server_, archive, "bob");
+  args[0] = "verify";
+  args.insert(args.end(), {"--against", "source", "--json"});
+  auto r = testing::run_imapstage(args);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  nlohmann::json totals;
+  uint64_t messages = 0, bytes = 0, folders = 0, archived = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    auto e = nlohmann::json::parse(line);
+    if (e["event"] == "totals") totals = e;
+    if (e["event"] == "progress" && e["final"] == true) {
+      EXPECT_FALSE(totals.is_null()) << "progress before the totals";
+      messages += e["messages"].get<uint64_t>();
+      bytes += e["bytes"].get<uint64_t>();
+      ++folders;
+    }
+  }
+  ASSERT_FALSE(totals.is_null());
+  EXPECT_EQ(totals["command"], "verify");
+  auto summary = server_->summary("bob", false);
+  for (auto& f : summary["folders"])
+    if (f["messages"].is_array()) archived += f["messages"].size();
+  EXPECT_EQ(totals["messages_total"].get<uint64_t>(), archived);
+  EXPECT_EQ(messages, archived);
+  EXPECT_EQ(bytes, totals["bytes_total"].get<uint64_t>());
+  EXPECT_EQ(folders, totals["folders"].get<uint64_t>());
+}
+
 TEST_F(ProgressTest, TlsMismatchIsOneMessageOfOursSayingWhatToTry) {
   TempDir dir;
   // Implicit TLS (the default) against the port that speaks plain IMAP first.
