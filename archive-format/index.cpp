@@ -1,6 +1,7 @@
 #include "archive-format/index.h"
 
 #include <lmdb.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,22 +140,28 @@ class DataFileCheck {
   DataFileCheck(const std::filesystem::path& dir, int fd, uint64_t file_size)
       : dir_(dir), fd_(fd), file_size_(file_size) {}
 
-  // Checks the meta page with transaction id `txnid` and everything it reaches.
-  void run(uint64_t txnid) {
+  // Checks the two meta pages' page size, magic and version: what
+  // mdb_env_open itself trusts (a page size of 0 divides by zero in it).
+  void metas() {
     char head[160];
     read_at(head, sizeof head, 0, "meta page 0");
     psize_ = load<uint32_t>(head + 40);
     if (psize_ < 512 || psize_ > 65536 || (psize_ & (psize_ - 1)))
       fail(fmt::format("data.mdb: impossible page size {}", psize_));
     if (file_size_ < 2ull * psize_) fail("data.mdb is shorter than its two meta pages");
-    char metas[2][160];
     for (int i = 0; i < 2; ++i) {
-      read_at(metas[i], sizeof metas[i], uint64_t(i) * psize_, "meta page");
-      if (load<uint32_t>(metas[i] + 16) != kMetaMagic || load<uint32_t>(metas[i] + 20) != kDataVersion)
+      read_at(metas_[i], sizeof metas_[i], uint64_t(i) * psize_, "meta page");
+      if (load<uint32_t>(metas_[i] + 16) != kMetaMagic || load<uint32_t>(metas_[i] + 20) != kDataVersion ||
+          load<uint32_t>(metas_[i] + 40) != psize_)
         fail(fmt::format("data.mdb: meta page {} is damaged", i));
     }
+  }
+
+  // Checks the meta page with transaction id `txnid` and everything it reaches.
+  void run(uint64_t txnid) {
+    metas();
     const char* meta = nullptr;
-    for (auto& m : metas)
+    for (auto& m : metas_)
       if (load<uint64_t>(m + 144) == txnid) meta = m;
     if (!meta) fail("data.mdb: no meta page for the snapshot being read");
     last_page_ = load<uint64_t>(meta + 136);
@@ -310,6 +317,7 @@ class DataFileCheck {
   std::filesystem::path dir_;
   int fd_;
   uint64_t file_size_;
+  char metas_[2][160] = {};
   uint64_t psize_ = 0;
   uint64_t last_page_ = 0;
   uint64_t pages_in_file_ = 0;
@@ -388,6 +396,20 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     mdb_env_set_maxreaders(owner.env, 254);
     return mdb_env_open(owner.env, dir.c_str(), MDB_NOTLS | flags, kFileMode);
   };
+  if (has_data) {
+    // The meta pages first: mdb_env_open reads and trusts them.
+    int fd = ::open((dir / "data.mdb").c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) throw_io("cannot open", (dir / "data.mdb").string(), errno);
+    struct stat st{};
+    try {
+      if (::fstat(fd, &st) != 0) throw_io("cannot stat", (dir / "data.mdb").string(), errno);
+      if (st.st_size > 0) DataFileCheck(dir, fd, static_cast<uint64_t>(st.st_size)).metas();
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+  }
   int rc = attempt(0);
   if (rc == EACCES || rc == EROFS) {
     if (create) throw_io("cannot open the index for writing", dir.string(), rc);

@@ -42,6 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int32_t tz = 0;
   if (imap::parse_date_time(line, t, tz)) {
     if (tz < -(99 * 60 + 59) || tz > 99 * 60 + 59) std::abort();
+    // Only dates imapstage stores or sends are formatted back (others show as impossible).
+    if (!imap::valid_internaldate(t, tz)) return 0;
     std::string formatted = imap::format_date_time(t, tz);
     int64_t t2 = 0;
     int32_t tz2 = 0;

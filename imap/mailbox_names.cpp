@@ -90,9 +90,8 @@ BuiltName build_mailbox_name(const std::vector<std::string>& path, std::string_v
       }
     }
   }
-  std::string prefix_utf8 = utf7_decode(prefix_raw);
-  out.utf8 = prefix_utf8 + joined;
-  out.raw = std::string(prefix_raw) + utf7_encode(joined);
+  out.utf8 = utf7_decode(prefix_raw) + joined;
+  out.raw = utf7_encode(out.utf8);  // the prefix as announced, for any prefix that is valid modified UTF-7
   return out;
 }
 
