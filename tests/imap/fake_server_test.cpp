@@ -23,17 +23,8 @@ const bool sigpipe_ignored = [] {
   return true;
 }();
 
-Endpoint endpoint_of(const FakeImapServer& server, int timeout_seconds = 5) {
-  Endpoint e;
-  e.host = server.host();
-  e.port = server.port();
-  e.tls = TlsMode::none;
-  e.timeout = std::chrono::seconds(timeout_seconds);
-  return e;
-}
-
 std::unique_ptr<Session> logged_in(const FakeImapServer& server, int timeout_seconds = 5) {
-  auto s = Session::connect(endpoint_of(server, timeout_seconds));
+  auto s = Session::connect(server.endpoint(timeout_seconds));
   Credentials c;
   c.user = "alice";
   c.secret = "pw";
@@ -146,7 +137,7 @@ TEST_F(FakeServerTest, ExpectedScriptIsFollowedInOrder) {
 TEST_F(FakeServerTest, StartTlsRefusedWhenTheServerDoesNotOfferIt) {
   // The default capabilities have no STARTTLS: the session stops before any
   // credential could be sent in the clear.
-  Endpoint e = endpoint_of(server_);
+  Endpoint e = server_.endpoint(5);
   e.tls = TlsMode::starttls;
   try {
     Session::connect(e);
@@ -163,7 +154,7 @@ TEST_F(FakeServerTest, StartTlsRefusedWhenTheServerDoesNotOfferIt) {
 
 TEST_F(FakeServerTest, RefusedLoginIsAnAuthError) {
   server_.set_login("alice", "right");
-  auto s = Session::connect(endpoint_of(server_));
+  auto s = Session::connect(server_.endpoint(5));
   try {
     Credentials c;
     c.user = "alice";
@@ -486,7 +477,7 @@ TEST_F(FakeServerTest, SilentServerTimesOut) {
 TEST_F(FakeServerTest, GarbageGreetingIsANetworkError) {
   server_.set_greeting("HELLO THIS IS SMTP\r\n");
   try {
-    Session::connect(endpoint_of(server_));
+    Session::connect(server_.endpoint(5));
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::network) << e.what();

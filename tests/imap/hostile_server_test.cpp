@@ -74,17 +74,8 @@ uint64_t current_rss() {
   return 0;
 }
 
-imap::Endpoint endpoint_of(const FakeImapServer& s, int timeout = 3) {
-  imap::Endpoint e;
-  e.host = s.host();
-  e.port = s.port();
-  e.tls = imap::TlsMode::none;
-  e.timeout = std::chrono::seconds(timeout);
-  return e;
-}
-
 std::unique_ptr<imap::Session> logged_in(const FakeImapServer& server, int timeout = 3) {
-  auto s = imap::Session::connect(endpoint_of(server, timeout));
+  auto s = imap::Session::connect(server.endpoint(timeout));
   imap::Credentials c;
   c.user = "alice";
   c.secret = "pw";
@@ -111,7 +102,7 @@ class HostileSourceTest : public ::testing::Test {
   exporting::ExportOptions options() {
     exporting::ExportOptions o;
     o.archive_dir = dir_.path() + "/archive";
-    o.endpoint = endpoint_of(server_);
+    o.endpoint = server_.endpoint();
     o.credentials.user = "alice";
     o.credentials.secret = "pw";
     o.account_name = "alice";
@@ -303,7 +294,7 @@ TEST_F(HostileSourceTest, DeepNestingDuringVerifyAgainstTheSourceIsAnErrorNotACr
   });
   verify::CompareOptions o;
   o.archive_dir = options().archive_dir;
-  o.endpoint = endpoint_of(server_);
+  o.endpoint = server_.endpoint();
   o.credentials.user = "alice";
   o.credentials.secret = "pw";
   o.account = "alice";
@@ -542,7 +533,7 @@ TEST(HostileLoginTest, AMechanismTheServerLacksIsNotAWrongPassword) {
   FakeImapServer server;
   server.set_capabilities("IMAP4rev1 STARTTLS LOGINDISABLED AUTH=PLAIN");
   for (auto mech : {imap::AuthMechanism::cram_md5, imap::AuthMechanism::login}) {
-    auto s = imap::Session::connect(endpoint_of(server));
+    auto s = imap::Session::connect(server.endpoint());
     imap::Credentials c;
     c.user = "alice";
     c.secret = "pw";
@@ -663,7 +654,7 @@ class HostileArchiveTest : public HostileSourceTest {
   importing::ImportOptions import_options() {
     importing::ImportOptions o;
     o.archive_dir = options().archive_dir;
-    o.endpoint = endpoint_of(target_);
+    o.endpoint = target_.endpoint();
     o.credentials.user = "bob";
     o.credentials.secret = "pw";
     o.account = "alice";

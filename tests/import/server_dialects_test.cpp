@@ -47,15 +47,6 @@ std::string munged(const std::string& bytes) {
   return out;
 }
 
-imap::Endpoint endpoint_of(const FakeImapServer& s) {
-  imap::Endpoint e;
-  e.host = s.host();
-  e.port = s.port();
-  e.tls = imap::TlsMode::none;
-  e.timeout = std::chrono::seconds(3);
-  return e;
-}
-
 class ServerDialectsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -67,7 +58,7 @@ class ServerDialectsTest : public ::testing::Test {
   void export_source() {
     exporting::ExportOptions o;
     o.archive_dir = archive_dir();
-    o.endpoint = endpoint_of(source_);
+    o.endpoint = source_.endpoint();
     o.credentials.user = "alice";
     o.credentials.secret = "pw";
     o.account_name = "alice";
@@ -80,7 +71,7 @@ class ServerDialectsTest : public ::testing::Test {
   importing::ImportSummary run(RecordingSink& events) {
     importing::ImportOptions o;
     o.archive_dir = archive_dir();
-    o.endpoint = endpoint_of(target_);
+    o.endpoint = target_.endpoint();
     o.credentials.user = "bob";
     o.credentials.secret = "pw";
     o.account = "alice";

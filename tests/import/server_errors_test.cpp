@@ -37,15 +37,6 @@ std::string message(int n) {
   return body;
 }
 
-imap::Endpoint endpoint_of(const FakeImapServer& s) {
-  imap::Endpoint e;
-  e.host = s.host();
-  e.port = s.port();
-  e.tls = imap::TlsMode::none;
-  e.timeout = std::chrono::seconds(3);
-  return e;
-}
-
 class ImportServerErrorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -58,7 +49,7 @@ class ImportServerErrorsTest : public ::testing::Test {
   void export_source() {
     exporting::ExportOptions o;
     o.archive_dir = archive_dir();
-    o.endpoint = endpoint_of(source_);
+    o.endpoint = source_.endpoint();
     o.credentials.user = "alice";
     o.credentials.secret = "pw";
     o.account_name = "alice";
@@ -72,7 +63,7 @@ class ImportServerErrorsTest : public ::testing::Test {
   importing::ImportOptions options() {
     importing::ImportOptions o;
     o.archive_dir = archive_dir();
-    o.endpoint = endpoint_of(target_);
+    o.endpoint = target_.endpoint();
     o.credentials.user = "bob";
     o.credentials.secret = "pw";
     o.account = "alice";

@@ -704,4 +704,13 @@ void FakeImapServer::standard(FakeExchange& x) {
   }
 }
 
+imap::Endpoint FakeImapServer::endpoint(int timeout_seconds) const {
+  imap::Endpoint e;
+  e.host = host_;
+  e.port = port_;
+  e.tls = imap::TlsMode::none;
+  e.timeout = std::chrono::seconds(timeout_seconds);
+  return e;
+}
+
 }  // namespace imapstage::testing

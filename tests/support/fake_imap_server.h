@@ -30,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include "imap/session.h"
+
 namespace imapstage::testing {
 
 struct FakeMessage {
@@ -105,6 +107,8 @@ class FakeImapServer {
 
   const std::string& host() const { return host_; }   // "127.0.0.1"
   uint16_t port() const { return port_; }
+  // Where imapstage connects to it: cleartext, `timeout_seconds` per read.
+  imap::Endpoint endpoint(int timeout_seconds = 3) const;
 
   // --- scripting ---
   void expect(std::string pattern, std::string response);
