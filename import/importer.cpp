@@ -118,11 +118,12 @@ class AccountImport {
       const AppendRecord& p,
       std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>>& by_fingerprint,
       const std::set<uint32_t>& claimed);
-  // After an APPEND that gave UIDs: the sizes of the server's copies (one
-  // UID FETCH), and for a copy whose size differs or whose message a known
-  // server rewrites (at_risk), its bytes: a copy the server changed is
-  // reported per message as a known rewrite (message_rewritten) or, when no
-  // known rewrite explains it, as altered (a warning). Nothing is re-sent.
+  // After an APPEND that gave UIDs: the bytes of every copy whose message a
+  // known server rewrites (at_risk) and, while check_sizes_ holds, of every
+  // copy whose size (one UID FETCH per group) differs: a copy the server
+  // changed is reported per message as a known rewrite (message_rewritten)
+  // or, when no known rewrite explains it, as altered (a warning). Nothing
+  // is re-sent.
   // --sync-expunges: expunges on the target what this target received of
   // the folder's messages that the source has expunged since.
   void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
@@ -156,6 +157,9 @@ class AccountImport {
   // quarter towards the options after each group that went through.
   size_t group_limit_ = 0;
   uint64_t group_bytes_limit_ = 0;
+  // Whether check_stored still compares the sizes of every stored copy: at
+  // the start of each folder, and for as long as a group shows a difference.
+  bool check_sizes_ = true;
 };
 
 void AccountImport::emit(nlohmann::json event) {
@@ -762,24 +766,43 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
   }
   std::sort(uids.begin(), uids.end());
   std::vector<uint32_t> suspects;
-  std::set<uint32_t> seen;
-  auto fetch_sizes = [&] {
-    for (auto& ranges : exporting::uid_batches(uids, uids.size()))
-      session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
-        auto it = index.find(uid);
-        if (it == index.end() || !seen.insert(uid).second) return;
-        const std::string& body = *bodies[it->second];
-        if (size != body.size() || at_risk(body)) suspects.push_back(uid);
-      });
-  };
-  fetch_sizes();
-  if (seen.size() < uids.size()) {
-    // Courier shows this session's APPENDs in the selected mailbox only after a NOOP.
-    session_->noop();
+  bool noop_sent = false;
+  if (check_sizes_) {
+    std::set<uint32_t> seen;
+    bool size_differs = false;
+    auto fetch_sizes = [&] {
+      for (auto& ranges : exporting::uid_batches(uids, uids.size()))
+        session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+          auto it = index.find(uid);
+          if (it == index.end() || !seen.insert(uid).second) return;
+          const std::string& body = *bodies[it->second];
+          if (size != body.size()) size_differs = true;
+          if (size != body.size() || at_risk(body)) suspects.push_back(uid);
+        });
+    };
     fetch_sizes();
+    if (seen.size() < uids.size()) {
+      // Courier shows this session's APPENDs in the selected mailbox only after a NOOP.
+      session_->noop();
+      noop_sent = true;
+      fetch_sizes();
+    }
+    // A server that changes what it stores does it from the first messages
+    // of a folder on: once a group came back unchanged, only the messages a
+    // known server rewrites are fetched back for the rest of the folder.
+    check_sizes_ = size_differs;
+  } else {
+    for (auto& [uid, i] : index)
+      if (at_risk(*bodies[i])) suspects.push_back(uid);
+    std::sort(suspects.begin(), suspects.end());
   }
   for (uint32_t uid : suspects) {
     auto fm = session_->fetch_one(uid);
+    if (!fm && !noop_sent) {
+      session_->noop();
+      noop_sent = true;
+      fm = session_->fetch_one(uid);
+    }
     if (!fm) continue;
     size_t i = index.at(uid);
     const MessageRecord& source = *appended[i].second;
@@ -807,6 +830,7 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
 
 void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count) {
   result.failed.clear();  // a retry settles again what failed
+  check_sizes_ = true;
   result.already_there = 0;
   result.source_messages = 0;
   if (!m.exists) {
