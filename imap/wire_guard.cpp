@@ -1,6 +1,7 @@
 #include "imap/wire_guard.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 
 #include <fmt/format.h>
@@ -75,6 +76,13 @@ bool WireGuard::permanent_flags_byte(char c, PermanentFlags& st) {
   return true;
 }
 
+// The bytes inside a literal that the shadow parse in feed() acts on.
+constexpr std::array<bool, 256> kShadowByte = [] {
+  std::array<bool, 256> t{};
+  t['['] = t['('] = t[')'] = t['\n'] = true;
+  return t;
+}();
+
 bool WireGuard::feed(std::string_view b) {
   if (broken()) return false;
   received_ += b.size();
@@ -84,7 +92,15 @@ bool WireGuard::feed(std::string_view b) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(literal_left_, b.size() - i));
       std::string_view chunk = b.substr(i, n);
       size_t line_start = 0;
+      const auto* bytes = reinterpret_cast<const unsigned char*>(chunk.data());
       for (size_t k = 0; k < n; ++k) {
+        // Message bodies are most of what arrives: bytes that change nothing
+        // (all but [ ( ) LF while no PERMANENTFLAGS list is being read) are
+        // skipped in a tight loop.
+        if (!shadow_flags_.matched && !shadow_flags_.check) {
+          while (k < n && !kShadowByte[bytes[k]]) ++k;
+          if (k == n) break;
+        }
         char c = chunk[k];
         if ((c == '[' || shadow_flags_.matched || shadow_flags_.check) && !permanent_flags_byte(c, shadow_flags_))
           return fail("a PERMANENTFLAGS list whose first flag cannot be parsed");
