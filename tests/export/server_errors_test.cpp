@@ -24,11 +24,6 @@ using testing::FakeExchange;
 using testing::FakeImapServer;
 using testing::TempDir;
 
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
 std::string message(int n) {
   std::string body = "Message-ID: <e" + std::to_string(n) + "@fake>\r\nSubject: export " + std::to_string(n) +
                      "\r\n\r\n";

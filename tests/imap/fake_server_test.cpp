@@ -18,11 +18,6 @@ namespace {
 using testing::FakeExchange;
 using testing::FakeImapServer;
 
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
 std::unique_ptr<Session> logged_in(const FakeImapServer& server, int timeout_seconds = 5) {
   auto s = Session::connect(server.endpoint(timeout_seconds));
   Credentials c;

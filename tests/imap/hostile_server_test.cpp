@@ -43,11 +43,6 @@ using testing::FakeExchange;
 using testing::FakeImapServer;
 using testing::TempDir;
 
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
 std::string message(int n) {
   std::string body = "Message-ID: <h" + std::to_string(n) + "@fake>\r\nSubject: hostile " + std::to_string(n) +
                      "\r\n\r\n";

@@ -24,11 +24,6 @@ using testing::FakeExchange;
 using testing::FakeImapServer;
 using testing::TempDir;
 
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
 // Messages 1..6; the odd ones carry raw 8-bit bytes in a header field.
 std::string message(int n) {
   std::string subject = n % 2 ? "Gr\xc3\xbc\xc3\x9f" "e " : "hello ";

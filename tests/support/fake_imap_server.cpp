@@ -1,5 +1,7 @@
 #include "tests/support/fake_imap_server.h"
 
+#include <csignal>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -232,6 +234,9 @@ std::string FakeExchange::fetch_response(uint32_t uid) {
 // --- FakeImapServer ------------------------------------------------------------------
 
 FakeImapServer::FakeImapServer() : threads_(std::make_unique<Threads>()) {
+  // Both ends write to sockets the other may have closed (drop tests):
+  // those writes must fail with EPIPE, not kill the test process.
+  std::signal(SIGPIPE, SIG_IGN);
   folders_.push_back(FakeFolder{"INBOX", {"\\HasNoChildren"}, true, 1, 1, {}});
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};

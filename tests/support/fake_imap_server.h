@@ -99,7 +99,8 @@ class FakeImapServer {
  public:
   using Handler = std::function<void(FakeExchange&)>;
 
-  // Starts listening at once. The mailbox holds an empty INBOX.
+  // Starts listening at once. The mailbox holds an empty INBOX. Sets SIGPIPE
+  // to be ignored in the process (a write to a dropped connection fails instead).
   FakeImapServer();
   ~FakeImapServer();
   FakeImapServer(const FakeImapServer&) = delete;
