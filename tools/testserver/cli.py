@@ -268,7 +268,7 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s.add_argument("dir", metavar="DIR")
     s.add_argument("name", metavar="NAME", help="lower-case letters, digits and . _ @ + -")
     s.add_argument("password", metavar="PASSWORD", nargs="?")
-    s.add_argument("--seed", default="none", help="mail for a new account: none (default), default or bench:N")
+    s.add_argument("--seed", default="none", help="mail for a new account: none (default), default, bench:N or small:N (N messages of 1-3 KB over twenty folders)")
     s.add_argument("--empty", action="store_true", help="no mail (the default; same as --seed none)")
     s.set_defaults(func=cmd_add_user)
 

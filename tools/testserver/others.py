@@ -738,8 +738,8 @@ def add_user(d, name, password=None, seed="none"):
     mail unless a new password is given. Returns the password."""
     import re
     check_user_name(name)
-    if seed != "none" and seed != "default" and not re.match(r"^bench:\d+$", seed):
-        raise HarnessError(f"bad seed {seed!r}: use default, none or bench:N")
+    if seed != "none" and seed != "default" and not re.match(r"^(bench|small):\d+$", seed):
+        raise HarnessError(f"bad seed {seed!r}: use default, none, bench:N or small:N")
     d = os.path.abspath(d)
     _, owner, _ = _mail_identity()
     with Lock(d):

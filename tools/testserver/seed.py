@@ -30,7 +30,7 @@ import time
 
 from . import mutf7
 
-__all__ = ["Message", "Folder", "plan_default", "plan_bench", "plan_for", "write_maildir", "maildir_path"]
+__all__ = ["Message", "Folder", "plan_default", "plan_bench", "plan_small", "plan_for", "write_maildir", "maildir_path"]
 
 
 class Message:
@@ -515,12 +515,38 @@ def plan_bench(user, n):
     return out
 
 
+SMALL_FOLDERS = ["INBOX", "Sent", "Drafts", "Trash", "Junk"] + ["Archive/%d" % y for y in range(2012, 2027)]
+
+
+def plan_small(user, n):
+    """`n` small messages (1-3 KB, the bulk of real mailboxes) over twenty folders,
+    INBOX holding a quarter of them."""
+    rng = random.Random(f"imapstage-small-v1:{user}:{n}")
+    b = _Builder(rng, "small-" + hashlib.sha256(user.encode()).hexdigest()[:8], "small.example.test")
+    to_addr = f"{user}@example.test"
+    weights = [25] + [75 / (len(SMALL_FOLDERS) - 1)] * (len(SMALL_FOLDERS) - 1)
+    folders = {name: Folder(name, True) for name in SMALL_FOLDERS}
+    for _ in range(n):
+        name = rng.choices(SMALL_FOLDERS, weights)[0]
+        size = rng.randint(1000, 3000)
+        when = _random_time(rng)
+        data, mid = b.message("plain", size, when, to_addr)
+        flags, kws = _flags_for(rng, name if name in ("Sent", "Trash", "Drafts") else "INBOX")
+        folders[name].messages.append(Message(data, flags, kws, when, mid))
+    out = [folders[name] for name in SMALL_FOLDERS]
+    for f in out:
+        f.messages.sort(key=lambda m: m.internaldate)
+    return out
+
+
 def plan_for(user, seed):
-    """The plan for a seed spec ("default", "bench:N", "none")."""
+    """The plan for a seed spec ("default", "bench:N", "small:N", "none")."""
     if seed == "default":
         return plan_default(user)
     if seed.startswith("bench:"):
         return plan_bench(user, int(seed.split(":", 1)[1]))
+    if seed.startswith("small:"):
+        return plan_small(user, int(seed.split(":", 1)[1]))
     if seed in ("none", "empty"):
         return []
     raise ValueError(f"unknown seed {seed!r}")

@@ -519,7 +519,7 @@ def _prepare_start(d, seed, users, target_users, append_limit, alt_special_use):
         if bench_n < 0:
             raise HarnessError(f"bad seed {seed!r}: use bench:N with N >= 0")
     elif seed not in ("default", "none"):
-        raise HarnessError(f"bad seed {seed!r}: use default, none or bench:N")
+        raise HarnessError(f"bad seed {seed!r}: use default, none, bench:N or small:N")
     for u in users + target_users:
         check_user_name(u)
     if append_limit < 0:
@@ -713,8 +713,8 @@ def add_user(d, name, password=None, seed="none"):
     an existing one keeps its password and mail unless a new password is given.
     Returns the password."""
     check_user_name(name)
-    if seed != "none" and seed != "default" and not re.match(r"^bench:\d+$", seed):
-        raise HarnessError(f"bad seed {seed!r}: use default, none or bench:N")
+    if seed != "none" and seed != "default" and not re.match(r"^(bench|small):\d+$", seed):
+        raise HarnessError(f"bad seed {seed!r}: use default, none, bench:N or small:N")
     d = os.path.abspath(d)
     if instance_kind(d) != "dovecot":
         from . import others
