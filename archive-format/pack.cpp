@@ -273,10 +273,25 @@ std::string Compressor::compress(std::string_view raw) {
 
 // ---- PackWriter --------------------------------------------------------------
 
+// Records are gathered in a buffer of about this size and written with one
+// pwrite: a small message would otherwise cost two system calls (payload,
+// then header). A payload that does not fit goes to the file directly.
+constexpr size_t kWriteBuffer = 1u << 20;
+
 struct PackWriter::Impl {
   std::filesystem::path path;
   Fd fd;
-  uint64_t size = 0;
+  uint64_t size = 0;      // bytes written so far, buffered ones included
+  std::string buffer;     // bytes [buffer_at, size) not yet written to the file
+  uint64_t buffer_at = 0; // the file holds exactly the bytes before this offset
+
+  // Writes the buffer out. On failure the buffer is kept (truncate() drops it).
+  void flush() {
+    if (buffer.empty()) return;
+    pwrite_full(fd.get(), buffer.data(), buffer.size(), buffer_at, path);
+    buffer_at += buffer.size();
+    buffer.clear();
+  }
 };
 
 PackWriter::PackWriter() : impl_(std::make_unique<Impl>()) {}
@@ -308,6 +323,7 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
     throw;
   }
   w.impl_->size = kPackHeaderSize;
+  w.impl_->buffer_at = kPackHeaderSize;
   return w;
 }
 
@@ -325,6 +341,7 @@ PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size, co
     fsync_fd(w.impl_->fd.get(), file);
   }
   w.impl_->size = size;
+  w.impl_->buffer_at = size;
   return w;
 }
 
@@ -338,15 +355,33 @@ PackRecordInfo PackWriter::append(RecordKind kind, const Hash& hash, uint64_t ra
 PackRecordInfo PackWriter::append_streamed(
     RecordKind kind, const Hash& hash, uint64_t raw_size,
     const std::function<void(const std::function<void(std::string_view)>&)>& produce) {
-  uint64_t at = impl_->size;
+  Impl& w = *impl_;
+  const uint64_t at = w.size;
   uint64_t stored = 0;
+  // The record stays in the buffer while it fits; else what is buffered is
+  // written out and the rest of the record goes straight to the file.
+  bool buffered = true;
   try {
+    if (w.buffer.capacity() < kWriteBuffer) w.buffer.reserve(kWriteBuffer);
+    w.buffer.append(kRecordHeaderSize, '\0');  // the header, filled in below
     produce([&](std::string_view piece) {
-      pwrite_full(impl_->fd.get(), piece.data(), piece.size(), at + kRecordHeaderSize + stored, impl_->path);
+      if (buffered && w.buffer.size() + piece.size() > kWriteBuffer) {
+        w.flush();
+        buffered = false;
+      }
+      if (buffered) w.buffer.append(piece);
+      else pwrite_full(w.fd.get(), piece.data(), piece.size(), at + kRecordHeaderSize + stored, w.path);
       stored += piece.size();
     });
     std::string header = encode_record_header(kind, hash, raw_size, stored);
-    pwrite_full(impl_->fd.get(), header.data(), header.size(), at, impl_->path);
+    if (buffered) {
+      std::memcpy(w.buffer.data() + (at - w.buffer_at), header.data(), header.size());
+    } else {
+      pwrite_full(w.fd.get(), header.data(), header.size(), at, w.path);
+      w.buffer_at = at + kRecordHeaderSize + stored;
+    }
+    w.size = at + kRecordHeaderSize + stored;
+    if (w.buffer.size() >= kWriteBuffer / 2) w.flush();
   } catch (...) {
     truncate(at);
     throw;
@@ -358,14 +393,27 @@ PackRecordInfo PackWriter::append_streamed(
   info.record_size = kRecordHeaderSize + stored;
   info.raw_size = raw_size;
   info.stored_size = stored;
-  impl_->size = at + info.record_size;
   return info;
 }
 
-void PackWriter::sync() { fsync_fd(impl_->fd.get(), impl_->path); }
+void PackWriter::sync() {
+  impl_->flush();
+  fsync_fd(impl_->fd.get(), impl_->path);
+}
 
 void PackWriter::truncate(uint64_t size) noexcept {
-  if (impl_->fd.get() >= 0 && ::ftruncate(impl_->fd.get(), static_cast<off_t>(size)) == 0) impl_->size = size;
+  Impl& w = *impl_;
+  if (size >= w.buffer_at && size - w.buffer_at <= w.buffer.size()) {
+    // Only buffered bytes go; the file may hold a partly failed write past buffer_at.
+    w.buffer.resize(size - w.buffer_at);
+    if (w.fd.get() >= 0 && ::ftruncate(w.fd.get(), static_cast<off_t>(w.buffer_at)) == 0) w.size = size;
+    return;
+  }
+  w.buffer.clear();
+  if (w.fd.get() >= 0 && ::ftruncate(w.fd.get(), static_cast<off_t>(size)) == 0) {
+    w.size = size;
+    w.buffer_at = size;
+  }
 }
 
 // ---- PackReader --------------------------------------------------------------

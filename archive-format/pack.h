@@ -90,7 +90,9 @@ class Compressor {
 };
 
 // Appends records to one pack file. Move-only; owns its file descriptor.
-// Nothing is durable before sync().
+// Small records are gathered in a write buffer (about 1 MiB) and written
+// together: the file may lag behind size() until sync(). Nothing is durable,
+// nor visible to readers of the file, before sync().
 class PackWriter {
  public:
   // Creates a new pack holding only its file header, durably (the file and

@@ -74,6 +74,7 @@ struct Lane {
   std::unique_ptr<imap::Session> session;
   std::unique_ptr<Batch> batch;
   uint64_t progress_marker = 0;  // grows whenever this lane commits; resets its retry budget
+  Clock::time_point last_commit = Clock::now();
 };
 
 // The state of one account's export while it runs.
@@ -195,12 +196,14 @@ void AccountExport::drop_session(Lane& lane) {
 
 void AccountExport::commit_if_due(Lane& lane, bool force) {
   if (!lane.batch) return;
+  auto now = Clock::now();
   if (force || lane.batch->pending_bytes() >= options_.commit_bytes ||
-      lane.batch->pending_changes() >= options_.commit_messages) {
+      lane.batch->pending_changes() >= options_.commit_messages || now - lane.last_commit >= options_.commit_interval) {
     if (lane.batch->pending_changes() > 0 || lane.batch->pending_bytes() > 0) {
       lane.batch->commit();
       ++lane.progress_marker;
     }
+    lane.last_commit = now;
   }
 }
 

@@ -47,8 +47,13 @@ struct ExportOptions {
   // beyond the first is reported and the others go on.
   int connections = 1;
   uint32_t fetch_batch = 500;            // UIDs per UID FETCH command
-  uint64_t commit_bytes = 32ull << 20;   // commit after this many compressed bytes...
-  size_t commit_messages = 2000;         // ...or this many index changes
+  // A commit makes what a lane fetched durable (an fsync of the pack and of
+  // the index): it comes after this many compressed bytes, this many index
+  // changes or this much time, whichever is first. Work since the last commit
+  // is fetched again after a crash.
+  uint64_t commit_bytes = 32ull << 20;
+  size_t commit_messages = 10000;
+  std::chrono::milliseconds commit_interval{2000};
   archive::Archive::Options archive_options;
   // Asked between folders and between FETCH commands; when it returns true
   // the export stops with Error(interrupted) after committing what arrived

@@ -87,6 +87,7 @@ TEST(Pack, StreamedRecordsEqualWholeOnesAndAFailedOneLeavesNoTrace) {
                                  }),
                Error);
   EXPECT_EQ(w.size(), before);
+  w.sync();  // small records wait in the write buffer until then
   EXPECT_EQ(fs::file_size(file), before);
   written.push_back(w.append(RecordKind::object, sha256("after"), 5, c.compress("after")));
   raws.push_back("after");
@@ -104,6 +105,48 @@ TEST(Pack, StreamedRecordsEqualWholeOnesAndAFailedOneLeavesNoTrace) {
   EXPECT_FALSE(r.next());
 }
 
+TEST(Pack, SmallRecordsAreWrittenTogetherAndAllReachTheFileAtSync) {
+  TempDir dir;
+  fs::path file = dir.path() + "/b.pack";
+  Compressor c(1);
+  auto w = PackWriter::create(file, 9);
+  std::vector<std::string> raws;
+  std::vector<PackRecordInfo> written;
+  auto add = [&](std::string raw) {
+    written.push_back(w.append(RecordKind::object, sha256(raw), raw.size(), c.compress(raw)));
+    raws.push_back(std::move(raw));
+  };
+  for (int i = 0; i < 20; ++i) add("message " + std::to_string(i));
+  EXPECT_EQ(fs::file_size(file), kPackHeaderSize);  // still buffered
+  // A record larger than the buffer (incompressible) between small ones.
+  std::string noise;
+  uint64_t x = 88172645463325252ull;
+  while (noise.size() < (3u << 20)) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    noise.append(reinterpret_cast<const char*>(&x), 8);
+  }
+  add(noise);
+  EXPECT_GE(fs::file_size(file), written.back().offset + written.back().record_size);
+  add("after the large one");
+  // Cutting back inside the buffer drops only buffered bytes.
+  uint64_t keep = w.size();
+  add("dropped");
+  w.truncate(keep);
+  raws.pop_back();
+  written.pop_back();
+  add("last");
+  w.sync();
+  EXPECT_EQ(fs::file_size(file), w.size());
+  PackReader r(file);
+  for (size_t i = 0; i < raws.size(); ++i) {
+    auto info = r.next();
+    ASSERT_TRUE(info) << i;
+    EXPECT_EQ(info->offset, written[i].offset);
+    EXPECT_EQ(decode_payload(*info, r.read_payload(), file), raws[i]);
+  }
+  EXPECT_FALSE(r.next());
+}
+
 TEST(Pack, TornTailIsRecognised) {
   TempDir dir;
   fs::path file = dir.path() + "/p.pack";
@@ -115,6 +158,7 @@ TEST(Pack, TornTailIsRecognised) {
     w.append(RecordKind::object, sha256(raw), raw.size(), c.compress(raw));
     end = w.size();
     w.append(RecordKind::object, sha256("x"), 1, c.compress("x"));
+    w.sync();
   }
   std::string whole = read_file(file);
   for (uint64_t cut : {end + 10, end + kRecordHeaderSize, static_cast<uint64_t>(whole.size() - 1)}) {
