@@ -29,8 +29,8 @@
 namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
-// version (1) is read too; a writer opening an older archive upgrades it.
-inline constexpr uint32_t kFormatVersion = 2;
+// version (1, 2) is read too; a writer opening an older archive upgrades it.
+inline constexpr uint32_t kFormatVersion = 3;
 
 // System flags, as a bit set. \Recent is never stored.
 enum Flag : uint32_t {
@@ -113,11 +113,16 @@ struct MessageRecord {
 };
 
 // Where an object's bytes live.
+// A small object may share a group record with others (format version 3):
+// then offset and record_size are the group record's, and the object's bytes
+// start at member_offset of the group's uncompressed payload.
 struct ObjectLocation {
   uint64_t pack_id = 0;
   uint64_t offset = 0;       // of the record's first byte in the pack
   uint64_t record_size = 0;  // the whole record, header included
   uint64_t raw_size = 0;     // uncompressed message size
+  bool grouped = false;      // in a group record
+  uint64_t member_offset = 0;
 };
 
 struct PackInfo {
@@ -179,9 +184,16 @@ class Batch {
   Batch& operator=(const Batch&) = delete;
 
   // Stores `raw` compressed under `hash` unless the archive (or this batch)
-  // already has that hash. Returns true when the bytes were new.
+  // already has that hash. Returns true when the bytes were new. An object
+  // under 64 KiB waits (raw) until about 256 KiB of them can be compressed
+  // together into one group record (FORMAT.md, "Group records").
   // REQUIRES: hash == sha256(raw) (checked in debug builds).
   bool put_object(const Hash& hash, std::string_view raw);
+  // Compresses the small objects waiting for a group now (commit() does too).
+  void close_group();
+  // Compressed bytes of every record this batch has made so far (objects whose
+  // group is still open are not counted yet), for reporting what was stored.
+  uint64_t stored_bytes() const;
 
   // Assigns record.id when 0 (ids come from the index, never reused).
   uint32_t put_account(AccountRecord& record);
@@ -190,7 +202,8 @@ class Batch {
   void put_append(const AppendRecord& record);
   void erase_append(const AppendKey& key);
 
-  // Bytes of compressed data and number of staged changes so far, for deciding when to commit.
+  // Bytes staged so far (compressed; raw for objects waiting for a group) and
+  // number of staged changes, for deciding when to commit.
   uint64_t pending_bytes() const;
   size_t pending_changes() const;
 
@@ -219,6 +232,10 @@ class Archive {
     // 149.4 MB in 0.37 s against 148.7 MB in 0.45 s.
     int zstd_level = 2;
     uint64_t map_size = 64ull << 30;          // LMDB map size (sparse)
+    // Gather objects under 64 KiB into group records (FORMAT.md, "Group
+    // records"). False writes one object record per object, as version 2
+    // writers did: damage to one record then touches one message only.
+    bool group_small_objects = true;
   };
 
   // Opens the archive at `dir`. Throws Error(not_found) if it is not an

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "archive-format/pack.h"
 #include "common/error.h"
 
 namespace imapstage::archive::codec {
@@ -87,6 +88,12 @@ class Reader {
   void version(uint8_t expected) {
     uint8_t v = u8();
     if (v != expected) malformed(std::string(what_) + " has unknown layout version " + std::to_string(v));
+  }
+  // One of the layouts lo..hi; returns it.
+  uint8_t version(uint8_t lo, uint8_t hi) {
+    uint8_t v = u8();
+    if (v < lo || v > hi) malformed(std::string(what_) + " has unknown layout version " + std::to_string(v));
+    return v;
   }
   bool boolean() {
     uint8_t v = u8();
@@ -338,23 +345,34 @@ AppendRecord decode_append(std::string_view key, std::string_view value) {
   return r;
 }
 
+// Layout 1: an object record of its own; layout 2 (format version 3): a member
+// of a group record, with its offset in the group's payload.
+constexpr uint8_t kGroupedObjectLayout = 2;
+
 std::string encode_object(const ObjectLocation& r) {
   Writer w;
-  w.u8(kValueVersion);
+  w.u8(r.grouped ? kGroupedObjectLayout : kValueVersion);
   w.u64(r.pack_id);
   w.u64(r.offset);
   w.u64(r.record_size);
   w.u64(r.raw_size);
+  if (r.grouped) w.u64(r.member_offset);
   return w.take();
 }
 ObjectLocation decode_object(std::string_view value) {
   ObjectLocation r;
   Reader in(value, "object value");
-  in.version(kValueVersion);
+  uint8_t layout = in.version(kValueVersion, kGroupedObjectLayout);
   r.pack_id = in.u64();
   r.offset = in.u64();
   r.record_size = in.u64();
   r.raw_size = in.u64();
+  if (layout == kGroupedObjectLayout) {
+    r.grouped = true;
+    r.member_offset = in.u64();
+    if (r.raw_size > kMaxGroupRaw || r.member_offset > kMaxGroupRaw - r.raw_size)
+      malformed("object value has an impossible place in its group");
+  }
   in.end();
   if (r.offset > UINT64_MAX - r.record_size) malformed("object value has an impossible extent");
   return r;

@@ -117,7 +117,8 @@ PackRecordInfo parse_record_header(const char* h, uint64_t offset, uint64_t file
   if (get_le(h + 60, 4) != crc32c(std::string_view(h, 60)))
     corrupt_record(file, offset, "record header checksum mismatch", expected_hex);
   uint8_t kind = static_cast<uint8_t>(h[4]);
-  if (kind != static_cast<uint8_t>(RecordKind::object) && kind != static_cast<uint8_t>(RecordKind::journal))
+  if (kind != static_cast<uint8_t>(RecordKind::object) && kind != static_cast<uint8_t>(RecordKind::journal) &&
+      kind != static_cast<uint8_t>(RecordKind::group))
     corrupt_record(file, offset, fmt::format("unknown record kind {}", kind), expected_hex);
   if (h[5] || h[6] || h[7] || get_le(h + 56, 4)) corrupt_record(file, offset, "reserved header bytes are set", expected_hex);
   PackRecordInfo info;
@@ -512,7 +513,7 @@ namespace {
 // Opens the record at `offset`, checks its header against what is expected.
 PackRecordInfo open_record(Fd& fd, const std::filesystem::path& file, uint64_t offset, RecordKind kind,
                            const Hash& expected, std::optional<uint64_t> raw_size, const std::filesystem::path& root) {
-  std::string hex = to_hex(expected);
+  std::string hex = kind == RecordKind::group ? std::string() : to_hex(expected);
   try {
     fd = open_file(file, O_RDONLY, root);
   } catch (const Error& e) {
@@ -526,8 +527,17 @@ PackRecordInfo open_record(Fd& fd, const std::filesystem::path& file, uint64_t o
     corrupt_record(file, offset, "the file ended while reading the record header", hex);
   auto info = parse_record_header(h, offset, size, file, hex);
   if (info.kind != kind)
-    corrupt_record(file, offset, kind == RecordKind::object ? "the record is not an object" : "the record is not a journal",
+    corrupt_record(file, offset,
+                   kind == RecordKind::object    ? "the record is not an object"
+                   : kind == RecordKind::journal ? "the record is not a journal"
+                                                 : "the record is not a group",
                    hex);
+  if (kind == RecordKind::group) {
+    // A group is found by its place; its own hash is checked as it decodes.
+    if (info.raw_size > kMaxGroupRaw)
+      corrupt_record(file, offset, fmt::format("a group record of {} bytes (at most {})", info.raw_size, kMaxGroupRaw));
+    return info;
+  }
   if (info.hash != expected)
     corrupt_record(file, offset, "the record holds object " + to_hex(info.hash) + ", not the expected one", hex);
   if (raw_size && info.raw_size != *raw_size)
@@ -566,6 +576,115 @@ void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKi
                   return got;
                 },
                 file, out);
+}
+
+// ---- group records -------------------------------------------------------------
+
+void GroupBuilder::add(const Hash& hash, std::string_view bytes) {
+  table_.emplace_back(hash, bytes.size());
+  bytes_.append(bytes);
+}
+
+std::vector<GroupMember> GroupBuilder::table() const {
+  std::vector<GroupMember> out;
+  out.reserve(table_.size());
+  uint64_t at = 4 + 40 * table_.size();
+  for (auto& [hash, size] : table_) {
+    out.push_back({hash, at, size});
+    at += size;
+  }
+  return out;
+}
+
+std::string GroupBuilder::finish() {
+  std::string raw;
+  raw.reserve(raw_size());
+  char n[8];
+  put_le(n, table_.size(), 4);
+  raw.append(n, 4);
+  for (auto& [hash, size] : table_) {
+    raw.append(reinterpret_cast<const char*>(hash.data()), hash.size());
+    put_le(n, size, 8);
+    raw.append(n, 8);
+  }
+  raw.append(bytes_);
+  table_.clear();
+  bytes_.clear();
+  return raw;
+}
+
+namespace {
+
+// The table at the start of a group payload; `total` is the payload's size
+// (the sizes must add up to it). `raw` holds at least the table.
+std::vector<GroupMember> parse_group_table(std::string_view raw, uint64_t total, const std::filesystem::path& file,
+                                           uint64_t offset) {
+  if (raw.size() < 4) corrupt_record(file, offset, "a group payload without its member count");
+  uint64_t count = get_le(raw.data(), 4);
+  if (count == 0 || count > kMaxGroupMembers)
+    corrupt_record(file, offset, fmt::format("a group of {} members (1 to {})", count, kMaxGroupMembers));
+  uint64_t table = 4 + 40 * count;
+  if (raw.size() < table || total < table) corrupt_record(file, offset, "the group's member table is cut short");
+  std::vector<GroupMember> out;
+  out.reserve(count);
+  uint64_t at = table;
+  for (uint64_t i = 0; i < count; ++i) {
+    const char* e = raw.data() + 4 + 40 * i;
+    GroupMember m;
+    std::memcpy(m.hash.data(), e, 32);
+    m.size = get_le(e + 32, 8);
+    m.offset = at;
+    if (m.size > total - at) corrupt_record(file, offset, "the group's members run past its payload");
+    at += m.size;
+    out.push_back(m);
+  }
+  if (at != total) corrupt_record(file, offset, "the group's members do not fill its payload");
+  return out;
+}
+
+}  // namespace
+
+std::vector<GroupMember> parse_group(std::string_view raw, const std::filesystem::path& file, uint64_t offset) {
+  return parse_group_table(raw, raw.size(), file, offset);
+}
+
+std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::string_view stored,
+                                            const std::filesystem::path& file) {
+  if (info.kind != RecordKind::group) corrupt_record(file, info.offset, "the record is not a group");
+  if (info.raw_size > kMaxGroupRaw)
+    corrupt_record(file, info.offset, fmt::format("a group record of {} bytes (at most {})", info.raw_size, kMaxGroupRaw));
+  if (stored.size() != info.stored_size) corrupt_record(file, info.offset, "payload size differs from its header");
+  DCtx d;
+  std::string head;
+  std::string out_buf(4096, '\0');
+  ZSTD_inBuffer in{stored.data(), stored.size(), 0};
+  uint64_t need = 4;
+  while (head.size() < need) {
+    ZSTD_outBuffer o{out_buf.data(), out_buf.size(), 0};
+    size_t rc = ZSTD_decompressStream(d.ctx, &o, &in);
+    if (ZSTD_isError(rc))
+      corrupt_record(file, info.offset, std::string("payload does not decompress: ") + ZSTD_getErrorName(rc));
+    head.append(out_buf.data(), o.pos);
+    if (head.size() >= 4 && need == 4) {
+      uint64_t count = get_le(head.data(), 4);
+      if (count == 0 || count > kMaxGroupMembers)
+        corrupt_record(file, info.offset, fmt::format("a group of {} members (1 to {})", count, kMaxGroupMembers));
+      need = 4 + 40 * count;
+      if (need > info.raw_size) corrupt_record(file, info.offset, "the group's member table is cut short");
+    }
+    if (head.size() < need && (rc == 0 || (o.pos == 0 && in.pos == in.size)))
+      corrupt_record(file, info.offset, "the group's member table is cut short");
+  }
+  return parse_group_table(head, info.raw_size, file, info.offset);
+}
+
+std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root) {
+  Fd fd;
+  auto info = open_record(fd, file, offset, RecordKind::group, Hash{}, std::nullopt, root);
+  std::string stored(info.stored_size, '\0');
+  if (pread_full(fd.get(), stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
+    corrupt_record(file, offset, "the file ended while reading the payload");
+  return decode_payload(info, stored, file);
 }
 
 }  // namespace imapstage::archive

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "archive-format/hash.h"
 
@@ -26,6 +27,8 @@ enum class RecordKind : uint8_t {
   object = 1,   // a message's raw bytes; `hash` is its content address
   journal = 2,  // index changes of one committed batch (accounts, folders, messages,
                 // appends), so the index can be rebuilt from the packs alone
+  group = 3,    // several small objects compressed together (format version 3);
+                // `hash` is the SHA-256 of the whole group payload
 };
 
 // What a record header says about its payload.
@@ -133,6 +136,50 @@ class PackWriter {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// ---- group records (FORMAT.md, "Group records") --------------------------------
+// A group payload is `u32 count`, then `count` entries of (hash, u64 size),
+// then the members' bytes back to back in table order.
+
+// One object inside a group payload.
+struct GroupMember {
+  Hash hash{};
+  uint64_t offset = 0;  // of its first byte in the (uncompressed) group payload
+  uint64_t size = 0;
+};
+
+// Readers refuse group records larger than this (raw) or with more members.
+inline constexpr uint64_t kMaxGroupRaw = 4ull << 20;
+inline constexpr uint32_t kMaxGroupMembers = 65536;
+
+// Gathers objects into one group payload.
+class GroupBuilder {
+ public:
+  void add(const Hash& hash, std::string_view bytes);
+  size_t members() const { return table_.size(); }
+  // The size the payload will have (table included).
+  uint64_t raw_size() const { return 4 + 40 * table_.size() + bytes_.size(); }
+  // The members so far (offsets as they will be in the payload).
+  std::vector<GroupMember> table() const;
+  // The payload; the builder is empty afterwards.
+  std::string finish();
+
+ private:
+  std::vector<std::pair<Hash, uint64_t>> table_;
+  std::string bytes_;
+};
+
+// The members of a decoded group payload. Throws Error(corrupt) naming `file`
+// and `offset` when the table is malformed or the sizes do not add up to the
+// payload's size.
+std::vector<GroupMember> parse_group(std::string_view raw, const std::filesystem::path& file, uint64_t offset);
+// The member table of a group record, decoding only the start of its stored
+// payload (the members' bytes are not checked: decode_payload does that).
+std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::string_view stored,
+                                            const std::filesystem::path& file);
+// Reads the group record at `offset` of `file`, checks its header, frame,
+// size (at most kMaxGroupRaw) and SHA-256, and returns its payload.
+std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root = {});
 
 // CRC-32C (Castagnoli), as used by pack and record headers.
 uint32_t crc32c(std::string_view bytes);

@@ -197,15 +197,44 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
         ++report.records;
         end = info->offset + info->record_size;
         std::string raw;
+        std::vector<GroupMember> members;
         try {
-          if (info->kind == RecordKind::object) decode_payload_to(*info, reader->read_payload(), file, [](std::string_view) {});
-          else raw = decode_payload(*info, reader->read_payload(), file);
+          if (info->kind == RecordKind::object) {
+            decode_payload_to(*info, reader->read_payload(), file, [](std::string_view) {});
+          } else if (info->kind == RecordKind::group) {
+            if (info->raw_size > kMaxGroupRaw)
+              throw Error(ErrorKind::corrupt, fmt::format("{}: group record at offset {} of {} bytes (at most {})",
+                                                          file.string(), info->offset, info->raw_size, kMaxGroupRaw));
+            raw = decode_payload(*info, reader->read_payload(), file);
+            members = parse_group(raw, file, info->offset);
+          } else {
+            raw = decode_payload(*info, reader->read_payload(), file);
+          }
         } catch (const Error& e) {
           if (info->kind == RecordKind::object) ++report.bad_objects;
+          if (info->kind == RecordKind::group) ++report.bad_objects;
           report.problems.push_back(e.what());
           continue;
         }
-        if (info->kind == RecordKind::object) {
+        if (info->kind == RecordKind::group) {
+          for (auto& m : members) {
+            std::string_view bytes(raw.data() + m.offset, static_cast<size_t>(m.size));
+            if (sha256(bytes) != m.hash) {
+              ++report.bad_objects;
+              report.problems.push_back(fmt::format("{}: group record at offset {}: member {} does not hash to its name",
+                                                    file.string(), info->offset, to_hex(m.hash)));
+              continue;
+            }
+            std::string key(reinterpret_cast<const char*>(m.hash.data()), m.hash.size());
+            if (txn.get(Index::objects, key)) {
+              ++report.duplicate_objects;
+              continue;
+            }
+            ObjectLocation loc{id, info->offset, info->record_size, m.size, true, m.offset};
+            txn.put(Index::objects, key, codec::encode_object(loc));
+            ++report.objects;
+          }
+        } else if (info->kind == RecordKind::object) {
           std::string key(reinterpret_cast<const char*>(info->hash.data()), info->hash.size());
           if (txn.get(Index::objects, key)) {
             ++report.duplicate_objects;

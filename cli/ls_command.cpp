@@ -1,6 +1,7 @@
 // imapstage ls: what an archive holds — accounts, folders, messages.
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -61,10 +62,12 @@ void list_accounts(const archive::Archive& a, bool json) {
     }
   }
   uint64_t objects = 0, raw = 0, stored = 0;
+  std::set<std::pair<uint64_t, uint64_t>> groups;  // a group record is counted once, however many objects it holds
   a.for_each_object([&](const archive::Hash&, const archive::ObjectLocation& l) {
     ++objects;
     raw = checked_add(raw, l.raw_size, "the size of the archive");
-    stored = checked_add(stored, l.record_size, "the size of the packs");
+    if (!l.grouped || groups.insert({l.pack_id, l.offset}).second)
+      stored = checked_add(stored, l.record_size, "the size of the packs");
     return true;
   });
   auto packs = a.packs();

@@ -730,6 +730,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
           {"bytes_total", bytes_total}, {"elapsed", seconds_since(started)}, {"final", final}});
   };
 
+  const uint64_t stored_before = batch->stored_bytes();
   size_t wanted_pos = 0;
   for (size_t b = 0; b < batches.size(); ++b) {
     auto& ranges = batches[b];
@@ -752,11 +753,9 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
       record.modseq = m.modseq;
       record.state = MessageState::present;
       note_anomalies(result, m.uid, m.anomalies);
-      uint64_t before = batch->pending_bytes();
       bool fresh = batch->put_object(record.hash, m.body);
       batch->put_message(record);
-      if (fresh) result.bytes_stored += batch->pending_bytes() - before;
-      else result.bytes_deduplicated += m.body.size();
+      if (!fresh) result.bytes_deduplicated += m.body.size();
       result.bytes_fetched += m.body.size();
       ++result.new_messages;
       received.push_back(m.uid);
@@ -777,6 +776,9 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     }
   }
   progress(true);
+  // What this folder's new objects take in the packs (small ones are compressed in groups).
+  batch->close_group();
+  result.bytes_stored = batch->stored_bytes() - stored_before;
 
   folder.uidnext = info.uidnext;
   folder.highestmodseq = info.highestmodseq;

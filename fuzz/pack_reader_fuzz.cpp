@@ -1,6 +1,7 @@
 // Pack files (archive-format/pack.h): a PackReader over arbitrary file bytes
 // returns records or throws Error(corrupt/io), never crashes, loops or
-// throws anything else; decode_payload checks whatever the header claims.
+// throws anything else; decode_payload checks whatever the header claims;
+// group member tables stay inside their payload or are refused.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -59,6 +60,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (raw.size() != info->raw_size || sha256(raw) != info->hash) std::abort();
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::corrupt) std::abort();
+      }
+      if (info->kind == RecordKind::group) {
+        // The member table read alone and from the whole payload: in bounds, or refused.
+        try {
+          auto members = decode_group_table(*info, stored, path);
+          for (auto& m : members)
+            if (m.offset > info->raw_size || m.size > info->raw_size - m.offset) std::abort();
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::corrupt) std::abort();
+        }
+        try {
+          std::string raw = read_group(path, info->offset);
+          for (auto& m : parse_group(raw, path, info->offset))
+            if (m.offset > raw.size() || m.size > raw.size() - m.offset) std::abort();
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::corrupt) std::abort();
+        }
+        continue;
       }
       try {
         std::string again = read_record(path, info->offset, info->kind, info->hash);

@@ -57,11 +57,29 @@ bool in_sample(const Hash& hash, uint64_t seed, double percent) {
   return double(x >> 11) * 0x1.0p-53 * 100.0 < percent;
 }
 
+// Re-hashes the member of a decoded group payload the index places at
+// `location`; returns its size. Throws Error(corrupt) if it is not there whole
+// or does not hash to `hash`.
+uint64_t check_member(const std::string& raw, const archive::ObjectLocation& location, const Hash& hash,
+                      const fs::path& file) {
+  if (location.member_offset > raw.size() || location.raw_size > raw.size() - location.member_offset)
+    throw Error(ErrorKind::corrupt,
+                fmt::format("the index places the object at {}+{} of a group of {} bytes", location.member_offset,
+                            location.raw_size, raw.size()),
+                Retry::never, {.file = file.string()});
+  if (archive::sha256(std::string_view(raw).substr(location.member_offset, location.raw_size)) != hash)
+    throw Error(ErrorKind::corrupt,
+                fmt::format("damaged group record at offset {}: the object's SHA-256 does not match", location.offset),
+                Retry::never, {.file = file.string()});
+  return location.raw_size;
+}
+
 enum class Role {
   indexed,   // the record the index points to: decode and re-hash
   orphan,    // an object record that is not the indexed copy: decode, report as an orphan
   journal,   // a journal record: decode and re-hash only
   random,    // an indexed object the scan did not meet: read it where the index says
+  group,     // a group record holding indexed objects: decode once, re-hash each of them
 };
 
 struct Work {
@@ -71,6 +89,7 @@ struct Work {
   std::string stored;                  // indexed, orphan, journal
   std::shared_ptr<const fs::path> file;
   std::string orphan_problem;          // orphan: what to say about it
+  std::vector<std::pair<size_t, archive::GroupMember>> members;  // group: the sampled indexed members
 };
 
 // A bounded queue between the pack reader and the workers: at most
@@ -134,6 +153,8 @@ class Verifier {
   void scan_pack(const PackToScan& pack, WorkQueue& queue);
   void handle_record(const archive::PackRecordInfo& info, const PackToScan& pack,
                      const std::shared_ptr<const fs::path>& file, archive::PackReader& reader, WorkQueue& queue);
+  void handle_group(const archive::PackRecordInfo& info, const PackToScan& pack,
+                    const std::shared_ptr<const fs::path>& file, archive::PackReader& reader, WorkQueue& queue);
   void queue_unmet(uint64_t pack_id, const fs::path& path, WorkQueue& queue);
   void work(WorkQueue& queue);
   void check(Work& work);
@@ -326,6 +347,10 @@ void Verifier::handle_record(const archive::PackRecordInfo& info, const PackToSc
     queue.push(std::move(w));
     return;
   }
+  if (info.kind == archive::RecordKind::group) {
+    handle_group(info, pack, file, reader, queue);
+    return;
+  }
   if (info.kind != archive::RecordKind::object) {
     add_pack_problem(fmt::format("{}: the record at offset {} is of unknown kind {}", file->string(), info.offset,
                                  int(info.kind)));
@@ -371,6 +396,52 @@ void Verifier::handle_record(const archive::PackRecordInfo& info, const PackToSc
   queue.push(std::move(w));
 }
 
+void Verifier::handle_group(const archive::PackRecordInfo& info, const PackToScan& pack,
+                            const std::shared_ptr<const fs::path>& file, archive::PackReader& reader,
+                            WorkQueue& queue) {
+  std::string stored = reader.read_payload();
+  std::vector<archive::GroupMember> members;
+  try {
+    members = archive::decode_group_table(info, stored, *file);
+  } catch (const Error& e) {
+    // The members cannot be located: the indexed ones are read where the index says (and fail there).
+    add_pack_problem(fmt::format("{}: the group record at offset {} is damaged: {}", file->string(), info.offset,
+                                 e.message()));
+    return;
+  }
+  Work w;
+  w.role = Role::group;
+  w.info = info;
+  w.file = file;
+  for (auto& m : members) {
+    std::string orphan_problem;
+    if (auto idx = find(m.hash)) {
+      Entry& e = entries_[*idx];
+      if (pack.indexed && e.location.pack_id == pack.id && e.location.offset == info.offset && e.location.grouped &&
+          e.location.member_offset == m.offset) {
+        e.found = true;
+        if (e.location.record_size != info.record_size || e.location.raw_size != m.size)
+          set_bad(*idx, fmt::format("the index says {} bytes ({} raw), the group record {} bytes ({} raw)",
+                                    e.location.record_size, e.location.raw_size, info.record_size, m.size));
+        else if (e.sampled)
+          w.members.emplace_back(*idx, m);
+        continue;
+      }
+      orphan_problem = fmt::format("redundant copy in a group (the index uses {} at offset {})",
+                                   archive_->pack_path(e.location.pack_id).string(), e.location.offset);
+    } else {
+      orphan_problem = pack.indexed ? "object in a group record, not in the index"
+                                    : "object in a group record in a pack file the index does not list";
+    }
+    std::lock_guard lock(mutex_);
+    orphan_records_.push_back({archive::to_hex(m.hash), file->string(), info.offset, orphan_problem, {}});
+  }
+  if (w.members.empty()) return;
+  w.stored = std::move(stored);
+  stored_bytes_read_ += w.stored.size();
+  queue.push(std::move(w));
+}
+
 void Verifier::queue_unmet(uint64_t pack_id, const fs::path& path, WorkQueue& queue) {
   auto file = std::make_shared<const fs::path>(path);
   auto first = std::lower_bound(by_location_.begin(), by_location_.end(), pack_id,
@@ -407,8 +478,13 @@ void Verifier::check(Work& w) {
       }
       try {
         uint64_t size = 0;
-        archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object, e.hash, e.location.raw_size,
-                                options_.archive_dir, [&](std::string_view piece) { size += piece.size(); });
+        if (e.location.grouped) {
+          std::string raw = archive::read_group(*w.file, e.location.offset, options_.archive_dir);
+          size = check_member(raw, e.location, e.hash, *w.file);
+        } else {
+          archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object, e.hash, e.location.raw_size,
+                                  options_.archive_dir, [&](std::string_view piece) { size += piece.size(); });
+        }
         bytes_checked_ += size;
         e.result = kSound;
         ++objects_checked_;
@@ -427,6 +503,31 @@ void Verifier::check(Work& w) {
       }
       std::lock_guard lock(mutex_);
       orphan_records_.push_back(std::move(p));
+      return;
+    }
+    case Role::group: {
+      std::string raw;
+      try {
+        raw = archive::decode_payload(w.info, w.stored, *w.file);
+      } catch (const Error& e) {
+        for (auto& [entry, m] : w.members) {
+          set_bad(entry, e.message());
+          entries_[entry].result = kBad;
+          ++objects_checked_;
+        }
+        return;
+      }
+      for (auto& [entry, m] : w.members) {
+        Entry& e = entries_[entry];
+        try {
+          bytes_checked_ += check_member(raw, e.location, e.hash, *w.file);
+          e.result = kSound;
+        } catch (const Error& err) {
+          set_bad(entry, err.message());
+          e.result = kBad;
+        }
+        ++objects_checked_;
+      }
       return;
     }
     case Role::journal:
@@ -450,6 +551,8 @@ void Verifier::work(WorkQueue& queue) {
       // Anything else (e.g. no memory for a bogus size) still names the record.
       if (w->role == Role::indexed || w->role == Role::random) {
         set_bad(w->entry, e.what());
+      } else if (w->role == Role::group) {
+        for (auto& [entry, m] : w->members) set_bad(entry, e.what());
       } else {
         add_pack_problem(fmt::format("{}: the record at offset {} cannot be checked: {}", w->file->string(),
                                      w->info.offset, e.what()));

@@ -690,7 +690,9 @@ TEST(Archive, SecondWriterIsRefusedNamingThePid) {
 TEST(Archive, CorruptedRecordIsNamed) {
   TempDir dir;
   fs::path root = dir.path() + "/a";
-  auto a = Archive::open(root, Archive::Mode::create);
+  Archive::Options o;
+  o.group_small_objects = false;  // one record per object
+  auto a = Archive::open(root, Archive::Mode::create, o);
   std::string raw = random_bytes(5000, 1), other = random_bytes(5000, 2);
   Batch b(*a);
   b.put_object(sha256(raw), raw);
@@ -905,6 +907,89 @@ TEST(Flags, SpecialUse) {
   EXPECT_EQ(f.special_use(), "\\Junk");
   f.attributes = {"\\Noselect"};
   EXPECT_EQ(f.special_use(), "");
+}
+
+TEST(Archive, SmallObjectsShareGroupRecordsAndReadBackExactly) {
+  TempDir dir;
+  fs::path root = dir.path() + "/a";
+  auto a = Archive::open(root, Archive::Mode::create);
+  std::vector<std::string> raws;
+  for (int i = 0; i < 300; ++i) raws.push_back(random_bytes(500 + (i * 37) % 3000, 100 + i) + "Subject: message " + std::to_string(i));
+  raws.push_back("");                         // an empty message is an object too
+  raws.push_back(random_bytes(70u << 10, 7));  // over 64 KiB: a record of its own
+  Batch b(*a);
+  for (auto& r : raws) EXPECT_TRUE(b.put_object(sha256(r), r));
+  EXPECT_FALSE(b.put_object(sha256(raws[5]), raws[5]));  // staged already
+  b.commit();
+  std::set<std::pair<uint64_t, uint64_t>> groups;
+  for (size_t i = 0; i < raws.size(); ++i) {
+    auto loc = a->object(sha256(raws[i]));
+    ASSERT_TRUE(loc) << i;
+    EXPECT_EQ(loc->raw_size, raws[i].size());
+    EXPECT_EQ(loc->grouped, raws[i].size() < (64u << 10)) << i;
+    if (loc->grouped) groups.insert({loc->pack_id, loc->offset});
+  }
+  // About 256 KiB of raw bytes per group.
+  EXPECT_GE(groups.size(), 2u);
+  EXPECT_LE(groups.size(), 5u);
+  // Read back in an order that defeats the cache of decoded groups.
+  for (size_t k = 0; k < raws.size(); ++k) {
+    size_t i = (k * 97) % raws.size();
+    EXPECT_EQ(a->read_object(sha256(raws[i])), raws[i]) << i;
+    std::string streamed;
+    a->read_object_to(sha256(raws[i]), [&](std::string_view piece) { streamed.append(piece); });
+    EXPECT_EQ(streamed, raws[i]) << i;
+  }
+  // Reopened (no cache), and after a second batch dedupes against the groups.
+  a.reset();
+  a = Archive::open(root, Archive::Mode::write);
+  Batch again(*a);
+  EXPECT_FALSE(again.put_object(sha256(raws[10]), raws[10]));
+  std::string fresh = "a new message";
+  EXPECT_TRUE(again.put_object(sha256(fresh), fresh));
+  again.commit();
+  auto lone = a->object(sha256(fresh));
+  ASSERT_TRUE(lone);
+  EXPECT_FALSE(lone->grouped);  // a group of one is written as an object record
+  EXPECT_EQ(a->read_object(sha256(raws[200])), raws[200]);
+}
+
+TEST(Archive, DamageInAGroupIsNamedForEachOfItsObjects) {
+  TempDir dir;
+  fs::path root = dir.path() + "/a";
+  std::vector<std::string> raws;
+  {
+    auto a = Archive::open(root, Archive::Mode::create);
+    Batch b(*a);
+    for (int i = 0; i < 20; ++i) {
+      raws.push_back(random_bytes(2000, 500 + i));
+      b.put_object(sha256(raws.back()), raws.back());
+    }
+    b.commit();
+  }
+  auto a = Archive::open(root, Archive::Mode::read);
+  auto loc = a->object(sha256(raws[3]));
+  ASSERT_TRUE(loc && loc->grouped);
+  fs::path pack = a->pack_path(loc->pack_id);
+  std::string original = read_file(pack);
+  {
+    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t at = loc->offset + loc->record_size - 40;
+    f.seekp(static_cast<std::streamoff>(at));
+    char c = static_cast<char>(original[at] ^ 0x5a);
+    f.write(&c, 1);
+  }
+  for (auto& raw : raws) {
+    try {
+      a->read_object(sha256(raw));
+      FAIL() << "damage in the group went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
+      EXPECT_EQ(e.where().hash, to_hex(sha256(raw))) << e.what();
+      EXPECT_EQ(e.where().file, pack.string());
+      EXPECT_NE(e.message().find(std::to_string(loc->offset)), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Archives written by older versions of the format stay readable, and a
 // writer upgrades them. tests/fixtures/archive-v1 was written by the version
 // 1 code (two accounts: Dovecot-style names with '/', Cyrus-style names under
-// "INBOX." with '.').
+// "INBOX." with '.'); tests/fixtures/archive-v2 by the version 2 code (24
+// small messages exported from Dovecot, imported into a second account).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -88,7 +89,7 @@ TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
   auto dir = copy_fixture(tmp, "archive-v1");
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 2\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");
     auto acc = a->find_account("cyrus-style");
     ASSERT_TRUE(acc);
     auto sent = a->find_folder(acc->id, "INBOX.Sent");
@@ -125,6 +126,65 @@ TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
   EXPECT_EQ(again["user.bob.Sent"].canonical_name(), "#other/bob/Sent");
   EXPECT_EQ(again["INBOX.Archive.2023"].canonical_name(), "Archive/2023");
   EXPECT_EQ(again.size(), 7u);
+}
+
+TEST(FormatVersions, Version2IsReadAndAWriterAddsGroupsBesideItsRecords) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v2");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 2\n");
+  std::map<Hash, std::string> bytes;
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    auto acc = a->find_account("fixture");
+    ASSERT_TRUE(acc);
+    EXPECT_EQ(a->folders(acc->id).size(), 21u);
+    a->for_each_message([&](const MessageRecord& m) {
+      std::string b = a->read_object(m.hash);
+      EXPECT_EQ(sha256(b), m.hash);
+      EXPECT_EQ(b.size(), m.size);
+      EXPECT_FALSE(a->object(m.hash)->grouped);
+      bytes[m.hash] = std::move(b);
+      return true;
+    });
+    EXPECT_EQ(bytes.size(), 24u);
+    size_t appends = 0;
+    a->for_each_append(1, [&](const AppendRecord&) { return ++appends, true; });
+    EXPECT_EQ(appends, 24u);  // the import's records
+    NullSink events;
+    auto report = verify::verify_offline({.archive_dir = dir}, events);
+    EXPECT_TRUE(report.ok());
+    EXPECT_EQ(report.objects_checked, 24u);
+  }
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 2\n");  // readers change nothing
+
+  // A writer upgrades it; new small objects go into a group beside the old records.
+  std::vector<std::string> added;
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");
+    Batch b(*a);
+    for (int i = 0; i < 10; ++i) {
+      added.push_back("Subject: added " + std::to_string(i) + "\r\n\r\nbody\r\n");
+      EXPECT_TRUE(b.put_object(sha256(added.back()), added.back()));
+    }
+    b.commit();
+    EXPECT_TRUE(a->object(sha256(added[0]))->grouped);
+  }
+  auto check = [&](const Archive& a) {
+    for (auto& [hash, b] : bytes) EXPECT_EQ(a.read_object(hash), b);
+    for (auto& b : added) EXPECT_EQ(a.read_object(sha256(b)), b);
+  };
+  check(*Archive::open(dir, Archive::Mode::read));
+  NullSink events;
+  auto report = verify::verify_offline({.archive_dir = dir}, events);
+  EXPECT_TRUE(report.ok());
+  EXPECT_EQ(report.objects_checked, 34u);
+  // Both kinds of record rebuild the same index.
+  rebuild_index(dir, Archive::Options{});
+  auto rebuilt = Archive::open(dir, Archive::Mode::read);
+  check(*rebuilt);
+  EXPECT_FALSE(rebuilt->object(bytes.begin()->first)->grouped);
+  EXPECT_TRUE(rebuilt->object(sha256(added[3]))->grouped);
 }
 
 TEST(FormatVersions, ANewerVersionIsRefused) {

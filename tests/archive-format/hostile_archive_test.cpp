@@ -73,6 +73,7 @@ std::string tree_digest(const fs::path& root) {
 // A good archive: two accounts, two folders each, spread over several packs.
 uint64_t make_good(const fs::path& root) {
   Archive::Options o;
+  o.group_small_objects = false;  // damage to one record touches one object
   o.pack_size_limit = 16 << 10;
   o.map_size = 64ull << 20;
   auto a = Archive::open(root, Archive::Mode::create, o);

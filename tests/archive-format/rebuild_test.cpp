@@ -70,6 +70,7 @@ Snapshot snapshot(const Archive& a) {
 // updated and expunged, appends made and erased, across several packs.
 void populate(const fs::path& root) {
   Archive::Options o;
+  o.group_small_objects = false;  // damage to one record touches one object
   o.pack_size_limit = 24 << 10;
   o.map_size = 64ull << 20;
   auto a = Archive::open(root, Archive::Mode::create, o);

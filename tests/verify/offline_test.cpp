@@ -58,6 +58,7 @@ class OfflineVerify : public ::testing::Test {
   // from 1), plus INBOX's first message filed again in Sent (same object).
   void build(int per_folder, size_t body_size = 3000, uint64_t pack_size_limit = 256ull << 20) {
     Archive::Options o;
+    o.group_small_objects = false;  // damage to one record touches one object
     o.pack_size_limit = pack_size_limit;
     auto a = Archive::open(dir(), Archive::Mode::create, o);
     archive::Batch batch(*a);
