@@ -1,4 +1,5 @@
 // imapstage export: the command line of the export engine.
+#include <chrono>
 #include <cstdio>
 #include <optional>
 
@@ -26,6 +27,7 @@ struct ExportArgs {
   bool allow_unmatched = false;
   std::vector<std::string> namespaces;
   std::optional<int> connections;
+  double commit_interval = 2.0;
   bool dry_run = false;
   bool json = false;
   std::string log_file;  // --log-file: JSON events appended here too
@@ -130,6 +132,10 @@ void add_export_command(CLI::App& app, int& status) {
                   "Connections to the server, each exporting whole folders side by side (default 2; "
                   "batches use one per account and run accounts side by side instead)")
       ->check(CLI::Range(1, 8));
+  cmd->add_option("--commit-interval", args->commit_interval,
+                  "Seconds between commits (each makes what was fetched durable with an fsync; a crash or kill "
+                  "loses at most this much work, fetched again by the next run; default 2)")
+      ->check(CLI::Range(0.01, 3600.0));
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_option("--log-file", args->log_file,
@@ -181,6 +187,7 @@ void add_export_command(CLI::App& app, int& status) {
     options.namespaces = namespace_kinds(args->namespaces);
     options.dry_run = args->dry_run;
     options.connections = args->connections.value_or(2);
+    options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args->commit_interval * 1000));
 
     CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);
     auto& sink = out.sink;
