@@ -2,8 +2,9 @@
 // <libetpan/...>. Traps worked around here are described in
 // shared notes "libetpan-and-dovecot": certificate checks are done with
 // OpenSSL after the handshake, plain sockets use our own stream driver (EOF
-// and timeouts become errors), FETCH bodies are streamed through the body and
-// message handlers, and APPEND is written by hand (exact bytes, LITERAL+,
+// and timeouts become errors), the replies to UID FETCH are read by our own
+// streaming reader (fetch_reader.h) from the stream's buffer, several
+// commands in flight, and APPEND is written by hand (exact bytes, LITERAL+,
 // MULTIAPPEND).
 #include "imap/session.h"
 
