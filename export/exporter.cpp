@@ -710,13 +710,11 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   }
   wanted = minus(wanted, too_big);
   auto batches = uid_batches(wanted, options_.fetch_batch);
-  std::vector<uint64_t> largest(batches.size(), 0);  // per batch: the body capacity to reserve
   for (size_t b = 0, k = 0; b < batches.size(); ++b)
     for (auto& r : batches[b])
       for (; k < sizes.size() && sizes[k].first <= r.last; ++k) {
         if (sizes[k].first < r.first || sizes[k].second > max_size) continue;
         bytes_total += sizes[k].second;
-        largest[b] = std::max(largest[b], sizes[k].second);
       }
 
   emit({{"event", "folder_start"}, {"folder", result.name}, {"folder_index", index + 1}, {"folders", count},
@@ -731,50 +729,51 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   };
 
   const uint64_t stored_before = batch->stored_bytes();
-  size_t wanted_pos = 0;
-  for (size_t b = 0; b < batches.size(); ++b) {
-    auto& ranges = batches[b];
-    check_cancelled(result.name);
-    // The UIDs this FETCH asks for, to name the ones the server does not deliver.
-    std::vector<uint32_t> asked;
-    for (auto& r : ranges)
-      while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked.push_back(wanted[wanted_pos++]);
-    std::vector<uint32_t> received;
-    session->fetch_messages(ranges, [&](imap::FetchedMessage&& m) {
-      if (!std::binary_search(asked.begin(), asked.end(), m.uid)) return;  // '*' answers or duplicates
-      if (!received.empty() && received.back() == m.uid) return;
-      MessageRecord record;
-      record.key = {account_id_, folder.id, folder.uidvalidity, m.uid};
-      record.hash = archive::sha256(m.body);
-      archive::parse_flags(m.flags, record.flags, record.keywords);
-      record.internaldate = m.internaldate;
-      record.internaldate_tz = m.internaldate_tz;
-      record.size = m.body.size();
-      record.modseq = m.modseq;
-      record.state = MessageState::present;
-      note_anomalies(result, m.uid, m.anomalies);
-      bool fresh = batch->put_object(record.hash, m.body);
-      batch->put_message(record);
-      if (!fresh) result.bytes_deduplicated += m.body.size();
-      result.bytes_fetched += m.body.size();
-      ++result.new_messages;
-      received.push_back(m.uid);
-      ++done;
-      done_bytes += m.body.size();
-      commit_if_due(lane);
-      if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
-        last_progress = Clock::now();
-        progress(false);
-      }
-    }, largest[b]);
-    std::sort(received.begin(), received.end());
-    for (uint32_t uid : minus(asked, received)) {
+  // The UIDs each FETCH asks for, to name the ones the server does not deliver.
+  std::vector<std::vector<uint32_t>> asked(batches.size()), received(batches.size());
+  for (size_t b = 0, wanted_pos = 0; b < batches.size(); ++b)
+    for (auto& r : batches[b])
+      while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked[b].push_back(wanted[wanted_pos++]);
+  check_cancelled(result.name);
+  // Several batches in flight on the connection (pipelined); each is settled when the server answers it.
+  session->fetch_batches(batches, [&](size_t b, imap::FetchedMessage&& m) {
+    if (!std::binary_search(asked[b].begin(), asked[b].end(), m.uid)) return;  // '*' answers or duplicates
+    if (!received[b].empty() && received[b].back() == m.uid) return;
+    MessageRecord record;
+    record.key = {account_id_, folder.id, folder.uidvalidity, m.uid};
+    record.hash = archive::sha256(m.body);
+    archive::parse_flags(m.flags, record.flags, record.keywords);
+    record.internaldate = m.internaldate;
+    record.internaldate_tz = m.internaldate_tz;
+    record.size = m.body.size();
+    record.modseq = m.modseq;
+    record.state = MessageState::present;
+    note_anomalies(result, m.uid, m.anomalies);
+    bool fresh = batch->put_object(record.hash, m.body);
+    batch->put_message(record);
+    if (!fresh) result.bytes_deduplicated += m.body.size();
+    result.bytes_fetched += m.body.size();
+    ++result.new_messages;
+    received[b].push_back(m.uid);
+    ++done;
+    done_bytes += m.body.size();
+    commit_if_due(lane);
+    if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
+      last_progress = Clock::now();
+      progress(false);
+    }
+  }, [&](size_t b) {
+    std::sort(received[b].begin(), received[b].end());
+    for (uint32_t uid : minus(asked[b], received[b])) {
       result.failed_uids.push_back(uid);
       emit({{"event", "message_error"}, {"folder", result.name}, {"uid", uid},
             {"error", "the server did not deliver this message"},
             {"text", fmt::format("{} UID {}: the server listed the message but did not deliver it", result.name, uid)}});
     }
-  }
+    std::vector<uint32_t>().swap(asked[b]);
+    std::vector<uint32_t>().swap(received[b]);
+    check_cancelled(result.name);
+  });
   progress(true);
   // What this folder's new objects take in the packs (small ones are compressed in groups).
   batch->close_group();

@@ -2,8 +2,9 @@
 // <libetpan/...>. Traps worked around here are described in
 // shared notes "libetpan-and-dovecot": certificate checks are done with
 // OpenSSL after the handshake, plain sockets use our own stream driver (EOF
-// and timeouts become errors), FETCH bodies are streamed through the body and
-// message handlers, and APPEND is written by hand (exact bytes, LITERAL+,
+// and timeouts become errors), the replies to UID FETCH are read by our own
+// streaming reader (fetch_reader.h) from the stream's buffer, several
+// commands in flight, and APPEND is written by hand (exact bytes, LITERAL+,
 // MULTIAPPEND).
 #include "imap/session.h"
 
@@ -42,6 +43,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "imap/fetch_reader.h"
 #include "imap/response_codes.h"
 #include "imap/utf7.h"
 #include "imap/wire_guard.h"
@@ -146,36 +148,8 @@ constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 
 bool leap_year(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
-// "DD-Mon-YYYY hh:mm:ss +zzzz" as the server sent the fields, whatever they are.
-std::string describe_date(const mailimap_date_time* dt) {
-  int month = dt->dt_month;
-  return fmt::format("{:02}-{}-{:04} {:02}:{:02}:{:02} {}{:04}", dt->dt_day,
-                     month >= 1 && month <= 12 ? kMonths[month - 1] : fmt::format("month{}", month), dt->dt_year,
-                     dt->dt_hour, dt->dt_min, dt->dt_sec, dt->dt_zone < 0 ? '-' : '+',
-                     dt->dt_zone < 0 ? -static_cast<int64_t>(dt->dt_zone) : static_cast<int64_t>(dt->dt_zone));
-}
-
-// A server's INTERNALDATE as unix seconds and zone minutes; false (and both
-// 0) unless every field is in range and the result is valid_internaldate().
-bool to_unix(const mailimap_date_time* dt, int64_t& unix_seconds, int32_t& tz_minutes) {
-  unix_seconds = 0;
-  tz_minutes = 0;
-  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  int64_t zone = dt->dt_zone;  // e.g. -700 for -0700
-  int64_t abs_zone = zone < 0 ? -zone : zone;
-  if (dt->dt_month < 1 || dt->dt_month > 12 || dt->dt_year < 1 || dt->dt_year > 9999 || dt->dt_day < 1 ||
-      dt->dt_day > mdays[dt->dt_month - 1] + (dt->dt_month == 2 && leap_year(dt->dt_year) ? 1 : 0) ||
-      dt->dt_hour < 0 || dt->dt_hour > 23 || dt->dt_min < 0 || dt->dt_min > 59 || dt->dt_sec < 0 ||
-      dt->dt_sec > 60 || abs_zone % 100 > 59 || abs_zone / 100 > 18)
-    return false;
-  int32_t tz = static_cast<int32_t>((zone < 0 ? -1 : 1) * ((abs_zone / 100) * 60 + abs_zone % 100));
-  int64_t days = days_from_civil(dt->dt_year, static_cast<unsigned>(dt->dt_month), static_cast<unsigned>(dt->dt_day));
-  int64_t local = days * 86400 + dt->dt_hour * 3600 + dt->dt_min * 60 + dt->dt_sec;
-  int64_t t = local - static_cast<int64_t>(tz) * 60;
-  if (!valid_internaldate(t, tz)) return false;
-  unix_seconds = t;
-  tz_minutes = tz;
-  return true;
+DateFields fields_of(const mailimap_date_time* dt) {
+  return {dt->dt_day, dt->dt_month, dt->dt_year, dt->dt_hour, dt->dt_min, dt->dt_sec, dt->dt_zone};
 }
 
 // --- our stream driver for cleartext sockets ---------------------------------------
@@ -645,13 +619,6 @@ std::string flag_to_string(const mailimap_flag* f) {
   }
 }
 
-mailimap_set* make_set(const std::vector<UidRange>& ranges) {
-  mailimap_set* set = mailimap_set_new_empty();
-  if (!set) throw std::bad_alloc();
-  for (auto& r : ranges) mailimap_set_add_interval(set, r.first, r.last);
-  return set;
-}
-
 bool in_ranges(const std::vector<UidRange>& ranges, uint32_t uid) {
   for (auto& r : ranges)
     if (uid >= r.first && (r.last == 0 || uid <= r.last)) return true;
@@ -730,6 +697,26 @@ bool valid_internaldate(int64_t unix_seconds, int32_t tz_minutes) {
   constexpr int64_t kFirst = 86400;               // 1970-01-02 00:00:00 UTC
   constexpr int64_t kLast = 253402128000;          // 9999-12-30 00:00:00 UTC
   return unix_seconds >= kFirst && unix_seconds <= kLast && tz_minutes >= -18 * 60 && tz_minutes <= 18 * 60;
+}
+
+bool date_from_fields(const DateFields& f, int64_t& unix_seconds, int32_t& tz_minutes) {
+  unix_seconds = 0;
+  tz_minutes = 0;
+  static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int64_t zone = f.zone;  // e.g. -700 for -0700
+  int64_t abs_zone = zone < 0 ? -zone : zone;
+  if (f.month < 1 || f.month > 12 || f.year < 1 || f.year > 9999 || f.day < 1 ||
+      f.day > mdays[f.month - 1] + (f.month == 2 && leap_year(f.year) ? 1 : 0) || f.hour < 0 || f.hour > 23 ||
+      f.minute < 0 || f.minute > 59 || f.second < 0 || f.second > 60 || abs_zone % 100 > 59 || abs_zone / 100 > 18)
+    return false;
+  int32_t tz = static_cast<int32_t>((zone < 0 ? -1 : 1) * ((abs_zone / 100) * 60 + abs_zone % 100));
+  int64_t days = days_from_civil(f.year, static_cast<unsigned>(f.month), static_cast<unsigned>(f.day));
+  int64_t local = days * 86400 + f.hour * 3600 + f.minute * 60 + f.second;
+  int64_t t = local - static_cast<int64_t>(tz) * 60;
+  if (!valid_internaldate(t, tz)) return false;
+  unix_seconds = t;
+  tz_minutes = tz;
+  return true;
 }
 
 bool valid_flag_name(std::string_view f) {
@@ -968,114 +955,161 @@ struct Session::Impl {
     return reply;
   }
 
-  // --- streaming FETCH ---
-
-  // Bodies at least this large get the caller's size hint as capacity at
-  // their first chunk (smaller ones grow as usual).
-  static constexpr uint64_t kReserveFrom = 1u << 20;
-  static constexpr uint64_t kReserveAtMost = 512u << 20;  // a bigger body grows as usual
-
-  struct FetchContext {
-    std::string body;
-    uint64_t max_body = 0;  // the maximum message size
-    uint64_t size_hint = 0;
-    bool body_overflow = false;
-    std::exception_ptr error;
-    std::function<void(mailimap_msg_att*, std::string&)> on_att;
-  };
-
-  static bool body_handler(int, mailimap_msg_att_body_section*, const char* bytes, size_t length, void* ctx) {
-    auto* c = static_cast<FetchContext*>(ctx);
-    if (c->error) return false;
-    try {
-      if (c->body.size() + length > c->max_body)
-        throw Error(ErrorKind::protocol, fmt::format("a message body of more than {} bytes (the maximum message size)",
-                                                     c->max_body));
-      if (c->size_hint >= kReserveFrom && c->body.capacity() < c->size_hint &&
-          c->body.size() + length > kReserveFrom)
-        c->body.reserve(std::min<uint64_t>({c->size_hint, kReserveAtMost, c->max_body}));
-      c->body.append(bytes, length);
-    } catch (...) {
-      c->error = std::current_exception();
-      return false;
-    }
-    return true;
-  }
+  // --- FETCH, read by our own reader (fetch_reader.h) ---
 
   // A body buffer up to this capacity is kept for the next message (fewer
   // allocations and page faults); a larger one is given back.
   static constexpr size_t kKeepCapacity = 4u << 20;
 
-  static void att_handler(mailimap_msg_att* att, void* ctx) {
-    auto* c = static_cast<FetchContext*>(ctx);
-    if (c->error) return;
-    try {
-      c->on_att(att, c->body);
-      if (c->body.capacity() > kKeepCapacity) std::string().swap(c->body);
-      else c->body.clear();
-    } catch (...) {
-      c->error = std::current_exception();
+  // The connection under the FETCH reader: reads go to the stream's low
+  // layer (the TLS reader or our socket driver, both fed to the guard for
+  // the wait budget); every failure closes the connection and throws.
+  class ReaderSource final : public FetchSource {
+   public:
+    explicit ReaderSource(Impl& s) : s_(s) {}
+    size_t read(char* buf, size_t n) override {
+      ssize_t r = mailstream_low_read(mailstream_get_low(s_.imap->imap_stream), buf, n);
+      if (r <= 0) s_.die("UID FETCH", "connection lost or timed out while reading");
+      return static_cast<size_t>(r);
     }
-  }
+    [[noreturn]] void refuse(const std::string& violation, bool garbled) override {
+      s_.close_stream();
+      throw Error(ErrorKind::protocol,
+                  fmt::format("UID FETCH: {} sent {}; the connection was closed", s_.where, violation),
+                  garbled ? Retry::now : Retry::never, s_.here());
+    }
+    [[noreturn]] void unparsable(const std::string& detail) override {
+      s_.close_stream();
+      throw Error(ErrorKind::protocol,
+                  fmt::format("UID FETCH: unparsable server response from {}: {}; the connection was closed",
+                              s_.where, detail),
+                  Retry::now, s_.here());
+    }
 
-  struct HandlerGuard {
-    mailimap* imap;
-    ~HandlerGuard() {
-      mailimap_set_msg_body_handler(imap, nullptr, nullptr);
-      mailimap_set_msg_att_handler(imap, nullptr, nullptr);
-      mailimap_set_progress_callback(imap, nullptr, nullptr, nullptr);
-    }
+   private:
+    Impl& s_;
   };
 
-  // UID FETCH with each FETCH response handed to `on_att` as it is parsed
-  // (with the BODY[] bytes collected for it, if any). A NO reply is not an error.
-  void stream_fetch(const std::vector<UidRange>& ranges, mailimap_fetch_type* type,
-                    std::optional<uint64_t> changed_since, bool with_body,
-                    std::function<void(mailimap_msg_att*, std::string&)> on_att, uint64_t size_hint = 0) {
-    struct TypeGuard {
-      mailimap_fetch_type* t;
-      ~TypeGuard() { mailimap_fetch_type_free(t); }
-    } type_guard{type};
+  // Sends the UID FETCH commands `commands` (the text after the tag), up to
+  // `in_flight` of them before the oldest one is answered, a further one
+  // only once the newest has begun to be answered (a message of it, or its
+  // reply: a server that stalls is not sent more), and reads their
+  // responses with a FetchReader. `on_fetch(k, data, body)` gets each FETCH
+  // response whose UID lies in `ranges[k]` of the oldest unanswered command
+  // k holding it (others are unsolicited: ignored); `on_done(k)` follows
+  // command k's OK or NO. After a BAD no more commands are sent, the sent
+  // ones are read, and Error(protocol, never) is thrown. An exception from a
+  // callback stops callbacks and sending; the replies to what was sent are
+  // read, then it propagates. Any other failure closes the connection.
+  void run_fetches(const std::vector<const std::vector<UidRange>*>& ranges, const std::vector<std::string>& commands,
+                   bool with_body, size_t in_flight,
+                   const std::function<void(size_t, FetchData&, std::string&)>& on_fetch,
+                   const std::function<void(size_t)>& on_done) {
     ensure_alive();
-    if (ranges.empty()) return;
-    mailimap_set* set = make_set(ranges);
-    struct SetGuard {
-      mailimap_set* s;
-      ~SetGuard() { mailimap_set_free(s); }
-    } set_guard{set};
-
-    FetchContext ctx;
-    ctx.on_att = std::move(on_att);
-    ctx.size_hint = size_hint;
-    ctx.max_body = endpoint.max_message_size;
-    clist* result = nullptr;
-    int r;
+    const size_t n = commands.size();
+    if (n == 0) return;
+    in_flight = std::max<size_t>(1, in_flight);
+    FetchLimits limits;
+    limits.max_text = guard.limits().max_text;
+    limits.max_depth = guard.limits().max_depth;
+    limits.max_literal = guard.max_literal();
     // Bodies may be as large as the maximum message size; every other literal stays small.
-    struct LiteralLimit {
-      WireGuard& g;
-      uint64_t before;
-      ~LiteralLimit() { g.set_max_literal(before); }
-    } literal_limit{guard, guard.max_literal()};
-    if (with_body)
-      guard.set_max_literal(endpoint.max_message_size,
-                            fmt::format("the maximum message size of {} bytes", endpoint.max_message_size));
-    {
-      HandlerGuard handlers{imap};
-      mailimap_set_progress_callback(imap, noop_progress, noop_progress, &ctx);
-      mailimap_set_msg_att_handler(imap, att_handler, &ctx);
-      if (with_body) mailimap_set_msg_body_handler(imap, body_handler, &ctx);
-      if (changed_since) r = mailimap_uid_fetch_changedsince(imap, set, type, *changed_since, &result);
-      else r = mailimap_uid_fetch(imap, set, type, &result);
+    if (with_body) {
+      limits.max_literal = endpoint.max_message_size;
+      limits.literal_what = fmt::format("the maximum message size of {} bytes", endpoint.max_message_size);
     }
-    // On a NO or BAD libetpan has already freed the list it stored in `result`.
-    if (r == MAILIMAP_NO_ERROR && result) mailimap_fetch_list_free(result);
-    if (guard.broken()) refuse_wire("UID FETCH");
-    if (ctx.error) {
-      if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_UID_FETCH) close_stream();  // aborted mid-response
-      std::rethrow_exception(ctx.error);
+    mailstream* stream = imap->imap_stream;
+    guard.suspend();
+    std::vector<std::string> tags(n);
+    std::vector<char> answered(n, 0);
+    size_t sent = 0, answered_count = 0;
+    bool newest_started = false;  // the newest command sent has had a message or its reply
+    std::exception_ptr callback_error;
+    std::optional<Error> refused;  // a BAD
+    try {
+      ReaderSource source(*this);
+      FetchReader reader(source, stream->read_buffer, stream->buffer_max_size, stream->read_buffer_len, limits);
+      stream->read_buffer_len = 0;  // the reader's until release()
+      auto send_more = [&] {
+        bool wrote = false;
+        while (sent < n && sent - answered_count < in_flight && (sent == 0 || newest_started) && !callback_error &&
+               !refused) {
+          int r = mailimap_send_current_tag(imap);
+          if (r != MAILIMAP_NO_ERROR) fail(r, "UID FETCH");
+          tags[sent] = current_tag();
+          write(commands[sent], "UID FETCH");
+          write("\r\n", "UID FETCH");
+          ++sent;
+          newest_started = false;
+          wrote = true;
+        }
+        if (wrote) flush("UID FETCH");
+      };
+      auto unexpected = [&]() {
+        close_stream();
+        throw Error(ErrorKind::protocol, fmt::format("UID FETCH: unexpected reply from {}", where), Retry::now,
+                    here());
+      };
+      send_more();
+      FetchData data;
+      std::string body;
+      while (answered_count < sent) {
+        switch (reader.next(data, body)) {
+          case FetchReader::Kind::fetch: {
+            if (callback_error || data.uid == 0) break;
+            size_t k = 0;
+            while (k < sent && (answered[k] || !in_ranges(*ranges[k], data.uid))) ++k;
+            if (k == sent) break;
+            if (k + 1 == sent && !newest_started) {
+              newest_started = true;
+              send_more();
+            }
+            try {
+              on_fetch(k, data, body);
+            } catch (...) {
+              callback_error = std::current_exception();
+            }
+            if (body.capacity() > kKeepCapacity) std::string().swap(body);
+            break;
+          }
+          case FetchReader::Kind::tagged: {
+            size_t k = 0;
+            while (k < sent && (answered[k] || tags[k] != reader.tag())) ++k;
+            if (k == sent) unexpected();
+            answered[k] = 1;
+            ++answered_count;
+            if (k + 1 == sent) newest_started = true;
+            const TaggedReply& reply = reader.tagged();
+            if (reply.status == "OK" || reply.status == "NO") {
+              if (!callback_error && on_done) {
+                try {
+                  on_done(k);
+                } catch (...) {
+                  callback_error = std::current_exception();
+                }
+              }
+            } else if (reply.status == "BAD") {
+              if (!refused) refused = Error(ErrorKind::protocol, fmt::format("UID FETCH: {}", reply.text), Retry::never, here());
+            } else {
+              unexpected();
+            }
+            send_more();
+            break;
+          }
+          case FetchReader::Kind::bye: die("UID FETCH", "server closed the connection: " + reader.line());
+          case FetchReader::Kind::other: break;
+        }
+      }
+      stream->read_buffer_len = reader.release();
+    } catch (...) {
+      if (!dead) close_stream();
+      guard.resume({});
+      throw;
     }
-    if (r == MAILIMAP_NO_ERROR || r == MAILIMAP_ERROR_UID_FETCH) return;
-    fail(r, "UID FETCH");
+    // What came after the last reply is libetpan's again, through the guard.
+    if (!guard.resume(std::string_view(stream->read_buffer, stream->read_buffer_len))) refuse_wire("UID FETCH");
+    if (callback_error) std::rethrow_exception(callback_error);
+    if (refused) throw *refused;
   }
 
   MailboxInfo open(std::string_view name_raw, bool read_only) {
@@ -1578,30 +1612,13 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
     if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC) {
       p.has_flags = true;
       auto* dyn = item->att_data.att_dyn;
-      size_t keywords = 0, invalid = 0, over = 0;
-      std::string first_invalid;
+      FlagCollector flags(p.flags);
       for (clistiter* f = dyn && dyn->att_list ? clist_begin(dyn->att_list) : nullptr; f; f = clist_next(f)) {
         auto* ff = static_cast<mailimap_flag_fetch*>(clist_content(f));
         if (ff->fl_type == MAILIMAP_FLAG_FETCH_RECENT || !ff->fl_flag) continue;
-        std::string name = flag_to_string(ff->fl_flag);
-        if (name.empty() || iequals(name, "\\Recent")) continue;
-        if (!valid_flag_name(name)) {
-          if (invalid++ == 0) first_invalid = name.substr(0, 64);
-          continue;
-        }
-        if (!plain_flag(name) || name[0] != '\\') {
-          if (++keywords > kMaxKeywords) {
-            ++over;
-            continue;
-          }
-        }
-        p.flags.push_back(std::move(name));
+        flags.add(flag_to_string(ff->fl_flag));
       }
-      if (invalid)
-        p.anomalies.push_back(fmt::format("{} flag{} that {} not valid IMAP flags (e.g. {:?}) left out", invalid,
-                                          invalid == 1 ? "" : "s", invalid == 1 ? "is" : "are", first_invalid));
-      if (over)
-        p.anomalies.push_back(fmt::format("{} keywords: the first {} kept, {} left out", keywords, kMaxKeywords, over));
+      flags.finish(p.anomalies);
     } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC) {
       auto* st = item->att_data.att_static;
       switch (st->att_type) {
@@ -1609,9 +1626,10 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
         case MAILIMAP_MSG_ATT_INTERNALDATE:
           if (st->att_data.att_internal_date) {
             p.has_internaldate = true;
-            if (!to_unix(st->att_data.att_internal_date, p.internaldate, p.internaldate_tz))
-              p.anomalies.push_back(fmt::format("an impossible INTERNALDATE \"{}\": archived without a date",
-                                                describe_date(st->att_data.att_internal_date)));
+            DateFields fields = fields_of(st->att_data.att_internal_date);
+            if (!date_from_fields(fields, p.internaldate, p.internaldate_tz))
+              p.anomalies.push_back(
+                  fmt::format("an impossible INTERNALDATE \"{}\": archived without a date", describe_date(fields)));
           }
           break;
         case MAILIMAP_MSG_ATT_RFC822_SIZE:
@@ -1633,65 +1651,87 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
 
 }  // namespace
 
-void Session::fetch_messages(const std::vector<UidRange>& uids,
-                             const std::function<void(FetchedMessage&&)>& on_message, uint64_t size_hint) {
+namespace {
+
+// "UID FETCH <set> (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[] [MODSEQ])", as libetpan wrote it.
+std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore) {
+  return fmt::format("UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]{})", to_sequence_set(uids),
+                     condstore ? " MODSEQ" : "");
+}
+
+}  // namespace
+
+void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
+                            const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
+                            const std::function<void(size_t batch)>& on_done, size_t in_flight) {
   Impl& s = *impl_;
   s.ensure_alive();
   bool condstore = s.has("CONDSTORE");
-  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_internaldate());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(nullptr)));
-  if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
-  s.stream_fetch(uids, type, std::nullopt, true, [&](mailimap_msg_att* att, std::string& body) {
-    ParsedAtt p = parse_att(att);
-    if (!p.has_body || p.uid == 0) return;  // unsolicited (flag change) or incomplete
-    if (!in_ranges(uids, p.uid)) return;
-    FetchedMessage m;
-    m.uid = p.uid;
-    m.flags = std::move(p.flags);
-    m.internaldate = p.internaldate;
-    m.internaldate_tz = p.internaldate_tz;
-    m.rfc822_size = p.has_size ? p.size : body.size();
-    m.modseq = p.modseq;
-    m.anomalies = std::move(p.anomalies);
-    m.body = std::move(body);
-    on_message(std::move(m));
-    body = std::move(m.body);  // its capacity serves the next message, unless the caller kept it
-  }, size_hint);
+  std::vector<const std::vector<UidRange>*> ranges;
+  std::vector<std::string> commands;
+  std::vector<size_t> index;  // command -> batch (empty batches are not sent)
+  for (size_t b = 0; b < batches.size(); ++b) {
+    if (batches[b].empty()) continue;
+    ranges.push_back(&batches[b]);
+    commands.push_back(body_fetch_command(batches[b], condstore));
+    index.push_back(b);
+  }
+  if (on_done)
+    for (size_t b = 0; b < batches.size(); ++b)
+      if (batches[b].empty()) on_done(b);
+  s.run_fetches(
+      ranges, commands, true, in_flight,
+      [&](size_t k, FetchData& p, std::string& body) {
+        if (!p.has_body) return;  // unsolicited (a flag change)
+        FetchedMessage m;
+        m.uid = p.uid;
+        m.flags = std::move(p.flags);
+        m.internaldate = p.internaldate;
+        m.internaldate_tz = p.internaldate_tz;
+        m.rfc822_size = p.has_size ? p.size : body.size();
+        m.modseq = p.modseq;
+        m.anomalies = std::move(p.anomalies);
+        m.body = std::move(body);
+        on_message(index[k], std::move(m));
+        body = std::move(m.body);  // its capacity serves the next message, unless the caller kept it
+      },
+      [&](size_t k) {
+        if (on_done) on_done(index[k]);
+      });
+}
+
+void Session::fetch_messages(const std::vector<UidRange>& uids,
+                             const std::function<void(FetchedMessage&&)>& on_message) {
+  fetch_batches({uids}, [&](size_t, FetchedMessage&& m) { on_message(std::move(m)); }, {}, 1);
 }
 
 void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
                           const std::function<void(FlagUpdate&&)>& on_flags) {
   Impl& s = *impl_;
   s.ensure_alive();
+  if (uids.empty()) return;
   bool condstore = s.has("CONDSTORE");
   if (changed_since && !condstore) changed_since.reset();
-  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_flags());
-  if (condstore) mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_modseq());
-  s.stream_fetch(uids, type, changed_since, false, [&](mailimap_msg_att* att, std::string&) {
-    ParsedAtt p = parse_att(att);
-    if (p.uid == 0 || !p.has_flags || !in_ranges(uids, p.uid)) return;
-    on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies)});
-  });
+  std::string command = fmt::format("UID FETCH {} (UID FLAGS{})", to_sequence_set(uids), condstore ? " MODSEQ" : "");
+  if (changed_since) command += fmt::format(" (CHANGEDSINCE {})", *changed_since);
+  s.run_fetches({&uids}, {command}, false, 1,
+                [&](size_t, FetchData& p, std::string&) {
+                  if (!p.has_flags) return;
+                  on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies)});
+                },
+                {});
 }
 
 void Session::fetch_sizes(const std::vector<UidRange>& uids,
                           const std::function<void(uint32_t uid, uint64_t size)>& on_size) {
   Impl& s = *impl_;
   s.ensure_alive();
-  mailimap_fetch_type* type = mailimap_fetch_type_new_fetch_att_list_empty();
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_uid());
-  mailimap_fetch_type_new_fetch_att_list_add(type, mailimap_fetch_att_new_rfc822_size());
-  s.stream_fetch(uids, type, std::nullopt, false, [&](mailimap_msg_att* att, std::string&) {
-    ParsedAtt p = parse_att(att);
-    if (p.uid == 0 || !p.has_size || !in_ranges(uids, p.uid)) return;
-    on_size(p.uid, p.size);
-  });
+  if (uids.empty()) return;
+  s.run_fetches({&uids}, {fmt::format("UID FETCH {} (UID RFC822.SIZE)", to_sequence_set(uids))}, false, 1,
+                [&](size_t, FetchData& p, std::string&) {
+                  if (p.has_size) on_size(p.uid, p.size);
+                },
+                {});
 }
 
 std::vector<uint32_t> Session::search_all_uids() { return impl_->search("ALL"); }

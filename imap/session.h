@@ -191,15 +191,35 @@ class Session {
 
   // UID FETCH range (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[] [MODSEQ]),
   // streamed: `on_message` is called once per complete message as it
-  // arrives; only that one message is held in memory. Messages the server
-  // reports but fails to deliver are absent from the callbacks (the caller
-  // compares with what it expected). Unsolicited FETCH responses (flag
-  // changes by other sessions) are ignored. `size_hint`, when the caller
-  // knows it, is the largest RFC822.SIZE among `uids`: each body is given
-  // that much capacity up front (address space; only what arrives is
-  // touched), so a large body is never copied as it grows.
-  void fetch_messages(const std::vector<UidRange>& uids,
-                      const std::function<void(FetchedMessage&&)>& on_message, uint64_t size_hint = 0);
+  // arrives; only that one message is held in memory (its body gets the
+  // literal's announced size reserved up front: address space, only what
+  // arrives is touched). Messages the server reports but fails to deliver
+  // are absent from the callbacks (the caller compares with what it
+  // expected); a NO reply is not an error, a BAD is Error(protocol, never).
+  // Unsolicited FETCH responses (flag changes by other sessions) and other
+  // untagged responses in between are ignored. The responses are read by
+  // our own reader (fetch_reader.h) with the limits of the Endpoint; what
+  // breaks them or does not parse closes the connection (Error(protocol,
+  // now), or never for a limit).
+  void fetch_messages(const std::vector<UidRange>& uids, const std::function<void(FetchedMessage&&)>& on_message);
+
+  // fetch_messages for several batches on this one connection, pipelined:
+  // up to `in_flight` UID FETCH commands are out before the oldest one is
+  // answered (a further one as soon as the newest has begun to be answered),
+  // so a distant server never waits for the next command. Each
+  // response goes to its command: `on_message(k, message)` for a message of
+  // batches[k] (its UID decides; with overlapping batches, the oldest
+  // unanswered one), `on_done(k)` once the server answered batches[k] with
+  // OK or NO: the messages of batches[k] not delivered by then are not
+  // coming (an empty batch is answered at once, without a command). After
+  // a BAD no further batch is sent; once the sent ones are answered (their
+  // callbacks run), Error(protocol, never) with the server's text is thrown.
+  // An exception from a callback stops the callbacks and the sending; the
+  // replies to what was sent are read (the session stays usable), then it
+  // propagates.
+  void fetch_batches(const std::vector<std::vector<UidRange>>& batches,
+                     const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
+                     const std::function<void(size_t batch)>& on_done, size_t in_flight = 3);
 
   // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
   void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
@@ -298,9 +318,11 @@ bool valid_flag_name(std::string_view flag);
 std::optional<std::string> append_problem(const AppendItem& item);
 
 // Parses `bytes` as what a server sends (a greeting, then responses) with
-// the guard and the parser of a session, FETCH bodies streamed as in
-// fetch_messages. Returns "" when every response parsed, else what stopped it
-// (a broken limit, a parse error). No network; for fuzzing and tests.
+// the guard and libetpan's parser as a session does for every response but
+// those to UID FETCH (which fetch_reader.h reads; see replay_fetch there),
+// FETCH bodies through libetpan's body handler. Returns "" when every
+// response parsed, else what stopped it (a broken limit, a parse error). No
+// network; for fuzzing and tests.
 std::string replay_responses(std::string_view bytes, const Endpoint& limits = {});
 
 }  // namespace imapstage::imap

@@ -86,6 +86,7 @@ constexpr std::array<bool, 256> kShadowByte = [] {
 bool WireGuard::feed(std::string_view b) {
   if (broken()) return false;
   received_ += b.size();
+  if (suspended_) return true;
   size_t i = 0;
   while (i < b.size()) {
     if (literal_left_ > 0) {
@@ -181,6 +182,19 @@ bool WireGuard::feed(std::string_view b) {
     }
   }
   return true;
+}
+
+bool WireGuard::resume(std::string_view unread) {
+  suspended_ = false;
+  text_ = literals_ = 0;
+  depth_ = 0;
+  tail_.clear();
+  flags_ = shadow_flags_ = carried_flags_ = {};
+  literal_left_ = 0;
+  shadow_depth_ = 0;
+  shadow_tail_.clear();
+  received_ -= std::min<uint64_t>(received_, unread.size());  // counted when they arrived
+  return feed(unread);
 }
 
 void WireGuard::sent() {

@@ -45,6 +45,15 @@ class WireGuard {
   // limit is broken (and from then on); violation() says which.
   bool feed(std::string_view bytes);
 
+  // Someone else reads the responses for a while and enforces these limits
+  // itself (the FETCH reader): bytes are only counted, for the wait budget.
+  void suspend() { suspended_ = true; }
+  // Follows the bytes again, from the start of a response; `unread` are the
+  // bytes received and not read while suspended (checked now). Returns
+  // false if they break a limit.
+  bool resume(std::string_view unread);
+  bool suspended() const { return suspended_; }
+
   // A command (or any bytes) went to the server: the wait budget starts afresh.
   void sent();
   // Time spent waiting for the server in one read. Returns false (for good)
@@ -83,6 +92,7 @@ class WireGuard {
   std::string violation_;
   bool too_slow_ = false;
   bool garbled_ = false;
+  bool suspended_ = false;
   // response text
   uint64_t text_ = 0;          // non-literal bytes of the current response
   uint64_t literals_ = 0;      // literal bytes of the current response

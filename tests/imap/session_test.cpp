@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include "archive-format/hash.h"
 #include "common/error.h"
 #include "imap/session.h"
@@ -321,8 +323,14 @@ TEST_F(SessionTest, ListMatchesServer) {
     const ListEntry& e = *by_name[name];
     EXPECT_EQ(e.name_raw, f["raw"].get<std::string>());
     EXPECT_EQ(e.subscribed, f["subscribed"].get<bool>()) << name;
-    std::set<std::string> want, got(e.attributes.begin(), e.attributes.end());
-    for (auto& a : f["attributes"]) want.insert(a.get<std::string>());
+    // Attributes are case-insensitive (Dovecot says \UnMarked, libetpan's name is \Unmarked).
+    auto lower = [](std::string a) {
+      for (auto& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return a;
+    };
+    std::set<std::string> want, got;
+    for (auto& a : e.attributes) got.insert(lower(a));
+    for (auto& a : f["attributes"]) want.insert(lower(a.get<std::string>()));
     EXPECT_EQ(got, want) << name;
     EXPECT_EQ(e.delimiter, '/');
   }
