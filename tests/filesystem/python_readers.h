@@ -96,6 +96,51 @@ for d, dirs, files in os.walk(os.fsencode(sys.argv[1])):
 json.dump(result, sys.stdout)
 )PY";
 
+// Dovecot's imap binary as the reader (PREAUTH over a pipe, through Python's
+// imaplib.IMAP4_stream), run as nobody: argv[1] its config, argv[2] a home,
+// argv[3] the mail_location. Every selectable mailbox, EXAMINEd:
+// {"<mailbox>": [{"sha256", "flags" (sorted, no \\Recent), "internaldate", "size"}]}.
+inline const char* kReadWithDovecot = R"PY(
+import hashlib, imaplib, json, os, shlex, sys, time
+conf, home, location = sys.argv[1], sys.argv[2], sys.argv[3]
+cmd = ("setpriv --reuid=65534 --regid=65534 --clear-groups env -i USER=reader HOME=" + shlex.quote(home) +
+       " /usr/lib/dovecot/imap -c " + shlex.quote(conf) + " -o " + shlex.quote("mail_location=" + location))
+m = imaplib.IMAP4_stream(cmd)
+typ, boxes = m.list('""', '"*"')
+result = {}
+for line in boxes:
+    line = line.decode()
+    attrs = line[line.index("(") + 1:line.index(")")]
+    if "\\Noselect" in attrs:
+        continue
+    name = line.rsplit(' "/" ', 1)[1]
+    typ, data = m.select(name, readonly=True)
+    assert typ == "OK", (name, data)
+    out = []
+    if int(data[0]) > 0:
+        typ, data = m.fetch("1:*", "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK", data
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            meta, body = item
+            flags = [f.decode() for f in imaplib.ParseFlags(meta) if f != b"\\Recent"]
+            out.append({"sha256": hashlib.sha256(body).hexdigest(), "flags": sorted(flags),
+                        "internaldate": int(time.mktime(imaplib.Internaldate2tuple(meta))),
+                        "size": int(meta.split(b"RFC822.SIZE ")[1].split()[0].rstrip(b")"))})
+    result[name] = out
+m.logout()
+json.dump(result, sys.stdout)
+)PY";
+
+// A private Dovecot configuration for kReadWithDovecot (mail as nobody; no
+// auth service, no listeners).
+inline std::string dovecot_reader_config(const std::string& dir) {
+  return "base_dir = " + dir + "/run\nstate_dir = " + dir + "/state\nlog_path = /dev/stderr\nssl = no\n"
+         "protocols =\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n"
+         "namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =\n}\n";
+}
+
 // Runs one of the scripts above; throws on failure.
 inline nlohmann::json run_python(const char* script, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"/usr/bin/python3", "-c", script};
