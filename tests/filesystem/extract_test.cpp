@@ -247,5 +247,40 @@ TEST(ExtractTest, SymlinkInsideOutIsRefusedAndNothingIsWrittenThrough) {
   EXPECT_TRUE(fs::is_empty(dir.path() + "/elsewhere"));
 }
 
+
+TEST(ExtractTest, DamagedObjectIsNamedLeftOutAndLeavesNoPartialFile) {
+  TempDir dir;
+  auto sample = testing::make_sample_archive(dir.path() + "/archive");
+  {
+    auto a = archive::Archive::open(dir.path() + "/archive", archive::Archive::Mode::read);
+    auto loc = a->object(sample.inbox_uid1.hash);
+    ASSERT_TRUE(loc);
+    std::fstream f(a->pack_path(loc->pack_id), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(loc->offset + loc->record_size - 12));
+    f.put('\x7f');
+  }
+  for (std::string to : {"maildir", "mbox", "eml"}) {
+    std::string out = dir.path() + "/out-" + to;
+    auto r = extract(dir.path() + "/archive", to, out, {"--account", testing::kSampleAccount, "--folder", "INBOX"});
+    EXPECT_EQ(r.exit_code, 1) << to << r.err;
+    auto s = summary_of(r);
+    ASSERT_EQ(s["failed"].size(), 1u) << to;
+    EXPECT_NE(s["failed"][0].get<std::string>().find("UID 1"), std::string::npos) << s.dump();
+    EXPECT_EQ(s["written"], 2) << to;
+    EXPECT_NE(r.out.find("\"message_error\""), std::string::npos);
+    // Nothing half-written: no temporary file is left, and no file holds the damaged message.
+    for (auto& f : tree(out)) {
+      EXPECT_EQ(f.find("imapstage-tmp"), std::string::npos) << f;
+      EXPECT_EQ(f.find(".U7_1."), std::string::npos) << f;
+      EXPECT_EQ(f.find("7-1.eml"), std::string::npos) << f;
+    }
+    if (to == "mbox") {
+      auto boxes = testing::run_python(testing::kReadMboxes, {out});
+      ASSERT_EQ(boxes.size(), 1u);
+      EXPECT_EQ(boxes.begin()->size(), 2u);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace imapstage
