@@ -10,7 +10,12 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -283,7 +288,10 @@ class Extractor {
         case ExtractFormat::mbox: mbox(f); break;
         case ExtractFormat::eml: eml(f); break;
       }
-      progress(true);
+      {
+        std::lock_guard lock(mutex_);
+        progress(true);
+      }
       std::string text = fmt::format("{}: {} written, {} already there", folder_name_, written_, present_);
       if (failed_) text += fmt::format(", {} failed", failed_);
       events_.emit({{"event", "folder_done"}, {"account", f.account}, {"folder", folder_name_},
@@ -299,6 +307,38 @@ class Extractor {
   }
   Fd make_dir(const fs::path& p) { return archive::make_dir_in_archive(options_.out_dir, p); }
 
+  // Runs fn(0..n-1) on up to threads_ threads; stops at the first exception and rethrows it.
+  void parallel(size_t n, const std::function<void(size_t)>& fn) {
+    size_t threads = std::min<size_t>(threads_, n);
+    if (threads <= 1) {
+      for (size_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
+    std::exception_ptr first;
+    std::mutex first_mutex;
+    auto work = [&] {
+      while (!stop) {
+        size_t i = next++;
+        if (i >= n) return;
+        try {
+          fn(i);
+        } catch (...) {
+          std::lock_guard lock(first_mutex);
+          if (!first) first = std::current_exception();
+          stop = true;
+        }
+      }
+    };
+    std::vector<std::thread> workers;
+    for (size_t t = 1; t < threads; ++t) workers.emplace_back(work);
+    work();
+    for (auto& w : workers) w.join();
+    if (first) std::rethrow_exception(first);
+  }
+
+  // REQUIRES: mutex_ held.
   void progress(bool final) {
     if (!final && Clock::now() - last_progress_ < std::chrono::milliseconds(250)) return;
     last_progress_ = Clock::now();
@@ -308,6 +348,7 @@ class Extractor {
                   {"bytes_total", bytes_total_}, {"final", final}});
   }
   void counted(const CatalogMessage& m, bool written) {
+    std::lock_guard lock(mutex_);
     ++done_;
     done_bytes_ += m.record.size;
     if (written) {
@@ -324,6 +365,7 @@ class Extractor {
   void failed(const CatalogMessage& m, const Error& e) {
     if (e.kind() != ErrorKind::corrupt && e.kind() != ErrorKind::not_found) throw e;
     Error where = e.with({.account = folder_->account, .folder = folder_name_, .uid = m.record.key.uid});
+    std::lock_guard lock(mutex_);
     ++done_;
     ++failed_;
     summary_->failed.push_back(where.what());
@@ -368,10 +410,11 @@ class Extractor {
       k.commit(d.get(), "dovecot-keywords", true);
     }
 
-    for (auto& m : f.messages) {
+    parallel(f.messages.size(), [&](size_t i) {
+      auto& m = f.messages[i];
       if (present.count(m.base)) {
         counted(m, false);
-        continue;
+        return;
       }
       try {
         StagedFile out(tmp.get(), m.base + kTmpSuffix, dir / "tmp" / m.base);
@@ -381,14 +424,15 @@ class Extractor {
       } catch (const Error& e) {
         failed(m, e);
       }
-    }
+    });
   }
 
   void eml(const CatalogFolder& f) {
     fs::path dir = folder_path(f.dirs);
     Fd d = make_dir(dir);
-    std::string csv = "uid,internaldate,flags,keywords,size,sha256,message-id,from,subject\r\n";
-    for (auto& m : f.messages) {
+    std::vector<std::string> rows(f.messages.size());
+    parallel(f.messages.size(), [&](size_t i) {
+      auto& m = f.messages[i];
       std::string name = fmt::format("{}-{}.eml", m.record.key.uidvalidity, m.record.key.uid);
       std::string head;
       bool have = false;
@@ -410,15 +454,17 @@ class Extractor {
           failed(m, e);
         }
       }
-      if (!have) continue;
+      if (!have) return;
       std::vector<std::string> system;
       for (auto& flag : archive::flags_to_imap(m.record.flags, {})) system.push_back(flag);
-      csv += fmt::format("{},{},{},{},{},{},{},{},{}\r\n", m.record.key.uid,
+      rows[i] = fmt::format("{},{},{},{},{},{},{},{},{}\r\n", m.record.key.uid,
                          iso_date(m.record.internaldate, m.record.internaldate_tz), csv_field(join(system, " ")),
                          csv_field(join(m.record.keywords, " ")), m.record.size, archive::to_hex(m.record.hash),
                          csv_field(extract_message_id(head)), csv_field(header_field(head, "From")),
                          csv_field(header_field(head, "Subject")));
-    }
+    });
+    std::string csv = "uid,internaldate,flags,keywords,size,sha256,message-id,from,subject\r\n";
+    for (auto& row : rows) csv += row;
     StagedFile index(d.get(), std::string(".index.csv") + kTmpSuffix, dir / "index.csv");
     index.write(csv);
     index.commit(d.get(), "index.csv", true);
@@ -494,6 +540,8 @@ class Extractor {
 
   const ExtractOptions& options_;
   EventSink& events_;
+  size_t threads_ = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  std::mutex mutex_;  // the counters below, while messages are written side by side
   const archive::Archive& archive_;
   ExtractSummary* summary_ = nullptr;
   const CatalogFolder* folder_ = nullptr;

@@ -24,6 +24,8 @@ namespace imapstage::filesystem {
 
 namespace {
 
+constexpr size_t kPrefetchAhead = 4;
+
 // What the filesystem callbacks share (fuse_get_context()->private_data).
 struct Server {
   const MountOptions& options;
@@ -131,6 +133,14 @@ int fs_open(const char* path, struct fuse_file_info* fi) {
     try {
       if (n->size > s.options.spill_bytes) file->spill = spill(s, *n->hash);
       else s.cache->get(*n->hash);  // decompressed and checked now: a damaged object fails the open
+      // Readers (cat, grep -r, mail clients) go through a folder in order: the next few are decompressed meanwhile.
+      std::vector<archive::Hash> ahead;
+      const auto& siblings = s.tree.node(n->parent).children;
+      for (size_t k = n->position + 1; k < siblings.size() && ahead.size() < kPrefetchAhead; ++k) {
+        const TreeNode& next = s.tree.node(siblings[k]);
+        if (next.hash && next.size <= s.options.cache_bytes / 16) ahead.push_back(*next.hash);
+      }
+      if (!ahead.empty()) s.cache->prefetch(ahead);
     } catch (const Error& e) {
       report(e, path);
       return e.kind() == ErrorKind::io && e.retry() != Retry::never ? -ENOSPC : -EIO;

@@ -8,7 +8,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <condition_variable>
+#include <deque>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "archive-format/archive.h"
 
@@ -18,12 +22,21 @@ class ObjectCache {
  public:
   // Objects are read from `archive`, which must outlive the cache.
   ObjectCache(const archive::Archive& archive, uint64_t budget_bytes);
+  // Stops and joins the prefetching thread.
+  ~ObjectCache();
+  ObjectCache(const ObjectCache&) = delete;
+  ObjectCache& operator=(const ObjectCache&) = delete;
 
   // The object's bytes, decompressed and checked against its SHA-256 when
   // not cached. Objects larger than the budget are returned without being
   // kept. Throws what Archive::read_object throws (Error(corrupt),
   // Error(not_found)). Thread-safe.
   std::shared_ptr<const std::string> get(const archive::Hash& hash);
+
+  // Asks a background thread to load these objects (at most a few are
+  // waiting at any time; the rest are dropped; failures are ignored, get()
+  // reports them). For readers that go through a directory in order.
+  void prefetch(const std::vector<archive::Hash>& hashes);
 
   uint64_t cached_bytes() const;
   uint64_t loads() const;  // objects decompressed so far
@@ -41,6 +54,12 @@ class ObjectCache {
   Lru lru_;  // most recently used first
   uint64_t bytes_ = 0;
   uint64_t loads_ = 0;
+  // The prefetcher: started by the first prefetch().
+  void prefetch_loop();
+  std::condition_variable wake_;
+  std::deque<archive::Hash> queue_;
+  bool stopping_ = false;
+  std::thread prefetcher_;
 };
 
 }  // namespace imapstage::filesystem

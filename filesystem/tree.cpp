@@ -42,6 +42,8 @@ Tree::Tree(const std::vector<CatalogFolder>& catalog, int64_t now) : now_(now) {
 
 uint32_t Tree::add(uint32_t parent, const std::string& path, TreeNode node) {
   auto index = static_cast<uint32_t>(nodes_.size());
+  node.parent = parent;
+  node.position = static_cast<uint32_t>(nodes_[parent].children.size());
   nodes_.push_back(std::move(node));
   nodes_[parent].children.push_back(index);
   by_path_[path] = index;

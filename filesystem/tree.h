@@ -21,6 +21,8 @@ struct TreeNode {
   int64_t mtime = 0;                 // unix seconds: INTERNALDATE for messages
   uint64_t size = 0;                 // exact bytes of a file
   std::vector<uint32_t> children;    // of a directory, in insertion order
+  uint32_t parent = 0;               // the directory holding it (the root: itself)
+  uint32_t position = 0;             // its index in the parent's children
   std::optional<archive::Hash> hash; // a message: its object
   std::string content;               // a file that is not a message (dovecot-keywords)
 };
