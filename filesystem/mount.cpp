@@ -3,13 +3,19 @@
 
 #include <fcntl.h>
 #include <fuse.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -262,6 +268,60 @@ class FuseArgs {
   struct fuse_args args_;
 };
 
+// Turns SIGINT, SIGTERM and SIGHUP into `fusermount3 -u -z MOUNTPOINT`, as if
+// the user had typed it: the kernel delivers what is still pending (the
+// releases of files and directories just closed), then ends the session, and
+// the loop returns as after any unmount. Owns the thread that waits for the
+// signals (blocked in every thread from construction on) and joins it on
+// destruction.
+class SignalUnmounter {
+ public:
+  explicit SignalUnmounter(std::string mountpoint) : mountpoint_(std::move(mountpoint)) {
+    sigemptyset(&set_);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&set_, sig);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+    thread_ = std::thread([this] { wait(); });
+  }
+  ~SignalUnmounter() {
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+    // Signals that came since are taken here, not delivered when the mask is
+    // restored: the session is over already.
+    struct timespec now = {0, 0};
+    while (sigtimedwait(&set_, nullptr, &now) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SignalUnmounter(const SignalUnmounter&) = delete;
+  SignalUnmounter& operator=(const SignalUnmounter&) = delete;
+
+ private:
+  void wait() {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set_, &sig) != 0 || sig == SIGUSR1) return;
+      std::vector<std::string> words = {"fusermount3", "-u", "-z", "--", mountpoint_};
+      std::vector<char*> argv;
+      for (auto& w : words) argv.push_back(w.data());
+      argv.push_back(nullptr);
+      posix_spawnattr_t attr;
+      posix_spawnattr_init(&attr);
+      sigset_t none;
+      sigemptyset(&none);
+      posix_spawnattr_setsigmask(&attr, &none);
+      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+      pid_t pid;
+      if (posix_spawnp(&pid, "fusermount3", nullptr, &attr, argv.data(), environ) == 0)
+        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+      posix_spawnattr_destroy(&attr);
+    }
+  }
+  std::string mountpoint_;
+  sigset_t set_, old_;
+  std::thread thread_;
+};
+
 // Escapes a value for a FUSE -o list (',' and '\' are special).
 std::string fuse_option_value(const std::string& v) {
   std::string out;
@@ -308,14 +368,10 @@ void run_mount(const MountOptions& given) {
   fuse.mounted();
   if (fuse_daemonize(options.foreground ? 1 : 0) != 0)
     throw Error(ErrorKind::io, "cannot detach the serving process", Retry::later);
+  SignalUnmounter signals(options.mountpoint.string());
   s.archive = archive::Archive::open(options.archive_dir, archive::Archive::Mode::read);
   s.cache = std::make_unique<ObjectCache>(*s.archive, options.cache_bytes);
-
-  struct fuse_session* session = fuse_get_session(fuse.get());
-  if (fuse_set_signal_handlers(session) != 0)
-    throw Error(ErrorKind::internal, "cannot install the signal handlers", Retry::never);
   int rc = fuse_loop(fuse.get());
-  fuse_remove_signal_handlers(session);
   if (rc < 0)
     throw Error(ErrorKind::io, fmt::format("the FUSE session failed: {}", std::strerror(-rc)), Retry::later,
                 {.file = options.mountpoint.string()});

@@ -159,10 +159,11 @@ TEST(MountTest, SigtermSigintAndFusermountUnmountCleanly) {
     EXPECT_FALSE(fs::is_empty(mnt));
     if (how) ::kill(pid, how);
     else EXPECT_EQ(testing::run_process({"/usr/bin/fusermount3", "-u", mnt.string()}).exit_code, 0);
+    int code = testing::wait_exit(pid, 30);
     std::ifstream e(err);
     std::stringstream text;
     text << e.rdbuf();
-    EXPECT_EQ(testing::wait_exit(pid, 30), 0) << "signal " << how << ": " << text.str();
+    EXPECT_EQ(code, 0) << "signal " << how << ": " << text.str();
     EXPECT_FALSE(testing::is_mounted(mnt)) << how;
     EXPECT_TRUE(fs::is_empty(mnt));
   }
