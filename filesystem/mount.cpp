@@ -38,6 +38,9 @@ struct Server {
   Tree tree;
   std::unique_ptr<archive::Archive> archive;  // opened in the serving process
   std::unique_ptr<ObjectCache> cache;
+  // Per node: its object was decompressed and checked by an open already, so
+  // a later open (the kernel keeping the pages) need not do it again.
+  std::vector<bool> checked;
   uid_t uid = getuid();
   gid_t gid = getgid();
 };
@@ -135,10 +138,12 @@ int fs_open(const char* path, struct fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return -EROFS;
   auto file = std::make_unique<OpenFile>();
   file->node = n;
-  if (n->hash) {
+  uint32_t index = s.tree.index_of(n);
+  if (n->hash && (n->size > s.options.spill_bytes || !s.checked[index])) {
     try {
       if (n->size > s.options.spill_bytes) file->spill = spill(s, *n->hash);
       else s.cache->get(*n->hash);  // decompressed and checked now: a damaged object fails the open
+      s.checked[index] = true;
       // Readers (cat, grep -r, mail clients) go through a folder in order: the next few are decompressed meanwhile.
       std::vector<archive::Hash> ahead;
       const auto& siblings = s.tree.node(n->parent).children;
@@ -350,7 +355,9 @@ void run_mount(const MountOptions& given) {
     auto a = archive::Archive::open(options.archive_dir, archive::Archive::Mode::read);
     catalog = build_catalog(*a, options.catalog);
   }
-  Server s{.options = options, .tree = Tree(catalog, static_cast<int64_t>(std::time(nullptr))), .archive = {}, .cache = {}};
+  Server s{.options = options, .tree = Tree(catalog, static_cast<int64_t>(std::time(nullptr))), .archive = {}, .cache = {},
+           .checked = {}};
+  s.checked.assign(s.tree.size(), false);
   catalog.clear();
   catalog.shrink_to_fit();
 

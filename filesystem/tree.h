@@ -35,6 +35,9 @@ class Tree {
   // The node at `path` ("/", "/acct/INBOX/cur/x"), or nullptr.
   const TreeNode* find(std::string_view path) const;
   const TreeNode& node(uint32_t index) const { return nodes_[index]; }
+  size_t size() const { return nodes_.size(); }
+  // The index of a node returned by find().
+  uint32_t index_of(const TreeNode* n) const { return static_cast<uint32_t>(n - nodes_.data()); }
   size_t files() const { return files_; }
 
  private:
