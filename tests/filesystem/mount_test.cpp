@@ -169,6 +169,39 @@ TEST(MountTest, SigtermSigintAndFusermountUnmountCleanly) {
   }
 }
 
+// Every file of the archive but LMDB's lock file (readers register there), with its SHA-256.
+std::map<std::string, std::string> archive_files(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != "lock.mdb")
+      out[e.path().lexically_relative(dir).string()] = testing::file_sha256(e.path());
+  return out;
+}
+
+TEST(MountTest, KilledMountLeavesTheArchiveUntouched) {
+  TempDir dir;
+  testing::make_sample_archive(dir.path() + "/archive");
+  auto before = archive_files(dir.path() + "/archive");
+  fs::path mnt = dir.path() + "/mnt";
+  fs::create_directories(mnt);
+  pid_t pid = testing::spawn({testing::imapstage_binary(), "mount", "--archive", dir.path() + "/archive",
+                              mnt.string(), "--foreground"});
+  ASSERT_TRUE(testing::wait_mounted(mnt, true));
+  size_t files = 0;
+  for (auto& e : fs::recursive_directory_iterator(mnt))
+    if (e.is_regular_file()) files += testing::file_sha256(e.path()).size() == 64;
+  EXPECT_GT(files, 10u);
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(testing::wait_exit(pid, 30), -SIGKILL);
+  // What a crashed FUSE server leaves: a dead mount, removed with fusermount3 -u.
+  EXPECT_EQ(testing::run_process({"/usr/bin/fusermount3", "-u", mnt.string()}).exit_code, 0);
+  EXPECT_FALSE(testing::is_mounted(mnt));
+  EXPECT_EQ(archive_files(dir.path() + "/archive"), before);
+  // And it mounts again.
+  Mount again(dir.path() + "/archive", mnt);
+  EXPECT_TRUE(again.ok()) << again.result().err;
+}
+
 TEST(MountTest, DamagedObjectFailsItsOpenWithEioOthersStillRead) {
   TempDir dir;
   auto sample = testing::make_sample_archive(dir.path() + "/archive");
