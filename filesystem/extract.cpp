@@ -36,21 +36,30 @@ constexpr size_t kWriteBuffer = 256 << 10;
 constexpr size_t kHeaderBytes = 64 << 10;  // what index.csv reads of a message
 constexpr const char* kTmpSuffix = ".imapstage-tmp";
 
-// A file written under a temporary name in a directory and moved to its
-// final name only by commit(); destroyed uncommitted, the temporary file is removed.
+// A file that gets its final name only from commit(), complete. With an
+// `unnamed_dirfd`, it is made without a name in that directory (O_TMPFILE)
+// and linked into place by commit(), so an interrupted run leaves nothing at
+// all; otherwise (or where the filesystem has no O_TMPFILE) it is written as
+// `tmp_name` in `dirfd` and renamed. Destroyed uncommitted, the file is removed.
 class StagedFile {
  public:
-  StagedFile(int dirfd, std::string tmp_name, fs::path shown)
+  StagedFile(int dirfd, std::string tmp_name, fs::path shown, int unnamed_dirfd = -1)
       : dirfd_(dirfd), tmp_(std::move(tmp_name)), shown_(std::move(shown)) {
-    ::unlinkat(dirfd_, tmp_.c_str(), 0);  // left by an interrupted run
-    fd_ = Fd(::openat(dirfd_, tmp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, archive::kFileMode));
+    if (unnamed_dirfd >= 0) {
+      fd_ = Fd(::openat(unnamed_dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, archive::kFileMode));
+      unnamed_ = static_cast<bool>(fd_);
+    }
+    if (!unnamed_) {
+      ::unlinkat(dirfd_, tmp_.c_str(), 0);  // left by an interrupted run
+      fd_ = Fd(::openat(dirfd_, tmp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, archive::kFileMode));
+    }
     if (!fd_) throw_io("cannot create a file", shown_.string(), errno, Retry::later);
     buffer_.reserve(kWriteBuffer);
   }
   ~StagedFile() {
     if (committed_) return;
     fd_.reset();
-    ::unlinkat(dirfd_, tmp_.c_str(), 0);
+    if (!unnamed_) ::unlinkat(dirfd_, tmp_.c_str(), 0);
   }
   StagedFile(const StagedFile&) = delete;
   StagedFile& operator=(const StagedFile&) = delete;
@@ -86,6 +95,19 @@ class StagedFile {
   // returns false (removing the temporary file) when that name exists.
   bool commit(int final_dirfd, const std::string& final_name, bool replace) {
     flush();
+    if (unnamed_ && !replace) {
+      // linkat refuses an existing name: nothing is ever replaced.
+      std::string self = fmt::format("/proc/self/fd/{}", fd_.get());
+      int rc = ::linkat(AT_FDCWD, self.c_str(), final_dirfd, final_name.c_str(), AT_SYMLINK_FOLLOW);
+      if (rc != 0 && errno == ENOENT)  // no /proc: needs CAP_DAC_READ_SEARCH
+        rc = ::linkat(fd_.get(), "", final_dirfd, final_name.c_str(), AT_EMPTY_PATH);
+      if (rc != 0 && errno == EEXIST) return false;
+      if (rc != 0) throw_io("cannot link a file into place", (shown_.parent_path() / final_name).string(), errno);
+      fd_.reset();
+      committed_ = true;
+      return true;
+    }
+    if (unnamed_) throw Error(ErrorKind::internal, "an unnamed file cannot replace another", Retry::never);
     fd_.reset();
     int rc = replace ? ::renameat(dirfd_, tmp_.c_str(), final_dirfd, final_name.c_str())
                      : ::renameat2(dirfd_, tmp_.c_str(), final_dirfd, final_name.c_str(), RENAME_NOREPLACE);
@@ -118,6 +140,7 @@ class StagedFile {
   fs::path shown_;
   Fd fd_;
   std::string buffer_;
+  bool unnamed_ = false;
   bool committed_ = false;
 };
 
@@ -417,7 +440,7 @@ class Extractor {
         return;
       }
       try {
-        StagedFile out(tmp.get(), m.base + kTmpSuffix, dir / "tmp" / m.base);
+        StagedFile out(tmp.get(), m.base + kTmpSuffix, dir / "tmp" / m.base, cur.get());
         archive_.read_object_to(m.record.hash, [&](std::string_view piece) { out.write(piece); });
         out.set_mtime(m.record.internaldate);
         counted(m, out.commit(cur.get(), m.base + maildir_info(m.record, table), false));
@@ -442,7 +465,7 @@ class Extractor {
         have = true;
       } else {
         try {
-          StagedFile out(d.get(), "." + name + kTmpSuffix, dir / name);
+          StagedFile out(d.get(), "." + name + kTmpSuffix, dir / name, d.get());
           archive_.read_object_to(m.record.hash, [&](std::string_view piece) {
             if (head.size() < kHeaderBytes) head.append(piece.substr(0, kHeaderBytes - head.size()));
             out.write(piece);
