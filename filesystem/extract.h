@@ -5,7 +5,8 @@
 // Output rules: nothing that exists is overwritten (a Maildir message counts
 // as present when a file with its base name, any flags, is in cur/ or new/;
 // an mbox holds a message when one of its From lines names it); each file
-// is written under a temporary name and renamed into place when complete, so
+// gets its final name only when complete (a message file is linked in from
+// an unnamed O_TMPFILE, other files are renamed from a temporary name), so
 // an interrupted run leaves no partial file under a final name; every name
 // is escaped (escape_level), and no symbolic link below --out is followed.
 //
