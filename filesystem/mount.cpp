@@ -1,4 +1,4 @@
-#define FUSE_USE_VERSION 31
+#define FUSE_USE_VERSION 312
 #include "filesystem/mount.h"
 
 #include <fcntl.h>
@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <string>
 #include <cstring>
@@ -31,6 +32,7 @@ namespace imapstage::filesystem {
 namespace {
 
 constexpr size_t kPrefetchAhead = 4;
+constexpr unsigned kThreads = 4;  // serving requests
 
 // What the filesystem callbacks share (fuse_get_context()->private_data).
 struct Server {
@@ -40,7 +42,7 @@ struct Server {
   std::unique_ptr<ObjectCache> cache;
   // Per node: its object was decompressed and checked by an open already, so
   // a later open (the kernel keeping the pages) need not do it again.
-  std::vector<bool> checked;
+  std::unique_ptr<std::atomic<bool>[]> checked;
   uid_t uid = getuid();
   gid_t gid = getgid();
 };
@@ -357,7 +359,7 @@ void run_mount(const MountOptions& given) {
   }
   Server s{.options = options, .tree = Tree(catalog, static_cast<int64_t>(std::time(nullptr))), .archive = {}, .cache = {},
            .checked = {}};
-  s.checked.assign(s.tree.size(), false);
+  s.checked = std::make_unique<std::atomic<bool>[]>(s.tree.size());
   catalog.clear();
   catalog.shrink_to_fit();
 
@@ -378,7 +380,14 @@ void run_mount(const MountOptions& given) {
   SignalUnmounter signals(options.mountpoint.string());
   s.archive = archive::Archive::open(options.archive_dir, archive::Archive::Mode::read);
   s.cache = std::make_unique<ObjectCache>(*s.archive, options.cache_bytes);
-  int rc = fuse_loop(fuse.get());
+  // A few threads: a reader's next open need not wait for the release of the
+  // file before, and readers side by side decompress side by side.
+  std::unique_ptr<struct fuse_loop_config, void (*)(struct fuse_loop_config*)> loop(fuse_loop_cfg_create(),
+                                                                                    fuse_loop_cfg_destroy);
+  if (!loop) throw Error(ErrorKind::internal, "cannot configure the FUSE loop", Retry::never);
+  fuse_loop_cfg_set_max_threads(loop.get(), kThreads);
+  fuse_loop_cfg_set_idle_threads(loop.get(), kThreads);
+  int rc = fuse_loop_mt(fuse.get(), loop.get());
   if (rc < 0)
     throw Error(ErrorKind::io, fmt::format("the FUSE session failed: {}", std::strerror(-rc)), Retry::later,
                 {.file = options.mountpoint.string()});

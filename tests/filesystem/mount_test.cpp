@@ -12,6 +12,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
+#include <atomic>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -121,6 +123,29 @@ TEST(MountTest, AllGenerationsShowsExpungedAndOldGenerationsApart) {
   EXPECT_FALSE(fs::exists(dir.path() + "/mnt/" + filesystem::escape_level(testing::kHostileAccount)));
   size_t all = files_inside(dir.path() + "/mnt").size();
   EXPECT_GT(all, current + old_gen);
+}
+
+TEST(MountTest, ReadersSideBySideGetTheRightBytesWithATinyCache) {
+  TempDir dir;
+  auto sample = testing::make_sample_archive(dir.path() + "/archive");
+  Mount mount(dir.path() + "/archive", dir.path() + "/mnt", {"--cache-size", "1"});
+  ASSERT_TRUE(mount.ok()) << mount.result().err;
+  std::vector<fs::path> files;
+  for (auto& f : files_inside(dir.path() + "/mnt"))
+    if (f.filename() != "dovecot-keywords") files.push_back(f);
+  ASSERT_EQ(files.size(), sample.current_messages);
+  std::atomic<size_t> good{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t)
+    readers.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round)
+        for (size_t i = 0; i < files.size(); ++i) {
+          const auto& f = files[(i * (t + 1) + round) % files.size()];
+          if (sample.by_hash.count(testing::file_sha256(f))) ++good;
+        }
+    });
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(good.load(), 4 * 5 * files.size());
 }
 
 TEST(MountTest, EveryWriteIsRefusedWithErofs) {
