@@ -76,8 +76,8 @@ json.dump(result, sys.stdout)
 )PY";
 
 // argv[1]: a directory tree. Every index.csv read with the csv module:
-// {"<dir>": [row dicts]}, plus each row's "file_sha256" of <uidvalidity>-<uid>.eml... (the
-// row's file is found by its sha256 column among the directory's .eml files).
+// {"<dir>": {"rows": [row dicts, each with "file": the .eml file of the
+// directory whose SHA-256 is the row's sha256, or ""], "eml_files": N}}.
 inline const char* kReadEml = R"PY(
 import csv, hashlib, json, os, sys
 result = {}
