@@ -162,6 +162,33 @@ TEST_F(ReadersTest, DovecotPythonAndGrepReadTheMountedArchive) {
   EXPECT_GE(found, 1u);
 }
 
+TEST_F(ReadersTest, DovecotReadsAnExtractedMaildirPlusPlusWithItsKeywords) {
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  std::string archive = dir.path() + "/archive";
+  export_alice(archive);
+  size_t folders = 0;
+  auto expected = archive_fingerprints(archive, &folders);
+  auto r = testing::run_imapstage({"extract", "--archive", archive, "--to", "maildir", "--layout", "maildir++",
+                                   "--out", dir.path() + "/out", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // A writable copy, so Dovecot keeps its files (dovecot-uidlist, indexes) beside the mail and
+  // reads each folder's dovecot-keywords where extract wrote it.
+  std::string work = dir.path() + "/dovecot";
+  fs::create_directories(work + "/home");
+  { std::ofstream(work + "/dovecot.conf") << testing::dovecot_reader_config(work); }
+  for (auto& d : {work, dir.path() + "/out"})
+    ASSERT_EQ(testing::run_process({"/bin/chown", "-R", "nobody:nogroup", d}).exit_code, 0);
+  auto boxes = testing::run_python(testing::kReadWithDovecot,
+                                   {work + "/dovecot.conf", work + "/home", "maildir:" + dir.path() + "/out/alice:UTF-8"});
+  std::multiset<std::string> seen;
+  for (auto& [name, messages] : boxes.items())
+    for (auto& m : messages)
+      seen.insert(fingerprint(m["sha256"], m["internaldate"], m["size"], m["flags"].get<std::vector<std::string>>()));
+  EXPECT_EQ(boxes.size(), folders);
+  EXPECT_EQ(seen, expected);
+}
+
 TEST_F(ReadersTest, MountWhileExportRunsShowsOnlyCommittedMessages) {
   TempDir dir;
   std::string archive = dir.path() + "/archive";
