@@ -11,6 +11,8 @@ void register_commands(CLI::App& app, int& status) {
   add_cat_command(app, status);
   add_repair_command(app, status);
   add_status_command(app, status);
+  add_mount_command(app, status);
+  add_extract_command(app, status);
 }
 
 }  // namespace imapstage::cli

@@ -21,6 +21,8 @@ void add_ls_command(CLI::App& app, int& status);
 void add_cat_command(CLI::App& app, int& status);
 void add_repair_command(CLI::App& app, int& status);
 void add_status_command(CLI::App& app, int& status);
+void add_mount_command(CLI::App& app, int& status);    // filesystem/mount_command.cpp
+void add_extract_command(CLI::App& app, int& status);  // filesystem/extract_command.cpp
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

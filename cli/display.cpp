@@ -225,7 +225,10 @@ void TerminalSink::emit(const nlohmann::json& e) {
     a.messages_done = a.bytes_done = 0;
     a.started = now();
     if (verbosity_ < 0) return;
-    std::string verb = a.command == "import" ? "to append" : a.command == "export" ? "to fetch" : "to check";
+    std::string verb = a.command == "import"    ? "to append"
+                       : a.command == "export"  ? "to fetch"
+                       : a.command == "extract" ? "to write"
+                                                : "to check";
     print_line(fmt::format("{}{} messages, {} {} in {:.0f} folders", prefix, a.messages_total,
                            human_bytes(double(a.bytes_total)), verb, num(e, "folders")));
     if (!live_) a.last_plain = now();
