@@ -257,10 +257,21 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
 
 void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
-  std::vector<Lane> lanes(static_cast<size_t>(std::max(1, options_.connections)));  // never resized
+  if (!session) session = connect_and_login(options_);  // login before anything touches the archive
+  int connections = options_.connections;
+  if (connections <= 0) {
+    auto t0 = Clock::now();
+    session->noop();
+    auto round_trip = Clock::now() - t0;
+    connections = round_trip >= kFarRoundTrip ? 4 : 2;
+    emit({{"event", "connections"}, {"connections", connections},
+          {"round_trip_ms", std::chrono::duration<double, std::milli>(round_trip).count()},
+          {"text", fmt::format("{} connections (a round trip takes {:.1f} ms)", connections,
+                               std::chrono::duration<double, std::milli>(round_trip).count())}});
+  }
+  std::vector<Lane> lanes(static_cast<size_t>(connections));  // never resized
   Lane& first = lanes[0];
   first.session = std::move(session);
-  ensure_session(first);  // login before anything touches the archive
 
   // The extra connections log in meanwhile. Should this thread fail before
   // they are released, they are stopped and joined on the way out.
@@ -511,12 +522,19 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
     sized.uidvalidity = info.uidvalidity;
     std::vector<uint32_t> known;
     if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
-    auto wanted = minus(session->search_all_uids(), known);
-    sized.sizes.reserve(wanted.size());
-    for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-      session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
-        if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
-      });
+    if (known.empty()) {
+      // Nothing archived yet: every size in one command, without a UID SEARCH first (one
+      // round trip less per folder, which is what a slow link feels).
+      if (info.exists > 0)
+        session->fetch_sizes({{1, 0}}, [&](uint32_t uid, uint64_t size) { sized.sizes.emplace_back(uid, size); });
+    } else {
+      auto wanted = minus(session->search_all_uids(), known);
+      sized.sizes.reserve(wanted.size());
+      for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+        session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+          if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
+        });
+    }
     std::sort(sized.sizes.begin(), sized.sizes.end());
     sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
                                   [](auto& a, auto& b) { return a.first == b.first; }),

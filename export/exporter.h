@@ -23,6 +23,9 @@
 
 namespace imapstage::exporting {
 
+// A NOOP taking at least this long makes an export with connections = 0 use four connections.
+inline constexpr std::chrono::milliseconds kFarRoundTrip{5};
+
 struct ExportOptions {
   std::filesystem::path archive_dir;
   imap::Endpoint endpoint;
@@ -45,6 +48,9 @@ struct ExportOptions {
   // any are left, so folders are exported side by side; memory is bounded by
   // the largest message per connection. A connection the server refuses
   // beyond the first is reported and the others go on.
+  // Connections exporting folders side by side. 0: two, or four when a
+  // NOOP on the first one takes kFarRoundTrip or more (on a slow link the
+  // round trips per folder, not the bytes, set the pace).
   int connections = 1;
   uint32_t fetch_batch = 500;            // UIDs per UID FETCH command
   // A commit makes what a lane fetched durable (an fsync of the pack and of

@@ -261,11 +261,13 @@ TEST_F(ProgressTest, LogFileHasEveryEventOfJson) {
   auto expected = names(json_in);
   auto got = names(log_in);
   // Connections work side by side: the same events, not necessarily in the same order.
-  std::sort(expected.begin() + 1, expected.end() - 1);
-  std::sort(got.begin() + 1, got.end() - 1);
+  ASSERT_GE(got.size(), 3u);
+  ASSERT_GE(expected.size(), 3u);
+  std::sort(expected.begin() + 2, expected.end() - 1);
+  std::sort(got.begin() + 2, got.end() - 1);
   EXPECT_EQ(got, expected);
-  ASSERT_FALSE(got.empty());
-  EXPECT_EQ(got.front(), "totals");
+  EXPECT_EQ(got[0], "connections");  // how many, from the first connection's round trip
+  EXPECT_EQ(got[1], "totals");
   EXPECT_EQ(got.back(), "summary");
 }
 
