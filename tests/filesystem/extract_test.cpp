@@ -250,7 +250,7 @@ TEST(ExtractTest, SymlinkInsideOutIsRefusedAndNothingIsWrittenThrough) {
 
 TEST(ExtractTest, DamagedObjectIsNamedLeftOutAndLeavesNoPartialFile) {
   TempDir dir;
-  auto sample = testing::make_sample_archive(dir.path() + "/archive");
+  auto sample = testing::make_sample_archive(dir.path() + "/archive", false);  // one record per message
   {
     auto a = archive::Archive::open(dir.path() + "/archive", archive::Archive::Mode::read);
     auto loc = a->object(sample.inbox_uid1.hash);

@@ -229,7 +229,7 @@ TEST(MountTest, KilledMountLeavesTheArchiveUntouched) {
 
 TEST(MountTest, DamagedObjectFailsItsOpenWithEioOthersStillRead) {
   TempDir dir;
-  auto sample = testing::make_sample_archive(dir.path() + "/archive");
+  auto sample = testing::make_sample_archive(dir.path() + "/archive", false);  // one record per message
   // Damage one byte inside the stored payload of INBOX UID 1's object.
   const auto& victim = sample.inbox_uid1;
   {

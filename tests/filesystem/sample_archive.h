@@ -43,11 +43,14 @@ inline std::string sample_message(const std::string& folder_tag, int n, bool fin
   return m;
 }
 
-inline SampleArchive make_sample_archive(const std::filesystem::path& dir) {
+// `groups`: small messages share group records (as exports write them); false
+// gives each its own record, so damaging one record touches one message.
+inline SampleArchive make_sample_archive(const std::filesystem::path& dir, bool groups = true) {
   using namespace archive;
   SampleArchive out;
   Archive::Options o;
   o.map_size = 64ull << 20;
+  o.group_small_objects = groups;
   auto a = Archive::open(dir, Archive::Mode::create, o);
   Batch b(*a);
   int tag = 0;
