@@ -1,9 +1,11 @@
 #include "import/importer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <deque>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -96,6 +98,35 @@ class AccountImport {
   void run();
 
  private:
+  // What the connections importing folders side by side share.
+  struct Folders {
+    explicit Folders(std::vector<FolderMapping>& m) : mappings(m) {}
+    std::vector<FolderMapping>& mappings;
+    std::atomic<size_t> next{0};     // the next folder to take
+    std::atomic<bool> stop{false};   // a connection failed for good: take no more
+    std::mutex mutex;
+    std::exception_ptr fatal;        // the first such failure
+  };
+  // Another connection of `owner`'s run: same archive, account, target and
+  // summary; its own session, batch and APPEND group sizes.
+  AccountImport(AccountImport& owner, Folders& folders)
+      : options_(owner.options_), events_(owner.events_), summary_(owner.summary_), shared_(owner.archive_) {
+    owner_ = &owner;
+    folders_ = &folders;
+    archive_ = owner.archive_;
+    account_ = owner.account_;
+    target_id_ = owner.target_id_;
+    started_unix_ = owner.started_unix_;
+    group_limit_ = owner.group_limit_;
+    group_bytes_limit_ = owner.group_bytes_limit_;
+  }
+  // Takes folders until none is left or one fails for good; each folder's
+  // outcome goes to its summary entry.
+  void work_folders(Folders& folders);
+  // An extra connection's thread: logs in (a refusal is a warning), then works.
+  void work_extra(Folders& folders);
+
+ private:
   // What this target's append records say about one source folder, read in
   // one pass over the records (a no-change re-run does no per-message
   // lookup). `done` is in key order: (source UIDVALIDITY, UID).
@@ -174,6 +205,10 @@ class AccountImport {
   FolderAppends scan_appends(uint32_t folder_id) const;
   AppendRecord record_of(uint32_t folder_id, const FolderAppends& fa, const DoneAppend& d) const;
   std::unordered_map<uint32_t, FolderAppends> appends_;
+  std::mutex appends_mutex_;          // connections side by side take from appends_
+  AccountImport* owner_ = nullptr;    // the run's first connection, for an extra one
+  Folders* folders_ = nullptr;        // while folders are worked on
+  int reconnects_ = 0;
   archive::AppendKey append_key(const MessageRecord& m) const { return {target_id_, m.key}; }
   void fail(ImportFolderResult& result, const MessageRecord& m, const std::string& error);
 
@@ -207,7 +242,7 @@ void AccountImport::emit(nlohmann::json event) {
 }
 
 void AccountImport::check_cancelled(const std::string& folder) {
-  if (options_.cancelled && options_.cancelled())
+  if ((options_.cancelled && options_.cancelled()) || (folders_ && folders_->stop))
     throw Error(ErrorKind::interrupted, "stopped before the import was complete", Retry::later,
                 {.account = summary_.account, .folder = folder});
 }
@@ -303,11 +338,17 @@ AccountImport::FolderAppends AccountImport::scan_appends(uint32_t folder_id) con
 }
 
 AccountImport::FolderAppends AccountImport::take_appends(uint32_t folder_id) {
-  auto it = appends_.find(folder_id);
-  if (it == appends_.end()) return scan_appends(folder_id);
-  FolderAppends fa = std::move(it->second);
-  appends_.erase(it);
-  return fa;
+  AccountImport& o = owner_ ? *owner_ : *this;
+  {
+    std::lock_guard lock(o.appends_mutex_);
+    auto it = o.appends_.find(folder_id);
+    if (it != o.appends_.end()) {
+      FolderAppends fa = std::move(it->second);
+      o.appends_.erase(it);
+      return fa;
+    }
+  }
+  return scan_appends(folder_id);
 }
 
 AppendRecord AccountImport::record_of(uint32_t folder_id, const FolderAppends& fa, const DoneAppend& d) const {
@@ -429,47 +470,27 @@ void AccountImport::run_body() {
   summary_.folders.resize(mappings.size());
   group_limit_ = std::max<size_t>(1, options_.append_batch);
   group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
-  std::exception_ptr fatal;
   for (size_t i = 0; i < mappings.size(); ++i) {
-    auto& m = mappings[i];
-    auto& result = summary_.folders[i];
-    result.source = m.source.canonical_name();
-    result.target = m.target_utf8;
-    result.reason = m.reason;
-    try {
-      check_cancelled(result.source);
-      run_with_retries(
-          options_.retry,
-          [&] {
-            ensure_session();
-            if (options_.dry_run) plan_folder(m, result);
-            else import_folder(m, result, i, mappings.size());
-          },
-          [&] {
-            commit();
-            drop_session();
-            group_limit_ = std::max<size_t>(1, group_limit_ / 2);
-            group_bytes_limit_ = std::max<uint64_t>(1, group_bytes_limit_ / 2);
-          },
-          [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
-            ++summary_.reconnects;
-            emit({{"event", "reconnect"}, {"folder", result.source}, {"attempt", attempt},
-                  {"delay", delay.count() / 1000.0}, {"error", e.what()},
-                  {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
-                                       delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
-          },
-          [&] { return settled_; });
-    } catch (const Error& e) {
-      result.error = e.what();
-      if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
-        emit({{"event", "folder_error"}, {"folder", result.source}, {"error", e.what()},
-              {"text", fmt::format("folder {} -> {}: {}", result.source, result.target, e.what())}});
-        continue;
-      }
-      fatal = std::current_exception();
-      break;
-    }
+    summary_.folders[i].source = mappings[i].source.canonical_name();
+    summary_.folders[i].target = mappings[i].target_utf8;
+    summary_.folders[i].reason = mappings[i].reason;
   }
+  Folders folders(mappings);
+  {
+    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, options_.connections), mappings.size());
+    extra = extra ? extra - 1 : 0;
+    std::vector<std::unique_ptr<AccountImport>> others;
+    std::vector<std::thread> threads;
+    for (size_t k = 0; k < extra; ++k) {
+      others.push_back(std::unique_ptr<AccountImport>(new AccountImport(*this, folders)));
+      threads.emplace_back([&folders, other = others.back().get()] { other->work_extra(folders); });
+    }
+    work_folders(folders);
+    for (auto& t : threads) t.join();
+    for (auto& o : others) reconnects_ += o->reconnects_;
+  }
+  summary_.reconnects += reconnects_;
+  std::exception_ptr fatal = folders.fatal;
   summary_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
   if (!options_.dry_run) {
     try {
@@ -486,6 +507,79 @@ void AccountImport::run_body() {
   }
   drop_session();
   if (fatal) std::rethrow_exception(fatal);
+}
+
+void AccountImport::work_extra(Folders& folders) {
+  try {
+    ensure_session();
+  } catch (const std::exception& e) {
+    emit({{"event", "warning"}, {"error", e.what()},
+          {"text", fmt::format("an extra connection to the target failed ({}); the others go on", e.what())}});
+    drop_session();
+    return;
+  }
+  batch_ = std::make_unique<Batch>(*archive_);
+  work_folders(folders);
+  try {
+    commit();
+  } catch (...) {
+    std::lock_guard lock(folders.mutex);
+    if (!folders.fatal) folders.fatal = std::current_exception();
+    folders.stop = true;
+  }
+  drop_session();
+}
+
+void AccountImport::work_folders(Folders& folders) {
+  folders_ = &folders;
+  auto& mappings = folders.mappings;
+  while (!folders.stop) {
+    size_t i = folders.next++;
+    if (i >= mappings.size()) break;
+    auto& m = mappings[i];
+    auto& result = summary_.folders[i];
+    try {
+      check_cancelled(result.source);
+      run_with_retries(
+          options_.retry,
+          [&] {
+            ensure_session();
+            if (options_.dry_run) plan_folder(m, result);
+            else import_folder(m, result, i, mappings.size());
+          },
+          [&] {
+            commit();
+            drop_session();
+            group_limit_ = std::max<size_t>(1, group_limit_ / 2);
+            group_bytes_limit_ = std::max<uint64_t>(1, group_bytes_limit_ / 2);
+          },
+          [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
+            ++reconnects_;
+            emit({{"event", "reconnect"}, {"folder", result.source}, {"attempt", attempt},
+                  {"delay", delay.count() / 1000.0}, {"error", e.what()},
+                  {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
+                                       delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
+          },
+          [&] { return settled_; });
+    } catch (const Error& e) {
+      result.error = e.what();
+      if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
+        emit({{"event", "folder_error"}, {"folder", result.source}, {"error", e.what()},
+              {"text", fmt::format("folder {} -> {}: {}", result.source, result.target, e.what())}});
+        continue;
+      }
+      std::lock_guard lock(folders.mutex);
+      if (!folders.fatal) folders.fatal = std::current_exception();
+      folders.stop = true;
+      break;
+    } catch (...) {
+      std::lock_guard lock(folders.mutex);
+      if (!folders.fatal) folders.fatal = std::current_exception();
+      folders.stop = true;
+      break;
+    }
+  }
+  folders_ = nullptr;
 }
 
 void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {
@@ -1041,7 +1135,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   // Stopping between groups: what is recorded in flight but was never sent is
   // forgotten again, so the next run sends it without reconciling.
   auto stop_if_cancelled = [&] {
-    if (!options_.cancelled || !options_.cancelled()) return;
+    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop)) return;
     for (auto& w : window) batch_->erase_append(append_key(w));
     window.clear();
     commit();

@@ -43,6 +43,12 @@ struct ImportOptions {
   // target keeps everything ever imported.
   bool sync_expunges = false;
   RetryPolicy retry;
+  // Connections to the target. Each takes whole folders, in mapping order,
+  // while any are left, so folders are imported side by side (a server that
+  // syncs each message to disk keeps one disk busy per connection). A
+  // connection the server refuses beyond the first is reported as a warning
+  // and the others go on. The dry run uses one.
+  int connections = 1;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
   // Asked between folders and between APPEND groups; when it returns true the
