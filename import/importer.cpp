@@ -1055,6 +1055,17 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   FolderAppends fa = take_appends(m.source.id);
   if (reconcile(m, info, result, fa)) fa = scan_appends(m.source.id);
 
+  // The system flags the target keeps, as bits.
+  uint32_t kept_system = 0;
+  for (auto& f : archive::flags_to_imap(archive::kSeen | archive::kAnswered | archive::kFlagged | archive::kDeleted |
+                                            archive::kDraft, {}))
+    if (filter.keeps(f)) {
+      uint32_t bit = 0;
+      std::vector<std::string> none;
+      archive::parse_flags({f}, bit, none);
+      kept_system |= bit;
+    }
+
   // What to send, and what was sent before whose flags changed since: the
   // folder's messages beside its append records, both in key order.
   std::vector<uint32_t> to_send;
@@ -1067,6 +1078,8 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     if (d) {
       ++result.already_there;
       if (source.keywords.size() > imap::kMaxKeywords) return true;  // never sent: see append_group
+      if (source.keywords.empty() && d->keywords.empty() && (source.flags & kept_system) == d->flags)
+        return true;  // the common case, without building flag lists
       uint32_t bits = 0;
       std::vector<std::string> keywords;
       std::vector<std::string> wanted;
