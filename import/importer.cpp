@@ -5,6 +5,7 @@
 #include <cctype>
 #include <chrono>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -47,6 +48,8 @@ constexpr auto kRetrySettleTime = std::chrono::seconds(1);
 // fewer of them, and more candidates to fetch back after a crash.
 constexpr size_t kWindowMessages = 2000;
 constexpr uint64_t kWindowBytes = 64ull << 20;
+// At most this many bytes of two groups (the one sent, the one read ahead).
+constexpr uint64_t kReadAheadBytes = 16ull << 20;
 
 // `name` with the characters servers refuse in mailbox names (Cyrus: \ % * ";
 // control characters anywhere) replaced by '_'.
@@ -191,7 +194,16 @@ class AccountImport {
   void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
   void check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
                     const std::vector<const std::string*>& bodies, ImportFolderResult& result);
-  void append_group(const FolderMapping& m, std::vector<MessageRecord>& group, const imap::MailboxInfo& info,
+  // The messages of one APPEND group, read from the archive and checked (a
+  // message with an error is not sent); a pure function of the archive, so
+  // the next group is prepared on another thread while this one is sent.
+  struct Prepared {
+    std::vector<MessageRecord> recs;
+    std::vector<std::string> bodies;
+    std::vector<std::string> errors;  // "" or why the message cannot be sent
+  };
+  Prepared prepare(std::vector<MessageRecord> group) const;
+  void append_group(const FolderMapping& m, Prepared& group, const imap::MailboxInfo& info,
                     const FlagFilter& filter, uint32_t& uidnext_hint, ImportFolderResult& result,
                     uint64_t& done, uint64_t& done_bytes);
   std::vector<std::string> target_flags(const MessageRecord& m, const FlagFilter& filter,
@@ -767,11 +779,42 @@ bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
   return true;
 }
 
-void AccountImport::append_group(const FolderMapping& m, std::vector<MessageRecord>& group,
+AccountImport::Prepared AccountImport::prepare(std::vector<MessageRecord> group) const {
+  Prepared p;
+  p.recs = std::move(group);
+  p.bodies.resize(p.recs.size());
+  p.errors.resize(p.recs.size());
+  for (size_t i = 0; i < p.recs.size(); ++i) {
+    const MessageRecord& rec = p.recs[i];
+    // What the archive holds is checked like anything from outside: a value
+    // no server would take fails this message alone, before anything is sent.
+    if (rec.keywords.size() > imap::kMaxKeywords) {
+      p.errors[i] = fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(), imap::kMaxKeywords);
+      continue;
+    }
+    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
+                                             rec.internaldate_tz, "x"})) {
+      p.errors[i] = *problem + "; not sent";
+      continue;
+    }
+    if (rec.size > options_.endpoint.max_message_size) {
+      p.errors[i] = fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
+                                "not sent", rec.size, options_.endpoint.max_message_size);
+      continue;
+    }
+    try {
+      p.bodies[i] = archive_->read_object(rec.hash);
+    } catch (const Error& e) {
+      p.errors[i] = e.message();
+    }
+  }
+  return p;
+}
+
+void AccountImport::append_group(const FolderMapping& m, Prepared& group,
                                  const imap::MailboxInfo& info, const FlagFilter& filter, uint32_t& uidnext_hint,
                                  ImportFolderResult& result, uint64_t& done, uint64_t& done_bytes) {
-  if (group.empty()) return;
-  // Read and check every message before anything is sent.
+  if (group.recs.empty()) return;
   std::vector<std::string> bodies;
   std::vector<std::vector<std::string>> flags;
   std::vector<MessageRecord> ready;
@@ -782,40 +825,22 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
     batch_->erase_append(append_key(rec));
     fail(result, rec, error);
   };
-  for (auto& rec : group) {
-    // What the archive holds is checked like anything from outside: a value
-    // no server would take fails this message alone, before anything is sent.
-    if (rec.keywords.size() > imap::kMaxKeywords) {
-      refuse(rec, fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(),
-                                    imap::kMaxKeywords));
+  for (size_t i = 0; i < group.recs.size(); ++i) {
+    const MessageRecord& rec = group.recs[i];
+    if (!group.errors[i].empty()) {
+      refuse(rec, group.errors[i]);
       continue;
     }
-    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
-                                             rec.internaldate_tz, "x"})) {
-      refuse(rec, *problem + "; not sent");
-      continue;
-    }
-    if (rec.size > options_.endpoint.max_message_size) {
-      refuse(rec, fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
-                                    "not sent", rec.size, options_.endpoint.max_message_size));
-      continue;
-    }
-    std::string bytes;
-    try {
-      bytes = archive_->read_object(rec.hash);
-    } catch (const Error& e) {
-      refuse(rec, e.message());
-      continue;
-    }
-    if (limit && bytes.size() > limit) {
-      refuse(rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", bytes.size(), limit));
+    if (limit && group.bodies[i].size() > limit) {
+      refuse(rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", group.bodies[i].size(),
+                              limit));
       continue;
     }
     flags.push_back(target_flags(rec, filter, result));
-    bodies.push_back(std::move(bytes));
+    bodies.push_back(std::move(group.bodies[i]));
     ready.push_back(rec);
   }
-  group.clear();
+  group = Prepared{};
   if (ready.empty()) return;
 
   // Every message here was recorded as in flight, durably, before this group
@@ -1145,20 +1170,11 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     }
     if (staged) commit();
   };
-  // Stopping between groups: what is recorded in flight but was never sent is
-  // forgotten again, so the next run sends it without reconciling.
-  auto stop_if_cancelled = [&] {
-    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop)) return;
-    for (auto& w : window) batch_->erase_append(append_key(w));
-    window.clear();
-    commit();
-    check_cancelled(result.source);
-  };
-
-  std::vector<MessageRecord> group;
-  while (window_end < to_send.size() || !window.empty()) {
+  // The next group, taken from the window (extended first when it holds less
+  // than a full group).
+  auto take_group = [&] {
+    std::vector<MessageRecord> group;
     if (window.size() < group_limit_ && window_end < to_send.size()) extend_window();
-    if (window.empty()) break;
     uint64_t group_bytes = 0;
     while (!window.empty() && (group.empty() || (group.size() < group_limit_ &&
                                                  group_bytes + window.front().size <= group_bytes_limit_))) {
@@ -1166,8 +1182,40 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
       group.push_back(std::move(window.front()));
       window.pop_front();
     }
-    append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
-    stop_if_cancelled();
+    return group;
+  };
+  // Stopping between groups: what is recorded in flight but was never sent
+  // (the window, and a group read ahead) is forgotten again, so the next run
+  // sends it without reconciling.
+  auto stop_if_cancelled = [&](const std::vector<MessageRecord>& ahead) {
+    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop)) return;
+    for (auto& w : window) batch_->erase_append(append_key(w));
+    for (auto& w : ahead) batch_->erase_append(append_key(w));
+    window.clear();
+    commit();
+    check_cancelled(result.source);
+  };
+
+  // While one group is sent and the server stores it, the next is read from
+  // the archive (decompressed and its hash checked) on another thread, unless
+  // the two together would hold more than kReadAheadBytes.
+  Prepared current = prepare(take_group());
+  while (!current.recs.empty()) {
+    std::vector<MessageRecord> next = take_group();
+    std::vector<MessageRecord> next_keys;  // what a stop must forget if `next` was handed away
+    uint64_t bytes = 0;
+    for (auto& r : current.recs) bytes += r.size;
+    for (auto& r : next) bytes += r.size;
+    std::future<Prepared> ahead;
+    if (!next.empty() && bytes <= kReadAheadBytes) {
+      next_keys = next;
+      ahead = std::async(std::launch::async, [this, group = std::move(next)]() mutable {
+        return prepare(std::move(group));
+      });
+    }
+    append_group(m, current, info, filter, uidnext_hint, result, done, done_bytes);
+    stop_if_cancelled(ahead.valid() ? next_keys : next);
+    current = ahead.valid() ? ahead.get() : prepare(std::move(next));
     if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
       last_progress = Clock::now();
       progress(false);
