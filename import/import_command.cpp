@@ -1,5 +1,6 @@
 // imapstage import: the command line of the import engine.
 #include <cstdio>
+#include <optional>
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
@@ -23,6 +24,7 @@ struct ImportArgs {
   std::vector<std::string> maps;
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  std::optional<int> connections;
   bool dry_run = false;
   bool sync_expunges = false;
   bool json = false;
@@ -97,6 +99,10 @@ void add_import_command(CLI::App& app, int& status) {
   cmd->add_option("--map", args->maps, "SOURCE=TARGET folder mapping, UTF-8 names (repeatable; maps subfolders too)");
   cmd->add_option("--folder", args->include, "Only source folders matching this glob (repeatable)");
   cmd->add_option("--exclude", args->exclude, "Skip source folders matching this glob (repeatable)");
+  cmd->add_option("--connections", args->connections,
+                  "Connections to the target, each importing whole folders side by side (default 2; "
+                  "batches use one per account and run accounts side by side instead)")
+      ->check(CLI::Range(1, 8));
   cmd->add_flag("--dry-run", args->dry_run, "Show the folder mapping and what would be appended; write nothing");
   cmd->add_flag("--sync-expunges", args->sync_expunges,
                 "Expunge on the target the messages this archive put there that the source has expunged since "
@@ -118,9 +124,11 @@ void add_import_command(CLI::App& app, int& status) {
     auto routing = make_routing(cmd, args->server, args->profile, warnings);
 
     if (!args->batch.accounts.empty()) {
-      if (!args->server.user.empty() || !args->account.empty() || !args->target_name.empty() || args->dry_run)
+      if (!args->server.user.empty() || !args->account.empty() || !args->target_name.empty() || args->dry_run ||
+          args->connections)
         throw Error(ErrorKind::usage,
-                    "--accounts runs a batch: --user, --account, --target-name and --dry-run do not apply");
+                    "--accounts runs a batch: --user, --account, --target-name, --connections and --dry-run "
+                    "do not apply");
       batch::ImportBatchOptions options;
       options.archive_dir = args->archive;
       options.accounts_file = args->batch.accounts;
@@ -157,6 +165,7 @@ void add_import_command(CLI::App& app, int& status) {
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
     options.sync_expunges = args->sync_expunges;
+    options.connections = args->connections.value_or(2);
     options.credentials = login.credentials;
 
     CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);

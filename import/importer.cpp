@@ -1,8 +1,12 @@
 #include "import/importer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <deque>
+#include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -38,6 +42,14 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kRecentAppendSeconds = 600;
 constexpr auto kCrashSettleTime = std::chrono::seconds(5);
 constexpr auto kRetrySettleTime = std::chrono::seconds(1);
+
+// Messages recorded as in flight by one archive commit ahead of sending
+// them (at least one APPEND group). Each commit fsyncs; a bigger window means
+// fewer of them, and more candidates to fetch back after a crash.
+constexpr size_t kWindowMessages = 2000;
+constexpr uint64_t kWindowBytes = 64ull << 20;
+// At most this many bytes of two groups (the one sent, the one read ahead).
+constexpr uint64_t kReadAheadBytes = 16ull << 20;
 
 // `name` with the characters servers refuse in mailbox names (Cyrus: \ % * ";
 // control characters anywhere) replaced by '_'.
@@ -89,6 +101,57 @@ class AccountImport {
   void run();
 
  private:
+  // What the connections importing folders side by side share.
+  struct Folders {
+    explicit Folders(std::vector<FolderMapping>& m) : mappings(m) {}
+    std::vector<FolderMapping>& mappings;
+    std::atomic<size_t> next{0};     // the next folder to take
+    std::atomic<bool> stop{false};   // a connection failed for good: take no more
+    std::mutex mutex;
+    std::exception_ptr fatal;        // the first such failure
+  };
+  // Another connection of `owner`'s run: same archive, account, target and
+  // summary; its own session, batch and APPEND group sizes.
+  AccountImport(AccountImport& owner, Folders& folders)
+      : options_(owner.options_), events_(owner.events_), summary_(owner.summary_), shared_(owner.archive_) {
+    owner_ = &owner;
+    folders_ = &folders;
+    archive_ = owner.archive_;
+    account_ = owner.account_;
+    target_id_ = owner.target_id_;
+    started_unix_ = owner.started_unix_;
+    group_limit_ = owner.group_limit_;
+    group_bytes_limit_ = owner.group_bytes_limit_;
+  }
+  // Takes folders until none is left or one fails for good; each folder's
+  // outcome goes to its summary entry.
+  void work_folders(Folders& folders);
+  // An extra connection's thread: logs in (a refusal is a warning), then works.
+  void work_extra(Folders& folders);
+
+ private:
+  // What this target's append records say about one source folder, read in
+  // one pass over the records (a no-change re-run does no per-message
+  // lookup). `done` is in key order: (source UIDVALIDITY, UID).
+  struct DoneAppend {
+    uint32_t uidvalidity = 0;
+    uint32_t uid = 0;
+    uint32_t target_uid = 0;
+    uint32_t target_uidvalidity = 0;
+    uint32_t flags = 0;
+    uint32_t target_name = 0;  // index into FolderAppends::targets
+    std::vector<std::string> keywords;
+  };
+  struct FolderAppends {
+    std::vector<std::string> targets;   // distinct raw target folder names of `done`
+    std::vector<DoneAppend> done;
+    std::vector<AppendRecord> in_flight;
+    void add(const AppendRecord& r);
+    // The done record of (uidvalidity, uid), or null.
+    const DoneAppend* find(uint32_t uidvalidity, uint32_t uid) const;
+  };
+  // The append records of every folder in `folder_ids`, in one pass; kept
+  // until each folder's first attempt takes them (take_appends).
   // The run itself; run() records it as failed in the history when it throws before the end.
   void run_body();
   bool run_ended_ = false;  // end_run was called
@@ -110,7 +173,9 @@ class AccountImport {
   bool target_has(const std::string& name_raw);
   // Settles in-flight records of this folder (and done records whose target
   // folder was recreated) against what the target actually holds.
-  void reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
+  // Returns whether it changed any record (then `fa` is stale).
+  bool reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result,
+                 const FolderAppends& fa);
   // The candidate UID (removed from `by_fingerprint`) holding in-flight
   // record `p`'s message as the server rewrote it: the same rewrite
   // fingerprint and INTERNALDATE, not yet claimed. nullopt when none.
@@ -129,12 +194,33 @@ class AccountImport {
   void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
   void check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
                     const std::vector<const std::string*>& bodies, ImportFolderResult& result);
-  void append_group(const FolderMapping& m, std::vector<MessageRecord>& group, const imap::MailboxInfo& info,
+  // The messages of one APPEND group, read from the archive and checked (a
+  // message with an error is not sent); a pure function of the archive, so
+  // the next group is prepared on another thread while this one is sent.
+  struct Prepared {
+    std::vector<MessageRecord> recs;
+    std::vector<std::string> bodies;
+    std::vector<std::string> errors;  // "" or why the message cannot be sent
+  };
+  Prepared prepare(std::vector<MessageRecord> group) const;
+  void append_group(const FolderMapping& m, Prepared& group, const imap::MailboxInfo& info,
                     const FlagFilter& filter, uint32_t& uidnext_hint, ImportFolderResult& result,
                     uint64_t& done, uint64_t& done_bytes);
   std::vector<std::string> target_flags(const MessageRecord& m, const FlagFilter& filter,
                                         ImportFolderResult& result);
   std::vector<uint32_t> source_uids(const archive::FolderRecord& f) const;
+
+  void load_appends(const std::vector<uint32_t>& folder_ids);
+  // The folder's records from that pass the first time, else (a retry, or
+  // records changed by this run) read afresh.
+  FolderAppends take_appends(uint32_t folder_id);
+  FolderAppends scan_appends(uint32_t folder_id) const;
+  AppendRecord record_of(uint32_t folder_id, const FolderAppends& fa, const DoneAppend& d) const;
+  std::unordered_map<uint32_t, FolderAppends> appends_;
+  std::mutex appends_mutex_;          // connections side by side take from appends_
+  AccountImport* owner_ = nullptr;    // the run's first connection, for an extra one
+  Folders* folders_ = nullptr;        // while folders are worked on
+  int reconnects_ = 0;
   archive::AppendKey append_key(const MessageRecord& m) const { return {target_id_, m.key}; }
   void fail(ImportFolderResult& result, const MessageRecord& m, const std::string& error);
 
@@ -168,7 +254,7 @@ void AccountImport::emit(nlohmann::json event) {
 }
 
 void AccountImport::check_cancelled(const std::string& folder) {
-  if (options_.cancelled && options_.cancelled())
+  if ((options_.cancelled && options_.cancelled()) || (folders_ && folders_->stop))
     throw Error(ErrorKind::interrupted, "stopped before the import was complete", Retry::later,
                 {.account = summary_.account, .folder = folder});
 }
@@ -216,6 +302,77 @@ std::vector<uint32_t> AccountImport::source_uids(const archive::FolderRecord& f)
     return true;
   });
   return uids;
+}
+
+void AccountImport::FolderAppends::add(const AppendRecord& r) {
+  if (r.state != AppendState::done) {
+    in_flight.push_back(r);
+    return;
+  }
+  auto t = std::find(targets.begin(), targets.end(), r.target_folder);
+  if (t == targets.end()) t = targets.insert(t, r.target_folder);
+  done.push_back({r.key.source.uidvalidity, r.key.source.uid, r.target_uid, r.target_uidvalidity, r.flags,
+                  static_cast<uint32_t>(t - targets.begin()), r.keywords});
+}
+
+const AccountImport::DoneAppend* AccountImport::FolderAppends::find(uint32_t uidvalidity, uint32_t uid) const {
+  auto it = std::lower_bound(done.begin(), done.end(), std::pair{uidvalidity, uid},
+                             [](const DoneAppend& d, const std::pair<uint32_t, uint32_t>& k) {
+                               return std::pair{d.uidvalidity, d.uid} < k;
+                             });
+  if (it == done.end() || it->uidvalidity != uidvalidity || it->uid != uid) return nullptr;
+  return &*it;
+}
+
+void AccountImport::load_appends(const std::vector<uint32_t>& folder_ids) {
+  appends_.clear();
+  if (!target_id_) return;
+  std::set<uint32_t> wanted(folder_ids.begin(), folder_ids.end());
+  archive_->for_each_append(target_id_, [&](const AppendRecord& r) {
+    if (r.key.source.account_id == account_.id && wanted.count(r.key.source.folder_id))
+      appends_[r.key.source.folder_id].add(r);
+    return true;
+  });
+  for (uint32_t id : wanted) appends_.try_emplace(id);  // present: read, even when empty
+}
+
+AccountImport::FolderAppends AccountImport::scan_appends(uint32_t folder_id) const {
+  FolderAppends fa;
+  if (!target_id_) return fa;
+  // Key order is (account, folder, ...): stop once past this folder.
+  archive_->for_each_append(target_id_, [&](const AppendRecord& r) {
+    auto k = std::pair{r.key.source.account_id, r.key.source.folder_id};
+    if (k > std::pair{account_.id, folder_id}) return false;
+    if (k == std::pair{account_.id, folder_id}) fa.add(r);
+    return true;
+  });
+  return fa;
+}
+
+AccountImport::FolderAppends AccountImport::take_appends(uint32_t folder_id) {
+  AccountImport& o = owner_ ? *owner_ : *this;
+  {
+    std::lock_guard lock(o.appends_mutex_);
+    auto it = o.appends_.find(folder_id);
+    if (it != o.appends_.end()) {
+      FolderAppends fa = std::move(it->second);
+      o.appends_.erase(it);
+      return fa;
+    }
+  }
+  return scan_appends(folder_id);
+}
+
+AppendRecord AccountImport::record_of(uint32_t folder_id, const FolderAppends& fa, const DoneAppend& d) const {
+  AppendRecord r;
+  r.key = {target_id_, {account_.id, folder_id, d.uidvalidity, d.uid}};
+  r.state = AppendState::done;
+  r.target_folder = fa.targets.at(d.target_name);
+  r.target_uidvalidity = d.target_uidvalidity;
+  r.target_uid = d.target_uid;
+  r.flags = d.flags;
+  r.keywords = d.keywords;
+  return r;
 }
 
 std::vector<std::string> AccountImport::target_flags(const MessageRecord& m, const FlagFilter& filter,
@@ -304,64 +461,48 @@ void AccountImport::run_body() {
   std::erase_if(mappings, [](const FolderMapping& m) { return m.skipped; });
 
   if (!options_.dry_run) {
+    std::vector<uint32_t> ids;
+    for (auto& m : mappings) ids.push_back(m.source.id);
+    load_appends(ids);
     // The account's totals from the index: messages without a confirmed copy on this target.
     uint64_t messages = 0, bytes = 0;
-    for (auto& m : mappings)
+    for (auto& m : mappings) {
+      const FolderAppends& fa = appends_[m.source.id];
       archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
         if (r.state != archive::MessageState::present) return true;
-        auto a = archive_->append(append_key(r));
-        if (a && a->state == AppendState::done) return true;
+        if (fa.find(r.key.uidvalidity, r.key.uid)) return true;
         ++messages;
         bytes += r.size;
         return true;
       });
+    }
     emit({{"event", "totals"}, {"command", "import"}, {"folders", mappings.size()}, {"messages_total", messages},
           {"bytes_total", bytes}});
   }
   summary_.folders.resize(mappings.size());
   group_limit_ = std::max<size_t>(1, options_.append_batch);
   group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
-  std::exception_ptr fatal;
   for (size_t i = 0; i < mappings.size(); ++i) {
-    auto& m = mappings[i];
-    auto& result = summary_.folders[i];
-    result.source = m.source.canonical_name();
-    result.target = m.target_utf8;
-    result.reason = m.reason;
-    try {
-      check_cancelled(result.source);
-      run_with_retries(
-          options_.retry,
-          [&] {
-            ensure_session();
-            if (options_.dry_run) plan_folder(m, result);
-            else import_folder(m, result, i, mappings.size());
-          },
-          [&] {
-            commit();
-            drop_session();
-            group_limit_ = std::max<size_t>(1, group_limit_ / 2);
-            group_bytes_limit_ = std::max<uint64_t>(1, group_bytes_limit_ / 2);
-          },
-          [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
-            ++summary_.reconnects;
-            emit({{"event", "reconnect"}, {"folder", result.source}, {"attempt", attempt},
-                  {"delay", delay.count() / 1000.0}, {"error", e.what()},
-                  {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
-                                       delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
-          },
-          [&] { return settled_; });
-    } catch (const Error& e) {
-      result.error = e.what();
-      if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
-        emit({{"event", "folder_error"}, {"folder", result.source}, {"error", e.what()},
-              {"text", fmt::format("folder {} -> {}: {}", result.source, result.target, e.what())}});
-        continue;
-      }
-      fatal = std::current_exception();
-      break;
-    }
+    summary_.folders[i].source = mappings[i].source.canonical_name();
+    summary_.folders[i].target = mappings[i].target_utf8;
+    summary_.folders[i].reason = mappings[i].reason;
   }
+  Folders folders(mappings);
+  {
+    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, options_.connections), mappings.size());
+    extra = extra ? extra - 1 : 0;
+    std::vector<std::unique_ptr<AccountImport>> others;
+    std::vector<std::thread> threads;
+    for (size_t k = 0; k < extra; ++k) {
+      others.push_back(std::unique_ptr<AccountImport>(new AccountImport(*this, folders)));
+      threads.emplace_back([&folders, other = others.back().get()] { other->work_extra(folders); });
+    }
+    work_folders(folders);
+    for (auto& t : threads) t.join();
+    for (auto& o : others) reconnects_ += o->reconnects_;
+  }
+  summary_.reconnects += reconnects_;
+  std::exception_ptr fatal = folders.fatal;
   summary_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
   if (!options_.dry_run) {
     try {
@@ -378,6 +519,79 @@ void AccountImport::run_body() {
   }
   drop_session();
   if (fatal) std::rethrow_exception(fatal);
+}
+
+void AccountImport::work_extra(Folders& folders) {
+  try {
+    ensure_session();
+  } catch (const std::exception& e) {
+    emit({{"event", "warning"}, {"error", e.what()},
+          {"text", fmt::format("an extra connection to the target failed ({}); the others go on", e.what())}});
+    drop_session();
+    return;
+  }
+  batch_ = std::make_unique<Batch>(*archive_);
+  work_folders(folders);
+  try {
+    commit();
+  } catch (...) {
+    std::lock_guard lock(folders.mutex);
+    if (!folders.fatal) folders.fatal = std::current_exception();
+    folders.stop = true;
+  }
+  drop_session();
+}
+
+void AccountImport::work_folders(Folders& folders) {
+  folders_ = &folders;
+  auto& mappings = folders.mappings;
+  while (!folders.stop) {
+    size_t i = folders.next++;
+    if (i >= mappings.size()) break;
+    auto& m = mappings[i];
+    auto& result = summary_.folders[i];
+    try {
+      check_cancelled(result.source);
+      run_with_retries(
+          options_.retry,
+          [&] {
+            ensure_session();
+            if (options_.dry_run) plan_folder(m, result);
+            else import_folder(m, result, i, mappings.size());
+          },
+          [&] {
+            commit();
+            drop_session();
+            group_limit_ = std::max<size_t>(1, group_limit_ / 2);
+            group_bytes_limit_ = std::max<uint64_t>(1, group_bytes_limit_ / 2);
+          },
+          [&](const Error& e, int attempt, std::chrono::milliseconds delay) {
+            ++reconnects_;
+            emit({{"event", "reconnect"}, {"folder", result.source}, {"attempt", attempt},
+                  {"delay", delay.count() / 1000.0}, {"error", e.what()},
+                  {"text", fmt::format("{}; reconnecting in {:.1f} s (attempt {} of {})", e.what(),
+                                       delay.count() / 1000.0, attempt + 1, options_.retry.max_attempts)}});
+          },
+          [&] { return settled_; });
+    } catch (const Error& e) {
+      result.error = e.what();
+      if ((e.kind() == ErrorKind::protocol || e.kind() == ErrorKind::limit) && e.retry() == Retry::never) {
+        emit({{"event", "folder_error"}, {"folder", result.source}, {"error", e.what()},
+              {"text", fmt::format("folder {} -> {}: {}", result.source, result.target, e.what())}});
+        continue;
+      }
+      std::lock_guard lock(folders.mutex);
+      if (!folders.fatal) folders.fatal = std::current_exception();
+      folders.stop = true;
+      break;
+    } catch (...) {
+      std::lock_guard lock(folders.mutex);
+      if (!folders.fatal) folders.fatal = std::current_exception();
+      folders.stop = true;
+      break;
+    }
+  }
+  folders_ = nullptr;
 }
 
 void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {
@@ -419,27 +633,30 @@ std::optional<uint32_t> AccountImport::match_rewritten(
   return std::nullopt;
 }
 
-void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result) {
+bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result,
+                              const FolderAppends& fa) {
   // Records of this source folder that need settling, and target UIDs already claimed.
   std::vector<AppendRecord> pending;
   std::set<uint32_t> claimed;
-  archive_->for_each_append(target_id_, [&](const AppendRecord& r) {
-    if (r.key.source.account_id != account_.id || r.key.source.folder_id != m.source.id) return true;
-    bool here = r.target_folder == m.target_raw;
-    if (r.state == AppendState::in_flight) {
-      if (here) {
-        pending.push_back(r);
-      } else {
-        batch_->erase_append(r.key);  // the mapping changed since: send it to the current target folder
-      }
-    } else if (here && r.target_uidvalidity == info.uidvalidity) {
-      if (r.target_uid) claimed.insert(r.target_uid);
-    } else if (here) {
-      pending.push_back(r);  // the target folder was recreated since: is the message still there?
+  bool changed = false;
+  for (auto& r : fa.in_flight) {
+    if (r.target_folder == m.target_raw) {
+      pending.push_back(r);
+    } else {
+      batch_->erase_append(r.key);  // the mapping changed since: send it to the current target folder
+      changed = true;
     }
-    return true;
-  });
-  if (pending.empty()) return;
+  }
+  for (auto& d : fa.done)
+    if (fa.targets[d.target_name] == m.target_raw && d.target_uidvalidity != info.uidvalidity)
+      pending.push_back(record_of(m.source.id, fa, d));  // the target folder was recreated since: is the message still there?
+  if (pending.empty()) {
+    if (changed) commit();
+    return changed;
+  }
+  for (auto& d : fa.done)
+    if (fa.targets[d.target_name] == m.target_raw && d.target_uidvalidity == info.uidvalidity && d.target_uid)
+      claimed.insert(d.target_uid);
   emit({{"event", "info"}, {"folder", result.source},
         {"text", fmt::format("{} -> {}: reconciling {} messages whose APPEND was interrupted", result.source,
                              result.target, pending.size())}});
@@ -559,67 +776,75 @@ void AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
   }
   for (auto& [p, hex] : unmatched) batch_->erase_append(p.key);  // never arrived: it will be sent again
   commit();
+  return true;
 }
 
-void AccountImport::append_group(const FolderMapping& m, std::vector<MessageRecord>& group,
+AccountImport::Prepared AccountImport::prepare(std::vector<MessageRecord> group) const {
+  Prepared p;
+  p.recs = std::move(group);
+  p.bodies.resize(p.recs.size());
+  p.errors.resize(p.recs.size());
+  for (size_t i = 0; i < p.recs.size(); ++i) {
+    const MessageRecord& rec = p.recs[i];
+    // What the archive holds is checked like anything from outside: a value
+    // no server would take fails this message alone, before anything is sent.
+    if (rec.keywords.size() > imap::kMaxKeywords) {
+      p.errors[i] = fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(), imap::kMaxKeywords);
+      continue;
+    }
+    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
+                                             rec.internaldate_tz, "x"})) {
+      p.errors[i] = *problem + "; not sent";
+      continue;
+    }
+    if (rec.size > options_.endpoint.max_message_size) {
+      p.errors[i] = fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
+                                "not sent", rec.size, options_.endpoint.max_message_size);
+      continue;
+    }
+    try {
+      p.bodies[i] = archive_->read_object(rec.hash);
+    } catch (const Error& e) {
+      p.errors[i] = e.message();
+    }
+  }
+  return p;
+}
+
+void AccountImport::append_group(const FolderMapping& m, Prepared& group,
                                  const imap::MailboxInfo& info, const FlagFilter& filter, uint32_t& uidnext_hint,
                                  ImportFolderResult& result, uint64_t& done, uint64_t& done_bytes) {
-  if (group.empty()) return;
-  // Read and check every message before anything is sent.
+  if (group.recs.empty()) return;
   std::vector<std::string> bodies;
   std::vector<std::vector<std::string>> flags;
   std::vector<MessageRecord> ready;
   revive(m.target_raw);
   uint64_t limit = session_->append_limit();
-  for (auto& rec : group) {
-    // What the archive holds is checked like anything from outside: a value
-    // no server would take fails this message alone, before anything is sent.
-    if (rec.keywords.size() > imap::kMaxKeywords) {
-      fail(result, rec, fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(),
-                                    imap::kMaxKeywords));
+  // Not sent: its in-flight record goes, and it fails alone.
+  auto refuse = [&](const MessageRecord& rec, const std::string& error) {
+    batch_->erase_append(append_key(rec));
+    fail(result, rec, error);
+  };
+  for (size_t i = 0; i < group.recs.size(); ++i) {
+    const MessageRecord& rec = group.recs[i];
+    if (!group.errors[i].empty()) {
+      refuse(rec, group.errors[i]);
       continue;
     }
-    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
-                                             rec.internaldate_tz, "x"})) {
-      fail(result, rec, *problem + "; not sent");
-      continue;
-    }
-    if (rec.size > options_.endpoint.max_message_size) {
-      fail(result, rec, fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
-                                    "not sent", rec.size, options_.endpoint.max_message_size));
-      continue;
-    }
-    std::string bytes;
-    try {
-      bytes = archive_->read_object(rec.hash);
-    } catch (const Error& e) {
-      fail(result, rec, e.message());
-      continue;
-    }
-    if (limit && bytes.size() > limit) {
-      fail(result, rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", bytes.size(), limit));
+    if (limit && group.bodies[i].size() > limit) {
+      refuse(rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", group.bodies[i].size(),
+                              limit));
       continue;
     }
     flags.push_back(target_flags(rec, filter, result));
-    bodies.push_back(std::move(bytes));
+    bodies.push_back(std::move(group.bodies[i]));
     ready.push_back(rec);
   }
-  group.clear();
+  group = Prepared{};
   if (ready.empty()) return;
 
-  // Recorded as in flight, durably, before the first byte is sent.
-  for (size_t i = 0; i < ready.size(); ++i) {
-    AppendRecord r;
-    r.key = append_key(ready[i]);
-    r.state = AppendState::in_flight;
-    r.target_folder = m.target_raw;
-    r.target_uidvalidity = info.uidvalidity;
-    r.target_uid = uidnext_hint;  // lower bound of the UID it will get
-    archive::parse_flags(flags[i], r.flags, r.keywords);
-    r.when = unix_now();
-    batch_->put_append(r);
-  }
-  commit();
+  // Every message here was recorded as in flight, durably, before this group
+  // (import_folder's window); the first byte goes out only now.
 
   auto send = [&](size_t from, size_t to, bool synchronizing) {
     std::vector<imap::AppendItem> items;
@@ -671,7 +896,9 @@ void AccountImport::append_group(const FolderMapping& m, std::vector<MessageReco
     ++done;
     done_bytes += bodies[i].size();
   }
-  commit();
+  // The done records become durable with the next window's commit (or at the
+  // end of the folder): lost in a crash, their in-flight records are
+  // reconciled by hash on the next run, so nothing is sent twice.
   check_stored(stored, stored_bodies, result);
   group_limit_ = std::min(std::max<size_t>(1, options_.append_batch), group_limit_ + (group_limit_ + 3) / 4);
   group_bytes_limit_ =
@@ -850,37 +1077,53 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   FlagFilter filter(info.permanent_flags);
   uint32_t uidnext_hint = info.uidnext;
 
-  reconcile(m, info, result);
+  FolderAppends fa = take_appends(m.source.id);
+  if (reconcile(m, info, result, fa)) fa = scan_appends(m.source.id);
 
-  // What to send, and what was sent before whose flags changed since.
+  // The system flags the target keeps, as bits.
+  uint32_t kept_system = 0;
+  for (auto& f : archive::flags_to_imap(archive::kSeen | archive::kAnswered | archive::kFlagged | archive::kDeleted |
+                                            archive::kDraft, {}))
+    if (filter.keeps(f)) {
+      uint32_t bit = 0;
+      std::vector<std::string> none;
+      archive::parse_flags({f}, bit, none);
+      kept_system |= bit;
+    }
+
+  // What to send, and what was sent before whose flags changed since: the
+  // folder's messages beside its append records, both in key order.
   std::vector<uint32_t> to_send;
   std::vector<std::pair<AppendRecord, MessageRecord>> to_restore;
   uint64_t bytes_total = 0;
-  for (uint32_t uid : source_uids(m.source)) {
+  archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& source) {
+    if (source.state != archive::MessageState::present) return true;
     ++result.source_messages;
-    auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, uid});
-    if (!source) continue;
-    auto r = archive_->append(append_key(*source));
-    if (r && r->state == AppendState::done) {
+    const DoneAppend* d = fa.find(source.key.uidvalidity, source.key.uid);
+    if (d) {
       ++result.already_there;
-      if (source->keywords.size() > imap::kMaxKeywords) continue;  // never sent: see append_group
+      if (source.keywords.size() > imap::kMaxKeywords) return true;  // never sent: see append_group
+      if (source.keywords.empty() && d->keywords.empty() && (source.flags & kept_system) == d->flags)
+        return true;  // the common case, without building flag lists
       uint32_t bits = 0;
       std::vector<std::string> keywords;
       std::vector<std::string> wanted;
-      for (auto& f : archive::flags_to_imap(source->flags, source->keywords))
+      for (auto& f : archive::flags_to_imap(source.flags, source.keywords))
         if (filter.keeps(f) && imap::valid_flag_name(f)) wanted.push_back(f);
       archive::parse_flags(wanted, bits, keywords);
-      auto a = r->keywords, b = keywords;
+      auto a = d->keywords, b = keywords;
       std::sort(a.begin(), a.end());
       std::sort(b.begin(), b.end());
-      if ((r->flags != bits || a != b) && r->target_uid && r->target_folder == m.target_raw &&
-          r->target_uidvalidity == info.uidvalidity)
-        to_restore.emplace_back(*r, *source);
-      continue;
+      if ((d->flags != bits || a != b) && d->target_uid && fa.targets[d->target_name] == m.target_raw &&
+          d->target_uidvalidity == info.uidvalidity)
+        to_restore.emplace_back(record_of(m.source.id, fa, *d), source);
+      return true;
     }
-    to_send.push_back(uid);
-    bytes_total += source->size;
-  }
+    to_send.push_back(source.key.uid);
+    bytes_total += source.size;
+    return true;
+  });
+  fa = FolderAppends{};
   // Appended or reconciled by this run (an earlier attempt before a reconnect) is not "already there".
   result.already_there -= std::min<uint64_t>(result.already_there, result.appended + result.reconciled);
 
@@ -897,25 +1140,87 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
           {"final", final}});
   };
 
-  std::vector<MessageRecord> group;
-  uint64_t group_bytes = 0;
-  for (uint32_t uid : to_send) {
-    auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, uid});
-    if (!source) continue;
-    if (!group.empty() &&
-        (group.size() >= group_limit_ || group_bytes + source->size > group_bytes_limit_)) {
-      append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
-      group_bytes = 0;
-      check_cancelled(result.source);
-      if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
-        last_progress = Clock::now();
-        progress(false);
-      }
+  // The window: messages recorded as in flight, durably, and not sent yet.
+  // It is extended (one commit, which also makes the done records of the
+  // groups sent before durable) whenever it holds less than a full group,
+  // so an archive commit (fsyncs) comes once per window, not twice per group.
+  std::deque<MessageRecord> window;
+  size_t window_end = 0;  // to_send index past the window
+  auto extend_window = [&] {
+    size_t want = std::max<size_t>(kWindowMessages, group_limit_);
+    uint64_t want_bytes = std::max<uint64_t>(kWindowBytes, group_bytes_limit_);
+    uint64_t bytes = 0;
+    for (auto& w : window) bytes += w.size;
+    bool staged = false;
+    while (window_end < to_send.size() && window.size() < want && bytes < want_bytes) {
+      auto source = archive_->message({account_.id, m.source.id, m.source.uidvalidity, to_send[window_end++]});
+      if (!source) continue;
+      AppendRecord r;
+      r.key = append_key(*source);
+      r.state = AppendState::in_flight;
+      r.target_folder = m.target_raw;
+      r.target_uidvalidity = info.uidvalidity;
+      r.target_uid = uidnext_hint;  // lower bound of the UID it will get
+      archive::parse_flags(target_flags(*source, filter, result), r.flags, r.keywords);
+      r.when = unix_now();
+      batch_->put_append(r);
+      bytes += source->size;
+      window.push_back(std::move(*source));
+      staged = true;
     }
-    group.push_back(*source);
-    group_bytes += source->size;
+    if (staged) commit();
+  };
+  // The next group, taken from the window (extended first when it holds less
+  // than a full group).
+  auto take_group = [&] {
+    std::vector<MessageRecord> group;
+    if (window.size() < group_limit_ && window_end < to_send.size()) extend_window();
+    uint64_t group_bytes = 0;
+    while (!window.empty() && (group.empty() || (group.size() < group_limit_ &&
+                                                 group_bytes + window.front().size <= group_bytes_limit_))) {
+      group_bytes += window.front().size;
+      group.push_back(std::move(window.front()));
+      window.pop_front();
+    }
+    return group;
+  };
+  // Stopping between groups: what is recorded in flight but was never sent
+  // (the window, and a group read ahead) is forgotten again, so the next run
+  // sends it without reconciling.
+  auto stop_if_cancelled = [&](const std::vector<MessageRecord>& ahead) {
+    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop)) return;
+    for (auto& w : window) batch_->erase_append(append_key(w));
+    for (auto& w : ahead) batch_->erase_append(append_key(w));
+    window.clear();
+    commit();
+    check_cancelled(result.source);
+  };
+
+  // While one group is sent and the server stores it, the next is read from
+  // the archive (decompressed and its hash checked) on another thread, unless
+  // the two together would hold more than kReadAheadBytes.
+  Prepared current = prepare(take_group());
+  while (!current.recs.empty()) {
+    std::vector<MessageRecord> next = take_group();
+    std::vector<MessageRecord> next_keys;  // what a stop must forget if `next` was handed away
+    uint64_t bytes = 0;
+    for (auto& r : current.recs) bytes += r.size;
+    for (auto& r : next) bytes += r.size;
+    std::future<Prepared> ahead;
+    if (!next.empty() && bytes <= kReadAheadBytes) {
+      next_keys = next;
+      ahead = std::async(std::launch::async, [this, group = std::move(next)]() mutable {
+        return prepare(std::move(group));
+      });
+    }
+    append_group(m, current, info, filter, uidnext_hint, result, done, done_bytes);
+    stop_if_cancelled(ahead.valid() ? next_keys : next);
+    current = ahead.valid() ? ahead.get() : prepare(std::move(next));
+    if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
+      last_progress = Clock::now();
+      progress(false);
+    }
   }
-  append_group(m, group, info, filter, uidnext_hint, result, done, done_bytes);
   progress(true);
 
   // Flag changes made on the source since the earlier import.

@@ -2,8 +2,12 @@
 //
 // Never duplicates: before a group of APPENDs is sent, each message is
 // recorded in the archive as in flight (with the target folder's UIDVALIDITY
-// and UIDNEXT); when the server confirms, the record becomes done with the UID
-// from APPENDUID. A re-run appends only messages with no record; in-flight
+// and UIDNEXT), durably; one archive commit records a window of messages
+// ahead (import_folder). When the server confirms, the record becomes done
+// with the UID from APPENDUID, made durable by the next commit; until then a
+// crash leaves it in flight, which the next run reconciles. A run that stops
+// between groups forgets the in-flight records of what it never sent.
+// A re-run appends only messages with no record; in-flight
 // records (a crash or a dropped connection mid-APPEND) are reconciled first:
 // the target's messages from the recorded UIDNEXT on (or, without that, the
 // ones with the same Message-ID) are fetched and matched by SHA-256, or, for
@@ -43,11 +47,18 @@ struct ImportOptions {
   // target keeps everything ever imported.
   bool sync_expunges = false;
   RetryPolicy retry;
+  // Connections to the target. Each takes whole folders, in mapping order,
+  // while any are left, so folders are imported side by side (a server that
+  // syncs each message to disk keeps one disk busy per connection). A
+  // connection the server refuses beyond the first is reported as a warning
+  // and the others go on. The dry run uses one.
+  int connections = 1;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
   // Asked between folders and between APPEND groups; when it returns true the
   // import stops with Error(interrupted), everything sent so far recorded
-  // (a batch's per-account deadline). Empty: never.
+  // (a batch's per-account deadline). Empty: never. With several
+  // connections it is called from each connection's thread.
   std::function<bool()> cancelled;
 };
 

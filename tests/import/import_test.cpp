@@ -174,6 +174,83 @@ TEST_F(ImportTest, ImportEqualsSourceAndRerunAppendsNothing) {
   expect_same_mail(source, server_->summary("alice2"));
 }
 
+// Folders side by side: three connections give the same target as one, and
+// the no-change re-run (from the append records read in one pass) appends
+// nothing and counts everything as already there.
+TEST_F(ImportTest, ConnectionsSideBySideImportTheSameAndRerunAppendsNothing) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  server_->add_user("sidebyside");
+
+  RecordingSink events;
+  auto o = import_options(archive_dir, "sidebyside");
+  o.connections = 3;
+  o.append_batch = 7;  // many groups per folder
+  auto first = importing::run_import(o, events);
+  EXPECT_TRUE(first.complete());
+  EXPECT_EQ(first.reconnects, 0);
+  auto source = server_->summary("alice");
+  expect_same_mail(source, server_->summary("sidebyside"));
+  // Three sessions logged in: each folder's events name one folder, and every folder was done once.
+  std::map<std::string, int> done;
+  for (auto& e : events.events())
+    if (e["event"] == "folder_done") ++done[e["folder"].get<std::string>()];
+  EXPECT_EQ(done.size(), first.folders.size());
+  for (auto& [folder, n] : done) EXPECT_EQ(n, 1) << folder;
+
+  o.connections = 2;
+  NullSink quiet;
+  auto again = importing::run_import(o, quiet);
+  EXPECT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::reconciled), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::already_there),
+            first.total(&importing::ImportFolderResult::appended));
+  expect_same_mail(source, server_->summary("sidebyside"));
+}
+
+// Messages are recorded as in flight a window ahead of sending them; an import
+// stopped between groups (a batch's deadline) forgets what it recorded but
+// never sent, so the next run sends it without reconciling and duplicates nothing.
+TEST_F(ImportTest, StoppedImportLeavesNothingInFlightAndResumesWithoutDuplicates) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  server_->add_user("stopped");
+
+  auto o = import_options(archive_dir, "stopped");
+  o.append_batch = 5;
+  int asked = 0;
+  o.cancelled = [&asked] { return ++asked > 6; };
+  NullSink quiet;
+  try {
+    importing::run_import(o, quiet);
+    FAIL() << "the import was not stopped";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::interrupted) << e.what();
+  }
+  size_t done = 0;
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    auto target_id = a->find_target("stopped@" + server_->host() + ":" + std::to_string(server_->imaps_port()));
+    ASSERT_TRUE(target_id);
+    a->for_each_append(*target_id, [&](const archive::AppendRecord& r) {
+      EXPECT_EQ(r.state, archive::AppendState::done) << "UID " << r.key.source.uid << " left in flight";
+      ++done;
+      return true;
+    });
+  }
+  EXPECT_GT(done, 0u);
+
+  o.cancelled = nullptr;
+  auto rest = importing::run_import(o, quiet);
+  EXPECT_TRUE(rest.complete());
+  EXPECT_EQ(rest.total(&importing::ImportFolderResult::reconciled), 0u);
+  EXPECT_EQ(rest.total(&importing::ImportFolderResult::already_there), done);
+  expect_same_mail(server_->summary("alice"), server_->summary("stopped"));
+}
+
 TEST_F(ImportTest, NewMailAndFlagChangesReachTheTarget) {
   TempDir dir;
   std::string archive_dir = dir.path() + "/archive";
