@@ -15,6 +15,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -987,6 +988,11 @@ bool iequals(std::string_view a, std::string_view b) {
 void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std::vector<std::string>& keywords) {
   bits = 0;
   keywords.clear();
+  auto lower = [](std::string k) {
+    for (auto& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return k;
+  };
+  std::unordered_set<std::string> seen_lower;
   for (auto& f : imap_flags) {
     if (f.empty()) continue;
     if (iequals(f, "\\Recent")) continue;
@@ -997,8 +1003,16 @@ void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std
         system = true;
       }
     if (system) continue;
-    bool seen = std::any_of(keywords.begin(), keywords.end(), [&](const std::string& k) { return iequals(k, f); });
-    if (!seen) keywords.push_back(f);
+    if (keywords.size() < 16) {
+      // The usual case: a few keywords, compared in place.
+      bool seen = std::any_of(keywords.begin(), keywords.end(), [&](const std::string& k) { return iequals(k, f); });
+      if (!seen) keywords.push_back(f);
+      continue;
+    }
+    // Many (a hostile server or archive may claim any number): a set keeps this linear.
+    if (seen_lower.empty())
+      for (auto& k : keywords) seen_lower.insert(lower(k));
+    if (seen_lower.insert(lower(f)).second) keywords.push_back(f);
   }
 }
 
