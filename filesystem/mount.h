@@ -15,7 +15,7 @@ struct MountOptions {
   CatalogOptions catalog;          // accounts, layout, all_generations
   bool foreground = false;         // else: return once mounted, serving from a detached process
   bool allow_other = false;        // let other users (e.g. a mail server's user) read it (root, or user_allow_other)
-  uint64_t cache_bytes = 16ull << 20;  // decompressed objects kept in memory
+  uint64_t cache_bytes = 8ull << 20;  // decompressed objects kept in memory
   // Objects larger than this are decompressed on open into an unlinked
   // temporary file of their own (TMPDIR) instead of the cache.
   uint64_t spill_bytes = 4ull << 20;

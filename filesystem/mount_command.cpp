@@ -11,7 +11,7 @@ struct MountArgs {
   std::string archive;
   std::string mountpoint;
   std::string layout = "nested";
-  uint64_t cache_mib = 16;
+  uint64_t cache_mib = 8;
 };
 
 }  // namespace
@@ -34,7 +34,7 @@ void add_mount_command(CLI::App& app, int& status) {
                 "Serve in this process until unmounted (fusermount3 -u), SIGINT or SIGTERM");
   cmd->add_flag("--allow-other", args->options.allow_other,
                 "Let other users read the mount (root, or user_allow_other in /etc/fuse.conf)");
-  cmd->add_option("--cache-size", args->cache_mib, "MiB of decompressed messages kept in memory (default 16)")
+  cmd->add_option("--cache-size", args->cache_mib, "MiB of decompressed messages kept in memory (default 8)")
       ->check(CLI::Range(1, 4096));
   cmd->callback([args, &status] {
     auto options = args->options;
