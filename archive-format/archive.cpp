@@ -646,32 +646,11 @@ std::shared_ptr<const std::string> Archive::Impl::group_payload(const ObjectLoca
   return raw;
 }
 
-namespace {
-
-// The bytes of a grouped object inside its group's payload, checked against its hash.
-std::string_view group_member(const std::string& payload, const ObjectLocation& loc, const Hash& hash,
-                              const fs::path& file) {
-  if (loc.member_offset > payload.size() || loc.raw_size > payload.size() - loc.member_offset)
-    throw Error(ErrorKind::corrupt,
-                fmt::format("the index places the object at {}+{} of a group of {} bytes (offset {})",
-                            loc.member_offset, loc.raw_size, payload.size(), loc.offset),
-                Retry::never, {.file = file.string(), .hash = to_hex(hash)});
-  std::string_view bytes(payload.data() + loc.member_offset, static_cast<size_t>(loc.raw_size));
-  if (sha256(bytes) != hash)
-    throw Error(ErrorKind::corrupt,
-                fmt::format("damaged pack record at offset {}: SHA-256 of the object in the group does not match",
-                            loc.offset),
-                Retry::never, {.file = file.string(), .hash = to_hex(hash)});
-  return bytes;
-}
-
-}  // namespace
-
 std::string Archive::read_object(const Hash& hash) const {
   auto [loc, file] = locate(*this, hash);
   if (loc.grouped) {
     auto payload = impl_->group_payload(loc, file, hash);
-    return std::string(group_member(*payload, loc, hash, file));
+    return std::string(group_member(*payload, loc.member_offset, loc.raw_size, hash, file, loc.offset));
   }
   if (loc.raw_size > kMaxObjectInMemory)
     throw Error(ErrorKind::corrupt,
@@ -692,7 +671,7 @@ void Archive::read_object_to(const Hash& hash, const ByteSink& out) const {
   auto [loc, file] = locate(*this, hash);
   if (loc.grouped) {
     auto payload = impl_->group_payload(loc, file, hash);
-    std::string_view bytes = group_member(*payload, loc, hash, file);
+    std::string_view bytes = group_member(*payload, loc.member_offset, loc.raw_size, hash, file, loc.offset);
     constexpr size_t kPiece = 128u << 10;
     for (size_t at = 0; at < bytes.size(); at += kPiece) out(bytes.substr(at, kPiece));
     return;

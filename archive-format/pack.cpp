@@ -711,6 +711,18 @@ std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::str
   return parse_group_table(head, info.raw_size, file, info.offset);
 }
 
+std::string_view group_member(std::string_view payload, uint64_t member_offset, uint64_t size, const Hash& hash,
+                              const std::filesystem::path& file, uint64_t offset) {
+  if (member_offset > payload.size() || size > payload.size() - member_offset)
+    corrupt_record(file, offset,
+                   fmt::format("the index places the object at {}+{} of a group of {} bytes", member_offset, size,
+                               payload.size()),
+                   to_hex(hash));
+  std::string_view bytes = payload.substr(member_offset, size);
+  if (sha256(bytes) != hash) corrupt_record(file, offset, "SHA-256 of the object in the group does not match", to_hex(hash));
+  return bytes;
+}
+
 std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root) {
   Fd fd;
   auto info = open_record(fd, file, offset, RecordKind::group, Hash{}, std::nullopt, root);

@@ -177,6 +177,11 @@ std::vector<GroupMember> parse_group(std::string_view raw, const std::filesystem
 // payload (the members' bytes are not checked: decode_payload does that).
 std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::string_view stored,
                                             const std::filesystem::path& file);
+// The `size` bytes at `member_offset` of a decoded group payload (the group
+// record at `offset` of `file`), checked to lie inside it and to hash to
+// `hash`. Throws Error(corrupt) naming the file, the offset and `hash` otherwise.
+std::string_view group_member(std::string_view payload, uint64_t member_offset, uint64_t size, const Hash& hash,
+                              const std::filesystem::path& file, uint64_t offset);
 // Reads the group record at `offset` of `file`, checks its header, frame,
 // size (at most kMaxGroupRaw) and SHA-256, and returns its payload.
 std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root = {});

@@ -5,7 +5,7 @@
 
 namespace imapstage {
 
-std::string extract_message_id(std::string_view message) {
+std::string header_field(std::string_view message, std::string_view name) {
   size_t pos = 0;
   while (pos < message.size()) {
     size_t eol = message.find('\n', pos);
@@ -13,9 +13,9 @@ std::string extract_message_id(std::string_view message) {
     std::string_view line = message.substr(pos, eol - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) return {};  // end of the header section
-    static constexpr std::string_view kName = "message-id:";
-    if (line.size() >= kName.size() && strncasecmp(line.data(), kName.data(), kName.size()) == 0) {
-      std::string value(line.substr(kName.size()));
+    if (line.size() > name.size() && line[name.size()] == ':' &&
+        strncasecmp(line.data(), name.data(), name.size()) == 0) {
+      std::string value(line.substr(name.size() + 1));
       // Folded continuation lines start with white space.
       size_t next = eol + 1;
       while (next < message.size() && (message[next] == ' ' || message[next] == '\t')) {
@@ -34,5 +34,7 @@ std::string extract_message_id(std::string_view message) {
   }
   return {};
 }
+
+std::string extract_message_id(std::string_view message) { return header_field(message, "Message-ID"); }
 
 }  // namespace imapstage

@@ -1,4 +1,5 @@
-// The Message-ID of a raw message, for finding it again on a target server.
+// Header fields of a raw message: the Message-ID, for finding a message again
+// on a target server, and any other field by name.
 #pragma once
 
 #include <string>
@@ -10,5 +11,9 @@ namespace imapstage {
 // white space removed, e.g. "<abc@example.org>"), or "" if the header
 // section has none. Only the header section (up to the first empty line) is read.
 std::string extract_message_id(std::string_view message);
+
+// The value of the first header field called `name` (any case), unfolded and
+// with surrounding white space removed, or "" if the header section has none.
+std::string header_field(std::string_view message, std::string_view name);
 
 }  // namespace imapstage

@@ -57,23 +57,6 @@ bool in_sample(const Hash& hash, uint64_t seed, double percent) {
   return double(x >> 11) * 0x1.0p-53 * 100.0 < percent;
 }
 
-// Re-hashes the member of a decoded group payload the index places at
-// `location`; returns its size. Throws Error(corrupt) if it is not there whole
-// or does not hash to `hash`.
-uint64_t check_member(const std::string& raw, const archive::ObjectLocation& location, const Hash& hash,
-                      const fs::path& file) {
-  if (location.member_offset > raw.size() || location.raw_size > raw.size() - location.member_offset)
-    throw Error(ErrorKind::corrupt,
-                fmt::format("the index places the object at {}+{} of a group of {} bytes", location.member_offset,
-                            location.raw_size, raw.size()),
-                Retry::never, {.file = file.string()});
-  if (archive::sha256(std::string_view(raw).substr(location.member_offset, location.raw_size)) != hash)
-    throw Error(ErrorKind::corrupt,
-                fmt::format("damaged group record at offset {}: the object's SHA-256 does not match", location.offset),
-                Retry::never, {.file = file.string()});
-  return location.raw_size;
-}
-
 enum class Role {
   indexed,   // the record the index points to: decode and re-hash
   orphan,    // an object record that is not the indexed copy: decode, report as an orphan
@@ -480,7 +463,9 @@ void Verifier::check(Work& w) {
         uint64_t size = 0;
         if (e.location.grouped) {
           std::string raw = archive::read_group(*w.file, e.location.offset, options_.archive_dir);
-          size = check_member(raw, e.location, e.hash, *w.file);
+          size = archive::group_member(raw, e.location.member_offset, e.location.raw_size, e.hash, *w.file,
+                                       e.location.offset)
+                     .size();
         } else {
           archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object, e.hash, e.location.raw_size,
                                   options_.archive_dir, [&](std::string_view piece) { size += piece.size(); });
@@ -520,7 +505,9 @@ void Verifier::check(Work& w) {
       for (auto& [entry, m] : w.members) {
         Entry& e = entries_[entry];
         try {
-          bytes_checked_ += check_member(raw, e.location, e.hash, *w.file);
+          bytes_checked_ += archive::group_member(raw, e.location.member_offset, e.location.raw_size, e.hash,
+                                                  *w.file, e.location.offset)
+                                .size();
           e.result = kSound;
         } catch (const Error& err) {
           set_bad(entry, err.message());
