@@ -242,6 +242,7 @@ class AccountImport {
   // link that drops every few MB still gets groups through), grown back by a
   // quarter towards the options after each group that went through.
   size_t group_limit_ = 0;
+  int connections_ = 1;               // options_.connections, or what 0 chose
   uint64_t group_bytes_limit_ = 0;
   // Whether check_stored still compares the sizes of every stored copy: at
   // the start of each folder, and for as long as a group shows a difference.
@@ -410,6 +411,16 @@ void AccountImport::run() {
 void AccountImport::run_body() {
   auto started = Clock::now();
   ensure_session();  // a refused login leaves no trace in the archive
+  connections_ = options_.connections;
+  if (connections_ <= 0) {
+    auto t0 = Clock::now();
+    session_->noop();
+    auto round_trip = Clock::now() - t0;
+    connections_ = round_trip >= exporting::kFarRoundTrip ? 4 : 2;
+    double ms = std::chrono::duration<double, std::milli>(round_trip).count();
+    emit({{"event", "connections"}, {"connections", connections_}, {"round_trip_ms", ms},
+          {"text", fmt::format("{} connections (a round trip takes {:.1f} ms)", connections_, ms)}});
+  }
   if (shared_) {
     archive_ = shared_;
   } else {
@@ -489,7 +500,7 @@ void AccountImport::run_body() {
   }
   Folders folders(mappings);
   {
-    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, options_.connections), mappings.size());
+    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, connections_), mappings.size());
     extra = extra ? extra - 1 : 0;
     std::vector<std::unique_ptr<AccountImport>> others;
     std::vector<std::thread> threads;
@@ -1021,37 +1032,47 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
   } else {
     for (auto& [uid, i] : index)
       if (at_risk(*bodies[i])) suspects.push_back(uid);
-    std::sort(suspects.begin(), suspects.end());
   }
-  for (uint32_t uid : suspects) {
-    auto fm = session_->fetch_one(uid);
-    if (!fm && !noop_sent) {
-      session_->noop();
-      noop_sent = true;
-      fm = session_->fetch_one(uid);
-    }
-    if (!fm) continue;
+  // One UID FETCH brings every suspect back (a round trip per message would
+  // set the pace on a far link); each copy is compared as it arrives.
+  std::sort(suspects.begin(), suspects.end());
+  suspects.erase(std::unique(suspects.begin(), suspects.end()), suspects.end());
+  std::set<uint32_t> compared;
+  auto compare = [&](imap::FetchedMessage&& fm) {
+    uint32_t uid = fm.uid;
+    if (!std::binary_search(suspects.begin(), suspects.end(), uid) || !compared.insert(uid).second) return;
     size_t i = index.at(uid);
     const MessageRecord& source = *appended[i].second;
     const std::string& body = *bodies[i];
-    if (fm->body == body) continue;
+    if (fm.body == body) return;
     std::string hash = archive::to_hex(source.hash);
-    auto rewrite = classify_rewrite(body, fm->body);
+    auto rewrite = classify_rewrite(body, fm.body);
     if (rewrite) {
       ++result.rewritten;
       emit({{"event", "message_rewritten"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
-            {"target_uid", uid}, {"rewrite", *rewrite}, {"size", body.size()}, {"stored_size", fm->body.size()},
+            {"target_uid", uid}, {"rewrite", *rewrite}, {"size", body.size()}, {"stored_size", fm.body.size()},
             {"text", fmt::format("folder {}, UID {}: the target stored it changed as servers of its kind do "
                                  "({}): {} -> {} bytes", result.source, source.key.uid, *rewrite, body.size(),
-                                 fm->body.size())}});
+                                 fm.body.size())}});
     } else {
       ++result.altered;
       emit({{"event", "warning"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
             {"target_uid", uid}, {"altered", true},
             {"text", fmt::format("account {}, folder {}, UID {}, object {}: the target stored different bytes "
                                  "({} -> {} bytes), not a known server rewrite", summary_.account, result.source,
-                                 source.key.uid, hash, body.size(), fm->body.size())}});
+                                 source.key.uid, hash, body.size(), fm.body.size())}});
     }
+  };
+  auto fetch_back = [&] {
+    std::vector<uint32_t> left;
+    for (uint32_t uid : suspects)
+      if (!compared.count(uid)) left.push_back(uid);
+    for (auto& ranges : exporting::uid_batches(left, left.size())) session_->fetch_messages(ranges, compare);
+  };
+  fetch_back();
+  if (compared.size() < suspects.size() && !noop_sent) {
+    session_->noop();
+    fetch_back();
   }
 }
 

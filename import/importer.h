@@ -51,7 +51,9 @@ struct ImportOptions {
   // while any are left, so folders are imported side by side (a server that
   // syncs each message to disk keeps one disk busy per connection). A
   // connection the server refuses beyond the first is reported as a warning
-  // and the others go on. The dry run uses one.
+  // and the others go on. The dry run uses one. 0: two, or four when a NOOP
+  // on the first connection takes exporting::kFarRoundTrip or more (on a far
+  // link the round trip per APPEND group, not the bytes, sets the pace).
   int connections = 1;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
