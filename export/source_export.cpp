@@ -59,7 +59,6 @@ struct FolderPlan {
   std::unordered_map<std::string, MessageRecord> archived;
   std::unordered_set<std::string> seen;
   uint32_t next_uid = 1;
-  bool content_ids = false;                   // some messages are known only by their bytes
   bool listed = false;                        // list() succeeded
 };
 
@@ -284,9 +283,7 @@ void SourceExport::plan_folder(size_t i) {
 
   const uint64_t max_size = options_.max_message_size;
   for (auto& m : listing.messages) {
-    if (m.id.empty()) {
-      plan.content_ids = true;
-    } else {
+    if (!m.id.empty()) {
       if (!plan.seen.insert(m.id).second) {
         fail_item(result, m.id, "the source listed this message twice; the second is not archived");
         continue;

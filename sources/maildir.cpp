@@ -173,9 +173,10 @@ class MaildirSource : public Source {
       try {
         entries = list_directory(dir);
       } catch (const Error& e) {
+        // A folder without new/ is fine; one whose messages cannot be listed is not listed at
+        // all (its archived messages must not look expunged).
         if (e.kind() == ErrorKind::not_found) continue;
-        listing.problems.push_back({dir.string(), e.message()});
-        continue;
+        throw;
       }
       for (auto& e : entries) {
         if (e.name.empty() || e.name[0] == '.') continue;  // hidden files are no messages (as in Dovecot)

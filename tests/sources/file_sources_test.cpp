@@ -3,8 +3,8 @@
 // `mailbox` and an EML tree, each exported with `imapstage export --source`,
 // imported into an empty account, checked with `verify --against target
 // --deep`, and compared message by message (bytes, flags, keywords,
-// INTERNALDATE) with what the source holds; a re-run adds nothing; manifest
-// and offline verify work on the result.
+// INTERNALDATE) with what the source holds; a re-run adds nothing; manifest,
+// offline verify and extract work on the result.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -211,6 +211,14 @@ TEST_F(FileSourcesTest, MboxWrittenByPythonMailboxRoundTrips) {
 
   import_and_verify(archive, "carol-mbox", "t_mbox");
   EXPECT_EQ(server_view(server_->summary("t_mbox")), expected);
+
+  // extract writes the account out as a Maildir, which exports back to the same messages and objects.
+  auto x = testing::run_imapstage({"extract", "--archive", archive, "--account", "carol-mbox", "--to", "maildir",
+                                   "--out", tmp.path() + "/extracted"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  auto back = export_files(archive, "maildir:" + tmp.path() + "/extracted/carol-mbox", "carol-extracted");
+  EXPECT_EQ(back["bytes_stored"], 0) << back.dump();
+  EXPECT_EQ(archive_view(archive, "carol-extracted"), expected);
 
   // Mail appended to an mbox is the only thing a re-run adds.
   {
