@@ -155,7 +155,13 @@ void SourceExport::run_body(std::vector<SourceFolder> folders) {
   std::unordered_set<std::string> listed;
   for (auto& f : folders) {
     std::string name = joined(f.path);
-    listed.insert(imap::utf7_encode(name));
+    if (!listed.insert(imap::utf7_encode(name)).second) {
+      // Two files or directories that name the same folder ("a.mbox" and "a/" with messages of its own).
+      emit({{"event", "warning"}, {"folder", name}, {"where", f.location},
+            {"text", fmt::format("{}: {} names a folder already read from another file or directory; not exported",
+                                 name, f.location)}});
+      continue;
+    }
     for (size_t k = 0; k < options_.include.size(); ++k)
       if (glob_matches(options_.include[k], name)) pattern_used[k] = true;
     if (folder_selected(name, options_.include, options_.exclude)) selected_.push_back(std::move(f));

@@ -151,7 +151,7 @@ class EmlSource : public Source {
       if (e.name.empty() || e.name[0] == '.') continue;
       if (e.type == DirEntry::directory) {
         auto child = path;
-        child.push_back(e.name);
+        child.push_back(level_name(e.name));
         walk(dir / e.name, child, depth + 1, found, all);
       } else if (is_eml(e.name)) {
         found[path] = dir;

@@ -33,7 +33,7 @@ bool is_mail_dir(const fs::path& dir) {
 // A Maildir++ level in modified UTF-7 ("&AMk-l&AOk-ments"), kept as it is when it does not decode.
 std::string decode_level(const std::string& raw) {
   if (auto utf8 = imap::utf7_decode_strict(raw)) return *utf8;
-  return raw;
+  return level_name(raw);
 }
 
 // The keywords of a folder's dovecot-keywords file ("0 $Label1" per line), by index.
@@ -278,7 +278,7 @@ class MaildirSource : public Source {
           e.name == "tmp")
         continue;
       auto child = path;
-      child.push_back(e.name);
+      child.push_back(level_name(e.name));
       if (depth == 0 && e.name == "INBOX" && found.count({"INBOX"})) continue;  // the root is INBOX already
       walk_nested(dir / e.name, child, depth + 1, found);
     }

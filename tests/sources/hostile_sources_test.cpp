@@ -306,6 +306,11 @@ TEST(FileSources, HostileInputsAreNamedAndTheRestGoesOn) {
   auto inbox = messages(archive, "INBOX", "eml");
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(bytes_of(archive, inbox[0]), "Subject: e\r\n\r\neml\r\n");
+  // A directory name that is not UTF-8 (Latin-1 "café") names a folder in UTF-8.
+  write(eml / "caf\xe9" / "1.eml", "Subject: f\r\n\r\nlatin\r\n");
+  auto latin = export_files(archive, "eml:" + eml.string(), "eml");
+  EXPECT_EQ(latin.summary["messages"], 1) << latin.out;
+  EXPECT_EQ(messages(archive, "caf\xc3\xa9", "eml").size(), 1u);
 }
 
 TEST(FileSources, AFiftyMegabyteMessage) {
