@@ -177,7 +177,8 @@ std::unique_ptr<Source> open_file_source(std::string_view spec) {
                 fmt::format("--source '{}': give maildir:PATH, mbox:PATH or eml:PATH", std::string(spec)));
   std::error_code ec;
   if (!fs::exists(path, ec))
-    throw Error(ErrorKind::not_found, "no such file or directory", Retry::never, {.file = path});
+    throw Error(ErrorKind::usage, fmt::format("--source {}: no such file or directory", kind), Retry::never,
+                {.file = path});
   if (kind == "maildir") return open_maildir(path);
   if (kind == "mbox") return open_mbox(path);
   return open_eml_directory(path);

@@ -35,7 +35,7 @@ std::unique_ptr<Source> open_mbox(const std::filesystem::path& path);
 std::unique_ptr<Source> open_eml_directory(const std::filesystem::path& root);
 
 // "maildir:PATH", "mbox:PATH" or "eml:PATH". Throws Error(usage) for another
-// kind, Error(not_found) when PATH does not exist.
+// kind or when PATH does not exist (exit status 2, a bad command line).
 std::unique_ptr<Source> open_file_source(std::string_view spec);
 
 }  // namespace imapstage::sources
