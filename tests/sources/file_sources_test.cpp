@@ -4,7 +4,7 @@
 // imported into an empty account, checked with `verify --against target
 // --deep`, and compared message by message (bytes, flags, keywords,
 // INTERNALDATE) with what the source holds; a re-run adds nothing; manifest,
-// offline verify and extract work on the result.
+// offline verify, extract and mount work on the result.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "archive-format/archive.h"
+#include "tests/support/mount_helpers.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
@@ -244,6 +245,16 @@ TEST_F(FileSourcesTest, EmlDirectoryRoundTrips) {
   rerun_adds_nothing(archive, "eml:" + eml, "carol-eml");
   import_and_verify(archive, "carol-eml", "t_eml");
   EXPECT_EQ(server_view(server_->summary("t_eml")), expected);
+
+  // The account through `imapstage mount` is a Maildir that exports back to the same messages.
+  fs::path mnt = tmp.path() + "/mnt";
+  fs::create_directory(mnt);
+  testing::Mount mount(archive, mnt);
+  ASSERT_TRUE(mount.ok()) << mount.result().err;
+  std::string again = tmp.path() + "/archive-again";
+  export_files(again, "maildir:" + (mnt / "carol-eml").string(), "through-mount");
+  EXPECT_EQ(archive_view(again, "through-mount"), expected);
+  EXPECT_EQ(mount.unmount(), 0);
 }
 
 }  // namespace
