@@ -220,6 +220,13 @@ TEST_F(FileSourcesTest, MboxWrittenByPythonMailboxRoundTrips) {
   auto back = export_files(archive, "maildir:" + tmp.path() + "/extracted/carol-mbox", "carol-extracted");
   EXPECT_EQ(back["bytes_stored"], 0) << back.dump();
   EXPECT_EQ(archive_view(archive, "carol-extracted"), expected);
+  // So does extract --to eml: its index.csv keeps the flags, keywords and INTERNALDATE.
+  x = testing::run_imapstage({"extract", "--archive", archive, "--account", "carol-mbox", "--to", "eml", "--out",
+                              tmp.path() + "/eml-out"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  back = export_files(archive, "eml:" + tmp.path() + "/eml-out/carol-mbox", "carol-eml-again");
+  EXPECT_EQ(back["bytes_stored"], 0) << back.dump();
+  EXPECT_EQ(archive_view(archive, "carol-eml-again"), expected);
 
   // Mail appended to an mbox is the only thing a re-run adds.
   {
