@@ -175,7 +175,9 @@ class EmlSource : public Source {
     std::map<std::vector<std::string>, fs::path> all;    // every directory level
     walk(root_, {}, 0, found, all);
     std::vector<SourceFolder> out;
-    for (auto& [path, dir] : all) {
+    for (auto& level : all) {
+      const std::vector<std::string>& path = level.first;  // (a structured binding cannot be captured in C++20)
+      const fs::path& dir = level.second;
       if (path.empty()) continue;
       bool holds = found.count(path) > 0;
       bool parent = std::any_of(found.begin(), found.end(), [&](auto& kv) {
