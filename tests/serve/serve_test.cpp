@@ -505,9 +505,27 @@ TEST_F(ServeTest, DaemonDownSpoolsTheLoginAndTriggerQueuesWithoutPassword) {
   expect_migrated("frank");
 
   // login-trigger (post-login): the user in USER, no password; runs the rest of its command line.
-  auto t = run_process({imapstage_binary(), "login-trigger", "--config", config_, "/usr/bin/env"}, {"USER=erin"});
+  auto t = run_process({imapstage_binary(), "login-trigger", "--config", config_, "/usr/bin/env"}, {"USER=nobodyhere"});
   EXPECT_EQ(t.exit_code, 0) << t.err;
-  EXPECT_NE(t.out.find("USER=erin"), std::string::npos);
+  EXPECT_NE(t.out.find("USER=nobodyhere"), std::string::npos);
+  EXPECT_FALSE(job_of("nobodyhere").is_null());
+  // Through Dovecot: a server that authenticates its users itself runs the trigger after each login.
+  TestServerOptions options;
+  options.users = {"erin"};
+  options.seed = "none";
+  options.post_login = imapstage_binary() + " login-trigger --config " + config_;
+  TestServer triggering(options);
+  imap::Endpoint e;
+  e.host = triggering.host();
+  e.port = triggering.imaps_port();
+  e.ca_file = triggering.ca_file();
+  auto session = imap::Session::connect(e);
+  imap::Credentials c;
+  c.user = "erin";
+  c.secret = triggering.password("erin");
+  session->login(c);
+  session->examine("INBOX");  // the session works: the trigger ran the imap binary after it
+  session->logout();
   job = wait_done("erin");
   EXPECT_EQ(job["status"], "done") << job.dump();
   EXPECT_EQ(job["origin"], "trigger");

@@ -133,6 +133,10 @@ TestServer::TestServer(TestServerOptions options) {
       args.push_back(options.login_hook);
     }
     if (options.trust_loopback) args.push_back("--trust-loopback");
+    if (!options.post_login.empty()) {
+      args.push_back("--post-login");
+      args.push_back(options.post_login);
+    }
     info_ = parse_json(run_script(args, kStartLimit), args);
     host_ = info_.at("host").get<std::string>();
     kind_ = info_.value("kind", "dovecot");

@@ -34,6 +34,8 @@ struct TestServerOptions {
   std::string login_hook;                              // Dovecot: a checkpassword passdb running this command
                                                        // after the accounts' own passdb
   bool trust_loopback = false;                         // Dovecot: login_trusted_networks = 127.0.0.0/8, imap_id_log = *
+  std::string post_login;                              // Dovecot: run this command after each IMAP login
+                                                       // (script-login: USER set, it execs the rest)
 };
 
 // A shared folder made by TestServer::create_shared.

@@ -27,7 +27,7 @@ EPILOG = """\
 commands:
   start DIR [--kind dovecot|cyrus|courier] [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
             [--alt-special-use [de|outlook]] [--append-limit BYTES] [--timeout S] [--timing]
-            [--login-hook CMD] [--trust-loopback]
+            [--login-hook CMD] [--post-login CMD] [--trust-loopback]
   stop DIR
   info DIR
   add-user DIR NAME [PASSWORD] [--seed default|none|bench:N] [--empty]
@@ -70,7 +70,7 @@ def cmd_start(a):
                         timeout=a.timeout, alt_special_use=a.alt_special_use, append_limit=a.append_limit,
                         verbose=a.timing, kind=a.kind, altnamespace=a.altnamespace,
                         unixhierarchysep=a.unixhierarchysep, login_hook=a.login_hook,
-                        trust_loopback=a.trust_loopback)
+                        trust_loopback=a.trust_loopback, post_login=a.post_login)
     _print_json(info, pretty=True)
 
 
@@ -248,6 +248,9 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s.add_argument("--login-hook", default=None, metavar="CMD",
                    help="Dovecot: a checkpassword passdb running CMD (e.g. \"/usr/bin/imapstage login-hook --config "
                         "F\") after the accounts' own passdb")
+    s.add_argument("--post-login", default=None, metavar="CMD",
+                   help="Dovecot: run CMD after each IMAP login (script-login; e.g. \"/usr/bin/imapstage "
+                        "login-trigger --config F\")")
     s.add_argument("--trust-loopback", action="store_true",
                    help="Dovecot: login_trusted_networks = 127.0.0.0/8 (a client may send x-originating-ip) and "
                         "imap_id_log = *")

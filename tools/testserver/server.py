@@ -215,7 +215,7 @@ def _q(value):
 
 
 def render_config(d, imap_port, imaps_port, identity, instance, append_limit=DEFAULT_APPEND_LIMIT, login_hook=None,
-                  trust_loopback=False):
+                  trust_loopback=False, post_login=None):
     p = paths(d)
     for key in ("dir",):
         if any(c in p[key] for c in '"\n\\<$%'):
@@ -295,6 +295,14 @@ protocol imap {{
   mail_max_userip_connections = 100
 }}
 """
+    if post_login:
+        # Runs CMD (imapstage login-trigger) after each login, as script-login does: it gets USER and must
+        # exec the rest of its command line.
+        if any(c in post_login for c in '"\n{}'):
+            raise HarnessError(f"--post-login command not usable in a Dovecot config: {post_login!r}")
+        lines += ("service imap {\n  executable = imap imap-postlogin\n}\nservice imap-postlogin {\n"
+                  f"  executable = script-login {post_login}\n  user = $default_internal_user\n"
+                  "  unix_listener imap-postlogin {\n  }\n}\n")
     if trust_loopback:
         # A migration's login hook on loopback speaks for its clients (ID x-originating-ip), logged here.
         lines += "login_trusted_networks = 127.0.0.0/8\nimap_id_log = *\n"
@@ -566,7 +574,7 @@ def make_instance_dir(d, identity):
 
 def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10.0, alt_special_use=None,
           append_limit=DEFAULT_APPEND_LIMIT, verbose=False, kind="dovecot", altnamespace=False,
-          unixhierarchysep=False, login_hook=None, trust_loopback=False):
+          unixhierarchysep=False, login_hook=None, trust_loopback=False, post_login=None):
     """Creates DIR, generates config, certificates and mail, starts the server
     (Dovecot, Cyrus or Courier) and returns the server info (also written to
     DIR/server.json)."""
@@ -577,8 +585,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
     t0 = time.monotonic()
     d, users, target_users, seeded, bench_n = _prepare_start(d, seed, users, target_users, append_limit,
                                                               alt_special_use)
-    if kind != "dovecot" and (login_hook or trust_loopback):
-        raise HarnessError("--login-hook and --trust-loopback are Dovecot options")
+    if kind != "dovecot" and (login_hook or trust_loopback or post_login):
+        raise HarnessError("--login-hook, --post-login and --trust-loopback are Dovecot options")
     if kind != "dovecot":
         from . import others
         return others.start(kind, d, users=users, target_users=target_users, seeded=seeded, seed=seed,
@@ -621,7 +629,7 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
             continue
         with open(p["conf"], "w", encoding="utf-8") as f:
             f.write(render_config(d, imap_port, imaps_port, identity, instance, append_limit, login_hook,
-                                  trust_loopback))
+                                  trust_loopback, post_login))
         os.chmod(p["conf"], 0o644)
         with open(p["start_log"], "wb") as out:
             r = subprocess.run([DOVECOT, "-c", p["conf"]], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
