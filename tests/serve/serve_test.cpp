@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "archive-format/hash.h"
 #include "common/error.h"
 #include "imap/session.h"
 #include "serve/control.h"
@@ -133,12 +134,12 @@ class ServeTest : public ::testing::Test {
       passwords_[user] = pw;
     };
     for (auto& u : kSmallUsers) add(u, "small:20");
-    for (auto& u : {"dave", "erin", "frank"}) add(u, "small:5");
+    for (auto& u : {"dave", "erin", "frank", "gina"}) add(u, "small:5");
 
     TestServerOptions new_options;
     new_options.seed = "none";
     new_options.users = {};
-    new_options.target_users = {"alice", "carol", "dave", "erin", "frank"};
+    new_options.target_users = {"alice", "carol", "dave", "erin", "frank", "gina"};
     for (auto& u : kSmallUsers) new_options.target_users.push_back(u);
     new_options.login_hook = imapstage_binary() + " login-hook --config " + config_;
     new_ = new TestServer(new_options);
@@ -158,7 +159,7 @@ class ServeTest : public ::testing::Test {
   }
 
   // The config every run reads (the hook reads it at each login); `source_port` lets a test point it elsewhere.
-  static void write_config(uint16_t source_port, int hook_timeout = 30) {
+  static void write_config(uint16_t source_port, int hook_timeout = 30, int delta_after = 0) {
     std::string text = fmt::format(R"([profiles.old]
 host = "127.0.0.1"
 port = {}
@@ -188,14 +189,16 @@ max_load = 0
 retries = 2
 retry_delay = "1s"
 verify = "deep"
-delta_after = 0
+delta_after = {}
+delta_passes = 1
 hook_users = ["dovecot"]
 
 [login_hook]
 timeout = {}
 )",
                                    source_port, old_->ca_file(), old_->master_user(), dir_, new_->imaps_port(),
-                                   new_->ca_file(), new_->master_user(), dir_, state_, logs_, hook_timeout);
+                                   new_->ca_file(), new_->master_user(), dir_, state_, logs_, delta_after,
+                                   hook_timeout);
     write_file(config_, text, 0644);
   }
 
@@ -530,6 +533,40 @@ TEST_F(ServeTest, DaemonDownSpoolsTheLoginAndTriggerQueuesWithoutPassword) {
   EXPECT_EQ(job["status"], "done") << job.dump();
   EXPECT_EQ(job["origin"], "trigger");
   expect_migrated("erin");
+}
+
+TEST_F(ServeTest, DeltaPassTakesMailThatArrivedAfterTheFirstPass) {
+  stop_daemon();
+  write_config(old_->imaps_port(), 30, 3);
+  start_daemon();
+  login_new("gina", password_of("gina"));
+  auto end = Clock::now() + 60s;
+  nlohmann::json job;
+  while (Clock::now() < end) {
+    job = job_of("gina");
+    if (!job.is_null() && job["passes"] == 1) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(job["passes"], 1) << job.dump();
+  EXPECT_TRUE(job["status"] == "waiting" || job["status"] == "queued" || job["status"] == "running") << job.dump();
+  EXPECT_EQ(job["has_secret"], true) << "the password is kept for the delta pass";
+  std::string message = "From: a@example.org\r\nTo: gina@example.org\r\nSubject: after the first pass\r\n"
+                        "Message-ID: <late@example.org>\r\n\r\nlate mail\r\n";
+  std::string file = dir_ + "/late.eml";
+  write_file(file, message, 0644);
+  old_->run({"append", old_->dir(), "gina", "INBOX", file});
+  job = wait_done("gina");
+  EXPECT_EQ(job["status"], "done") << job.dump();
+  EXPECT_EQ(job["passes"], 2);
+  EXPECT_EQ(job["has_secret"], false);
+  expect_migrated("gina");
+  auto inbox = content(*new_, "gina")["INBOX"];
+  bool late = false;
+  for (auto& m : inbox) late = late || m.rfind(archive::to_hex(archive::sha256(message)), 0) == 0;
+  EXPECT_TRUE(late) << "the late message reached the new server";
+  stop_daemon();
+  write_config(old_->imaps_port());
+  start_daemon();
 }
 
 TEST_F(ServeTest, JobsCommands) {
