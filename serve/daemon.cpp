@@ -201,7 +201,8 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
   }
   if (op == "login" || op == "trigger" || op == "add") {
     std::string user = text("user");
-    std::string password = op == "trigger" ? "" : text("password");
+    SecretString secret(op == "trigger" ? "" : text("password"));
+    const std::string& password = secret.get();
     bool hook = op != "add";
     Job* existing = queue_.find_user(user);
     if (existing) {
@@ -515,6 +516,8 @@ void Daemon::run_job(uint64_t id, Running* running) {
     }
   } catch (const Error& e) {
     error_kind = to_string(e.kind());
+    // A server that cannot check credentials just now ([UNAVAILABLE]) refused nothing: try again later.
+    if (e.kind() == ErrorKind::auth && e.retry() != Retry::never) error_kind = "unavailable";
     error = e.what();
     if (timed_out) {
       error_kind = "timeout";

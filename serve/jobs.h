@@ -56,7 +56,8 @@ struct Job {
   uint64_t bytes = 0;            // bytes imported by the latest attempt
   bool has_secret = false;       // a sealed credential is kept for it
   std::string error;             // the latest error (no secrets)
-  std::string error_kind;        // its ErrorKind name, or "differs" (verify), "incomplete", "timeout"
+  std::string error_kind;        // its ErrorKind name, or "differs" (verify), "timeout", "unavailable" (the
+                                 // server could not check credentials now), "cancelled"
   nlohmann::json verify;         // the latest verify: {"equal", "deep", "folders", "messages", "differences"}
 
   nlohmann::json to_json() const;
