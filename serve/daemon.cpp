@@ -100,8 +100,10 @@ Daemon::Daemon(ServeConfig config, EventSink& events)
   queue_ = load_queue(config_.state_dir);
   started_at_ = now_seconds();
   size_t resumed = 0;
-  for (auto& j : queue_.jobs)
+  for (auto& j : queue_.jobs) {
     if (j.status == JobStatus::queued && j.attempts > 0) ++resumed;
+    if (j.status == JobStatus::cancelled || j.status == JobStatus::done) wipe_secret(j);  // a crash came between
+  }
   save_queue(config_.state_dir, queue_);
   events_.emit({{"event", "daemon_start"}, {"pid", ::getpid()}, {"jobs", queue_.jobs.size()}, {"resumed", resumed},
                 {"socket", config_.socket.string()}, {"archive", config_.archive.string()}, {"time", started_at_},
@@ -267,6 +269,8 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
     } else {
       if (j->status == JobStatus::running) {
         if (auto it = running_.find(id); it != running_.end()) it->second->cancel = true;
+        j->cancel_requested = true;  // kept across a crash of the daemon
+        save();
         return {{"ok", true}, {"cancelling", true}, {"job", public_job(*j)}};
       }
       if (j->status != JobStatus::done) {
@@ -539,6 +543,7 @@ void Daemon::run_job(uint64_t id, Running* running) {
   if (!verify_result.is_null()) j->verify = verify_result;
   caps_.give_back(j->server);
   std::string event;
+  j->cancel_requested = false;
   if (error.empty()) {
     ++j->passes;
     if (j->first_done == 0) j->first_done = now;
@@ -558,6 +563,7 @@ void Daemon::run_job(uint64_t id, Running* running) {
     event = "job_done";
   } else if (running->cancel) {
     j->status = JobStatus::cancelled;
+    j->cancel_requested = false;
     j->error = "cancelled";
     j->error_kind = "cancelled";
     wipe_secret(*j);

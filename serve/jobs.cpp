@@ -56,6 +56,7 @@ nlohmann::json Job::to_json() const {
           {"messages", messages},
           {"bytes", bytes},
           {"has_secret", has_secret},
+          {"cancel_requested", cancel_requested},
           {"error", error},
           {"error_kind", error_kind},
           {"verify", verify}};
@@ -84,6 +85,7 @@ Job Job::from_json(const nlohmann::json& j) {
   o.messages = j.value("messages", uint64_t{0});
   o.bytes = j.value("bytes", uint64_t{0});
   o.has_secret = j.value("has_secret", false);
+  o.cancel_requested = j.value("cancel_requested", false);
   o.error = j.value("error", "");
   o.error_kind = j.value("error_kind", "");
   o.verify = j.value("verify", nlohmann::json());
@@ -136,7 +138,9 @@ JobQueue load_queue(const std::filesystem::path& state_dir) {
   }
   for (auto& j : q.jobs) {
     if (j.status != JobStatus::running) continue;
-    j.status = JobStatus::queued;  // the daemon that ran it is gone; export and import resume
+    // The daemon that ran it is gone; export and import resume where it stopped.
+    j.status = j.cancel_requested ? JobStatus::cancelled : JobStatus::queued;
+    j.cancel_requested = false;
     j.phase.clear();
   }
   return q;

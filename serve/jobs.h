@@ -55,6 +55,7 @@ struct Job {
   uint64_t messages = 0;         // exported + imported by the latest attempt
   uint64_t bytes = 0;            // bytes imported by the latest attempt
   bool has_secret = false;       // a sealed credential is kept for it
+  bool cancel_requested = false; // `jobs cancel` while running: it stops at its next safe point
   std::string error;             // the latest error (no secrets)
   std::string error_kind;        // its ErrorKind name, or "differs" (verify), "timeout", "unavailable" (the
                                  // server could not check credentials now), "cancelled"
@@ -76,7 +77,8 @@ struct JobQueue {
 };
 
 // Reads STATE_DIR/jobs.json; an empty queue when it does not exist. Jobs
-// found running are the ones a killed daemon left: they become queued.
+// found running are the ones a killed daemon left: they become queued, or
+// cancelled when a cancel was asked for.
 // Throws Error(corrupt) naming the file.
 JobQueue load_queue(const std::filesystem::path& state_dir);
 // Writes it atomically. Throws Error(io).

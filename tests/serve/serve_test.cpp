@@ -134,12 +134,12 @@ class ServeTest : public ::testing::Test {
       passwords_[user] = pw;
     };
     for (auto& u : kSmallUsers) add(u, "small:20");
-    for (auto& u : {"dave", "erin", "frank", "gina"}) add(u, "small:5");
+    for (auto& u : {"dave", "erin", "frank", "gina", "hana"}) add(u, "small:5");
 
     TestServerOptions new_options;
     new_options.seed = "none";
     new_options.users = {};
-    new_options.target_users = {"alice", "carol", "dave", "erin", "frank", "gina"};
+    new_options.target_users = {"alice", "carol", "dave", "erin", "frank", "gina", "hana"};
     for (auto& u : kSmallUsers) new_options.target_users.push_back(u);
     new_options.login_hook = imapstage_binary() + " login-hook --config " + config_;
     new_ = new TestServer(new_options);
@@ -147,6 +147,11 @@ class ServeTest : public ::testing::Test {
     write_file(dir_ + "/old-admin.secret", old_->master_password() + "\n", 0600, kNobody);
     write_file(dir_ + "/new-admin.secret", new_->master_password() + "\n", 0600, kNobody);
     write_config(old_->imaps_port());
+  }
+
+  // Every test finds the daemon running (a test that stops it starts it again).
+  void SetUp() override {
+    if (!daemon_pid_) start_daemon();
   }
 
   static void TearDownTestSuite() {
@@ -355,7 +360,6 @@ TEST_F(ServeTest, RefusesToRunAsRoot) {
 }
 
 TEST_F(ServeTest, LoginWithOldPasswordMigratesTheMailbox) {
-  start_daemon();
   double seconds = login_new("alice", password_of("alice"));
   EXPECT_LT(seconds, 3.0) << "the login took too long";
   auto job = wait_done("alice");
@@ -570,36 +574,52 @@ TEST_F(ServeTest, DeltaPassTakesMailThatArrivedAfterTheFirstPass) {
 }
 
 TEST_F(ServeTest, JobsCommands) {
-  auto r = run_imapstage({"jobs", "--config", config_, "list"});
-  EXPECT_NE(r.out.find("alice"), std::string::npos) << r.out << r.err;
+  // Without a password: the source profile's master-user credential.
+  auto r = run_imapstage({"jobs", "--config", config_, "add", "hana"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto job = wait_done("hana");
+  EXPECT_EQ(job["status"], "done") << job.dump();
+  EXPECT_EQ(job["credentials"], "profile");
+  EXPECT_EQ(job["origin"], "add");
+  expect_migrated("hana");
+  std::string id = std::to_string(job["id"].get<uint64_t>());
+  r = run_imapstage({"jobs", "--config", config_, "list"});
+  EXPECT_NE(r.out.find("hana"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("done"), std::string::npos);
-  auto alice = job_of("alice");
-  r = run_imapstage({"jobs", "--config", config_, "show", std::to_string(alice["id"].get<uint64_t>())});
+  r = run_imapstage({"jobs", "--config", config_, "show", id});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("equal"), std::string::npos) << r.out;
-  // A queued job can be cancelled, a finished one run again.
-  r = run_imapstage({"jobs", "--config", config_, "retry", std::to_string(alice["id"].get<uint64_t>())});
+  // A finished job runs again: nothing new moves.
+  r = run_imapstage({"jobs", "--config", config_, "retry", id});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  auto job = wait_done("alice");
+  job = wait_done("hana");
   EXPECT_EQ(job["status"], "done");
   EXPECT_EQ(job["passes"], 2);
   EXPECT_EQ(job["messages"], 0) << "a second pass moves nothing new";
+  expect_migrated("hana");
   r = run_imapstage({"jobs", "--config", config_, "add", "nosuchuser"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   r = run_imapstage({"jobs", "--config", config_, "add", "nosuchuser"});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("already has job"), std::string::npos) << r.err;
+  // The source refuses the master login of a mailbox it does not have: an error for good, no retry.
+  auto failed = wait_done("nosuchuser");
+  EXPECT_EQ(failed["status"], "error") << failed.dump();
+  EXPECT_EQ(failed["error_kind"], "auth");
+  EXPECT_EQ(failed["attempts"], 1);
+  r = run_imapstage({"jobs", "--config", config_, "cancel", std::to_string(failed["id"].get<uint64_t>())});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(job_of("nosuchuser")["status"], "cancelled");
   // Only root, the daemon's user and the configured users may ask.
   auto own = run_process({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
                           imapstage_binary(), "jobs", "--socket", state_ + "/control.sock", "list"});
-  EXPECT_NE(own.out.find("alice"), std::string::npos) << "the daemon's own user may ask: " << own.err;
+  EXPECT_NE(own.out.find("hana"), std::string::npos) << "the daemon's own user may ask: " << own.err;
   auto stranger = run_process({"/usr/bin/setpriv", "--reuid=102", "--regid=105", "--clear-groups", "--",
                                imapstage_binary(), "jobs", "--socket", state_ + "/control.sock", "list"});
   EXPECT_EQ(stranger.exit_code, 3) << stranger.out << stranger.err;
 }
 
 TEST_F(ServeTest, NoPasswordInAnyFileLogProcessListOrEnvironment) {
-  ASSERT_NE(daemon_pid_, 0);
   std::vector<std::string> secrets;
   for (auto& u : {"alice", "carol", "dave", "frank"}) secrets.push_back(password_of(u));
   for (auto& u : kSmallUsers) secrets.push_back(password_of(u));

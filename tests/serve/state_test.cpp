@@ -104,14 +104,19 @@ TEST(JobQueue, SurvivesARoundTripAndResumesRunningJobs) {
   b.waiting_for = "delta";
   b.next_run = 1.8e9;
   b.verify = {{"equal", true}, {"deep", true}};
-  q.jobs = {a, b};
+  serve::Job c = a;
+  c.id = 3;
+  c.user = "carol";
+  c.cancel_requested = true;
+  q.jobs = {a, b, c};
   q.next_id = 5;
   serve::save_queue(dir.path(), q);
   struct stat st {};
   ASSERT_EQ(stat((dir.path() + "/jobs.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto loaded = serve::load_queue(dir.path());
-  ASSERT_EQ(loaded.jobs.size(), 2u);
+  ASSERT_EQ(loaded.jobs.size(), 3u);
+  EXPECT_EQ(loaded.jobs[2].status, serve::JobStatus::cancelled) << "cancelled while running, then the daemon died";
   EXPECT_EQ(loaded.next_id, 5u);
   EXPECT_EQ(loaded.jobs[0].status, serve::JobStatus::queued) << "a running job's daemon is gone: it resumes";
   EXPECT_EQ(loaded.jobs[0].phase, "");
@@ -120,7 +125,7 @@ TEST(JobQueue, SurvivesARoundTripAndResumesRunningJobs) {
   EXPECT_EQ(loaded.jobs[1].next_run, 1.8e9);
   EXPECT_EQ(loaded.jobs[1].verify["deep"], true);
   EXPECT_NE(loaded.find_user("bob@example.ORG"), nullptr);
-  EXPECT_EQ(loaded.find_user("carol"), nullptr);
+  EXPECT_EQ(loaded.find_user("dora"), nullptr);
   EXPECT_TRUE(serve::load_queue(dir.path() + "/none").jobs.empty());
   std::ofstream(dir.path() + "/jobs.json", std::ios::trunc) << "{\"version\": 1, \"kind\": \"serve\", \"jobs\": [{";
   try {
