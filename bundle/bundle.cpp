@@ -1,0 +1,625 @@
+// Bundles (archive-format/BUNDLE.md).
+#include "bundle/bundle.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "archive-format/codec.h"
+#include "archive-format/pack.h"
+#include "common/error.h"
+#include "verify/manifest.h"
+#include "verify/signing.h"
+
+namespace imapstage::bundle {
+
+namespace fs = std::filesystem;
+using archive::Hash;
+namespace codec = archive::codec;
+
+namespace {
+
+constexpr char kMagic[8] = {'I', 'M', 'S', 'T', 'B', 'N', 'D', 'L'};
+constexpr char kTrailerMagic[8] = {'I', 'M', 'S', 'T', 'B', 'E', 'N', 'D'};
+constexpr uint64_t kHeaderFixed = 16;
+constexpr uint64_t kMaxHeader = 64ull << 20;
+constexpr uint64_t kRecordsPerEntry = 8ull << 20;       // raw bytes of index records per entry
+constexpr uint64_t kObjectsPerCommit = 64ull << 20;     // staged object bytes before an objects-only commit
+constexpr uint8_t kEntryEnd = 0, kEntryObject = 1, kEntryRecords = 2;
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(char((v >> (8 * i)) & 0xff));
+}
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(char((v >> (8 * i)) & 0xff));
+}
+uint32_t get_u32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | uint8_t(p[i]);
+  return v;
+}
+uint64_t get_u64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | uint8_t(p[i]);
+  return v;
+}
+
+std::string iso_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The text an Ed25519 signature of a bundle signs (BUNDLE.md, "Trailer").
+std::string signed_text(const Hash& digest) {
+  return "imapstage-bundle 1 sha256 " + archive::to_hex(digest) + "\n";
+}
+
+Error corrupt(const std::string& file, const std::string& what) {
+  return Error(ErrorKind::corrupt, what, Retry::never, {.file = file});
+}
+
+// A bundle file open for reading, by position.
+class InFile {
+ public:
+  explicit InFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw_io("cannot open the bundle", path, errno);
+    struct stat st{};
+    if (::fstat(fd_, &st) != 0) throw_io("cannot stat the bundle", path, errno);
+    if (!S_ISREG(st.st_mode)) throw corrupt(path, "the bundle is not a regular file");
+    size_ = uint64_t(st.st_size);
+  }
+  ~InFile() { ::close(fd_); }
+  InFile(const InFile&) = delete;
+  InFile& operator=(const InFile&) = delete;
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  // Exactly `n` bytes at `offset`, or Error(corrupt) "truncated".
+  std::string read(uint64_t offset, uint64_t n) const {
+    if (offset > size_ || n > size_ - offset)
+      throw corrupt(path_, fmt::format("the bundle ends early: {} bytes wanted at offset {}, the file has {}", n,
+                                       offset, size_));
+    std::string out(n, '\0');
+    uint64_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd_, out.data() + done, n - done, off_t(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw_io("cannot read the bundle", path_, errno);
+      if (r == 0) throw corrupt(path_, fmt::format("the bundle ends early at offset {}", offset + done));
+      done += uint64_t(r);
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+// A bundle being written: FILE.tmp (0600), hashed as written, renamed to FILE by finish().
+class OutFile {
+ public:
+  explicit OutFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+    ::unlink(tmp_.c_str());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw_io("cannot create the bundle", tmp_, errno);
+    if (::fchmod(fd_, 0600) != 0) throw_io("cannot make the bundle owner-only", tmp_, errno);
+  }
+  ~OutFile() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      ::unlink(tmp_.c_str());
+    }
+  }
+  OutFile(const OutFile&) = delete;
+  OutFile& operator=(const OutFile&) = delete;
+
+  void write(std::string_view bytes, bool hashed = true) {
+    if (hashed) sha_.update(bytes);
+    while (!bytes.empty()) {
+      ssize_t w = ::write(fd_, bytes.data(), bytes.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) throw_io("cannot write the bundle", tmp_, errno, errno == ENOSPC ? Retry::later : Retry::never);
+      bytes.remove_prefix(size_t(w));
+      size_ += uint64_t(w);
+    }
+  }
+  uint64_t size() const { return size_; }
+  Hash digest() { return sha_.finish(); }
+  void finish() {
+    if (::fsync(fd_) != 0) throw_io("cannot sync the bundle", tmp_, errno);
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      throw_io("cannot write the bundle", tmp_, errno);
+    }
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      int e = errno;
+      ::unlink(tmp_.c_str());
+      throw_io("cannot rename the bundle into place", path_, e);
+    }
+    fs::path dir = fs::path(path_).parent_path();
+    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  archive::Sha256 sha_;
+};
+
+struct Trailer {
+  uint64_t body_size = 0;
+  Hash digest{};
+  bool is_signed = false;
+  std::string signature;
+};
+
+// Checks the trailer, the whole-file hash and (with `pubkey`) the signature.
+Trailer check_file(const InFile& f, const std::string& pubkey) {
+  if (f.size() < kHeaderFixed + 1 + kTrailerSize)
+    throw corrupt(f.path(), fmt::format("the bundle is truncated: {} bytes is too short for a bundle", f.size()));
+  std::string t = f.read(f.size() - kTrailerSize, kTrailerSize);
+  if (std::memcmp(t.data(), kTrailerMagic, 8) != 0)
+    throw corrupt(f.path(), "the bundle has no trailer at its end: it is truncated (or a part is missing) or not a bundle");
+  Trailer tr;
+  tr.body_size = get_u64(t.data() + 8);
+  if (tr.body_size != f.size() - kTrailerSize)
+    throw corrupt(f.path(), fmt::format("the bundle's trailer says the body has {} bytes, the file has {}",
+                                        tr.body_size, f.size() - kTrailerSize));
+  std::memcpy(tr.digest.data(), t.data() + 16, 32);
+  uint8_t flag = uint8_t(t[48]);
+  if (flag > 1) throw corrupt(f.path(), "the bundle's trailer is malformed (signed flag)");
+  tr.is_signed = flag == 1;
+  tr.signature = t.substr(56, 64);
+  archive::Sha256 sha;
+  for (uint64_t off = 0; off < tr.body_size;) {
+    uint64_t n = std::min<uint64_t>(1 << 20, tr.body_size - off);
+    sha.update(f.read(off, n));
+    off += n;
+  }
+  if (sha.finish() != tr.digest)
+    throw corrupt(f.path(), "the bundle's SHA-256 does not match its trailer: the file was changed or damaged");
+  if (!pubkey.empty()) {
+    if (!tr.is_signed)
+      throw Error(ErrorKind::usage, "the bundle is not signed, but --pubkey asks for a signature", Retry::never,
+                  {.file = f.path()});
+    if (!verify::ed25519_verify(signed_text(tr.digest), tr.signature, pubkey))
+      throw Error(ErrorKind::usage, "the bundle's signature does not match the key " + pubkey, Retry::never,
+                  {.file = f.path()});
+  }
+  return tr;
+}
+
+nlohmann::json read_header(const InFile& f, uint64_t& entries_start) {
+  std::string fixed = f.read(0, kHeaderFixed);
+  if (std::memcmp(fixed.data(), kMagic, 8) != 0) throw corrupt(f.path(), "not a bundle (bad magic)");
+  uint32_t version = get_u32(fixed.data() + 8);
+  if (version != kBundleVersion)
+    throw Error(ErrorKind::format, fmt::format("bundle format version {} is not read by this build (it reads {})",
+                                               version, kBundleVersion),
+                Retry::never, {.file = f.path()});
+  uint64_t len = get_u32(fixed.data() + 12);
+  if (len > kMaxHeader || len > f.size()) throw corrupt(f.path(), "the bundle's header length is out of range");
+  entries_start = kHeaderFixed + len;
+  try {
+    return nlohmann::json::parse(f.read(kHeaderFixed, len));
+  } catch (const nlohmann::json::exception& e) {
+    throw corrupt(f.path(), std::string("the bundle's header is not JSON: ") + e.what());
+  }
+}
+
+BundleInfo info_from_header(const nlohmann::json& h, const std::string& file) {
+  BundleInfo info;
+  try {
+    if (h.at("bundle").get<std::string>() != "imapstage-bundle") throw corrupt(file, "the header is not a bundle header");
+    info.full = h.at("full").get<bool>();
+    info.created = h.at("created").get<std::string>();
+    info.base = Marker::from_json(h.at("base"));
+    info.head = Marker::from_json(h.at("head"));
+    info.objects = h.at("objects").get<uint64_t>();
+    info.records = h.at("records").get<uint64_t>();
+    info.raw_bytes = h.at("bytes").get<uint64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw corrupt(file, std::string("the bundle's header is malformed: ") + e.what());
+  }
+  return info;
+}
+
+// Decodes every entry in order, each checked (objects re-hashed, records decoded).
+void for_each_entry(const InFile& f, uint64_t start, uint64_t end,
+                    const std::function<void(const Hash&, const std::string&)>& on_object,
+                    const std::function<void(std::vector<codec::JournalOp>&&)>& on_records) {
+  uint64_t pos = start;
+  for (;;) {
+    if (pos >= end) throw corrupt(f.path(), "the bundle has no end entry: it is truncated");
+    uint64_t at = pos;
+    uint8_t kind = uint8_t(f.read(pos, 1)[0]);
+    pos += 1;
+    if (kind == kEntryEnd) {
+      if (pos != end) throw corrupt(f.path(), fmt::format("bytes after the end entry at offset {}", at));
+      return;
+    }
+    if (kind != kEntryObject && kind != kEntryRecords)
+      throw corrupt(f.path(), fmt::format("unknown entry kind {} at offset {}", unsigned(kind), at));
+    archive::PackRecordInfo info;
+    info.offset = at;
+    info.kind = kind == kEntryObject ? archive::RecordKind::object : archive::RecordKind::journal;
+    std::string fixed = f.read(pos, 48);
+    pos += 48;
+    std::memcpy(info.hash.data(), fixed.data(), 32);
+    info.raw_size = get_u64(fixed.data() + 32);
+    info.stored_size = get_u64(fixed.data() + 40);
+    if (info.stored_size > end - pos)
+      throw corrupt(f.path(), fmt::format("the entry at offset {} runs past the end of the bundle", at));
+    std::string stored = f.read(pos, info.stored_size);
+    pos += info.stored_size;
+    info.record_size = pos - at;
+    std::string raw;
+    try {
+      raw = archive::decode_payload(info, stored, f.path());
+    } catch (const Error& e) {
+      throw e.with({.file = f.path(), .hash = archive::to_hex(info.hash)});
+    }
+    if (kind == kEntryObject) {
+      on_object(info.hash, raw);
+      continue;
+    }
+    codec::Journal j;
+    try {
+      j = codec::decode_journal(raw);
+    } catch (const Error& e) {
+      throw e.with({.file = f.path()});
+    }
+    for (auto& op : j.ops)
+      if (op.kind != codec::OpKind::put_account && op.kind != codec::OpKind::put_folder &&
+          op.kind != codec::OpKind::put_message)
+        throw corrupt(f.path(), fmt::format("the records entry at offset {} holds an op of kind {}, which bundles do not carry",
+                                            at, unsigned(op.kind)));
+    on_records(std::move(j.ops));
+  }
+}
+
+}  // namespace
+
+nlohmann::json Marker::to_json() const {
+  nlohmann::json packs_json = nlohmann::json::object();
+  for (auto& [id, size] : packs) packs_json[fmt::format("{:016x}", id)] = size;
+  return {{"archive_id", archive_id}, {"journal_sequence", journal_sequence}, {"root", root}, {"packs", packs_json}};
+}
+
+Marker Marker::from_json(const nlohmann::json& j) {
+  Marker m;
+  try {
+    m.archive_id = j.at("archive_id").get<std::string>();
+    m.journal_sequence = j.at("journal_sequence").get<uint64_t>();
+    m.root = j.at("root").get<std::string>();
+    if (!archive::hash_from_hex(m.root)) throw Error(ErrorKind::corrupt, "a marker's root is not a SHA-256 in hex");
+    for (auto& [k, v] : j.at("packs").items()) {
+      if (k.size() != 16 || k.find_first_not_of("0123456789abcdef") != std::string::npos)
+        throw Error(ErrorKind::corrupt, "a marker names a pack id that is not 16 hex digits: " + k);
+      m.packs.emplace_back(std::stoull(k, nullptr, 16), v.get<uint64_t>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorKind::corrupt, std::string("malformed marker: ") + e.what());
+  }
+  return m;
+}
+
+Marker Marker::empty() {
+  Marker m;
+  m.root = archive::to_hex(archive::sha256(""));
+  return m;
+}
+
+BundleInfo create(archive::Archive& a, const CreateOptions& options) {
+  Marker head;
+  head.archive_id = a.archive_id();
+  head.journal_sequence = a.journal_sequence();
+  head.root = verify::compute_manifest(a).root;
+  auto packs = a.packs();
+  for (auto& p : packs) head.packs.emplace_back(p.id, p.committed_size);
+
+  Marker base = options.since ? *options.since : Marker::empty();
+  std::map<uint64_t, uint64_t> base_sizes(base.packs.begin(), base.packs.end());
+  if (options.since) {
+    if (base.archive_id != head.archive_id)
+      throw Error(ErrorKind::usage, fmt::format("the base was made from archive {}, not from this one ({})",
+                                                base.archive_id, head.archive_id));
+    if (base.journal_sequence > head.journal_sequence)
+      throw Error(ErrorKind::usage, fmt::format("the base (journal record {}) is newer than the archive (journal record {})",
+                                                base.journal_sequence, head.journal_sequence));
+    std::map<uint64_t, uint64_t> now(head.packs.begin(), head.packs.end());
+    for (auto& [id, size] : base_sizes)
+      if (auto it = now.find(id); it == now.end() || it->second < size)
+        throw Error(ErrorKind::usage,
+                    fmt::format("pack {:016x} of the base is not in the archive as it was: not a state of this archive",
+                                id),
+                    Retry::never, {.file = a.pack_path(id).string()});
+  }
+
+  // The journal records committed since the base are in the pack bytes written since.
+  std::map<uint64_t, codec::Journal> journals;  // by sequence; a later copy wins
+  for (auto& p : packs) {
+    uint64_t from = base_sizes.count(p.id) ? base_sizes[p.id] : 0;
+    if (from >= p.committed_size) continue;
+    auto path = a.pack_path(p.id);
+    archive::PackReader reader(path, a.dir());
+    uint64_t reached = archive::kPackHeaderSize;
+    while (reached < p.committed_size) {
+      auto rec = reader.next();
+      if (!rec) break;
+      reached = rec->offset + rec->record_size;
+      if (reached > p.committed_size) break;
+      if (rec->offset < from || rec->kind != archive::RecordKind::journal) continue;
+      auto j = codec::decode_journal(archive::decode_payload(*rec, reader.read_payload(), path));
+      if (j.sequence > base.journal_sequence && j.sequence <= head.journal_sequence) journals[j.sequence] = std::move(j);
+    }
+  }
+  for (uint64_t s = base.journal_sequence + 1; s <= head.journal_sequence; ++s)
+    if (!journals.count(s))
+      throw Error(ErrorKind::corrupt, fmt::format("journal record {} is not in the packs written since the base", s),
+                  Retry::never, {.file = a.dir().string()});
+
+  // The final value of every account, folder and message changed since.
+  std::map<std::pair<uint8_t, std::string>, std::string> changed;
+  for (auto& [seq, j] : journals)
+    for (auto& op : j.ops)
+      if (op.kind == codec::OpKind::put_account || op.kind == codec::OpKind::put_folder ||
+          op.kind == codec::OpKind::put_message)
+        changed[{uint8_t(op.kind), op.key}] = op.value;
+
+  // Objects those messages need that the archive did not hold at the base.
+  struct Wanted {
+    Hash hash;
+    archive::ObjectLocation where;
+  };
+  std::vector<Wanted> objects;
+  std::set<Hash> seen;
+  uint64_t raw_bytes = 0;
+  for (auto& [k, value] : changed) {
+    if (k.first != uint8_t(codec::OpKind::put_message)) continue;
+    auto m = codec::decode_message(k.second, value);
+    if (!seen.insert(m.hash).second) continue;
+    auto loc = a.object(m.hash);
+    if (!loc)
+      throw Error(ErrorKind::corrupt, "a message's object is not in the archive", Retry::never,
+                  {.uid = m.key.uid, .file = a.dir().string(), .hash = archive::to_hex(m.hash)});
+    if (auto it = base_sizes.find(loc->pack_id); it != base_sizes.end() && loc->offset < it->second) continue;
+    objects.push_back({m.hash, *loc});
+    raw_bytes += loc->raw_size;
+  }
+  std::sort(objects.begin(), objects.end(), [](const Wanted& x, const Wanted& y) {
+    return std::tie(x.where.pack_id, x.where.offset, x.where.member_offset) <
+           std::tie(y.where.pack_id, y.where.offset, y.where.member_offset);
+  });
+
+  BundleInfo info;
+  info.full = !options.since;
+  info.created = iso_now();
+  info.base = base;
+  info.head = head;
+  info.objects = objects.size();
+  info.records = changed.size();
+  info.raw_bytes = raw_bytes;
+  info.signed_ = !options.sign_key.empty();
+
+  nlohmann::json header = {{"bundle", "imapstage-bundle"}, {"version", kBundleVersion},
+                           {"full", info.full},            {"created", info.created},
+                           {"base", base.to_json()},       {"head", head.to_json()},
+                           {"objects", info.objects},      {"records", info.records},
+                           {"bytes", info.raw_bytes}};
+  std::string header_text = header.dump();
+
+  OutFile out(options.out);
+  std::string fixed(kMagic, 8);
+  put_u32(fixed, kBundleVersion);
+  put_u32(fixed, uint32_t(header_text.size()));
+  out.write(fixed);
+  out.write(header_text);
+  archive::Compressor compressor(3);
+  auto entry = [&](uint8_t kind, const Hash& hash, std::string_view raw) {
+    auto stored = compressor.compress_bytes(raw);
+    std::string head_bytes(1, char(kind));
+    head_bytes.append(reinterpret_cast<const char*>(hash.data()), 32);
+    put_u64(head_bytes, raw.size());
+    put_u64(head_bytes, stored.size());
+    out.write(head_bytes);
+    out.write(stored.view());
+  };
+  for (auto& o : objects) entry(kEntryObject, o.hash, a.read_object(o.hash));
+  codec::Journal records;
+  records.sequence = head.journal_sequence;
+  records.time = std::time(nullptr);
+  uint64_t pending = 0;
+  auto flush = [&] {
+    if (records.ops.empty()) return;
+    std::string raw = codec::encode_journal(records);
+    entry(kEntryRecords, archive::sha256(raw), raw);
+    records.ops.clear();
+    pending = 0;
+  };
+  for (auto& [k, value] : changed) {
+    records.ops.push_back({codec::OpKind(k.first), k.second, value});
+    pending += k.second.size() + value.size() + 9;
+    if (pending >= kRecordsPerEntry) flush();
+  }
+  flush();
+  out.write(std::string(1, char(kEntryEnd)));
+
+  uint64_t body = out.size();
+  Hash digest = out.digest();
+  std::string trailer(kTrailerMagic, 8);
+  put_u64(trailer, body);
+  trailer.append(reinterpret_cast<const char*>(digest.data()), 32);
+  trailer.push_back(char(info.signed_ ? 1 : 0));
+  trailer.append(7, '\0');
+  if (info.signed_) {
+    std::string sig = verify::ed25519_sign(signed_text(digest), options.sign_key);
+    if (sig.size() != 64) throw Error(ErrorKind::internal, "an Ed25519 signature is not 64 bytes");
+    trailer += sig;
+  } else {
+    trailer.append(64, '\0');
+  }
+  out.write(trailer, false);
+  info.file_size = out.size();
+  out.finish();
+  return info;
+}
+
+Marker read_marker(const std::string& path) {
+  InFile f(path);
+  std::string start = f.read(0, std::min<uint64_t>(8, f.size()));
+  if (start.size() == 8 && std::memcmp(start.data(), kMagic, 8) == 0) {
+    check_file(f, "");
+    uint64_t entries = 0;
+    return info_from_header(read_header(f, entries), path).head;
+  }
+  try {
+    return Marker::from_json(nlohmann::json::parse(f.read(0, f.size())));
+  } catch (const nlohmann::json::exception& e) {
+    throw corrupt(path, std::string("neither a bundle nor a marker: ") + e.what());
+  } catch (const Error& e) {
+    throw e.with({.file = path});
+  }
+}
+
+BundleInfo verify(const std::string& file, const std::string& pubkey) {
+  InFile f(file);
+  Trailer tr = check_file(f, pubkey);
+  uint64_t start = 0;
+  BundleInfo info = info_from_header(read_header(f, start), file);
+  info.signed_ = tr.is_signed;
+  info.file_size = f.size();
+  uint64_t objects = 0, records = 0, bytes = 0;
+  for_each_entry(
+      f, start, tr.body_size,
+      [&](const Hash&, const std::string& raw) {
+        ++objects;
+        bytes += raw.size();
+      },
+      [&](std::vector<codec::JournalOp>&& ops) { records += ops.size(); });
+  if (objects != info.objects || records != info.records || bytes != info.raw_bytes)
+    throw corrupt(file, fmt::format("the bundle holds {} objects ({} bytes) and {} records; its header says {} ({}) and {}",
+                                    objects, bytes, records, info.objects, info.raw_bytes, info.records));
+  return info;
+}
+
+ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey) {
+  ApplyResult result;
+  InFile f(file);
+  Trailer tr = check_file(f, pubkey);
+  uint64_t start = 0;
+  result.info = info_from_header(read_header(f, start), file);
+  result.info.signed_ = tr.is_signed;
+  result.info.file_size = f.size();
+  const BundleInfo& info = result.info;
+
+  struct stat st{};
+  if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    throw Error(ErrorKind::usage, "the archive path is a symbolic link; bundle apply does not write through links",
+                Retry::never, {.file = dir});
+
+  auto a = archive::Archive::open(dir, archive::Archive::Mode::create);
+  std::string now = verify::compute_manifest(*a).root;
+  if (now == info.head.root && info.head.root != info.base.root) {
+    result.already_applied = true;
+    return result;
+  }
+  if (now != info.base.root)
+    throw Error(ErrorKind::usage,
+                fmt::format("the archive is not at the bundle's base: its root is {}, the bundle starts from {} "
+                            "(and leads to {})",
+                            now, info.base.root, info.head.root),
+                Retry::never, {.file = dir});
+
+  // Objects first, in objects-only commits: invisible until a message refers to them.
+  std::vector<codec::JournalOp> ops;
+  {
+    archive::Batch batch(*a);
+    for_each_entry(
+        f, start, tr.body_size,
+        [&](const Hash& hash, const std::string& raw) {
+          if (batch.put_object(hash, raw)) ++result.objects_written;
+          if (batch.pending_bytes() >= kObjectsPerCommit) batch.commit();
+        },
+        [&](std::vector<codec::JournalOp>&& more) {
+          for (auto& op : more) ops.push_back(std::move(op));
+        });
+    batch.commit();
+  }
+
+  // Then every record in one batch: one journal record, one LMDB transaction.
+  archive::Batch batch(*a);
+  for (auto& op : ops) {
+    switch (op.kind) {
+      case codec::OpKind::put_account: {
+        auto r = codec::decode_account(op.key, op.value);
+        auto same_name = a->find_account(r.name);
+        if (same_name && same_name->id != r.id)
+          throw Error(ErrorKind::usage,
+                      fmt::format("the archive has account {} under id {}, the bundle under id {}: it was not "
+                                  "made from the bundles of this source",
+                                  r.name, same_name->id, r.id),
+                      Retry::never, {.account = r.name, .file = dir});
+        batch.put_account(r);
+        break;
+      }
+      case codec::OpKind::put_folder: {
+        auto r = codec::decode_folder(op.key, op.value);
+        auto same_name = a->find_folder(r.account_id, r.name_raw);
+        if (same_name && same_name->id != r.id)
+          throw Error(ErrorKind::usage,
+                      fmt::format("the archive has folder {} under id {}, the bundle under id {}", r.name_raw,
+                                  same_name->id, r.id),
+                      Retry::never, {.folder = r.name_utf8, .file = dir});
+        batch.put_folder(r);
+        break;
+      }
+      case codec::OpKind::put_message: {
+        auto r = codec::decode_message(op.key, op.value);
+        if (!a->object(r.hash))
+          throw Error(ErrorKind::corrupt,
+                      "a message's object is neither in the bundle nor in the archive: a bundle of the chain is missing",
+                      Retry::never, {.uid = r.key.uid, .file = file, .hash = archive::to_hex(r.hash)});
+        batch.put_message(r);
+        break;
+      }
+      default:
+        throw Error(ErrorKind::internal, "unexpected op kind in a bundle");
+    }
+    ++result.records_written;
+  }
+  batch.commit();
+
+  std::string after = verify::compute_manifest(*a).root;
+  if (after != info.head.root)
+    throw Error(ErrorKind::corrupt,
+                fmt::format("after applying the bundle the archive's root is {}, the bundle's head is {}", after,
+                            info.head.root),
+                Retry::never, {.file = dir});
+  return result;
+}
+
+}  // namespace imapstage::bundle

@@ -1,0 +1,92 @@
+// Bundles: one file carrying an archive's changes since a base (the message
+// objects new since then and the final account, folder and message records
+// that changed), so an archive can be brought up to date across an air gap.
+// The normative byte layout is archive-format/BUNDLE.md; this is the only
+// code that reads or writes it.
+//
+//   bundle  = header entries trailer
+//   header  = "IMSTBNDL" u32 version(1) u32 length JSON(length bytes)
+//   entry   = u8 1 hash u64 raw_size u64 stored_size zstd-frame      (object)
+//           | u8 2 hash u64 raw_size u64 stored_size zstd-frame      (index records: a journal payload)
+//           | u8 0                                                   (end, exactly once, last)
+//   trailer = "IMSTBEND" u64 body_size sha256(body) u8 signed 7×0 signature(64)   (120 bytes)
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "archive-format/archive.h"
+
+namespace imapstage::bundle {
+
+inline constexpr uint32_t kBundleVersion = 1;
+inline constexpr uint64_t kTrailerSize = 120;
+
+// A state of an archive a bundle starts from or leads to (BUNDLE.md, "Markers").
+struct Marker {
+  std::string archive_id;                       // the source archive's id
+  uint64_t journal_sequence = 0;                // its last journal record at that state
+  std::string root;                             // manifest root (hex) at that state
+  std::vector<std::pair<uint64_t, uint64_t>> packs;  // pack id -> committed size at that state
+  nlohmann::json to_json() const;
+  static Marker from_json(const nlohmann::json& j);  // throws Error(corrupt) if malformed
+  // The state of an archive with no message: what a full bundle starts from.
+  static Marker empty();
+};
+
+// What the header of a bundle says.
+struct BundleInfo {
+  bool full = false;
+  std::string created;  // ISO 8601 UTC
+  Marker base;
+  Marker head;
+  uint64_t objects = 0;      // object entries
+  uint64_t records = 0;      // account, folder and message records carried
+  uint64_t raw_bytes = 0;    // sum of the objects' sizes
+  bool signed_ = false;      // the trailer carries a signature
+  uint64_t file_size = 0;
+};
+
+struct CreateOptions {
+  std::string out;                    // bundle file to write (0600, through FILE.tmp and a rename)
+  std::optional<Marker> since;        // nullopt: a full bundle
+  std::string sign_key;               // Ed25519 private key (PEM), or "" for none
+};
+
+// Writes a bundle of `archive` (opened for writing, so no export changes it
+// meanwhile) holding everything since `options.since`. Throws Error(usage)
+// when the base was not made from this archive or is not a state of it.
+BundleInfo create(archive::Archive& archive, const CreateOptions& options);
+
+// The marker a --since argument names: a bundle file (its head; its whole-file
+// hash is checked) or a marker JSON file as `bundle create --marker` writes it.
+Marker read_marker(const std::string& path);
+
+// Checks the whole file offline: trailer, whole-file SHA-256, the signature
+// (against `pubkey` when given; a signed bundle without a pubkey is reported
+// as not checked), and every entry decoded and re-hashed. Throws
+// Error(corrupt) naming the file and offset of the first fault, Error(usage)
+// for a bad signature or a pubkey given for an unsigned bundle.
+BundleInfo verify(const std::string& file, const std::string& pubkey);
+
+// What apply did.
+struct ApplyResult {
+  BundleInfo info;
+  bool already_applied = false;  // the archive was at the bundle's head: nothing written
+  uint64_t objects_written = 0;  // objects the archive did not have
+  uint64_t records_written = 0;
+};
+
+// Applies a bundle to the archive in `dir` (created when missing or empty).
+// Checks the file first (as verify); refuses (Error(usage)) when the
+// archive's manifest root is neither the bundle's base nor its head, naming
+// both. Objects are committed first (in batches), then every index record in
+// one transaction, so an interrupted apply leaves the archive at its base and
+// a second apply finishes it.
+ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey);
+
+}  // namespace imapstage::bundle

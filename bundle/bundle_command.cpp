@@ -1,0 +1,128 @@
+// imapstage bundle create | verify | apply: carry an archive's changes as one
+// checksummed, optionally signed file (archive-format/BUNDLE.md).
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "archive-format/archive.h"
+#include "bundle/bundle.h"
+#include "cli/commands.h"
+#include "cli/display.h"
+#include "common/error.h"
+#include "common/files.h"
+
+namespace imapstage::cli {
+
+namespace {
+
+struct BundleArgs {
+  std::string archive;
+  std::string out;
+  bool full = false;
+  std::string since;
+  std::string sign_key;
+  std::string marker;
+  std::string file;
+  std::string pubkey;
+  bool json = false;
+};
+
+nlohmann::json info_json(const bundle::BundleInfo& info) {
+  return {{"full", info.full},       {"created", info.created},   {"base", info.base.to_json()},
+          {"head", info.head.to_json()}, {"objects", info.objects}, {"records", info.records},
+          {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size}};
+}
+
+void print_info(const std::string& file, const bundle::BundleInfo& info, const std::string& signature) {
+  say(stdout, "bundle {}: {} objects ({} bytes), {} records, {} bytes on disk\n", file, info.objects,
+      info.raw_bytes, info.records, info.file_size);
+  say(stdout, "base: {} (journal record {}){}\n", info.base.root, info.base.journal_sequence,
+      info.full ? ", full bundle: an empty archive" : "");
+  say(stdout, "head: {} (journal record {}, archive {})\n", info.head.root, info.head.journal_sequence,
+      info.head.archive_id);
+  say(stdout, "signature: {}\n", signature);
+}
+
+std::string signature_text(const bundle::BundleInfo& info, const std::string& pubkey) {
+  if (!info.signed_) return "none";
+  return pubkey.empty() ? "present, not checked (no --pubkey)" : "valid (" + pubkey + ")";
+}
+
+}  // namespace
+
+void add_bundle_command(CLI::App& app, int& status) {
+  auto args = std::make_shared<BundleArgs>();
+  auto* cmd = app.add_subcommand("bundle", "Carry an archive's changes as one checksummed, signed file");
+  cmd->require_subcommand(1);
+
+  auto* create = cmd->add_subcommand("create", "Write a bundle of everything since a base (or of the whole archive)");
+  create->add_option("--archive", args->archive, "Archive directory")->required();
+  create->add_option("--out", args->out, "Bundle file to write (owner-only)")->required();
+  auto* full = create->add_flag("--full", args->full, "Everything: a bundle an empty archive can start from");
+  auto* since = create->add_option("--since", args->since,
+                                   "The previous bundle (or a marker file): carry only what changed since its head");
+  full->excludes(since);
+  create->add_option("--sign", args->sign_key, "Sign with this Ed25519 private key (PEM), as manifest --sign")
+      ->check(CLI::ExistingFile);
+  create->add_option("--marker", args->marker, "Also write the head this bundle leads to as a marker file (JSON)");
+  create->add_flag("--json", args->json, "Print the result as JSON");
+  create->callback([args, &status] {
+    if (!args->full && args->since.empty())
+      throw Error(ErrorKind::usage, "bundle create needs --full or --since BUNDLE_OR_MARKER");
+    bundle::CreateOptions options;
+    options.out = args->out;
+    options.sign_key = args->sign_key;
+    if (!args->since.empty()) options.since = bundle::read_marker(args->since);
+    auto a = archive::Archive::open(args->archive, archive::Archive::Mode::write);
+    auto info = bundle::create(*a, options);
+    if (!args->marker.empty()) write_private_file(args->marker, info.head.to_json().dump(2) + "\n");
+    if (args->json) std::printf("%s\n", info_json(info).dump(2).c_str());
+    else print_info(args->out, info, info.signed_ ? "signed" : "none");
+    status = kExitOk;
+  });
+
+  auto* check = cmd->add_subcommand("verify", "Check a bundle offline: every byte, every object, the signature");
+  check->add_option("file", args->file, "Bundle file")->required();
+  check->add_option("--pubkey", args->pubkey, "Ed25519 public key (PEM) the bundle must be signed with");
+  check->add_flag("--json", args->json, "Print the result as JSON");
+  check->callback([args, &status] {
+    auto info = bundle::verify(args->file, args->pubkey);
+    if (args->json) {
+      auto j = info_json(info);
+      j["signature"] = signature_text(info, args->pubkey);
+      j["ok"] = true;
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      print_info(args->file, info, signature_text(info, args->pubkey));
+      std::printf("OK: every object re-hashed, the file's SHA-256 matches its trailer\n");
+    }
+    status = kExitOk;
+  });
+
+  auto* apply = cmd->add_subcommand("apply", "Bring an archive from the bundle's base to its head");
+  apply->add_option("file", args->file, "Bundle file")->required();
+  apply->add_option("--archive", args->archive, "Archive directory (created when missing or empty)")->required();
+  apply->add_option("--pubkey", args->pubkey, "Ed25519 public key (PEM) the bundle must be signed with");
+  apply->add_flag("--json", args->json, "Print the result as JSON");
+  apply->callback([args, &status] {
+    auto r = bundle::apply(args->file, args->archive, args->pubkey);
+    if (args->json) {
+      auto j = info_json(r.info);
+      j["already_applied"] = r.already_applied;
+      j["objects_written"] = r.objects_written;
+      j["records_written"] = r.records_written;
+      j["signature"] = signature_text(r.info, args->pubkey);
+      std::printf("%s\n", j.dump(2).c_str());
+    } else if (r.already_applied) {
+      say(stdout, "already applied: {} is at the bundle's head {}; nothing written\n", args->archive,
+          r.info.head.root);
+    } else {
+      say(stdout, "applied {}: {} new objects, {} records; {} is now at {}\n", args->file, r.objects_written,
+          r.records_written, args->archive, r.info.head.root);
+    }
+    status = kExitOk;
+  });
+}
+
+}  // namespace imapstage::cli

@@ -1,0 +1,307 @@
+// Bundles across an air gap: archives exported from the harness Dovecot at
+// "site A", bundles made with the real binary, applied to an archive at
+// "site B"; manifest roots compared on both sides. Faults (wrong base, a
+// flipped byte, a truncated file, a wrong signature, a replayed bundle,
+// kill -9 during apply) are made on real files.
+#include <sys/stat.h>
+
+#include <csignal>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "archive-format/archive.h"
+#include "bundle/bundle.h"
+#include "tests/support/process.h"
+#include "tests/support/test_server.h"
+#include "verify/manifest.h"
+
+namespace imapstage {
+namespace {
+
+namespace fs = std::filesystem;
+using archive::Archive;
+using testing::run_imapstage;
+
+std::string root_of(const fs::path& dir) {
+  if (!fs::exists(dir / "FORMAT")) return archive::to_hex(archive::sha256(""));
+  auto a = Archive::open(dir, Archive::Mode::read);
+  return verify::compute_manifest(*a).root;
+}
+
+// Every file below the archive's packs/ with its size: what "unchanged" means for the bytes.
+std::map<std::string, uintmax_t> pack_files(const fs::path& dir) {
+  std::map<std::string, uintmax_t> out;
+  if (!fs::exists(dir / "packs")) return out;
+  for (auto& e : fs::recursive_directory_iterator(dir / "packs"))
+    if (e.is_regular_file()) out[e.path().string()] = e.file_size();
+  return out;
+}
+
+void flip_byte(const std::string& file, uint64_t offset) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(std::streamoff(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(std::streamoff(offset));
+  f.put(char(c ^ 0x01));
+}
+
+class BundleTest : public testing::SharedServerTest {
+ protected:
+  std::string path(const std::string& name) const { return (fs::path(tmp_.path()) / name).string(); }
+
+  void export_user(const std::string& archive_dir, const std::string& user) {
+    auto r = run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                            std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", user,
+                            "--password-file", server_->password_file(user)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  testing::ProcessResult bundle(std::vector<std::string> args) {
+    args.insert(args.begin(), "bundle");
+    return run_imapstage(args);
+  }
+
+  void make_keys() {
+    for (auto& argv : std::vector<std::vector<std::string>>{
+             {"/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", path("key.pem")},
+             {"/usr/bin/openssl", "pkey", "-in", path("key.pem"), "-pubout", "-out", path("key.pub")},
+             {"/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", path("other.pem")},
+             {"/usr/bin/openssl", "pkey", "-in", path("other.pem"), "-pubout", "-out", path("other.pub")}}) {
+      auto r = testing::run_process(argv);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+  }
+
+  // Site A: a fresh account exported, then changed and exported three times,
+  // a bundle after each export (full, then --since the previous one).
+  // Returns the bundles; heads[i] is A's root when bundle i was made.
+  void build_chain(const std::string& user, std::vector<std::string>& bundles, std::vector<std::string>& heads,
+                   const std::vector<std::string>& extra = {}) {
+    server_->add_user(user);
+    std::string a = path("site-a");
+    for (int i = 1; i <= 3; ++i)
+      server_->append(user, "INBOX", fmt::format("Subject: first {}\r\nMessage-ID: <f{}@a>\r\n\r\nbody {}\r\n", i, i, i),
+                      i == 1 ? "\\Seen" : "");
+    export_user(a, user);
+    auto step = [&](const std::string& since) {
+      std::string out = path(fmt::format("b{}.bundle", bundles.size() + 1));
+      std::vector<std::string> args = {"create", "--archive", a, "--out", out};
+      if (since.empty()) args.push_back("--full");
+      else args.insert(args.end(), {"--since", since});
+      args.insert(args.end(), extra.begin(), extra.end());
+      auto r = bundle(args);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      bundles.push_back(out);
+      heads.push_back(root_of(a));
+    };
+    step("");
+    // New messages, a flag change, a keyword.
+    uint32_t uid4 = server_->append(user, "INBOX", "Subject: second\r\n\r\nmore\r\n");
+    server_->append(user, "Projects", "Subject: project\r\n\r\nplan\r\n", "$Label1");
+    server_->store(user, "INBOX", 2, "+FLAGS", "\\Flagged");
+    export_user(a, user);
+    step(bundles.back());
+    // An expunge and a new UIDVALIDITY generation.
+    server_->expunge(user, "INBOX", {uid4});
+    server_->run({"bump-uidvalidity", server_->dir(), user, "Projects"});
+    export_user(a, user);
+    step(bundles.back());
+    // A new folder; a flag taken away.
+    server_->append(user, "Archive/2024", "Subject: archived\r\n\r\nold\r\n");
+    server_->store(user, "INBOX", 1, "-FLAGS", "\\Seen");
+    export_user(a, user);
+    step(bundles.back());
+  }
+
+  testing::TempDir tmp_;
+};
+
+TEST_F(BundleTest, AChainOfIncrementalBundlesReproducesTheSourceAndImportSendsOnlyWhatChanged) {
+  std::vector<std::string> bundles, heads;
+  build_chain("airgap_chain", bundles, heads);
+  ASSERT_EQ(bundles.size(), 4u);
+  EXPECT_EQ(heads.back(), root_of(path("site-a")));
+  for (size_t i = 1; i < heads.size(); ++i) EXPECT_NE(heads[i], heads[i - 1]) << "step " << i << " changed nothing";
+
+  // Bundles are owner-only whatever the umask the test runs with.
+  for (auto& b : bundles) {
+    struct stat st{};
+    ASSERT_EQ(::stat(b.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << b;
+  }
+  // An incremental bundle carries only the new objects.
+  auto v = bundle({"verify", bundles[2], "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  auto vj = nlohmann::json::parse(v.out);
+  EXPECT_EQ(vj["base"]["root"], heads[1]);
+  EXPECT_EQ(vj["head"]["root"], heads[2]);
+  EXPECT_EQ(vj["objects"], 0);  // an expunge and a new generation of a stored message: no new bytes
+
+  std::string b = path("site-b");
+  std::string target = "airgap_chain_target";
+  server_->add_user(target);
+  auto import_b = [&] {
+    auto r = run_imapstage({"import", "--archive", b, "--host", server_->host(), "--port",
+                            std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", target,
+                            "--password-file", server_->password_file(target), "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  };
+  for (size_t i = 0; i < bundles.size(); ++i) {
+    auto r = bundle({"apply", bundles[i], "--archive", b});
+    ASSERT_EQ(r.exit_code, 0) << "bundle " << i + 1 << ": " << r.err;
+    EXPECT_EQ(root_of(b), heads[i]) << "after bundle " << i + 1;
+    if (i == 2) import_b();  // site B imports between two trips
+  }
+  EXPECT_EQ(root_of(b), root_of(path("site-a")));
+  import_b();
+
+  // The target holds each present message exactly once, with its folder.
+  auto summary = server_->summary(target);
+  std::map<std::string, size_t> on_target;
+  for (auto& f : summary["folders"])
+    if (f["messages"].is_array()) on_target[f["canonical"].get<std::string>()] = f["messages"].size();
+  EXPECT_EQ(on_target["INBOX"], 3u);
+  EXPECT_EQ(on_target["Projects"], 1u);
+  EXPECT_EQ(on_target["Archive/2024"], 1u);
+
+  // The same bundle again: nothing to do, nothing written.
+  auto files = pack_files(b);
+  auto again = bundle({"apply", bundles.back(), "--archive", b});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("already applied"), std::string::npos) << again.out;
+  EXPECT_EQ(pack_files(b), files);
+
+  // A replayed old bundle: refused, naming both roots.
+  auto old = bundle({"apply", bundles[1], "--archive", b});
+  EXPECT_EQ(old.exit_code, 2) << old.out;
+  EXPECT_NE(old.err.find("not at the bundle's base"), std::string::npos) << old.err;
+  EXPECT_NE(old.err.find(heads.back()), std::string::npos) << old.err;
+  EXPECT_NE(old.err.find(heads[0]), std::string::npos) << old.err;
+  EXPECT_EQ(root_of(b), heads.back());
+  EXPECT_EQ(pack_files(b), files);
+}
+
+TEST_F(BundleTest, DamagedWrongOrUnsignedBundlesAreRefusedAndLeaveTheArchiveAsItWas) {
+  make_keys();
+  std::vector<std::string> bundles, heads;
+  build_chain("airgap_faults", bundles, heads, {"--sign", path("key.pem")});
+  std::string b = path("site-b");
+  ASSERT_EQ(bundle({"apply", bundles[0], "--archive", b, "--pubkey", path("key.pub")}).exit_code, 0);
+  ASSERT_EQ(root_of(b), heads[0]);
+  auto files = pack_files(b);
+
+  auto refused = [&](const std::string& file, const std::vector<std::string>& extra, const std::string& says) {
+    std::vector<std::string> args = {"apply", file, "--archive", b};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = bundle(args);
+    EXPECT_NE(r.exit_code, 0) << file;
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    EXPECT_EQ(root_of(b), heads[0]) << file;
+    EXPECT_EQ(pack_files(b), files) << file;
+    return r;
+  };
+
+  // Wrong base: the third bundle starts where the second ends.
+  refused(bundles[2], {}, "not at the bundle's base");
+
+  // A flipped byte, anywhere: header, an object, the trailer's hash.
+  for (uint64_t offset : {uint64_t(20), fs::file_size(bundles[1]) / 2, fs::file_size(bundles[1]) - 100}) {
+    std::string copy = path(fmt::format("flipped-{}.bundle", offset));
+    fs::copy_file(bundles[1], copy);
+    flip_byte(copy, offset);
+    refused(copy, {}, "SHA-256 does not match");
+    auto v = bundle({"verify", copy});
+    EXPECT_NE(v.exit_code, 0);
+  }
+
+  // Truncated: a part missing at the end.
+  std::string cut = path("truncated.bundle");
+  fs::copy_file(bundles[1], cut);
+  fs::resize_file(cut, fs::file_size(cut) - 300);
+  refused(cut, {}, "truncated");
+
+  // Signed by a key other than the one given.
+  auto wrong = refused(bundles[1], {"--pubkey", path("other.pub")}, "signature does not match");
+  (void)wrong;
+  // An unsigned bundle where a signature is required.
+  std::string unsigned_bundle = path("unsigned.bundle");
+  ASSERT_EQ(bundle({"create", "--archive", path("site-a"), "--out", unsigned_bundle, "--since", bundles[0]}).exit_code, 0);
+  refused(unsigned_bundle, {"--pubkey", path("key.pub")}, "not signed");
+
+  // The signature also checks with openssl, over the text BUNDLE.md names.
+  auto info = bundle::verify(bundles[1], path("key.pub"));
+  EXPECT_TRUE(info.signed_);
+
+  // And the good one still applies.
+  auto ok = bundle({"apply", bundles[1], "--archive", b, "--pubkey", path("key.pub")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(root_of(b), heads[1]);
+}
+
+// A bigger archive (written through the Archive API: real LMDB, real packs),
+// so that kill -9 lands inside apply at several points.
+TEST(BundleKill, KillDuringApplyThenApplyAgainGivesTheSameRoot) {
+  testing::TempDir tmp;
+  fs::path a = fs::path(tmp.path()) / "site-a";
+  {
+    auto arch = Archive::open(a, Archive::Mode::create);
+    archive::Batch batch(*arch);
+    archive::AccountRecord account;
+    account.name = "kill@example.org";
+    batch.put_account(account);
+    archive::FolderRecord f;
+    f.account_id = account.id;
+    f.name_raw = f.name_utf8 = "INBOX";
+    f.path = {"INBOX"};
+    f.delimiter = '/';
+    f.uidvalidity = 7;
+    uint32_t folder = batch.put_folder(f);
+    uint64_t x = 88172645463325252ull;
+    for (uint32_t uid = 1; uid <= 3000; ++uid) {
+      std::string raw = fmt::format("Subject: message {}\r\n\r\n", uid);
+      for (int k = 0; k < 2000; ++k) {  // about 40 KB of poorly compressible text
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        raw += fmt::format("{:x}", x & 0xffffffffffull);
+        raw += k % 8 == 7 ? "\r\n" : " ";
+      }
+      archive::MessageRecord m;
+      m.key = {account.id, folder, 7, uid};
+      m.hash = archive::sha256(raw);
+      m.size = raw.size();
+      m.internaldate = 1700000000 + uid;
+      batch.put_object(m.hash, raw);
+      batch.put_message(m);
+      if (uid % 500 == 0) batch.commit();
+    }
+    batch.commit();
+  }
+  std::string file = (fs::path(tmp.path()) / "full.bundle").string();
+  ASSERT_EQ(run_imapstage({"bundle", "create", "--archive", a.string(), "--out", file, "--full"}).exit_code, 0);
+  std::string head = root_of(a);
+  std::string empty = archive::to_hex(archive::sha256(""));
+
+  int killed = 0;
+  for (int delay : {150, 400, 900, 1500, 2500}) {
+    fs::path b = fs::path(tmp.path()) / fmt::format("site-b-{}", delay);
+    auto r = run_imapstage({"bundle", "apply", file, "--archive", b.string()}, {}, std::chrono::milliseconds(delay));
+    if (r.signal == SIGKILL) {
+      ++killed;
+      std::string mid = root_of(b);
+      EXPECT_EQ(mid, empty) << "killed after " << delay << " ms: the archive left its old head";
+    }
+    auto again = run_imapstage({"bundle", "apply", file, "--archive", b.string()});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(root_of(b), head) << "killed after " << delay << " ms";
+  }
+  EXPECT_GT(killed, 0) << "no run was killed during apply: the archive is too small for this machine";
+}
+
+}  // namespace
+}  // namespace imapstage
