@@ -73,23 +73,40 @@ Error corrupt(const std::string& file, const std::string& what) {
   return Error(ErrorKind::corrupt, what, Retry::never, {.file = file});
 }
 
-// A bundle file open for reading, by position.
+// The name of part `n` (from 1) of a split bundle FILE: FILE.001, FILE.002, ...
+std::string part_name(const std::string& file, uint64_t n) { return fmt::format("{}.{:03}", file, n); }
+
+// A bundle open for reading, by position: one file, or the parts FILE.001,
+// FILE.002, ... of a split one read as their concatenation.
 class InFile {
  public:
   explicit InFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw_io("cannot open the bundle", path, errno);
     struct stat st{};
-    if (::fstat(fd_, &st) != 0) throw_io("cannot stat the bundle", path, errno);
-    if (!S_ISREG(st.st_mode)) throw corrupt(path, "the bundle is not a regular file");
-    size_ = uint64_t(st.st_size);
+    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT && ::stat(part_name(path, 1).c_str(), &st) == 0) {
+      for (uint64_t n = 1;; ++n) {
+        std::string part = part_name(path, n);
+        if (::stat(part.c_str(), &st) != 0) {
+          // A gap followed by more parts is a missing part, not the end.
+          for (uint64_t m = n + 1; m <= n + 16; ++m)
+            if (::stat(part_name(path, m).c_str(), &st) == 0)
+              throw corrupt(path, fmt::format("part {} of the bundle is missing ({} exists)", part, part_name(path, m)));
+          break;
+        }
+        add(part);
+      }
+    } else {
+      add(path);
+    }
   }
-  ~InFile() { ::close(fd_); }
+  ~InFile() {
+    for (auto& p : parts_) ::close(p.fd);
+  }
   InFile(const InFile&) = delete;
   InFile& operator=(const InFile&) = delete;
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
-  // Exactly `n` bytes at `offset`, or Error(corrupt) "truncated".
+  uint64_t parts() const { return parts_.size(); }
+  // Exactly `n` bytes at `offset`, or Error(corrupt) "ends early".
   std::string read(uint64_t offset, uint64_t n) const {
     if (offset > size_ || n > size_ - offset)
       throw corrupt(path_, fmt::format("the bundle ends early: {} bytes wanted at offset {}, the file has {}", n,
@@ -97,18 +114,39 @@ class InFile {
     std::string out(n, '\0');
     uint64_t done = 0;
     while (done < n) {
-      ssize_t r = ::pread(fd_, out.data() + done, n - done, off_t(offset + done));
+      uint64_t at = offset + done;
+      auto it = std::upper_bound(parts_.begin(), parts_.end(), at,
+                                 [](uint64_t v, const Part& p) { return v < p.start; });
+      const Part& p = *std::prev(it);
+      uint64_t want = std::min<uint64_t>(n - done, p.start + p.size - at);
+      ssize_t r = ::pread(p.fd, out.data() + done, want, off_t(at - p.start));
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0) throw_io("cannot read the bundle", path_, errno);
-      if (r == 0) throw corrupt(path_, fmt::format("the bundle ends early at offset {}", offset + done));
+      if (r < 0) throw_io("cannot read the bundle", p.name, errno);
+      if (r == 0) throw corrupt(p.name, fmt::format("the bundle ends early at offset {}", at));
       done += uint64_t(r);
     }
     return out;
   }
 
  private:
+  struct Part {
+    std::string name;
+    int fd;
+    uint64_t start, size;
+  };
+  void add(const std::string& name) {
+    int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw_io("cannot open the bundle", name, errno);
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw corrupt(name, "the bundle is not a regular file");
+    }
+    parts_.push_back({name, fd, size_, uint64_t(st.st_size)});
+    size_ += uint64_t(st.st_size);
+  }
   std::string path_;
-  int fd_ = -1;
+  std::vector<Part> parts_;
   uint64_t size_ = 0;
 };
 
@@ -142,6 +180,10 @@ class OutFile {
   }
   uint64_t size() const { return size_; }
   Hash digest() { return sha_.finish(); }
+  // With `bytes` > 0, finish() writes parts FILE.001, FILE.002, ... of at
+  // most that many bytes instead of FILE.
+  void split(uint64_t bytes) { split_ = bytes; }
+  uint64_t parts() const { return split_ == 0 || size_ <= split_ ? 1 : (size_ + split_ - 1) / split_; }
   void finish() {
     if (::fsync(fd_) != 0) throw_io("cannot sync the bundle", tmp_, errno);
     if (::close(fd_) != 0) {
@@ -149,10 +191,14 @@ class OutFile {
       throw_io("cannot write the bundle", tmp_, errno);
     }
     fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      int e = errno;
-      ::unlink(tmp_.c_str());
-      throw_io("cannot rename the bundle into place", path_, e);
+    if (split_ == 0 || size_ <= split_) {
+      if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+        int e = errno;
+        ::unlink(tmp_.c_str());
+        throw_io("cannot rename the bundle into place", path_, e);
+      }
+    } else {
+      write_parts();
     }
     fs::path dir = fs::path(path_).parent_path();
     int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -163,9 +209,48 @@ class OutFile {
   }
 
  private:
+  // Copies FILE.tmp into its parts (each through PART.tmp, fsync, rename), then removes it.
+  void write_parts() {
+    int in = ::open(tmp_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) throw_io("cannot read the bundle", tmp_, errno);
+    std::string buf(1 << 20, '\0');
+    for (uint64_t n = 1, off = 0; off < size_; ++n) {
+      std::string part = part_name(path_, n), part_tmp = part + ".tmp";
+      ::unlink(part_tmp.c_str());
+      int out = ::open(part_tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (out < 0) {
+        ::close(in);
+        throw_io("cannot create a part of the bundle", part_tmp, errno);
+      }
+      ::fchmod(out, 0600);
+      uint64_t end = std::min(size_, off + split_);
+      while (off < end) {
+        ssize_t r = ::pread(in, buf.data(), std::min<uint64_t>(buf.size(), end - off), off_t(off));
+        if (r <= 0 || ::write(out, buf.data(), size_t(r)) != r) {
+          int e = errno;
+          ::close(out);
+          ::close(in);
+          throw_io("cannot write a part of the bundle", part_tmp, e, e == ENOSPC ? Retry::later : Retry::never);
+        }
+        off += uint64_t(r);
+      }
+      if (::fsync(out) != 0 || ::close(out) != 0 || ::rename(part_tmp.c_str(), part.c_str()) != 0) {
+        int e = errno;
+        ::close(in);
+        throw_io("cannot write a part of the bundle", part, e);
+      }
+    }
+    ::close(in);
+    ::unlink(tmp_.c_str());
+    ::unlink(path_.c_str());  // an unsplit FILE would be read instead of the parts
+    // A stale FILE.<n+1> from an earlier bundle would read as part of this one.
+    ::unlink(part_name(path_, parts() + 1).c_str());
+  }
+
   std::string path_, tmp_;
   int fd_ = -1;
   uint64_t size_ = 0;
+  uint64_t split_ = 0;
   archive::Sha256 sha_;
 };
 
@@ -433,6 +518,7 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   std::string header_text = header.dump();
 
   OutFile out(options.out);
+  out.split(options.split);
   std::string fixed(kMagic, 8);
   put_u32(fixed, kBundleVersion);
   put_u32(fixed, uint32_t(header_text.size()));
@@ -485,6 +571,7 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   out.write(trailer, false);
   info.file_size = out.size();
   out.finish();
+  info.parts = out.parts();
   return info;
 }
 
@@ -512,6 +599,7 @@ BundleInfo verify(const std::string& file, const std::string& pubkey) {
   BundleInfo info = info_from_header(read_header(f, start), file);
   info.signed_ = tr.is_signed;
   info.file_size = f.size();
+  info.parts = f.parts();
   uint64_t objects = 0, records = 0, bytes = 0;
   for_each_entry(
       f, start, tr.body_size,
@@ -534,6 +622,7 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
   result.info = info_from_header(read_header(f, start), file);
   result.info.signed_ = tr.is_signed;
   result.info.file_size = f.size();
+  result.info.parts = f.parts();
   const BundleInfo& info = result.info;
 
   struct stat st{};
@@ -541,6 +630,14 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
     throw Error(ErrorKind::usage, "the archive path is a symbolic link; bundle apply does not write through links",
                 Retry::never, {.file = dir});
 
+  // An incremental bundle never creates an archive: refuse before making one.
+  std::string empty = archive::to_hex(archive::sha256(""));
+  if (!fs::exists(fs::path(dir) / "FORMAT") && info.base.root != empty)
+    throw Error(ErrorKind::usage,
+                fmt::format("the archive is not at the bundle's base: it has no archive (root {}), the bundle starts "
+                            "from {} (and leads to {})",
+                            empty, info.base.root, info.head.root),
+                Retry::never, {.file = dir});
   auto a = archive::Archive::open(dir, archive::Archive::Mode::create);
   std::string now = verify::compute_manifest(*a).root;
   if (now == info.head.root && info.head.root != info.base.root) {

@@ -49,12 +49,14 @@ struct BundleInfo {
   uint64_t raw_bytes = 0;    // sum of the objects' sizes
   bool signed_ = false;      // the trailer carries a signature
   uint64_t file_size = 0;
+  uint64_t parts = 1;        // files it is split into (FILE.001, FILE.002, ...), 1 when not split
 };
 
 struct CreateOptions {
   std::string out;                    // bundle file to write (0600, through FILE.tmp and a rename)
   std::optional<Marker> since;        // nullopt: a full bundle
   std::string sign_key;               // Ed25519 private key (PEM), or "" for none
+  uint64_t split = 0;                 // > 0: parts FILE.001, FILE.002, ... of at most this many bytes
 };
 
 // Writes a bundle of `archive` (opened for writing, so no export changes it
@@ -65,6 +67,10 @@ BundleInfo create(archive::Archive& archive, const CreateOptions& options);
 // The marker a --since argument names: a bundle file (its head; its whole-file
 // hash is checked) or a marker JSON file as `bundle create --marker` writes it.
 Marker read_marker(const std::string& path);
+
+// A bundle FILE that does not exist but FILE.001 does is read as its parts
+// FILE.001, FILE.002, ... concatenated; a missing part in between is refused
+// by name, a missing last part as a truncated bundle.
 
 // Checks the whole file offline: trailer, whole-file SHA-256, the signature
 // (against `pubkey` when given; a signed bundle without a pubkey is reported

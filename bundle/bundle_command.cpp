@@ -22,6 +22,7 @@ struct BundleArgs {
   bool full = false;
   std::string since;
   std::string sign_key;
+  uint64_t split = 0;
   std::string marker;
   std::string file;
   std::string pubkey;
@@ -31,12 +32,14 @@ struct BundleArgs {
 nlohmann::json info_json(const bundle::BundleInfo& info) {
   return {{"full", info.full},       {"created", info.created},   {"base", info.base.to_json()},
           {"head", info.head.to_json()}, {"objects", info.objects}, {"records", info.records},
-          {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size}};
+          {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size},
+          {"parts", info.parts}};
 }
 
 void print_info(const std::string& file, const bundle::BundleInfo& info, const std::string& signature) {
-  say(stdout, "bundle {}: {} objects ({} bytes), {} records, {} bytes on disk\n", file, info.objects,
-      info.raw_bytes, info.records, info.file_size);
+  say(stdout, "bundle {}: {} objects ({} bytes), {} records, {} bytes on disk{}\n", file, info.objects,
+      info.raw_bytes, info.records, info.file_size,
+      info.parts > 1 ? fmt::format(" in {} parts ({}.001 ...)", info.parts, file) : std::string());
   say(stdout, "base: {} (journal record {}){}\n", info.base.root, info.base.journal_sequence,
       info.full ? ", full bundle: an empty archive" : "");
   say(stdout, "head: {} (journal record {}, archive {})\n", info.head.root, info.head.journal_sequence,
@@ -65,6 +68,9 @@ void add_bundle_command(CLI::App& app, int& status) {
   full->excludes(since);
   create->add_option("--sign", args->sign_key, "Sign with this Ed25519 private key (PEM), as manifest --sign")
       ->check(CLI::ExistingFile);
+  create->add_option("--split", args->split,
+                     "Write parts FILE.001, FILE.002, ... of at most this size (e.g. 4GB, 700MiB) instead of FILE")
+      ->transform(CLI::AsSizeValue(true));
   create->add_option("--marker", args->marker, "Also write the head this bundle leads to as a marker file (JSON)");
   create->add_flag("--json", args->json, "Print the result as JSON");
   create->callback([args, &status] {
@@ -73,6 +79,7 @@ void add_bundle_command(CLI::App& app, int& status) {
     bundle::CreateOptions options;
     options.out = args->out;
     options.sign_key = args->sign_key;
+    options.split = args->split;
     if (!args->since.empty()) options.since = bundle::read_marker(args->since);
     auto a = archive::Archive::open(args->archive, archive::Archive::Mode::write);
     auto info = bundle::create(*a, options);

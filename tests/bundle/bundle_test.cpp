@@ -212,6 +212,16 @@ TEST_F(BundleTest, DamagedWrongOrUnsignedBundlesAreRefusedAndLeaveTheArchiveAsIt
 
   // Wrong base: the third bundle starts where the second ends.
   refused(bundles[2], {}, "not at the bundle's base");
+  // An incremental bundle does not make an archive where there was none.
+  auto none = bundle({"apply", bundles[1], "--archive", path("nowhere")});
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("not at the bundle's base"), std::string::npos) << none.err;
+  EXPECT_FALSE(fs::exists(path("nowhere")));
+  // Nor writes through a link.
+  fs::create_directory_symlink(b, path("link"));
+  auto link = bundle({"apply", bundles[1], "--archive", path("link")});
+  EXPECT_EQ(link.exit_code, 2);
+  EXPECT_NE(link.err.find("symbolic link"), std::string::npos) << link.err;
 
   // A flipped byte, anywhere: header, an object, the trailer's hash.
   for (uint64_t offset : {uint64_t(20), fs::file_size(bundles[1]) / 2, fs::file_size(bundles[1]) - 100}) {
@@ -257,10 +267,37 @@ TEST_F(BundleTest, DamagedWrongOrUnsignedBundlesAreRefusedAndLeaveTheArchiveAsIt
     }
   }
 
-  // And the good one still applies.
-  auto ok = bundle({"apply", bundles[1], "--archive", b, "--pubkey", path("key.pub")});
+  // Split into parts: a missing part is refused by name, a missing last part
+  // as a truncated bundle; the whole set verifies and applies.
+  std::string split = path("split.bundle");
+  auto made = bundle({"create", "--archive", path("site-a"), "--out", split, "--since", bundles[0], "--split", "500",
+                      "--sign", path("key.pem")});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_FALSE(fs::exists(split));
+  int parts = 0;
+  while (fs::exists(fmt::format("{}.{:03}", split, parts + 1))) ++parts;
+  ASSERT_GE(parts, 3) << made.out;
+  for (int n = 1; n <= parts; ++n) {
+    std::string part = fmt::format("{}.{:03}", split, n);
+    EXPECT_LE(fs::file_size(part), 500u);
+    EXPECT_EQ(fs::status(part).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  }
+  std::string second = split + ".002", last = fmt::format("{}.{:03}", split, parts);
+  fs::rename(second, path("aside"));
+  refused(split, {"--pubkey", path("key.pub")}, "part " + second + " of the bundle is missing");
+  fs::rename(path("aside"), second);
+  fs::rename(last, path("aside"));
+  refused(split, {"--pubkey", path("key.pub")}, "truncated");
+  fs::rename(path("aside"), last);
+  auto v = bundle({"verify", split, "--pubkey", path("key.pub")});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_NE(v.out.find(fmt::format("in {} parts", parts)), std::string::npos) << v.out;
+
+  // And the good ones still apply.
+  auto ok = bundle({"apply", split, "--archive", b, "--pubkey", path("key.pub")});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  EXPECT_EQ(root_of(b), heads[1]);
+  EXPECT_EQ(root_of(b), heads.back());
+  EXPECT_EQ(root_of(b), root_of(path("site-a")));
 }
 
 // A bigger archive (written through the Archive API: real LMDB, real packs),
