@@ -16,13 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "net/transport.h"
+
 namespace imapstage::imap {
 
-enum class TlsMode {
-  implicit,  // TLS from the first byte (port 993)
-  starttls,  // plain connect, then STARTTLS; refused if the server does not offer it (port 143)
-  none,      // cleartext; only when asked for
-};
+// implicit (port 993), starttls (port 143; refused if the server does not offer STARTTLS), none.
+using TlsMode = net::TlsMode;
 
 // Where and how to connect.
 struct Endpoint {
