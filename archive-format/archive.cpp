@@ -1012,6 +1012,36 @@ std::string_view namespace_name(NamespaceKind kind) {
   return "personal";
 }
 
+namespace {
+constexpr std::pair<SourceKind, std::string_view> kSourceKindNames[] = {
+    {SourceKind::imap, "imap"}, {SourceKind::pop3, "pop3"}, {SourceKind::maildir, "maildir"},
+    {SourceKind::mbox, "mbox"}, {SourceKind::eml, "eml"}};
+}  // namespace
+
+std::string_view source_kind_name(SourceKind kind) {
+  for (auto& [k, name] : kSourceKindNames)
+    if (k == kind) return name;
+  return "imap";
+}
+
+std::optional<SourceKind> parse_source_kind(std::string_view name) {
+  for (auto& [k, n] : kSourceKindNames)
+    if (n == name) return k;
+  return std::nullopt;
+}
+
+std::string_view date_source_name(DateSource source) {
+  switch (source) {
+    case DateSource::server: return "server";
+    case DateSource::file_mtime: return "mtime";
+    case DateSource::from_line: return "from-line";
+    case DateSource::received: return "received";
+    case DateSource::date_header: return "date";
+    case DateSource::fetch_time: return "fetch-time";
+  }
+  return "server";
+}
+
 std::string FolderRecord::canonical_name() const {
   std::string out;
   if (ns_kind != NamespaceKind::personal) out = "#" + std::string(namespace_name(ns_kind));

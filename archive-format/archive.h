@@ -29,8 +29,8 @@
 namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
-// version (1, 2) is read too; a writer opening an older archive upgrades it.
-inline constexpr uint32_t kFormatVersion = 3;
+// version (1 to 3) is read too; a writer opening an older archive upgrades it.
+inline constexpr uint32_t kFormatVersion = 4;
 
 // System flags, as a bit set. \Recent is never stored.
 enum Flag : uint32_t {
@@ -41,12 +41,39 @@ enum Flag : uint32_t {
   kDraft = 1u << 4,
 };
 
+// What kind of source an account's mail was exported from (format version 4;
+// accounts of older archives are IMAP accounts).
+enum class SourceKind : uint8_t {
+  imap = 0,
+  pop3 = 1,
+  maildir = 2,
+  mbox = 3,
+  eml = 4,  // a directory of .eml files
+};
+// "imap", "pop3", "maildir", "mbox", "eml": the names the command line, reports and JSON use.
+std::string_view source_kind_name(SourceKind kind);
+// The kind a name above stands for; nullopt for anything else.
+std::optional<SourceKind> parse_source_kind(std::string_view name);
+
+// Where a message's INTERNALDATE came from (format version 4).
+enum class DateSource : uint8_t {
+  server = 0,       // the source server's INTERNALDATE (IMAP), or not recorded (older archives)
+  file_mtime = 1,   // the message file's modification time (Maildir, EML)
+  from_line = 2,    // the date of the mbox "From " line
+  received = 3,     // the topmost Received: header's date
+  date_header = 4,  // the Date: header
+  fetch_time = 5,   // the time the message was read (no date in the message)
+};
+// "server", "mtime", "from-line", "received", "date", "fetch-time".
+std::string_view date_source_name(DateSource source);
+
 struct AccountRecord {
   uint32_t id = 0;           // assigned by put_account when 0
   std::string name;          // unique archived account name, e.g. "alice@mail.example.org"
-  std::string host;          // source server, informational
-  std::string user;          // source login, informational (never a password)
+  std::string host;          // source server, informational; for file sources the path read
+  std::string user;          // source login, informational (never a password); "" for file sources
   int64_t created = 0;       // unix seconds
+  SourceKind source = SourceKind::imap;  // what the mail was exported from
 };
 
 // Which RFC 2342 namespace a folder was listed in on its source server.
@@ -110,6 +137,11 @@ struct MessageRecord {
   uint64_t size = 0;                    // raw size in bytes (RFC822.SIZE as fetched)
   uint64_t modseq = 0;                  // MODSEQ at the last fetch, 0 without CONDSTORE
   MessageState state = MessageState::present;
+  // Sources without IMAP UIDs (POP3, files): the message's identity on the
+  // source (a POP3 UIDL, a Maildir base name, ...; FORMAT.md, "Sources"), by
+  // which a re-run finds it again. "" for IMAP.
+  std::string source_id;
+  DateSource date_source = DateSource::server;  // where internaldate came from
 };
 
 // Where an object's bytes live.

@@ -207,24 +207,35 @@ AppendKey decode_append_key(std::string_view bytes) {
 
 // ---- values ----------------------------------------------------------------
 
+// Layout 1: no source kind (an IMAP account); layout 2 (format version 4): a
+// u8 source kind after the layout 1 fields.
+constexpr uint8_t kAccountValueVersion = 2;
+constexpr uint8_t kLastSourceKind = static_cast<uint8_t>(SourceKind::eml);
+
 std::string encode_account(const AccountRecord& r) {
   Writer w;
-  w.u8(kValueVersion);
+  w.u8(kAccountValueVersion);
   w.str(r.name);
   w.str(r.host);
   w.str(r.user);
   w.i64(r.created);
+  w.u8(static_cast<uint8_t>(r.source));
   return w.take();
 }
 AccountRecord decode_account(std::string_view key, std::string_view value) {
   AccountRecord r;
   r.id = decode_u32_key(key);
   Reader in(value, "account value");
-  in.version(kValueVersion);
+  uint8_t layout = in.version(kValueVersion, kAccountValueVersion);
   r.name = in.str();
   r.host = in.str();
   r.user = in.str();
   r.created = in.i64();
+  if (layout == kAccountValueVersion) {
+    uint8_t kind = in.u8();
+    if (kind > kLastSourceKind) malformed("account value has an unknown source kind");
+    r.source = static_cast<SourceKind>(kind);
+  }
   in.end();
   return r;
 }
@@ -279,9 +290,16 @@ FolderRecord decode_folder(std::string_view key, std::string_view value) {
   return r;
 }
 
+// Layout 1: an IMAP message; layout 2 (format version 4): the layout 1 fields,
+// then str source_id and u8 date_source. Written only for messages that have
+// either, so IMAP message values stay at layout 1.
+constexpr uint8_t kSourceMessageLayout = 2;
+constexpr uint8_t kLastDateSource = static_cast<uint8_t>(DateSource::fetch_time);
+
 std::string encode_message(const MessageRecord& r) {
   Writer w;
-  w.u8(kValueVersion);
+  bool from_source = !r.source_id.empty() || r.date_source != DateSource::server;
+  w.u8(from_source ? kSourceMessageLayout : kValueVersion);
   w.bytes(std::string_view(reinterpret_cast<const char*>(r.hash.data()), r.hash.size()));
   w.u32(r.flags);
   w.strs(r.keywords);
@@ -290,13 +308,17 @@ std::string encode_message(const MessageRecord& r) {
   w.u64(r.size);
   w.u64(r.modseq);
   w.u8(static_cast<uint8_t>(r.state));
+  if (from_source) {
+    w.str(r.source_id);
+    w.u8(static_cast<uint8_t>(r.date_source));
+  }
   return w.take();
 }
 MessageRecord decode_message(std::string_view key, std::string_view value) {
   MessageRecord r;
   r.key = decode_message_key(key);
   Reader in(value, "message value");
-  in.version(kValueVersion);
+  uint8_t layout = in.version(kValueVersion, kSourceMessageLayout);
   auto h = in.bytes(32);
   std::memcpy(r.hash.data(), h.data(), 32);
   r.flags = in.u32();
@@ -310,6 +332,12 @@ MessageRecord decode_message(std::string_view key, std::string_view value) {
   uint8_t state = in.u8();
   if (state > 1) malformed("message value has an unknown state");
   r.state = static_cast<MessageState>(state);
+  if (layout == kSourceMessageLayout) {
+    r.source_id = in.str();
+    uint8_t source = in.u8();
+    if (source > kLastDateSource) malformed("message value has an unknown date source");
+    r.date_source = static_cast<DateSource>(source);
+  }
   in.end();
   return r;
 }

@@ -823,7 +823,7 @@ uint64_t ExportSummary::total(uint64_t FolderResult::*field) const {
 
 uint64_t ExportSummary::failed_messages() const {
   uint64_t n = 0;
-  for (auto& f : folders) n += f.failed_uids.size();
+  for (auto& f : folders) n += f.failed_uids.size() + f.failed_items.size();
   return n;
 }
 
@@ -852,6 +852,11 @@ nlohmann::json ExportSummary::to_json() const {
       for (auto& [uid, why] : f.refused) refused.push_back({{"uid", uid}, {"error", why}});
       j["refused"] = std::move(refused);
     }
+    if (!f.failed_items.empty()) {
+      nlohmann::json failed = nlohmann::json::array();
+      for (auto& [where, why] : f.failed_items) failed.push_back({{"where", where}, {"error", why}});
+      j["failed_items"] = std::move(failed);
+    }
     if (!f.anomalies.empty()) {
       nlohmann::json anomalies = nlohmann::json::array();
       for (auto& [uid, what] : f.anomalies) anomalies.push_back({{"uid", uid}, {"anomaly", what}});
@@ -871,6 +876,7 @@ nlohmann::json ExportSummary::to_json() const {
           {"command", "export"},
           {"account", account},
           {"server", server},
+          {"source", archive::source_kind_name(source)},
           {"run_id", run_id},
           {"dry_run", dry_run},
           {"complete", complete()},

@@ -89,12 +89,17 @@ struct FolderResult {
   // kept (an impossible INTERNALDATE stored as none, invalid flags or
   // keywords beyond the limit left out): UID and what, one entry each.
   std::vector<std::pair<uint32_t, std::string>> anomalies;
+  // Sources without IMAP UIDs (export/source_export.h): messages or files
+  // that could not be archived (they get no UID), each named by where it is
+  // (a file, "FILE at byte N", a POP3 message) and why.
+  std::vector<std::pair<std::string, std::string>> failed_items;
   std::string error;                     // the folder could not be exported at all
 };
 
 struct ExportSummary {
   std::string account;
-  std::string server;                    // host:port
+  std::string server;                    // host:port, or the path of a file source
+  archive::SourceKind source = archive::SourceKind::imap;
   uint64_t run_id = 0;                   // history entry, 0 for --dry-run
   bool dry_run = false;
   std::vector<FolderResult> folders;

@@ -2,7 +2,8 @@
 // writer upgrades them. tests/fixtures/archive-v1 was written by the version
 // 1 code (two accounts: Dovecot-style names with '/', Cyrus-style names under
 // "INBOX." with '.'); tests/fixtures/archive-v2 by the version 2 code (24
-// small messages exported from Dovecot, imported into a second account).
+// small messages exported from Dovecot, imported into a second account);
+// tests/fixtures/archive-v3 by the version 3 code (the same, in group records).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -89,7 +90,7 @@ TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
   auto dir = copy_fixture(tmp, "archive-v1");
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
     auto acc = a->find_account("cyrus-style");
     ASSERT_TRUE(acc);
     auto sent = a->find_folder(acc->id, "INBOX.Sent");
@@ -161,7 +162,7 @@ TEST(FormatVersions, Version2IsReadAndAWriterAddsGroupsBesideItsRecords) {
   std::vector<std::string> added;
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
     Batch b(*a);
     for (int i = 0; i < 10; ++i) {
       added.push_back("Subject: added " + std::to_string(i) + "\r\n\r\nbody\r\n");
@@ -185,6 +186,86 @@ TEST(FormatVersions, Version2IsReadAndAWriterAddsGroupsBesideItsRecords) {
   check(*rebuilt);
   EXPECT_FALSE(rebuilt->object(bytes.begin()->first)->grouped);
   EXPECT_TRUE(rebuilt->object(sha256(added[3]))->grouped);
+}
+
+TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v3");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");
+  std::map<Hash, std::string> bytes;
+  size_t messages = 0;
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    auto acc = a->find_account("fixture");
+    ASSERT_TRUE(acc);
+    EXPECT_EQ(acc->source, SourceKind::imap);  // accounts of older versions came from IMAP
+    EXPECT_EQ(a->folders(acc->id).size(), 21u);
+    a->for_each_message([&](const MessageRecord& m) {
+      std::string b = a->read_object(m.hash);
+      EXPECT_EQ(sha256(b), m.hash);
+      EXPECT_EQ(b.size(), m.size);
+      EXPECT_TRUE(m.source_id.empty());
+      EXPECT_EQ(m.date_source, DateSource::server);
+      bytes[m.hash] = std::move(b);
+      ++messages;
+      return true;
+    });
+    EXPECT_EQ(messages, 24u);
+    EXPECT_TRUE(a->object(bytes.begin()->first)->grouped);
+    size_t appends = 0;
+    a->for_each_append(1, [&](const AppendRecord&) { return ++appends, true; });
+    EXPECT_EQ(appends, 24u);
+    NullSink events;
+    EXPECT_TRUE(verify::verify_offline({.archive_dir = dir}, events).ok());
+  }
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 3\n");  // readers change nothing
+
+  // A writer upgrades it and adds an account of another source kind, whose
+  // messages carry their source identity and date source.
+  MessageRecord added;
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
+    Batch b(*a);
+    AccountRecord acc;
+    acc.name = "files";
+    acc.host = "/srv/mail/alice.mbox";
+    acc.source = SourceKind::mbox;
+    b.put_account(acc);
+    FolderRecord f;
+    f.account_id = acc.id;
+    f.name_raw = f.name_utf8 = "INBOX";
+    f.path = {"INBOX"};
+    f.uidvalidity = 7;
+    b.put_folder(f);
+    std::string body = "Subject: from a file\r\n\r\nbody\r\n";
+    added.key = {acc.id, f.id, 7, 1};
+    added.hash = sha256(body);
+    added.size = body.size();
+    added.internaldate = 1700000000;
+    added.source_id = "h:0123456789abcdef#1";
+    added.date_source = DateSource::from_line;
+    b.put_object(added.hash, body);
+    b.put_message(added);
+    b.commit();
+  }
+  auto check = [&](const Archive& a) {
+    auto acc = a.find_account("files");
+    ASSERT_TRUE(acc);
+    EXPECT_EQ(acc->source, SourceKind::mbox);
+    EXPECT_EQ(a.find_account("fixture")->source, SourceKind::imap);
+    auto m = a.message(added.key);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->source_id, added.source_id);
+    EXPECT_EQ(m->date_source, DateSource::from_line);
+    for (auto& [hash, b] : bytes) EXPECT_EQ(a.read_object(hash), b);
+  };
+  check(*Archive::open(dir, Archive::Mode::read));
+  NullSink events;
+  EXPECT_TRUE(verify::verify_offline({.archive_dir = dir}, events).ok());
+  // The journals of every layout rebuild the same index.
+  rebuild_index(dir, Archive::Options{});
+  check(*Archive::open(dir, Archive::Mode::read));
 }
 
 TEST(FormatVersions, ANewerVersionIsRefused) {
