@@ -11,6 +11,8 @@
 #include "cli/display.h"
 #include "cli/server_options.h"
 #include "export/exporter.h"
+#include "export/source_export.h"
+#include "sources/file_sources.h"
 
 namespace imapstage::cli {
 
@@ -22,6 +24,7 @@ struct ExportArgs {
   ProfileOptions profile;
   BatchOptions batch;
   std::string account_name;
+  std::string source;    // --source KIND:PATH (a file source instead of an IMAP server)
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   bool allow_unmatched = false;
@@ -89,6 +92,7 @@ void print_summary(const exporting::ExportSummary& s) {
         say(out, "  folder {}, UID {}: {}\n", f.name, uid,
             why == f.refused.end() ? std::string("not delivered by the server") : why->second);
       }
+      for (auto& [where, why] : f.failed_items) say(out, "  folder {}, {}: {}\n", f.name, printable(where), why);
     }
   }
 }
@@ -107,6 +111,33 @@ void print_batch_report(const batch::BatchReport& report, const std::string& acc
   if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
 }
 
+// export --source KIND:PATH: a Maildir, mbox or EML directory through the generic export.
+void run_file_source_export(const ExportArgs& args, int& status) {
+  if (!args.server.host.empty() || !args.server.user.empty() || !args.batch.accounts.empty() || args.connections ||
+      !args.namespaces.empty() || !args.profile.profile.empty())
+    throw Error(ErrorKind::usage, "--source reads local files: --host, --user, --accounts, --source-profile, "
+                                  "--connections and --namespaces do not apply");
+  if (args.account_name.empty())
+    throw Error(ErrorKind::usage, "--source needs --account NAME: the name the mail is archived under");
+  auto source = sources::open_file_source(args.source);
+  exporting::SourceExportOptions options;
+  options.archive_dir = args.archive;
+  options.account_name = args.account_name;
+  options.include = args.include;
+  options.exclude = args.exclude;
+  options.allow_unmatched = args.allow_unmatched;
+  options.dry_run = args.dry_run;
+  options.max_message_size = args.server.max_message_mib << 20;
+  options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args.commit_interval * 1000));
+  CommandSink<TerminalSink> out(args.json, args.verbosity, args.log_file);
+  auto summary = exporting::run_source_export(options, *source, *out.sink);
+  if (out.terminal) {
+    out.terminal->finish();
+    print_summary(summary);
+  }
+  status = summary.complete() ? kExitOk : kExitIncomplete;
+}
+
 }  // namespace
 
 void add_export_command(CLI::App& app, int& status) {
@@ -116,7 +147,12 @@ void add_export_command(CLI::App& app, int& status) {
   add_server_options(cmd, args->server, false);
   add_profile_options(cmd, args->profile, "--source-profile");
   add_batch_options(cmd, args->batch);
-  cmd->add_option("--account-name", args->account_name, "Name of the account in the archive (default USER@HOST)");
+  cmd->add_option("--account-name,--account", args->account_name,
+                  "Name of the account in the archive (default USER@HOST; required with --source)");
+  cmd->add_option("--source", args->source,
+                  "Read local files instead of an IMAP server: maildir:PATH (Maildir++ or nested), mbox:PATH (an "
+                  "mbox file, or a directory of them) or eml:PATH (a directory of .eml files, subdirectories are "
+                  "folders); read-only; needs --account");
   cmd->add_option("--folder", args->include,
                   "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*': names as imapstage shows "
                   "them, levels joined with '/', without the server's prefix (Cyrus 'INBOX.Projects.X' is 'Projects/X')");
@@ -144,6 +180,10 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
+    if (!args->source.empty()) {
+      run_file_source_export(*args, status);
+      return;
+    }
     std::vector<std::string> warnings;
     auto routing = make_routing(cmd, args->server, args->profile, warnings);
 

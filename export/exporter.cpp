@@ -15,6 +15,7 @@
 #include "common/glob.h"
 #include "imap/mailbox_names.h"
 #include "common/retry.h"
+#include "export/export_common.h"
 
 namespace imapstage::exporting {
 
@@ -25,8 +26,6 @@ using archive::MessageRecord;
 using archive::MessageState;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 static_assert(static_cast<int>(archive::NamespaceKind::other_users) == imap::Namespace::other_users &&
               static_cast<int>(archive::NamespaceKind::shared) == imap::Namespace::shared);
@@ -40,11 +39,6 @@ std::string canonical_name(const imap::Placement& placed) {
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::unique_ptr<imap::Session> connect_and_login(const ExportOptions& options) {
@@ -70,11 +64,8 @@ bool same_flags(const MessageRecord& r, uint32_t bits, const std::vector<std::st
 
 // One connection's share of an account's export: its session, and the
 // batch that what it fetches is staged in. Lanes take whole folders.
-struct Lane {
+struct Lane : Staging {
   std::unique_ptr<imap::Session> session;
-  std::unique_ptr<Batch> batch;
-  uint64_t progress_marker = 0;  // grows whenever this lane commits; resets its retry budget
-  Clock::time_point last_commit = Clock::now();
 };
 
 // The state of one account's export while it runs.
@@ -195,16 +186,7 @@ void AccountExport::drop_session(Lane& lane) {
 }
 
 void AccountExport::commit_if_due(Lane& lane, bool force) {
-  if (!lane.batch) return;
-  auto now = Clock::now();
-  if (force || lane.batch->pending_bytes() >= options_.commit_bytes ||
-      lane.batch->pending_changes() >= options_.commit_messages || now - lane.last_commit >= options_.commit_interval) {
-    if (lane.batch->pending_changes() > 0 || lane.batch->pending_bytes() > 0) {
-      lane.batch->commit();
-      ++lane.progress_marker;
-    }
-    lane.last_commit = now;
-  }
+  lane.commit_if_due({options_.commit_bytes, options_.commit_messages, options_.commit_interval}, force);
 }
 
 void AccountExport::with_retries(Lane& lane, const std::string& folder, const std::function<void()>& work) {
@@ -243,14 +225,7 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
   try {
     run_body(std::move(session));
   } catch (const std::exception& e) {
-    if (archive_ && !options_.dry_run && summary_.run_id && !run_ended_) {
-      auto details = summary_.to_json();
-      details["error"] = e.what();
-      try {
-        archive_->end_run(summary_.run_id, "failed", details.dump());
-      } catch (...) {
-      }
-    }
+    if (archive_ && !options_.dry_run && !run_ended_) end_export_run(*archive_, summary_, e.what());
     throw;
   }
 }
@@ -292,20 +267,10 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
 
   if (archive_ && !options_.dry_run) {
     first.batch = std::make_unique<Batch>(*archive_);
-    auto existing = archive_->find_account(summary_.account);
-    if (existing) {
-      account_id_ = existing->id;
-    } else {
-      archive::AccountRecord account;
-      account.name = summary_.account;
-      account.host = options_.endpoint.host;
-      account.user = options_.credentials.user;
-      account.created = unix_now();
-      account_id_ = first.batch->put_account(account);
-      commit_if_due(first, true);
-    }
-    nlohmann::json details = {{"server", summary_.server}, {"user", options_.credentials.user}};
-    summary_.run_id = archive_->begin_run("export", summary_.account, details.dump());
+    account_id_ = ensure_account(*archive_, first, {.name = summary_.account, .host = options_.endpoint.host,
+                                                   .user = options_.credentials.user});
+    summary_.run_id = begin_export_run(*archive_, summary_,
+                                       {{"server", summary_.server}, {"user", options_.credentials.user}});
   } else if (archive_) {
     if (auto existing = archive_->find_account(summary_.account)) account_id_ = existing->id;
   }
@@ -351,16 +316,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   if (first.batch && options_.include.empty() && options_.exclude.empty()) {
     std::unordered_set<std::string> listed;
     for (auto& entry : entries) listed.insert(entry.name_raw);
-    for (auto folder : archive_->folders(account_id_)) {
-      if (!folder.gone && !listed.count(folder.name_raw)) {
-        folder.gone = true;
-        first.batch->put_folder(folder);
-        emit({{"event", "warning"}, {"folder", folder.canonical_name()}, {"gone", true},
-              {"text", fmt::format("{}: no longer on the source (deleted or renamed there); the archive keeps its "
-                                   "messages. A renamed folder is exported under its new name as a new folder, and "
-                                   "import creates it beside the old one", folder.canonical_name())}});
-      }
-    }
+    mark_gone_folders(*archive_, *first.batch, account_id_, listed, [&](nlohmann::json e) { emit(std::move(e)); });
   }
 
   summary_.folders.resize(selected_.size());
@@ -381,13 +337,18 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   summary_.seconds = seconds_since(started);
   summary_.reconnects = reconnects_;
   if (archive_ && !options_.dry_run) {
-    std::string result = fatal_ ? "failed" : (summary_.complete() ? "ok" : "partial");
-    try {
-      run_ended_ = true;
-      archive_->end_run(summary_.run_id, result, summary_.to_json().dump());
-    } catch (...) {
-      // The run stays "running" in the history: a later run supersedes it.
+    run_ended_ = true;
+    std::string error;
+    if (fatal_) {
+      try {
+        std::rethrow_exception(fatal_);
+      } catch (const std::exception& e) {
+        error = e.what();
+      } catch (...) {
+        error = "internal error";
+      }
     }
+    end_export_run(*archive_, summary_, fatal_ ? error.c_str() : nullptr);
   }
   if (fatal_) std::rethrow_exception(fatal_);
 }
@@ -631,11 +592,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     result.uidvalidity_changed = true;
     uint32_t old = folder.uidvalidity;
     archive_->for_each_message(account_id_, folder.id, old, [&](const MessageRecord& r) {
-      if (r.state == MessageState::present) {
-        MessageRecord gone = r;
-        gone.state = MessageState::expunged;
-        batch->put_message(gone);
-      }
+      mark_expunged(*batch, r);
       return true;
     });
     folder.uidnext = 0;
@@ -654,9 +611,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   // Expunged on the source since the last run: kept, marked.
   for (uint32_t uid : minus(present, server_uids)) {
     auto record = archive_->message({account_id_, folder.id, folder.uidvalidity, uid});
-    if (!record) continue;
-    record->state = MessageState::expunged;
-    batch->put_message(*record);
+    if (!record || !mark_expunged(*batch, *record)) continue;
     ++result.expunged;
     commit_if_due(lane);
   }
@@ -803,14 +758,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   batch->put_folder(folder);
   commit_if_due(lane);
 
-  std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
-                                 result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);
-  if (!result.failed_uids.empty()) text += fmt::format(", {} not archived", result.failed_uids.size());
-  if (!result.anomalies.empty()) text += fmt::format(", {} anomalies (see the warnings)", result.anomalies.size());
-  emit({{"event", "folder_done"}, {"folder", result.name}, {"new", result.new_messages},
-        {"flags_updated", result.flags_updated}, {"expunged", result.expunged},
-        {"bytes_fetched", result.bytes_fetched}, {"bytes_stored", result.bytes_stored},
-        {"failed", result.failed_uids.size()}, {"text", text}});
+  emit(folder_done_event(result));
 }
 
 }  // namespace
