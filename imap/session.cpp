@@ -881,6 +881,8 @@ void Session::login(const Credentials& c) {
                     Retry::never, {.server = where});
       break;
     }
+    case AuthMechanism::apop:
+      throw Error(ErrorKind::usage, "APOP is a POP3 mechanism; IMAP logs in with login, plain, cram-md5 or xoauth2");
     case AuthMechanism::xoauth2: {
       need_mech("XOAUTH2");
       r = mailimap_oauth2_authenticate(s.imap, c.user.c_str(), c.secret.c_str());

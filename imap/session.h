@@ -47,6 +47,7 @@ enum class AuthMechanism {
   plain,     // SASL PLAIN (with authzid for admin mode)
   cram_md5,  // SASL CRAM-MD5
   xoauth2,   // SASL XOAUTH2; secret is the OAuth2 access token
+  apop,      // POP3 only (APOP); an IMAP login with it is refused
 };
 
 // Who to log in as. `secret` is a password or token: never logged or echoed.
