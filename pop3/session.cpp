@@ -7,8 +7,10 @@
 
 #include <libetpan/mailpop3.h>
 #include <libetpan/mailstream.h>
+#include <openssl/evp.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "common/error.h"
 
@@ -42,6 +44,14 @@ std::string base64(std::string_view in) {
     out += '=';
   }
   return out;
+}
+
+std::string md5_hex(std::string_view in) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_Digest(in.data(), in.size(), digest, &n, EVP_md5(), nullptr) != 1)
+    throw Error(ErrorKind::internal, "MD5 is not available from OpenSSL");
+  return fmt::format("{:02x}", fmt::join(digest, digest + n, ""));
 }
 
 // The text after "+OK" / "-ERR" (without the separating space).
@@ -223,6 +233,13 @@ struct Session::Impl {
     }
   }
 
+  // Sends `command` (it may hold a secret: never put in an error) and reads one line.
+  std::string read_after(const std::string& command, std::string_view what) {
+    write(command + "\r\n", what);
+    flush(what);
+    return read_line(what);
+  }
+
   // Sends `command` (never a secret) and reads the status line; throws
   // Error(protocol, never) with the server's text on -ERR when `must_ok`.
   std::string simple(const std::string& command, std::string_view what, bool must_ok = true) {
@@ -395,11 +412,11 @@ void Session::login(const Credentials& c) {
         throw Error(ErrorKind::protocol,
                     fmt::format("{} does not offer APOP (no timestamp in its greeting); nothing was sent", where),
                     Retry::never, {.server = where});
-      r = mailpop3_apop(s.pop3, c.user.c_str(), c.secret.c_str());
-      if (r == MAILPOP3_ERROR_DENIED) {
-        if (!s.pop3->pop3_response) s.die("login", "connection lost or timed out");
-        throw refused(s.etpan_text());
-      }
+      // mailpop3_apop's MD5 (libetpan's own, lep_MD5) is wrong on 64-bit
+      // machines (MD5("abc") comes out 7999dc75...): the digest is made here.
+      std::string line = s.read_after(fmt::format("APOP {} {}", c.user, md5_hex(std::string(s.pop3->pop3_timestamp) + c.secret)),
+                                      "login");
+      if (!is_ok(line)) throw refused(response_text(line));
       break;
     }
     case Mechanism::plain:
@@ -428,9 +445,7 @@ void Session::login(const Credentials& c) {
     case Mechanism::xoauth2: {
       need_sasl("XOAUTH2");
       std::string token = base64("user=" + c.user + "\x01" + "auth=Bearer " + c.secret + "\x01\x01");
-      s.write("AUTH XOAUTH2 " + token + "\r\n", "login");
-      s.flush("login");
-      std::string line = s.read_line("login");
+      std::string line = s.read_after("AUTH XOAUTH2 " + token, "login");
       if (line.rfind("+ ", 0) == 0 || line == "+") {
         // The server's error details (base64 JSON): answer with an empty line to get the -ERR.
         s.write("\r\n", "login");
