@@ -42,7 +42,9 @@ Counts count_folder(const archive::Archive& a, const archive::FolderRecord& f, b
 
 void list_accounts(const archive::Archive& a, bool json) {
   nlohmann::json out = nlohmann::json::array();
-  if (!json) std::printf("%s %8s %10s %10s %10s\n", pad("account", 40).c_str(), "folders", "messages", "expunged", "size");
+  if (!json)
+    std::printf("%s %8s %10s %10s %10s  %s\n", pad("account", 40).c_str(), "folders", "messages", "expunged", "size",
+                "source");
   for (auto& account : a.accounts()) {
     Counts total;
     auto folders = a.folders(account.id);
@@ -54,11 +56,16 @@ void list_accounts(const archive::Archive& a, bool json) {
     }
     if (json) {
       out.push_back({{"account", account.name}, {"host", account.host}, {"user", account.user},
+                     {"source", archive::source_kind_name(account.source)},
                      {"folders", folders.size()}, {"messages", total.present}, {"expunged", total.expunged},
                      {"bytes", total.bytes}});
     } else {
-      say(stdout, "{} {:>8} {:>10} {:>10} {:>10}\n", pad(printable(account.name), 40), folders.size(), total.present,
-          total.expunged, human_bytes(double(total.bytes)));
+      // The source: "imap", or the kind and the path read ("mbox /srv/old/alice.mbox").
+      std::string source(archive::source_kind_name(account.source));
+      if (account.source != archive::SourceKind::imap && account.source != archive::SourceKind::pop3)
+        source += " " + account.host;
+      say(stdout, "{} {:>8} {:>10} {:>10} {:>10}  {}\n", pad(printable(account.name), 40), folders.size(),
+          total.present, total.expunged, human_bytes(double(total.bytes)), printable(source));
     }
   }
   uint64_t objects = 0, raw = 0, stored = 0;

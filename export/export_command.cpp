@@ -113,15 +113,9 @@ void print_batch_report(const batch::BatchReport& report, const std::string& acc
   if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
 }
 
-// export --source KIND:PATH: a Maildir, mbox or EML directory through the generic export.
-void run_file_source_export(const ExportArgs& args, int& status) {
-  if (!args.server.host.empty() || !args.server.user.empty() || !args.batch.accounts.empty() || args.connections ||
-      !args.namespaces.empty() || !args.profile.profile.empty())
-    throw Error(ErrorKind::usage, "--source reads local files: --host, --user, --accounts, --source-profile, "
-                                  "--connections and --namespaces do not apply");
-  if (args.account_name.empty())
-    throw Error(ErrorKind::usage, "--source needs --account NAME: the name the mail is archived under");
-  auto source = sources::open_file_source(args.source);
+// Exports `source` (any sources::Source) through the generic export with
+// the command line's archive, folder, output and limit options.
+void run_source_export_command(const ExportArgs& args, sources::Source& source, int& status) {
   exporting::SourceExportOptions options;
   options.archive_dir = args.archive;
   options.account_name = args.account_name;
@@ -132,12 +126,24 @@ void run_file_source_export(const ExportArgs& args, int& status) {
   options.max_message_size = args.server.max_message_mib << 20;
   options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args.commit_interval * 1000));
   CommandSink<TerminalSink> out(args.json, args.verbosity, args.log_file);
-  auto summary = exporting::run_source_export(options, *source, *out.sink);
+  auto summary = exporting::run_source_export(options, source, *out.sink);
   if (out.terminal) {
     out.terminal->finish();
     print_summary(summary);
   }
   status = summary.complete() ? kExitOk : kExitIncomplete;
+}
+
+// export --source KIND:PATH: a Maildir, mbox or EML directory.
+void run_file_source_export(const ExportArgs& args, int& status) {
+  if (!args.server.host.empty() || !args.server.user.empty() || !args.batch.accounts.empty() || args.connections ||
+      !args.namespaces.empty() || !args.profile.profile.empty())
+    throw Error(ErrorKind::usage, "--source reads local files: --host, --user, --accounts, --source-profile, "
+                                  "--connections and --namespaces do not apply");
+  if (args.account_name.empty())
+    throw Error(ErrorKind::usage, "--source needs --account NAME: the name the mail is archived under");
+  auto source = sources::open_file_source(args.source);
+  run_source_export_command(args, *source, status);
 }
 
 void print_deletions(const pop3::DeleteResult& d, const std::string& account) {

@@ -1,7 +1,12 @@
 #include "export/source_export.h"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -321,22 +326,71 @@ void SourceExport::plan_folder(size_t i) {
                                result.server_messages, result.to_fetch_bytes)}});
 }
 
-// Stores what fetch() hands over, in order.
-class StoringSink : public sources::FetchSink {
+// Runs a source's fetch() on a thread of its own and hands what it delivers
+// to the calling thread in order, holding at most kReadAheadBytes of
+// messages (always at least one), so that reading the source overlaps
+// hashing, compressing and writing. The source is still used by one thread
+// at a time.
+class ReadAhead : public sources::FetchSink {
  public:
-  StoringSink(std::function<void(const SourceMessage&, sources::FetchedMessage&&)> deliver,
-              std::function<void(const SourceMessage&, const Error&)> failed, std::function<bool()> stop)
-      : deliver_(std::move(deliver)), failed_(std::move(failed)), stop_(std::move(stop)) {}
+  static constexpr uint64_t kReadAheadBytes = 16ull << 20;
+  struct Item {
+    const SourceMessage* message = nullptr;
+    std::optional<sources::FetchedMessage> fetched;
+    archive::Hash hash{};  // of fetched->bytes, computed on the reading thread
+    std::optional<Error> error;
+  };
+
+  // Producer side (the fetch thread).
   void deliver(const SourceMessage& message, sources::FetchedMessage&& fetched) override {
-    deliver_(message, std::move(fetched));
+    uint64_t size = fetched.bytes.size();
+    archive::Hash hash = archive::sha256(fetched.bytes);
+    push({&message, std::move(fetched), hash, std::nullopt}, size);
   }
-  void failed(const SourceMessage& message, const Error& error) override { failed_(message, error); }
-  bool stop() override { return stop_(); }
+  void failed(const SourceMessage& message, const Error& error) override { push({&message, std::nullopt, {}, error}, 0); }
+  bool stop() override { return stopping_; }
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+  // Consumer side. False once the producer closed and everything was taken.
+  bool pop(Item& out) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !items_.empty() || closed_; });
+    if (items_.empty()) return false;
+    out = std::move(items_.front().first);
+    bytes_ -= items_.front().second;
+    items_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  // Asks the producer to stop at the next message, and stops waiting for room.
+  void request_stop() {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    items_.clear();
+    bytes_ = 0;
+    cv_.notify_all();
+  }
 
  private:
-  std::function<void(const SourceMessage&, sources::FetchedMessage&&)> deliver_;
-  std::function<void(const SourceMessage&, const Error&)> failed_;
-  std::function<bool()> stop_;
+  void push(Item&& item, uint64_t size) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return stopping_ || items_.empty() || bytes_ + size <= kReadAheadBytes; });
+    if (stopping_) return;
+    items_.emplace_back(std::move(item), size);
+    bytes_ += size;
+    cv_.notify_all();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::pair<Item, uint64_t>> items_;
+  uint64_t bytes_ = 0;
+  bool closed_ = false;
+  std::atomic<bool> stopping_{false};
 };
 
 void SourceExport::export_folder(size_t i) {
@@ -364,12 +418,12 @@ void SourceExport::export_folder(size_t i) {
   size_t next = 0;  // wanted[next] is the first not yet delivered or failed (a retry resumes there)
 
   std::exception_ptr archive_failure;  // stops the fetch; rethrown after it
-  auto store = [&](const SourceMessage& m, sources::FetchedMessage&& fetched) {
+  auto store = [&](const SourceMessage& m, sources::FetchedMessage&& fetched, const archive::Hash& hash) {
     ++next;
     ++done;
     done_bytes += m.size;
     MessageRecord record;
-    record.hash = archive::sha256(fetched.bytes);
+    record.hash = hash;
     std::string id = m.id;
     if (id.empty()) {
       id = fmt::format("sha256:{}#{}", archive::to_hex(record.hash), ++occurrences[record.hash]);
@@ -422,10 +476,10 @@ void SourceExport::export_folder(size_t i) {
       progress(false);
     }
   };
-  auto deliver = [&](const SourceMessage& m, sources::FetchedMessage&& fetched) {
+  auto deliver = [&](const SourceMessage& m, sources::FetchedMessage&& fetched, const archive::Hash& hash) {
     if (archive_failure) return;
     try {
-      store(m, std::move(fetched));
+      store(m, std::move(fetched), hash);
     } catch (...) {
       archive_failure = std::current_exception();
     }
@@ -443,14 +497,45 @@ void SourceExport::export_folder(size_t i) {
     if (options_.cancelled && options_.cancelled()) stopped = true;
     return stopped || archive_failure != nullptr;
   };
-  StoringSink sink(deliver, failed, stop);
-  try {
-    with_retries(result.name, [&] {
-      std::vector<const SourceMessage*> wanted;
-      wanted.reserve(plan.wanted.size() - next);
-      for (size_t k = next; k < plan.wanted.size(); ++k) wanted.push_back(&plan.wanted[k]);
-      if (!wanted.empty()) source_.fetch(source_folder, wanted, options_.max_message_size, sink);
+  // Reads what is left of the plan through a ReadAhead; a retry (after a dropped connection) starts
+  // again after the last message handed over.
+  auto fetch_rest = [&] {
+    std::vector<const SourceMessage*> wanted;
+    wanted.reserve(plan.wanted.size() - next);
+    for (size_t k = next; k < plan.wanted.size(); ++k) wanted.push_back(&plan.wanted[k]);
+    if (wanted.empty()) return;
+    ReadAhead pipe;
+    std::exception_ptr source_error;
+    std::thread reader([&] {
+      try {
+        source_.fetch(source_folder, wanted, options_.max_message_size, pipe);
+      } catch (...) {
+        source_error = std::current_exception();
+      }
+      pipe.close();
     });
+    struct Join {
+      ReadAhead& pipe;
+      std::thread& reader;
+      ~Join() {
+        if (!reader.joinable()) return;
+        pipe.request_stop();
+        reader.join();
+      }
+    } join{pipe, reader};
+    ReadAhead::Item item;
+    while (pipe.pop(item)) {
+      if (item.fetched) deliver(*item.message, std::move(*item.fetched), item.hash);
+      else failed(*item.message, *item.error);
+      if (stop()) pipe.request_stop();
+    }
+    pipe.request_stop();
+    reader.join();
+    reader = std::thread();
+    if (source_error) std::rethrow_exception(source_error);
+  };
+  try {
+    with_retries(result.name, fetch_rest);
   } catch (const Error& e) {
     if (archive_failure) std::rethrow_exception(archive_failure);
     if (e.kind() == ErrorKind::interrupted || e.kind() == ErrorKind::auth) throw;

@@ -17,6 +17,7 @@
 // which reads mboxo files the same way except for lines that were
 // ">>From " in the original, which mboxo cannot represent.
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include <fmt/format.h>
@@ -141,12 +142,52 @@ class IdentityHasher {
   bool skipping_ = false;
 };
 
+// A fast 64-bit checksum of a message's bytes in the file, to notice a
+// message rewritten in place between listing and reading (not a content
+// address: the archive's SHA-256 is computed from what is read).
+class FastSum {
+ public:
+  void update(std::string_view s) {
+    len_ += s.size();
+    size_t i = 0;
+    if (tail_n_) {
+      while (tail_n_ < 8 && i < s.size()) tail_[tail_n_++] = s[i++];
+      if (tail_n_ < 8) return;
+      h_ = mix(h_, word(tail_));
+      tail_n_ = 0;
+    }
+    for (; i + 8 <= s.size(); i += 8) h_ = mix(h_, word(s.data() + i));
+    while (i < s.size()) tail_[tail_n_++] = s[i++];
+  }
+  uint64_t finish() const {
+    char last[8] = {};
+    std::memcpy(last, tail_, tail_n_);
+    return mix(mix(h_, word(last) ^ (uint64_t(tail_n_) << 56)), len_);
+  }
+
+ private:
+  static uint64_t word(const char* p) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+  }
+  static uint64_t mix(uint64_t h, uint64_t w) {
+    h ^= w * 0xff51afd7ed558ccdull;
+    return (h << 31 | h >> 33) * 0xc4ceb9fe1a85ec53ull;
+  }
+  uint64_t h_ = 0x9e3779b97f4a7c15ull;
+  uint64_t len_ = 0;
+  char tail_[8] = {};
+  size_t tail_n_ = 0;
+};
+
 struct Entry {
   uint64_t from_offset = 0;  // the From line
   uint64_t start = 0;        // the message's first byte
   uint64_t end = 0;          // one past its last byte (before the separating empty line)
   bool verbatim = false;     // cut by Content-Length (mboxcl2): no unescaping
   std::string identity;      // without the occurrence suffix
+  uint64_t sum = 0;          // FastSum of the bytes [start, end)
 };
 
 struct Folder {
@@ -211,6 +252,8 @@ class MboxSource : public Source {
       uint64_t header_end = 0;
       std::optional<uint64_t> content_length;
       SourceMessage message;
+      FastSum sum;
+      std::string held;  // an empty line not yet summed: it may be the separator before the next message
     } cur;
     std::map<std::string, uint32_t> occurrences;
     size_t verbatim = 0, rd_evidence = 0;
@@ -230,6 +273,8 @@ class MboxSource : public Source {
         return;
       }
       e.identity = cur.hasher.finish(body);
+      if (!(prev_blank && end == blank_at)) cur.sum.update(cur.held);  // the separator is no part of it
+      e.sum = cur.sum.finish();
       SourceMessage& m = cur.message;
       m.id = fmt::format("{}#{}", e.identity, ++occurrences[e.identity]);
       m.size = end - e.start;
@@ -275,6 +320,10 @@ class MboxSource : public Source {
         if (prev_blank) blank_at = off;
         continue;
       }
+      cur.sum.update(cur.held);
+      cur.held.clear();
+      if (ls && is_blank(p)) cur.held.assign(p);
+      else cur.sum.update(p);
       if (cur.hasher.in_headers()) {
         cur.hasher.header_piece(p, ls);
         if (!cur.hasher.in_headers()) {
@@ -301,6 +350,17 @@ class MboxSource : public Source {
               }
             }
             if (fits) {
+              // The body is summed from the file directly, without looking for lines.
+              cur.sum.update(cur.held);
+              cur.held.clear();
+              std::string piece;
+              for (uint64_t at = cur.header_end; at < ce;) {
+                file.read_at(at, static_cast<size_t>(std::min<uint64_t>(kChunk, ce - at)), piece);
+                if (piece.empty()) break;
+                cur.sum.update(piece);
+                at += piece.size();
+              }
+              prev_blank = false;
               cur.entry.verbatim = true;
               ++verbatim;
               close(ce);
@@ -407,8 +467,10 @@ class MboxSource : public Source {
         uint64_t off = 0;
         bool ls = false;
         uint64_t read = 0;
+        FastSum sum;
         while (reader.next(p, off, ls)) {
           read += p.size();
+          sum.update(p);
           if (hasher.in_headers()) {
             hasher.header_piece(p, ls);
             if (!hasher.in_headers()) header_end = off + p.size();
@@ -418,7 +480,7 @@ class MboxSource : public Source {
           append_crlf(out.bytes, p, prev_cr);
         }
         uint64_t body = header_end ? e.end - header_end : 0;
-        if (read != e.end - e.start || hasher.finish(body) != e.identity)
+        if (read != e.end - e.start || hasher.finish(body) != e.identity || sum.finish() != e.sum)
           throw at("the message changed since the file was listed; not archived", ErrorKind::io, Retry::later);
         if (!m->internaldate) {
           archive::DateSource source = archive::DateSource::server;

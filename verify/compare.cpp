@@ -368,6 +368,12 @@ void Comparer::run() {
   archive_ = Archive::open(options_.archive_dir, Archive::Mode::read);
   account_ = archive::resolve_account(*archive_, options_.account);
   out_.account = account_.name;
+  if (options_.against == Against::source && account_.source != archive::SourceKind::imap)
+    throw Error(ErrorKind::usage,
+                fmt::format("account {} was exported from {} ({}), not from an IMAP server: --against source "
+                            "compares with IMAP only (verify offline, or export again to pick up changes)",
+                            account_.name, archive::source_kind_name(account_.source), account_.host),
+                Retry::never, {.account = account_.name});
 
   std::vector<archive::FolderRecord> folders;
   for (auto& f : archive_->folders(account_.id))
