@@ -51,16 +51,41 @@ class Pop3Source final : public sources::Source {
       listing.note = fmt::format("{} shows {} UIDLs more than once; those messages are kept apart as UIDL#2, UIDL#3...",
                                  endpoint_.address(), duplicates);
     listed_ = true;
+    listed_uidl_ = drop.has_uidl;
+    listed_sizes_.clear();
+    for (auto& e : drop.entries) listed_sizes_.push_back(e.size);
     return listing;
   }
 
   void fetch(const sources::SourceFolder&, const std::vector<const sources::SourceMessage*>& wanted,
              uint64_t max_size, sources::FetchSink& sink) override {
     // Message numbers hold for the session that listed them only: after a
-    // reconnect the folder is listed again (the export retries it).
-    if (!session_ || !session_->alive() || !listed_)
-      throw Error(ErrorKind::network, fmt::format("the POP3 connection to {} was lost", endpoint_.address()),
-                  Retry::now, {.folder = "INBOX", .server = endpoint_.address()});
+    // dropped connection the maildrop is listed again and each message found
+    // by its identity (without UIDL: only when the listing is unchanged).
+    std::unordered_map<uint64_t, uint32_t> renumbered;
+    bool relisted = false;
+    if (!session_ || !session_->alive() || !listed_) {
+      Maildrop drop = session().list();
+      relisted = true;
+      if (!drop.has_uidl || !listed_uidl_) {
+        std::vector<uint64_t> sizes;
+        for (auto& e : drop.entries) sizes.push_back(e.size);
+        if (sizes != listed_sizes_)
+          throw Error(ErrorKind::protocol,
+                      fmt::format("the maildrop at {} changed while the connection was down, and without UIDL its "
+                                  "messages cannot be told apart; run the export again",
+                                  endpoint_.address()),
+                      Retry::never, {.folder = "INBOX", .server = endpoint_.address()});
+        for (auto& e : drop.entries) renumbered[e.number] = e.number;
+      } else {
+        auto ids = identities(drop);
+        std::unordered_map<std::string, uint32_t> by_id;
+        for (size_t i = 0; i < ids.size(); ++i) by_id[ids[i]] = drop.entries[i].number;
+        for (auto* m : wanted)
+          if (auto it = by_id.find(m->id); it != by_id.end()) renumbered[m->locator] = it->second;
+      }
+      listed_ = true;
+    }
     std::vector<const sources::SourceMessage*> asked;
     std::vector<uint32_t> numbers;
     for (auto* m : wanted) {
@@ -70,8 +95,18 @@ class Pop3Source final : public sources::Source {
                                 ErrorKind::limit));
         continue;
       }
+      uint32_t number = static_cast<uint32_t>(m->locator);
+      if (relisted) {
+        auto it = renumbered.find(m->locator);
+        if (it == renumbered.end()) {
+          sink.failed(*m, refused(*m, "it was deleted from the server while it was being exported",
+                                  ErrorKind::not_found));
+          continue;
+        }
+        number = it->second;
+      }
       asked.push_back(m);
-      numbers.push_back(static_cast<uint32_t>(m->locator));
+      numbers.push_back(number);
     }
     if (numbers.empty()) return;
 
@@ -127,7 +162,9 @@ class Pop3Source final : public sources::Source {
   Credentials credentials_;
   size_t in_flight_;
   std::unique_ptr<Session> session_;
-  bool listed_ = false;
+  bool listed_ = false;                // the current session listed the maildrop
+  bool listed_uidl_ = false;           // the last listing had UIDLs
+  std::vector<uint64_t> listed_sizes_;  // the last listing's sizes, in message number order
 };
 
 }  // namespace
