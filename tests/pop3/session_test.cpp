@@ -309,3 +309,63 @@ TEST(Pop3FakeTest, ConnectionDroppedInAMessageIsANetworkError) {
 
 }  // namespace
 }  // namespace imapstage
+
+namespace imapstage {
+namespace {
+
+pop3::Credentials fake_alice() { return {"alice", "secret", pop3::Mechanism::user_pass, ""}; }
+
+TEST(Pop3HostileTest, EndlessListLineIsRefused) {
+  FakePop3Server fake;
+  fake.answer("LIST", "+OK\r\n1 " + std::string(200 * 1024, '9'));
+  auto s = pop3::Session::connect(fake.endpoint());
+  s->login(fake_alice());
+  try {
+    s->list();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), ErrorKind::protocol) << err.what();
+    EXPECT_NE(std::string(err.what()).find("longer than"), std::string::npos) << err.what();
+  }
+  EXPECT_FALSE(s->alive());
+}
+
+TEST(Pop3HostileTest, UidlForAMessageListDidNotShowIsRefused) {
+  FakePop3Server fake;
+  fake.set_messages({{"a", "A: 1\r\n\r\n"}});
+  fake.answer("UIDL", "+OK\r\n1 a\r\n7 ghost\r\n.\r\n");
+  auto s = pop3::Session::connect(fake.endpoint());
+  s->login(fake_alice());
+  EXPECT_THROW(s->list(), Error);
+  EXPECT_FALSE(s->alive());
+}
+
+TEST(Pop3HostileTest, AnswerThatIsNeitherOkNorErrIsRefused) {
+  FakePop3Server fake;
+  fake.set_messages({{"a", "A: 1\r\n\r\n"}});
+  fake.answer("RETR", "* 1 FETCH (garbage)\r\n");
+  auto s = pop3::Session::connect(fake.endpoint());
+  s->login(fake_alice());
+  s->list();
+  Collect got;
+  try {
+    s->retrieve({1}, 1 << 20, got);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), ErrorKind::protocol) << err.what();
+  }
+}
+
+TEST(Pop3HostileTest, EndlessGreetingIsCutAtOneMebibyte) {
+  FakePop3Server fake;
+  fake.answer("CAPA", "+OK\r\n" + std::string(3 << 20, 'x'));
+  try {
+    pop3::Session::connect(fake.endpoint());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), ErrorKind::protocol) << err.what();
+  }
+}
+
+}  // namespace
+}  // namespace imapstage

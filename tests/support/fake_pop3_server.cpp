@@ -153,6 +153,11 @@ void FakePop3Server::drop_during_retr(uint32_t number, size_t bytes) {
   std::lock_guard lock(mutex_);
   drop_ = {number, bytes};
 }
+void FakePop3Server::answer(std::string verb, std::string raw) {
+  std::lock_guard lock(mutex_);
+  answers_.emplace_back(std::move(verb), std::move(raw));
+}
+
 std::vector<std::string> FakePop3Server::commands() const {
   std::lock_guard lock(mutex_);
   return commands_;
@@ -193,6 +198,7 @@ void FakePop3Server::serve(int fd) {
     std::string expected_user, expected_password;
     std::optional<std::string> capa;
     bool uidl;
+    std::optional<std::string> canned;
     {
       std::lock_guard lock(mutex_);
       commands_.push_back(logged);
@@ -200,6 +206,12 @@ void FakePop3Server::serve(int fd) {
       expected_password = password_;
       capa = capa_;
       uidl = uidl_;
+      for (auto& [v, raw] : answers_)
+        if (v == verb) canned = raw;
+    }
+    if (canned) {
+      if (!send_all(fd, *canned)) return;
+      continue;
     }
     auto number = [&](uint32_t& n) {
       n = static_cast<uint32_t>(std::strtoul(arg.c_str(), nullptr, 10));

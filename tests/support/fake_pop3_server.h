@@ -45,6 +45,8 @@ class FakePop3Server {
   void set_capa(std::optional<std::string> lines);         // CAPA lines (CRLF-separated); nullopt: -ERR
   // The next RETR of message `number` sends only `bytes` of it and drops the connection (once).
   void drop_during_retr(uint32_t number, size_t bytes);
+  // Answers every command `verb` (upper case, e.g. "LIST") with `raw` instead (bytes as given).
+  void answer(std::string verb, std::string raw);
   // Every command line received (PASS and AUTH arguments replaced by "***"), in order.
   std::vector<std::string> commands() const;
   size_t connections() const;
@@ -64,6 +66,7 @@ class FakePop3Server {
   bool uidl_ = true;
   std::optional<std::string> capa_ = std::string("TOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nSASL PLAIN XOAUTH2\r\n");
   std::optional<std::pair<uint32_t, size_t>> drop_;
+  std::vector<std::pair<std::string, std::string>> answers_;
   std::vector<std::string> commands_;
   size_t connections_ = 0;
 };
