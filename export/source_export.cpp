@@ -59,7 +59,6 @@ struct FolderPlan {
   std::unordered_map<std::string, MessageRecord> archived;
   std::unordered_set<std::string> seen;
   uint32_t next_uid = 1;
-  bool content_ids = false;                   // some messages are known only by their bytes
   bool listed = false;                        // list() succeeded
 };
 
@@ -156,7 +155,13 @@ void SourceExport::run_body(std::vector<SourceFolder> folders) {
   std::unordered_set<std::string> listed;
   for (auto& f : folders) {
     std::string name = joined(f.path);
-    listed.insert(imap::utf7_encode(name));
+    if (!listed.insert(imap::utf7_encode(name)).second) {
+      // Two files or directories that name the same folder ("a.mbox" and "a/" with messages of its own).
+      emit({{"event", "warning"}, {"folder", name}, {"where", f.location},
+            {"text", fmt::format("{}: {} names a folder already read from another file or directory; not exported",
+                                 name, f.location)}});
+      continue;
+    }
     for (size_t k = 0; k < options_.include.size(); ++k)
       if (glob_matches(options_.include[k], name)) pattern_used[k] = true;
     if (folder_selected(name, options_.include, options_.exclude)) selected_.push_back(std::move(f));
@@ -284,9 +289,7 @@ void SourceExport::plan_folder(size_t i) {
 
   const uint64_t max_size = options_.max_message_size;
   for (auto& m : listing.messages) {
-    if (m.id.empty()) {
-      plan.content_ids = true;
-    } else {
+    if (!m.id.empty()) {
       if (!plan.seen.insert(m.id).second) {
         fail_item(result, m.id, "the source listed this message twice; the second is not archived");
         continue;

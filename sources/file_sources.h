@@ -31,11 +31,13 @@ std::unique_ptr<Source> open_mbox(const std::filesystem::path& path);
 
 // A directory of .eml files: the root's own files are INBOX, each
 // subdirectory holding .eml files is a folder (subdirectories are levels).
-// Files whose names do not end in ".eml" are left alone.
+// Files whose names do not end in ".eml" are left alone. INTERNALDATE is the
+// modification time; an index.csv written by `imapstage extract --to eml`
+// gives its files (same UID and size) their flags, keywords and INTERNALDATE.
 std::unique_ptr<Source> open_eml_directory(const std::filesystem::path& root);
 
 // "maildir:PATH", "mbox:PATH" or "eml:PATH". Throws Error(usage) for another
-// kind, Error(not_found) when PATH does not exist.
+// kind or when PATH does not exist (exit status 2, a bad command line).
 std::unique_ptr<Source> open_file_source(std::string_view spec);
 
 }  // namespace imapstage::sources

@@ -33,7 +33,7 @@ bool is_mail_dir(const fs::path& dir) {
 // A Maildir++ level in modified UTF-7 ("&AMk-l&AOk-ments"), kept as it is when it does not decode.
 std::string decode_level(const std::string& raw) {
   if (auto utf8 = imap::utf7_decode_strict(raw)) return *utf8;
-  return raw;
+  return level_name(raw);
 }
 
 // The keywords of a folder's dovecot-keywords file ("0 $Label1" per line), by index.
@@ -173,9 +173,10 @@ class MaildirSource : public Source {
       try {
         entries = list_directory(dir);
       } catch (const Error& e) {
+        // A folder without new/ is fine; one whose messages cannot be listed is not listed at
+        // all (its archived messages must not look expunged).
         if (e.kind() == ErrorKind::not_found) continue;
-        listing.problems.push_back({dir.string(), e.message()});
-        continue;
+        throw;
       }
       for (auto& e : entries) {
         if (e.name.empty() || e.name[0] == '.') continue;  // hidden files are no messages (as in Dovecot)
@@ -277,7 +278,7 @@ class MaildirSource : public Source {
           e.name == "tmp")
         continue;
       auto child = path;
-      child.push_back(e.name);
+      child.push_back(level_name(e.name));
       if (depth == 0 && e.name == "INBOX" && found.count({"INBOX"})) continue;  // the root is INBOX already
       walk_nested(dir / e.name, child, depth + 1, found);
     }

@@ -521,7 +521,7 @@ class MboxSource : public Source {
     if (depth > kMaxDepth) return;
     for (auto& e : list_directory(dir)) {
       if (e.name.empty() || e.name[0] == '.') continue;
-      std::string level = e.name;
+      std::string level = level_name(e.name);
       auto strip = [&](std::string_view suffix) {
         if (level.size() > suffix.size() && level.compare(level.size() - suffix.size(), suffix.size(), suffix) == 0) {
           level.resize(level.size() - suffix.size());

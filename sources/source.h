@@ -12,10 +12,13 @@
 // re-run finds every archived message by its identity and fetches only the
 // others; identities that no longer appear are marked expunged.
 //
-// Threading: one Source is used by one thread at a time. Calls happen in this
-// order per run: kind()/location() any time, folders() once, then per folder
-// list() and fetch() (fetch only with messages of the last list() of that
-// folder).
+// Threading: one Source is used by one thread at a time, not always the same
+// one (the export lists on its main thread and fetches on a reading thread
+// of its own, never both at once). Calls happen in this order per run:
+// kind()/location() any time, folders() once, then per folder list() and
+// fetch() (fetch only with messages of the last list() of that folder); after
+// a call threw an Error with Retry::now, the same call may come again (a
+// network source reconnects then).
 #pragma once
 
 #include <cstdint>

@@ -41,6 +41,33 @@ DirEntry::Type type_of(mode_t mode) {
 
 }  // namespace
 
+std::string level_name(std::string_view name) {
+  size_t i = 0;
+  bool valid = true;
+  while (i < name.size() && valid) {
+    unsigned char c = static_cast<unsigned char>(name[i]);
+    size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 0 || i + n > name.size() || (n == 2 && c < 0xc2)) {
+      valid = false;
+      break;
+    }
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(name[i + k]) & 0xc0) != 0x80) valid = false;
+    i += n;
+  }
+  if (valid) return std::string(name);
+  std::string out;
+  for (unsigned char c : name) {
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      out += static_cast<char>(0xc0 | (c >> 6));
+      out += static_cast<char>(0x80 | (c & 0x3f));
+    }
+  }
+  return out;
+}
+
 std::vector<DirEntry> list_directory(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) fail("cannot read the directory", dir, errno);

@@ -35,6 +35,11 @@ struct DirEntry {
   FileStamp stamp;
 };
 
+// A folder level made from a file or directory name: the name itself when
+// it is valid UTF-8, else the name read as Latin-1 (each byte one character),
+// so that every level is valid UTF-8 and two different names stay different.
+std::string level_name(std::string_view file_name);
+
 // The entries of `dir` except "." and "..", sorted by name. Throws
 // Error(not_found) or Error(io) naming the directory.
 std::vector<DirEntry> list_directory(const std::filesystem::path& dir);

@@ -83,6 +83,7 @@ Manifest compute_manifest(const archive::Archive& a, std::FILE* listing) {
   for (auto& account : accounts) {
     AccountManifest am;
     am.account = account.name;
+    am.source = archive::source_kind_name(account.source);
     MerkleTree account_tree;
     auto folders = a.folders(account.id);
     std::sort(folders.begin(), folders.end(), [](auto& x, auto& y) { return x.name_raw < y.name_raw; });
@@ -123,8 +124,8 @@ nlohmann::json Manifest::to_json() const {
     for (auto& f : am.folders)
       folders_json.push_back({{"folder", f.folder}, {"raw", f.raw}, {"messages", f.messages},
                               {"present", f.present}, {"bytes", f.bytes}, {"root", f.root}});
-    accounts_json.push_back({{"account", am.account}, {"messages", am.messages}, {"bytes", am.bytes},
-                             {"root", am.root}, {"folders", folders_json}});
+    accounts_json.push_back({{"account", am.account}, {"source", am.source}, {"messages", am.messages},
+                             {"bytes", am.bytes}, {"root", am.root}, {"folders", folders_json}});
   }
   return {{"manifest", "imapstage-manifest"},
           {"version", 1},
@@ -154,6 +155,7 @@ Manifest Manifest::from_json(const nlohmann::json& j) {
     for (auto& aj : j.at("accounts")) {
       AccountManifest am;
       am.account = aj.at("account");
+      am.source = aj.value("source", std::string("imap"));  // manifests written before sources: IMAP
       am.messages = aj.at("messages");
       am.bytes = aj.at("bytes");
       am.root = aj.at("root");

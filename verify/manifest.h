@@ -57,6 +57,7 @@ struct FolderManifest {
 
 struct AccountManifest {
   std::string account;
+  std::string source = "imap";  // what the account was exported from (informational: not in the leaves)
   uint64_t messages = 0;
   uint64_t bytes = 0;
   std::string root;

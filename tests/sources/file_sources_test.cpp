@@ -3,8 +3,8 @@
 // `mailbox` and an EML tree, each exported with `imapstage export --source`,
 // imported into an empty account, checked with `verify --against target
 // --deep`, and compared message by message (bytes, flags, keywords,
-// INTERNALDATE) with what the source holds; a re-run adds nothing; manifest
-// and offline verify work on the result.
+// INTERNALDATE) with what the source holds; a re-run adds nothing; manifest,
+// offline verify, extract and mount work on the result.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "archive-format/archive.h"
+#include "tests/support/mount_helpers.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
@@ -212,6 +213,21 @@ TEST_F(FileSourcesTest, MboxWrittenByPythonMailboxRoundTrips) {
   import_and_verify(archive, "carol-mbox", "t_mbox");
   EXPECT_EQ(server_view(server_->summary("t_mbox")), expected);
 
+  // extract writes the account out as a Maildir, which exports back to the same messages and objects.
+  auto x = testing::run_imapstage({"extract", "--archive", archive, "--account", "carol-mbox", "--to", "maildir",
+                                   "--out", tmp.path() + "/extracted"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  auto back = export_files(archive, "maildir:" + tmp.path() + "/extracted/carol-mbox", "carol-extracted");
+  EXPECT_EQ(back["bytes_stored"], 0) << back.dump();
+  EXPECT_EQ(archive_view(archive, "carol-extracted"), expected);
+  // So does extract --to eml: its index.csv keeps the flags, keywords and INTERNALDATE.
+  x = testing::run_imapstage({"extract", "--archive", archive, "--account", "carol-mbox", "--to", "eml", "--out",
+                              tmp.path() + "/eml-out"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  back = export_files(archive, "eml:" + tmp.path() + "/eml-out/carol-mbox", "carol-eml-again");
+  EXPECT_EQ(back["bytes_stored"], 0) << back.dump();
+  EXPECT_EQ(archive_view(archive, "carol-eml-again"), expected);
+
   // Mail appended to an mbox is the only thing a re-run adds.
   {
     std::ofstream out(mbox + "/INBOX.mbox", std::ios::app | std::ios::binary);
@@ -236,6 +252,16 @@ TEST_F(FileSourcesTest, EmlDirectoryRoundTrips) {
   rerun_adds_nothing(archive, "eml:" + eml, "carol-eml");
   import_and_verify(archive, "carol-eml", "t_eml");
   EXPECT_EQ(server_view(server_->summary("t_eml")), expected);
+
+  // The account through `imapstage mount` is a Maildir that exports back to the same messages.
+  fs::path mnt = tmp.path() + "/mnt";
+  fs::create_directory(mnt);
+  testing::Mount mount(archive, mnt);
+  ASSERT_TRUE(mount.ok()) << mount.result().err;
+  std::string again = tmp.path() + "/archive-again";
+  export_files(again, "maildir:" + (mnt / "carol-eml").string(), "through-mount");
+  EXPECT_EQ(archive_view(again, "through-mount"), expected);
+  EXPECT_EQ(mount.unmount(), 0);
 }
 
 }  // namespace

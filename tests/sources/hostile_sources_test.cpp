@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
+#include <csignal>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -304,6 +306,11 @@ TEST(FileSources, HostileInputsAreNamedAndTheRestGoesOn) {
   auto inbox = messages(archive, "INBOX", "eml");
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(bytes_of(archive, inbox[0]), "Subject: e\r\n\r\neml\r\n");
+  // A directory name that is not UTF-8 (Latin-1 "café") names a folder in UTF-8.
+  write(eml / "caf\xe9" / "1.eml", "Subject: f\r\n\r\nlatin\r\n");
+  auto latin = export_files(archive, "eml:" + eml.string(), "eml");
+  EXPECT_EQ(latin.summary["messages"], 1) << latin.out;
+  EXPECT_EQ(messages(archive, "caf\xc3\xa9", "eml").size(), 1u);
 }
 
 TEST(FileSources, AFiftyMegabyteMessage) {
@@ -333,6 +340,46 @@ TEST(FileSources, AFiftyMegabyteMessage) {
   auto md = export_files(archive, "maildir:" + tmp.path() + "/md", "md");
   ASSERT_EQ(md.exit_code, 0) << md.err;
   EXPECT_EQ(md.summary["bytes_deduplicated"], crlf.size());  // the same bytes, stored once
+}
+
+TEST(FileSources, AKilledExportResumesWithoutLossOrDuplicates) {
+  TempDir tmp;
+  std::string mbox;
+  for (int i = 0; i < 3000; ++i)
+    mbox += "From a@example.org Sun Sep 13 12:26:40 2020\nSubject: message " + std::to_string(i) +
+            "\nMessage-ID: <" + std::to_string(i) + "@example.org>\n\n" + std::string(20000 + i % 500, 'x') + "\n\n";
+  write(tmp.path() + "/big.mbox", mbox);
+  std::string archive = tmp.path() + "/archive";
+  std::vector<std::string> args = {"export", "--archive", archive, "--source", "mbox:" + tmp.path() + "/big.mbox",
+                                   "--account", "files", "--json", "--commit-interval", "0.01"};
+  // Killed once a progress event (every 250 ms) reports 100 messages or more: commits come every 10 ms.
+  auto killed = testing::run_imapstage(args, {}, std::nullopt, [](const std::string& out) {
+    std::istringstream lines(out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "progress" && j.value("messages", 0) >= 100) return true;
+    }
+    return false;
+  });
+  EXPECT_EQ(killed.signal, SIGKILL);
+  auto before = messages(archive, "INBOX").size();
+  EXPECT_GT(before, 0u);
+  EXPECT_LT(before, 3000u);
+  auto rerun = testing::run_imapstage(args);
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+  auto all = messages(archive, "INBOX");
+  ASSERT_EQ(all.size(), 3000u);
+  std::set<std::string> ids;
+  std::set<uint32_t> uids;
+  for (auto& m : all) {
+    ids.insert(m.source_id);
+    uids.insert(m.key.uid);
+  }
+  EXPECT_EQ(ids.size(), 3000u);
+  EXPECT_EQ(uids.size(), 3000u);
+  auto verify = testing::run_imapstage({"verify", "--archive", archive});
+  EXPECT_EQ(verify.exit_code, 0) << verify.err << verify.out;
 }
 
 // Reads through the source interface directly: a file that changes between
