@@ -608,4 +608,68 @@ void Session::close() { impl_->close_stream(); }
 
 bool Session::alive() const { return !impl_->dead && impl_->stream(); }
 
+namespace {
+
+// Bytes of a replay, handed out in pieces as a socket would.
+struct ReplaySource {
+  std::string_view data;
+  size_t pos = 0;
+  unsigned step = 1;
+};
+
+ssize_t replay_read(mailstream_low* s, void* buf, size_t count) {
+  auto* src = static_cast<ReplaySource*>(s->data);
+  if (src->pos >= src->data.size()) return -1;
+  src->step = src->step * 1103515245u + 12345u;
+  size_t n = std::min({count, src->data.size() - src->pos, size_t{1} + (src->step >> 16) % 4096});
+  std::memcpy(buf, src->data.data() + src->pos, n);
+  src->pos += n;
+  return static_cast<ssize_t>(n);
+}
+ssize_t replay_write(mailstream_low*, const void*, size_t count) { return static_cast<ssize_t>(count); }
+int replay_close(mailstream_low*) { return 0; }
+int replay_get_fd(mailstream_low*) { return -1; }
+void replay_free(mailstream_low* s) { free(s); }
+void replay_cancel(mailstream_low*) {}
+struct mailstream_cancel* replay_get_cancel(mailstream_low*) { return nullptr; }
+int replay_idle(mailstream_low*) { return -1; }
+
+mailstream_low_driver replay_driver = {
+    replay_read, replay_write, replay_close, replay_get_fd, replay_free, replay_cancel, replay_get_cancel,
+    nullptr,     replay_idle,  replay_idle,  replay_idle,
+};
+
+}  // namespace
+
+std::string replay_responses(std::string_view bytes, uint64_t max_message_size) {
+  ReplaySource source{bytes, 0, static_cast<unsigned>(bytes.size())};
+  auto impl = std::make_unique<Session::Impl>();
+  impl->where = "replay";
+  impl->pop3 = mailpop3_new(0, nullptr);
+  if (!impl->pop3) throw std::bad_alloc();
+  mailstream_low* low = mailstream_low_new(&source, &replay_driver);
+  if (!low) throw std::bad_alloc();
+  mailstream* stream = mailstream_new(low, 8192);
+  if (!stream) {
+    mailstream_low_free(low);
+    throw std::bad_alloc();
+  }
+  impl->pop3->pop3_stream = stream;
+  impl->guard.relax();
+  Session session(std::move(impl));
+  struct Count final : RetrieveSink {
+    void message(size_t, std::string&&) override {}
+    void failed(size_t, const std::string&, bool) override {}
+  } sink;
+  try {
+    Maildrop drop = session.list();
+    std::vector<uint32_t> numbers;
+    for (auto& e : drop.entries) numbers.push_back(e.number);
+    session.retrieve(numbers, max_message_size, sink);
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "";
+}
+
 }  // namespace imapstage::pop3

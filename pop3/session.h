@@ -145,7 +145,9 @@ class Session {
   void close();
   bool alive() const;
 
+
  private:
+  friend std::string replay_responses(std::string_view, uint64_t);
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
@@ -153,5 +155,12 @@ class Session {
 
 // What a POP3 response line is: "+OK ..." or "-ERR ...". Exposed for tests.
 bool is_ok(std::string_view line);
+
+// Reads `bytes` as a server's answers, after a login, to LIST, UIDL, then a
+// RETR of every listed message (through the session's own reader, bytes
+// handed out in reads of every size up to 4 KiB, messages over
+// `max_message_size` dropped). Returns "" when everything parsed, else the
+// error that stopped it. No network; for fuzzing and tests.
+std::string replay_responses(std::string_view bytes, uint64_t max_message_size = 64 * 1024);
 
 }  // namespace imapstage::pop3

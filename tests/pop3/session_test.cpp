@@ -369,3 +369,19 @@ TEST(Pop3HostileTest, EndlessGreetingIsCutAtOneMebibyte) {
 
 }  // namespace
 }  // namespace imapstage
+
+namespace imapstage {
+namespace {
+
+TEST(Pop3Replay, ReaderFinishesOrNamesWhatStoppedIt) {
+  std::string ok =
+      "+OK\r\n1 31\r\n2 9\r\n.\r\n+OK\r\n1 a1\r\n2 b2\r\n.\r\n+OK\r\nSubject: x\r\n\r\n..dot\r\nbody\r\n.\r\n"
+      "+OK\r\nA: b\r\n\r\n.\r\n";
+  EXPECT_EQ(pop3::replay_responses(ok), "");
+  EXPECT_NE(pop3::replay_responses(ok.substr(0, ok.size() - 3)).find("connection lost"), std::string::npos);
+  EXPECT_NE(pop3::replay_responses("* OK imap\r\n").find("neither +OK nor -ERR"), std::string::npos);
+  EXPECT_NE(pop3::replay_responses("+OK\r\n0 5\r\n.\r\n").find("unreadable"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imapstage
