@@ -14,6 +14,7 @@
 #include "common/events.h"
 #include "common/retry.h"
 #include "imap/session.h"
+#include "import/importer.h"
 
 namespace imapstage::batch {
 
@@ -40,6 +41,7 @@ struct ImportBatchOptions {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   bool sync_expunges = false;            // as for one import
+  importing::ImportPolicy policy;        // as for one import, each account on its own
   RunnerOptions runner;
   RetryPolicy retry;
 };

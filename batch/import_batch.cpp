@@ -86,6 +86,7 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.include = options.include;
         o.exclude = options.exclude;
         o.sync_expunges = options.sync_expunges;
+        o.policy = options.policy;
         o.retry = options.retry;
         o.cancelled = cancelled;
         importing::ImportSummary summary;

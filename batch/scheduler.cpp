@@ -25,16 +25,42 @@ double load_per_cpu() {
   return one / (cpus > 0 ? cpus : 1);
 }
 
+SchedulerCaps::SchedulerCaps(const SchedulerOptions& options)
+    : options_(options), jobs_(options.jobs > 0 ? options.jobs : default_jobs()) {
+  if (!options_.load_per_cpu) options_.load_per_cpu = load_per_cpu;
+}
+
+bool SchedulerCaps::server_full(const std::string& server) const {
+  if (options_.per_server <= 0) return false;
+  auto it = per_server_.find(server);
+  return it != per_server_.end() && it->second >= options_.per_server;
+}
+
+std::string SchedulerCaps::load_hold() const {
+  if (options_.max_load <= 0 || running_ == 0) return "";
+  double l = options_.load_per_cpu();
+  if (l <= options_.max_load) return "";
+  return fmt::format("load {:.2f} per CPU is above {:.2f}: holding back new accounts", l, options_.max_load);
+}
+
+void SchedulerCaps::take(const std::string& server) {
+  ++running_;
+  ++per_server_[server];
+}
+
+void SchedulerCaps::give_back(const std::string& server) {
+  --running_;
+  if (--per_server_[server] <= 0) per_server_.erase(server);
+}
+
 size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
                      const std::function<void(size_t)>& work, const std::function<void(const std::string&)>& on_held) {
-  int jobs = options.jobs > 0 ? options.jobs : default_jobs();
-  auto load = options.load_per_cpu ? options.load_per_cpu : std::function<double()>(load_per_cpu);
+  SchedulerCaps caps(options);
+  int jobs = caps.jobs();
 
   std::mutex mutex;
   std::condition_variable changed;
   std::vector<bool> taken(tasks.size(), false);
-  std::map<std::string, int> per_server;
-  int running = 0;
   size_t started = 0;
   bool stopping = false;
   std::string last_held;
@@ -43,7 +69,7 @@ size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOpt
   auto next_ready = [&]() -> size_t {
     for (size_t i = 0; i < tasks.size(); ++i) {
       if (taken[i]) continue;
-      if (options.per_server > 0 && per_server[tasks[i].server] >= options.per_server) continue;
+      if (caps.server_full(tasks[i].server)) continue;
       return i;
     }
     return tasks.size();
@@ -64,22 +90,16 @@ size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOpt
         changed.wait_for(lock, options.load_poll);
         continue;
       }
-      if (options.max_load > 0 && running > 0) {
-        double l = load();
-        if (l > options.max_load) {
-          std::string reason = fmt::format("load {:.2f} per CPU is above {:.2f}: holding back new accounts", l,
-                                           options.max_load);
-          if (on_held && reason != last_held) {
-            last_held = reason;
-            on_held(reason);
-          }
-          changed.wait_for(lock, options.load_poll);
-          continue;
+      if (std::string reason = caps.load_hold(); !reason.empty()) {
+        if (on_held && reason != last_held) {
+          last_held = reason;
+          on_held(reason);
         }
+        changed.wait_for(lock, options.load_poll);
+        continue;
       }
       taken[i] = true;
-      ++running;
-      ++per_server[tasks[i].server];
+      caps.take(tasks[i].server);
       ++started;
       lock.unlock();
       try {
@@ -87,8 +107,7 @@ size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOpt
       } catch (...) {
       }
       lock.lock();
-      --running;
-      --per_server[tasks[i].server];
+      caps.give_back(tasks[i].server);
       changed.notify_all();
     }
   };

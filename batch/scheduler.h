@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,34 @@ struct SchedulerOptions {
 
 struct SchedulerTask {
   std::string server;  // tasks with the same server share its cap
+};
+
+// The caps of SchedulerOptions as bookkeeping, for a caller that starts
+// tasks itself (run_scheduled, and the daemon's dispatcher, whose queue
+// grows while it runs). Not thread-safe: the caller holds its own lock.
+class SchedulerCaps {
+ public:
+  explicit SchedulerCaps(const SchedulerOptions& options);
+  // The jobs cap in force (options.jobs, or default_jobs()).
+  int jobs() const { return jobs_; }
+  int running() const { return running_; }
+  // True when `jobs` tasks run.
+  bool full() const { return running_ >= jobs_; }
+  // True when the per-server cap of `server` is reached.
+  bool server_full(const std::string& server) const;
+  // When a new task must wait for the load: why ("load 0.93 per CPU is above
+  // 0.70: holding back new accounts"); "" when it may start (always while
+  // nothing runs, or with max_load 0). Reads the load.
+  std::string load_hold() const;
+  // Records a start and an end of a task against `server`.
+  void take(const std::string& server);
+  void give_back(const std::string& server);
+
+ private:
+  SchedulerOptions options_;
+  int jobs_ = 1;
+  int running_ = 0;
+  std::map<std::string, int> per_server_;
 };
 
 // min(CPUs + 1, 6).

@@ -96,11 +96,12 @@ std::filesystem::path state_path(const std::filesystem::path& archive_dir, const
   return archive_dir / "batches" / (kind + ".json");
 }
 
-std::optional<BatchState> load_state(const std::filesystem::path& path) {
-  // DIR/batches/<kind>.json: no link and no special file is followed from DIR down.
+std::optional<std::string> read_state_file(const std::filesystem::path& root, const std::filesystem::path& path,
+                                           const std::string& what) {
+  // No link and no special file is followed from root down.
   archive::Fd fd;
   try {
-    fd = archive::open_in_archive(path.parent_path().parent_path(), path, O_RDONLY);
+    fd = archive::open_in_archive(root, path, O_RDONLY);
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::not_found) return std::nullopt;
     throw;
@@ -110,14 +111,59 @@ std::optional<BatchState> load_state(const std::filesystem::path& path) {
   while (true) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_io("cannot read the batch state", path.string(), errno);
+    if (n < 0) throw_io("cannot read the " + what, path.string(), errno);
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
     if (text.size() > (64u << 20))
-      throw Error(ErrorKind::corrupt, "the batch state is implausibly large", Retry::never, {.file = path.string()});
+      throw Error(ErrorKind::corrupt, "the " + what + " is implausibly large", Retry::never, {.file = path.string()});
   }
+  return text;
+}
+
+void write_state_file(const std::filesystem::path& root, const std::filesystem::path& path, const std::string& text,
+                      const std::string& what) {
+  auto dir = path.parent_path();
+  if (dir != root) archive::make_dir_in_archive(root, dir);
+  archive::check_in_archive(root, path, false);  // a link or special file in its place is refused
+  std::string tmp = path.string() + fmt::format(".tmp.{}", ::getpid());
+  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) throw_io("cannot write the " + what, tmp, errno);
+  int fd = archive::open_in_archive(root, tmp, O_WRONLY | O_CREAT | O_EXCL).release();
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw_io("cannot write the " + what, tmp, err, Retry::later);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw_io("cannot sync the " + what, tmp, err, Retry::later);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw_io("cannot replace the " + what, path.string(), err);
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::optional<BatchState> load_state(const std::filesystem::path& path) {
+  auto text = read_state_file(path.parent_path().parent_path(), path, "batch state");
+  if (!text) return std::nullopt;
   try {
-    return BatchState::from_json(nlohmann::json::parse(text));
+    return BatchState::from_json(nlohmann::json::parse(*text));
   } catch (const Error& e) {
     throw Error(ErrorKind::corrupt, "the batch state is damaged: " + e.message(), Retry::never,
                 {.file = path.string()});
@@ -128,43 +174,7 @@ std::optional<BatchState> load_state(const std::filesystem::path& path) {
 }
 
 void save_state(const std::filesystem::path& path, const BatchState& state) {
-  auto dir = path.parent_path();
-  auto root = dir.parent_path();
-  archive::make_dir_in_archive(root, dir);
-  archive::check_in_archive(root, path, false);  // a link or special file in its place is refused
-  std::string text = state.to_json().dump(1) + "\n";
-  std::string tmp = path.string() + fmt::format(".tmp.{}", ::getpid());
-  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) throw_io("cannot write the batch state", tmp, errno);
-  int fd = archive::open_in_archive(root, tmp, O_WRONLY | O_CREAT | O_EXCL).release();
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw_io("cannot write the batch state", tmp, err, Retry::later);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw_io("cannot sync the batch state", tmp, err, Retry::later);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw_io("cannot replace the batch state", path.string(), err);
-  }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_state_file(path.parent_path().parent_path(), path, state.to_json().dump(1) + "\n", "batch state");
 }
 
 StateStore::StateStore(std::filesystem::path path, BatchState state) : path_(std::move(path)), state_(std::move(state)) {}

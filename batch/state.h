@@ -80,6 +80,18 @@ std::optional<BatchState> load_state(const std::filesystem::path& path);
 // Throws Error(io) naming the file.
 void save_state(const std::filesystem::path& path, const BatchState& state);
 
+// The durable file handling under load_state and save_state, for other
+// state files (the daemon's job queue): reads `path` below `root` (no link
+// or special file followed; at most 64 MiB), nullopt when it does not exist;
+// Error(io/corrupt) names the file and `what` ("batch state").
+std::optional<std::string> read_state_file(const std::filesystem::path& root, const std::filesystem::path& path,
+                                           const std::string& what);
+// Replaces `path` below `root` by `text` atomically: a temporary file
+// beside it (owner-only), fsync, rename, fsync of the directory (made if
+// missing). Throws Error(io) naming the file.
+void write_state_file(const std::filesystem::path& root, const std::filesystem::path& path, const std::string& text,
+                      const std::string& what);
+
 // A state shared by the threads of a batch: every change is saved at once.
 class StateStore {
  public:

@@ -25,7 +25,8 @@ int exit_code_for(const Error& e) {
     case ErrorKind::format:
     case ErrorKind::locked:
     case ErrorKind::not_found: return kExitArchive;
-    case ErrorKind::interrupted: return kExitIncomplete;
+    case ErrorKind::interrupted:
+    case ErrorKind::policy: return kExitIncomplete;
     case ErrorKind::internal: return kExitInternal;
   }
   return kExitInternal;

@@ -13,6 +13,9 @@ void register_commands(CLI::App& app, int& status) {
   add_status_command(app, status);
   add_mount_command(app, status);
   add_extract_command(app, status);
+  add_serve_command(app, status);
+  add_jobs_command(app, status);
+  add_login_hook_command(app, status);
 }
 
 }  // namespace imapstage::cli

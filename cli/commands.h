@@ -23,6 +23,9 @@ void add_repair_command(CLI::App& app, int& status);
 void add_status_command(CLI::App& app, int& status);
 void add_mount_command(CLI::App& app, int& status);    // filesystem/mount_command.cpp
 void add_extract_command(CLI::App& app, int& status);  // filesystem/extract_command.cpp
+void add_serve_command(CLI::App& app, int& status);      // serve/serve_command.cpp
+void add_jobs_command(CLI::App& app, int& status);       // serve/jobs_command.cpp
+void add_login_hook_command(CLI::App& app, int& status); // serve/login_hook_command.cpp (also login-trigger)
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

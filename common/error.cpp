@@ -61,6 +61,7 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::protocol: return "protocol";
     case ErrorKind::limit: return "limit";
     case ErrorKind::interrupted: return "interrupted";
+    case ErrorKind::policy: return "policy";
     case ErrorKind::internal: return "internal";
   }
   return "unknown";

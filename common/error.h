@@ -27,6 +27,7 @@ enum class ErrorKind {
   protocol,     // the server answered NO/BAD or something we cannot parse
   limit,        // a server limit (APPENDLIMIT, quota, over-quota) refused it
   interrupted,  // stopped by a signal or a timeout of ours
+  policy,       // stopped by a policy of the run (--max-errors)
   internal,     // a bug: an invariant of ours does not hold
 };
 

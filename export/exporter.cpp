@@ -134,7 +134,12 @@ class AccountExport {
   std::condition_variable ready_cv_;
   bool ready_ = false;                   // selected_ and the archive are set up (or the run stopped)
   void release_lanes();
-  std::atomic<size_t> next_folder_{0};   // the next index of selected_ a lane takes
+  std::atomic<size_t> next_folder_{0};   // the next position in order_ a lane takes
+  // The order lanes take folders in: LIST order, or with several lanes and a
+  // size pass, the most bytes to fetch first (so no lane is left alone with a
+  // big folder at the end while the others have finished).
+  std::vector<size_t> order_;
+  int lane_count_ = 1;
   std::atomic<bool> stop_{false};        // a lane failed for good: the others stop too
   std::atomic<int> reconnects_{0};
   std::mutex fatal_mutex_;
@@ -244,6 +249,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
           {"text", fmt::format("{} connections (a round trip takes {:.1f} ms)", connections,
                                std::chrono::duration<double, std::milli>(round_trip).count())}});
   }
+  lane_count_ = connections;
   std::vector<Lane> lanes(static_cast<size_t>(connections));  // never resized
   Lane& first = lanes[0];
   first.session = std::move(session);
@@ -328,6 +334,8 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
 
   sizing_ = archive_ && !options_.dry_run;
   sized_.assign(selected_.size(), {});
+  order_.resize(selected_.size());
+  std::iota(order_.begin(), order_.end(), size_t{0});
   if (sizing_ && selected_.empty())
     emit({{"event", "totals"}, {"command", "export"}, {"folders", 0}, {"messages_total", 0}, {"bytes_total", 0}});
   release_lanes();
@@ -379,9 +387,9 @@ void AccountExport::run_lane(Lane& lane) {
   if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
   if (sizing_) size_pass(lane);
   while (!stop_) {
-    size_t i = next_folder_++;
-    if (i >= selected_.size()) break;
-    if (!export_one(lane, i)) break;
+    size_t k = next_folder_++;
+    if (k >= order_.size()) break;
+    if (!export_one(lane, order_[k])) break;
   }
   try {
     commit_if_due(lane, true);
@@ -447,10 +455,16 @@ void AccountExport::sized(size_t) {
   std::lock_guard lock(ready_mutex_);
   if (++sized_count_ != selected_.size()) return;
   uint64_t messages = 0, bytes = 0;
+  std::vector<uint64_t> folder_bytes;
   for (auto& f : sized_) {
     messages += f.sizes.size();
-    for (auto& [uid, size] : f.sizes) bytes += size;
+    folder_bytes.push_back(0);
+    for (auto& [uid, size] : f.sizes) folder_bytes.back() += size;
+    bytes += folder_bytes.back();
   }
+  if (lane_count_ > 1)
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](size_t a, size_t b) { return folder_bytes[a] > folder_bytes[b]; });
   emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
         {"bytes_total", bytes}});
   ready_cv_.notify_all();

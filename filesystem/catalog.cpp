@@ -1,6 +1,5 @@
 #include "filesystem/catalog.h"
 
-#include <ctime>
 #include <map>
 #include <set>
 
@@ -82,19 +81,6 @@ std::vector<CatalogFolder> build_catalog(const archive::Archive& archive, const 
     }
   }
   return out;
-}
-
-int64_t parse_day(const std::string& text) {
-  std::tm tm{};
-  int y, mo, d;
-  char tail;
-  if (text.size() != 10 || std::sscanf(text.c_str(), "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3 || mo < 1 ||
-      mo > 12 || d < 1 || d > 31)
-    throw Error(ErrorKind::usage, fmt::format("not a date (YYYY-MM-DD): {}", text));
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  return static_cast<int64_t>(timegm(&tm));
 }
 
 }  // namespace imapstage::filesystem

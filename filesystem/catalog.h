@@ -49,7 +49,4 @@ struct CatalogFolder {
 // Folders whose escaped paths coincide get "~<folder id>" added to the later one.
 std::vector<CatalogFolder> build_catalog(const archive::Archive& archive, const CatalogOptions& options);
 
-// "YYYY-MM-DD" (UTC midnight) as unix seconds; throws Error(usage) otherwise.
-int64_t parse_day(const std::string& text);
-
 }  // namespace imapstage::filesystem

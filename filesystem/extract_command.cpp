@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/display.h"
+#include "common/message_filter.h"
 #include "filesystem/extract.h"
 
 namespace imapstage::cli {
@@ -52,8 +53,8 @@ void add_extract_command(CLI::App& app, int& status) {
                                          : filesystem::ExtractFormat::maildir;
     options.catalog.layout =
         args->layout == "maildir++" ? filesystem::Layout::maildir_plus : filesystem::Layout::nested;
-    if (!args->since.empty()) options.catalog.since = filesystem::parse_day(args->since);
-    if (!args->before.empty()) options.catalog.before = filesystem::parse_day(args->before);
+    if (!args->since.empty()) options.catalog.since = parse_day(args->since);
+    if (!args->before.empty()) options.catalog.before = parse_day(args->before);
 
     CommandSink<TerminalSink> out(args->json, args->verbosity);
     auto summary = filesystem::run_extract(options, *out.sink);

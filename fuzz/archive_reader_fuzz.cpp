@@ -32,6 +32,12 @@ const fs::path& scratch() {
     if (!::mkdtemp(t.data())) std::abort();
     return fs::path(t);
   }();
+  // Registered after `dir` is built, so it runs before `dir` is destroyed.
+  static const bool cleaned_at_exit = std::atexit([] {
+    std::error_code ec;
+    fs::remove_all(scratch(), ec);
+  }) == 0;
+  (void)cleaned_at_exit;
   return dir;
 }
 

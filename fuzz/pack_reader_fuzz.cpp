@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "archive-format/pack.h"
@@ -24,6 +25,12 @@ const std::string& scratch_path() {
     if (!mkdtemp(dir.data())) std::abort();
     return dir + "/pack";
   }();
+  // Registered after `path` is built, so it runs before `path` is destroyed.
+  static const bool cleaned_at_exit = std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::path(scratch_path()).parent_path(), ec);
+  }) == 0;
+  (void)cleaned_at_exit;
   return path;
 }
 

@@ -891,9 +891,34 @@ void Session::login(const Credentials& c) {
   }
   if (r != MAILIMAP_NO_ERROR) {
     if (kills_session(r)) s.fail(r, "login");
+    // RFC 5530: the server could not check the credentials just now; they were not refused.
+    const char* atom = s.imap->imap_response_info ? s.imap->imap_response_info->rsp_atom : nullptr;
+    if (atom && strcasecmp(atom, "UNAVAILABLE") == 0)
+      throw Error(ErrorKind::auth,
+                  fmt::format("{} cannot check the credentials of {} now: {}", where, c.user, s.server_text()),
+                  Retry::later,
+                  {.account = c.user + "@" + s.endpoint.host, .server = where});
     throw refused();
   }
   s.refresh_capabilities();
+}
+
+bool Session::send_id(const std::vector<std::pair<std::string, std::string>>& fields) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  if (!s.has("ID")) return false;
+  std::string list;
+  for (auto& [name, value] : fields) {
+    std::string pair;
+    try {
+      pair = quoted(name) + " " + quoted(value);
+    } catch (const Error&) {
+      continue;
+    }
+    list += (list.empty() ? "" : " ") + pair;
+  }
+  s.command(list.empty() ? "ID NIL" : "ID (" + list + ")", "ID");
+  return true;
 }
 
 const Endpoint& Session::endpoint() const { return impl_->endpoint; }

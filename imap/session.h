@@ -166,6 +166,15 @@ class Session {
   // lacks it. Capabilities are refreshed afterwards.
   void login(const Credentials& credentials);
 
+  // ID (RFC 2971) with these name/value pairs, before login when the server
+  // offers ID: e.g. "x-originating-ip" and "x-originating-port", which a
+  // server that trusts this client (Dovecot: login_trusted_networks) uses
+  // for its per-IP login penalties and logs. A pair whose name or value
+  // cannot be a quoted string (CR, LF, NUL, 8-bit) is left out. Returns
+  // false, sending nothing, when the server lacks ID; the answer's
+  // content is ignored (a NO is not an error).
+  bool send_id(const std::vector<std::pair<std::string, std::string>>& fields);
+
   const Endpoint& endpoint() const;
   // Upper-case capability names, e.g. "IMAP4REV1", "CONDSTORE", "UIDPLUS", "LITERAL+", "APPENDLIMIT=...".
   const std::set<std::string>& capabilities() const;

@@ -83,17 +83,19 @@ std::string rebuild_hierarchy(const std::string& name, char from, char to) {
 
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target, const imap::PersonalNamespace& ns,
-                                       const std::map<std::string, std::string>& overrides) {
+                                       const std::map<std::string, std::string>& overrides,
+                                       const TargetSubfolder& subfolder) {
   imap::Namespace personal;
   personal.prefix = ns.prefix;
   personal.delimiter = ns.delimiter;
-  return map_folders(source, target, std::vector<imap::Namespace>{personal}, overrides);
+  return map_folders(source, target, std::vector<imap::Namespace>{personal}, overrides, subfolder);
 }
 
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const std::vector<imap::Namespace>& target_namespaces,
-                                       const std::map<std::string, std::string>& overrides) {
+                                       const std::map<std::string, std::string>& overrides,
+                                       const TargetSubfolder& subfolder) {
   for (auto& override_entry : overrides) {
     const std::string& from = override_entry.first;  // a plain reference: lambdas cannot capture bindings in clang 14
     const std::string& to = override_entry.second;
@@ -168,6 +170,12 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
     }
   }
 
+  auto special_use_of = [&](size_t i) {
+    std::string use = source[i].special_use();
+    if (use.empty() && use_by_name.count(i)) use = use_by_name.at(i);
+    return use;
+  };
+
   std::vector<FolderMapping> out;
   std::vector<std::vector<std::string>> source_paths, target_paths;
   for (size_t i = 0; i < source.size(); ++i) {
@@ -196,16 +204,17 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
       m.reason = "not imported: " + std::string(archive::namespace_name(f.ns_kind)) +
                  " namespace (give --map " + canonical + "=NAME to import it)";
       m.target_utf8 = "";
+    } else if (!subfolder.path.empty() && (!subfolder.special_use || !is_mapped_use(special_use_of(i)))) {
+      std::vector<std::string> below_it = subfolder.path;
+      below_it.insert(below_it.end(), path.begin(), path.end());
+      to = below_it;
+      m.reason = "same name under the target subfolder";
     } else if (is_inbox(path)) {
       m.target_utf8 = m.target_raw = "INBOX";
       m.reason = "INBOX";
     } else {
-      std::string use = f.special_use();
-      bool by_name = false;
-      if (use.empty() && use_by_name.count(i)) {
-        use = use_by_name[i];
-        by_name = true;
-      }
+      std::string use = special_use_of(i);
+      bool by_name = f.special_use().empty() && !use.empty();
       const TargetFolder* t = nullptr;
       bool target_by_its_name = false;
       if (is_mapped_use(use)) {
@@ -222,7 +231,8 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
         m.reason = "special-use " + use + (by_name || target_by_its_name ? ", by name" : "");
       } else {
         to = path;
-        m.reason = "same name";
+        if (!subfolder.path.empty()) to->insert(to->begin(), subfolder.path.begin(), subfolder.path.end());
+        m.reason = subfolder.path.empty() ? "same name" : "same name under the target subfolder";
         if (is_mapped_use(use)) m.create_use = use;
       }
     }
@@ -233,7 +243,7 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
 
   // 4. Subfolders follow a parent that special-use moved elsewhere.
   for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i].reason != "same name" || out[i].skipped) continue;
+    if (!out[i].reason.starts_with("same name") || out[i].skipped) continue;
     size_t parent = out.size();
     for (size_t j = 0; j < out.size(); ++j) {
       if (j == i || !out[j].reason.starts_with("special-use") || target_paths[j] == source_paths[j]) continue;

@@ -26,6 +26,12 @@
 //     that contains the target's separator has it replaced by '_' (never
 //     skipped). Names are sent modified-UTF-7 encoded. The reason is "same
 //     name" only when the target name is the source name unchanged.
+//  With a target subfolder (--target-subfolder "Archive/old-server"), rules
+//  2-5 put every folder below it instead: INBOX becomes
+//  Archive/old-server/INBOX, Sent becomes Archive/old-server/Sent, and
+//  nothing is mapped to the target's special-use folders nor created with
+//  an attribute, unless TargetSubfolder::special_use asks for rule 3 (then
+//  only the special-use folders go to the target's own). --map is unchanged.
 //  6. Two folders never merge by accident: when a folder mapped by rule 5
 //     lands on the same target name as another source folder (e.g. "a.b"
 //     rebuilt as "a_b" beside a real "a_b"), the one whose name was changed
@@ -56,6 +62,12 @@ struct FolderMapping {
   bool skipped = false;       // not imported (another namespace without --map); reason says why
 };
 
+// Where import puts a whole account: below `path` (canonical levels; empty: no subfolder).
+struct TargetSubfolder {
+  std::vector<std::string> path;
+  bool special_use = false;  // special-use folders still go to the target's own (rule 3)
+};
+
 // Maps every selectable source folder (\Noselect ones are left out: their
 // children create the hierarchy). `target_namespaces` are the target's
 // (Session::namespaces()); only its personal namespace receives folders.
@@ -64,12 +76,14 @@ struct FolderMapping {
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const std::vector<imap::Namespace>& target_namespaces,
-                                       const std::map<std::string, std::string>& overrides);
+                                       const std::map<std::string, std::string>& overrides,
+                                       const TargetSubfolder& subfolder = {});
 // The same with only the target's personal namespace known.
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const imap::PersonalNamespace& ns,
-                                       const std::map<std::string, std::string>& overrides);
+                                       const std::map<std::string, std::string>& overrides,
+                                       const TargetSubfolder& subfolder = {});
 
 // The well-known names of a special-use folder in common servers and
 // clients, in several languages ("Sent", "Sent Items", "Gesendete Elemente",

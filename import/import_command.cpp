@@ -8,6 +8,8 @@
 #include "cli/display.h"
 #include "cli/server_options.h"
 #include "common/error.h"
+#include "common/message_filter.h"
+#include "imap/mailbox_names.h"
 #include "import/importer.h"
 
 namespace imapstage::cli {
@@ -25,6 +27,13 @@ struct ImportArgs {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   std::optional<int> connections;
+  std::string subfolder;
+  bool subfolder_special_use = false;
+  std::string since, before, larger, smaller;
+  std::string too_big = "fail";
+  uint64_t max_errors = 0;
+  std::string max_bandwidth;
+  double max_messages_per_second = 0;
   bool dry_run = false;
   bool sync_expunges = false;
   bool json = false;
@@ -52,6 +61,14 @@ void print_summary(const importing::ImportSummary& s) {
       s.total(&R::already_there), s.total(&R::reconciled), s.total(&R::flags_updated), human_duration(s.seconds));
   if (s.reconnects) say(out, ", {} reconnects", s.reconnects);
   say(out, "\n");
+  if (s.total(&R::filtered_out))
+    say(out, "{} messages left out by the message filter\n", s.total(&R::filtered_out));
+  if (s.skipped_messages()) {
+    say(out, "{} messages skipped by policy (--too-big skip):\n", s.skipped_messages());
+    for (auto& f : s.folders)
+      for (auto& m : f.skipped)
+        say(out, "  folder {}, UID {}, object {}, {} bytes: {}\n", f.source, m.uid, m.hash, m.size, m.reason);
+  }
   if (s.total(&R::expunged))
     say(out, "{} messages expunged on the target as on the source (--sync-expunges)\n", s.total(&R::expunged));
   if (s.total(&R::rewritten))
@@ -100,9 +117,31 @@ void add_import_command(CLI::App& app, int& status) {
   cmd->add_option("--folder", args->include, "Only source folders matching this glob (repeatable)");
   cmd->add_option("--exclude", args->exclude, "Skip source folders matching this glob (repeatable)");
   cmd->add_option("--connections", args->connections,
-                  "Connections to the target, each importing whole folders side by side (default 2; "
-                  "batches use one per account and run accounts side by side instead)")
+                  "Connections to the target, each importing whole folders side by side (default 2, or 4 when a "
+                  "round trip takes 5 ms or more; batches use one per account and run accounts side by side instead)")
       ->check(CLI::Range(1, 8));
+  cmd->add_option("--target-subfolder", args->subfolder,
+                  "Import the whole account below this target folder (levels joined with '/', e.g. "
+                  "'Archive/old-server'): INBOX becomes Archive/old-server/INBOX, nothing goes to the target's own "
+                  "Sent, Trash, ...");
+  cmd->add_flag("--target-subfolder-special-use", args->subfolder_special_use,
+                "With --target-subfolder: Sent, Drafts, Trash, Junk and Archive still go to the target's own folders");
+  cmd->add_option("--since", args->since, "Only messages with INTERNALDATE on or after this day (YYYY-MM-DD, UTC)");
+  cmd->add_option("--before", args->before, "Only messages with INTERNALDATE before this day (YYYY-MM-DD, UTC)");
+  cmd->add_option("--larger", args->larger, "Only messages larger than this (e.g. 100k, 50MB)");
+  cmd->add_option("--smaller", args->smaller, "Only messages smaller than this (e.g. 50MB)");
+  cmd->add_option("--too-big", args->too_big,
+                  "A message the target refuses as too big: fail (default: the run is incomplete) or skip (listed "
+                  "as skipped by policy, the run complete)")
+      ->check(CLI::IsMember({"fail", "skip"}));
+  cmd->add_option("--max-errors", args->max_errors,
+                  "Stop the account once this many messages have failed (what was sent is recorded; a batch marks "
+                  "the account as error and goes on with the others; default: never)");
+  cmd->add_option("--max-bandwidth", args->max_bandwidth,
+                  "Send at most this many bytes per second per account (e.g. 2MB; default: no cap)");
+  cmd->add_option("--max-messages-per-second", args->max_messages_per_second,
+                  "Send at most this many messages per second per account (default: no cap)")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--dry-run", args->dry_run, "Show the folder mapping and what would be appended; write nothing");
   cmd->add_flag("--sync-expunges", args->sync_expunges,
                 "Expunge on the target the messages this archive put there that the source has expunged since "
@@ -122,6 +161,26 @@ void add_import_command(CLI::App& app, int& status) {
     }
     std::vector<std::string> warnings;
     auto routing = make_routing(cmd, args->server, args->profile, warnings);
+    importing::ImportPolicy policy;
+    if (!args->subfolder.empty()) {
+      policy.subfolder.path = imap::split_path(args->subfolder);
+      std::erase_if(policy.subfolder.path, [](const std::string& level) { return level.empty(); });
+      if (policy.subfolder.path.empty()) throw Error(ErrorKind::usage, "--target-subfolder names no folder");
+    }
+    if (args->subfolder_special_use && policy.subfolder.path.empty())
+      throw Error(ErrorKind::usage, "--target-subfolder-special-use needs --target-subfolder");
+    policy.subfolder.special_use = args->subfolder_special_use;
+    if (!args->since.empty()) policy.filter.since = parse_day(args->since);
+    if (!args->before.empty()) policy.filter.before = parse_day(args->before);
+    if (!args->larger.empty()) policy.filter.larger = parse_size(args->larger);
+    if (!args->smaller.empty()) policy.filter.smaller = parse_size(args->smaller);
+    policy.skip_too_big = args->too_big == "skip";
+    policy.max_errors = args->max_errors;
+    if (!args->max_bandwidth.empty()) {
+      policy.max_bytes_per_second = double(parse_size(args->max_bandwidth));
+      if (policy.max_bytes_per_second <= 0) throw Error(ErrorKind::usage, "--max-bandwidth must be above 0");
+    }
+    policy.max_messages_per_second = args->max_messages_per_second;
 
     if (!args->batch.accounts.empty()) {
       if (!args->server.user.empty() || !args->account.empty() || !args->target_name.empty() || args->dry_run ||
@@ -137,6 +196,7 @@ void add_import_command(CLI::App& app, int& status) {
       options.include = args->include;
       options.exclude = args->exclude;
       options.sync_expunges = args->sync_expunges;
+      options.policy = policy;
       options.runner = make_runner_options(args->batch);
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
@@ -165,7 +225,8 @@ void add_import_command(CLI::App& app, int& status) {
     options.exclude = args->exclude;
     options.dry_run = args->dry_run;
     options.sync_expunges = args->sync_expunges;
-    options.connections = args->connections.value_or(2);
+    options.policy = policy;
+    options.connections = args->connections.value_or(0);  // two, four on a slow link
     options.credentials = login.credentials;
 
     CommandSink<TerminalSink> out(args->json, args->verbosity, args->log_file);

@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/glob.h"
 #include "common/message_id.h"
+#include "common/rate_limit.h"
 #include "common/server_rewrites.h"
 #include "export/exporter.h"
 #include "imap/utf7.h"
@@ -122,6 +123,8 @@ class AccountImport {
     started_unix_ = owner.started_unix_;
     group_limit_ = owner.group_limit_;
     group_bytes_limit_ = owner.group_bytes_limit_;
+    max_group_ = owner.max_group_;
+    max_group_bytes_ = owner.max_group_bytes_;
   }
   // Takes folders until none is left or one fails for good; each folder's
   // outcome goes to its summary entry.
@@ -219,6 +222,14 @@ class AccountImport {
   std::unordered_map<uint32_t, FolderAppends> appends_;
   std::mutex appends_mutex_;          // connections side by side take from appends_
   AccountImport* owner_ = nullptr;    // the run's first connection, for an extra one
+  AccountImport& root() { return owner_ ? *owner_ : *this; }
+  // Kept by root(): messages failed in this run (every connection), for
+  // --max-errors, and the rate caps every connection shares.
+  std::atomic<uint64_t> failures_{0};
+  std::unique_ptr<RateLimiter> limiter_;
+  bool too_many_errors() { return options_.policy.max_errors && root().failures_ >= options_.policy.max_errors; }
+  // Not sent, by policy (--too-big skip): its in-flight record goes.
+  void skip(ImportFolderResult& result, const MessageRecord& m, uint64_t limit, const std::string& reason);
   Folders* folders_ = nullptr;        // while folders are worked on
   int reconnects_ = 0;
   archive::AppendKey append_key(const MessageRecord& m) const { return {target_id_, m.key}; }
@@ -242,6 +253,9 @@ class AccountImport {
   // link that drops every few MB still gets groups through), grown back by a
   // quarter towards the options after each group that went through.
   size_t group_limit_ = 0;
+  size_t max_group_ = 1;                // options_.append_batch, smaller under a rate cap
+  uint64_t max_group_bytes_ = 1;        // options_.append_batch_bytes, likewise
+  int connections_ = 1;               // options_.connections, or what 0 chose
   uint64_t group_bytes_limit_ = 0;
   // Whether check_stored still compares the sizes of every stored copy: at
   // the start of each folder, and for as long as a group shows a difference.
@@ -254,6 +268,11 @@ void AccountImport::emit(nlohmann::json event) {
 }
 
 void AccountImport::check_cancelled(const std::string& folder) {
+  if (too_many_errors())
+    throw Error(ErrorKind::policy,
+                fmt::format("stopped after {} failed messages (--max-errors {}); what was sent is recorded",
+                            root().failures_.load(), options_.policy.max_errors),
+                Retry::never, {.account = summary_.account, .folder = folder});
   if ((options_.cancelled && options_.cancelled()) || (folders_ && folders_->stop))
     throw Error(ErrorKind::interrupted, "stopped before the import was complete", Retry::later,
                 {.account = summary_.account, .folder = folder});
@@ -289,10 +308,23 @@ void AccountImport::fail(ImportFolderResult& result, const MessageRecord& m, con
   std::string hash = archive::to_hex(m.hash);
   result.failed.push_back({m.key.uid, hash, error});
   ++settled_;
+  ++root().failures_;
   emit({{"event", "message_error"}, {"folder", result.source}, {"uid", m.key.uid}, {"hash", hash},
         {"error", error},
         {"text", fmt::format("account {}, folder {}, UID {}, object {}: {}", summary_.account, result.source,
                              m.key.uid, hash, error)}});
+}
+
+void AccountImport::skip(ImportFolderResult& result, const MessageRecord& m, uint64_t limit,
+                         const std::string& reason) {
+  batch_->erase_append(append_key(m));
+  std::string hash = archive::to_hex(m.hash);
+  result.skipped.push_back({m.key.uid, hash, m.size, limit, reason});
+  ++settled_;
+  emit({{"event", "message_skipped"}, {"folder", result.source}, {"uid", m.key.uid}, {"hash", hash},
+        {"size", m.size}, {"limit", limit}, {"policy", "--too-big skip"}, {"reason", reason},
+        {"text", fmt::format("account {}, folder {}, UID {}, object {}: skipped by policy (--too-big skip): {}",
+                             summary_.account, result.source, m.key.uid, hash, reason)}});
 }
 
 std::vector<uint32_t> AccountImport::source_uids(const archive::FolderRecord& f) const {
@@ -410,6 +442,16 @@ void AccountImport::run() {
 void AccountImport::run_body() {
   auto started = Clock::now();
   ensure_session();  // a refused login leaves no trace in the archive
+  connections_ = options_.connections;
+  if (connections_ <= 0) {
+    auto t0 = Clock::now();
+    session_->noop();
+    auto round_trip = Clock::now() - t0;
+    connections_ = round_trip >= exporting::kFarRoundTrip ? 4 : 2;
+    double ms = std::chrono::duration<double, std::milli>(round_trip).count();
+    emit({{"event", "connections"}, {"connections", connections_}, {"round_trip_ms", ms},
+          {"text", fmt::format("{} connections (a round trip takes {:.1f} ms)", connections_, ms)}});
+  }
   if (shared_) {
     archive_ = shared_;
   } else {
@@ -421,10 +463,11 @@ void AccountImport::run_body() {
   if (summary_.target.empty())
     summary_.target = options_.credentials.user + "@" + options_.endpoint.address();
 
+  summary_.policy = options_.policy;
   if (!options_.dry_run) {
     batch_ = std::make_unique<Batch>(*archive_);
     target_id_ = archive_->put_target(summary_.target);
-    nlohmann::json details = {{"target", summary_.target}};
+    nlohmann::json details = summary_.to_json();
     summary_.run_id = archive_->begin_run("import", summary_.account, details.dump());
   } else if (auto id = archive_->find_target(summary_.target)) {
     target_id_ = *id;
@@ -444,7 +487,7 @@ void AccountImport::run_body() {
   std::vector<archive::FolderRecord> source;
   for (auto& f : archive_->folders(account_.id))
     if (folder_selected(f.canonical_name(), options_.include, options_.exclude)) source.push_back(f);
-  auto mappings = map_folders(source, target_list, ns, options_.map);
+  auto mappings = map_folders(source, target_list, ns, options_.map, options_.policy.subfolder);
   for (auto& m : mappings) {
     std::string name = m.source.canonical_name();
     if (m.skipped) {
@@ -471,6 +514,7 @@ void AccountImport::run_body() {
       archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
         if (r.state != archive::MessageState::present) return true;
         if (fa.find(r.key.uidvalidity, r.key.uid)) return true;
+        if (!options_.policy.filter.matches(r.internaldate, r.size)) return true;
         ++messages;
         bytes += r.size;
         return true;
@@ -480,8 +524,11 @@ void AccountImport::run_body() {
           {"bytes_total", bytes}});
   }
   summary_.folders.resize(mappings.size());
-  group_limit_ = std::max<size_t>(1, options_.append_batch);
-  group_bytes_limit_ = std::max<uint64_t>(1, options_.append_batch_bytes);
+  limiter_ = std::make_unique<RateLimiter>(options_.policy.max_bytes_per_second, options_.policy.max_messages_per_second);
+  max_group_ = std::max<size_t>(1, std::min<uint64_t>(options_.append_batch, limiter_->messages_per_send()));
+  max_group_bytes_ = std::max<uint64_t>(1, std::min(options_.append_batch_bytes, limiter_->bytes_per_send()));
+  group_limit_ = max_group_;
+  group_bytes_limit_ = max_group_bytes_;
   for (size_t i = 0; i < mappings.size(); ++i) {
     summary_.folders[i].source = mappings[i].source.canonical_name();
     summary_.folders[i].target = mappings[i].target_utf8;
@@ -489,7 +536,7 @@ void AccountImport::run_body() {
   }
   Folders folders(mappings);
   {
-    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, options_.connections), mappings.size());
+    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, connections_), mappings.size());
     extra = extra ? extra - 1 : 0;
     std::vector<std::unique_ptr<AccountImport>> others;
     std::vector<std::thread> threads;
@@ -595,13 +642,16 @@ void AccountImport::work_folders(Folders& folders) {
 }
 
 void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {
-  for (uint32_t uid : source_uids(m.source)) {
+  archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& source) {
+    if (source.state != archive::MessageState::present) return true;
     ++result.source_messages;
     std::optional<AppendRecord> r;
-    if (target_id_) r = archive_->append({target_id_, {account_.id, m.source.id, m.source.uidvalidity, uid}});
+    if (target_id_) r = archive_->append({target_id_, source.key});
     if (r && r->state == AppendState::done) ++result.already_there;
+    else if (!options_.policy.filter.matches(source.internaldate, source.size)) ++result.filtered_out;
     else ++result.to_append;
-  }
+    return true;
+  });
   emit({{"event", "folder_done"}, {"folder", result.source}, {"dry_run", true}, {"to_append", result.to_append},
         {"text", fmt::format("{} -> {}: {} of {} messages to append", result.source, result.target,
                              result.to_append, result.source_messages)}});
@@ -832,8 +882,10 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       continue;
     }
     if (limit && group.bodies[i].size() > limit) {
-      refuse(rec, fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", group.bodies[i].size(),
-                              limit));
+      std::string why = fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", group.bodies[i].size(),
+                                    limit);
+      if (options_.policy.skip_too_big) skip(result, rec, limit, why);
+      else refuse(rec, why);
       continue;
     }
     flags.push_back(target_flags(rec, filter, result));
@@ -848,8 +900,12 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
 
   auto send = [&](size_t from, size_t to, bool synchronizing) {
     std::vector<imap::AppendItem> items;
-    for (size_t i = from; i < to; ++i)
+    uint64_t bytes = 0;
+    for (size_t i = from; i < to; ++i) {
       items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
+      bytes += bodies[i].size();
+    }
+    root().limiter_->acquire(bytes, to - from);
     return session_->append(m.target_raw, items, synchronizing);
   };
   std::vector<imap::AppendResult> results = send(0, ready.size(), false);
@@ -868,6 +924,10 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
   for (size_t i = 0; i < ready.size(); ++i) {
     auto& res = results.at(i);
     if (!res.ok) {
+      if (res.too_big && options_.policy.skip_too_big) {
+        skip(result, ready[i], limit, "the target refused it as too big: " + res.error);
+        continue;
+      }
       batch_->erase_append(append_key(ready[i]));
       fail(result, ready[i], res.too_big ? "the target refused it as too big: " + res.error
                                          : "the target refused the APPEND: " + res.error);
@@ -900,9 +960,8 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
   // end of the folder): lost in a crash, their in-flight records are
   // reconciled by hash on the next run, so nothing is sent twice.
   check_stored(stored, stored_bodies, result);
-  group_limit_ = std::min(std::max<size_t>(1, options_.append_batch), group_limit_ + (group_limit_ + 3) / 4);
-  group_bytes_limit_ =
-      std::min(std::max<uint64_t>(1, options_.append_batch_bytes), group_bytes_limit_ + (group_bytes_limit_ + 3) / 4);
+  group_limit_ = std::min(max_group_, group_limit_ + (group_limit_ + 3) / 4);
+  group_bytes_limit_ = std::min(max_group_bytes_, group_bytes_limit_ + (group_bytes_limit_ + 3) / 4);
   if (!have_uids) uidnext_hint = session_->status(m.target_raw).uidnext;
 }
 
@@ -1021,37 +1080,47 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
   } else {
     for (auto& [uid, i] : index)
       if (at_risk(*bodies[i])) suspects.push_back(uid);
-    std::sort(suspects.begin(), suspects.end());
   }
-  for (uint32_t uid : suspects) {
-    auto fm = session_->fetch_one(uid);
-    if (!fm && !noop_sent) {
-      session_->noop();
-      noop_sent = true;
-      fm = session_->fetch_one(uid);
-    }
-    if (!fm) continue;
+  // One UID FETCH brings every suspect back (a round trip per message would
+  // set the pace on a far link); each copy is compared as it arrives.
+  std::sort(suspects.begin(), suspects.end());
+  suspects.erase(std::unique(suspects.begin(), suspects.end()), suspects.end());
+  std::set<uint32_t> compared;
+  auto compare = [&](imap::FetchedMessage&& fm) {
+    uint32_t uid = fm.uid;
+    if (!std::binary_search(suspects.begin(), suspects.end(), uid) || !compared.insert(uid).second) return;
     size_t i = index.at(uid);
     const MessageRecord& source = *appended[i].second;
     const std::string& body = *bodies[i];
-    if (fm->body == body) continue;
+    if (fm.body == body) return;
     std::string hash = archive::to_hex(source.hash);
-    auto rewrite = classify_rewrite(body, fm->body);
+    auto rewrite = classify_rewrite(body, fm.body);
     if (rewrite) {
       ++result.rewritten;
       emit({{"event", "message_rewritten"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
-            {"target_uid", uid}, {"rewrite", *rewrite}, {"size", body.size()}, {"stored_size", fm->body.size()},
+            {"target_uid", uid}, {"rewrite", *rewrite}, {"size", body.size()}, {"stored_size", fm.body.size()},
             {"text", fmt::format("folder {}, UID {}: the target stored it changed as servers of its kind do "
                                  "({}): {} -> {} bytes", result.source, source.key.uid, *rewrite, body.size(),
-                                 fm->body.size())}});
+                                 fm.body.size())}});
     } else {
       ++result.altered;
       emit({{"event", "warning"}, {"folder", result.source}, {"uid", source.key.uid}, {"hash", hash},
             {"target_uid", uid}, {"altered", true},
             {"text", fmt::format("account {}, folder {}, UID {}, object {}: the target stored different bytes "
                                  "({} -> {} bytes), not a known server rewrite", summary_.account, result.source,
-                                 source.key.uid, hash, body.size(), fm->body.size())}});
+                                 source.key.uid, hash, body.size(), fm.body.size())}});
     }
+  };
+  auto fetch_back = [&] {
+    std::vector<uint32_t> left;
+    for (uint32_t uid : suspects)
+      if (!compared.count(uid)) left.push_back(uid);
+    for (auto& ranges : exporting::uid_batches(left, left.size())) session_->fetch_messages(ranges, compare);
+  };
+  fetch_back();
+  if (compared.size() < suspects.size() && !noop_sent) {
+    session_->noop();
+    fetch_back();
   }
 }
 
@@ -1117,6 +1186,10 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
       if ((d->flags != bits || a != b) && d->target_uid && fa.targets[d->target_name] == m.target_raw &&
           d->target_uidvalidity == info.uidvalidity)
         to_restore.emplace_back(record_of(m.source.id, fa, *d), source);
+      return true;
+    }
+    if (!options_.policy.filter.matches(source.internaldate, source.size)) {
+      ++result.filtered_out;
       return true;
     }
     to_send.push_back(source.key.uid);
@@ -1188,7 +1261,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   // (the window, and a group read ahead) is forgotten again, so the next run
   // sends it without reconciling.
   auto stop_if_cancelled = [&](const std::vector<MessageRecord>& ahead) {
-    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop)) return;
+    if (!(options_.cancelled && options_.cancelled()) && !(folders_ && folders_->stop) && !too_many_errors()) return;
     for (auto& w : window) batch_->erase_append(append_key(w));
     for (auto& w : ahead) batch_->erase_append(append_key(w));
     window.clear();
@@ -1267,6 +1340,12 @@ uint64_t ImportSummary::failed_messages() const {
   return n;
 }
 
+uint64_t ImportSummary::skipped_messages() const {
+  uint64_t n = 0;
+  for (auto& f : folders) n += f.skipped.size();
+  return n;
+}
+
 uint64_t ImportSummary::failed_folders() const {
   uint64_t n = 0;
   for (auto& f : folders) n += f.error.empty() ? 0 : 1;
@@ -1278,24 +1357,33 @@ nlohmann::json ImportSummary::to_json() const {
   for (auto& f : folders) {
     nlohmann::json failed = nlohmann::json::array();
     for (auto& x : f.failed) failed.push_back({{"uid", x.uid}, {"hash", x.hash}, {"error", x.error}});
+    nlohmann::json skipped = nlohmann::json::array();
+    for (auto& x : f.skipped)
+      skipped.push_back({{"uid", x.uid}, {"hash", x.hash}, {"size", x.size}, {"limit", x.limit}, {"reason", x.reason}});
     nlohmann::json j = {{"folder", f.source}, {"target", f.target}, {"reason", f.reason},
                         {"created", f.created}, {"source_messages", f.source_messages},
                         {"appended", f.appended}, {"bytes_appended", f.bytes_appended},
                         {"already_there", f.already_there}, {"reconciled", f.reconciled},
                         {"flags_updated", f.flags_updated}, {"dropped_flags", f.dropped_flags},
                         {"rewritten", f.rewritten}, {"altered", f.altered}, {"expunged", f.expunged},
-                        {"failed", failed}};
+                        {"filtered_out", f.filtered_out}, {"skipped", skipped}, {"failed", failed}};
     if (dry_run) j["to_append"] = f.to_append;
     if (!f.error.empty()) j["error"] = f.error;
     per_folder.push_back(std::move(j));
   }
   using R = ImportFolderResult;
+  nlohmann::json selection = nlohmann::json::object();
+  if (!policy.filter.empty()) selection["filter"] = policy.filter.to_json();
+  if (!policy.subfolder.path.empty()) selection["target_subfolder"] = fmt::format("{}", fmt::join(policy.subfolder.path, "/"));
+  selection["too_big"] = policy.skip_too_big ? "skip" : "fail";
   return {{"event", "summary"}, {"command", "import"}, {"account", account}, {"target", target},
+          {"policy", selection},
           {"run_id", run_id}, {"dry_run", dry_run}, {"complete", complete()}, {"folders", folders.size()},
           {"appended", total(&R::appended)}, {"bytes_appended", total(&R::bytes_appended)},
           {"already_there", total(&R::already_there)}, {"reconciled", total(&R::reconciled)},
           {"flags_updated", total(&R::flags_updated)}, {"to_append", total(&R::to_append)},
           {"rewritten", total(&R::rewritten)}, {"altered", total(&R::altered)}, {"expunged", total(&R::expunged)},
+          {"filtered_out", total(&R::filtered_out)}, {"skipped_messages", skipped_messages()},
           {"failed_messages", failed_messages()}, {"failed_folders", failed_folders()},
           {"reconnects", reconnects}, {"seconds", seconds}, {"per_folder", per_folder}};
 }

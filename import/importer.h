@@ -26,11 +26,33 @@
 
 #include "archive-format/archive.h"
 #include "common/events.h"
+#include "common/message_filter.h"
 #include "common/retry.h"
 #include "import/folder_map.h"
 #include "imap/session.h"
 
 namespace imapstage::importing {
+
+// What an import takes and how hard it pushes: the same for one account
+// and for every account of a batch.
+struct ImportPolicy {
+  TargetSubfolder subfolder;                    // --target-subfolder: the whole account below it
+  // Only messages it matches are sent (--since, --before, --larger,
+  // --smaller); the others are counted as filtered out, and the run's
+  // history records the filter so verify can compare the same selection.
+  MessageFilter filter;
+  // A message the target refuses as too big (over its APPENDLIMIT, or an
+  // APPEND answered [TOOBIG]/[LIMIT]): skipped by policy (true: listed in
+  // the summary and events, the run still complete) or failed (false).
+  bool skip_too_big = false;
+  // Once this many messages have failed, the account stops with
+  // Error(policy) after recording what was sent (0: never).
+  uint64_t max_errors = 0;
+  // Caps on what is sent (0: none): bytes and messages per second, over the
+  // whole account (every connection together).
+  double max_bytes_per_second = 0;
+  double max_messages_per_second = 0;
+};
 
 struct ImportOptions {
   std::filesystem::path archive_dir;
@@ -41,6 +63,7 @@ struct ImportOptions {
   std::map<std::string, std::string> map;       // --map SOURCE=TARGET (UTF-8)
   std::vector<std::string> include;             // glob patterns on source folder names
   std::vector<std::string> exclude;
+  ImportPolicy policy;                          // subfolder, filter, too-big, error and rate policies
   bool dry_run = false;
   // Messages expunged on the source since they were imported are expunged
   // on the target too (UID EXPUNGE; needs UIDPLUS). Off by default: the
@@ -51,7 +74,9 @@ struct ImportOptions {
   // while any are left, so folders are imported side by side (a server that
   // syncs each message to disk keeps one disk busy per connection). A
   // connection the server refuses beyond the first is reported as a warning
-  // and the others go on. The dry run uses one.
+  // and the others go on. The dry run uses one. 0: two, or four when a NOOP
+  // on the first connection takes exporting::kFarRoundTrip or more (on a far
+  // link the round trip per APPEND group, not the bytes, sets the pace).
   int connections = 1;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
   uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
@@ -60,6 +85,15 @@ struct ImportOptions {
   // (a batch's per-account deadline). Empty: never. With several
   // connections it is called from each connection's thread.
   std::function<bool()> cancelled;
+};
+
+// A message the target refused as too big and --too-big skip left out.
+struct SkippedMessage {
+  uint32_t uid = 0;          // source UID
+  std::string hash;          // hex
+  uint64_t size = 0;
+  uint64_t limit = 0;        // the target's APPENDLIMIT, 0 when it answered TOOBIG without one
+  std::string reason;
 };
 
 struct MessageFailure {
@@ -84,6 +118,8 @@ struct ImportFolderResult {
   uint64_t rewritten = 0;             // stored changed by a known server rewrite (common/server_rewrites.h)
   uint64_t altered = 0;               // stored changed otherwise (a warning each)
   std::vector<std::string> dropped_flags;  // flags the target cannot keep (not in PERMANENTFLAGS)
+  uint64_t filtered_out = 0;          // present but not selected by the message filter
+  std::vector<SkippedMessage> skipped;  // --too-big skip
   std::vector<MessageFailure> failed;
   std::string error;                  // the folder could not be imported at all
 };
@@ -91,6 +127,7 @@ struct ImportFolderResult {
 struct ImportSummary {
   std::string account;
   std::string target;                 // target identity
+  ImportPolicy policy;                // what the run selected and its policies (filter, too-big) in to_json
   uint64_t run_id = 0;
   bool dry_run = false;
   std::vector<ImportFolderResult> folders;
@@ -99,6 +136,7 @@ struct ImportSummary {
 
   uint64_t total(uint64_t ImportFolderResult::*field) const;
   uint64_t failed_messages() const;
+  uint64_t skipped_messages() const;
   uint64_t failed_folders() const;
   bool complete() const { return failed_messages() == 0 && failed_folders() == 0; }
   nlohmann::json to_json() const;

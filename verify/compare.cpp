@@ -10,6 +10,7 @@
 #include "archive-format/archive.h"
 #include "archive-format/lookup.h"
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "common/glob.h"
 #include "common/message_id.h"
 #include "common/server_rewrites.h"
@@ -477,6 +478,33 @@ void Comparer::run() {
     if (!target_id)
       throw Error(ErrorKind::not_found, "the archive has no record of an import into " + out_.server +
                                             " (name it with --target-name as import did)");
+    // What the last import into this target selected, and what it skipped by policy.
+    MessageFilter filter;
+    std::set<std::pair<std::string, uint32_t>> skipped;  // (source folder, UID)
+    for (auto& run : archive_->runs()) {
+      if (run.kind != "import" || run.account != account_.name) continue;
+      auto details = nlohmann::json::parse(run.details, nullptr, false);
+      if (!details.is_object() || details.value("target", "") != out_.server) continue;
+      filter = MessageFilter{};
+      skipped.clear();
+      out_.selection = nlohmann::json::object();
+      auto policy = details.value("policy", nlohmann::json::object());
+      if (!policy.is_object()) continue;
+      auto f = policy.value("filter", nlohmann::json::object());
+      try {
+        if (f.contains("since")) filter.since = parse_day(f["since"].get<std::string>());
+        if (f.contains("before")) filter.before = parse_day(f["before"].get<std::string>());
+        if (f.contains("larger")) filter.larger = f["larger"].get<uint64_t>();
+        if (f.contains("smaller")) filter.smaller = f["smaller"].get<uint64_t>();
+      } catch (const std::exception&) {
+        filter = MessageFilter{};  // an unreadable history entry selects nothing away
+      }
+      if (!filter.empty()) out_.selection["filter"] = filter.to_json();
+      if (policy.value("too_big", "") == "skip") out_.selection["too_big"] = "skip";
+      for (auto& folder : details.value("per_folder", nlohmann::json::array()))
+        for (auto& m : folder.value("skipped", nlohmann::json::array()))
+          skipped.insert({folder.value("folder", ""), m.value("uid", 0u)});
+    }
     // Group what was imported by target folder; note what never was.
     std::map<std::string, std::vector<archive::AppendRecord>> by_target;
     std::map<std::string, std::set<std::string>> sources_of;
@@ -513,14 +541,26 @@ void Comparer::run() {
       FolderComparison row;
       row.folder = f.canonical_name();
       row.server_folder = "";
+      uint64_t never = 0;
       for (uint32_t uid : uids) {
         auto m = archive_->message({account_.id, f.id, f.uidvalidity, uid});
-        ++row.archive_messages;
-        if (m) row.archive_bytes += m->size;
-        row.differences.push_back({kNotImported, uid, 0, m ? message_id_of(*m) : "", "in the archive, never imported"});
+        std::string id = m ? message_id_of(*m) : "";
+        if (skipped.count({row.folder, uid})) {
+          row.differences.push_back({kSkippedByPolicy, uid, 0, id, "refused by the target as too big; left out by --too-big skip"});
+        } else if (m && !filter.matches(m->internaldate, m->size)) {
+          row.differences.push_back({kFilteredOut, uid, 0, id,
+                                     "outside the last import's selection (" + filter.describe() + ")"});
+        } else {
+          ++row.archive_messages;
+          if (m) row.archive_bytes += m->size;
+          row.differences.push_back({kNotImported, uid, 0, id, "in the archive, never imported"});
+          ++never;
+        }
       }
-      events_.emit({{"event", "folder_done"}, {"folder", row.folder}, {"equal", false},
-                    {"text", fmt::format("{}: {} messages never imported", row.folder, uids.size())}});
+      events_.emit({{"event", "folder_done"}, {"folder", row.folder}, {"equal", never == 0},
+                    {"text", never ? fmt::format("{}: {} messages never imported", row.folder, never)
+                                   : fmt::format("{}: {} messages left out by the import's selection", row.folder,
+                                                 uids.size())}});
       out_.folders.push_back(std::move(row));
     }
   }
@@ -535,7 +575,9 @@ void Comparer::run() {
 
 }  // namespace
 
-bool MessageDifference::note() const { return kind == kRewritten || kind == kExpungedOnSource; }
+bool MessageDifference::note() const {
+  return kind == kRewritten || kind == kExpungedOnSource || kind == kFilteredOut || kind == kSkippedByPolicy;
+}
 
 uint64_t FolderComparison::count(std::string_view kind) const {
   return std::count_if(differences.begin(), differences.end(), [&](auto& d) { return d.kind == kind; });
@@ -593,7 +635,9 @@ nlohmann::json Comparison::to_json() const {
   return {{"event", "summary"}, {"command", "verify"}, {"mode", "online"}, {"account", account},
           {"against", against}, {"server", server}, {"deep", deep}, {"equal", equal()},
           {"differences", failures()}, {"rewritten", count(kRewritten)},
-          {"expunged_on_source", count(kExpungedOnSource)}, {"seconds", seconds}, {"folders", rows}};
+          {"expunged_on_source", count(kExpungedOnSource)}, {"filtered_out", count(kFilteredOut)},
+          {"skipped_by_policy", count(kSkippedByPolicy)}, {"selection", selection},
+          {"seconds", seconds}, {"folders", rows}};
 }
 
 Comparison compare_online(const CompareOptions& options, EventSink& events) {

@@ -9,7 +9,10 @@
 // UID, so folders are compared by the mapping import used) versus the
 // target's folders: messages missing on the target, messages there that no
 // import put there, and messages whose size, flags (or, deep, bytes and
-// INTERNALDATE) differ from the archived source.
+// INTERNALDATE) differ from the archived source. Messages the last import
+// left out by its filter (--since, ...) or skipped as too big (--too-big
+// skip) are notes of their own kinds, so a filtered import verifies equal
+// and says what it left out.
 //
 // Bytes that differ are checked against the known server rewrites
 // (common/server_rewrites.h): a copy the server stored in a known rewritten
@@ -50,7 +53,7 @@ struct CompareOptions {
   RetryPolicy retry;
 };
 
-// Kinds of MessageDifference. The first four are differences; the last two
+// Kinds of MessageDifference. The first four are differences; the others
 // are notes: expected, they leave a folder equal.
 inline constexpr const char* kMissing = "missing";
 inline constexpr const char* kExtra = "extra";
@@ -58,6 +61,8 @@ inline constexpr const char* kDiffers = "differs";
 inline constexpr const char* kNotImported = "not imported";
 inline constexpr const char* kRewritten = "rewritten";                  // a known server rewrite, nothing else
 inline constexpr const char* kExpungedOnSource = "expunged on source";  // imported, expunged on the source since
+inline constexpr const char* kFilteredOut = "filtered out";             // outside the last import's --since/--before/--larger/--smaller
+inline constexpr const char* kSkippedByPolicy = "skipped by policy";    // refused as too big, left out by --too-big skip
 
 // Messages whose size differs that a comparison without `deep` fetches to
 // check for a known rewrite, per folder.
@@ -100,6 +105,10 @@ struct Comparison {
   std::string against;        // "source" or "target"
   std::string server;         // identity compared with
   bool deep = false;
+  // Against a target: the selection of the last import into it (its message
+  // filter and --too-big policy, as import recorded them in the run
+  // history); messages it left out are notes, not differences. Empty: all.
+  nlohmann::json selection = nlohmann::json::object();
   std::vector<FolderComparison> folders;
   double seconds = 0;
   // Every folder equal (notes allowed).

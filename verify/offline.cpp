@@ -692,7 +692,7 @@ OfflineReport Verifier::run() {
 
   unsigned threads = options_.threads ? options_.threads : std::thread::hardware_concurrency();
   threads = std::max(1u, threads);
-  WorkQueue queue(64u << 20, 4096);
+  WorkQueue queue(16u << 20, 1024);
   std::vector<std::thread> workers;
   auto finish_workers = [&] {
     queue.close();

@@ -245,4 +245,36 @@ TEST(FolderMap, SpecialUseNamesTableKnowsCommonNames) {
 }
 
 }  // namespace
+TEST(FolderMap, TargetSubfolderTakesTheWholeAccountWithoutSpecialUse) {
+  TargetSubfolder sub{{"Archive", "old-server"}, false};
+  auto v = map_folders({folder("INBOX"), folder("Sent", '/', {"\\Sent"}), folder("Projects/2024"), folder("a.b", '.')},
+                       {target("INBOX"), target("Sent Items", "\\Sent")}, imap::PersonalNamespace{"INBOX.", '.'},
+                       {}, sub);
+  EXPECT_EQ(find(v, "INBOX").target_utf8, "INBOX.Archive.old-server.INBOX");
+  EXPECT_EQ(find(v, "Sent").target_utf8, "INBOX.Archive.old-server.Sent");
+  EXPECT_TRUE(find(v, "Sent").create_use.empty());
+  EXPECT_EQ(find(v, "Sent").reason, "same name under the target subfolder");
+  EXPECT_EQ(find(v, "Projects/2024").target_utf8, "INBOX.Archive.old-server.Projects.2024");
+  for (auto& m : v) EXPECT_FALSE(m.exists) << m.target_utf8;
+}
+
+TEST(FolderMap, TargetSubfolderWithSpecialUseSendsOnlyThoseToTheTargetsOwn) {
+  TargetSubfolder sub{{"Old"}, true};
+  auto v = map_folders({folder("INBOX"), folder("Sent", '/', {"\\Sent"}), folder("Trash", '/', {"\\Trash"}),
+                        folder("Notes")},
+                       {target("INBOX"), target("Sent Items", "\\Sent")}, {"", '/'}, {}, sub);
+  EXPECT_EQ(find(v, "INBOX").target_utf8, "Old/INBOX");
+  EXPECT_EQ(find(v, "Sent").target_utf8, "Sent Items");
+  EXPECT_EQ(find(v, "Trash").target_utf8, "Old/Trash");  // no \Trash on the target: created below, marked
+  EXPECT_EQ(find(v, "Trash").create_use, "\\Trash");
+  EXPECT_EQ(find(v, "Notes").target_utf8, "Old/Notes");
+}
+
+TEST(FolderMap, TargetSubfolderKeepsExplicitMaps) {
+  auto v = map_folders({folder("INBOX"), folder("Clients")}, {target("INBOX")}, {"", '/'}, {{"Clients", "Work/Clients"}},
+                       TargetSubfolder{{"Old"}, false});
+  EXPECT_EQ(find(v, "Clients").target_utf8, "Work/Clients");
+  EXPECT_EQ(find(v, "INBOX").target_utf8, "Old/INBOX");
+}
+
 }  // namespace imapstage::importing

@@ -15,6 +15,7 @@
 #include "archive-format/hash.h"
 #include "export/exporter.h"
 #include "import/importer.h"
+#include "verify/compare.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
@@ -453,6 +454,61 @@ TEST_F(ImportTest, TargetFolderRenumberedOrRecreatedNeverDuplicatesNorLoses) {
   EXPECT_EQ(third.total(&importing::ImportFolderResult::appended), 0u);
   EXPECT_EQ(third.total(&importing::ImportFolderResult::reconciled), 0u);
   expect_same_mail(source, server_->summary("bob_uv"));
+}
+
+// An import of the larger half of the messages below a subfolder: only
+// those arrive, all below it, and verify against the target finds it equal,
+// naming what the import's filter left out as notes.
+TEST_F(ImportTest, FilteredImportUnderASubfolderVerifiesEqualWithTheSelectionNoted) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  server_->add_user("alice5");
+  std::vector<uint64_t> sizes;
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    a->for_each_message([&](const archive::MessageRecord& m) {
+      if (m.state == archive::MessageState::present) sizes.push_back(m.size);
+      return true;
+    });
+  }
+  std::sort(sizes.begin(), sizes.end());
+  uint64_t threshold = sizes[sizes.size() / 2];
+  size_t selected = std::count_if(sizes.begin(), sizes.end(), [&](uint64_t n) { return n > threshold; });
+  ASSERT_GT(selected, 0u);
+  ASSERT_LT(selected, sizes.size());
+
+  auto o = import_options(archive_dir, "alice5");
+  o.policy.subfolder.path = {"Old", "server"};
+  o.policy.filter.larger = threshold;
+  NullSink quiet;
+  auto s = importing::run_import(o, quiet);
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(s.total(&importing::ImportFolderResult::appended), selected);
+  EXPECT_EQ(s.total(&importing::ImportFolderResult::filtered_out), sizes.size() - selected);
+
+  size_t on_target = 0;
+  auto target_summary = server_->summary("alice5", false);
+  for (auto& f : target_summary["folders"]) {
+    std::string name = f["name"];
+    size_t n = f["exists"].is_number() ? f["exists"].get<size_t>() : 0;
+    if (n) EXPECT_TRUE(name.starts_with("Old/server/")) << name;
+    on_target += n;
+  }
+  EXPECT_EQ(on_target, selected) << target_summary.dump(1).substr(0, 3000);
+
+  verify::CompareOptions c;
+  c.archive_dir = archive_dir;
+  c.endpoint = endpoint();
+  c.credentials.user = "alice5";
+  c.credentials.secret = server_->password("alice5");
+  c.against = verify::Against::target;
+  c.deep = true;
+  auto cmp = verify::compare_online(c, quiet);
+  EXPECT_TRUE(cmp.equal()) << cmp.to_json().dump(1);
+  EXPECT_EQ(cmp.count(verify::kFilteredOut), sizes.size() - selected);
+  EXPECT_EQ(cmp.count(verify::kNotImported), 0u);
+  EXPECT_EQ(cmp.selection["filter"]["larger"], threshold);
 }
 
 TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {

@@ -2,9 +2,11 @@
 // BAD), bad or missing APPENDUID, garbage replies and a connection lost after
 // the server stored a message. Each case must end with every message either
 // on the target exactly once or named in the summary's failed list, and a
-// re-run must not duplicate anything.
+// re-run must not duplicate anything. Also the import's policies: --too-big
+// skip, --max-errors, the message filter and the rate caps.
 #include <csignal>
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 
@@ -13,6 +15,7 @@
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fake_imap_server.h"
@@ -69,6 +72,11 @@ class ImportServerErrorsTest : public ::testing::Test {
   }
 
   importing::ImportSummary run(RecordingSink& events) { return importing::run_import(options(), events); }
+  importing::ImportSummary run(RecordingSink& events, const importing::ImportPolicy& policy) {
+    auto o = options();
+    o.policy = policy;
+    return importing::run_import(o, events);
+  }
 
   static const importing::ImportFolderResult& inbox(const importing::ImportSummary& s) {
     for (auto& f : s.folders)
@@ -304,6 +312,160 @@ TEST_F(ImportServerErrorsTest, PersistentStallGivesUpWithANetworkError) {
   }
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
   EXPECT_TRUE(target_.folder("INBOX").messages.empty());
+}
+
+}  // namespace
+}  // namespace imapstage
+
+namespace imapstage {
+namespace {
+
+TEST_F(ImportServerErrorsTest, TooBigSkipListsTheMessagesAndTheRunIsComplete) {
+  size_t limit = message(4).size();
+  target_.set_capabilities("IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE APPENDLIMIT=" + std::to_string(limit));
+  importing::ImportPolicy policy;
+  policy.skip_too_big = true;
+  RecordingSink events;
+  auto s = run(events, policy);
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(s.skipped_messages(), 2u);
+  auto& f = inbox(s);
+  EXPECT_EQ(f.appended, 4u);
+  EXPECT_TRUE(f.failed.empty());
+  std::vector<uint32_t> skipped;
+  for (auto& m : f.skipped) {
+    skipped.push_back(m.uid);
+    EXPECT_EQ(m.limit, limit);
+    EXPECT_EQ(m.size, message(m.uid).size());
+    EXPECT_NE(m.reason.find("APPENDLIMIT"), std::string::npos) << m.reason;
+  }
+  std::sort(skipped.begin(), skipped.end());
+  EXPECT_EQ(skipped, (std::vector<uint32_t>{5, 6}));
+  size_t events_seen = 0;
+  for (auto& e : events.events())
+    if (e.value("event", "") == "message_skipped" && e.value("folder", "") == "INBOX") ++events_seen;
+  EXPECT_EQ(events_seen, 2u);
+  expect_target_exactly({5, 6});
+  // The run history carries the policy and the list, for verify and the auditor.
+  auto archive = archive::Archive::open(archive_dir(), archive::Archive::Mode::read);
+  auto runs = archive->runs();
+  ASSERT_FALSE(runs.empty());
+  auto details = nlohmann::json::parse(runs.back().details);
+  EXPECT_EQ(details["policy"]["too_big"], "skip");
+  EXPECT_EQ(details["skipped_messages"], 2);
+  // A re-run sends nothing again and skips the same two.
+  RecordingSink again;
+  auto s2 = run(again, policy);
+  EXPECT_EQ(inbox(s2).appended, 0u);
+  EXPECT_EQ(s2.skipped_messages(), 2u);
+  expect_target_exactly({5, 6});
+}
+
+TEST_F(ImportServerErrorsTest, TooBigReplySkippedByPolicy) {
+  refuse_message(2, "NO [TOOBIG] Message too large");
+  importing::ImportPolicy policy;
+  policy.skip_too_big = true;
+  RecordingSink events;
+  auto s = run(events, policy);
+  EXPECT_TRUE(s.complete());
+  ASSERT_EQ(inbox(s).skipped.size(), 1u);
+  EXPECT_EQ(inbox(s).skipped[0].uid, 2u);
+  EXPECT_NE(inbox(s).skipped[0].reason.find("TOOBIG"), std::string::npos);
+  expect_target_exactly({2});
+}
+
+TEST_F(ImportServerErrorsTest, MaxErrorsStopsTheAccountAndKeepsWhatWasSent) {
+  target_.on("^APPEND", "$TAG NO [SERVERBUG] Internal error\r\n");
+  importing::ImportPolicy policy;
+  policy.max_errors = 3;
+  RecordingSink events;
+  try {
+    run(events, policy);
+    FAIL() << "the import should have stopped";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::policy);
+    EXPECT_NE(std::string(e.what()).find("--max-errors 3"), std::string::npos) << e.what();
+  }
+  // The history says why it stopped.
+  auto archive = archive::Archive::open(archive_dir(), archive::Archive::Mode::read);
+  auto runs = archive->runs();
+  ASSERT_FALSE(runs.empty());
+  EXPECT_EQ(runs.back().result, "failed");
+  EXPECT_NE(runs.back().details.find("max-errors"), std::string::npos);
+}
+
+TEST_F(ImportServerErrorsTest, MaxErrorsNotReachedLetsTheRunFinish) {
+  refuse_message(3, "NO [OVERQUOTA] Quota exceeded");
+  importing::ImportPolicy policy;
+  policy.max_errors = 2;
+  RecordingSink events;
+  auto s = run(events, policy);
+  EXPECT_EQ(inbox(s).failed.size(), 1u);
+  EXPECT_EQ(inbox(s).appended, 5u);
+}
+
+TEST_F(ImportServerErrorsTest, SizeFilterSendsOnlyTheSelectionAndARerunWithoutItTheRest) {
+  importing::ImportPolicy policy;
+  policy.filter.larger = message(2).size();   // 3..6
+  policy.filter.smaller = message(6).size();  // 3..5
+  RecordingSink events;
+  auto s = run(events, policy);
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(inbox(s).appended, 3u);
+  EXPECT_EQ(inbox(s).filtered_out, 3u);
+  expect_target_exactly({1, 2, 6});
+  RecordingSink again;
+  auto s2 = run(again);
+  EXPECT_EQ(inbox(s2).appended, 3u);
+  EXPECT_EQ(inbox(s2).already_there, 3u);
+  expect_target_exactly();
+}
+
+TEST_F(ImportServerErrorsTest, DateFilterOnInternalDate) {
+  // Two more messages: one from 2019, one from 2025; the six others are of 2024-01-01.
+  source_.add_message("INBOX", message(7), {}, "15-Mar-2019 08:00:00 +0000");
+  source_.add_message("INBOX", message(8), {}, "02-Feb-2025 08:00:00 +0000");
+  export_source();
+  importing::ImportPolicy policy;
+  policy.filter.since = parse_day("2020-01-01");
+  policy.filter.before = parse_day("2025-01-01");
+  RecordingSink events;
+  auto s = run(events, policy);
+  EXPECT_EQ(inbox(s).appended, 6u);
+  EXPECT_EQ(inbox(s).filtered_out, 2u);
+  auto copies = target_copies();
+  EXPECT_EQ(copies[archive::sha256(message(7))], 0);
+  EXPECT_EQ(copies[archive::sha256(message(8))], 0);
+  expect_target_exactly();
+}
+
+// When the folder's sending started and ended (folder_start, folder_done).
+class TimingSink : public RecordingSink {
+ public:
+  void emit(const nlohmann::json& event) override {
+    auto kind = event.value("event", "");
+    if (kind == "folder_start") start = std::chrono::steady_clock::now();
+    if (kind == "folder_done") end = std::chrono::steady_clock::now();
+    RecordingSink::emit(event);
+  }
+  double seconds() const { return std::chrono::duration<double>(end - start).count(); }
+  std::chrono::steady_clock::time_point start, end;
+};
+
+TEST_F(ImportServerErrorsTest, MessageRateCapHoldsWithinTenPercent) {
+  // 60 messages at 20 per second: three seconds of sending, never faster than the cap.
+  for (int i = 7; i <= 60; ++i) source_.add_message("INBOX", message(i));
+  export_source();
+  importing::ImportPolicy policy;
+  policy.max_messages_per_second = 20;
+  TimingSink events;
+  auto s = run(events, policy);
+  ASSERT_EQ(inbox(s).appended, 60u);
+  double rate = 60 / events.seconds();
+  EXPECT_LE(rate, 20 * 1.1) << events.seconds() << " s";
+  EXPECT_GE(rate, 20 * 0.9) << events.seconds() << " s";
+  // Sends were split to a quarter second's worth: no APPEND carried more than five.
+  for (auto& c : target_.commands()) EXPECT_LE(c.literals.size(), 5u);
 }
 
 }  // namespace

@@ -128,6 +128,15 @@ TestServer::TestServer(TestServerOptions options) {
     args.push_back("--kind=" + options.kind);
     if (options.cyrus_altnamespace) args.push_back("--altnamespace");
     if (options.cyrus_unixhierarchysep) args.push_back("--unixhierarchysep");
+    if (!options.login_hook.empty()) {
+      args.push_back("--login-hook");
+      args.push_back(options.login_hook);
+    }
+    if (options.trust_loopback) args.push_back("--trust-loopback");
+    if (!options.post_login.empty()) {
+      args.push_back("--post-login");
+      args.push_back(options.post_login);
+    }
     info_ = parse_json(run_script(args, kStartLimit), args);
     host_ = info_.at("host").get<std::string>();
     kind_ = info_.value("kind", "dovecot");

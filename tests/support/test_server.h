@@ -31,6 +31,11 @@ struct TestServerOptions {
   std::string kind = "dovecot";                        // "dovecot", "cyrus" or "courier"
   bool cyrus_altnamespace = false;                     // Cyrus: personal folders beside INBOX (prefix "")
   bool cyrus_unixhierarchysep = false;                 // Cyrus: "/" as the hierarchy separator
+  std::string login_hook;                              // Dovecot: a checkpassword passdb running this command
+                                                       // after the accounts' own passdb
+  bool trust_loopback = false;                         // Dovecot: login_trusted_networks = 127.0.0.0/8, imap_id_log = *
+  std::string post_login;                              // Dovecot: run this command after each IMAP login
+                                                       // (script-login: USER set, it execs the rest)
 };
 
 // A shared folder made by TestServer::create_shared.

@@ -27,6 +27,7 @@ EPILOG = """\
 commands:
   start DIR [--kind dovecot|cyrus|courier] [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
             [--alt-special-use [de|outlook]] [--append-limit BYTES] [--timeout S] [--timing]
+            [--login-hook CMD] [--post-login CMD] [--trust-loopback]
   stop DIR
   info DIR
   add-user DIR NAME [PASSWORD] [--seed default|none|bench:N] [--empty]
@@ -68,7 +69,8 @@ def cmd_start(a):
     info = server.start(a.dir, seed=a.seed, users=_users(a.users), target_users=_users(a.target_users),
                         timeout=a.timeout, alt_special_use=a.alt_special_use, append_limit=a.append_limit,
                         verbose=a.timing, kind=a.kind, altnamespace=a.altnamespace,
-                        unixhierarchysep=a.unixhierarchysep)
+                        unixhierarchysep=a.unixhierarchysep, login_hook=a.login_hook,
+                        trust_loopback=a.trust_loopback, post_login=a.post_login)
     _print_json(info, pretty=True)
 
 
@@ -245,6 +247,15 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
                    help="Cyrus: personal folders beside INBOX, not under it (altnamespace: yes)")
     s.add_argument("--unixhierarchysep", action="store_true",
                    help='Cyrus: "/" as the hierarchy separator (unixhierarchysep: yes)')
+    s.add_argument("--login-hook", default=None, metavar="CMD",
+                   help="Dovecot: a checkpassword passdb running CMD (e.g. \"/usr/bin/imapstage login-hook --config "
+                        "F\") after the accounts' own passdb")
+    s.add_argument("--post-login", default=None, metavar="CMD",
+                   help="Dovecot: run CMD after each IMAP login (script-login; e.g. \"/usr/bin/imapstage "
+                        "login-trigger --config F\")")
+    s.add_argument("--trust-loopback", action="store_true",
+                   help="Dovecot: login_trusted_networks = 127.0.0.0/8 (a client may send x-originating-ip) and "
+                        "imap_id_log = *")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ports (default 10)")
     s.add_argument("--timing", action="store_true", help="print how long each step took on stderr")
     s.set_defaults(func=cmd_start)

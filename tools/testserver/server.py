@@ -246,8 +246,8 @@ protocol pop3 {{
 """
 
 
-def render_config(d, imap_port, imaps_port, identity, instance, append_limit=DEFAULT_APPEND_LIMIT,
-                  pop3_ports=None):
+def render_config(d, imap_port, imaps_port, identity, instance, append_limit=DEFAULT_APPEND_LIMIT, login_hook=None,
+                  trust_loopback=False, post_login=None, pop3_ports=None):
     p = paths(d)
     for key in ("dir",):
         if any(c in p[key] for c in '"\n\\<$%'):
@@ -297,9 +297,9 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN {p['users']}/%u
 }}
-userdb {{
+{_hook_passdb(login_hook)}userdb {{
   driver = static
-  args = home={p['mail']}/%u
+  args = home={p['mail']}/%u{_hook_userdb(login_hook, identity)}
 }}
 
 namespace inbox {{
@@ -327,6 +327,17 @@ protocol imap {{
   mail_max_userip_connections = 100
 }}
 """ + _pop3_config(pop3_ports, identity)
+    if post_login:
+        # Runs CMD (imapstage login-trigger) after each login, as script-login does: it gets USER and must
+        # exec the rest of its command line.
+        if any(c in post_login for c in '"\n{}'):
+            raise HarnessError(f"--post-login command not usable in a Dovecot config: {post_login!r}")
+        lines += ("service imap {\n  executable = imap imap-postlogin\n}\nservice imap-postlogin {\n"
+                  f"  executable = script-login {post_login}\n  user = $default_internal_user\n"
+                  "  unix_listener imap-postlogin {\n  }\n}\n")
+    if trust_loopback:
+        # A migration's login hook on loopback speaks for its clients (ID x-originating-ip), logged here.
+        lines += "login_trusted_networks = 127.0.0.0/8\nimap_id_log = *\n"
     if append_limit:
         # The quota plugin (unlimited storage) refuses larger APPENDs with [LIMIT];
         # Dovecot 2.3 does not advertise APPENDLIMIT by itself.
@@ -355,6 +366,21 @@ service auth {
 }
 """
     return lines
+
+
+def _hook_passdb(login_hook):
+    """A checkpassword passdb after the accounts' own (imapstage login-hook): logins the
+    account's password does not pass go to the hook."""
+    if not login_hook:
+        return ""
+    if any(c in login_hook for c in '"\n{}'):
+        raise HarnessError(f"--login-hook command not usable in a Dovecot config: {login_hook!r}")
+    return f"passdb {{\n  driver = checkpassword\n  args = {login_hook}\n}}\n"
+
+
+def _hook_userdb(login_hook, identity):
+    """checkpassword-reply returns the hook's own uid and gid as userdb fields: the userdb names the mail user."""
+    return f" uid={identity['mail_user']} gid={identity['mail_group']}" if login_hook else ""
 
 
 # --- certificates -------------------------------------------------------------------
@@ -580,7 +606,7 @@ def make_instance_dir(d, identity):
 
 def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10.0, alt_special_use=None,
           append_limit=DEFAULT_APPEND_LIMIT, verbose=False, kind="dovecot", altnamespace=False,
-          unixhierarchysep=False):
+          unixhierarchysep=False, login_hook=None, trust_loopback=False, post_login=None):
     """Creates DIR, generates config, certificates and mail, starts the server
     (Dovecot, Cyrus or Courier) and returns the server info (also written to
     DIR/server.json)."""
@@ -591,6 +617,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
     t0 = time.monotonic()
     d, users, target_users, seeded, bench_n = _prepare_start(d, seed, users, target_users, append_limit,
                                                               alt_special_use)
+    if kind != "dovecot" and (login_hook or trust_loopback or post_login):
+        raise HarnessError("--login-hook, --post-login and --trust-loopback are Dovecot options")
     if kind != "dovecot":
         from . import others
         return others.start(kind, d, users=users, target_users=target_users, seeded=seeded, seed=seed,
@@ -635,7 +663,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         if pop3_ports and len({imap_port, imaps_port, *pop3_ports}) != 4:
             continue
         with open(p["conf"], "w", encoding="utf-8") as f:
-            f.write(render_config(d, imap_port, imaps_port, identity, instance, append_limit, pop3_ports))
+            f.write(render_config(d, imap_port, imaps_port, identity, instance, append_limit, login_hook,
+                                  trust_loopback, post_login, pop3_ports=pop3_ports))
         os.chmod(p["conf"], 0o644)
         with open(p["start_log"], "wb") as out:
             r = subprocess.run([DOVECOT, "-c", p["conf"]], stdin=subprocess.DEVNULL, stdout=out, stderr=out,

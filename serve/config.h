@@ -1,0 +1,80 @@
+// The configuration of `imapstage serve` and `imapstage login-hook`: one TOML
+// file (serve/serve.example.toml shows every key) holding the connector
+// profiles (batch/profiles.h) and two sections:
+//
+//   [serve]
+//   state_dir = "/var/lib/imapstage"   # jobs.json, secrets/, spool/, archive/ (mode 0711: the socket and
+//                                      # the spool are reached by the hook's user)
+//   archive = ""                       # default STATE_DIR/archive
+//   socket = ""                        # default STATE_DIR/control.sock
+//   key_file = "/etc/imapstage/serve.key"  # 32 random bytes, owner-only; made when missing
+//   source_profile = "oldmail"         # where users' mail is (the hook verifies passwords there)
+//   target_profile = "newmail"         # the new server, with master-user (or admin) credentials
+//   jobs = 0                           # jobs at once (0: min(CPUs + 1, 6)); per_server, max_load,
+//   per_server = 4                     # account_timeout: as for batches
+//   max_load = 0.7
+//   account_timeout = "24h"
+//   retries = 3                        # attempts after a failure that may pass (network, timeout)
+//   retry_delay = "1m"                 # doubled after each failed attempt
+//   verify = "deep"                    # counts | deep: verify --against target after import
+//   delta_after = "30m"                # a delta pass this long after a pass ended ("0": none)
+//   delta_passes = 1                   # how many delta passes
+//   delta_until = ""                   # RFC 3339 time: no delta pass starts after it
+//   admin_users = []                   # users who may run `imapstage jobs` (root and the daemon's own user always may)
+//   hook_users = ["dovecot"]           # users whose logins may enqueue (the hook and the trigger)
+//
+//   [login_hook]
+//   timeout = 30                       # seconds for the whole hook (Dovecot sets none)
+//   cutover = ""                       # RFC 3339 time: from then on the hook refuses every login (exit 1)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "batch/profiles.h"
+#include "batch/scheduler.h"
+
+namespace imapstage::serve {
+
+struct ServeConfig {
+  batch::Config profiles;
+  std::filesystem::path state_dir = "/var/lib/imapstage";
+  std::filesystem::path archive;      // resolved: STATE_DIR/archive when not given
+  std::filesystem::path socket;       // resolved: STATE_DIR/control.sock when not given
+  std::filesystem::path key_file;     // required by the daemon
+  std::string source_profile;
+  std::string target_profile;
+  batch::SchedulerOptions scheduler;
+  std::chrono::seconds account_timeout{24 * 3600};
+  int retries = 3;
+  std::chrono::seconds retry_delay{60};
+  bool deep_verify = true;
+  std::chrono::seconds delta_after{30 * 60};
+  int delta_passes = 1;
+  int64_t delta_until = 0;            // unix seconds, 0: none
+  std::vector<std::string> admin_users;
+  std::vector<std::string> hook_users = {"dovecot"};
+  std::chrono::seconds hook_timeout{30};
+  int64_t cutover = 0;                // unix seconds, 0: none
+
+  std::filesystem::path spool_dir() const { return state_dir / "spool"; }
+  std::filesystem::path secrets_dir() const { return state_dir / "secrets"; }
+  std::filesystem::path jobs_file() const { return state_dir / "jobs.json"; }
+  const batch::Profile& source() const;  // Throws Error(usage) naming the missing profile.
+  const batch::Profile& target() const;
+};
+
+// Parses the file. Throws Error(usage) naming the file, line and key for
+// anything malformed or unknown; Error(io) when unreadable.
+ServeConfig load_serve_config(const std::filesystem::path& path);
+ServeConfig parse_serve_config(const std::string& text, const std::filesystem::path& origin);
+
+// "2026-12-31T00:00:00Z" or with an offset ("+01:00") to unix seconds.
+// Throws Error(usage).
+int64_t parse_rfc3339(const std::string& text);
+
+}  // namespace imapstage::serve
