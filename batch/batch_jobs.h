@@ -26,6 +26,9 @@ struct ExportBatchOptions {
   std::vector<std::string> exclude;
   bool allow_unmatched = false;          // as for one export
   std::vector<imap::Namespace::Kind> namespaces = {imap::Namespace::personal};
+  // POP3 accounts (profile protocol pop3): after each account's export, DELE
+  // what the archive holds and re-hashes (pop3::delete_archived).
+  bool delete_after_verify = false;
   RunnerOptions runner;
   RetryPolicy retry;
 };

@@ -4,6 +4,8 @@
 #include "batch/batch_jobs.h"
 #include "common/error.h"
 #include "export/exporter.h"
+#include "export/source_export.h"
+#include "pop3/pop3_source.h"
 
 namespace imapstage::batch {
 
@@ -44,11 +46,14 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
                                                   "no admin, master or magic credentials",
                                                   line.source_user, profile.name.empty() ? "(command line)" : profile.name));
       auto endpoint = profile.endpoint();
+      if (options.delete_after_verify && profile.protocol != "pop3")
+        throw Error(ErrorKind::usage, fmt::format("account {}: --delete-after-verify is for POP3 sources, and its "
+                                                  "profile is IMAP", line.source_user));
       std::string account = line.source_user + "@" + endpoint.host;
       if (auto it = first_line.find(account); it != first_line.end())
         throw Error(ErrorKind::usage, fmt::format("account {} is already on line {}", account, it->second));
       first_line[account] = line.line;
-      BatchItem item{account, account, endpoint.address(), "", line.line};
+      BatchItem item{account, account, profile.address(), "", line.line};
       items.push_back(item);
       jobs[account] = {&profile, line};
     } catch (const Error& e) {
@@ -67,6 +72,46 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
       [&](const BatchItem& item, const std::function<bool()>& cancelled) {
         const ExportJob& job = jobs.at(item.key);
         AccountLogin login = make_login(*job.profile, job.line.source_user, job.line.source_password);
+        using R = exporting::FolderResult;
+        if (job.profile->protocol == "pop3") {
+          auto endpoint = job.profile->pop3_endpoint();
+          auto credentials = pop3_credentials(login.credentials);
+          exporting::SourceExportOptions o;
+          o.archive_dir = options.archive_dir;
+          o.account_name = item.account;
+          o.include = options.include;
+          o.exclude = options.exclude;
+          o.allow_unmatched = options.allow_unmatched;
+          o.max_message_size = endpoint.max_message_size;
+          o.retry = options.retry;
+          o.cancelled = cancelled;
+          ItemOutcome outcome;
+          try {
+            auto source = pop3::open_source(endpoint, credentials);
+            auto summary = exporting::export_source(*archive, o, *source, events);
+            source.reset();
+            outcome.messages = summary.total(&R::new_messages);
+            outcome.bytes = summary.total(&R::bytes_fetched);
+            outcome.complete = summary.complete();
+            if (!outcome.complete)
+              outcome.incomplete = fmt::format("{} messages not delivered, {} folders failed",
+                                               summary.failed_messages(), summary.failed_folders());
+            if (options.delete_after_verify) {
+              auto d = pop3::delete_archived(endpoint, credentials, *archive, item.account, events);
+              events.emit({{"event", "pop3_deleted"}, {"account", item.account}, {"deleted", d.deleted},
+                           {"kept_not_archived", d.not_archived}, {"kept_failed_check", d.failed_check},
+                           {"no_uidl", d.no_uidl}});
+              if (d.failed_check) {
+                outcome.complete = false;
+                outcome.incomplete = fmt::format("{} messages kept on the server: their archived copy failed its check",
+                                                 d.failed_check);
+              }
+            }
+          } catch (const Error& e) {
+            throw describe_login_error(e, item.account, login).with({.account = item.account, .server = item.server});
+          }
+          return outcome;
+        }
         exporting::ExportOptions o;
         o.archive_dir = options.archive_dir;
         o.endpoint = job.profile->endpoint();
@@ -84,7 +129,6 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         } catch (const Error& e) {
           throw describe_login_error(e, item.account, login).with({.account = item.account, .server = item.server});
         }
-        using R = exporting::FolderResult;
         ItemOutcome outcome;
         outcome.messages = summary.total(&R::new_messages);
         outcome.bytes = summary.total(&R::bytes_fetched);

@@ -59,6 +59,11 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
     std::string key(k.str());
     try {
       if (key == "host") p.host = want_string(origin, name, key, v);
+      else if (key == "protocol") {
+        p.protocol = want_string(origin, name, key, v);
+        if (p.protocol != "imap" && p.protocol != "pop3")
+          bad(origin, v, fmt::format("profile {}: protocol must be imap or pop3", name));
+      }
       else if (key == "port") p.port = static_cast<uint16_t>(want_int(origin, name, key, v, 1, 65535));
       else if (key == "tls") {
         p.tls = want_string(origin, name, key, v);
@@ -142,6 +147,7 @@ const char* to_string(imap::AuthMechanism m) {
     case imap::AuthMechanism::plain: return "plain";
     case imap::AuthMechanism::cram_md5: return "cram-md5";
     case imap::AuthMechanism::xoauth2: return "xoauth2";
+    case imap::AuthMechanism::apop: return "apop";
   }
   return "?";
 }
@@ -152,7 +158,8 @@ imap::AuthMechanism parse_mechanism(std::string_view text) {
   if (t == "plain") return imap::AuthMechanism::plain;
   if (t == "cram-md5" || t == "cram_md5") return imap::AuthMechanism::cram_md5;
   if (t == "xoauth2") return imap::AuthMechanism::xoauth2;
-  throw Error(ErrorKind::usage, fmt::format("mechanism must be login, plain, cram-md5 or xoauth2, not {}", text));
+  if (t == "apop") return imap::AuthMechanism::apop;
+  throw Error(ErrorKind::usage, fmt::format("mechanism must be login, plain, cram-md5, xoauth2 or apop (POP3), not {}", text));
 }
 
 std::string domain_of(std::string_view user) {
@@ -180,6 +187,36 @@ imap::Endpoint Profile::endpoint() const {
   e.timeout = std::chrono::seconds(timeout_seconds);
   e.max_message_size = max_message_mib << 20;
   return e;
+}
+
+pop3::Endpoint Profile::pop3_endpoint() const {
+  imap::Endpoint e = endpoint();
+  pop3::Endpoint p;
+  p.host = e.host;
+  p.port = e.port;
+  p.tls = e.tls;
+  p.ca_file = e.ca_file;
+  p.insecure = e.insecure;
+  p.timeout = e.timeout;
+  p.max_message_size = e.max_message_size;
+  return p;
+}
+
+std::string Profile::address() const { return protocol == "pop3" ? pop3_endpoint().address() : endpoint().address(); }
+
+pop3::Credentials pop3_credentials(const imap::Credentials& c) {
+  pop3::Credentials p;
+  p.user = c.user;
+  p.secret = c.secret;
+  p.auth_user = c.auth_user;
+  switch (c.mechanism) {
+    case imap::AuthMechanism::login: p.mechanism = pop3::Mechanism::user_pass; break;
+    case imap::AuthMechanism::plain: p.mechanism = pop3::Mechanism::plain; break;
+    case imap::AuthMechanism::cram_md5: p.mechanism = pop3::Mechanism::cram_md5; break;
+    case imap::AuthMechanism::xoauth2: p.mechanism = pop3::Mechanism::xoauth2; break;
+    case imap::AuthMechanism::apop: p.mechanism = pop3::Mechanism::apop; break;
+  }
+  return p;
 }
 
 bool Profile::supplies_secret() const {

@@ -3,13 +3,14 @@
 //   # $XDG_CONFIG_HOME/imapstage/config.toml (or --config FILE)
 //   [profiles.oldmail]
 //   host = "imap.old.example"
+//   protocol = "imap"               # imap | pop3 (export only; POP3 ports 995 implicit, 110 otherwise)
 //   port = 993                      # optional
 //   tls = "implicit"                # implicit | starttls | none
 //   ca_file = "/etc/ssl/old-ca.pem" # optional
 //   insecure = false
 //   timeout = 120                   # seconds per network read
 //   auth = "master-user"            # user | admin-plain | master-user | magic
-//   mechanism = "login"             # login | plain | cram-md5 | xoauth2 (user and magic modes)
+//   mechanism = "login"             # login | plain | cram-md5 | xoauth2 (user and magic modes); apop (POP3)
 //   admin_user = "admin"            # admin-plain and master-user
 //   master_separator = "*"          # master-user: logs in as USER<sep>ADMIN
 //   password_file = "/etc/imapstage/old-admin.secret"   # or password_env = "VAR"
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "imap/session.h"
+#include "pop3/session.h"
 
 namespace imapstage::batch {
 
@@ -42,7 +44,7 @@ enum class AuthMode {
 const char* to_string(AuthMode mode);
 // Parses "user", "admin-plain", "master-user", "magic". Throws Error(usage).
 AuthMode parse_auth_mode(std::string_view text);
-// "login", "plain", "cram-md5", "xoauth2".
+// "login", "plain", "cram-md5", "xoauth2", "apop".
 const char* to_string(imap::AuthMechanism mechanism);
 // Throws Error(usage) for anything else.
 imap::AuthMechanism parse_mechanism(std::string_view text);
@@ -50,6 +52,7 @@ imap::AuthMechanism parse_mechanism(std::string_view text);
 struct Profile {
   std::string name;
   std::string host;
+  std::string protocol = "imap";   // imap | pop3 (a POP3 source for export)
   uint16_t port = 0;
   std::string tls = "implicit";
   std::string ca_file;
@@ -70,6 +73,10 @@ struct Profile {
   bool serves(std::string_view user) const;
   // The endpoint it describes. Throws Error(usage) for a bad tls.
   imap::Endpoint endpoint() const;
+  // The same as a POP3 endpoint (ports 995 / 110 when none is given).
+  pop3::Endpoint pop3_endpoint() const;
+  // "host:port" of the server for `protocol`.
+  std::string address() const;
   // Whether the secret comes from the profile (admin, master-user, magic, or a password source given).
   bool supplies_secret() const;
 };
@@ -95,6 +102,11 @@ Config load_config(const std::filesystem::path& path);
 std::filesystem::path default_config_path();
 // The config of --config FILE, or the default file when it exists, or an empty config.
 Config load_config_or_default(const std::string& explicit_path);
+
+// The POP3 login for IMAP-style credentials: login is USER/PASS (master-user
+// logins "MAILBOX*ADMIN" included), plain is SASL PLAIN (with the admin's
+// authorization identity), cram-md5, xoauth2 and apop as they are.
+pop3::Credentials pop3_credentials(const imap::Credentials& credentials);
 
 // The lower-case domain of "user@domain", or "".
 std::string domain_of(std::string_view user);

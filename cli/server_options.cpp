@@ -20,7 +20,7 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
     host->required();
     user->required();
   }
-  cmd->add_option("--port", o.port, "Port (default 993 for implicit TLS, 143 otherwise)")->group("Server");
+  cmd->add_option("--port", o.port, "Port (default 993 for implicit TLS, 143 otherwise; POP3: 995, 110)")->group("Server");
   cmd->add_option("--tls", o.tls, "implicit (default), starttls, or none")
       ->check(CLI::IsMember({"implicit", "starttls", "none"}))
       ->group("Server");
@@ -36,8 +36,8 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
                   "named as failed")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 24))
       ->group("Server");
-  cmd->add_option("--auth", o.auth, "login (default), plain, cram-md5, or xoauth2")
-      ->check(CLI::IsMember({"login", "plain", "cram-md5", "xoauth2"}))
+  cmd->add_option("--auth", o.auth, "login (default; USER/PASS for POP3), plain, cram-md5, xoauth2, or apop (POP3)")
+      ->check(CLI::IsMember({"login", "plain", "cram-md5", "xoauth2", "apop"}))
       ->group("Server");
   cmd->add_option("--auth-user", o.auth_user,
                   "Authenticate as this admin user and act as --user (SASL PLAIN authorization id)")
@@ -73,6 +73,7 @@ imap::Credentials make_credentials(const ServerOptions& o) {
   else if (o.auth == "plain") c.mechanism = imap::AuthMechanism::plain;
   else if (o.auth == "cram-md5") c.mechanism = imap::AuthMechanism::cram_md5;
   else if (o.auth == "xoauth2") c.mechanism = imap::AuthMechanism::xoauth2;
+  else if (o.auth == "apop") c.mechanism = imap::AuthMechanism::apop;
   else throw Error(ErrorKind::usage, "unknown --auth " + o.auth);
   if (!c.auth_user.empty() && c.mechanism == imap::AuthMechanism::login) c.mechanism = imap::AuthMechanism::plain;
   std::string who = c.auth_user.empty() ? c.user : c.auth_user;
@@ -148,6 +149,7 @@ static bool given(const CLI::App* cmd, const char* flag) { return cmd->count(fla
 static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const ServerOptions& o,
                                  const ProfileOptions& po) {
   if (given(cmd, "--host")) p.host = o.host;
+  if (cmd->get_option_no_throw("--protocol") && given(cmd, "--protocol")) p.protocol = o.protocol;
   if (given(cmd, "--port")) p.port = o.port;
   if (given(cmd, "--tls")) p.tls = o.tls;
   if (given(cmd, "--ca-file")) p.ca_file = o.ca_file;

@@ -15,6 +15,7 @@ namespace imapstage::cli {
 
 struct ServerOptions {
   std::string host;
+  std::string protocol = "imap";  // --protocol imap | pop3 (export only)
   uint16_t port = 0;
   std::string tls = "implicit";  // implicit | starttls | none
   std::string ca_file;

@@ -12,6 +12,7 @@
 #include "cli/server_options.h"
 #include "export/exporter.h"
 #include "export/source_export.h"
+#include "pop3/pop3_source.h"
 #include "sources/file_sources.h"
 
 namespace imapstage::cli {
@@ -25,6 +26,7 @@ struct ExportArgs {
   BatchOptions batch;
   std::string account_name;
   std::string source;    // --source KIND:PATH (a file source instead of an IMAP server)
+  bool delete_after_verify = false;  // POP3: DELE what the archive holds durably, after re-hashing it
   std::vector<std::string> include;
   std::vector<std::string> exclude;
   bool allow_unmatched = false;
@@ -144,6 +146,62 @@ void run_file_source_export(const ExportArgs& args, int& status) {
   run_source_export_command(args, *source, status);
 }
 
+void print_deletions(const pop3::DeleteResult& d, const std::string& account) {
+  if (d.no_uidl) {
+    say(stdout, "{}: the server has no UIDL: nothing deleted\n", account);
+    return;
+  }
+  say(stdout, "{}: deleted {} messages from the server after checking their archived copies", account, d.deleted);
+  if (d.not_archived) say(stdout, ", {} not archived kept", d.not_archived);
+  if (d.failed_check) say(stdout, ", {} KEPT because their archived copy failed its check", d.failed_check);
+  say(stdout, "\n");
+}
+
+// export --protocol pop3: one account's POP3 maildrop through the generic export.
+void run_pop3_export(const ExportArgs& args, const batch::Profile& profile, const std::vector<std::string>& warnings,
+                     int& status) {
+  if (!args.namespaces.empty() || args.connections)
+    throw Error(ErrorKind::usage, "--protocol pop3: --namespaces and --connections do not apply (one maildrop, one "
+                                  "connection)");
+  auto login = make_account_login(profile, args.server.user);
+  pop3::Endpoint endpoint = profile.pop3_endpoint();
+  pop3::Credentials credentials = batch::pop3_credentials(login.credentials);
+  exporting::SourceExportOptions options;
+  options.archive_dir = args.archive;
+  options.account_name = args.account_name.empty() ? login.mailbox + "@" + endpoint.host : args.account_name;
+  options.include = args.include;
+  options.exclude = args.exclude;
+  options.allow_unmatched = args.allow_unmatched;
+  options.dry_run = args.dry_run;
+  options.max_message_size = endpoint.max_message_size;
+  options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args.commit_interval * 1000));
+  auto source = pop3::open_source(endpoint, credentials);
+  CommandSink<TerminalSink> out(args.json, args.verbosity, args.log_file);
+  for (auto& w : warnings) out.sink->emit({{"event", "warning"}, {"text", w}});
+  exporting::ExportSummary summary;
+  try {
+    summary = exporting::run_source_export(options, *source, *out.sink);
+  } catch (const Error& e) {
+    throw batch::describe_login_error(e, options.account_name, login);
+  }
+  source.reset();  // its connection ends before the deleting one begins
+  std::optional<pop3::DeleteResult> deleted;
+  if (args.delete_after_verify && !args.dry_run) {
+    // After the export's last commit: the archive is read back from disk.
+    auto archive = archive::Archive::open(args.archive, archive::Archive::Mode::read);
+    deleted = pop3::delete_archived(endpoint, credentials, *archive, options.account_name, *out.sink);
+    out.sink->emit({{"event", "pop3_deleted"}, {"account", options.account_name}, {"deleted", deleted->deleted},
+                    {"kept_not_archived", deleted->not_archived}, {"kept_failed_check", deleted->failed_check},
+                    {"no_uidl", deleted->no_uidl}});
+  }
+  if (out.terminal) {
+    out.terminal->finish();
+    print_summary(summary);
+    if (deleted) print_deletions(*deleted, options.account_name);
+  }
+  status = summary.complete() && (!deleted || deleted->failed_check == 0) ? kExitOk : kExitIncomplete;
+}
+
 }  // namespace
 
 void add_export_command(CLI::App& app, int& status) {
@@ -159,6 +217,14 @@ void add_export_command(CLI::App& app, int& status) {
                   "Read local files instead of an IMAP server: maildir:PATH (Maildir++ or nested), mbox:PATH (an "
                   "mbox file, or a directory of them) or eml:PATH (a directory of .eml files, subdirectories are "
                   "folders); read-only; needs --account");
+  cmd->add_option("--protocol", args->server.protocol,
+                  "imap (default) or pop3: the server's INBOX over POP3 (messages keyed by UIDL; ports 995 / 110 "
+                  "with --tls starttls for STLS); also `protocol` in a profile")
+      ->check(CLI::IsMember({"imap", "pop3"}))
+      ->group("Server");
+  cmd->add_flag("--delete-after-verify", args->delete_after_verify,
+                "POP3 only: after the export has committed, DELE from the server each message whose archived copy "
+                "reads back and re-hashes (never otherwise; messages not archived stay)");
   cmd->add_option("--folder", args->include,
                   "Only folders matching this glob (repeatable), e.g. 'INBOX' or 'Projects/*': names as imapstage shows "
                   "them, levels joined with '/', without the server's prefix (Cyrus 'INBOX.Projects.X' is 'Projects/X')");
@@ -205,6 +271,7 @@ void add_export_command(CLI::App& app, int& status) {
       options.exclude = args->exclude;
       options.allow_unmatched = args->allow_unmatched;
       options.namespaces = namespace_kinds(args->namespaces);
+      options.delete_after_verify = args->delete_after_verify;
       options.runner = make_runner_options(args->batch);
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
@@ -221,6 +288,13 @@ void add_export_command(CLI::App& app, int& status) {
 
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
+    if (profile.protocol == "pop3") {
+      run_pop3_export(*args, profile, warnings, status);
+      return;
+    }
+    if (args->delete_after_verify)
+      throw Error(ErrorKind::usage, "--delete-after-verify is for POP3 sources (--protocol pop3); an IMAP export "
+                                    "never changes the source");
     auto login = make_account_login(profile, args->server.user);
     exporting::ExportOptions options;
     options.archive_dir = args->archive;

@@ -16,13 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "net/transport.h"
+
 namespace imapstage::imap {
 
-enum class TlsMode {
-  implicit,  // TLS from the first byte (port 993)
-  starttls,  // plain connect, then STARTTLS; refused if the server does not offer it (port 143)
-  none,      // cleartext; only when asked for
-};
+// implicit (port 993), starttls (port 143; refused if the server does not offer STARTTLS), none.
+using TlsMode = net::TlsMode;
 
 // Where and how to connect.
 struct Endpoint {
@@ -48,6 +47,7 @@ enum class AuthMechanism {
   plain,     // SASL PLAIN (with authzid for admin mode)
   cram_md5,  // SASL CRAM-MD5
   xoauth2,   // SASL XOAUTH2; secret is the OAuth2 access token
+  apop,      // POP3 only (APOP); an IMAP login with it is refused
 };
 
 // Who to log in as. `secret` is a password or token: never logged or echoed.

@@ -24,6 +24,8 @@
 #include <string>
 #include <string_view>
 
+#include "net/transport.h"
+
 namespace imapstage::imap {
 
 struct WireLimits {
@@ -37,13 +39,13 @@ struct WireLimits {
   uint64_t min_rate = 4096;                // bytes per second
 };
 
-class WireGuard {
+class WireGuard final : public net::WireObserver {
  public:
   explicit WireGuard(WireLimits limits = {}) : limits_(limits) {}
 
   // Follows `bytes`, received from the server in order. Returns false once a
   // limit is broken (and from then on); violation() says which.
-  bool feed(std::string_view bytes);
+  bool feed(std::string_view bytes) override;
 
   // Someone else reads the responses for a while and enforces these limits
   // itself (the FETCH reader): bytes are only counted, for the wait budget.
@@ -55,10 +57,10 @@ class WireGuard {
   bool suspended() const { return suspended_; }
 
   // A command (or any bytes) went to the server: the wait budget starts afresh.
-  void sent();
+  void sent() override;
   // Time spent waiting for the server in one read. Returns false (for good)
   // when the current command's responses have taken longer than its budget.
-  bool waited(std::chrono::steady_clock::duration wait);
+  bool waited(std::chrono::steady_clock::duration wait) override;
 
   // The size a literal may have from now on (message bodies: the maximum
   // message size). Literals already announced keep the limit they had.
@@ -66,7 +68,7 @@ class WireGuard {
   uint64_t max_literal() const { return limits_.max_literal; }
   const WireLimits& limits() const { return limits_; }
 
-  bool broken() const { return !violation_.empty(); }
+  bool broken() const override { return !violation_.empty(); }
   // What broke a limit ("" if nothing), e.g. "a response line longer than 67108864 bytes".
   const std::string& violation() const { return violation_; }
   // True when the budget of waits ran out (the server is slow rather than hostile).

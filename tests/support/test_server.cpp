@@ -146,6 +146,10 @@ TestServer::TestServer(TestServerOptions options) {
     personal_separator_ = sep.empty() ? '\0' : sep[0];
     imap_port_ = info_.at("imap_port").get<uint16_t>();
     imaps_port_ = info_.at("imaps_port").get<uint16_t>();
+    if (info_.contains("pop3_port") && info_["pop3_port"].is_number()) {
+      pop3_port_ = info_["pop3_port"].get<uint16_t>();
+      pop3s_port_ = info_["pop3s_port"].get<uint16_t>();
+    }
     ca_file_ = info_.at("ca_file").get<std::string>();
   } catch (...) {
     try {

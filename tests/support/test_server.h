@@ -54,6 +54,9 @@ class TestServer {
   const std::string& host() const { return host_; }
   uint16_t imap_port() const { return imap_port_; }    // plain, STARTTLS offered
   uint16_t imaps_port() const { return imaps_port_; }  // implicit TLS
+  // Dovecot's POP3 (plain with STLS, and POP3S); 0 when not served (other kinds).
+  uint16_t pop3_port() const { return pop3_port_; }
+  uint16_t pop3s_port() const { return pop3s_port_; }
   const std::string& ca_file() const { return ca_file_; }
   const std::string& dir() const { return dir_; }      // the server's directory (tools/test-server DIR)
 
@@ -165,6 +168,8 @@ class TestServer {
   char personal_separator_ = '/';
   uint16_t imap_port_ = 0;
   uint16_t imaps_port_ = 0;
+  uint16_t pop3_port_ = 0;
+  uint16_t pop3s_port_ = 0;
   nlohmann::json info_;
   bool stopped_ = false;
   mutable std::atomic<unsigned> counter_{0};

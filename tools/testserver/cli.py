@@ -190,7 +190,7 @@ Creates DIR (it must not exist or be empty), a CA and a server certificate
 passwords and their mail; starts the server (--kind: Dovecot, Cyrus IMAP 3.6
 or Courier-IMAP 5.0) on two free loopback ports (plain with STARTTLS, and
 implicit TLS), waits until both answer, and prints DIR/server.json:
-  {"kind", "host", "imap_port", "imaps_port", "ca_file",
+  {"kind", "host", "imap_port", "imaps_port", "pop3_port", "pop3s_port", "ca_file",
    "users": {name: password}, "logins": {name: login name},
    "personal_namespace": {"prefix", "separator"},
    "namespaces": {"personal"|"other"|"shared": [{"prefix", "separator"}]},
@@ -199,6 +199,8 @@ implicit TLS), waits until both answer, and prints DIR/server.json:
    "master_separator", "admin_user", "admin_password", "dir", "pid",
    "instance", "config", "log", "seed", "seeded", "target_users",
    "append_limit"}
+Dovecot also serves POP3 (plain with STLS, and implicit TLS) on two more
+ports when dovecot-pop3d is installed ("pop3_port"/"pop3s_port" null otherwise).
 Folder names given to the other commands are logical (UTF-8, "/" between
 levels) and are placed in the server's personal namespace: "Projects/2024" is
 Projects/2024 on Dovecot and INBOX.Projects.2024 on Cyrus and Courier.

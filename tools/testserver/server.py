@@ -214,8 +214,40 @@ def _q(value):
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Dovecot's POP3 server (Debian's dovecot-pop3d): served beside IMAP when installed.
+POP3_LOGIN = os.environ.get("IMAPSTAGE_DOVECOT_POP3_LOGIN", "/usr/lib/dovecot/pop3-login")
+
+
+def pop3_available():
+    return os.access(POP3_LOGIN, os.X_OK)
+
+
+def _pop3_config(pop3_ports, identity):
+    """POP3 on two more ports: plain with STLS, and implicit TLS (POP3S)."""
+    if not pop3_ports:
+        return ""
+    pop3_port, pop3s_port = pop3_ports
+    chroot = "" if identity["root"] else "  chroot =\n"
+    return f"""service pop3-login {{
+  inet_listener pop3 {{
+    address = {HOST}
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    address = {HOST}
+    port = {pop3s_port}
+    ssl = yes
+  }}
+{chroot}}}
+protocol pop3 {{
+  mail_max_userip_connections = 100
+  pop3_uidl_format = %08Xu%08Xv
+}}
+"""
+
+
 def render_config(d, imap_port, imaps_port, identity, instance, append_limit=DEFAULT_APPEND_LIMIT, login_hook=None,
-                  trust_loopback=False, post_login=None):
+                  trust_loopback=False, post_login=None, pop3_ports=None):
     p = paths(d)
     for key in ("dir",):
         if any(c in p[key] for c in '"\n\\<$%'):
@@ -229,7 +261,7 @@ state_dir = {p['state']}
 log_path = {p['log']}
 info_log_path = {p['log']}
 debug_log_path = {p['log']}
-protocols = imap
+protocols = imap{" pop3" if pop3_ports else ""}
 listen = {HOST}
 shutdown_clients = yes
 default_internal_user = {identity['internal_user']}
@@ -294,7 +326,7 @@ service imap {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
-"""
+""" + _pop3_config(pop3_ports, identity)
     if post_login:
         # Runs CMD (imapstage login-trigger) after each login, as script-login does: it gets USER and must
         # exec the rest of its command line.
@@ -460,7 +492,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=None, alive=None):
+def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=None, alive=None, greeting=b"* OK"):
     """Waits until the plain port greets and the TLS port completes a verified
     handshake; gives up at once when `alive()` says the server has exited."""
     p = paths(d)
@@ -471,16 +503,16 @@ def _wait_ready(d, imap_port, imaps_port, deadline, name="Dovecot", log_tail=Non
         try:
             with socket.create_connection((HOST, imap_port), timeout=2) as s:
                 s.settimeout(max(0.5, deadline - time.monotonic()))
-                greeting = s.makefile("rb").readline()
-                if not greeting.startswith(b"* OK"):
-                    raise OSError(f"unexpected greeting {greeting[:80]!r}")
+                line = s.makefile("rb").readline()
+                if not line.startswith(greeting):
+                    raise OSError(f"unexpected greeting {line[:80]!r}")
             ctx = ssl.create_default_context(cafile=p["ca"])
             with socket.create_connection((HOST, imaps_port), timeout=2) as raw:
                 raw.settimeout(max(0.5, deadline - time.monotonic()))
                 with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-                    greeting = s.makefile("rb").readline()
-                    if not greeting.startswith(b"* OK"):
-                        raise OSError(f"unexpected TLS greeting {greeting[:80]!r}")
+                    line = s.makefile("rb").readline()
+                    if not line.startswith(greeting):
+                        raise OSError(f"unexpected TLS greeting {line[:80]!r}")
             return
         except (OSError, ssl.SSLError) as e:
             last = e
@@ -627,9 +659,12 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         imap_port, imaps_port = _free_port(), _free_port()
         if imap_port == imaps_port:
             continue
+        pop3_ports = (_free_port(), _free_port()) if pop3_available() else None
+        if pop3_ports and len({imap_port, imaps_port, *pop3_ports}) != 4:
+            continue
         with open(p["conf"], "w", encoding="utf-8") as f:
             f.write(render_config(d, imap_port, imaps_port, identity, instance, append_limit, login_hook,
-                                  trust_loopback, post_login))
+                                  trust_loopback, post_login, pop3_ports=pop3_ports))
         os.chmod(p["conf"], 0o644)
         with open(p["start_log"], "wb") as out:
             r = subprocess.run([DOVECOT, "-c", p["conf"]], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -642,6 +677,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         raise HarnessError(f"dovecot failed to start (exit {r.returncode})" + text)
     try:
         _wait_ready(d, imap_port, imaps_port, time.monotonic() + timeout)
+        if pop3_ports:
+            _wait_ready(d, *pop3_ports, time.monotonic() + timeout, "Dovecot POP3", greeting=b"+OK")
     except BaseException:
         stop(d)
         raise
@@ -653,6 +690,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
         "host": HOST,
         "imap_port": imap_port,
         "imaps_port": imaps_port,
+        "pop3_port": pop3_ports[0] if pop3_ports else None,
+        "pop3s_port": pop3_ports[1] if pop3_ports else None,
         "ca_file": p["ca"],
         "users": passwords,
         "logins": {u: u for u in passwords},

@@ -1,0 +1,334 @@
+// export --protocol pop3 end to end, through the binary: Dovecot's POP3 (full
+// export, re-run fetches nothing, new mail, deleted mail marked expunged,
+// bad password, import into IMAP and a deep verify against the target,
+// --delete-after-verify, a master-user batch) and the scripted fake (no UIDL,
+// duplicate UIDLs, a connection dropped mid-message, STLS not offered).
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "archive-format/archive.h"
+#include "tests/support/fake_pop3_server.h"
+#include "tests/support/process.h"
+#include "tests/support/test_server.h"
+
+namespace imapstage {
+namespace {
+
+using testing::FakePop3Server;
+using testing::run_imapstage;
+using testing::TempDir;
+using testing::TestServer;
+using testing::TestServerOptions;
+
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> events;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] == '{') events.push_back(nlohmann::json::parse(line));
+  return events;
+}
+
+// The "summary" event's INBOX entry.
+nlohmann::json inbox_summary(const std::string& out) {
+  for (auto& e : json_lines(out))
+    if (e["event"] == "summary")
+      for (auto& f : e["per_folder"])
+        if (f["folder"] == "INBOX") return f;
+  return {};
+}
+
+struct Archived {
+  std::vector<archive::MessageRecord> present, expunged;
+};
+
+Archived archived(const std::string& dir, const std::string& account) {
+  Archived out;
+  auto a = archive::Archive::open(dir, archive::Archive::Mode::read);
+  auto acc = a->find_account(account);
+  if (!acc) return out;
+  for (auto& f : a->folders(acc->id))
+    a->for_each_message(acc->id, f.id, std::nullopt, [&](const archive::MessageRecord& m) {
+      (m.state == archive::MessageState::present ? out.present : out.expunged).push_back(m);
+      return true;
+    });
+  return out;
+}
+
+std::string write_secret(const TempDir& dir, const std::string& name, const std::string& secret) {
+  std::string path = dir.path() + "/" + name;
+  std::ofstream(path) << secret << "\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return path;
+}
+
+class Pop3ExportTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    TestServerOptions o;
+    o.users = {"alice", "carol"};
+    o.target_users = {"target"};
+    server_ = new TestServer(o);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  // export --protocol pop3 over POP3S as `user`, with `extra` arguments.
+  static std::vector<std::string> pop3_export(const std::string& archive, const std::string& user,
+                                              std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"export", "--archive", archive, "--protocol", "pop3", "--host", server_->host(),
+                                     "--port", std::to_string(server_->pop3s_port()), "--ca-file", server_->ca_file(),
+                                     "--json"};
+    if (!user.empty()) {
+      args.insert(args.end(), {"--user", user, "--password-file", server_->password_file(user)});
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+  static nlohmann::json imap_inbox(const std::string& user) {
+    auto summary = server_->summary(user);
+    for (auto& f : summary["folders"])
+      if (f["name"] == "INBOX") return f;
+    return {};
+  }
+  static TestServer* server_;
+};
+
+TestServer* Pop3ExportTest::server_ = nullptr;
+
+TEST_F(Pop3ExportTest, FullExportRerunNewMailExpungeThenImportAndDeepVerify) {
+  ASSERT_NE(server_->pop3s_port(), 0) << "dovecot-pop3d is not installed (tools/setup)";
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  const std::string account = "alice@" + server_->host();
+
+  // Full export: every INBOX message, the bytes IMAP serves.
+  auto first = run_imapstage(pop3_export(archive_dir, "alice"));
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  auto inbox = imap_inbox("alice");
+  size_t n = inbox["messages"].size();
+  ASSERT_GT(n, 10u);
+  EXPECT_EQ(inbox_summary(first.out)["new"], n);
+  auto a = archived(archive_dir, account);
+  ASSERT_EQ(a.present.size(), n);
+  std::multiset<std::string> imap_hashes, pop3_hashes;
+  for (auto& m : inbox["messages"]) imap_hashes.insert(m["sha256"].get<std::string>());
+  size_t from_received = 0;
+  for (auto& m : a.present) {
+    pop3_hashes.insert(archive::to_hex(m.hash));
+    EXPECT_FALSE(m.source_id.empty());  // the UIDL
+    EXPECT_NE(m.date_source, archive::DateSource::server);
+    if (m.date_source == archive::DateSource::received) ++from_received;
+  }
+  EXPECT_EQ(pop3_hashes, imap_hashes);
+  EXPECT_GT(from_received, 0u);
+
+  // A re-run fetches nothing.
+  auto again = run_imapstage(pop3_export(archive_dir, "alice"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(inbox_summary(again.out)["new"], 0);
+  EXPECT_EQ(inbox_summary(again.out)["bytes_fetched"], 0);
+
+  // New mail is fetched; a message deleted on the server is marked expunged.
+  std::string fresh =
+      "Received: from a by b; Tue, 3 Feb 2026 10:00:00 +0100\r\nDate: Mon, 2 Feb 2026 09:00:00 +0000\r\n"
+      "Subject: fresh\r\n\r\nnew mail\r\n";
+  server_->append("alice", "INBOX", fresh);
+  uint32_t first_uid = inbox["messages"][0]["uid"].get<uint32_t>();
+  server_->expunge("alice", "INBOX", {first_uid});
+  auto third = run_imapstage(pop3_export(archive_dir, "alice"));
+  ASSERT_EQ(third.exit_code, 0) << third.err;
+  EXPECT_EQ(inbox_summary(third.out)["new"], 1);
+  EXPECT_EQ(inbox_summary(third.out)["expunged"], 1);
+  a = archived(archive_dir, account);
+  EXPECT_EQ(a.present.size(), n);
+  ASSERT_EQ(a.expunged.size(), 1u);
+  EXPECT_EQ(archive::to_hex(a.expunged[0].hash), inbox["messages"][0]["sha256"].get<std::string>());
+  bool found = false;
+  for (auto& m : a.present)
+    if (m.size == fresh.size()) {
+      found = true;
+      EXPECT_EQ(m.date_source, archive::DateSource::received);
+      EXPECT_EQ(m.internaldate, 1770109200);  // 2026-02-03 09:00:00 UTC
+      EXPECT_EQ(m.internaldate_tz, 60);
+    }
+  EXPECT_TRUE(found);
+
+  // Import into IMAP, then a deep verify against the target is equal.
+  std::vector<std::string> target = {"--host", server_->host(), "--port", std::to_string(server_->imaps_port()),
+                                     "--ca-file", server_->ca_file(), "--user", "target", "--password-file",
+                                     server_->password_file("target")};
+  std::vector<std::string> import = {"import", "--archive", archive_dir, "--account", account, "--json"};
+  import.insert(import.end(), target.begin(), target.end());
+  auto imported = run_imapstage(import);
+  ASSERT_EQ(imported.exit_code, 0) << imported.err << imported.out;
+  std::vector<std::string> verify = {"verify", "--archive", archive_dir, "--account", account, "--against", "target",
+                                     "--deep", "--json"};
+  verify.insert(verify.end(), target.begin(), target.end());
+  auto verified = run_imapstage(verify);
+  EXPECT_EQ(verified.exit_code, 0) << verified.err << verified.out;
+  EXPECT_EQ(imap_inbox("target")["messages"].size(), n);
+}
+
+TEST_F(Pop3ExportTest, BadPasswordIsExitThreeAndLeavesNoTrace) {
+  TempDir dir;
+  std::string wrong = write_secret(dir, "wrong", "not-the-password");
+  auto r = run_imapstage({"export", "--archive", dir.path() + "/archive", "--protocol", "pop3", "--host",
+                          server_->host(), "--port", std::to_string(server_->pop3s_port()), "--ca-file",
+                          server_->ca_file(), "--user", "alice", "--password-file", wrong});
+  EXPECT_EQ(r.exit_code, 3) << r.err << r.out;
+  EXPECT_NE(r.err.find("alice"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("not-the-password"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/archive/FORMAT"));
+}
+
+TEST_F(Pop3ExportTest, StlsAndUntrustedCertificate) {
+  TempDir dir;
+  auto stls = run_imapstage({"export", "--archive", dir.path() + "/a", "--protocol", "pop3", "--tls", "starttls",
+                             "--host", server_->host(), "--port", std::to_string(server_->pop3_port()), "--ca-file",
+                             server_->ca_file(), "--user", "carol", "--password-file",
+                             server_->password_file("carol")});
+  EXPECT_EQ(stls.exit_code, 0) << stls.err;
+  auto untrusted = run_imapstage({"export", "--archive", dir.path() + "/b", "--protocol", "pop3", "--host",
+                                  server_->host(), "--port", std::to_string(server_->pop3s_port()), "--user", "carol",
+                                  "--password-file", server_->password_file("carol")});
+  EXPECT_EQ(untrusted.exit_code, 4) << untrusted.err;
+  EXPECT_NE(untrusted.err.find("certificate"), std::string::npos) << untrusted.err;
+}
+
+TEST_F(Pop3ExportTest, MasterUserBatchThenDeleteAfterVerify) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  std::string accounts = dir.path() + "/accounts.csv";
+  std::ofstream(accounts) << "carol\n";
+  std::string master = write_secret(dir, "master", server_->master_password());
+  size_t n = imap_inbox("carol")["messages"].size();
+  ASSERT_GT(n, 0u);
+  auto batch = run_imapstage({"export", "--archive", archive_dir, "--protocol", "pop3", "--host", server_->host(),
+                              "--port", std::to_string(server_->pop3s_port()), "--ca-file", server_->ca_file(),
+                              "--accounts", accounts, "--auth-mode", "master-user", "--auth-user",
+                              server_->master_user(), "--password-file", master, "--max-load", "0", "--json",
+                              "--delete-after-verify"});
+  ASSERT_EQ(batch.exit_code, 0) << batch.err << batch.out;
+  auto a = archived(archive_dir, "carol@" + server_->host());
+  EXPECT_EQ(a.present.size(), n);
+  uint64_t deleted = 0;
+  for (auto& e : json_lines(batch.out))
+    if (e["event"] == "pop3_deleted") deleted = e["deleted"].get<uint64_t>();
+  EXPECT_EQ(deleted, n);
+  EXPECT_TRUE(imap_inbox("carol")["messages"].empty()) << "the server still holds carol's mail";
+  // The archive keeps every message (and verifies offline).
+  auto offline = run_imapstage({"verify", "--archive", archive_dir});
+  EXPECT_EQ(offline.exit_code, 0) << offline.out << offline.err;
+}
+
+TEST_F(Pop3ExportTest, ImapExportRefusesDeleteAfterVerify) {
+  TempDir dir;
+  auto r = run_imapstage({"export", "--archive", dir.path() + "/a", "--host", server_->host(), "--port",
+                          std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user", "alice",
+                          "--password-file", server_->password_file("alice"), "--delete-after-verify"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+}
+
+// --- the scripted fake ---
+
+std::vector<std::string> fake_export(const FakePop3Server& fake, const std::string& archive,
+                                     const std::string& password_file) {
+  return {"export", "--archive", archive, "--protocol", "pop3", "--tls", "none", "--host", "127.0.0.1", "--port",
+          std::to_string(fake.port()), "--user", "alice", "--password-file", password_file, "--timeout", "3",
+          "--json"};
+}
+
+TEST(Pop3FakeExportTest, WithoutUidlEverythingIsFetchedAndNothingStoredTwice) {
+  FakePop3Server fake;
+  fake.set_uidl(false);
+  std::string same = "Date: Wed, 1 Jan 2025 10:00:00 +0000\r\nSubject: same\r\n\r\nbody\r\n";
+  fake.set_messages({{"", same}, {"", "Subject: no date\r\n\r\nx\r\n"}, {"", same}});
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto first = run_imapstage(fake_export(fake, dir.path() + "/a", pw));
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  EXPECT_EQ(inbox_summary(first.out)["new"], 3);
+  EXPECT_NE(first.out.find("has no UIDL"), std::string::npos) << first.out;
+  auto a = archived(dir.path() + "/a", "alice@127.0.0.1");
+  ASSERT_EQ(a.present.size(), 3u);  // the two identical messages are both kept
+  size_t dated = 0, fetch_time = 0;
+  for (auto& m : a.present) {
+    EXPECT_EQ(m.source_id.rfind("sha256:", 0), 0u) << m.source_id;
+    dated += m.date_source == archive::DateSource::date_header;
+    fetch_time += m.date_source == archive::DateSource::fetch_time;
+  }
+  EXPECT_EQ(dated, 2u);
+  EXPECT_EQ(fetch_time, 1u);
+  auto again = run_imapstage(fake_export(fake, dir.path() + "/a", pw));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(inbox_summary(again.out)["new"], 0);
+  EXPECT_EQ(archived(dir.path() + "/a", "alice@127.0.0.1").present.size(), 3u);
+  // --delete-after-verify cannot match without UIDL: nothing is deleted.
+  auto del = fake_export(fake, dir.path() + "/a", pw);
+  del.push_back("--delete-after-verify");
+  auto deleting = run_imapstage(del);
+  EXPECT_EQ(deleting.exit_code, 0) << deleting.err;
+  EXPECT_EQ(fake.messages().size(), 3u);
+  for (auto& c : fake.commands()) EXPECT_EQ(c.rfind("DELE", 0), std::string::npos) << c;
+}
+
+TEST(Pop3FakeExportTest, DuplicateUidlsLoseNothing) {
+  FakePop3Server fake;
+  fake.set_messages({{"dup", "Subject: one\r\n\r\n1\r\n"}, {"dup", "Subject: two\r\n\r\n2\r\n"},
+                     {"x", "Subject: three\r\n\r\n3\r\n"}});
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto first = run_imapstage(fake_export(fake, dir.path() + "/a", pw));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto a = archived(dir.path() + "/a", "alice@127.0.0.1");
+  ASSERT_EQ(a.present.size(), 3u);
+  std::set<std::string> ids;
+  for (auto& m : a.present) ids.insert(m.source_id);
+  EXPECT_EQ(ids, (std::set<std::string>{"dup", "dup#2", "x"}));
+  auto again = run_imapstage(fake_export(fake, dir.path() + "/a", pw));
+  EXPECT_EQ(inbox_summary(again.out)["new"], 0);
+  // Only the DELE of archived, re-hashed messages, then QUIT.
+  auto del = fake_export(fake, dir.path() + "/a", pw);
+  del.push_back("--delete-after-verify");
+  fake.set_messages({{"dup", "Subject: one\r\n\r\n1\r\n"}, {"dup", "Subject: two\r\n\r\n2\r\n"},
+                     {"x", "Subject: three\r\n\r\n3\r\n"}, {"late", "Subject: late\r\n\r\n4\r\n"}});
+  auto deleting = run_imapstage(del);
+  ASSERT_EQ(deleting.exit_code, 0) << deleting.err;
+  // "late" was archived by this very run, so it goes too; nothing is left.
+  EXPECT_TRUE(fake.messages().empty());
+}
+
+TEST(Pop3FakeExportTest, ConnectionDroppedMidMessageIsResumed) {
+  FakePop3Server fake;
+  fake.set_messages({{"a", "Subject: a\r\n\r\n" + std::string(20000, 'a') + "\r\n"},
+                     {"b", "Subject: b\r\n\r\n" + std::string(20000, 'b') + "\r\n"},
+                     {"c", "Subject: c\r\n\r\nc\r\n"}});
+  fake.drop_during_retr(2, 5000);
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto r = run_imapstage(fake_export(fake, dir.path() + "/a", pw));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(archived(dir.path() + "/a", "alice@127.0.0.1").present.size(), 3u);
+  EXPECT_GE(fake.connections(), 2u);
+}
+
+TEST(Pop3FakeExportTest, StlsNotOfferedIsRefused) {
+  FakePop3Server fake;
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto args = fake_export(fake, dir.path() + "/a", pw);
+  for (auto& a : args)
+    if (a == "none") a = "starttls";
+  auto r = run_imapstage(args);
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find("STLS"), std::string::npos) << r.err;
+  for (auto& c : fake.commands()) EXPECT_EQ(c.rfind("USER", 0), std::string::npos) << c;
+}
+
+}  // namespace
+}  // namespace imapstage
