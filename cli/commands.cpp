@@ -16,6 +16,7 @@ void register_commands(CLI::App& app, int& status) {
   add_serve_command(app, status);
   add_jobs_command(app, status);
   add_login_hook_command(app, status);
+  add_invite_command(app, status);
 }
 
 }  // namespace imapstage::cli

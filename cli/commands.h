@@ -26,6 +26,7 @@ void add_extract_command(CLI::App& app, int& status);  // filesystem/extract_com
 void add_serve_command(CLI::App& app, int& status);      // serve/serve_command.cpp
 void add_jobs_command(CLI::App& app, int& status);       // serve/jobs_command.cpp
 void add_login_hook_command(CLI::App& app, int& status); // serve/login_hook_command.cpp (also login-trigger)
+void add_invite_command(CLI::App& app, int& status);     // serve/invite_command.cpp
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);
