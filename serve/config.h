@@ -33,6 +33,7 @@
 //   attempts_per_ip = 20               # within attempts_window
 //   attempts_window = "15m"
 //   refresh = 5                        # seconds between refreshes of the status page
+//   admin_token_file = ""              # a token (first line) that opens the console at /admin; empty: no console
 //
 //   [login_hook]
 //   timeout = 30                       # seconds for the whole hook (Dovecot sets none)
@@ -80,6 +81,7 @@ struct ServeConfig {
     int attempts_per_ip = 20;
     std::chrono::seconds attempts_window{15 * 60};
     int refresh = 5;
+    std::filesystem::path admin_token_file;
   } web;
 
   std::filesystem::path spool_dir() const { return state_dir / "spool"; }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -102,7 +103,21 @@ WebServer::WebServer(const ServeConfig& config, Daemon& daemon, EventSink& event
   } else {
     server_ = std::make_unique<httplib::Server>();
   }
+  if (!config_.web.admin_token_file.empty()) {
+    std::ifstream in(config_.web.admin_token_file);
+    std::string line;
+    if (!in || !std::getline(in, line))
+      throw Error(ErrorKind::usage, "[web] cannot read admin_token_file", Retry::never,
+                  {.file = config_.web.admin_token_file.string()});
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.size() < 16)
+      throw Error(ErrorKind::usage, "[web] the admin token must be at least 16 characters", Retry::never,
+                  {.file = config_.web.admin_token_file.string()});
+    admin_token_ = SecretString(line);
+    wipe(line);
+  }
   routes();
+  admin_routes();
 }
 
 WebServer::~WebServer() {
@@ -360,6 +375,198 @@ void WebServer::status_page(const httplib::Request& req, httplib::Response& res)
   if (!final)
     body += fmt::format("<p>This page refreshes itself every {} seconds; you may close it.</p>", config_.web.refresh);
   res.set_content(page("Your mailbox", body, final ? 0 : config_.web.refresh), "text/html; charset=utf-8");
+}
+
+std::string WebServer::admin_session(const httplib::Request& req) {
+  std::string cookie = req.get_header_value("Cookie");
+  auto at = cookie.find("imapstage_admin=");
+  if (at == std::string::npos) return "";
+  std::string id = cookie.substr(at + 16, 64);
+  if (id.size() != 64) return "";
+  std::string h = token_hash(id);
+  std::lock_guard lock(limit_mutex_);
+  auto it = sessions_.find(h);
+  if (it == sessions_.end() || it->second < now_seconds()) return "";
+  return h;
+}
+
+void WebServer::admin_routes() {
+  auto html = [](httplib::Response& res, const std::string& text) { res.set_content(text, "text/html; charset=utf-8"); };
+  auto login_form = [this](const std::string& error) {
+    return page("Migration console: log in",
+                fmt::format("{}<form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" "
+                            "value=\"{}\"><label for=\"token\">Administrator token</label><input type=\"password\" "
+                            "id=\"token\" name=\"token\" required autofocus><button type=\"submit\" "
+                            "id=\"login\">Log in</button></form>",
+                            error.empty() ? "" : "<p class=\"box error\" id=\"error\">" + esc(error) + "</p>",
+                            archive::to_hex(archive::sha256(secret_ + "login"))));
+  };
+  auto no_console = [this, html](httplib::Response& res) {
+    res.status = 404;
+    html(res, page("No console", "<p class=\"box error\" id=\"refusal\">The console is off (no [web] "
+                                 "admin_token_file).</p>"));
+  };
+  // Sends a request without a session to the login page; returns the session.
+  auto session_or_login = [this](const httplib::Request& req, httplib::Response& res) -> std::string {
+    std::string s = admin_session(req);
+    if (s.empty()) {
+      res.status = 303;
+      res.set_header("Location", "/admin/login");
+    }
+    return s;
+  };
+  auto admin_csrf = [this](const std::string& session) {
+    return archive::to_hex(archive::sha256(secret_ + "admin " + session));
+  };
+  server_->Get("/admin/login", [=, this](const httplib::Request&, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    html(res, login_form(""));
+  });
+  server_->Post("/admin/login", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    SecretString token(req.has_param("token") ? req.get_param_value("token") : "");
+    std::string csrf = req.has_param("csrf") ? req.get_param_value("csrf") : "";
+    auto& mreq = const_cast<httplib::Request&>(req);
+    wipe(mreq.body);
+    for (auto& [k, v] : mreq.params) wipe(v);
+    if (!same(csrf, archive::to_hex(archive::sha256(secret_ + "login")))) {
+      res.status = 403;
+      return html(res, page("Form refused", "<p class=\"box error\" id=\"refusal\">This form was not sent from the "
+                                            "login page.</p>"));
+    }
+    if (!allow_attempt("admin " + req.remote_addr, req.remote_addr)) {
+      res.status = 429;
+      res.set_header("Retry-After", std::to_string(config_.web.attempts_window.count()));
+      return html(res, page("Too many attempts", "<p class=\"box error\" id=\"refusal\">Too many attempts.</p>"));
+    }
+    if (!same(token_hash(token.get()), token_hash(admin_token_.get()))) {
+      events_.emit({{"event", "web_refused"}, {"reason", "admin_login"}, {"client", req.remote_addr},
+                    {"text", fmt::format("web: a wrong administrator token from {}", req.remote_addr)}});
+      res.status = 401;
+      return html(res, login_form("Wrong token."));
+    }
+    std::string id = new_token();
+    {
+      std::lock_guard lock(limit_mutex_);
+      sessions_[token_hash(id)] = now_seconds() + 12 * 3600;
+    }
+    events_.emit({{"event", "web_admin_login"}, {"client", req.remote_addr},
+                  {"text", fmt::format("web: administrator logged in from {}", req.remote_addr)}});
+    res.set_header("Set-Cookie", fmt::format("imapstage_admin={}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=43200{}",
+                                             id, tls_ ? "; Secure" : ""));
+    res.status = 303;
+    res.set_header("Location", "/admin");
+  });
+  server_->Get("/admin", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    if (session_or_login(req, res).empty()) return;
+    auto list = daemon_.handle({{"op", "list"}}, Peer{::geteuid(), ::getegid(), ::getpid()});
+    std::string filter = req.has_param("state") ? req.get_param_value("state") : "";
+    static const std::vector<std::string> states = {"queued", "running", "waiting", "done", "error", "cancelled"};
+    std::map<std::string, int> counts;
+    uint64_t messages = 0, bytes = 0;
+    for (auto& j : list["jobs"]) {
+      ++counts[j.value("status", "")];
+      messages += j.value("messages", uint64_t{0});
+      bytes += j.value("bytes", uint64_t{0});
+    }
+    int most = 1;
+    for (auto& [k, n] : counts) most = std::max(most, n);
+    std::string svg = fmt::format("<svg id=\"by-state\" xmlns=\"http://www.w3.org/2000/svg\" width=\"420\" height=\"{}\" "
+                                  "role=\"img\" aria-label=\"accounts by state\">",
+                                  states.size() * 24 + 4);
+    static const std::map<std::string, std::string> colours = {{"queued", "#999"},  {"running", "#37c"},
+                                                               {"waiting", "#c90"}, {"done", "#393"},
+                                                               {"error", "#c33"},   {"cancelled", "#666"}};
+    for (size_t i = 0; i < states.size(); ++i) {
+      int n = counts[states[i]];
+      svg += fmt::format("<text x=\"0\" y=\"{}\" font-size=\"14\">{}</text><rect x=\"90\" y=\"{}\" width=\"{}\" "
+                         "height=\"18\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"14\">{}</text>",
+                         i * 24 + 17, states[i], i * 24 + 3, 280 * n / most, colours.at(states[i]),
+                         95 + 280 * n / most, i * 24 + 17, n);
+    }
+    svg += "</svg>";
+    std::string filters = "<p>Show: <a href=\"/admin\">all</a>";
+    for (auto& st : states) filters += fmt::format(" &middot; <a href=\"/admin?state={0}\">{0} ({1})</a>", st, counts[st]);
+    filters += "</p>";
+    std::string rows;
+    for (auto& j : list["jobs"]) {
+      if (!filter.empty() && j.value("status", "") != filter) continue;
+      std::string verify = "-";
+      if (j["verify"].is_object())
+        verify = j["verify"].value("equal", false) ? "equal" : fmt::format("{} differences", j["verify"].value("differences", 0));
+      rows += fmt::format("<tr class=\"job\" data-user=\"{1}\" data-status=\"{3}\"><td><a href=\"/admin/job/{0}\">{0}</a></td>"
+                          "<td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td><td>{7}</td></tr>",
+                          j.value("id", 0), esc(j.value("user", "")), esc(j.value("target_user", "")),
+                          esc(j.value("status", "")), j.value("messages", 0), size_text(j.value("bytes", uint64_t{0})),
+                          esc(verify), esc(j.value("error", "")));
+    }
+    html(res, page("Migration console",
+                   fmt::format("<p id=\"totals\">{} jobs, {} messages, {} copied</p>{}{}<table><tr><th>job</th><th>user"
+                               "</th><th>target</th><th>status</th><th>messages</th><th>copied</th><th>verify</th>"
+                               "<th>error</th></tr>{}</table>",
+                               list["jobs"].size(), messages, size_text(bytes), svg, filters, rows),
+                   config_.web.refresh * 2));
+  });
+  server_->Get(R"(/admin/job/([0-9]+))", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    std::string session = session_or_login(req, res);
+    if (session.empty()) return;
+    uint64_t id = std::stoull(std::string(req.matches[1]));
+    nlohmann::json job;
+    try {
+      job = daemon_.handle({{"op", "show"}, {"id", id}}, Peer{::geteuid(), ::getegid(), ::getpid()})["job"];
+    } catch (const Error&) {
+      res.status = 404;
+      return html(res, page("No such job", "<p class=\"box error\" id=\"refusal\">No such job.</p>"));
+    }
+    std::string forms;
+    for (const char* op : {"retry", "cancel"})
+      forms += fmt::format("<form method=\"post\" action=\"/admin/job/{}/{}\"><input type=\"hidden\" name=\"csrf\" "
+                           "value=\"{}\"><button type=\"submit\" id=\"{}\">{}</button></form>",
+                           id, op, admin_csrf(session), op, op);
+    html(res, page(fmt::format("Job {}: {}", id, job.value("user", "")),
+                   fmt::format("<pre id=\"job\">{}</pre>{}<p><a id=\"report\" href=\"/admin/job/{}.json\">Download the "
+                               "report (JSON)</a></p>",
+                               esc(job.dump(2)), forms, id)));
+  });
+  server_->Get(R"(/admin/job/([0-9]+)\.json)", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    if (session_or_login(req, res).empty()) return;
+    uint64_t id = std::stoull(std::string(req.matches[1]));
+    try {
+      auto job = daemon_.handle({{"op", "show"}, {"id", id}}, Peer{::geteuid(), ::getegid(), ::getpid()})["job"];
+      res.set_header("Content-Disposition", fmt::format("attachment; filename=\"job-{}.json\"", id));
+      res.set_content(job.dump(2) + "\n", "application/json");
+    } catch (const Error&) {
+      res.status = 404;
+    }
+  });
+  server_->Post(R"(/admin/job/([0-9]+)/(retry|cancel))", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (admin_token_.get().empty()) return no_console(res);
+    std::string session = admin_session(req);
+    if (session.empty()) {
+      res.status = 401;
+      return html(res, page("Not logged in", "<p class=\"box error\" id=\"refusal\">Log in first: "
+                                             "<a href=\"/admin/login\">log in</a>.</p>"));
+    }
+    std::string csrf = req.has_param("csrf") ? req.get_param_value("csrf") : "";
+    if (!same(csrf, admin_csrf(session))) {
+      res.status = 403;
+      return html(res, page("Form refused", "<p class=\"box error\" id=\"refusal\">This form was not sent from "
+                                            "the console.</p>"));
+    }
+    uint64_t id = std::stoull(std::string(req.matches[1]));
+    std::string op = req.matches[2];
+    try {
+      daemon_.handle({{"op", op}, {"id", id}}, Peer{::geteuid(), ::getegid(), ::getpid()});
+    } catch (const Error& e) {
+      res.status = 409;
+      return html(res, page("Refused", "<p class=\"box error\" id=\"refusal\">" + esc(e.message()) + "</p>"));
+    }
+    res.status = 303;
+    res.set_header("Location", fmt::format("/admin/job/{}", id));
+  });
 }
 
 nlohmann::json WebServer::handle_control(const nlohmann::json& request, const Peer&) {

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/aead.h"
 #include "common/events.h"
 #include "serve/config.h"
 #include "serve/control.h"
@@ -63,6 +64,10 @@ class WebServer {
   void invite_page(const httplib::Request& req, httplib::Response& res, const std::string& error);
   void invite_post(const httplib::Request& req, httplib::Response& res);
   void status_page(const httplib::Request& req, httplib::Response& res);
+  // The console: /admin/login, /admin (jobs, ?state=), /admin/job/N (POST retry|cancel), /admin/job/N.json.
+  void admin_routes();
+  // The session of the request's cookie, empty when it has none that is valid.
+  std::string admin_session(const httplib::Request& req);
   Check check_password(const std::string& user, const std::string& password, const std::string& client,
                        std::string& why);
   std::string csrf_for(const Invite& invite) const;
@@ -84,6 +89,8 @@ class WebServer {
   std::mutex accept_mutex_;  // one acceptance at a time: a link queues at most one job
   std::mutex limit_mutex_;
   std::map<std::string, std::deque<double>> link_attempts_, ip_attempts_;
+  SecretString admin_token_;                 // empty: no console
+  std::map<std::string, double> sessions_;   // SHA-256 of a session id -> expiry (under limit_mutex_)
 };
 
 }  // namespace imapstage::serve

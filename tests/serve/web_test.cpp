@@ -110,6 +110,7 @@ class WebTest : public ::testing::Test {
     new_ = new TestServer(new_options);
     write_file(dir_ + "/old-admin.secret", old_->master_password() + "\n", 0600, kNobody);
     write_file(dir_ + "/new-admin.secret", new_->master_password() + "\n", 0600, kNobody);
+    write_file(dir_ + "/admin.token", std::string(kAdminToken) + "\n", 0600, kNobody);
     port_ = free_port();
     write_config(20);
   }
@@ -165,10 +166,11 @@ attempts_per_link = 3
 attempts_per_ip = {}
 attempts_window = "10m"
 refresh = 1
+admin_token_file = "{}/admin.token"
 )",
                                    old_->imaps_port(), old_->ca_file(), old_->master_user(), dir_,
                                    new_->imaps_port(), new_->ca_file(), new_->master_user(), dir_, state_, logs_,
-                                   port_, attempts_per_ip);
+                                   port_, attempts_per_ip, dir_);
     write_file(config_, text, 0644);
   }
 
@@ -269,8 +271,10 @@ refresh = 1
   static void expect_no_secret(const std::string& where, const std::string& text) {
     for (auto& [user, pw] : passwords_) EXPECT_EQ(text.find(pw), std::string::npos) << user << "'s password in " << where;
     EXPECT_EQ(text.find(kWrong), std::string::npos) << "a wrong password in " << where;
+    EXPECT_EQ(text.find(kAdminToken), std::string::npos) << "the admin token in " << where;
   }
 
+  static constexpr const char* kAdminToken = "console-token-0123456789abcdef";
   static constexpr const char* kWrong = "Wrong-Passw0rd-xyzzy";
   static std::map<std::string, std::string> passwords_;
   static std::vector<std::string> tokens_;
@@ -492,6 +496,78 @@ TEST_F(WebTest, InARealBrowserTheUserMovesTheMailbox) {
   EXPECT_EQ(content(*new_, "yara"), content(*old_, "yara"));
   for (auto name : {"1-form.png", "2-wrong-password.png", "4-done.png", "5-link-reused.png"})
     EXPECT_GT(fs::file_size(shots / name), 1000u) << name;
+}
+
+TEST_F(WebTest, TheConsoleNeedsALoginAndListsRetriesAndReportsJobs) {
+  // No session: the pages send to the login, the actions are refused.
+  auto page = client().Get("/admin");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 303);
+  EXPECT_EQ(page->get_header_value("Location"), "/admin/login");
+  auto json = client().Get("/admin/job/1.json");
+  ASSERT_TRUE(json);
+  EXPECT_EQ(json->status, 303);
+  httplib::Params none;
+  auto action = client().Post("/admin/job/1/retry", none);
+  ASSERT_TRUE(action);
+  EXPECT_EQ(action->status, 401);
+
+  auto login = client().Get("/admin/login");
+  ASSERT_TRUE(login);
+  std::string csrf = csrf_in(login->body);
+  ASSERT_FALSE(csrf.empty());
+  httplib::Params wrong{{"csrf", csrf}, {"token", "not-the-token-at-all"}};
+  auto refused = client().Post("/admin/login", wrong);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_FALSE(refused->has_header("Set-Cookie"));
+  httplib::Params no_csrf{{"token", kAdminToken}};
+  EXPECT_EQ(client().Post("/admin/login", no_csrf)->status, 403);
+  httplib::Params right{{"csrf", csrf}, {"token", kAdminToken}};
+  auto ok = client().Post("/admin/login", right);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 303);
+  std::string cookie = ok->get_header_value("Set-Cookie");
+  EXPECT_NE(cookie.find("HttpOnly"), std::string::npos);
+  EXPECT_NE(cookie.find("SameSite=Strict"), std::string::npos);
+  EXPECT_EQ(cookie.find(kAdminToken), std::string::npos);
+  cookie = cookie.substr(0, cookie.find(';'));
+  httplib::Headers session{{"Cookie", cookie}};
+
+  auto c = client();
+  auto list = c.Get("/admin?state=done", session);
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->status, 200) << list->body;
+  bodies_.push_back(list->body);
+  EXPECT_NE(list->body.find("data-user=\"wendy\" data-status=\"done\""), std::string::npos) << list->body;
+  EXPECT_EQ(list->body.find("data-status=\"queued\""), std::string::npos);
+  EXPECT_NE(list->body.find("<svg id=\"by-state\""), std::string::npos);
+  uint64_t id = job_of("wendy")["id"];
+  auto report = c.Get(fmt::format("/admin/job/{}.json", id).c_str(), session);
+  ASSERT_TRUE(report);
+  ASSERT_EQ(report->status, 200);
+  auto j = nlohmann::json::parse(report->body);
+  EXPECT_EQ(j["user"], "wendy");
+  EXPECT_EQ(j["verify"]["equal"], true);
+  bodies_.push_back(report->body);
+
+  auto detail = c.Get(fmt::format("/admin/job/{}", id).c_str(), session);
+  ASSERT_TRUE(detail);
+  std::string action_csrf = csrf_in(detail->body);
+  ASSERT_FALSE(action_csrf.empty()) << detail->body;
+  httplib::Params bad{{"csrf", std::string(64, '1')}};
+  EXPECT_EQ(c.Post(fmt::format("/admin/job/{}/retry", id).c_str(), session, bad)->status, 403);
+  EXPECT_EQ(job_of("wendy")["status"], "done");
+  httplib::Params good{{"csrf", action_csrf}};
+  auto retried = c.Post(fmt::format("/admin/job/{}/retry", id).c_str(), session, good);
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(retried->status, 303);
+  std::string status = job_of("wendy")["status"];
+  EXPECT_TRUE(status == "queued" || status == "running" || status == "done") << status;
+  auto end = Clock::now() + 120s;
+  while (Clock::now() < end && job_of("wendy")["status"] != "done") std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(job_of("wendy")["status"], "done");
+  EXPECT_EQ(content(*new_, "wendy"), content(*old_, "wendy")) << "a second pass duplicated mail";
 }
 
 TEST_F(WebTest, NoPasswordOrTokenInAnswersLogsOrStateFiles) {
