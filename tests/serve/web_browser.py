@@ -19,11 +19,15 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def text_of(driver, element_id):
+    """The text of the element once it is on the page (up to 30 s), or None."""
     try:
-        return driver.find_element(By.ID, element_id).text
+        return WebDriverWait(driver, 30).until(
+            expected_conditions.presence_of_element_located((By.ID, element_id))).text
     except WebDriverException:
         return None
 
@@ -52,7 +56,8 @@ def main():
         driver.find_element(By.ID, "password").send_keys(wrong)
         driver.find_element(By.ID, "submit").click()
         seen["wrong_error"] = text_of(driver, "error")
-        seen["wrong_field_empty"] = driver.find_element(By.ID, "password").get_attribute("value") == ""
+        seen["wrong_field_empty"] = text_of(driver, "password") is not None and \
+            driver.find_element(By.ID, "password").get_attribute("value") == ""
         shot("2-wrong-password")
         driver.find_element(By.ID, "password").send_keys(right)
         driver.find_element(By.ID, "submit").click()

@@ -128,7 +128,7 @@ class WebTest : public ::testing::Test {
     delete work_;
   }
 
-  static void write_config(int attempts_per_ip) {
+  static void write_config(int attempts_per_ip, bool tls = false) {
     std::string text = fmt::format(R"([profiles.old]
 host = "127.0.0.1"
 port = {}
@@ -167,10 +167,12 @@ attempts_per_ip = {}
 attempts_window = "10m"
 refresh = 1
 admin_token_file = "{}/admin.token"
+{}
 )",
                                    old_->imaps_port(), old_->ca_file(), old_->master_user(), dir_,
                                    new_->imaps_port(), new_->ca_file(), new_->master_user(), dir_, state_, logs_,
-                                   port_, attempts_per_ip, dir_);
+                                   port_, attempts_per_ip, dir_,
+                                   tls ? fmt::format("tls_cert = \"{0}/web.pem\"\ntls_key = \"{0}/web.key\"", dir_) : "");
     write_file(config_, text, 0644);
   }
 
@@ -196,7 +198,8 @@ admin_token_file = "{}/admin.token"
     auto end = Clock::now() + 20s;
     while (Clock::now() < end) {
       try {
-        httplib::Client c("127.0.0.1", port_);
+        httplib::Client c(fmt::format("{}://127.0.0.1:{}", daemon_tls_ ? "https" : "http", port_));
+        c.enable_server_certificate_verification(false);
         if (call({{"op", "list"}}).value("ok", false) && c.Get("/")) return;
       } catch (const Error&) {
       }
@@ -285,6 +288,7 @@ admin_token_file = "{}/admin.token"
   static std::string dir_, config_, state_, logs_;
   static pid_t daemon_pid_;
   static uint16_t port_;
+  static bool daemon_tls_;
 };
 
 std::map<std::string, std::string> WebTest::passwords_;
@@ -296,6 +300,7 @@ TestServer* WebTest::new_ = nullptr;
 std::string WebTest::dir_, WebTest::config_, WebTest::state_, WebTest::logs_;
 pid_t WebTest::daemon_pid_ = 0;
 uint16_t WebTest::port_ = 0;
+bool WebTest::daemon_tls_ = false;
 
 TEST_F(WebTest, InviteCommandWritesSingleUseLinksAsCsvAndMail) {
   write_file(dir_ + "/accounts.txt", "# mailboxes\nxavier\nyara,yara\n", 0644);
@@ -484,7 +489,9 @@ TEST_F(WebTest, InARealBrowserTheUserMovesTheMailbox) {
                         dir_ + "/wrong.pw", dir_ + "/right.pw", shots.string()},
                        {"HOME=" + dir_}, 240s);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  auto seen = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  auto parsed = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  nlohmann::json seen;  // what the page did not show is ""
+  for (auto& [k, v] : parsed.items()) seen[k] = v.is_null() ? nlohmann::json("") : v;
   EXPECT_EQ(seen["form_user"], "yara") << seen.dump();
   EXPECT_NE(seen.value("wrong_error", "").find("refused this password"), std::string::npos) << seen.dump();
   EXPECT_TRUE(seen.value("wrong_field_empty", false));
@@ -568,6 +575,31 @@ TEST_F(WebTest, TheConsoleNeedsALoginAndListsRetriesAndReportsJobs) {
   while (Clock::now() < end && job_of("wendy")["status"] != "done") std::this_thread::sleep_for(200ms);
   EXPECT_EQ(job_of("wendy")["status"], "done");
   EXPECT_EQ(content(*new_, "wendy"), content(*old_, "wendy")) << "a second pass duplicated mail";
+}
+
+TEST_F(WebTest, WithACertificateThePagesAreHttpsOnly) {
+  fs::path certs = fs::path(old_->ca_file()).parent_path();
+  write_file(dir_ + "/web.pem", read_file(certs / "server.pem"), 0644, kNobody);
+  write_file(dir_ + "/web.key", read_file(certs / "server.key"), 0600, kNobody);
+  stop_daemon();
+  write_config(20, true);
+  daemon_tls_ = true;
+  start_daemon();
+  httplib::SSLClient c("127.0.0.1", port_);
+  c.set_ca_cert_path(old_->ca_file().c_str());
+  c.enable_server_certificate_verification(true);
+  std::string link = invite("xavier");
+  EXPECT_EQ(link.rfind("https://127.0.0.1:", 0), 0u) << link;
+  auto page = c.Get(path_of(link).c_str());
+  ASSERT_TRUE(page) << httplib::to_string(page.error());
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->body.find("id=\"plain-http\""), std::string::npos) << "HTTPS pages do not warn";
+  EXPECT_NE(page->get_header_value("Strict-Transport-Security").find("max-age="), std::string::npos);
+  EXPECT_FALSE(client().Get("/")) << "plain HTTP answered on the HTTPS port";
+  stop_daemon();
+  daemon_tls_ = false;
+  write_config(20);
+  start_daemon();
 }
 
 TEST_F(WebTest, NoPasswordOrTokenInAnswersLogsOrStateFiles) {
