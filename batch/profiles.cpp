@@ -258,7 +258,7 @@ Config parse_config(std::string_view text, const std::filesystem::path& origin) 
                 Retry::never, {.file = origin.string()});
   }
   for (auto&& [k, v] : root) {
-    if (k.str() == "serve" || k.str() == "login_hook") continue;  // read by serve/config.h
+    if (k.str() == "serve" || k.str() == "login_hook" || k.str() == "web") continue;  // read by serve/config.h
     if (k.str() != "profiles") bad(origin, v, fmt::format("unknown section or key {}", k.str()));
     auto* profiles = v.as_table();
     if (!profiles) bad(origin, v, "profiles must be a table of [profiles.NAME] sections");

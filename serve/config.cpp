@@ -145,6 +145,32 @@ ServeConfig parse_serve_config(const std::string& text, const std::filesystem::p
       else bad(origin, v, "[login_hook]: unknown key " + key);
     }
   }
+  if (auto* web = root["web"].as_table()) {
+    for (auto&& [k, v] : *web) {
+      std::string key(k.str());
+      if (key == "listen") c.web.listen = text_of(origin, key, v);
+      else if (key == "tls_cert") c.web.tls_cert = text_of(origin, key, v);
+      else if (key == "tls_key") c.web.tls_key = text_of(origin, key, v);
+      else if (key == "base_url") c.web.base_url = text_of(origin, key, v);
+      else if (key == "invite_ttl") c.web.invite_ttl = duration_of(origin, key, v);
+      else if (key == "attempts_per_link") c.web.attempts_per_link = static_cast<int>(int_of(origin, key, v, 1, 1000));
+      else if (key == "attempts_per_ip") c.web.attempts_per_ip = static_cast<int>(int_of(origin, key, v, 1, 100000));
+      else if (key == "attempts_window") c.web.attempts_window = duration_of(origin, key, v);
+      else if (key == "admin_token_file") c.web.admin_token_file = text_of(origin, key, v);
+      else if (key == "refresh") c.web.refresh = static_cast<int>(int_of(origin, key, v, 1, 3600));
+      else bad(origin, v, "[web]: unknown key " + key);
+    }
+    if (c.web.tls_cert.empty() != c.web.tls_key.empty())
+      bad(origin, *web, "[web]: tls_cert and tls_key go together");
+    if (!c.web.listen.empty() && c.web.tls_cert.empty()) {
+      std::string host = c.web.listen.substr(0, c.web.listen.rfind(':'));
+      if (host != "localhost" && host != "[::1]" && host.rfind("127.", 0) != 0)
+        bad(origin, *web->get("listen"),
+            fmt::format("[web] listen {} is not a loopback address: give tls_cert and tls_key (plain HTTP is "
+                        "served only on loopback)",
+                        c.web.listen));
+    }
+  }
   c.archive = archive.empty() ? c.state_dir / "archive" : std::filesystem::path(archive);
   c.socket = socket.empty() ? c.state_dir / "control.sock" : std::filesystem::path(socket);
   return c;

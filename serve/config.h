@@ -23,6 +23,18 @@
 //   admin_users = []                   # users who may run `imapstage jobs` (root and the daemon's own user always may)
 //   hook_users = ["dovecot"]           # users whose logins may enqueue (the hook and the trigger)
 //
+//   [web]                              # the self-service page (serve/web.h); off unless `listen` is set
+//   listen = "0.0.0.0:8443"            # HOST:PORT; plain HTTP only on a loopback address
+//   tls_cert = "/etc/imapstage/web.pem"  # certificate chain (PEM); required unless listen is on loopback
+//   tls_key = "/etc/imapstage/web.key"
+//   base_url = "https://migrate.example" # how users reach it (the invitation links); default from listen
+//   invite_ttl = "14d"                 # how long an invitation link works
+//   attempts_per_link = 5              # password attempts per link and per IP address
+//   attempts_per_ip = 20               # within attempts_window
+//   attempts_window = "15m"
+//   refresh = 5                        # seconds between refreshes of the status page
+//   admin_token_file = ""              # a token (first line) that opens the console at /admin; empty: no console
+//
 //   [login_hook]
 //   timeout = 30                       # seconds for the whole hook (Dovecot sets none)
 //   cutover = ""                       # RFC 3339 time: from then on the hook refuses every login (exit 1)
@@ -60,6 +72,17 @@ struct ServeConfig {
   std::vector<std::string> hook_users = {"dovecot"};
   std::chrono::seconds hook_timeout{30};
   int64_t cutover = 0;                // unix seconds, 0: none
+  struct Web {
+    std::string listen;                // HOST:PORT; empty: no web pages
+    std::filesystem::path tls_cert, tls_key;
+    std::string base_url;
+    std::chrono::seconds invite_ttl{14 * 24 * 3600};
+    int attempts_per_link = 5;
+    int attempts_per_ip = 20;
+    std::chrono::seconds attempts_window{15 * 60};
+    int refresh = 5;
+    std::filesystem::path admin_token_file;
+  } web;
 
   std::filesystem::path spool_dir() const { return state_dir / "spool"; }
   std::filesystem::path secrets_dir() const { return state_dir / "secrets"; }

@@ -201,11 +201,11 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
     if (!j) throw Error(ErrorKind::not_found, "no such job");
     return {{"ok", true}, {"job", public_job(*j)}};
   }
-  if (op == "login" || op == "trigger" || op == "add") {
+  if (op == "login" || op == "trigger" || op == "add" || op == "web") {
     std::string user = text("user");
     SecretString secret(op == "trigger" ? "" : text("password"));
     const std::string& password = secret.get();
-    bool hook = op != "add";
+    bool hook = op != "add" && op != "web";
     Job* existing = queue_.find_user(user);
     if (existing) {
       // A job waiting for the user's password, or one whose password the
@@ -236,7 +236,7 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
                                                 "magic credential",
                                                 user, config_.source_profile));
     Job& job = add_job(user, mode, op == "login" ? "hook" : op);
-    if (op == "add" && !text("target_user").empty()) job.target_user = text("target_user");
+    if ((op == "add" || op == "web") && !text("target_user").empty()) job.target_user = text("target_user");
     if (mode == CredentialMode::password) set_secret(job, password);
     save();
     events_.emit({{"event", "job_added"}, {"job", job.id}, {"user", job.user}, {"origin", job.origin},
@@ -283,6 +283,7 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
                   {"time", now_seconds()}, {"text", fmt::format("job {} ({}): {}", id, j->user, op)}});
     return {{"ok", true}, {"job", public_job(*j)}};
   }
+  if (extension_) return extension_(request, peer);
   throw Error(ErrorKind::usage, "unknown request " + op);
 }
 

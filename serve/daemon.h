@@ -51,6 +51,10 @@ class Daemon {
   // for a malformed request, Error(auth) when the peer may not make it.
   nlohmann::json handle(const nlohmann::json& request, const Peer& peer);
 
+  // Requests the daemon does not know go to `extension` (the web pages'
+  // "invite"), for admins only. Set before run().
+  void set_extension(ControlHandler extension) { extension_ = std::move(extension); }
+
   // Starts what may start now and takes in spooled logins. Called by run().
   void dispatch();
 
@@ -75,6 +79,7 @@ class Daemon {
 
   ServeConfig config_;
   EventSink& events_;
+  ControlHandler extension_;
   std::unique_ptr<Vault> vault_;
   std::unique_ptr<archive::Archive> archive_;
   std::set<uid_t> admin_uids_, hook_uids_;

@@ -14,6 +14,7 @@
 #include "serve/config.h"
 #include "serve/control.h"
 #include "serve/daemon.h"
+#include "serve/web.h"
 
 namespace imapstage::cli {
 
@@ -83,6 +84,12 @@ void add_serve_command(CLI::App& app, int& status) {
     ::sigaction(SIGINT, &sa, nullptr);
     serve::Daemon daemon(config, *sink);
     serve::ControlListener listener(config.socket);
+    std::unique_ptr<serve::WebServer> web;
+    if (!config.web.listen.empty()) {
+      web = std::make_unique<serve::WebServer>(config, daemon, *sink);
+      daemon.set_extension([&web](const nlohmann::json& r, const serve::Peer& p) { return web->handle_control(r, p); });
+      web->start();
+    }
     daemon.run(listener, [] { return g_stop.load(); });
     status = kExitOk;
   });
