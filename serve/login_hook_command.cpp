@@ -28,6 +28,7 @@
 #include "imap/session.h"
 #include "serve/config.h"
 #include "serve/control.h"
+#include "serve/password_check.h"
 
 namespace imapstage::cli {
 
@@ -130,33 +131,21 @@ int run_hook(const std::string& config_path, const std::vector<std::string>& rep
   if (config.cutover > 0 && std::time(nullptr) >= config.cutover) return kWrongPassword;
 
   // The password against the old server, on behalf of the client's address.
-  try {
-    const batch::Profile& source = config.source();
-    auto endpoint = source.endpoint();
-    auto session = imap::Session::connect(endpoint);
+  {
     std::string ip = env_or("AUTH_RIP", "TCPREMOTEIP"), port = env_or("AUTH_RPORT", "TCPREMOTEPORT");
     std::vector<std::pair<std::string, std::string>> id;
     if (!ip.empty()) id.push_back({"x-originating-ip", ip});
     if (!port.empty()) id.push_back({"x-originating-port", port});
-    if (!id.empty()) session->send_id(id);
-    imap::Credentials credentials{user, password.get(), source.mechanism, ""};
-    if (credentials.mechanism == imap::AuthMechanism::xoauth2) credentials.mechanism = imap::AuthMechanism::login;
-    try {
-      session->login(credentials);
-    } catch (...) {
-      wipe(credentials.secret);
-      throw;
+    std::string why;
+    switch (serve::check_source_password(config, user, password.get(), id, why)) {
+      case serve::PasswordCheck::accepted: break;
+      case serve::PasswordCheck::refused:
+        log_line("{}: the old server refused the password", user);
+        return kWrongPassword;
+      case serve::PasswordCheck::unavailable:
+        log_line("{}: cannot check the password with the old server: {}", user, why);
+        return kTemporary;
     }
-    wipe(credentials.secret);
-    // The session is closed without LOGOUT: one round trip less for every login.
-  } catch (const Error& e) {
-    if (e.kind() == ErrorKind::auth && e.retry() == Retry::never &&
-        e.message().rfind("authentication failed", 0) == 0) {
-      log_line("{}: the old server refused the password", user);
-      return kWrongPassword;
-    }
-    log_line("{}: cannot check the password with the old server: {}", user, e.what());
-    return kTemporary;
   }
 
   // Queue the migration (once per user): the daemon, or the spool when it is down.

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "imap/session.h"
 #include "serve/jobs.h"
+#include "serve/password_check.h"
 
 namespace imapstage::serve {
 
@@ -244,26 +245,14 @@ void WebServer::invite_page(const httplib::Request& req, httplib::Response& res,
 
 WebServer::Check WebServer::check_password(const std::string& user, const std::string& password,
                                            const std::string& client, std::string& why) {
-  try {
-    const batch::Profile& source = config_.source();
-    auto session = imap::Session::connect(source.endpoint());
-    if (!client.empty()) session->send_id({{"x-originating-ip", client}});
-    imap::Credentials credentials{user, password, source.mechanism, ""};
-    if (credentials.mechanism == imap::AuthMechanism::xoauth2) credentials.mechanism = imap::AuthMechanism::login;
-    try {
-      session->login(credentials);
-    } catch (...) {
-      wipe(credentials.secret);
-      throw;
-    }
-    wipe(credentials.secret);
-    return Check::accepted;
-  } catch (const Error& e) {
-    if (e.kind() == ErrorKind::auth && e.retry() == Retry::never && e.message().rfind("authentication failed", 0) == 0)
-      return Check::refused;
-    why = e.message();
-    return Check::unavailable;
+  std::vector<std::pair<std::string, std::string>> id;
+  if (!client.empty()) id.push_back({"x-originating-ip", client});
+  switch (check_source_password(config_, user, password, id, why)) {
+    case PasswordCheck::accepted: return Check::accepted;
+    case PasswordCheck::refused: return Check::refused;
+    case PasswordCheck::unavailable: break;
   }
+  return Check::unavailable;
 }
 
 void WebServer::invite_post(const httplib::Request& req, httplib::Response& res) {
