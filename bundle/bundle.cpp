@@ -18,6 +18,7 @@
 
 #include "archive-format/codec.h"
 #include "archive-format/pack.h"
+#include "common/civil_time.h"
 #include "common/error.h"
 #include "verify/manifest.h"
 #include "verify/signing.h"
@@ -53,15 +54,6 @@ uint64_t get_u64(const char* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | uint8_t(p[i]);
   return v;
-}
-
-std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // The text an Ed25519 signature of a bundle signs (BUNDLE.md, "Trailer").
@@ -502,7 +494,7 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
 
   BundleInfo info;
   info.full = !options.since;
-  info.created = iso_now();
+  info.created = iso_utc_now();
   info.base = base;
   info.head = head;
   info.objects = objects.size();

@@ -1,5 +1,7 @@
 #include "common/civil_time.h"
 
+#include <ctime>
+
 namespace imapstage {
 
 int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
@@ -22,6 +24,15 @@ void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
   d = doy - (153 * mp + 2) / 5 + 1;
   m = mp + (mp < 10 ? 3 : -9);
   y += m <= 2;
+}
+
+std::string iso_utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace imapstage

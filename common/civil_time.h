@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace imapstage {
 
@@ -10,5 +11,7 @@ namespace imapstage {
 int64_t days_from_civil(int64_t y, unsigned m, unsigned d);
 // The date of a day number (days since 1970-01-01).
 void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d);
+// The current time as ISO 8601 UTC, "2026-12-03T12:00:00Z" (manifests, bundles).
+std::string iso_utc_now();
 
 }  // namespace imapstage

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "common/checked.h"
+#include "common/civil_time.h"
 #include "common/error.h"
 
 namespace imapstage::verify {
@@ -23,15 +24,6 @@ Hash node_hash(const Hash& left, const Hash& right) {
   h.update({reinterpret_cast<const char*>(left.data()), left.size()});
   h.update({reinterpret_cast<const char*>(right.data()), right.size()});
   return h.finish();
-}
-
-std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 }  // namespace
@@ -76,7 +68,7 @@ std::string manifest_leaf(const std::string& account, const std::string& folder_
 
 Manifest compute_manifest(const archive::Archive& a, std::FILE* listing) {
   Manifest out;
-  out.created = iso_now();
+  out.created = iso_utc_now();
   MerkleTree all;
   auto accounts = a.accounts();
   std::sort(accounts.begin(), accounts.end(), [](auto& x, auto& y) { return x.name < y.name; });
