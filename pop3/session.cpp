@@ -3,6 +3,7 @@
 #include "pop3/session.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <libetpan/mailpop3.h>
@@ -132,7 +133,13 @@ struct Session::Impl {
 
   ~Impl() {
     close_stream();
-    if (pop3) mailpop3_free(pop3);
+    if (pop3) {
+      // mailpop3_quit frees the APOP timestamp, but we close the stream
+      // ourselves (no QUIT after a failure), so we free it here.
+      free(pop3->pop3_timestamp);
+      pop3->pop3_timestamp = nullptr;
+      mailpop3_free(pop3);
+    }
   }
 
   mailstream* stream() const { return pop3 ? pop3->pop3_stream : nullptr; }

@@ -357,14 +357,19 @@ plugin {{
   }
 }
 """
+    auth = []
     if not identity["root"]:
         lines += """service imap-login {
   chroot =
 }
-service auth {
-  user = $default_internal_user
-}
 """
+        auth.append("  user = $default_internal_user\n")
+    if login_hook:
+        # The hook runs inside the auth process's address-space limit (256 MiB by
+        # default); a sanitizer build of it reserves far more virtual memory.
+        auth.append("  vsz_limit = 0\n")
+    if auth:
+        lines += "service auth {\n" + "".join(auth) + "}\n"
     return lines
 
 
