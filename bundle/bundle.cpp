@@ -15,6 +15,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "archive-format/codec.h"
 #include "archive-format/pack.h"
@@ -293,8 +294,8 @@ nlohmann::json read_header(const InFile& f, uint64_t& entries_start) {
   std::string fixed = f.read(0, kHeaderFixed);
   if (std::memcmp(fixed.data(), kMagic, 8) != 0) throw corrupt(f.path(), "not a bundle (bad magic)");
   uint32_t version = get_u32(fixed.data() + 8);
-  if (version != kBundleVersion)
-    throw Error(ErrorKind::format, fmt::format("bundle format version {} is not read by this build (it reads {})",
+  if (version < 1 || version > kBundleVersion)
+    throw Error(ErrorKind::format, fmt::format("bundle format version {} is not read by this build (it reads 1 to {})",
                                                version, kBundleVersion),
                 Retry::never, {.file = f.path()});
   uint64_t len = get_u32(fixed.data() + 12);
@@ -318,6 +319,12 @@ BundleInfo info_from_header(const nlohmann::json& h, const std::string& file) {
     info.objects = h.at("objects").get<uint64_t>();
     info.records = h.at("records").get<uint64_t>();
     info.raw_bytes = h.at("bytes").get<uint64_t>();
+    uint32_t version = h.at("version").get<uint32_t>();
+    if (info.base.accounts != info.head.accounts)
+      throw corrupt(file, "the bundle's base and head cover different accounts");
+    if ((version == 1) != info.head.accounts.empty())
+      throw corrupt(file, fmt::format("a version {} bundle {} name its accounts", version,
+                                      version == 1 ? "does not" : "must"));
   } catch (const nlohmann::json::exception& e) {
     throw corrupt(file, std::string("the bundle's header is malformed: ") + e.what());
   }
@@ -383,7 +390,10 @@ void for_each_entry(const InFile& f, uint64_t start, uint64_t end,
 nlohmann::json Marker::to_json() const {
   nlohmann::json packs_json = nlohmann::json::object();
   for (auto& [id, size] : packs) packs_json[fmt::format("{:016x}", id)] = size;
-  return {{"archive_id", archive_id}, {"journal_sequence", journal_sequence}, {"root", root}, {"packs", packs_json}};
+  nlohmann::json j = {{"archive_id", archive_id}, {"journal_sequence", journal_sequence}, {"root", root},
+                      {"packs", packs_json}};
+  if (!accounts.empty()) j["accounts"] = accounts;
+  return j;
 }
 
 Marker Marker::from_json(const nlohmann::json& j) {
@@ -398,6 +408,12 @@ Marker Marker::from_json(const nlohmann::json& j) {
         throw Error(ErrorKind::corrupt, "a marker names a pack id that is not 16 hex digits: " + k);
       m.packs.emplace_back(std::stoull(k, nullptr, 16), v.get<uint64_t>());
     }
+    if (j.contains("accounts")) {
+      m.accounts = j.at("accounts").get<std::vector<std::string>>();
+      if (m.accounts.empty() || !std::is_sorted(m.accounts.begin(), m.accounts.end()) ||
+          std::adjacent_find(m.accounts.begin(), m.accounts.end()) != m.accounts.end())
+        throw Error(ErrorKind::corrupt, "a marker's accounts are not a sorted list of distinct names");
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::corrupt, std::string("malformed marker: ") + e.what());
   }
@@ -411,14 +427,37 @@ Marker Marker::empty() {
 }
 
 BundleInfo create(archive::Archive& a, const CreateOptions& options) {
+  // The accounts asked for, by id (the first four bytes of every account,
+  // folder and message key).
+  std::set<std::string> names(options.accounts.begin(), options.accounts.end());
+  std::set<std::string> account_keys;
+  for (auto& name : names) {
+    auto account = a.find_account(name);
+    if (!account)
+      throw Error(ErrorKind::usage, "the archive has no account " + name, Retry::never,
+                  {.account = name, .file = a.dir().string()});
+    std::string key;
+    for (int shift = 24; shift >= 0; shift -= 8) key.push_back(char((account->id >> shift) & 0xff));
+    account_keys.insert(key);
+  }
+  auto wanted = [&](const std::string& key) { return names.empty() || account_keys.count(key.substr(0, 4)); };
+
   Marker head;
   head.archive_id = a.archive_id();
   head.journal_sequence = a.journal_sequence();
-  head.root = verify::compute_manifest(a).root;
+  head.root = verify::compute_manifest(a, nullptr, names).root;
+  head.accounts.assign(names.begin(), names.end());
   auto packs = a.packs();
   for (auto& p : packs) head.packs.emplace_back(p.id, p.committed_size);
 
   Marker base = options.since ? *options.since : Marker::empty();
+  if (!options.since) base.accounts = head.accounts;
+  if (base.accounts != head.accounts)
+    throw Error(ErrorKind::usage,
+                fmt::format("the base covers {}, this bundle would cover {}: an incremental bundle carries the "
+                            "accounts of its base (give the same --account options)",
+                            base.accounts.empty() ? "every account" : fmt::format("{}", fmt::join(base.accounts, ", ")),
+                            head.accounts.empty() ? "every account" : fmt::format("{}", fmt::join(head.accounts, ", "))));
   std::map<uint64_t, uint64_t> base_sizes(base.packs.begin(), base.packs.end());
   if (options.since) {
     if (base.archive_id != head.archive_id)
@@ -463,8 +502,9 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   std::map<std::pair<uint8_t, std::string>, std::string> changed;
   for (auto& [seq, j] : journals)
     for (auto& op : j.ops)
-      if (op.kind == codec::OpKind::put_account || op.kind == codec::OpKind::put_folder ||
-          op.kind == codec::OpKind::put_message)
+      if ((op.kind == codec::OpKind::put_account || op.kind == codec::OpKind::put_folder ||
+           op.kind == codec::OpKind::put_message) &&
+          wanted(op.key))
         changed[{uint8_t(op.kind), op.key}] = op.value;
 
   // Objects those messages need that the archive did not hold at the base.
@@ -474,7 +514,12 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   };
   std::vector<Wanted> objects;
   std::set<Hash> seen;
-  uint64_t raw_bytes = 0;
+  // Of a bundle of some accounts: objects the archive held at the base that
+  // a changed message needs. The receiving archive holds them only if a
+  // message of those accounts referred to them at the base; unchanged
+  // messages did, and a changed message may be new, so an object no
+  // unchanged message refers to is carried again (apply skips what it has).
+  std::map<Hash, archive::ObjectLocation> held;
   for (auto& [k, value] : changed) {
     if (k.first != uint8_t(codec::OpKind::put_message)) continue;
     auto m = codec::decode_message(k.second, value);
@@ -483,10 +528,28 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
     if (!loc)
       throw Error(ErrorKind::corrupt, "a message's object is not in the archive", Retry::never,
                   {.uid = m.key.uid, .file = a.dir().string(), .hash = archive::to_hex(m.hash)});
-    if (auto it = base_sizes.find(loc->pack_id); it != base_sizes.end() && loc->offset < it->second) continue;
+    if (auto it = base_sizes.find(loc->pack_id); it != base_sizes.end() && loc->offset < it->second) {
+      if (!names.empty()) held.emplace(m.hash, *loc);
+      continue;
+    }
     objects.push_back({m.hash, *loc});
-    raw_bytes += loc->raw_size;
   }
+  if (!held.empty()) {
+    for (auto& name : names) {
+      auto account = a.find_account(name);
+      for (auto& folder : a.folders(account->id))
+        a.for_each_message(account->id, folder.id, std::nullopt, [&](const archive::MessageRecord& m) {
+          if (held.empty()) return false;
+          auto it = held.find(m.hash);
+          if (it != held.end() && !changed.count({uint8_t(codec::OpKind::put_message), codec::message_key(m.key)}))
+            held.erase(it);
+          return true;
+        });
+    }
+    for (auto& [hash, loc] : held) objects.push_back({hash, loc});
+  }
+  uint64_t raw_bytes = 0;
+  for (auto& o : objects) raw_bytes += o.where.raw_size;
   std::sort(objects.begin(), objects.end(), [](const Wanted& x, const Wanted& y) {
     return std::tie(x.where.pack_id, x.where.offset, x.where.member_offset) <
            std::tie(y.where.pack_id, y.where.offset, y.where.member_offset);
@@ -502,7 +565,8 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   info.raw_bytes = raw_bytes;
   info.signed_ = !options.sign_key.empty();
 
-  nlohmann::json header = {{"bundle", "imapstage-bundle"}, {"version", kBundleVersion},
+  uint32_t version = names.empty() ? 1 : 2;
+  nlohmann::json header = {{"bundle", "imapstage-bundle"}, {"version", version},
                            {"full", info.full},            {"created", info.created},
                            {"base", base.to_json()},       {"head", head.to_json()},
                            {"objects", info.objects},      {"records", info.records},
@@ -512,7 +576,7 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   OutFile out(options.out);
   out.split(options.split);
   std::string fixed(kMagic, 8);
-  put_u32(fixed, kBundleVersion);
+  put_u32(fixed, version);
   put_u32(fixed, uint32_t(header_text.size()));
   out.write(fixed);
   out.write(header_text);
@@ -631,7 +695,8 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
                             empty, info.base.root, info.head.root),
                 Retry::never, {.file = dir});
   auto a = archive::Archive::open(dir, archive::Archive::Mode::create);
-  std::string now = verify::compute_manifest(*a).root;
+  std::set<std::string> names(info.head.accounts.begin(), info.head.accounts.end());
+  std::string now = verify::compute_manifest(*a, nullptr, names).root;
   if (now == info.head.root && info.head.root != info.base.root) {
     result.already_applied = true;
     return result;
@@ -660,11 +725,19 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
   }
 
   // Then every record in one batch: one journal record, one LMDB transaction.
+  std::map<uint32_t, std::string> names_by_id;
+  for (auto& account : a->accounts()) names_by_id.emplace(account.id, account.name);
   archive::Batch batch(*a);
   for (auto& op : ops) {
     switch (op.kind) {
       case codec::OpKind::put_account: {
         auto r = codec::decode_account(op.key, op.value);
+        if (auto same_id = names_by_id.find(r.id); same_id != names_by_id.end() && same_id->second != r.name)
+          throw Error(ErrorKind::usage,
+                      fmt::format("the archive has account {} under id {}, which the bundle gives to account {}: "
+                                  "it was not made from the bundles of this source",
+                                  same_id->second, r.id, r.name),
+                      Retry::never, {.account = r.name, .file = dir});
         auto same_name = a->find_account(r.name);
         if (same_name && same_name->id != r.id)
           throw Error(ErrorKind::usage,
@@ -702,7 +775,7 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
   }
   batch.commit();
 
-  std::string after = verify::compute_manifest(*a).root;
+  std::string after = verify::compute_manifest(*a, nullptr, names).root;
   if (after != info.head.root)
     throw Error(ErrorKind::corrupt,
                 fmt::format("after applying the bundle the archive's root is {}, the bundle's head is {}", after,

@@ -23,7 +23,9 @@
 
 namespace imapstage::bundle {
 
-inline constexpr uint32_t kBundleVersion = 1;
+// Version 1: bundles of a whole archive. Version 2: bundles of some of its
+// accounts (markers name them); written only for those, read with version 1.
+inline constexpr uint32_t kBundleVersion = 2;
 inline constexpr uint64_t kTrailerSize = 120;
 
 // A state of an archive a bundle starts from or leads to (BUNDLE.md, "Markers").
@@ -32,6 +34,9 @@ struct Marker {
   uint64_t journal_sequence = 0;                // its last journal record at that state
   std::string root;                             // manifest root (hex) at that state
   std::vector<std::pair<uint64_t, uint64_t>> packs;  // pack id -> committed size at that state
+  // The accounts (names, sorted, unique) the state covers: `root` is over
+  // their message records only. Empty: every account of the archive.
+  std::vector<std::string> accounts;
   nlohmann::json to_json() const;
   static Marker from_json(const nlohmann::json& j);  // throws Error(corrupt) if malformed
   // The state of an archive with no message: what a full bundle starts from.
@@ -57,6 +62,10 @@ struct CreateOptions {
   std::optional<Marker> since;        // nullopt: a full bundle
   std::string sign_key;               // Ed25519 private key (PEM), or "" for none
   uint64_t split = 0;                 // > 0: parts FILE.001, FILE.002, ... of at most this many bytes
+  // Only these accounts (by name; each must exist): their records and the
+  // objects they need. Empty: the whole archive. An incremental bundle's base
+  // must cover the same accounts.
+  std::vector<std::string> accounts;
 };
 
 // Writes a bundle of `archive` (opened for writing, so no export changes it
@@ -89,8 +98,10 @@ struct ApplyResult {
 
 // Applies a bundle to the archive in `dir` (created when missing or empty).
 // Checks the file first (as verify); refuses (Error(usage)) when the
-// archive's manifest root is neither the bundle's base nor its head, naming
-// both. Objects are committed first (in batches), then every index record in
+// archive's manifest root (over the bundle's accounts, for a bundle of some
+// accounts: other accounts of the archive are left alone) is neither the
+// bundle's base nor its head, naming both, or when an account id of the
+// bundle is another account's in the archive. Objects are committed first (in batches), then every index record in
 // one transaction, so an interrupted apply leaves the archive at its base and
 // a second apply finishes it.
 ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey);

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "archive-format/archive.h"
 #include "bundle/bundle.h"
@@ -26,6 +27,7 @@ struct BundleArgs {
   std::string marker;
   std::string file;
   std::string pubkey;
+  std::vector<std::string> accounts;
   bool json = false;
 };
 
@@ -33,7 +35,7 @@ nlohmann::json info_json(const bundle::BundleInfo& info) {
   return {{"full", info.full},       {"created", info.created},   {"base", info.base.to_json()},
           {"head", info.head.to_json()}, {"objects", info.objects}, {"records", info.records},
           {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size},
-          {"parts", info.parts}};
+          {"parts", info.parts}, {"accounts", info.head.accounts}};
 }
 
 void print_info(const std::string& file, const bundle::BundleInfo& info, const std::string& signature) {
@@ -44,6 +46,8 @@ void print_info(const std::string& file, const bundle::BundleInfo& info, const s
       info.full ? ", full bundle: an empty archive" : "");
   say(stdout, "head: {} (journal record {}, archive {})\n", info.head.root, info.head.journal_sequence,
       info.head.archive_id);
+  if (!info.head.accounts.empty())
+    say(stdout, "accounts: {} (roots over these accounts only)\n", fmt::join(info.head.accounts, ", "));
   say(stdout, "signature: {}\n", signature);
 }
 
@@ -72,6 +76,9 @@ void add_bundle_command(CLI::App& app, int& status) {
                      "Write parts FILE.001, FILE.002, ... of at most this size (e.g. 4GB, 700MiB) instead of FILE")
       ->transform(CLI::AsSizeValue(true));
   create->add_option("--marker", args->marker, "Also write the head this bundle leads to as a marker file (JSON)");
+  create->add_option("--account", args->accounts,
+                     "Only this account (repeatable): a bundle an archive holding only these accounts applies; "
+                     "bundles made --since it must name the same accounts");
   create->add_flag("--json", args->json, "Print the result as JSON");
   create->callback([args, &status] {
     if (!args->full && args->since.empty())
@@ -80,6 +87,7 @@ void add_bundle_command(CLI::App& app, int& status) {
     options.out = args->out;
     options.sign_key = args->sign_key;
     options.split = args->split;
+    options.accounts = args->accounts;
     if (!args->since.empty()) options.since = bundle::read_marker(args->since);
     auto a = archive::Archive::open(args->archive, archive::Archive::Mode::write);
     auto info = bundle::create(*a, options);

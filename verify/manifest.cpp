@@ -66,13 +66,14 @@ std::string manifest_leaf(const std::string& account, const std::string& folder_
                      m.state == archive::MessageState::present ? "present" : "expunged");
 }
 
-Manifest compute_manifest(const archive::Archive& a, std::FILE* listing) {
+Manifest compute_manifest(const archive::Archive& a, std::FILE* listing, const std::set<std::string>& only_accounts) {
   Manifest out;
   out.created = iso_utc_now();
   MerkleTree all;
   auto accounts = a.accounts();
   std::sort(accounts.begin(), accounts.end(), [](auto& x, auto& y) { return x.name < y.name; });
   for (auto& account : accounts) {
+    if (!only_accounts.empty() && !only_accounts.count(account.name)) continue;
     AccountManifest am;
     am.account = account.name;
     am.source = archive::source_kind_name(account.source);

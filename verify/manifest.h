@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,11 @@ struct Manifest {
 
 // Computes the manifest of the archive as it is now. With `listing` set,
 // also writes every leaf line to it (for recomputation with other tools).
-Manifest compute_manifest(const archive::Archive& archive, std::FILE* listing = nullptr);
+// With `only_accounts` non-empty, only the accounts of those names count
+// (the others are left out of every figure and of the root): the manifest an
+// archive holding only those accounts would have.
+Manifest compute_manifest(const archive::Archive& archive, std::FILE* listing = nullptr,
+                          const std::set<std::string>& only_accounts = {});
 
 // What differs between a manifest and the archive now.
 struct ManifestDifference {

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -323,6 +324,83 @@ TEST_F(BundleTest, DamagedWrongOrUnsignedBundlesAreRefusedAndLeaveTheArchiveAsIt
 
 // A bigger archive (written through the Archive API: real LMDB, real packs),
 // so that kill -9 lands inside apply at several points.
+// The archived name of the account exported for `user`.
+std::string account_of(const fs::path& dir, const std::string& user) {
+  auto a = Archive::open(dir, Archive::Mode::read);
+  for (auto& account : a->accounts())
+    if (account.name.rfind(user + "@", 0) == 0) return account.name;
+  ADD_FAILURE() << "no account for " << user << " in " << dir;
+  return "";
+}
+
+std::string root_over(const fs::path& dir, const std::set<std::string>& accounts) {
+  auto a = Archive::open(dir, Archive::Mode::read);
+  return verify::compute_manifest(*a, nullptr, accounts).root;
+}
+
+TEST_F(BundleTest, BundlesOfSomeAccountsCarryThemAndTheObjectsTheyShareWithOthers) {
+  std::string a = path("site-a"), b = path("site-b");
+  server_->add_user("part_one");
+  server_->add_user("part_two");
+  const std::string shared = "Subject: shared\r\nMessage-ID: <shared@a>\r\n\r\nthe same bytes in two mailboxes\r\n";
+  server_->append("part_two", "INBOX", shared);
+  uint32_t own = server_->append("part_one", "INBOX", "Subject: own\r\n\r\nonly here\r\n");
+  export_user(a, "part_one");
+  export_user(a, "part_two");
+  std::string one = account_of(a, "part_one"), two = account_of(a, "part_two");
+
+  auto r = bundle({"create", "--archive", a, "--out", path("one-1.bundle"), "--full", "--account", one, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["objects"], 1);
+  EXPECT_EQ(j["head"]["accounts"], nlohmann::json::array({one}));
+  EXPECT_EQ(j["head"]["root"], root_over(a, {one}));
+  EXPECT_NE(j["head"]["root"], root_of(a));
+
+  // part_one now also gets the message part_two had at the base (its object
+  // was in the archive, but not in part_one's bundles) and a flag change.
+  server_->append("part_one", "INBOX", shared);
+  server_->store("part_one", "INBOX", own, "+FLAGS", "\\Flagged");
+  export_user(a, "part_one");
+  // The base covers part_one only: a bundle of every account since it is refused.
+  auto mixed = bundle({"create", "--archive", a, "--out", path("mixed.bundle"), "--since", path("one-1.bundle")});
+  EXPECT_EQ(mixed.exit_code, 2) << mixed.err;
+  EXPECT_NE(mixed.err.find("same --account"), std::string::npos) << mixed.err;
+  EXPECT_FALSE(fs::exists(path("mixed.bundle")));
+  auto unknown = bundle({"create", "--archive", a, "--out", path("u.bundle"), "--full", "--account", "nobody@x"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.err;
+  EXPECT_NE(unknown.err.find("nobody@x"), std::string::npos) << unknown.err;
+
+  r = bundle({"create", "--archive", a, "--out", path("one-2.bundle"), "--since", path("one-1.bundle"), "--account",
+              one, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GE(j["objects"], 1);  // the shared object travels with part_one's bundle
+  EXPECT_GE(j["records"], 2);  // at least the own message (flag) and the shared one
+
+  for (auto name : {"one-1.bundle", "one-2.bundle"}) {
+    auto applied = bundle({"apply", path(name), "--archive", b});
+    ASSERT_EQ(applied.exit_code, 0) << name << ": " << applied.err;
+  }
+  EXPECT_EQ(root_of(b), root_over(a, {one}));
+  {
+    auto arch = Archive::open(b, Archive::Mode::read);
+    ASSERT_EQ(arch->accounts().size(), 1u);
+    EXPECT_TRUE(verify::check_manifest_data(*arch).empty());
+  }
+  // part_two's own chain lands beside it: then B holds what A holds.
+  r = bundle({"create", "--archive", a, "--out", path("two-1.bundle"), "--full", "--account", two});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto applied = bundle({"apply", path("two-1.bundle"), "--archive", b});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_EQ(root_of(b), root_of(a));
+  EXPECT_EQ(root_over(b, {one}), root_over(a, {one}));
+  // Applying part_one's first bundle again: its accounts are past it, refused.
+  auto replay = bundle({"apply", path("one-1.bundle"), "--archive", b});
+  EXPECT_EQ(replay.exit_code, 2) << replay.err;
+  EXPECT_EQ(root_of(b), root_of(a));
+}
+
 TEST(BundleKill, KillDuringApplyThenApplyAgainGivesTheSameRoot) {
   testing::TempDir tmp;
   fs::path a = fs::path(tmp.path()) / "site-a";
