@@ -198,6 +198,8 @@ void add_import_command(CLI::App& app, int& status) {
       options.sync_expunges = args->sync_expunges;
       options.policy = policy;
       options.runner = make_runner_options(args->batch);
+      options.shard = apply_shard(args->batch, args->archive, options.runner, warnings);
+      options.archive_dir = args->archive;
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
       auto* terminal = out.terminal;
