@@ -365,5 +365,56 @@ TEST_F(ShardMergeTest, MergeKilledAndRunAgainFinishes) {
   EXPECT_EQ(r.objects, r.hashes.size());
 }
 
+TEST_F(ShardMergeTest, SlurmArrayRecipeRunsTheShardsAndMerges) {
+  // examples/slurm as sbatch would run it: one task per shard with Slurm's
+  // array variables (--array=1-3), then the merge script.
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  std::string config = write(dir.path() + "/config.toml", fmt::format(R"([profiles.source]
+host = "{}"
+port = {}
+tls = "implicit"
+ca_file = "{}"
+timeout = 30
+)",
+                                                                       server_->host(), server_->imaps_port(),
+                                                                       server_->ca_file()));
+  std::vector<std::string> env = {"IMAPSTAGE=" + testing::imapstage_binary(), "ARCHIVE=" + archive,
+                                  "ACCOUNTS=" + *accounts_, "CONFIG=" + config, "SLURM_ARRAY_TASK_COUNT=3",
+                                  "SLURM_ARRAY_TASK_MIN=1", "SLURM_CPUS_PER_TASK=2"};
+  std::string examples = std::string(IMAPSTAGE_SOURCE_DIR) + "/examples/slurm";
+  for (int task = 1; task <= kShards; ++task) {
+    auto task_env = env;
+    task_env.push_back(fmt::format("SLURM_ARRAY_TASK_ID={}", task));
+    auto r = testing::run_process({"/bin/bash", examples + "/export-array.sbatch", "--max-load", "0"}, task_env);
+    ASSERT_EQ(r.exit_code, 0) << "task " << task << ": " << r.err << r.out.substr(0, 2000);
+    auto shard = named(json_lines(r.out), "shard");
+    ASSERT_EQ(shard.size(), 1u);
+    EXPECT_EQ(shard[0]["shard"], task - 1);
+  }
+  auto merged = testing::run_process({"/bin/bash", examples + "/merge.sbatch"}, env);
+  ASSERT_EQ(merged.exit_code, 0) << merged.err << merged.out;
+  EXPECT_NE(merged.out.find("export batch over 3 archives: 30 accounts: 30 done"), std::string::npos) << merged.out;
+  EXPECT_EQ(manifest_contents(archive + "/merged", dir.path() + "/merged.json"), *single_manifest_);
+}
+
+TEST_F(ShardMergeTest, GnuParallelRecipeRunsTheShardsAndMerges) {
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  std::string config = write(dir.path() + "/config.toml",
+                             fmt::format("[profiles.source]\nhost = \"{}\"\nport = {}\ntls = \"implicit\"\n"
+                                         "ca_file = \"{}\"\n",
+                                         server_->host(), server_->imaps_port(), server_->ca_file()));
+  auto r = testing::run_process(
+      {"/bin/bash", std::string(IMAPSTAGE_SOURCE_DIR) + "/examples/slurm/parallel.sh", "--max-load", "0"},
+      {"IMAPSTAGE=" + testing::imapstage_binary(), "ARCHIVE=" + archive, "ACCOUNTS=" + *accounts_, "CONFIG=" + config,
+       "SHARDS=3", "HOME=" + dir.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("export batch over 3 archives: 30 accounts: 30 done"), std::string::npos) << r.out;
+  for (int i = 0; i < kShards; ++i)
+    EXPECT_EQ(named(json_lines(slurp(fmt::format("{}/export-{}.jsonl", archive, i))), "shard").size(), 1u) << i;
+  EXPECT_EQ(manifest_contents(archive + "/merged", dir.path() + "/merged.json"), *single_manifest_);
+}
+
 }  // namespace
 }  // namespace imapstage
