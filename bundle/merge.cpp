@@ -161,15 +161,29 @@ MergeResult merge(const std::string& out_dir, const std::vector<std::string>& in
     }
   }
 
-  // 2. Each input's accounts: objects first, then the account's rows in one batch.
+  // 2. Each input's accounts: objects first, then the accounts' rows in one
+  //    batch. Small accounts share a commit (one fsync for many); an account's
+  //    rows are never split over two.
+  constexpr size_t kRowsPerCommit = 20000;
   uint64_t run = out->begin_run("merge", "", nlohmann::json({{"inputs", inputs}}).dump());
   try {
     for (auto& input : in) {
       const Archive& a = *input.archive;
+      ObjectSink objects(*out);
+      archive::Batch batch(*out);
+      std::set<archive::Hash> staged;         // objects put since the last commit
+      std::vector<nlohmann::json> committed;  // merge_account events, emitted once durable
+      uint64_t objects_before = 0;
+      auto flush = [&] {
+        objects.commit();
+        batch.commit();
+        staged.clear();
+        for (auto& e : committed) events.emit(e);
+        committed.clear();
+      };
       for (auto& acc : a.accounts()) {
         auto existing = out->find_account(acc.name);
-        ObjectSink objects(*out);
-        archive::Batch batch(*out);
+        size_t changes_before = batch.pending_changes();
         AccountRecord record = existing ? *existing : acc;
         uint64_t messages = 0, folders = 0, bytes = 0;
         if (!existing) {
@@ -195,30 +209,33 @@ MergeResult merge(const std::string& out_dir, const std::vector<std::string>& in
             copy.key.account_id = record.id;
             copy.key.folder_id = folder.id;
             if (out_folder && out->message(copy.key)) continue;  // equal: checked above
-            if (!out->object(m.hash)) {
+            if (!staged.count(m.hash) && !out->object(m.hash)) {
               std::string raw = a.read_object(m.hash);
               if (objects.put(m.hash, raw)) bytes += raw.size();
+              staged.insert(m.hash);
             }
             batch.put_message(copy);
             ++messages;
           }
         }
-        objects.commit();
-        bool wrote = batch.pending_changes() > 0;
-        batch.commit();
+        bool wrote = batch.pending_changes() > changes_before;
         if (wrote) ++result.accounts_written;
         else ++result.accounts_unchanged;
+        uint64_t new_objects = objects.written() - objects_before;
+        objects_before = objects.written();
         result.messages_written += messages;
         result.folders_written += folders;
-        result.objects_written += objects.written();
+        result.objects_written += new_objects;
         result.bytes_written += bytes;
-        events.emit({{"event", "merge_account"}, {"account", acc.name}, {"from", input.dir},
-                     {"written", wrote}, {"messages", messages}, {"folders", folders},
-                     {"objects", objects.written()}, {"bytes", bytes},
-                     {"text", wrote ? fmt::format("{} from {}: {} messages, {} new objects", acc.name, input.dir,
-                                                  messages, objects.written())
-                                    : fmt::format("{} from {}: already merged", acc.name, input.dir)}});
+        committed.push_back({{"event", "merge_account"}, {"account", acc.name}, {"from", input.dir},
+                             {"written", wrote}, {"messages", messages}, {"folders", folders},
+                             {"objects", new_objects}, {"bytes", bytes},
+                             {"text", wrote ? fmt::format("{} from {}: {} messages, {} new objects", acc.name,
+                                                          input.dir, messages, new_objects)
+                                            : fmt::format("{} from {}: already merged", acc.name, input.dir)}});
+        if (batch.pending_changes() >= kRowsPerCommit) flush();
       }
+      flush();
     }
   } catch (const Error& e) {
     out->end_run(run, "failed", nlohmann::json({{"inputs", inputs}, {"error", e.message()}}).dump());

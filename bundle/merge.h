@@ -3,9 +3,9 @@
 // had exported every account. No format change: OUT is written only through
 // the archive's ordinary commit protocol (FORMAT.md, "Commit protocol").
 //
-//   For each input, for each account (by name):
-//     objects its new messages need      -> objects-only commits (ObjectSink)
-//     account, folder and message rows   -> one batch: one journal record, one LMDB transaction
+//   For each input, account by account (by name), in commits of whole accounts:
+//     objects their new messages need    -> objects-only commits (ObjectSink)
+//     account, folder and message rows   -> then one batch: one journal record, one LMDB transaction
 //   Account and folder ids are OUT's (given out afresh for names OUT lacks);
 //   objects are stored once (by hash) however many inputs hold them.
 //
@@ -13,7 +13,7 @@
 // the account's creation time); otherwise nothing is written and the
 // conflict is reported naming the account, folder, UIDVALIDITY/UID and both
 // archives. A killed merge leaves OUT valid (whole accounts or nothing of
-// each; objects without a message are invisible), and running it again
+// each, as merge_account events said; objects without a message are invisible), and running it again
 // finishes it: rows already in OUT are equal, so they are skipped.
 #pragma once
 
@@ -41,8 +41,8 @@ struct MergeResult {
 // merged half way; Error(locked) names it). Refuses (Error(usage)) an input
 // that is OUT itself or given twice, a symbolic link as OUT, and conflicting
 // rows (checked for every input before anything is written). Emits
-// merge_start, merge_account (per account written or found whole) and
-// merge_done events.
+// merge_start, merge_account (per account written or found whole, once it
+// is committed) and merge_done events.
 MergeResult merge(const std::string& out, const std::vector<std::string>& inputs, EventSink& events);
 
 }  // namespace imapstage::bundle

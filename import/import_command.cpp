@@ -213,6 +213,8 @@ void add_import_command(CLI::App& app, int& status) {
       return;
     }
 
+    if (!args->batch.shard.empty())
+      throw Error(ErrorKind::usage, "--shard splits a batch: it needs --accounts FILE");
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
     auto login = make_account_login(profile, args->server.user);
