@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -13,6 +14,7 @@
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
 #include "archive-format/layout.h"
+#include "batch/state.h"
 #include "bundle/bundle.h"
 #include "common/error.h"
 
@@ -112,6 +114,45 @@ struct AccountRows {
     }
   }
 };
+
+// The export batch states of the inputs (DIR/batches/export.json), as one
+// state of OUT, so `status --archive OUT` shows every account of the shards.
+// An account in several (an earlier merge, OUT's own batch) keeps its latest
+// finished state. Import states stay with the inputs, as the import records do.
+void merge_export_states(const std::string& out_dir, const std::vector<Input>& in) {
+  auto path = batch::state_path(out_dir, "export");
+  auto before = batch::load_state(path);
+  std::optional<batch::BatchState> merged = before;
+  std::vector<std::string> ids;
+  for (auto& input : in) {
+    auto s = batch::load_state(batch::state_path(input.dir, "export"));
+    if (!s) continue;
+    ids.push_back(s->batch_id);
+    if (!merged) {
+      merged = *s;
+      continue;
+    }
+    merged->created = std::min(merged->created, s->created);
+    merged->invocations = std::max(merged->invocations, s->invocations);
+    for (auto& a : s->accounts) {
+      auto* have = merged->find(a.key);
+      if (!have) merged->accounts.push_back(a);
+      else if (a.finished > have->finished) *have = a;
+    }
+  }
+  if (!merged || ids.empty()) return;
+  if (!before) {
+    std::string joined;
+    for (auto& id : ids) joined += (joined.empty() ? "" : "+") + id;
+    merged->batch_id = joined;
+  }
+  std::sort(merged->accounts.begin(), merged->accounts.end(),
+            [](const batch::AccountState& x, const batch::AccountState& y) {
+              return std::tie(x.line, x.key) < std::tie(y.line, y.key);
+            });
+  if (before && before->to_json() == merged->to_json()) return;
+  batch::save_state(path, *merged);
+}
 
 }  // namespace
 
@@ -241,6 +282,7 @@ MergeResult merge(const std::string& out_dir, const std::vector<std::string>& in
     out->end_run(run, "failed", nlohmann::json({{"inputs", inputs}, {"error", e.message()}}).dump());
     throw;
   }
+  merge_export_states(out_dir, in);
   result.accounts = out->accounts().size();
   nlohmann::json summary = {{"inputs", inputs},
                             {"accounts", result.accounts},

@@ -40,8 +40,10 @@ struct MergeResult {
 // Takes OUT's writer lock and every input's (so no shard still writing is
 // merged half way; Error(locked) names it). Refuses (Error(usage)) an input
 // that is OUT itself or given twice, a symbolic link as OUT, and conflicting
-// rows (checked for every input before anything is written). Emits
-// merge_start, merge_account (per account written or found whole, once it
+// rows (checked for every input before anything is written).
+// The inputs' export batch states are merged into OUT's
+// (OUT/batches/export.json), so `status --archive OUT` shows every account.
+// Emits merge_start, merge_account (per account written or found whole, once it
 // is committed) and merge_done events.
 MergeResult merge(const std::string& out, const std::vector<std::string>& inputs, EventSink& events);
 

@@ -261,6 +261,13 @@ TEST_F(ShardMergeTest, ThreeShardProcessesMergedEqualOneProcess) {
   EXPECT_EQ(rows(merged).objects, merged_rows.objects);
   EXPECT_EQ(manifest_contents(merged, dir.path() + "/merged2.json"), *single_manifest_);
 
+  // The merged archive carries the shards' batch states: status over it sees every account done.
+  auto merged_status = testing::run_imapstage({"status", "--archive", merged, "--kind", "export", "--json"});
+  ASSERT_EQ(merged_status.exit_code, 0) << merged_status.err << merged_status.out;
+  auto ms = nlohmann::json::parse(merged_status.out);
+  ASSERT_EQ(ms["export"]["accounts"].size(), size_t(kAccounts));
+  for (auto& acc : ms["export"]["accounts"]) EXPECT_EQ(acc["status"], "done") << acc.dump();
+
   // Status adds the shards up, given one by one or as their parent directory.
   for (auto status_args : {std::vector<std::string>{"status", "--archive", parent, "--kind", "export", "--json"},
                            std::vector<std::string>{"status", "--archive", shard_dirs(parent)[0], "--archive",
