@@ -282,6 +282,46 @@ TEST_F(ShardMergeTest, ThreeShardProcessesMergedEqualOneProcess) {
   }
 }
 
+TEST_F(ShardMergeTest, ShardedImportTakesEachShardsAccountsFromItsArchive) {
+  TempDir dir;
+  std::string parent = dir.path() + "/shards";
+  for (auto& r : run_shards(parent)) ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Targets t01..t30; the import file adds the target columns to the same source users.
+  parallel_for(kAccounts, 4, [](int i) {
+    server_->run({"add-user", "--", server_->dir(), fmt::format("t{:02d}", i + 1), kPassword});
+  });
+  std::string csv;
+  for (int i = 1; i <= kAccounts; ++i) csv += fmt::format("{};;t{:02d};{}\n", user(i), i, kPassword);
+  std::string file = write(dir.path() + "/import.txt", csv);
+  for (int i = 0; i < kShards; ++i) {
+    auto r = testing::run_imapstage({"import", "--archive", parent, "--accounts", file, "--host", server_->host(),
+                                     "--port", std::to_string(server_->imaps_port()), "--tls", "implicit",
+                                     "--ca-file", server_->ca_file(), "--jobs", "3", "--max-load", "0", "--json",
+                                     "--folder", "INBOX", "--shard", fmt::format("{}/{}", i, kShards)});
+    ASSERT_EQ(r.exit_code, 0) << "shard " << i << ": " << r.err << r.out.substr(0, 2000);
+    auto events = json_lines(r.out);
+    auto shard = named(events, "shard");
+    ASSERT_EQ(shard.size(), 1u);
+    EXPECT_EQ(shard[0]["archive"], shard_dirs(parent)[i]);
+    // Exactly the accounts the export shard archived, each imported once.
+    std::set<std::string> imported, archived;
+    for (auto& e : named(events, "account_done")) imported.insert(e["account"]);
+    for (auto& acc : Archive::open(shard_dirs(parent)[i], Archive::Mode::read)->accounts()) archived.insert(acc.name);
+    EXPECT_EQ(imported, archived) << "shard " << i;
+  }
+  // Every target's INBOX holds what its source's holds (INBOX only: the
+  // shards are what is tested here, not the import of twenty folders).
+  for (int i : {1, 17, 30}) {
+    auto count = [](const nlohmann::json& summary) {
+      for (auto& f : summary["folders"])
+        if (f["name"] == "INBOX") return f["messages"].size();
+      return size_t(0);
+    };
+    EXPECT_EQ(count(server_->summary(fmt::format("t{:02d}", i), false)), count(server_->summary(user(i), false)))
+        << user(i);
+  }
+}
+
 TEST_F(ShardMergeTest, ConflictingRowsAreRefusedAndNothingIsWritten) {
   TempDir dir;
   // Two archives of one account exported by separate runs: the folders'
