@@ -3,8 +3,10 @@
 // one by a Kubernetes Indexed Job's environment, one by a Slurm array's),
 // merged with `imapstage merge`, and compared with one process over the same
 // accounts by their manifests; a shard killed after its first account and run
-// again finishes without duplicates; merging again changes nothing; a
-// conflicting archive is refused; status adds the shards up.
+// again finishes without duplicates, and so does a killed merge; merging
+// again changes nothing; a conflicting archive is refused; status adds the
+// shards up; import shards find their accounts in the export shards'
+// archives; the Slurm and GNU parallel recipes of examples/ run as written.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
