@@ -25,7 +25,6 @@ std::vector<const CLI::Option*> options_of(const CLI::App& app, bool positional)
   auto take = [&](const CLI::App& from) {
     for (const CLI::Option* opt : from.get_options()) {
       if (opt->get_group().empty() || opt->get_positional() != positional) continue;
-      if (positional && !opt->nonpositional() && opt->get_name(true).empty()) continue;
       out.push_back(opt);
     }
   };
@@ -308,8 +307,7 @@ std::string root_man_page(const CLI::App& root, std::string_view version) {
   return out;
 }
 
-std::string command_man_page(const CLI::App& root, const CLI::App& command, std::string_view version) {
-  (void)root;
+std::string command_man_page(const CLI::App& command, std::string_view version) {
   std::string out = page_header(page_name(command), version);
   out += fmt::format(".SH NAME\n{} \\- {}\n", roff(page_name(command)), roff(short_description(command.get_description())));
   out += ".SH SYNOPSIS\n" + synopsis(command);
@@ -461,7 +459,7 @@ std::vector<GeneratedFile> generated_docs(const CLI::App& root, std::string_view
   std::vector<GeneratedFile> out;
   out.push_back({"man/imapstage.1", root_man_page(root, version)});
   for (const auto* cmd : commands_of(root))
-    out.push_back({"man/" + page_name(*cmd) + ".1", command_man_page(root, *cmd, version)});
+    out.push_back({"man/" + page_name(*cmd) + ".1", command_man_page(*cmd, version)});
   out.push_back({"completion/imapstage", bash_completion(root)});
   out.push_back({"completion/_imapstage", zsh_completion(root)});
   return out;

@@ -25,7 +25,7 @@ std::string root_man_page(const CLI::App& root, std::string_view version);
 // imapstage-COMMAND(1) for one top-level command: synopsis, description,
 // arguments, options by group, and each nested subcommand (for example
 // `bundle create`) in a section of its own.
-std::string command_man_page(const CLI::App& root, const CLI::App& command, std::string_view version);
+std::string command_man_page(const CLI::App& command, std::string_view version);
 
 // A bash completion script (for /usr/share/bash-completion/completions/imapstage):
 // commands and subcommands, the options of each, the values of options that

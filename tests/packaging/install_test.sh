@@ -210,6 +210,6 @@ as_root env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg --root="$root" -r imapstage 
 step "lintian"
 command -v lintian >/dev/null || fail "no lintian (tools/setup installs it)"
 # --fail-on warning: an error or warning not overridden fails; info tags are shown.
-lintian --fail-on error,warning --info --display-info --no-tag-display-limit "$deb" | tee "$work/lintian" \
+lintian --fail-on error,warning --info --display-info --tag-display-limit 0 "$deb" | tee "$work/lintian" \
   || fail "lintian"
 echo "PASS"
