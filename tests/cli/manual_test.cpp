@@ -137,6 +137,12 @@ TEST(Manual, ZshCompletionHasAFunctionPerCommand) {
   EXPECT_NE(script.find("bundle) _imapstage_bundle ;;"), std::string::npos);
   EXPECT_NE(script.find("'--tls[implicit (default), starttls, or none]"), std::string::npos);
   EXPECT_NE(script.find(":(implicit starttls none)"), std::string::npos);
+  // zsh reads it (tools/setup installs zsh).
+  TempDir dir;
+  std::string file = dir.path() + "/_imapstage";
+  std::ofstream(file) << script;
+  auto r = testing::run_process({"/usr/bin/zsh", "-n", file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(Version, NamesProgramFormatAndLibraries) {
