@@ -112,13 +112,19 @@ add_dep_list() {  # "a (>= 1), b | c, d:any"
     done
   done
 }
-add_dep_list "$depends"
-add_dep_list "$(dpkg-query -W -f='${Package} ${Essential}\n' | awk '$2 == "yes" {printf "%s, ", $1}')"
+closure() {
+  while [ $i -lt ${#queue[@]} ]; do
+    add_dep_list "$(dpkg-query -W -f='${Depends}, ${Pre-Depends}' "${queue[$i]}")"
+    i=$((i + 1))
+  done
+}
 i=0
-while [ $i -lt ${#queue[@]} ]; do
-  add_dep_list "$(dpkg-query -W -f='${Depends}, ${Pre-Depends}' "${queue[$i]}")"
-  i=$((i + 1))
-done
+add_dep_list "$depends"
+closure
+# What the Depends line alone brings in: every library the binary loads must come from one of these.
+printf '%s\n' "${queue[@]}" > "$work/depends-closure"
+add_dep_list "$(dpkg-query -W -f='${Package} ${Essential}\n' | awk '$2 == "yes" {printf "%s, ", $1}')"
+closure
 echo "${#queue[@]} packages: ${queue[*]}"
 # Their files (not directories) as installed, and their entries in a dpkg database of the root.
 mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" "$root/etc" "$root/tmp" "$root/run" "$root/dev" "$root/proc"
@@ -128,6 +134,7 @@ for p in "${queue[@]}"; do
     [ -d "$f" ] && continue  # directories (and the usr-merge links, made below) come with their files
     [ -e "$f" ] || [ -L "$f" ] || continue
     echo "$f"
+    printf '%s %s\n' "$p" "$(realpath -m "$f")" >> "$work/owners"
   done >> "$work/rootfiles"
   dpkg-query -s "$p" >> "$root/var/lib/dpkg/status"
   echo >> "$root/var/lib/dpkg/status"
@@ -160,6 +167,14 @@ in_root() { as_root chroot "$root" "$@"; }
 step "ldd in the root"
 in_root /usr/bin/ldd /usr/bin/imapstage > "$work/ldd" || { cat "$work/ldd" >&2; fail "ldd"; }
 ! grep -q 'not found' "$work/ldd" || { cat "$work/ldd" >&2; fail "libraries missing from the root"; }
+# Each library it loads belongs to a package of the Depends closure (not only to an Essential one).
+for lib in $(awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}' "$work/ldd"); do
+  real=$(realpath -m "$root$lib"); real=${real#"$root"}
+  owner=$(awk -v f="$real" '$2 == f {print $1; exit}' "$work/owners")
+  [ -n "$owner" ] || fail "$lib ($real) belongs to no package of the root"
+  grep -qx "$owner" "$work/depends-closure" || fail "$lib comes from $owner, which the Depends line does not bring in"
+  echo "$lib: $owner"
+done
 
 step "imapstage --version in the root"
 in_root /usr/bin/imapstage --version | tee "$work/version"
