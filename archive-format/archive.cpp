@@ -224,22 +224,84 @@ struct Archive::Impl {
     return slot;
   }
 
-  void commit(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops) {
+  // What a commit left out because another batch had written it meanwhile.
+  struct LateDuplicates {
+    uint64_t raw = 0;     // objects' raw bytes
+    uint64_t stored = 0;  // compressed bytes that were staged for them
+  };
+
+  void commit(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops,
+              LateDuplicates* late = nullptr) {
     std::lock_guard lock(commit_mutex);
-    commit_locked(objects, ops);
+    commit_locked(objects, ops, late);
+  }
+
+  // REQUIRES: commit_mutex held. Takes out of the staged group `o` the
+  // members the index has (rare: the group is decompressed and built again).
+  // Returns false when no member is left.
+  template <typename Txn>
+  bool drop_indexed_members(PendingObject& o, Txn& txn) {
+    size_t indexed = 0;
+    for (auto& m : o.members) indexed += txn.get(Index::objects, hash_key(m.hash)).has_value();
+    if (indexed == 0) return true;
+    if (indexed == o.members.size()) return false;
+    PackRecordInfo info;
+    info.kind = RecordKind::group;
+    info.hash = o.hash;
+    info.raw_size = o.raw_size;
+    info.stored_size = o.stored.size();
+    std::string raw = decode_payload(info, o.stored.view(), dir / "packs");
+    GroupBuilder kept;
+    for (auto& m : o.members)
+      if (!txn.get(Index::objects, hash_key(m.hash))) kept.add(m.hash, std::string_view(raw).substr(m.offset, m.size));
+    auto members = kept.table();
+    std::string payload = kept.finish();
+    if (members.size() == 1) {
+      std::string_view only(payload.data() + members[0].offset, members[0].size);
+      o.hash = members[0].hash;
+      o.raw_size = only.size();
+      o.stored = journal_compressor->compress_bytes(only);
+      o.members.clear();
+    } else {
+      o.hash = sha256(payload);
+      o.raw_size = payload.size();
+      o.stored = journal_compressor->compress_bytes(payload);
+      o.members = std::move(members);
+    }
+    return true;
   }
 
   // REQUIRES: commit_mutex held. Writes the objects and a journal of `ops`,
   // syncs, then indexes everything in one transaction. On failure nothing is
   // indexed, the packs are cut back to their committed sizes and `ops` is kept.
-  void commit_locked(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops) {
+  void commit_locked(std::vector<PendingObject>& objects, std::vector<codec::JournalOp>& ops,
+                     LateDuplicates* late = nullptr) {
     require_writable();
+    auto sizes = [&] {
+      LateDuplicates sum;
+      for (auto& o : objects) {
+        sum.stored += o.stored.size();
+        if (o.members.empty()) sum.raw += o.raw_size;
+        for (auto& m : o.members) sum.raw += m.size;
+      }
+      return sum;
+    };
+    const LateDuplicates staged = late ? sizes() : LateDuplicates{};
     {
-      // Another batch may have committed the same bytes since put_object.
+      // Another batch may have committed the same bytes since put_object
+      // (connections side by side fetching the same message): each object
+      // is written once. Every write is indexed under commit_mutex, so the
+      // index knows every object written.
       auto txn = index->read();
-      std::erase_if(objects, [&](const PendingObject& o) {
-        return o.members.empty() && txn.get(Index::objects, hash_key(o.hash)).has_value();
+      std::erase_if(objects, [&](PendingObject& o) {
+        if (o.members.empty()) return txn.get(Index::objects, hash_key(o.hash)).has_value();
+        return !drop_indexed_members(o, txn);
       });
+    }
+    if (late) {
+      LateDuplicates kept = sizes();
+      late->raw += staged.raw - kept.raw;
+      late->stored += staged.stored - kept.stored;
     }
     if (objects.empty() && ops.empty()) return;
 
@@ -799,6 +861,7 @@ struct Batch::Impl {
   uint64_t bytes = 0;     // compressed bytes put since the last commit(), including those written early
   uint64_t resident = 0;  // compressed bytes of `objects`, held in memory
   uint64_t stored_total = 0;  // compressed bytes of every record this batch made
+  Archive::Impl::LateDuplicates late;  // left out at commit: another batch had written them
   std::vector<codec::JournalOp> ops;
   std::map<std::string, uint32_t> account_ids;                       // by name, staged here
   std::map<std::pair<uint32_t, std::string>, uint32_t> folder_ids;   // by (account, name_raw), staged here
@@ -810,7 +873,7 @@ struct Batch::Impl {
   void write_objects_early() {
     if (objects.empty()) return;
     std::vector<codec::JournalOp> none;
-    archive.impl_->commit(objects, none);
+    archive.impl_->commit(objects, none, &late);
     resident = 0;
   }
 
@@ -884,7 +947,8 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
 }
 
 void Batch::close_group() { impl_->close_group(); }
-uint64_t Batch::stored_bytes() const { return impl_->stored_total; }
+uint64_t Batch::stored_bytes() const { return impl_->stored_total - impl_->late.stored; }
+uint64_t Batch::late_duplicate_bytes() const { return impl_->late.raw; }
 
 uint32_t Batch::put_account(AccountRecord& record) {
   auto& a = *impl_->archive.impl_;
@@ -934,7 +998,7 @@ size_t Batch::pending_changes() const { return impl_->ops.size() + impl_->hashes
 
 void Batch::commit() {
   impl_->close_group();
-  impl_->archive.impl_->commit(impl_->objects, impl_->ops);
+  impl_->archive.impl_->commit(impl_->objects, impl_->ops, &impl_->late);
   impl_->objects.clear();
   impl_->hashes.clear();
   impl_->bytes = 0;

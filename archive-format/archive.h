@@ -226,6 +226,10 @@ class Batch {
   // Compressed bytes of every record this batch has made so far (objects whose
   // group is still open are not counted yet), for reporting what was stored.
   uint64_t stored_bytes() const;
+  // Raw bytes of objects this batch staged as new that another batch wrote
+  // first (connections side by side fetching the same message): each object
+  // is written once, so these were left out at commit. Grows at commits.
+  uint64_t late_duplicate_bytes() const;
 
   // Assigns record.id when 0 (ids come from the index, never reused).
   uint32_t put_account(AccountRecord& record);

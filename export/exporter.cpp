@@ -716,6 +716,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   };
 
   const uint64_t stored_before = batch->stored_bytes();
+  const uint64_t late_before = batch->late_duplicate_bytes();
   // The UIDs each FETCH asks for, to name the ones the server does not deliver.
   std::vector<std::vector<uint32_t>> asked(batches.size()), received(batches.size());
   for (size_t b = 0, wanted_pos = 0; b < batches.size(); ++b)
@@ -765,6 +766,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   // What this folder's new objects take in the packs (small ones are compressed in groups).
   batch->close_group();
   result.bytes_stored = batch->stored_bytes() - stored_before;
+  result.bytes_deduplicated += batch->late_duplicate_bytes() - late_before;
 
   folder.uidnext = info.uidnext;
   folder.highestmodseq = info.highestmodseq;

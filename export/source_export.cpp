@@ -416,6 +416,7 @@ void SourceExport::export_folder(size_t i) {
           {"bytes_total", plan.wanted_bytes}, {"elapsed", seconds_since(started)}, {"final", final}});
   };
   const uint64_t stored_before = batch.stored_bytes();
+  const uint64_t late_before = batch.late_duplicate_bytes();
   std::map<archive::Hash, uint32_t> occurrences;  // content identities: n-th message with these bytes
   bool content_failed = false;
   size_t next = 0;  // wanted[next] is the first not yet delivered or failed (a retry resumes there)
@@ -559,6 +560,7 @@ void SourceExport::export_folder(size_t i) {
   progress(true);
   batch.close_group();
   result.bytes_stored = batch.stored_bytes() - stored_before;
+  result.bytes_deduplicated += batch.late_duplicate_bytes() - late_before;
 
   // Identities the source no longer lists: kept, marked expunged. A message
   // known only by its bytes that could not be read leaves them all in place.
