@@ -304,5 +304,69 @@ TEST_F(OAuth2DovecotTest, ATokenRefusedAgainAfterRenewalFailsTheAccountOnce) {
   EXPECT_EQ(failing.err.find(*prefix_), std::string::npos) << failing.err;
 }
 
+// The built-in client-credentials helper as the token command, against an
+// HTTPS token endpoint with the harness's certificate: the endpoint mints the
+// tokens the introspection endpoint accepts, so an export logs in with them.
+TEST_F(OAuth2DovecotTest, TheClientCredentialsHelperAsTokenCommandOverVerifiedTls) {
+  TempDir dir;
+  httplib::SSLServer https((server_->dir() + "/server.pem").c_str(), (server_->dir() + "/server.key").c_str());
+  ASSERT_TRUE(https.is_valid());
+  std::mutex mutex;
+  int requests = 0;
+  https.Post("/tenant-1/oauth2/v2.0/token", [&](const httplib::Request& q, httplib::Response& r) {
+    std::lock_guard lock(mutex);
+    ++requests;
+    if (q.get_param_value("client_secret") != "Helper-Secret-31" ||
+        q.get_param_value("grant_type") != "client_credentials") {
+      r.status = 401;
+      r.set_content(R"({"error":"invalid_client"})", "application/json");
+      return;
+    }
+    // App-only tokens open any mailbox they were granted; this one is for oauser.
+    int n = token_runs() + 1;
+    std::ofstream(counter_file()) << n << "\n";
+    nlohmann::json answer = {{"token_type", "Bearer"}, {"expires_in", 3599},
+                             {"access_token", fmt::format("{}oauser-{}", *prefix_, n)}};
+    r.set_content(answer.dump(), "application/json");
+  });
+  int port = https.bind_to_any_port("127.0.0.1");
+  std::thread thread([&] { https.listen_after_bind(); });
+  while (!https.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  struct Stop {
+    httplib::SSLServer& s;
+    std::thread& t;
+    ~Stop() {
+      s.stop();
+      t.join();
+    }
+  } stop{https, thread};
+
+  std::string secret = dir.path() + "/client.secret";
+  std::ofstream(secret) << "Helper-Secret-31\n";
+  std::string endpoint = fmt::format("https://127.0.0.1:{}/tenant-1/oauth2/v2.0/token", port);
+  std::string helper = fmt::format("'{}' oauth2 token --tenant tenant-1 --client-id app-1 --client-secret-file '{}' "
+                                   "--endpoint '{}'",
+                                   testing::imapstage_binary(), secret, endpoint);
+
+  // Without the private CA the endpoint's certificate is not trusted: no token.
+  auto untrusted = testing::run_imapstage({"oauth2", "token", "--tenant", "tenant-1", "--client-id", "app-1",
+                                           "--client-secret-file", secret, "--endpoint", endpoint});
+  EXPECT_EQ(untrusted.exit_code, 4) << untrusted.out << untrusted.err;
+  EXPECT_EQ(untrusted.out, "");
+
+  auto r = testing::run_imapstage({"export", "--archive", dir.path() + "/archive", "--account", "oauser@helper.test",
+                                   "--host", server_->host(), "--port", std::to_string(server_->imaps_port()),
+                                   "--ca-file", server_->ca_file(), "--user", "oauser", "--oauth2-token-cmd",
+                                   helper + " --ca-file '" + server_->ca_file() + "'", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(testing::count(testing::archive_view(dir.path() + "/archive", "oauser@helper.test")), source_messages_);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_GE(requests, 1);
+  }
+  expect_no_token({&r.out, &r.err}, dir.path() + "/archive");
+  EXPECT_EQ(r.err.find("Helper-Secret-31"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace imapstage
