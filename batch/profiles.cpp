@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 
 #include "common/error.h"
+#include "common/token_command.h"
 
 namespace imapstage::batch {
 
@@ -83,7 +84,10 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
       else if (key == "master_separator") p.master_separator = want_string(origin, name, key, v);
       else if (key == "password_file" || key == "token_file") p.password_file = want_string(origin, name, key, v);
       else if (key == "password_env" || key == "token_env") p.password_env = want_string(origin, name, key, v);
-      else if (key == "password" || key == "token") {
+      else if (key == "token_cmd") {
+        p.token_cmd = want_string(origin, name, key, v);
+        if (p.token_cmd.empty()) bad(origin, v, fmt::format("profile {}: token_cmd is empty", name));
+      } else if (key == "password" || key == "token") {
         p.inline_password = want_string(origin, name, key, v);
         warnings.push_back(fmt::format("profile {} has an inline {} in {}: prefer password_file or password_env "
                                        "(and keep the file readable only by you)",
@@ -114,7 +118,15 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
       bad(origin, t, fmt::format("profile {}: master-user logs in with login or plain", name));
     if (p.master_separator.empty()) bad(origin, t, fmt::format("profile {}: master_separator is empty", name));
   }
-  if (p.auth != AuthMode::user && p.password_file.empty() && p.password_env.empty() && p.inline_password.empty())
+  if (!p.token_cmd.empty()) {
+    if (p.auth != AuthMode::user && p.auth != AuthMode::magic)
+      bad(origin, t, fmt::format("profile {}: token_cmd needs auth = \"user\" or \"magic\" (XOAUTH2)", name));
+    if (have_mechanism && p.mechanism != imap::AuthMechanism::xoauth2)
+      bad(origin, t, fmt::format("profile {}: token_cmd logs in with mechanism xoauth2", name));
+    p.mechanism = imap::AuthMechanism::xoauth2;
+  }
+  if (p.auth != AuthMode::user && p.password_file.empty() && p.password_env.empty() && p.inline_password.empty() &&
+      p.token_cmd.empty())
     bad(origin, t, fmt::format("profile {}: auth = \"{}\" needs password_file or password_env", name,
                                to_string(p.auth)));
   return p;
@@ -208,6 +220,7 @@ pop3::Credentials pop3_credentials(const imap::Credentials& c) {
   pop3::Credentials p;
   p.user = c.user;
   p.secret = c.secret;
+  p.tokens = c.tokens;
   p.auth_user = c.auth_user;
   switch (c.mechanism) {
     case imap::AuthMechanism::login: p.mechanism = pop3::Mechanism::user_pass; break;
@@ -220,7 +233,8 @@ pop3::Credentials pop3_credentials(const imap::Credentials& c) {
 }
 
 bool Profile::supplies_secret() const {
-  return auth != AuthMode::user || !password_file.empty() || !password_env.empty() || !inline_password.empty();
+  return auth != AuthMode::user || !password_file.empty() || !password_env.empty() || !inline_password.empty() ||
+         !token_cmd.empty();
 }
 
 const Profile& Config::profile(std::string_view name) const {
@@ -337,6 +351,12 @@ AccountLogin make_login(const Profile& p, const std::string& mailbox, const std:
     case AuthMode::user:
       c.user = mailbox;
       c.mechanism = p.mechanism;
+      if (account_secret.empty() && !p.token_cmd.empty()) {
+        c.mechanism = imap::AuthMechanism::xoauth2;
+        c.tokens = make_token_source(p.token_cmd, mailbox);
+        login.describe = fmt::format("xoauth2 as {} (token command)", mailbox);
+        break;
+      }
       c.secret = account_secret.empty()
                      ? need_secret(p.mechanism == imap::AuthMechanism::xoauth2 ? "token" : "password")
                      : account_secret;
@@ -358,6 +378,12 @@ AccountLogin make_login(const Profile& p, const std::string& mailbox, const std:
     case AuthMode::magic:
       c.user = mailbox;
       c.mechanism = p.mechanism;
+      if (!p.token_cmd.empty()) {
+        c.mechanism = imap::AuthMechanism::xoauth2;
+        c.tokens = make_token_source(p.token_cmd, mailbox);
+        login.describe = fmt::format("xoauth2 as {} (token command)", mailbox);
+        break;
+      }
       c.secret = need_secret("magic password");
       login.describe = fmt::format("magic password: {} as {}", to_string(c.mechanism), mailbox);
       break;

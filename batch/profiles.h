@@ -14,6 +14,10 @@
 //   admin_user = "admin"            # admin-plain and master-user
 //   master_separator = "*"          # master-user: logs in as USER<sep>ADMIN
 //   password_file = "/etc/imapstage/old-admin.secret"   # or password_env = "VAR"
+//   token_cmd = "imapstage oauth2 token --tenant T --client-id ID --client-secret-file F"
+//                                   # XOAUTH2 tokens from a command (user and magic modes; implies
+//                                   # mechanism xoauth2): run with /bin/sh -c, the mailbox in
+//                                   # $IMAPSTAGE_USER, and again when the server refuses an expired token
 //   domains = ["example.org", "example.net"]            # "*" serves every domain
 //
 // Secrets: a profile names where a secret is (password_file, password_env;
@@ -66,6 +70,7 @@ struct Profile {
   std::string password_file;       // may contain "{user}"
   std::string password_env;
   std::string inline_password;     // discouraged; `inline_secret_warning` says so
+  std::string token_cmd;           // XOAUTH2 token command (common/token_command.h); "" none
   std::vector<std::string> domains;  // lower case; "*" serves every domain; empty: only by name
 
   // Whether this profile serves `user` ("name@domain"): its domain is in
@@ -119,7 +124,8 @@ struct AccountLogin {
 };
 
 // Builds the login of `mailbox` under `profile`. `account_secret` is the
-// password from the accounts file ("" when not given). The profile's
+// password from the accounts file ("" when not given); without it, a
+// profile's token_cmd gives the login a token source for `mailbox`. The profile's
 // password source is read when the mode needs it (admin, master, magic) or
 // when `account_secret` is empty. Throws Error(usage) naming the mailbox and
 // the mode when no secret can be had.

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/token_command.h"
 
 namespace imapstage::cli {
 
@@ -45,8 +46,15 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
   auto* file = cmd->add_option("--password-file", o.password_file, "Read the password (or token) from this file")
                    ->check(CLI::ExistingFile)
                    ->group("Server");
-  cmd->add_option("--password-env", o.password_env, "Read the password (or token) from this environment variable")
+  auto* env = cmd->add_option("--password-env", o.password_env,
+                              "Read the password (or token) from this environment variable")
+                  ->excludes(file)
+                  ->group("Server");
+  cmd->add_option("--oauth2-token-cmd", o.token_cmd,
+                  "Log in with XOAUTH2 tokens printed by this command (run with /bin/sh -c, the mailbox in "
+                  "$IMAPSTAGE_USER), run again when the server refuses an expired token")
       ->excludes(file)
+      ->excludes(env)
       ->group("Server");
 }
 
@@ -76,6 +84,11 @@ imap::Credentials make_credentials(const ServerOptions& o) {
   else if (o.auth == "apop") c.mechanism = imap::AuthMechanism::apop;
   else throw Error(ErrorKind::usage, "unknown --auth " + o.auth);
   if (!c.auth_user.empty() && c.mechanism == imap::AuthMechanism::login) c.mechanism = imap::AuthMechanism::plain;
+  if (!o.token_cmd.empty()) {
+    c.mechanism = imap::AuthMechanism::xoauth2;
+    c.tokens = make_token_source(o.token_cmd, c.user);
+    return c;
+  }
   std::string who = c.auth_user.empty() ? c.user : c.auth_user;
   c.secret = read_secret(o.password_file, o.password_env, "Password for " + who + " at " + o.host + ": ");
   return c;
@@ -173,12 +186,26 @@ static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const Se
     p.password_file.clear();
     p.inline_password.clear();
   }
+  if (given(cmd, "--password-file") || given(cmd, "--password-env")) p.token_cmd.clear();
+  if (given(cmd, "--oauth2-token-cmd")) {
+    if (given(cmd, "--auth") && o.auth != "xoauth2")
+      throw Error(ErrorKind::usage, "--oauth2-token-cmd logs in with --auth xoauth2, not " + o.auth);
+    p.token_cmd = o.token_cmd;
+    p.mechanism = imap::AuthMechanism::xoauth2;
+    p.password_file.clear();
+    p.password_env.clear();
+    p.inline_password.clear();
+  }
+  if (!p.token_cmd.empty() && p.auth != batch::AuthMode::user && p.auth != batch::AuthMode::magic)
+    throw Error(ErrorKind::usage, fmt::format("--oauth2-token-cmd (token_cmd) logs in as each mailbox (XOAUTH2), "
+                                              "not with --auth-mode {}",
+                                              batch::to_string(p.auth)));
   if (p.auth == batch::AuthMode::admin_plain) p.mechanism = imap::AuthMechanism::plain;
   if ((p.auth == batch::AuthMode::admin_plain || p.auth == batch::AuthMode::master_user) && p.admin_user.empty())
     throw Error(ErrorKind::usage, fmt::format("--auth-mode {} needs --auth-user ADMIN (or admin_user in the profile)",
                                               batch::to_string(p.auth)));
   if (p.auth != batch::AuthMode::user && p.password_file.empty() && p.password_env.empty() &&
-      p.inline_password.empty())
+      p.inline_password.empty() && p.token_cmd.empty())
     throw Error(ErrorKind::usage, fmt::format("--auth-mode {} needs the shared password: --password-file or "
                                               "--password-env (or the profile's password_file)",
                                               batch::to_string(p.auth)));

@@ -28,6 +28,7 @@ struct ServerOptions {
   std::string auth_user;         // admin identity for SASL PLAIN authzid
   std::string password_file;
   std::string password_env;
+  std::string token_cmd;         // --oauth2-token-cmd (XOAUTH2 tokens from a command)
 };
 
 // Adds --host --port --tls --ca-file --insecure --timeout --user --auth

@@ -409,10 +409,25 @@ struct Session::Impl {
       }
       die(what, detail, folder_raw);
     }
+    throw_if_login_ended(what, folder_raw);
     std::string text = server_text();
     throw Error(ErrorKind::protocol,
                 fmt::format("{}: {}", what, text.empty() ? std::string(etpan_error_name(r)) : text), Retry::never,
                 here(folder_raw));
+  }
+
+  // RFC 5530: a NO [EXPIRED] or [AUTHENTICATIONFAILED] to a command after
+  // login says the login no longer grants access (an OAuth2 token that
+  // expired mid-session). A new login may succeed: the connection is dropped
+  // and Error(network, now) thrown, so the caller reconnects (and renews the token).
+  void throw_if_login_ended(std::string_view what, std::string_view folder_raw = {}) {
+    const char* atom = imap && imap->imap_response_info ? imap->imap_response_info->rsp_atom : nullptr;
+    if (!atom || (strcasecmp(atom, "EXPIRED") != 0 && strcasecmp(atom, "AUTHENTICATIONFAILED") != 0)) return;
+    std::string code = atom, text = server_text();
+    close_stream();
+    throw Error(ErrorKind::network,
+                fmt::format("{} at {}: the server no longer accepts this login ({}): {}", what, where, code, text),
+                Retry::now, here(folder_raw));
   }
 
   void check(int r, std::string_view what, std::string_view folder_raw = {}) {
@@ -603,7 +618,8 @@ struct Session::Impl {
     size_t sent = 0, answered_count = 0;
     bool newest_started = false;  // the newest command sent has had a message or its reply
     std::exception_ptr callback_error;
-    std::optional<Error> refused;  // a BAD
+    std::optional<Error> refused;  // a BAD, or a NO saying the login expired
+    bool login_ended = false;
     try {
       ReaderSource source(*this);
       FetchReader reader(source, stream->read_buffer, stream->buffer_max_size, stream->read_buffer_len, limits);
@@ -658,7 +674,15 @@ struct Session::Impl {
             ++answered_count;
             if (k + 1 == sent) newest_started = true;
             const TaggedReply& reply = reader.tagged();
-            if (reply.status == "OK" || reply.status == "NO") {
+            if (reply.status == "NO" && (iequals(reply.code, "EXPIRED") || iequals(reply.code, "AUTHENTICATIONFAILED"))) {
+              // As throw_if_login_ended: the login expired; reconnect.
+              if (!refused)
+                refused = Error(ErrorKind::network,
+                                fmt::format("UID FETCH at {}: the server no longer accepts this login: {}", where,
+                                            reply.text),
+                                Retry::now, here());
+              login_ended = true;
+            } else if (reply.status == "OK" || reply.status == "NO") {
               if (!callback_error && on_done) {
                 try {
                   on_done(k);
@@ -686,6 +710,7 @@ struct Session::Impl {
     }
     // What came after the last reply is libetpan's again, through the guard.
     if (!guard.resume(std::string_view(stream->read_buffer, stream->read_buffer_len))) refuse_wire("UID FETCH");
+    if (login_ended) close_stream();
     if (callback_error) std::rethrow_exception(callback_error);
     if (refused) throw *refused;
   }
@@ -702,6 +727,7 @@ struct Session::Impl {
     else r = condstore ? mailimap_select_condstore(imap, name.c_str(), &modseq) : mailimap_select(imap, name.c_str());
     if (r != MAILIMAP_NO_ERROR) {
       if (kills_session(r)) fail(r, read_only ? "EXAMINE" : "SELECT", name_raw);
+      throw_if_login_ended(read_only ? "EXAMINE" : "SELECT", name_raw);
       std::string text = server_text();
       throw Error(ErrorKind::protocol,
                   fmt::format("cannot open folder {}: {}", utf7_decode(name_raw),
@@ -806,6 +832,32 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
 }
 
 void Session::login(const Credentials& c) {
+  if (!c.tokens || c.mechanism != AuthMechanism::xoauth2) {
+    login_once(c);
+    return;
+  }
+  Credentials with_token = c;
+  with_token.tokens.reset();
+  with_token.secret = c.tokens->token();
+  try {
+    login_once(with_token);
+    return;
+  } catch (const Error& e) {
+    // Only a refusal (an expired or revoked token) is worth a new token.
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never || impl_->dead) throw;
+  }
+  with_token.secret = c.tokens->renew(with_token.secret);
+  try {
+    login_once(with_token);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never) throw;
+    throw Error(ErrorKind::auth,
+                e.message() + " (XOAUTH2: the token command's new token was refused too)",
+                Retry::never, e.where());
+  }
+}
+
+void Session::login_once(const Credentials& c) {
   Impl& s = *impl_;
   s.ensure_alive();
   const std::string& where = s.where;
@@ -1424,6 +1476,14 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
       return;
     }
     std::string code = upper(reply.code.substr(0, reply.code.find(' ')));
+    if (reply.status == "NO" && (code == "EXPIRED" || code == "AUTHENTICATIONFAILED")) {
+      // The login expired (an OAuth2 token): as a dropped connection, the
+      // caller reconnects and finds out what arrived.
+      s.close_stream();
+      throw Error(ErrorKind::network,
+                  fmt::format("APPEND at {}: the server no longer accepts this login: {}", s.where, reply.text),
+                  Retry::now, s.here(mailbox_raw));
+    }
     for (size_t i = from; i < to; ++i) {
       results[i].ok = false;
       results[i].error = reply.status + " " + reply.text;

@@ -16,9 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "common/token_command.h"
 #include "net/transport.h"
 
 namespace imapstage::imap {
+
+using imapstage::TokenSource;
 
 // implicit (port 993), starttls (port 143; refused if the server does not offer STARTTLS), none.
 using TlsMode = net::TlsMode;
@@ -56,6 +59,9 @@ struct Credentials {
   std::string secret;
   AuthMechanism mechanism = AuthMechanism::login;
   std::string auth_user;    // authentication identity when it differs from `user` (admin mode); "" otherwise
+  // XOAUTH2 only: when set, the token comes from here instead of `secret`,
+  // and a login the server refuses is tried once more with a renewed token.
+  std::shared_ptr<TokenSource> tokens;  // common/token_command.h
 };
 
 // One LIST answer, with subscription state from LSUB.
@@ -163,7 +169,10 @@ class Session {
 
   // Logs in. Throws Error(auth, never) "authentication failed for USER at
   // HOST:PORT" on refusal; Error(auth) naming the mechanism if the server
-  // lacks it. Capabilities are refreshed afterwards.
+  // lacks it. Capabilities are refreshed afterwards. With
+  // `credentials.tokens` (XOAUTH2), a refused token is renewed once and
+  // tried again on the same connection; a refused renewed token is the
+  // Error(auth, never) above, saying so.
   void login(const Credentials& credentials);
 
   // ID (RFC 2971) with these name/value pairs, before login when the server
@@ -294,6 +303,7 @@ class Session {
  private:
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
+  void login_once(const Credentials& credentials);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -381,6 +381,30 @@ std::unique_ptr<Session> Session::connect(const Endpoint& endpoint) {
 }
 
 void Session::login(const Credentials& c) {
+  if (!c.tokens || c.mechanism != Mechanism::xoauth2) {
+    login_once(c);
+    return;
+  }
+  Credentials with_token = c;
+  with_token.tokens.reset();
+  with_token.secret = c.tokens->token();
+  try {
+    login_once(with_token);
+    return;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never || impl_->dead) throw;
+  }
+  with_token.secret = c.tokens->renew(with_token.secret);
+  try {
+    login_once(with_token);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never) throw;
+    throw Error(ErrorKind::auth, e.message() + " (XOAUTH2: the token command's new token was refused too)",
+                Retry::never, e.where());
+  }
+}
+
+void Session::login_once(const Credentials& c) {
   Impl& s = *impl_;
   s.ensure_alive();
   const std::string& where = s.where;

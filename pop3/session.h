@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/token_command.h"
 #include "net/transport.h"
 
 namespace imapstage::pop3 {
@@ -66,6 +67,9 @@ struct Credentials {
   std::string secret;
   Mechanism mechanism = Mechanism::user_pass;
   std::string auth_user;   // authentication identity when it differs from `user` (admin mode; PLAIN only)
+  // XOAUTH2 only: when set, the token comes from here instead of `secret`,
+  // and a refused one is renewed once and tried again.
+  std::shared_ptr<TokenSource> tokens;
 };
 
 // One message of the maildrop, from LIST and UIDL.
@@ -150,6 +154,7 @@ class Session {
   friend std::string replay_responses(std::string_view, uint64_t);
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
+  void login_once(const Credentials& credentials);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -16,6 +16,7 @@
 
 #include "archive-format/archive.h"
 #include "common/error.h"
+#include "common/token_command.h"
 #include "imap/session.h"
 #include "tests/support/fake_imap_server.h"
 #include "tests/support/process.h"
@@ -129,6 +130,7 @@ struct XOAuth2Script {
   std::vector<std::string> decoded;        // every initial response, decoded
   std::map<size_t, Pending> pending;       // by connection
   int refused = 0;
+  std::string accepted;                    // when set, the token accepted instead of install()'s
 
   // Called with the lock held.
   void answer(FakeExchange& x, const std::string& tag, const std::string& ir, const std::string& token) {
@@ -136,7 +138,8 @@ struct XOAuth2Script {
     decoded.push_back(text);
     std::string user;
     if (text.rfind("user=", 0) == 0) user = text.substr(5, text.find('\x01') - 5);
-    if (!user.empty() && text == "user=" + user + "\x01" + "auth=Bearer " + token + "\x01\x01") {
+    const std::string& good = accepted.empty() ? token : accepted;
+    if (!user.empty() && text == "user=" + user + "\x01" + "auth=Bearer " + good + "\x01\x01") {
       x.send(tag + " OK Thats all she wrote!\r\n");
       return;
     }
@@ -393,6 +396,141 @@ TEST(XOAuth2Test, BatchWithATokenFile) {
   }());
   EXPECT_EQ(state.dump().find("Batch-Token"), std::string::npos);
   EXPECT_EQ(state.dump().find("Stale_555"), std::string::npos);
+}
+
+// A token command whose runs are numbered: run N prints the good token when
+// N is in `good_runs` (a shell case pattern), a stale one otherwise; every
+// run appends $IMAPSTAGE_USER to `log`.
+std::string numbered_token_command(const std::string& dir, const std::string& good_token,
+                                   const std::string& good_runs) {
+  return fmt::format("n=$(( $(cat {0}/runs 2>/dev/null || echo 0) + 1 )); echo $n > {0}/runs; "
+                     "echo \"$IMAPSTAGE_USER\" >> {0}/log; "
+                     "case $n in {2}) echo {1} ;; *) echo ya29.Stale-Run-$n ;; esac",
+                     dir, good_token, good_runs);
+}
+
+TEST(XOAuth2Test, ARefusedTokenIsRenewedOnceThenTheLoginFails) {
+  const std::string token = "ya29.Fresh-Token_424242";
+  FakeImapServer server;
+  XOAuth2Script script;
+  script.install(server, token);
+  TempDir dir;
+
+  // The first token is stale (expired): the command runs again and the new one logs in.
+  {
+    auto source = std::make_shared<CommandTokenSource>(numbered_token_command(dir.path(), token, "2"),
+                                                       "oauser@example.com");
+    auto s = imap::Session::connect(fake_endpoint(server));
+    imap::Credentials c;
+    c.user = "oauser@example.com";
+    c.mechanism = imap::AuthMechanism::xoauth2;
+    c.tokens = source;
+    s->login(c);
+    EXPECT_FALSE(s->list().empty());
+    EXPECT_EQ(source->fetches(), 2);
+    std::lock_guard lock(script.mutex);
+    EXPECT_EQ(script.refused, 1);
+  }
+
+  // Every token is refused: one renewal, then an auth error that says so (no loop).
+  std::filesystem::remove(dir.path() + "/runs");
+  auto source = std::make_shared<CommandTokenSource>(numbered_token_command(dir.path(), token, "0"),
+                                                     "oauser@example.com");
+  auto s = imap::Session::connect(fake_endpoint(server));
+  imap::Credentials c;
+  c.user = "oauser@example.com";
+  c.mechanism = imap::AuthMechanism::xoauth2;
+  c.tokens = source;
+  try {
+    s->login(c);
+    FAIL() << "a refused token logged in";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::auth);
+    EXPECT_EQ(e.retry(), Retry::never);
+    std::string text = e.what();
+    EXPECT_NE(text.find("oauser@example.com"), std::string::npos) << text;
+    EXPECT_NE(text.find("new token was refused too"), std::string::npos) << text;
+    EXPECT_EQ(text.find("Stale-Run"), std::string::npos) << text;
+  }
+  EXPECT_EQ(source->fetches(), 2);
+  std::lock_guard lock(script.mutex);
+  EXPECT_EQ(script.refused, 3);
+}
+
+TEST(XOAuth2Test, BatchWithATokenCommand) {
+  const std::string token = "ya29.Command-Token_777";
+  FakeImapServer server;
+  XOAuth2Script script;
+  script.install(server, token);
+  server.add_message("INBOX", "From: x@example.org\r\nSubject: oauth\r\nMessage-ID: <c@fake>\r\n\r\nhello\r\n",
+                     {"\\Seen"});
+  TempDir dir;
+  // Run 1 (oauser) is good; bad@ gets runs 2 and 3, both stale.
+  std::string accounts = write(dir.path() + "/accounts.txt", "oauser@example.com\nbad@example.com\n");
+  std::string archive_dir = dir.path() + "/archive";
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--accounts", accounts, "--host", server.host(),
+                                   "--port", std::to_string(server.port()), "--tls", "none", "--oauth2-token-cmd",
+                                   numbered_token_command(dir.path(), token, "1"), "--jobs", "1", "--max-load", "0",
+                                   "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err << r.out;
+  auto events = json_lines(r.out);
+  auto done = by_account(events, "account_done");
+  auto errors = by_account(events, "account_error");
+  const std::string host = "@" + server.host();
+  EXPECT_TRUE(done.count("oauser@example.com" + host)) << r.out;
+  EXPECT_EQ(archived_messages(archive_dir, "oauser@example.com" + host), 1u);
+  ASSERT_TRUE(errors.count("bad@example.com" + host)) << r.out;
+  std::string error = errors["bad@example.com" + host]["error"];
+  EXPECT_EQ(errors["bad@example.com" + host]["error_kind"], "auth");
+  EXPECT_NE(error.find("refused too"), std::string::npos) << error;
+  std::ifstream log(dir.path() + "/log");
+  std::string users((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_EQ(users, "oauser@example.com\nbad@example.com\nbad@example.com\n");
+  for (auto* text : {&r.out, &r.err}) {
+    EXPECT_EQ(text->find("Command-Token"), std::string::npos);
+    EXPECT_EQ(text->find("Stale-Run"), std::string::npos);
+  }
+}
+
+TEST(XOAuth2Test, ACommandRefusedWithExpiredReconnectsWithANewToken) {
+  FakeImapServer server;
+  XOAuth2Script script;
+  script.install(server, "ya29.Run-1");
+  for (int i = 1; i <= 3; ++i)
+    server.add_message("INBOX", fmt::format("From: x@example.org\r\nSubject: m{}\r\nMessage-ID: <e{}@fake>\r\n\r\nhi\r\n",
+                                            i, i),
+                       {"\\Seen"});
+  // The token expires while the account is exported: the first UID FETCH is
+  // refused with RFC 5530's EXPIRED, and from then on only the next token logs in.
+  server.on("^UID FETCH", [&script](FakeExchange& x) {
+    {
+      std::lock_guard lock(script.mutex);
+      script.accepted = "ya29.Run-2";
+    }
+    x.tagged("NO [EXPIRED] Access token expired");
+  }, 1);
+  TempDir dir;
+  std::string command = fmt::format("n=$(( $(cat {0}/runs 2>/dev/null || echo 0) + 1 )); echo $n > {0}/runs; "
+                                    "echo ya29.Run-$n",
+                                    dir.path());
+  std::string archive_dir = dir.path() + "/archive";
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server.host(), "--port",
+                                   std::to_string(server.port()), "--tls", "none", "--user", "oauser@example.com",
+                                   "--oauth2-token-cmd", command, "--connections", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(archived_messages(archive_dir, "oauser@example.com@" + server.host()), 3u);
+  std::ifstream runs(dir.path() + "/runs");
+  int n = 0;
+  runs >> n;
+  EXPECT_EQ(n, 2);
+  size_t reconnects = 0;
+  for (auto& e : json_lines(r.out))
+    if (e.value("event", "") == "reconnect") ++reconnects;
+  EXPECT_EQ(reconnects, 1u) << r.out;
+  std::lock_guard lock(script.mutex);
+  EXPECT_EQ(script.refused, 1);  // the expired token at the new login, then the new one
+  EXPECT_EQ(r.out.find("ya29.Run"), std::string::npos);
+  EXPECT_EQ(r.err.find("ya29.Run"), std::string::npos);
 }
 
 }  // namespace

@@ -158,5 +158,43 @@ TEST(Profiles, LoadsFromFileAndDefaultPath) {
   ::unsetenv("XDG_CONFIG_HOME");
 }
 
+TEST(Profiles, TokenCommand) {
+  auto c = parse_config(R"([profiles.m365]
+host = "outlook.office365.com"
+token_cmd = "echo tok-$IMAPSTAGE_USER"
+domains = ["contoso.com"]
+)",
+                        "m365.toml");
+  const Profile& p = c.profile("m365");
+  EXPECT_EQ(p.token_cmd, "echo tok-$IMAPSTAGE_USER");
+  EXPECT_EQ(p.mechanism, imap::AuthMechanism::xoauth2);  // implied
+  EXPECT_TRUE(p.supplies_secret());
+  auto login = make_login(p, "alice@contoso.com", "");
+  EXPECT_EQ(login.credentials.mechanism, imap::AuthMechanism::xoauth2);
+  EXPECT_TRUE(login.credentials.secret.empty());
+  ASSERT_TRUE(login.credentials.tokens);
+  EXPECT_EQ(login.credentials.tokens->fetches(), 0);  // nothing runs before a login needs it
+  EXPECT_EQ(login.credentials.tokens->token(), "tok-alice@contoso.com");
+  EXPECT_EQ(login.describe.find("tok-"), std::string::npos);
+  // A password from the accounts file wins over the command.
+  auto own = make_login(p, "bob@contoso.com", "static-token");
+  EXPECT_FALSE(own.credentials.tokens);
+  EXPECT_EQ(own.credentials.secret, "static-token");
+
+  auto expect_usage = [](const std::string& text, const std::string& needle) {
+    try {
+      parse_config(text, "bad.toml");
+      FAIL() << "accepted: " << text;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::usage);
+      EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+    }
+  };
+  expect_usage("[profiles.a]\nhost = \"h\"\ntoken_cmd = \"x\"\nmechanism = \"login\"\n", "xoauth2");
+  expect_usage("[profiles.a]\nhost = \"h\"\ntoken_cmd = \"x\"\nauth = \"admin-plain\"\nadmin_user = \"a\"\n",
+               "token_cmd");
+  expect_usage("[profiles.a]\nhost = \"h\"\ntoken_cmd = \"\"\n", "token_cmd is empty");
+}
+
 }  // namespace
 }  // namespace imapstage::batch

@@ -17,10 +17,12 @@ std::filesystem::path source(const char* rel) { return std::filesystem::path(IMA
 TEST(PackageExamples, ProfilesParseAndServeTheirDomains) {
   auto config = batch::load_config(source("packaging/examples/config.toml"));
   EXPECT_TRUE(config.warnings.empty());
-  ASSERT_EQ(config.profiles.size(), 3u);
+  ASSERT_EQ(config.profiles.size(), 4u);
   EXPECT_EQ(config.profile("old").auth, batch::AuthMode::master_user);
   EXPECT_EQ(config.profile("new").auth, batch::AuthMode::admin_plain);
   EXPECT_EQ(config.profile("pop").protocol, "pop3");
+  EXPECT_EQ(config.profile("m365").mechanism, imap::AuthMechanism::xoauth2);
+  EXPECT_EQ(config.profile("m365").token_cmd.rfind("imapstage oauth2 token ", 0), 0u);
   ASSERT_NE(config.profile_for("alice@example.org"), nullptr);
   EXPECT_EQ(config.profile_for("alice@example.org")->name, "old");
   ASSERT_NE(config.profile_for("carol@example.net"), nullptr);

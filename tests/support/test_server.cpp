@@ -133,6 +133,7 @@ TestServer::TestServer(TestServerOptions options) {
       args.push_back(options.login_hook);
     }
     if (options.trust_loopback) args.push_back("--trust-loopback");
+    if (!options.oauth2_introspection.empty()) args.push_back("--oauth2-introspection=" + options.oauth2_introspection);
     if (!options.post_login.empty()) {
       args.push_back("--post-login");
       args.push_back(options.post_login);

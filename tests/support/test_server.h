@@ -36,6 +36,8 @@ struct TestServerOptions {
   bool trust_loopback = false;                         // Dovecot: login_trusted_networks = 127.0.0.0/8, imap_id_log = *
   std::string post_login;                              // Dovecot: run this command after each IMAP login
                                                        // (script-login: USER set, it execs the rest)
+  std::string oauth2_introspection;                    // Dovecot: an oauth2 passdb (XOAUTH2, OAUTHBEARER) asking
+                                                       // this RFC 7662 introspection URL (POST token=...)
 };
 
 // A shared folder made by TestServer::create_shared.

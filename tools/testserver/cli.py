@@ -27,7 +27,7 @@ EPILOG = """\
 commands:
   start DIR [--kind dovecot|cyrus|courier] [--seed default|none|bench:N] [--users a,b] [--target-users x,y]
             [--alt-special-use [de|outlook]] [--append-limit BYTES] [--timeout S] [--timing]
-            [--login-hook CMD] [--post-login CMD] [--trust-loopback]
+            [--login-hook CMD] [--post-login CMD] [--trust-loopback] [--oauth2-introspection URL]
   stop DIR
   info DIR
   add-user DIR NAME [PASSWORD] [--seed default|none|bench:N] [--empty]
@@ -70,7 +70,8 @@ def cmd_start(a):
                         timeout=a.timeout, alt_special_use=a.alt_special_use, append_limit=a.append_limit,
                         verbose=a.timing, kind=a.kind, altnamespace=a.altnamespace,
                         unixhierarchysep=a.unixhierarchysep, login_hook=a.login_hook,
-                        trust_loopback=a.trust_loopback, post_login=a.post_login)
+                        trust_loopback=a.trust_loopback, post_login=a.post_login,
+                        oauth2_introspection=a.oauth2_introspection)
     _print_json(info, pretty=True)
 
 
@@ -256,6 +257,9 @@ empty Gesendet, Entwürfe, Papierkorb; with outlook: Sent Items, Deleted Items).
     s.add_argument("--trust-loopback", action="store_true",
                    help="Dovecot: login_trusted_networks = 127.0.0.0/8 (a client may send x-originating-ip) and "
                         "imap_id_log = *")
+    s.add_argument("--oauth2-introspection", default=None, metavar="URL",
+                   help="Dovecot: an oauth2 passdb for XOAUTH2 and OAUTHBEARER logins that POSTs the token to this "
+                        "introspection URL (RFC 7662: active = true and username = the login)")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ports (default 10)")
     s.add_argument("--timing", action="store_true", help="print how long each step took on stderr")
     s.set_defaults(func=cmd_start)

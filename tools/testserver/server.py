@@ -67,6 +67,7 @@ def paths(d):
         "json": os.path.join(d, "server.json"),
         "users": os.path.join(d, "users"),
         "masters": os.path.join(d, "masters"),
+        "oauth2": os.path.join(d, "dovecot-oauth2.conf.ext"),
         "ca": os.path.join(d, "ca.pem"),
         "ca_key": os.path.join(d, "ca.key"),
         "cert": os.path.join(d, "server.pem"),
@@ -247,7 +248,7 @@ protocol pop3 {{
 
 
 def render_config(d, imap_port, imaps_port, identity, instance, append_limit=DEFAULT_APPEND_LIMIT, login_hook=None,
-                  trust_loopback=False, post_login=None, pop3_ports=None):
+                  trust_loopback=False, post_login=None, pop3_ports=None, oauth2_introspection=None):
     p = paths(d)
     for key in ("dir",):
         if any(c in p[key] for c in '"\n\\<$%'):
@@ -277,7 +278,7 @@ ssl_cert = <{p['cert']}
 ssl_key = <{p['key']}
 ssl_min_protocol = TLSv1.2
 
-auth_mechanisms = plain login cram-md5
+auth_mechanisms = plain login cram-md5{" xoauth2 oauthbearer" if oauth2_introspection else ""}
 auth_failure_delay = 0
 auth_master_user_separator = {MASTER_SEPARATOR}
 auth_cache_size = 0
@@ -287,7 +288,7 @@ mail_location = maildir:~/Maildir
 mail_fsync = optimized
 mailbox_list_index = yes
 
-passdb {{
+{_oauth2_passdb(p, oauth2_introspection)}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {p['masters']}
   master = yes
@@ -373,6 +374,22 @@ plugin {{
     if auth:
         lines += "service auth {\n" + "".join(auth) + "}\n"
     return lines
+
+
+def _oauth2_passdb(p, introspection_url):
+    """An oauth2 passdb first, for the OAuth2 mechanisms only: Dovecot POSTs token=TOKEN to the
+    introspection URL at each login and accepts the login when the JSON answer has active = true and
+    username = the user logging in. Nothing is cached (auth_cache_size = 0): every login asks."""
+    if not introspection_url:
+        return ""
+    if any(c in introspection_url for c in '"\n{}% '):
+        raise HarnessError(f"--oauth2-introspection URL not usable in a Dovecot config: {introspection_url!r}")
+    with open(p["oauth2"], "w", encoding="utf-8") as f:
+        f.write(f"introspection_mode = post\nintrospection_url = {introspection_url}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                "force_introspection = yes\n")
+    os.chmod(p["oauth2"], 0o644)
+    return f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {p['oauth2']}\n}}\n"
 
 
 def _hook_passdb(login_hook):
@@ -613,7 +630,8 @@ def make_instance_dir(d, identity):
 
 def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10.0, alt_special_use=None,
           append_limit=DEFAULT_APPEND_LIMIT, verbose=False, kind="dovecot", altnamespace=False,
-          unixhierarchysep=False, login_hook=None, trust_loopback=False, post_login=None):
+          unixhierarchysep=False, login_hook=None, trust_loopback=False, post_login=None,
+          oauth2_introspection=None):
     """Creates DIR, generates config, certificates and mail, starts the server
     (Dovecot, Cyrus or Courier) and returns the server info (also written to
     DIR/server.json)."""
@@ -624,8 +642,9 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
     t0 = time.monotonic()
     d, users, target_users, seeded, bench_n = _prepare_start(d, seed, users, target_users, append_limit,
                                                               alt_special_use)
-    if kind != "dovecot" and (login_hook or trust_loopback or post_login):
-        raise HarnessError("--login-hook, --post-login and --trust-loopback are Dovecot options")
+    if kind != "dovecot" and (login_hook or trust_loopback or post_login or oauth2_introspection):
+        raise HarnessError("--login-hook, --post-login, --trust-loopback and --oauth2-introspection are Dovecot "
+                           "options")
     if kind != "dovecot":
         from . import others
         return others.start(kind, d, users=users, target_users=target_users, seeded=seeded, seed=seed,
@@ -671,7 +690,8 @@ def start(d, seed="default", users=("alice", "bob"), target_users=(), timeout=10
             continue
         with open(p["conf"], "w", encoding="utf-8") as f:
             f.write(render_config(d, imap_port, imaps_port, identity, instance, append_limit, login_hook,
-                                  trust_loopback, post_login, pop3_ports=pop3_ports))
+                                  trust_loopback, post_login, pop3_ports=pop3_ports,
+                                  oauth2_introspection=oauth2_introspection))
         os.chmod(p["conf"], 0o644)
         with open(p["start_log"], "wb") as out:
             r = subprocess.run([DOVECOT, "-c", p["conf"]], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
