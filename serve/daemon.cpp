@@ -850,7 +850,8 @@ void Daemon::run_job(uint64_t id, Running* running) {
                      {"kind", verify_only ? "verify" : "migrate"}, {"started", j->started}, {"finished", now},
                      {"outcome", event.substr(4)}, {"status", to_string(j->status)}, {"messages", messages},
                      {"bytes", bytes}, {"error", error}, {"error_kind", error_kind},
-                     {"problems", tracker.problems()}, {"verify", verify_result}, {"samples", moved ? samples : nlohmann::json()}});
+                     {"problems", tracker.problems()}, {"verify", verify_result},
+                     {"samples", moved ? samples : nlohmann::json()}});
   while (j->runs.size() > Job::kMaxRuns) j->runs.erase(j->runs.begin());
   save();
   nlohmann::json e = {{"event", event}, {"job", id}, {"user", j->user}, {"status", to_string(j->status)},

@@ -391,10 +391,15 @@ void WebServer::status_page(const httplib::Request& req, httplib::Response& res)
   else shown = "Failed: your administrator has been told", cls = "box error", final = true;
   std::string body = fmt::format(
       "<div class=\"{}\"><p id=\"status\" data-status=\"{}\">{}</p></div><div class=\"box\"><dl><dt>Mailbox</dt>"
-      "<dd>{} &rarr; {}</dd><dt>Messages read + written</dt><dd id=\"messages\">{}</dd><dt>Copied</dt><dd id=\"bytes\">{}</dd>",
-      cls, esc(status), esc(shown), esc(job.value("user", "")), esc(job.value("target_user", "")),
-      job.value("messages", uint64_t{0}), size_text(job.value("bytes", uint64_t{0})));
-  body += progress_rows(job);
+      "<dd>{} &rarr; {}</dd>",
+      cls, esc(status), esc(shown), esc(job.value("user", "")), esc(job.value("target_user", "")));
+  // While a pass runs its progress says what moved; the totals are the latest pass's, once it ended.
+  if (status == "running")
+    body += progress_rows(job);
+  else
+    body += fmt::format("<dt>Messages read + written</dt><dd id=\"messages\">{}</dd><dt>Copied</dt><dd "
+                        "id=\"bytes\">{}</dd>",
+                        job.value("messages", uint64_t{0}), size_text(job.value("bytes", uint64_t{0})));
   if (job.contains("verify") && job["verify"].is_object()) {
     auto& v = job["verify"];
     body += fmt::format("<dt>Verified</dt><dd id=\"verify\">{}: {} folders, {} messages, {} differences ({})</dd>",
