@@ -1,10 +1,13 @@
 #include "archive-format/hash.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "common/error.h"
 
 namespace imapstage::archive {
+
+std::string openssl_version() { return OpenSSL_version(OPENSSL_VERSION_STRING); }
 
 std::string to_hex(const Hash& hash) {
   static const char digits[] = "0123456789abcdef";

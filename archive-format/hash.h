@@ -18,6 +18,9 @@ std::string to_hex(const Hash& hash);
 // Parses 64 hex digits (either case); nullopt for anything else.
 std::optional<Hash> hash_from_hex(std::string_view hex);
 
+// The OpenSSL library this process runs with, e.g. "3.0.17".
+std::string openssl_version();
+
 // SHA-256 of `bytes` in one call.
 Hash sha256(std::string_view bytes);
 

@@ -596,4 +596,10 @@ void apply_op(Index::Txn& txn, const codec::JournalOp& op) {
   throw Error(ErrorKind::corrupt, "unknown journal op kind");
 }
 
+std::string lmdb_version() {
+  int major = 0, minor = 0, patch = 0;
+  mdb_version(&major, &minor, &patch);
+  return fmt::format("{}.{}.{}", major, minor, patch);
+}
+
 }  // namespace imapstage::archive

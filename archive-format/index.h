@@ -95,4 +95,7 @@ class Index {
 // (account_names, folder_names, target_names) in step. REQUIRES: check_op(op).
 void apply_op(Index::Txn& txn, const codec::JournalOp& op);
 
+// The LMDB library this process runs with, e.g. "0.9.24".
+std::string lmdb_version();
+
 }  // namespace imapstage::archive

@@ -732,4 +732,6 @@ std::string read_group(const std::filesystem::path& file, uint64_t offset, const
   return decode_payload(info, stored, file);
 }
 
+std::string zstd_version() { return ZSTD_versionString(); }
+
 }  // namespace imapstage::archive

@@ -189,6 +189,9 @@ std::string read_group(const std::filesystem::path& file, uint64_t offset, const
 // CRC-32C (Castagnoli), as used by pack and record headers.
 uint32_t crc32c(std::string_view bytes);
 
+// The zstd library this process runs with, e.g. "1.5.4".
+std::string zstd_version();
+
 // Reads a pack file front to back. Move-only; owns its file descriptor.
 class PackReader {
  public:

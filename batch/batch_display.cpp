@@ -169,7 +169,7 @@ void BatchTerminalSink::emit(const nlohmann::json& e) {
     print_line((account.empty() ? "" : account + ": ") + label + text);
     return;
   }
-  if ((name == "held" || name == "batch_done" || name == "account_skip") && verbosity_ >= 0) {
+  if ((name == "held" || name == "batch_done" || name == "account_skip" || name == "shard") && verbosity_ >= 0) {
     if (name == "account_skip" && verbosity_ < 1) return;
     print_line(str(e, "text"));
     return;

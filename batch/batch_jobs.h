@@ -11,6 +11,7 @@
 #include "batch/accounts_file.h"
 #include "batch/profiles.h"
 #include "batch/runner.h"
+#include "batch/shard.h"
 #include "common/events.h"
 #include "common/retry.h"
 #include "imap/session.h"
@@ -29,6 +30,9 @@ struct ExportBatchOptions {
   // POP3 accounts (profile protocol pop3): after each account's export, DELE
   // what the archive holds and re-hashes (pop3::delete_archived).
   bool delete_after_verify = false;
+  // Only the lines whose source user falls to this shard (batch/shard.h) run;
+  // archive_dir is then already the shard's own archive.
+  Shard shard;
   RunnerOptions runner;
   RetryPolicy retry;
 };
@@ -42,6 +46,7 @@ struct ImportBatchOptions {
   std::vector<std::string> exclude;
   bool sync_expunges = false;            // as for one import
   importing::ImportPolicy policy;        // as for one import, each account on its own
+  Shard shard;                           // as for export: only this shard's lines
   RunnerOptions runner;
   RetryPolicy retry;
 };
@@ -52,8 +57,14 @@ struct BatchReport {
   bool complete() const { return refused.empty() && result.failed == 0 && result.not_started == 0; }
 };
 
+// Keeps the lines of `file` that fall to `shard` (all of them without
+// sharding); when sharded, emits a "shard" event (index, count, origin, lines
+// taken, lines in the file, the shard's archive).
+void take_shard(AccountsFile& file, const Shard& shard, const std::filesystem::path& archive, EventSink& events);
+
 // Source accounts are archived as SOURCE_USER@HOST (the mailbox, never the
-// master-user login). Throws Error for what stops the whole batch (archive
+// master-user login). With a shard, only the lines of that shard are read (a
+// "shard" event says how many). Throws Error for what stops the whole batch (archive
 // locked, unreadable accounts file); everything per account is in the report
 // and the state file DIR/batches/export.json.
 BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& events);

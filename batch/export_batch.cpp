@@ -29,9 +29,21 @@ struct ExportJob {
 
 }  // namespace
 
+void take_shard(AccountsFile& file, const Shard& shard, const std::filesystem::path& archive, EventSink& events) {
+  if (!shard.sharded()) return;
+  size_t all = file.accounts.size();
+  std::erase_if(file.accounts,
+                [&](const AccountLine& line) { return shard_of(line.source_user, shard.count) != shard.index; });
+  events.emit({{"event", "shard"}, {"shard", shard.index}, {"shards", shard.count}, {"origin", shard.origin},
+               {"accounts", file.accounts.size()}, {"accounts_in_file", all}, {"archive", archive.string()},
+               {"text", fmt::format("shard {} ({}): {} of the {} accounts in the file, into {}", shard.describe(),
+                                    shard.origin, file.accounts.size(), all, archive.string())}});
+}
+
 BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& events) {
   BatchReport report;
   AccountsFile file = read_accounts(options.accounts_file);
+  take_shard(file, options.shard, options.archive_dir, events);
   report.refused = file.errors;
   std::string file_name = options.accounts_file.string();
 

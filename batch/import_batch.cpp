@@ -36,6 +36,7 @@ std::string find_archived(const std::vector<archive::AccountRecord>& accounts, c
 BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& events) {
   BatchReport report;
   AccountsFile file = read_accounts(options.accounts_file);
+  take_shard(file, options.shard, options.archive_dir, events);
   report.refused = file.errors;
   std::string file_name = options.accounts_file.string();
 

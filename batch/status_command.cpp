@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -21,7 +23,7 @@ namespace imapstage::cli {
 namespace {
 
 struct StatusArgs {
-  std::string archive;
+  std::vector<std::string> archives;
   std::string kind;
   bool json = false;
 };
@@ -160,53 +162,133 @@ nlohmann::json runs_json(const std::vector<LastRun>& runs) {
   return out;
 }
 
+// Accounts of one kind of batch, added up over archives (the shards of a batch).
+struct Totals {
+  size_t archives = 0, accounts = 0, counts[4] = {0, 0, 0, 0};
+  uint64_t messages = 0, bytes = 0;
+  void add(const batch::BatchState& s) {
+    ++archives;
+    for (auto& a : s.accounts) {
+      ++accounts;
+      ++counts[static_cast<int>(a.status)];
+      messages += a.messages;
+      bytes += a.bytes;
+    }
+  }
+  nlohmann::json to_json() const {
+    return {{"archives", archives}, {"accounts", accounts}, {"done", counts[2]}, {"error", counts[3]},
+            {"running", counts[1]}, {"queued", counts[0]}, {"messages", messages}, {"bytes", bytes}};
+  }
+};
+
+// The archives to show: each DIR given, or for a DIR that is not an archive
+// but holds shard archives (DIR/shard-I-of-N, as --shard writes them), those.
+std::vector<std::filesystem::path> expand_archives(const std::vector<std::string>& given) {
+  std::vector<std::filesystem::path> out;
+  for (auto& g : given) {
+    std::filesystem::path dir = g;
+    std::error_code ec;
+    if (std::filesystem::exists(dir / "FORMAT", ec) || std::filesystem::exists(dir / "batches", ec)) {
+      out.push_back(dir);
+      continue;
+    }
+    std::vector<std::filesystem::path> shards;
+    for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      auto name = e.path().filename().string();
+      if (e.is_directory() && name.rfind("shard-", 0) == 0 && name.find("-of-") != std::string::npos)
+        shards.push_back(e.path());
+    }
+    std::sort(shards.begin(), shards.end());
+    if (shards.empty()) out.push_back(dir);
+    out.insert(out.end(), shards.begin(), shards.end());
+  }
+  return out;
+}
+
+// The status of one archive: printed (or put into `out` as JSON); `any` and
+// `all_done` as the whole command sees them; batch states added to `totals`.
+void archive_status(const std::filesystem::path& dir, const StatusArgs& args, nlohmann::json& out, bool& printed,
+                    bool& any, bool& all_done, std::map<std::string, Totals>& totals) {
+  bool alive = writer_alive(dir);
+  out = {{"event", "status"}, {"archive", dir.string()}, {"writer_running", alive}};
+  bool found = false;
+  for (std::string kind : {"export", "import"}) {
+    if (!args.kind.empty() && args.kind != kind) continue;
+    auto state = batch::load_state(batch::state_path(dir, kind));
+    if (!state) continue;
+    found = true;
+    totals[kind].add(*state);
+    all_done = all_done && !state->unfinished();
+    if (args.json) {
+      auto j = state->to_json();
+      for (size_t i = 0; i < state->accounts.size(); ++i)
+        j["accounts"][i]["shown_status"] = shown_status(state->accounts[i], alive);
+      out[kind] = j;
+    } else {
+      if (printed) std::printf("\n");
+      if (args.archives.size() > 1 || dir.string() != args.archives[0]) cli::say(stdout, "{}: ", dir.string());
+      print_table(kind, *state, alive);
+      printed = true;
+    }
+  }
+  auto runs = last_runs(dir, alive);
+  if (!args.kind.empty()) std::erase_if(runs, [&](const LastRun& l) { return l.run.kind != args.kind; });
+  if (!runs.empty()) {
+    found = true;
+    for (auto& l : runs) all_done = all_done && l.shown == "ok";
+    if (args.json) {
+      out["runs"] = runs_json(runs);
+    } else {
+      if (printed) std::printf("\n");
+      if (args.archives.size() > 1 || dir.string() != args.archives[0]) cli::say(stdout, "{}: ", dir.string());
+      print_runs(runs);
+      printed = true;
+    }
+  }
+  any = any || found;
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int& status) {
   auto args = std::make_shared<StatusArgs>();
   auto* cmd = app.add_subcommand("status", "Show the last export and import run of every account, and the accounts of the archive's batches");
-  cmd->add_option("--archive", args->archive, "Archive directory")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--archive", args->archives,
+                  "Archive directory; repeat it (or name the directory holding shard-I-of-N archives) to add up "
+                  "the shards of a batch")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--kind", args->kind, "Only this batch: export or import")
       ->check(CLI::IsMember({"export", "import"}));
   cmd->add_flag("--json", args->json, "Write one JSON object with every account instead of the table");
   cmd->callback([args, &status] {
-    std::filesystem::path dir = args->archive;
-    bool alive = writer_alive(dir);
-    nlohmann::json out = {{"event", "status"}, {"archive", args->archive}, {"writer_running", alive}};
+    auto dirs = expand_archives(args->archives);
     bool any = false, all_done = true, printed = false;
-    for (std::string kind : {"export", "import"}) {
-      if (!args->kind.empty() && args->kind != kind) continue;
-      auto state = batch::load_state(batch::state_path(dir, kind));
-      if (!state) continue;
-      any = true;
-      all_done = all_done && !state->unfinished();
-      if (args->json) {
-        auto j = state->to_json();
-        for (size_t i = 0; i < state->accounts.size(); ++i)
-          j["accounts"][i]["shown_status"] = shown_status(state->accounts[i], alive);
-        out[kind] = j;
-      } else {
-        if (printed) std::printf("\n");
-        print_table(kind, *state, alive);
-        printed = true;
-      }
-    }
-    auto runs = last_runs(dir, alive);
-    if (!args->kind.empty()) std::erase_if(runs, [&](const LastRun& l) { return l.run.kind != args->kind; });
-    if (!runs.empty()) {
-      any = true;
-      for (auto& l : runs) all_done = all_done && l.shown == "ok";
-      if (args->json) {
-        out["runs"] = runs_json(runs);
-      } else {
-        if (printed) std::printf("\n");
-        print_runs(runs);
-      }
+    std::map<std::string, Totals> totals;
+    std::vector<nlohmann::json> each;
+    for (auto& dir : dirs) {
+      nlohmann::json one;
+      archive_status(dir, *args, one, printed, any, all_done, totals);
+      each.push_back(std::move(one));
     }
     if (!any)
       throw Error(ErrorKind::not_found, "no export or import has run in this archive",
-                  Retry::never, {.file = args->archive});
-    if (args->json) std::printf("%s\n", out.dump().c_str());
+                  Retry::never, {.file = args->archives[0]});
+    if (args->json) {
+      if (dirs.size() == 1) {
+        std::printf("%s\n", each[0].dump().c_str());
+      } else {
+        nlohmann::json out = {{"event", "status"}, {"archives", each}, {"total", nlohmann::json::object()}};
+        for (auto& [kind, t] : totals) out["total"][kind] = t.to_json();
+        std::printf("%s\n", out.dump().c_str());
+      }
+    } else if (dirs.size() > 1) {
+      for (auto& [kind, t] : totals)
+        cli::say(stdout, "\n{} batch over {} archives: {} accounts: {} done, {} error, {} running, {} queued; {} "
+                 "messages, {}\n",
+                 kind, t.archives, t.accounts, t.counts[2], t.counts[3], t.counts[1], t.counts[0], t.messages,
+                 human_bytes(double(t.bytes)));
+    }
     status = all_done ? kExitOk : kExitIncomplete;
   });
 }

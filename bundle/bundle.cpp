@@ -670,6 +670,17 @@ BundleInfo verify(const std::string& file, const std::string& pubkey) {
   return info;
 }
 
+ObjectSink::ObjectSink(archive::Archive& archive) : batch_(archive) {}
+
+bool ObjectSink::put(const Hash& hash, std::string_view raw) {
+  bool added = batch_.put_object(hash, raw);
+  if (added) ++written_;
+  if (batch_.pending_bytes() >= kObjectsPerCommit) batch_.commit();
+  return added;
+}
+
+void ObjectSink::commit() { batch_.commit(); }
+
 ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey) {
   ApplyResult result;
   InFile f(file);
@@ -711,17 +722,14 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
   // Objects first, in objects-only commits: invisible until a message refers to them.
   std::vector<codec::JournalOp> ops;
   {
-    archive::Batch batch(*a);
+    ObjectSink objects(*a);
     for_each_entry(
-        f, start, tr.body_size,
-        [&](const Hash& hash, const std::string& raw) {
-          if (batch.put_object(hash, raw)) ++result.objects_written;
-          if (batch.pending_bytes() >= kObjectsPerCommit) batch.commit();
-        },
+        f, start, tr.body_size, [&](const Hash& hash, const std::string& raw) { objects.put(hash, raw); },
         [&](std::vector<codec::JournalOp>&& more) {
           for (auto& op : more) ops.push_back(std::move(op));
         });
-    batch.commit();
+    objects.commit();
+    result.objects_written = objects.written();
   }
 
   // Then every record in one batch: one journal record, one LMDB transaction.

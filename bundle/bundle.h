@@ -96,6 +96,26 @@ struct ApplyResult {
   uint64_t records_written = 0;
 };
 
+// Puts message objects into an archive through objects-only commits (no
+// journal record) of about 64 MiB of staged bytes each: durable, but no
+// message refers to them yet, so the archive's contents (its manifest) do not
+// change until the records that use them are committed. Bundle apply and
+// merge copy objects this way before committing the records in one batch.
+class ObjectSink {
+ public:
+  explicit ObjectSink(archive::Archive& archive);
+  // Stores the object unless the archive (or this sink) has it; true when new.
+  // REQUIRES: hash == sha256(raw).
+  bool put(const archive::Hash& hash, std::string_view raw);
+  // Commits what is staged. Throws Error(io) with nothing of it indexed.
+  void commit();
+  uint64_t written() const { return written_; }
+
+ private:
+  archive::Batch batch_;
+  uint64_t written_ = 0;
+};
+
 // Applies a bundle to the archive in `dir` (created when missing or empty).
 // Checks the file first (as verify); refuses (Error(usage)) when the
 // archive's manifest root (over the bundle's accounts, for a bundle of some

@@ -47,7 +47,8 @@ void print_info(const std::string& file, const bundle::BundleInfo& info, const s
   say(stdout, "head: {} (journal record {}, archive {})\n", info.head.root, info.head.journal_sequence,
       info.head.archive_id);
   if (!info.head.accounts.empty())
-    say(stdout, "accounts: {} (roots over these accounts only)\n", fmt::format("{}", fmt::join(info.head.accounts, ", ")));
+    say(stdout, "accounts: {} (roots over these accounts only)\n",
+        fmt::format("{}", fmt::join(info.head.accounts, ", ")));
   say(stdout, "signature: {}\n", signature);
 }
 

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/display.h"
+#include "cli/version.h"
 #include "common/error.h"
 
 namespace imapstage::cli {
@@ -32,14 +33,21 @@ int exit_code_for(const Error& e) {
   return kExitInternal;
 }
 
+void build_app(CLI::App& app, int& status) {
+  app.description("imapstage: export IMAP mailboxes into a verifiable archive, and import them elsewhere");
+  app.name("imapstage");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", [] { return version_text(); },
+                       "Show the program's version, the archive format version and the libraries' versions");
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  register_commands(app, status);
+}
+
 int run_main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"imapstage: export IMAP mailboxes into a verifiable archive, and import them elsewhere"};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", "imapstage 0.1.0");
-  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  CLI::App app;
   int status = kExitOk;
-  register_commands(app, status);
+  build_app(app, status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

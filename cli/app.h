@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 namespace imapstage::cli {
 
 // Documented exit codes (README.md, "Exit status").
@@ -17,6 +19,27 @@ enum ExitCode : int {
   kExitArchive = 5,      // the archive is locked, corrupt, of a newer format, or a local I/O error
   kExitInternal = 70,    // a bug
 };
+
+// What each exit status means, in the order above (the manual pages list them).
+struct ExitCodeMeaning {
+  int code;
+  const char* meaning;
+};
+inline constexpr ExitCodeMeaning kExitCodeMeanings[] = {
+    {kExitOk, "everything was done"},
+    {kExitIncomplete, "the run finished, but something was not done or differs (named in the summary)"},
+    {kExitUsage, "bad command line, configuration or input file"},
+    {kExitAuth, "the server refused the credentials"},
+    {kExitNetwork, "the server could not be reached, TLS failed, the protocol failed, or the mechanism is not offered"},
+    {kExitArchive, "the archive is locked, corrupt or of a newer format, or a local I/O error"},
+    {kExitInternal, "a bug"},
+};
+
+// Builds the whole command line in `app`: the description, --version,
+// --help-all and every subcommand, whose callbacks store their exit status
+// in `status`. The program parses with it; the manual pages and shell
+// completions are generated from it, so they list what the program takes.
+void build_app(CLI::App& app, int& status);
 
 // Runs imapstage with the given arguments and returns the exit status.
 int run_main(int argc, char** argv);

@@ -18,6 +18,7 @@ void register_commands(CLI::App& app, int& status) {
   add_login_hook_command(app, status);
   add_bundle_command(app, status);
   add_invite_command(app, status);
+  add_merge_command(app, status);
 }
 
 }  // namespace imapstage::cli

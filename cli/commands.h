@@ -28,6 +28,7 @@ void add_jobs_command(CLI::App& app, int& status);       // serve/jobs_command.c
 void add_login_hook_command(CLI::App& app, int& status); // serve/login_hook_command.cpp (also login-trigger)
 void add_bundle_command(CLI::App& app, int& status);     // bundle/bundle_command.cpp
 void add_invite_command(CLI::App& app, int& status);     // serve/invite_command.cpp
+void add_merge_command(CLI::App& app, int& status);      // bundle/merge_command.cpp
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

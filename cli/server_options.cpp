@@ -249,6 +249,11 @@ void add_batch_options(CLI::App* cmd, BatchOptions& o) {
       ->group("Batch");
   cmd->add_flag("--new-batch", o.new_batch, "Start the batch afresh even if the last one did not finish")
       ->group("Batch");
+  cmd->add_option("--shard", o.shard,
+                  "Run shard I of N (0 <= I < N) of the accounts, into DIR/shard-I-of-N; default from "
+                  "JOB_COMPLETION_INDEX/JOB_COMPLETIONS or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT; "
+                  "--per-server is then the cap over all N shards")
+      ->group("Batch");
 }
 
 std::chrono::seconds parse_duration(const std::string& text) {
@@ -268,6 +273,23 @@ std::chrono::seconds parse_duration(const std::string& text) {
   if (used == 0 || scale == 0 || n < 0)
     throw Error(ErrorKind::usage, "a duration is a number with s, m, h or d, e.g. 90m or 24h, not " + text);
   return std::chrono::seconds(n * scale);
+}
+
+batch::Shard apply_shard(const BatchOptions& o, std::string& archive, batch::RunnerOptions& runner,
+                         std::vector<std::string>& warnings) {
+  batch::Shard shard;
+  if (!o.shard.empty()) shard = batch::parse_shard(o.shard);
+  else if (auto from_env = batch::shard_from_environment()) shard = *from_env;
+  if (!shard.sharded()) return shard;
+  archive = batch::shard_archive_dir(archive, shard).string();
+  bool exceeded = false;
+  int cap = runner.scheduler.per_server;
+  runner.scheduler.per_server = batch::shard_per_server_cap(cap, shard, &exceeded);
+  if (exceeded)
+    warnings.push_back(fmt::format("--per-server {} is below the {} shards: each shard still runs one account per "
+                                   "server, so a server may see up to {} at once",
+                                   cap, shard.count, shard.count));
+  return shard;
 }
 
 batch::RunnerOptions make_runner_options(const BatchOptions& o) {

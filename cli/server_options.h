@@ -9,6 +9,7 @@
 
 #include "batch/profiles.h"
 #include "batch/runner.h"
+#include "batch/shard.h"
 #include "imap/session.h"
 
 namespace imapstage::cli {
@@ -87,11 +88,20 @@ struct BatchOptions {
   std::string account_timeout = "24h";  // --account-timeout (s, m, h, d suffixes; 0: none)
   bool retry_errors = false;      // --retry-errors
   bool new_batch = false;         // --new-batch
+  std::string shard;              // --shard I/N ("" : from the environment, else none)
 };
 
 void add_batch_options(CLI::App* cmd, BatchOptions& options);
 // Throws Error(usage) for a bad --account-timeout.
 batch::RunnerOptions make_runner_options(const BatchOptions& options);
+
+// The shard of this batch: --shard, else the environment of a Kubernetes
+// Indexed Job or a Slurm array (batch::shard_from_environment), else none.
+// With a shard, `archive` becomes the shard's own directory under it and
+// `runner`'s per-server cap this shard's part of it; `warnings` gets a line
+// when the cap is below the number of shards. Throws Error(usage).
+batch::Shard apply_shard(const BatchOptions& options, std::string& archive, batch::RunnerOptions& runner,
+                         std::vector<std::string>& warnings);
 // "90" (seconds), "90s", "15m", "24h", "2d". Throws Error(usage).
 std::chrono::seconds parse_duration(const std::string& text);
 

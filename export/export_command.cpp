@@ -273,6 +273,8 @@ void add_export_command(CLI::App& app, int& status) {
       options.namespaces = namespace_kinds(args->namespaces);
       options.delete_after_verify = args->delete_after_verify;
       options.runner = make_runner_options(args->batch);
+      options.shard = apply_shard(args->batch, args->archive, options.runner, warnings);
+      options.archive_dir = args->archive;
       CommandSink<batch::BatchTerminalSink> out(args->json, args->verbosity, args->log_file);
       auto& sink = out.sink;
       auto* terminal = out.terminal;
@@ -286,6 +288,8 @@ void add_export_command(CLI::App& app, int& status) {
       return;
     }
 
+    if (!args->batch.shard.empty())
+      throw Error(ErrorKind::usage, "--shard splits a batch: it needs --accounts FILE");
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
     if (profile.protocol == "pop3") {

@@ -26,6 +26,10 @@
 #include <libetpan/mailstream.h>
 #include <libetpan/mailstream_low.h>
 #include <libetpan/namespace.h>
+// This header alone declares its functions without extern "C".
+extern "C" {
+#include <libetpan/libetpan_version.h>
+}
 
 #include <fmt/format.h>
 
@@ -1554,6 +1558,10 @@ std::string replay_responses(std::string_view bytes, const Endpoint& limits) {
     if (r == MAILIMAP_ERROR_PROTOCOL) continue;  // a tag this replay never sent: parsed all the same
     if (r != MAILIMAP_NO_ERROR) return outcome(r);
   }
+}
+
+std::string libetpan_version() {
+  return fmt::format("{}.{}", libetpan_get_version_major(), libetpan_get_version_minor());
 }
 
 }  // namespace imapstage::imap

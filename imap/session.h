@@ -334,4 +334,7 @@ std::optional<std::string> append_problem(const AppendItem& item);
 // network; for fuzzing and tests.
 std::string replay_responses(std::string_view bytes, const Endpoint& limits = {});
 
+// The libetpan library this process runs with, e.g. "1.9".
+std::string libetpan_version();
+
 }  // namespace imapstage::imap

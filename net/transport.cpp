@@ -601,4 +601,9 @@ void Transport::shorten_timeout(_mailstream* stream, std::chrono::seconds timeou
   if (low->driver == &plain_driver) static_cast<PlainSocket*>(low->data)->timeout_ms = timeout_ms_of(timeout);
 }
 
+std::string gnutls_version() {
+  const char* v = gnutls_check_version(nullptr);
+  return v ? v : "unknown";
+}
+
 }  // namespace imapstage::net

@@ -109,4 +109,7 @@ class Transport {
   std::unique_ptr<TlsReadBuffer> tls_;
 };
 
+// The GnuTLS library this process runs with (libetpan's TLS), e.g. "3.7.9".
+std::string gnutls_version();
+
 }  // namespace imapstage::net

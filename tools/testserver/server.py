@@ -334,6 +334,8 @@ protocol imap {{
             raise HarnessError(f"--post-login command not usable in a Dovecot config: {post_login!r}")
         lines += ("service imap {\n  executable = imap imap-postlogin\n}\nservice imap-postlogin {\n"
                   f"  executable = script-login {post_login}\n  user = $default_internal_user\n"
+                  # As for the login hook: no 256 MiB address-space limit on the trigger.
+                  "  vsz_limit = 0\n"
                   "  unix_listener imap-postlogin {\n  }\n}\n")
     if trust_loopback:
         # A migration's login hook on loopback speaks for its clients (ID x-originating-ip), logged here.
