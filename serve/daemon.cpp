@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "export/exporter.h"
 #include "import/importer.h"
+#include "serve/progress.h"
 #include "verify/compare.h"
 #include "verify/manifest.h"
 
@@ -35,143 +36,11 @@ std::set<uid_t> uids_of(const std::vector<std::string>& names, std::vector<std::
   return out;
 }
 
-// The progress of one attempt, from the engines' own events (totals,
-// folder_start, progress, folder_done; export and import lanes emit them
-// from several threads), handed to `publish` at most once a second with the
-// bytes moved since the last call. Also keeps the first problems the
-// engines reported (a message or folder that failed, a warning), with
-// their folder and UID.
-class Tracker {
- public:
-  using Publish = std::function<void(nlohmann::json progress, uint64_t moved_since)>;
-  explicit Tracker(Publish publish) : publish_(std::move(publish)) {}
-
-  // A new phase ("export", "import", "verify") begins; published at once.
-  void phase(const std::string& name) {
-    std::lock_guard lock(mutex_);
-    moved_before_ += phase_bytes();
-    folder_now_.clear();
-    folders_ = folders_done_ = 0;
-    messages_total_ = bytes_total_ = 0;
-    have_totals_ = false;
-    phase_ = name;
-    publish(true);
-  }
-
-  void observe(const nlohmann::json& e) {
-    std::string name = e.value("event", "");
-    std::lock_guard lock(mutex_);
-    if (name == "message_error" || name == "folder_error" || name == "warning" || name == "message_skipped") {
-      if (problems_.size() < 20)
-        problems_.push_back({{"event", name}, {"phase", phase_}, {"folder", e.value("folder", "")},
-                             {"uid", e.contains("uid") ? e["uid"] : nlohmann::json()},
-                             {"text", e.contains("text") ? e.value("text", "") : e.value("error", "")}});
-      return;
-    }
-    if (phase_ != "export" && phase_ != "import") return;
-    auto n = [&](const char* key) { return e.contains(key) && e[key].is_number() ? e[key].get<uint64_t>() : 0; };
-    if (name == "totals") {
-      folders_ = n("folders");
-      messages_total_ = n("messages_total");
-      bytes_total_ = n("bytes_total");
-      have_totals_ = true;
-    } else if (name == "folder_start") {
-      folders_ = std::max<uint64_t>(folders_, n("folders"));
-      if (!have_totals_) {
-        messages_total_ += n("messages_total");
-        bytes_total_ += n("bytes_total");
-      }
-    } else if (name == "progress") {
-      folder_now_[e.value("folder", "")] = {n("messages"), n("bytes")};
-    } else if (name == "folder_done") {
-      ++folders_done_;
-    } else {
-      return;
-    }
-    publish(false);
-  }
-
-  nlohmann::json problems() const {
-    std::lock_guard lock(mutex_);
-    return problems_;
-  }
-  // At most `most` samples over the whole attempt (evenly thinned, the last one kept).
-  nlohmann::json samples(size_t most) const {
-    std::lock_guard lock(mutex_);
-    nlohmann::json out = nlohmann::json::array();
-    size_t step = (samples_.size() + most - 1) / std::max<size_t>(most, 1);
-    for (size_t i = 0; i < samples_.size(); i += std::max<size_t>(step, 1))
-      out.push_back({std::round(samples_[i].first * 100) / 100, samples_[i].second});
-    if (!samples_.empty() && (samples_.size() - 1) % std::max<size_t>(step, 1) != 0)
-      out.push_back({std::round(samples_.back().first * 100) / 100, samples_.back().second});
-    return out;
-  }
-
- private:
-  uint64_t phase_bytes() const {
-    uint64_t b = 0;
-    for (auto& [f, mb] : folder_now_) b += mb.second;
-    return b;
-  }
-  void publish(bool force) {  // under mutex_
-    double now = now_seconds();
-    if (!force && now - last_ < 1.0) return;
-    last_ = now;
-    uint64_t messages = 0, bytes = phase_bytes();
-    for (auto& [f, mb] : folder_now_) messages += mb.first;
-    uint64_t moved = moved_before_ + bytes;
-    samples_.push_back({now, moved});
-    if (samples_.size() > Job::kMaxSamples) {  // halve the resolution, keep the span
-      std::vector<std::pair<double, uint64_t>> kept;
-      for (size_t i = 0; i < samples_.size(); i += 2) kept.push_back(samples_[i]);
-      if (kept.back() != samples_.back()) kept.push_back(samples_.back());
-      samples_ = std::move(kept);
-    }
-    // The rate over the last 30 seconds of samples.
-    double rate = 0;
-    size_t first = samples_.size() - 1;
-    while (first > 0 && samples_[first - 1].first >= now - 30) --first;
-    if (first > 0 && samples_[first].first > now - 2) --first;  // at least one step back
-    if (double dt = now - samples_[first].first; dt >= 0.5) rate = double(moved - samples_[first].second) / dt;
-    double eta = -1;
-    if (rate > 0 && bytes_total_ >= bytes) eta = double(bytes_total_ - bytes) / rate;
-    nlohmann::json tail = nlohmann::json::array();
-    for (size_t i = samples_.size() > 60 ? samples_.size() - 60 : 0; i < samples_.size(); ++i)
-      tail.push_back({std::round(samples_[i].first * 100) / 100, samples_[i].second});
-    nlohmann::json p = {{"phase", phase_},
-                        {"folders", folders_},
-                        {"folders_done", folders_done_},
-                        {"messages_total", messages_total_},
-                        {"messages", messages},
-                        {"bytes_total", bytes_total_},
-                        {"bytes", bytes},
-                        {"moved", moved},
-                        {"rate", std::round(rate)},
-                        {"eta", std::round(eta)},
-                        {"updated", now},
-                        {"samples", tail}};
-    uint64_t since = moved - published_;
-    published_ = moved;
-    publish_(std::move(p), since);
-  }
-
-  Publish publish_;
-  mutable std::mutex mutex_;
-  std::string phase_;
-  uint64_t folders_ = 0, folders_done_ = 0, messages_total_ = 0, bytes_total_ = 0;
-  bool have_totals_ = false;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> folder_now_;  // messages, bytes of this phase
-  uint64_t moved_before_ = 0, published_ = 0;
-  double last_ = 0;
-  std::vector<std::pair<double, uint64_t>> samples_;
-  nlohmann::json problems_ = nlohmann::json::array();
-};
-
 // Forwards a job's engine events to the daemon's sink with the job's id,
 // without the frequent progress events, and shows every event to `tracker`.
 class JobEvents : public EventSink {
  public:
-  JobEvents(EventSink& out, uint64_t id, std::string user, Tracker& tracker)
+  JobEvents(EventSink& out, uint64_t id, std::string user, ProgressTracker& tracker)
       : out_(out), id_(id), user_(std::move(user)), tracker_(tracker) {}
   void emit(const nlohmann::json& event) override {
     tracker_.observe(event);
@@ -187,7 +56,7 @@ class JobEvents : public EventSink {
   EventSink& out_;
   uint64_t id_;
   std::string user_;
-  Tracker& tracker_;
+  ProgressTracker& tracker_;
 };
 
 // Errors a later attempt cannot fix: a refused login, a configuration or
@@ -618,7 +487,7 @@ void Daemon::run_job(uint64_t id, Running* running) {
   };
   // Progress goes into the job record in memory (at most once a second); jobs.json is
   // rewritten at the next change of state, not for progress.
-  Tracker tracker([this, id](nlohmann::json progress, uint64_t moved) {
+  ProgressTracker tracker([this, id](nlohmann::json progress, uint64_t moved) {
     std::lock_guard lock(mutex_);
     moved_bytes_ += moved;
     if (Job* j = queue_.find(id)) j->progress = std::move(progress);

@@ -71,7 +71,7 @@ struct Job {
   // "messages_total", "messages", "bytes_total", "bytes", "rate" (bytes/s),
   // "moved" (bytes read + written by the attempt), "eta" (seconds of this
   // phase, -1: unknown), "updated", "samples": [[unix seconds, moved]...]
-  // (the last 60; the tracker keeps at most kMaxSamples over the attempt)}.
+  // (the last 60; serve/progress.h keeps the attempt's)}.
   nlohmann::json progress;
   // The latest attempts, oldest first (at most kMaxRuns): {"attempt", "pass",
   // "kind" ("migrate" | "verify"), "started", "finished", "outcome" (the
@@ -80,7 +80,6 @@ struct Job {
   // "samples" (only in the latest attempt that moved bytes: at most 60 of its progress samples)}.
   nlohmann::json runs = nlohmann::json::array();
   static constexpr size_t kMaxRuns = 20;
-  static constexpr size_t kMaxSamples = 240;
 
   nlohmann::json to_json() const;
   static Job from_json(const nlohmann::json& j);
