@@ -157,6 +157,7 @@ ServeConfig parse_serve_config(const std::string& text, const std::filesystem::p
       else if (key == "attempts_per_ip") c.web.attempts_per_ip = static_cast<int>(int_of(origin, key, v, 1, 100000));
       else if (key == "attempts_window") c.web.attempts_window = duration_of(origin, key, v);
       else if (key == "admin_token_file") c.web.admin_token_file = text_of(origin, key, v);
+      else if (key == "manifest_key") c.web.manifest_key = text_of(origin, key, v);
       else if (key == "refresh") c.web.refresh = static_cast<int>(int_of(origin, key, v, 1, 3600));
       else bad(origin, v, "[web]: unknown key " + key);
     }

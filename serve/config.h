@@ -34,6 +34,7 @@
 //   attempts_window = "15m"
 //   refresh = 5                        # seconds between refreshes of the status page
 //   admin_token_file = ""              # a token (first line) that opens the console at /admin; empty: no console
+//   manifest_key = ""                  # Ed25519 private key (PEM) signing the console's manifests; empty: unsigned
 //
 //   [login_hook]
 //   timeout = 30                       # seconds for the whole hook (Dovecot sets none)
@@ -82,6 +83,7 @@ struct ServeConfig {
     std::chrono::seconds attempts_window{15 * 60};
     int refresh = 5;
     std::filesystem::path admin_token_file;
+    std::filesystem::path manifest_key;
   } web;
 
   std::filesystem::path spool_dir() const { return state_dir / "spool"; }
@@ -89,6 +91,11 @@ struct ServeConfig {
   std::filesystem::path jobs_file() const { return state_dir / "jobs.json"; }
   const batch::Profile& source() const;  // Throws Error(usage) naming the missing profile.
   const batch::Profile& target() const;
+  // Whether the target needs each user's own password: its auth is "user"
+  // and it names no password source (the self-service page then asks for it).
+  bool target_wants_user_password() const {
+    return target().auth == batch::AuthMode::user && !target().supplies_secret();
+  }
 };
 
 // Parses the file. Throws Error(usage) naming the file, line and key for

@@ -17,7 +17,9 @@
 #include "common/error.h"
 #include "export/exporter.h"
 #include "import/importer.h"
+#include "serve/progress.h"
 #include "verify/compare.h"
+#include "verify/manifest.h"
 
 namespace imapstage::serve {
 
@@ -35,11 +37,13 @@ std::set<uid_t> uids_of(const std::vector<std::string>& names, std::vector<std::
 }
 
 // Forwards a job's engine events to the daemon's sink with the job's id,
-// without the frequent progress events.
+// without the frequent progress events, and shows every event to `tracker`.
 class JobEvents : public EventSink {
  public:
-  JobEvents(EventSink& out, uint64_t id, std::string user) : out_(out), id_(id), user_(std::move(user)) {}
+  JobEvents(EventSink& out, uint64_t id, std::string user, ProgressTracker& tracker)
+      : out_(out), id_(id), user_(std::move(user)), tracker_(tracker) {}
   void emit(const nlohmann::json& event) override {
+    tracker_.observe(event);
     auto name = event.value("event", "");
     if (name == "progress" || name == "totals" || name == "folder_start") return;
     nlohmann::json e = event;
@@ -52,6 +56,7 @@ class JobEvents : public EventSink {
   EventSink& out_;
   uint64_t id_;
   std::string user_;
+  ProgressTracker& tracker_;
 };
 
 // Errors a later attempt cannot fix: a refused login, a configuration or
@@ -149,10 +154,30 @@ void Daemon::set_secret(Job& job, const std::string& secret) {
   job.credentials = CredentialMode::password;
 }
 
+void Daemon::set_target_secret(Job& job, const std::string& secret) {
+  vault_->put(job.id, job.user, secret, Slot::target);
+  job.has_target_secret = true;
+  job.target_credentials = CredentialMode::password;
+}
+
 void Daemon::wipe_secret(Job& job) {
-  if (!job.has_secret) return;
+  if (!job.has_secret && !job.has_target_secret) return;
   vault_->erase(job.id);
   job.has_secret = false;
+  job.has_target_secret = false;
+}
+
+nlohmann::json Daemon::manifest(uint64_t id) {
+  std::string account;
+  {
+    std::lock_guard lock(mutex_);
+    Job* j = queue_.find(id);
+    if (!j) throw Error(ErrorKind::not_found, "no such job");
+    account = j->user + "@" + config_.source().endpoint().host;
+  }
+  verify::Manifest m = verify::compute_manifest(*archive_, nullptr, {account});
+  m.archive_id = archive_->archive_id();
+  return m.to_json();
 }
 
 nlohmann::json Daemon::public_job(const Job& job) const { return job.to_json(); }
@@ -172,7 +197,9 @@ nlohmann::json Daemon::summary_json() const {
             {"per_server", config_.scheduler.per_server},
             {"max_load", config_.scheduler.max_load},
             {"held", last_held_},
-            {"counts", counts}}},
+            {"counts", counts},
+            {"moved_bytes", moved_bytes_},
+            {"throughput", throughput_}}},
           {"jobs", jobs}};
 }
 
@@ -204,6 +231,7 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
   if (op == "login" || op == "trigger" || op == "add" || op == "web") {
     std::string user = text("user");
     SecretString secret(op == "trigger" ? "" : text("password"));
+    SecretString target_secret(op == "add" || op == "web" ? text("target_password") : "");
     const std::string& password = secret.get();
     bool hook = op != "add" && op != "web";
     Job* existing = queue_.find_user(user);
@@ -214,6 +242,7 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
                             (existing->status == JobStatus::error && existing->error_kind == "auth");
       if (!password.empty() && wants_password) {
         set_secret(*existing, password);
+        if (!target_secret.get().empty()) set_target_secret(*existing, target_secret.get());
         existing->status = JobStatus::queued;
         existing->waiting_for.clear();
         existing->attempts = 0;
@@ -238,11 +267,37 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
     Job& job = add_job(user, mode, op == "login" ? "hook" : op);
     if ((op == "add" || op == "web") && !text("target_user").empty()) job.target_user = text("target_user");
     if (mode == CredentialMode::password) set_secret(job, password);
+    if (!target_secret.get().empty()) set_target_secret(job, target_secret.get());
     save();
     events_.emit({{"event", "job_added"}, {"job", job.id}, {"user", job.user}, {"origin", job.origin},
                   {"credentials", mode == CredentialMode::password ? "password" : "profile"},
                   {"time", now_seconds()}, {"text", fmt::format("job {} ({}) queued by {}", job.id, job.user, job.origin)}});
     return {{"ok", true}, {"queued", true}, {"job", job.id}, {"status", "queued"}};
+  }
+  if (op == "reverify") {
+    uint64_t id = id_of();
+    Job* j = queue_.find(id);
+    if (!j) throw Error(ErrorKind::not_found, "no such job");
+    if (j->status == JobStatus::running || j->status == JobStatus::queued)
+      throw Error(ErrorKind::usage, fmt::format("job {} is {}: it verifies at the end of its pass", id,
+                                                to_string(j->status)));
+    if (j->passes == 0 && j->first_done == 0)
+      throw Error(ErrorKind::usage, fmt::format("job {} has not copied the mailbox yet: nothing to verify", id));
+    if (j->target_credentials == CredentialMode::password && !j->has_target_secret)
+      throw Error(ErrorKind::usage, fmt::format("job {}: the user's own password on the target was erased when the "
+                                                "job ended; send a new invitation to verify again",
+                                                id));
+    j->verify_only = true;
+    j->status = JobStatus::queued;
+    j->waiting_for.clear();
+    j->next_run = 0;
+    j->attempts = 0;
+    j->error.clear();
+    j->error_kind.clear();
+    save();
+    events_.emit({{"event", "job_reverify"}, {"job", id}, {"user", j->user}, {"time", now_seconds()},
+                  {"text", fmt::format("job {} ({}): verify again", id, j->user)}});
+    return {{"ok", true}, {"job", public_job(*j)}};
   }
   if (op == "retry" || op == "cancel") {
     uint64_t id = id_of();
@@ -264,6 +319,7 @@ nlohmann::json Daemon::handle(const nlohmann::json& request, const Peer& peer) {
         j->waiting_for.clear();
       }
       j->attempts = 0;
+      j->verify_only = false;
       j->error.clear();
       j->error_kind.clear();
     } else {
@@ -336,6 +392,16 @@ void Daemon::dispatch() {
   reap();
   if (stopping_) return;
   double now = now_seconds();
+  if (sampled_at_ == 0) sampled_at_ = now;
+  if (now - sampled_at_ >= kSampleStep) {
+    uint64_t moved = moved_bytes_ - sampled_bytes_;
+    if (moved > 0 || !running_.empty()) {
+      throughput_.push_back({std::round(now), std::round(double(moved) / (now - sampled_at_))});
+      if (throughput_.size() > kMaxSamples) throughput_.pop_front();
+    }
+    sampled_bytes_ = moved_bytes_;
+    sampled_at_ = now;
+  }
   bool changed = false;
   for (auto& j : queue_.jobs) {
     if (j.status == JobStatus::waiting && j.next_run > 0 && j.next_run <= now) {
@@ -357,7 +423,7 @@ void Daemon::dispatch() {
     last_held_.clear();
     caps_.take(j.server);
     j.status = JobStatus::running;
-    j.phase = "export";
+    j.phase = j.verify_only ? "verify" : "export";
     ++j.attempts;
     j.started = now_seconds();
     j.finished = 0;
@@ -419,19 +485,36 @@ void Daemon::run_job(uint64_t id, Running* running) {
     }
     return false;
   };
-  auto set_phase = [&](const char* phase) {
+  // Progress goes into the job record in memory (at most once a second); jobs.json is
+  // rewritten at the next change of state, not for progress.
+  ProgressTracker tracker([this, id](nlohmann::json progress, uint64_t moved) {
     std::lock_guard lock(mutex_);
-    if (Job* j = queue_.find(id)) {
-      j->phase = phase;
-      save();
+    moved_bytes_ += moved;
+    if (Job* j = queue_.find(id)) j->progress = std::move(progress);
+  });
+  auto set_phase = [&](const char* phase) {
+    {
+      std::lock_guard lock(mutex_);
+      if (Job* j = queue_.find(id)) {
+        j->phase = phase;
+        save();
+      }
     }
+    tracker.phase(phase);
     events_.emit({{"event", "job_phase"}, {"job", id}, {"user", job.user}, {"phase", phase}, {"time", now_seconds()},
                   {"text", fmt::format("job {} ({}): {}", id, job.user, phase)}});
   };
-  JobEvents events(events_, id, job.user);
+  tracker.phase(job.verify_only ? "verify" : "export");
+  JobEvents events(events_, id, job.user, tracker);
   std::string error, error_kind;
   uint64_t messages = 0, bytes = 0;
   nlohmann::json verify_result;
+  // Every copy of a secret made for this attempt is overwritten when its scope ends (each
+  // guard is declared after the string it wipes, so it runs first).
+  struct WipeOnExit {
+    std::string& secret;
+    ~WipeOnExit() { wipe(secret); }
+  };
   try {
     const batch::Profile& source = config_.source();
     const batch::Profile& target = config_.target();
@@ -440,66 +523,79 @@ void Daemon::run_job(uint64_t id, Running* running) {
     std::string account = job.user + "@" + source_endpoint.host;
     std::string target_name = job.target_user + "@" + target_endpoint.address();
 
-    imap::Credentials source_credentials;
-    SecretString secret;
-    batch::AccountLogin source_login;
-    if (job.credentials == CredentialMode::password) {
-      secret = vault_->get(id, job.user);
-      source_credentials.user = job.user;
-      source_credentials.secret = secret.get();
-      source_credentials.mechanism = source.mechanism;
-      source_login.describe = "the user's own password";
+    batch::AccountLogin target_login;
+    SecretString target_secret;
+    if (job.target_credentials == CredentialMode::password) {
+      target_secret = vault_->get(id, job.user, Slot::target);
+      target_login.credentials = imap::Credentials{job.target_user, target_secret.get(), target.mechanism, ""};
+      target_login.mailbox = job.target_user;
+      target_login.describe = "the user's own password on the target";
     } else {
-      source_login = batch::make_login(source, job.user, "");
-      source_credentials = source_login.credentials;
+      target_login = batch::make_login(target, job.target_user, "");
     }
-    exporting::ExportOptions eo;
-    eo.archive_dir = config_.archive;
-    eo.endpoint = source_endpoint;
-    eo.credentials = source_credentials;
-    eo.account_name = account;
-    eo.cancelled = cancelled;
-    exporting::ExportSummary es;
-    try {
-      es = exporting::export_account(*archive_, eo, events);
-    } catch (const Error& e) {
-      wipe(eo.credentials.secret);
-      throw batch::describe_login_error(e, account, source_login).with({.account = account});
-    }
-    wipe(eo.credentials.secret);
-    wipe(source_credentials.secret);
-    using R = exporting::FolderResult;
-    messages += es.total(&R::new_messages);
-    if (!es.complete())
-      throw Error(ErrorKind::network, fmt::format("export incomplete: {} messages not delivered, {} folders failed",
-                                                  es.failed_messages(), es.failed_folders()),
-                  Retry::later, {.account = account});
+    WipeOnExit wipe_target{target_login.credentials.secret};
 
-    set_phase("import");
-    batch::AccountLogin target_login = batch::make_login(target, job.target_user, "");
-    importing::ImportOptions io;
-    io.archive_dir = config_.archive;
-    io.endpoint = target_endpoint;
-    io.credentials = target_login.credentials;
-    io.account = account;
-    io.target_name = target_name;
-    io.cancelled = cancelled;
-    importing::ImportSummary is;
-    try {
-      is = importing::import_account(*archive_, io, events);
-    } catch (const Error& e) {
-      throw batch::describe_login_error(e, target_name, target_login).with({.account = account});
-    }
-    using IR = importing::ImportFolderResult;
-    messages += is.total(&IR::appended);
-    bytes += is.total(&IR::bytes_appended);
-    if (!is.complete())
-      throw Error(ErrorKind::network, fmt::format("import incomplete: {} messages failed, {} folders failed",
-                                                  is.failed_messages(), is.failed_folders()),
-                  Retry::later, {.account = account});
-    if (cancelled()) throw Error(ErrorKind::interrupted, "stopped before verify");
+    if (!job.verify_only) {
+      imap::Credentials source_credentials;
+      SecretString secret;
+      batch::AccountLogin source_login;
+      if (job.credentials == CredentialMode::password) {
+        secret = vault_->get(id, job.user);
+        source_credentials.user = job.user;
+        source_credentials.secret = secret.get();
+        source_credentials.mechanism = source.mechanism;
+        source_login.describe = "the user's own password";
+      } else {
+        source_login = batch::make_login(source, job.user, "");
+        source_credentials = source_login.credentials;
+      }
+      WipeOnExit wipe_source{source_credentials.secret}, wipe_login{source_login.credentials.secret};
+      exporting::ExportOptions eo;
+      eo.archive_dir = config_.archive;
+      eo.endpoint = source_endpoint;
+      eo.credentials = source_credentials;
+      eo.account_name = account;
+      eo.cancelled = cancelled;
+      WipeOnExit wipe_export{eo.credentials.secret};
+      exporting::ExportSummary es;
+      try {
+        es = exporting::export_account(*archive_, eo, events);
+      } catch (const Error& e) {
+        throw batch::describe_login_error(e, account, source_login).with({.account = account});
+      }
+      using R = exporting::FolderResult;
+      messages += es.total(&R::new_messages);
+      if (!es.complete())
+        throw Error(ErrorKind::network, fmt::format("export incomplete: {} messages not delivered, {} folders failed",
+                                                    es.failed_messages(), es.failed_folders()),
+                    Retry::later, {.account = account});
 
-    set_phase("verify");
+      set_phase("import");
+      importing::ImportOptions io;
+      io.archive_dir = config_.archive;
+      io.endpoint = target_endpoint;
+      io.credentials = target_login.credentials;
+      io.account = account;
+      io.target_name = target_name;
+      io.cancelled = cancelled;
+      WipeOnExit wipe_import{io.credentials.secret};
+      importing::ImportSummary is;
+      try {
+        is = importing::import_account(*archive_, io, events);
+      } catch (const Error& e) {
+        throw batch::describe_login_error(e, target_name, target_login).with({.account = account});
+      }
+      using IR = importing::ImportFolderResult;
+      messages += is.total(&IR::appended);
+      bytes += is.total(&IR::bytes_appended);
+      if (!is.complete())
+        throw Error(ErrorKind::network, fmt::format("import incomplete: {} messages failed, {} folders failed",
+                                                    is.failed_messages(), is.failed_folders()),
+                    Retry::later, {.account = account});
+      if (cancelled()) throw Error(ErrorKind::interrupted, "stopped before verify");
+      set_phase("verify");
+    }
+
     verify::CompareOptions co;
     co.archive_dir = config_.archive;
     co.endpoint = target_endpoint;
@@ -509,7 +605,13 @@ void Daemon::run_job(uint64_t id, Running* running) {
     co.target_name = target_name;
     co.mailbox = job.target_user;
     co.deep = config_.deep_verify;
-    auto c = verify::compare_online(co, events);
+    WipeOnExit wipe_verify{co.credentials.secret};
+    verify::Comparison c;
+    try {
+      c = verify::compare_online(co, events);
+    } catch (const Error& e) {
+      throw batch::describe_login_error(e, target_name, target_login).with({.account = account});
+    }
     uint64_t archive_messages = 0;
     for (auto& f : c.folders) archive_messages += f.archive_messages;
     verify_result = {{"equal", c.equal()}, {"deep", c.deep}, {"folders", c.folders.size()},
@@ -537,15 +639,29 @@ void Daemon::run_job(uint64_t id, Running* running) {
   std::lock_guard lock(mutex_);
   Job* j = queue_.find(id);
   double now = now_seconds();
+  bool verify_only = j->verify_only;
+  int pass = verify_only ? j->passes : j->passes + 1, attempt = j->attempts;
   j->finished = now;
   j->phase.clear();
-  j->messages = messages;
-  j->bytes = bytes;
+  j->progress = nullptr;
+  if (!verify_only) {
+    j->messages = messages;
+    j->bytes = bytes;
+  }
   if (!verify_result.is_null()) j->verify = verify_result;
   caps_.give_back(j->server);
   std::string event;
   j->cancel_requested = false;
-  if (error.empty()) {
+  if (error.empty() && verify_only) {
+    // A re-verify changes no pass: the job is done again.
+    j->verify_only = false;
+    j->attempts = 0;
+    j->error.clear();
+    j->error_kind.clear();
+    j->status = JobStatus::done;
+    wipe_secret(*j);
+    event = "job_done";
+  } else if (error.empty()) {
     ++j->passes;
     if (j->first_done == 0) j->first_done = now;
     j->attempts = 0;
@@ -564,14 +680,22 @@ void Daemon::run_job(uint64_t id, Running* running) {
     event = "job_done";
   } else if (running->cancel) {
     j->status = JobStatus::cancelled;
-    j->cancel_requested = false;
     j->error = "cancelled";
     j->error_kind = "cancelled";
+    j->verify_only = false;
     wipe_secret(*j);
     event = "job_cancelled";
   } else if (stopping_ && !timed_out) {
     j->status = JobStatus::queued;  // resumes at the next start
     event = "job_interrupted";
+  } else if (verify_only) {
+    // A re-verify that fails is not retried by itself: the job is in error with what differs.
+    j->verify_only = false;
+    j->attempts = 0;
+    j->error = error;
+    j->error_kind = error_kind;
+    j->status = JobStatus::error;
+    event = "job_error";
   } else {
     j->error = error;
     j->error_kind = error_kind;
@@ -585,18 +709,33 @@ void Daemon::run_job(uint64_t id, Running* running) {
       event = "job_error";
     }
   }
+  // The attempt's line in the job's history. Only the latest attempt that moved bytes keeps
+  // its samples (jobs.json is rewritten at every change of any job: each job's share stays small).
+  nlohmann::json samples = tracker.samples(60);
+  bool moved = !samples.empty() && samples.back()[1].get<uint64_t>() > 0;
+  if (moved)
+    for (auto& r : j->runs) r.erase("samples");
+  j->runs.push_back({{"attempt", attempt}, {"pass", pass},
+                     {"kind", verify_only ? "verify" : "migrate"}, {"started", j->started}, {"finished", now},
+                     {"outcome", event.substr(4)}, {"status", to_string(j->status)}, {"messages", messages},
+                     {"bytes", bytes}, {"error", error}, {"error_kind", error_kind},
+                     {"problems", tracker.problems()}, {"verify", verify_result},
+                     {"samples", moved ? samples : nlohmann::json()}});
+  while (j->runs.size() > Job::kMaxRuns) j->runs.erase(j->runs.begin());
   save();
   nlohmann::json e = {{"event", event}, {"job", id}, {"user", j->user}, {"status", to_string(j->status)},
                       {"messages", messages}, {"bytes", bytes},
                       {"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}, {"time", now},
                       {"running", caps_.running()}};
+  if (verify_only) e["verify_only"] = true;
   if (!error.empty()) {
     e["error"] = error;
     e["error_kind"] = error_kind;
   }
   if (!verify_result.is_null()) e["verify"] = verify_result;
-  e["text"] = error.empty() ? fmt::format("job {} ({}): pass {} done, {} messages, {}", id, j->user, j->passes,
-                                          messages, to_string(j->status))
+  e["text"] = error.empty() ? fmt::format("job {} ({}): {} {} done, {} messages, {}", id, j->user,
+                                          verify_only ? "verify of pass" : "pass", j->passes, messages,
+                                          to_string(j->status))
                             : fmt::format("job {} ({}): {} ({})", id, j->user, error, to_string(j->status));
   events_.emit(e);
   running->finished = true;

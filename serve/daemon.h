@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -58,6 +59,10 @@ class Daemon {
   // Starts what may start now and takes in spooled logins. Called by run().
   void dispatch();
 
+  // The manifest (verify/manifest.h) of job `id`'s account as the archive
+  // holds it now. Throws Error(not_found) for an unknown job.
+  nlohmann::json manifest(uint64_t id);
+
  private:
   struct Running {
     std::thread thread;
@@ -68,6 +73,7 @@ class Daemon {
   void save();                                      // under mutex_
   Job& add_job(const std::string& user, CredentialMode mode, const std::string& origin);  // under mutex_
   void set_secret(Job& job, const std::string& secret);  // under mutex_
+  void set_target_secret(Job& job, const std::string& secret);  // under mutex_
   void wipe_secret(Job& job);                       // under mutex_
   void take_spool();
   void run_job(uint64_t id, Running* running);
@@ -91,6 +97,14 @@ class Daemon {
   std::string last_held_;
   std::atomic<bool> stopping_{false};
   double started_at_ = 0;
+  // Bytes every job moved (read from sources + written to targets) since
+  // the start, and samples of it: [[unix seconds, bytes/s over the step]...]
+  // every kSampleStep seconds, the last kMaxSamples (under mutex_).
+  uint64_t moved_bytes_ = 0, sampled_bytes_ = 0;
+  double sampled_at_ = 0;
+  std::deque<std::pair<double, double>> throughput_;
+  static constexpr double kSampleStep = 2;
+  static constexpr size_t kMaxSamples = 1800;
 };
 
 }  // namespace imapstage::serve

@@ -42,6 +42,7 @@ nlohmann::json Job::to_json() const {
           {"target_user", target_user},
           {"server", server},
           {"credentials", credentials == CredentialMode::password ? "password" : "profile"},
+          {"target_credentials", target_credentials == CredentialMode::password ? "password" : "profile"},
           {"origin", origin},
           {"status", to_string(status)},
           {"phase", phase},
@@ -56,10 +57,14 @@ nlohmann::json Job::to_json() const {
           {"messages", messages},
           {"bytes", bytes},
           {"has_secret", has_secret},
+          {"has_target_secret", has_target_secret},
+          {"verify_only", verify_only},
           {"cancel_requested", cancel_requested},
           {"error", error},
           {"error_kind", error_kind},
-          {"verify", verify}};
+          {"verify", verify},
+          {"progress", progress},
+          {"runs", runs}};
 }
 
 Job Job::from_json(const nlohmann::json& j) {
@@ -71,6 +76,8 @@ Job Job::from_json(const nlohmann::json& j) {
   std::string mode = j.value("credentials", "profile");
   if (mode != "password" && mode != "profile") throw Error(ErrorKind::corrupt, "unknown credentials mode " + mode);
   o.credentials = mode == "password" ? CredentialMode::password : CredentialMode::profile;
+  o.target_credentials =
+      j.value("target_credentials", "profile") == "password" ? CredentialMode::password : CredentialMode::profile;
   o.origin = j.value("origin", "");
   o.status = parse_job_status(j.at("status").get<std::string>());
   o.phase = j.value("phase", "");
@@ -85,10 +92,14 @@ Job Job::from_json(const nlohmann::json& j) {
   o.messages = j.value("messages", uint64_t{0});
   o.bytes = j.value("bytes", uint64_t{0});
   o.has_secret = j.value("has_secret", false);
+  o.has_target_secret = j.value("has_target_secret", false);
+  o.verify_only = j.value("verify_only", false);
   o.cancel_requested = j.value("cancel_requested", false);
   o.error = j.value("error", "");
   o.error_kind = j.value("error_kind", "");
   o.verify = j.value("verify", nlohmann::json());
+  o.progress = j.value("progress", nlohmann::json());
+  if (j.contains("runs") && j["runs"].is_array()) o.runs = j["runs"];
   return o;
 }
 
@@ -142,6 +153,7 @@ JobQueue load_queue(const std::filesystem::path& state_dir) {
     j.status = j.cancel_requested ? JobStatus::cancelled : JobStatus::queued;
     j.cancel_requested = false;
     j.phase.clear();
+    j.progress = nullptr;
   }
   return q;
 }

@@ -41,6 +41,10 @@ struct Job {
   std::string target_user;       // mailbox on the target server
   std::string server;            // source HOST:PORT (the per-server cap)
   CredentialMode credentials = CredentialMode::profile;
+  // Whose credential the target login uses: the target profile's (admin,
+  // master) or, when its auth is "user" with no password source, the
+  // user's own password on the target (sealed in the vault's target slot).
+  CredentialMode target_credentials = CredentialMode::profile;
   std::string origin;            // "hook", "trigger", "spool" or "admin"
   JobStatus status = JobStatus::queued;
   std::string phase;             // while running: "export", "import" or "verify"
@@ -55,11 +59,27 @@ struct Job {
   uint64_t messages = 0;         // exported + imported by the latest attempt
   uint64_t bytes = 0;            // bytes imported by the latest attempt
   bool has_secret = false;       // a sealed credential is kept for it
+  bool has_target_secret = false;  // the user's own target password is kept for it
+  bool verify_only = false;      // the queued or running attempt only verifies (a re-verify from the console)
   bool cancel_requested = false; // `jobs cancel` while running: it stops at its next safe point
   std::string error;             // the latest error (no secrets)
   std::string error_kind;        // its ErrorKind name, or "differs" (verify), "timeout", "unavailable" (the
                                  // server could not check credentials now), "cancelled"
   nlohmann::json verify;         // the latest verify: {"equal", "deep", "folders", "messages", "differences"}
+  // While running (null otherwise), updated at most once a second from the
+  // engines' progress events: {"phase", "folders", "folders_done",
+  // "messages_total", "messages", "bytes_total", "bytes", "rate" (bytes/s),
+  // "moved" (bytes read + written by the attempt), "eta" (seconds of this
+  // phase, -1: unknown), "updated", "samples": [[unix seconds, moved]...]
+  // (the last 60; serve/progress.h keeps the attempt's)}.
+  nlohmann::json progress;
+  // The latest attempts, oldest first (at most kMaxRuns): {"attempt", "pass",
+  // "kind" ("migrate" | "verify"), "started", "finished", "outcome" (the
+  // event that ended it), "status" (the state it left), "messages", "bytes", "error", "error_kind", "problems":
+  // [{"event", "phase", "folder", "uid", "text"}...] (the first 20), "verify",
+  // "samples" (only in the latest attempt that moved bytes: at most 60 of its progress samples)}.
+  nlohmann::json runs = nlohmann::json::array();
+  static constexpr size_t kMaxRuns = 20;
 
   nlohmann::json to_json() const;
   static Job from_json(const nlohmann::json& j);

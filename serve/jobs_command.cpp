@@ -23,6 +23,7 @@ struct JobsArgs {
   std::string target_user;
   std::string password_file;
   std::string password_env;
+  std::string target_password_file;
   uint64_t id = 0;
 };
 
@@ -116,12 +117,18 @@ void add_jobs_command(CLI::App& app, int& status) {
   add->add_option("--password-file", args->password_file,
                   "The mailbox's own password (first line); without it, the source profile's admin credential");
   add->add_option("--password-env", args->password_env, "The mailbox's own password from this environment variable");
+  add->add_option("--target-password-file", args->target_password_file,
+                  "The user's own password on the target (first line), for a target profile with auth \"user\"");
   add->callback([args, &status] {
     nlohmann::json request = {{"op", "add"}, {"user", args->user}};
     if (!args->target_user.empty()) request["target_user"] = args->target_user;
     if (!args->password_file.empty() || !args->password_env.empty())
       request["password"] = read_secret(args->password_file, args->password_env, "");
+    if (!args->target_password_file.empty())
+      request["target_password"] = read_secret(args->target_password_file, "", "");
     auto reply = call(*args, request);
+    for (const char* key : {"password", "target_password"})
+      if (request.contains(key)) wipe(request[key].get_ref<std::string&>());
     if (args->json) say(stdout, "{}\n", reply.dump());
     else say(stdout, "job {} queued for {}\n", reply.value("job", 0), args->user);
     status = kExitOk;

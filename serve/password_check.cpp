@@ -6,10 +6,11 @@
 
 namespace imapstage::serve {
 
-PasswordCheck check_source_password(const ServeConfig& config, const std::string& user, const std::string& password,
-                                    const std::vector<std::pair<std::string, std::string>>& id, std::string& why) {
+namespace {
+
+PasswordCheck check_with(const batch::Profile& source, const std::string& user, const std::string& password,
+                         const std::vector<std::pair<std::string, std::string>>& id, std::string& why) {
   try {
-    const batch::Profile& source = config.source();
     auto session = imap::Session::connect(source.endpoint());
     if (!id.empty()) session->send_id(id);
     imap::Credentials credentials{user, password, source.mechanism, ""};
@@ -28,6 +29,31 @@ PasswordCheck check_source_password(const ServeConfig& config, const std::string
     why = e.message();
     return PasswordCheck::unavailable;
   }
+}
+
+}  // namespace
+
+PasswordCheck check_source_password(const ServeConfig& config, const std::string& user, const std::string& password,
+                                    const std::vector<std::pair<std::string, std::string>>& id, std::string& why) {
+  try {
+    config.source();
+  } catch (const Error& e) {
+    why = e.message();
+    return PasswordCheck::unavailable;
+  }
+  return check_with(config.source(), user, password, id, why);
+}
+
+PasswordCheck check_target_password(const ServeConfig& config, const std::string& target_user,
+                                    const std::string& password,
+                                    const std::vector<std::pair<std::string, std::string>>& id, std::string& why) {
+  try {
+    config.target();
+  } catch (const Error& e) {
+    why = e.message();
+    return PasswordCheck::unavailable;
+  }
+  return check_with(config.target(), target_user, password, id, why);
 }
 
 }  // namespace imapstage::serve

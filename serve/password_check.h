@@ -1,5 +1,7 @@
 // Whether a user's password opens their mailbox on the old (source) server:
-// the one check the login hook and the self-service page both make.
+// the one check the login hook and the self-service page both make; and,
+// when the target needs the user's own password, whether that one opens the
+// mailbox on the target.
 #pragma once
 
 #include <string>
@@ -23,6 +25,11 @@ enum class PasswordCheck {
 // of the password made for the login is wiped; the session is dropped
 // without LOGOUT (one round trip less per check).
 PasswordCheck check_source_password(const ServeConfig& config, const std::string& user, const std::string& password,
+                                    const std::vector<std::pair<std::string, std::string>>& id, std::string& why);
+
+// The same check with the target profile's server (the mailbox's name there).
+PasswordCheck check_target_password(const ServeConfig& config, const std::string& target_user,
+                                    const std::string& password,
                                     const std::vector<std::pair<std::string, std::string>>& id, std::string& why);
 
 }  // namespace imapstage::serve

@@ -15,7 +15,9 @@ namespace imapstage::serve {
 
 namespace {
 
-std::string aad(uint64_t id, const std::string& user) { return fmt::format("imapstage job {} {}", id, user); }
+std::string aad(uint64_t id, const std::string& user, Slot slot) {
+  return fmt::format("imapstage job {} {}{}", id, user, slot == Slot::target ? " target" : "");
+}
 
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -84,28 +86,34 @@ SecretString load_key(const std::filesystem::path& path, bool create) {
 
 Vault::Vault(std::filesystem::path state_dir, SecretString key) : state_dir_(std::move(state_dir)), key_(std::move(key)) {}
 
-std::filesystem::path Vault::path(uint64_t id) const { return state_dir_ / "secrets" / std::to_string(id); }
-
-void Vault::put(uint64_t id, const std::string& user, const std::string& secret) {
-  std::string sealed = aead_seal(key_.get(), aad(id, user), secret);
-  batch::write_state_file(state_dir_, path(id), sealed, "sealed credential");
+std::filesystem::path Vault::path(uint64_t id, Slot slot) const {
+  return state_dir_ / "secrets" / (std::to_string(id) + (slot == Slot::target ? ".target" : ""));
 }
 
-SecretString Vault::get(uint64_t id, const std::string& user) const {
-  auto sealed = batch::read_state_file(state_dir_, path(id), "sealed credential");
+void Vault::put(uint64_t id, const std::string& user, const std::string& secret, Slot slot) {
+  std::string sealed = aead_seal(key_.get(), aad(id, user, slot), secret);
+  batch::write_state_file(state_dir_, path(id, slot), sealed, "sealed credential");
+}
+
+SecretString Vault::get(uint64_t id, const std::string& user, Slot slot) const {
+  auto sealed = batch::read_state_file(state_dir_, path(id, slot), "sealed credential");
   if (!sealed)
     throw Error(ErrorKind::not_found, fmt::format("job {} has no stored credential", id), Retry::never,
                 {.account = user});
   try {
-    return SecretString(aead_open(key_.get(), aad(id, user), *sealed));
+    return SecretString(aead_open(key_.get(), aad(id, user, slot), *sealed));
   } catch (const Error& e) {
     throw Error(ErrorKind::corrupt, fmt::format("the stored credential of job {}: {}", id, e.message()), Retry::never,
-                {.account = user, .file = path(id).string()});
+                {.account = user, .file = path(id, slot).string()});
   }
 }
 
 void Vault::erase(uint64_t id) {
-  auto p = path(id);
+  erase_file(path(id, Slot::source));
+  erase_file(path(id, Slot::target));
+}
+
+void Vault::erase_file(const std::filesystem::path& p) {
   int fd = ::open(p.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return;

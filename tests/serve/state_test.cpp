@@ -85,6 +85,24 @@ TEST(Vault, StoresSealedAndWipes) {
   vault.erase(7);  // nothing there: nothing to do
 }
 
+TEST(Vault, KeepsTheTargetPasswordApartAndErasesBoth) {
+  TempDir dir;
+  fs::create_directory(dir.path() + "/secrets");
+  serve::Vault vault(dir.path(), serve::load_key(dir.path() + "/k", true));
+  vault.put(9, "olga", "old password");
+  vault.put(9, "olga", "new password", serve::Slot::target);
+  EXPECT_EQ(vault.path(9, serve::Slot::target), fs::path(dir.path()) / "secrets" / "9.target");
+  EXPECT_EQ(vault.get(9, "olga").get(), "old password");
+  EXPECT_EQ(vault.get(9, "olga", serve::Slot::target).get(), "new password");
+  EXPECT_EQ(read_file(vault.path(9, serve::Slot::target)).find("new password"), std::string::npos);
+  // One slot's file does not open as the other's.
+  fs::copy_file(vault.path(9, serve::Slot::target), vault.path(9), fs::copy_options::overwrite_existing);
+  EXPECT_THROW(vault.get(9, "olga"), Error);
+  vault.erase(9);
+  EXPECT_FALSE(fs::exists(vault.path(9)));
+  EXPECT_FALSE(fs::exists(vault.path(9, serve::Slot::target)));
+}
+
 TEST(JobQueue, SurvivesARoundTripAndResumesRunningJobs) {
   TempDir dir;
   serve::JobQueue q;
@@ -108,6 +126,11 @@ TEST(JobQueue, SurvivesARoundTripAndResumesRunningJobs) {
   c.id = 3;
   c.user = "carol";
   c.cancel_requested = true;
+  c.target_credentials = serve::CredentialMode::password;
+  c.has_target_secret = true;
+  c.verify_only = true;
+  c.progress = {{"phase", "import"}, {"bytes", 10}};
+  c.runs = nlohmann::json::array({{{"attempt", 1}, {"kind", "migrate"}, {"status", "error"}}});
   q.jobs = {a, b, c};
   q.next_id = 5;
   serve::save_queue(dir.path(), q);
@@ -117,6 +140,13 @@ TEST(JobQueue, SurvivesARoundTripAndResumesRunningJobs) {
   auto loaded = serve::load_queue(dir.path());
   ASSERT_EQ(loaded.jobs.size(), 3u);
   EXPECT_EQ(loaded.jobs[2].status, serve::JobStatus::cancelled) << "cancelled while running, then the daemon died";
+  EXPECT_EQ(loaded.jobs[2].target_credentials, serve::CredentialMode::password);
+  EXPECT_TRUE(loaded.jobs[2].has_target_secret);
+  EXPECT_TRUE(loaded.jobs[2].verify_only);
+  EXPECT_TRUE(loaded.jobs[2].progress.is_null()) << "the progress of a daemon that is gone";
+  ASSERT_EQ(loaded.jobs[2].runs.size(), 1u);
+  EXPECT_EQ(loaded.jobs[2].runs[0]["kind"], "migrate");
+  EXPECT_EQ(loaded.jobs[0].target_credentials, serve::CredentialMode::profile);
   EXPECT_EQ(loaded.next_id, 5u);
   EXPECT_EQ(loaded.jobs[0].status, serve::JobStatus::queued) << "a running job's daemon is gone: it resumes";
   EXPECT_EQ(loaded.jobs[0].phase, "");
@@ -180,6 +210,22 @@ cutover = "2027-02-01T00:00:00+01:00"
   EXPECT_EQ(c.hook_users.size(), 2u);
   EXPECT_EQ(c.target().admin_user, "migrator");
   EXPECT_EQ(c.source().host, "old.example");
+  EXPECT_FALSE(c.target_wants_user_password());
+  auto own = serve::parse_serve_config(R"([profiles.old]
+host = "old.example"
+[profiles.new]
+host = "new.example"
+auth = "user"
+[serve]
+source_profile = "old"
+target_profile = "new"
+[web]
+listen = "127.0.0.1:8080"
+manifest_key = "/etc/imapstage/manifest.pem"
+)",
+                                       "own.toml");
+  EXPECT_TRUE(own.target_wants_user_password());
+  EXPECT_EQ(own.web.manifest_key, "/etc/imapstage/manifest.pem");
 
   try {
     serve::parse_serve_config("[serve]\njobz = 3\n", "serve.toml");

@@ -2,8 +2,12 @@
 // invitations from `imapstage invite`, the self-service page (wrong and right
 // passwords, the status page until done, the target equal to the source),
 // every refusal (unknown, expired, reused, CSRF, rate limits), the security
-// headers, and no password or token in any answer, log or state file. The
-// daemon runs as `nobody` (setpriv) as under its own user.
+// headers, a target that needs the user's own password (asked, checked,
+// imported with, erased), the console (login, history, verify again, JSON
+// and CSV reports, signed manifests, invitations, logout, each action
+// refused without a session or its CSRF token), and no password or token in
+// any answer, log or state file. The daemon runs as `nobody` (setpriv) as
+// under its own user.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,6 +31,7 @@
 
 #include "common/error.h"
 #include "serve/control.h"
+#include "verify/signing.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
@@ -107,7 +112,18 @@ class WebTest : public ::testing::Test {
     new_options.seed = "none";
     new_options.users = {};
     new_options.target_users = users();
+    new_options.target_users.push_back("olga");
     new_ = new TestServer(new_options);
+    {
+      std::string pw = old_->run({"add-user", old_->dir(), "olga", "--seed", "small:6"});
+      while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
+      passwords_["olga"] = pw;
+    }
+    for (auto u : {"olga", "yara"}) passwords_[std::string("new:") + u] = new_->password(u);
+    auto key = run_process({"/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", dir_ + "/manifest.pem"});
+    ASSERT_EQ(key.exit_code, 0) << key.err;
+    ::chmod((dir_ + "/manifest.pem").c_str(), 0600);
+    (void)!::chown((dir_ + "/manifest.pem").c_str(), kNobody, kNobody);
     write_file(dir_ + "/old-admin.secret", old_->master_password() + "\n", 0600, kNobody);
     write_file(dir_ + "/new-admin.secret", new_->master_password() + "\n", 0600, kNobody);
     write_file(dir_ + "/admin.token", std::string(kAdminToken) + "\n", 0600, kNobody);
@@ -128,7 +144,8 @@ class WebTest : public ::testing::Test {
     delete work_;
   }
 
-  static void write_config(int attempts_per_ip, bool tls = false) {
+  // `own_target`: the target profile logs users in with their own password (auth "user", no password source).
+  static void write_config(int attempts_per_ip, bool tls = false, bool own_target = false) {
     std::string text = fmt::format(R"([profiles.old]
 host = "127.0.0.1"
 port = {}
@@ -143,9 +160,7 @@ host = "127.0.0.1"
 port = {}
 tls = "implicit"
 ca_file = "{}"
-auth = "master-user"
-admin_user = "{}"
-password_file = "{}/new-admin.secret"
+{}
 
 [serve]
 state_dir = "{}"
@@ -167,11 +182,16 @@ attempts_per_ip = {}
 attempts_window = "10m"
 refresh = 1
 admin_token_file = "{}/admin.token"
+manifest_key = "{}/manifest.pem"
 {}
 )",
                                    old_->imaps_port(), old_->ca_file(), old_->master_user(), dir_,
-                                   new_->imaps_port(), new_->ca_file(), new_->master_user(), dir_, state_, logs_,
-                                   port_, attempts_per_ip, dir_,
+                                   new_->imaps_port(), new_->ca_file(),
+                                   own_target ? std::string("auth = \"user\"")
+                                              : fmt::format("auth = \"master-user\"\nadmin_user = \"{}\"\n"
+                                                            "password_file = \"{}/new-admin.secret\"",
+                                                            new_->master_user(), dir_),
+                                   state_, logs_, port_, attempts_per_ip, dir_, dir_,
                                    tls ? fmt::format("tls_cert = \"{0}/web.pem\"\ntls_key = \"{0}/web.key\"", dir_) : "");
     write_file(config_, text, 0644);
   }
@@ -221,6 +241,21 @@ admin_token_file = "{}/admin.token"
     daemon_pid_ = 0;
   }
 
+  // Runs the daemon with a target where users log in with their own password
+  // until the end of the scope, then with the usual configuration again.
+  struct OwnTargetPasswords {
+    OwnTargetPasswords() {
+      stop_daemon();
+      write_config(20, false, true);
+      start_daemon();
+    }
+    ~OwnTargetPasswords() {
+      stop_daemon();
+      write_config(20);
+      start_daemon();
+    }
+  };
+
   static nlohmann::json call(const nlohmann::json& request) {
     return serve::control_call(state_ + "/control.sock", request, 10s);
   }
@@ -244,11 +279,39 @@ admin_token_file = "{}/admin.token"
     return c;
   }
 
-  static httplib::Result post(const std::string& path, const std::string& csrf, const std::string& password) {
+  static httplib::Result post(const std::string& path, const std::string& csrf, const std::string& password,
+                              const std::string& new_password = "") {
     httplib::Params params;
     if (!csrf.empty()) params.emplace("csrf", csrf);
     params.emplace("password", password);
+    if (!new_password.empty()) params.emplace("new_password", new_password);
     return client().Post(path.c_str(), params);
+  }
+
+  // Logs in to the console; the session's Cookie header.
+  static httplib::Headers console_session() {
+    auto login = client().Get("/admin/login");
+    EXPECT_TRUE(login);
+    if (!login) return {};
+    httplib::Params right{{"csrf", csrf_in(login->body)}, {"token", kAdminToken}};
+    auto ok = client().Post("/admin/login", right);
+    EXPECT_TRUE(ok && ok->status == 303);
+    if (!ok) return {};
+    std::string cookie = ok->get_header_value("Set-Cookie");
+    return {{"Cookie", cookie.substr(0, cookie.find(';'))}};
+  }
+
+  // Polls the job of `user` until it is done, error or cancelled (up to 120 s).
+  static nlohmann::json wait_final(const std::string& user) {
+    auto end = Clock::now() + 120s;
+    nlohmann::json job;
+    while (Clock::now() < end) {
+      job = job_of(user);
+      std::string st = job.is_null() ? "" : job.value("status", "");
+      if (st == "done" || st == "error" || st == "cancelled") break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return job;
   }
 
   static nlohmann::json job_of(const std::string& user) {
@@ -370,7 +433,7 @@ TEST_F(WebTest, WrongThenRightPasswordMigratesAndTheLinkIsUsedUp) {
   auto end = Clock::now() + 120s;
   while (Clock::now() < end) {
     auto s = client().Get(status_path.c_str());
-    ASSERT_TRUE(s);
+    ASSERT_TRUE(s) << read_file(dir_ + "/daemon.out");
     ASSERT_EQ(s->status, 200);
     body = s->body;
     bodies_.push_back(body);
@@ -475,34 +538,123 @@ TEST_F(WebTest, AttemptsPerAddressAreLimitedAcrossLinks) {
   start_daemon();
 }
 
+TEST_F(WebTest, ATargetWithOwnPasswordsAsksForItChecksItAndImportsWithIt) {
+  OwnTargetPasswords own;
+  std::string link = invite("olga");
+  auto page = client().Get(path_of(link).c_str());
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("id=\"new_password\""), std::string::npos) << page->body;
+  std::string csrf = csrf_in(page->body);
+
+  // The right old password and a wrong new one, or none: refused, nothing queued
+  // (attempts_per_link = 3: the third attempt is the right one).
+  auto wrong_new = post(path_of(link), csrf, passwords_["olga"], kWrong);
+  ASSERT_TRUE(wrong_new);
+  EXPECT_EQ(wrong_new->status, 422);
+  EXPECT_NE(wrong_new->body.find("new server refused"), std::string::npos) << wrong_new->body;
+  bodies_.push_back(wrong_new->body);
+  auto no_new = post(path_of(link), csrf, passwords_["olga"]);
+  ASSERT_TRUE(no_new);
+  EXPECT_EQ(no_new->status, 422);
+  bodies_.push_back(no_new->body);
+  EXPECT_TRUE(job_of("olga").is_null());
+
+  auto right = post(path_of(link), csrf, passwords_["olga"], passwords_["new:olga"]);
+  ASSERT_TRUE(right);
+  ASSERT_EQ(right->status, 303) << right->body;
+  bodies_.push_back(right->body);
+  std::string status_path = right->get_header_value("Location");
+  tokens_.push_back(status_path.substr(3));
+  auto job = wait_final("olga");
+  ASSERT_EQ(job.value("status", ""), "done") << job.dump() << read_file(dir_ + "/daemon.out");
+  EXPECT_EQ(job["target_credentials"], "password");
+  EXPECT_EQ(job["has_target_secret"], false);
+  EXPECT_EQ(job["has_secret"], false);
+  EXPECT_EQ(job["verify"]["equal"], true);
+  EXPECT_EQ(content(*new_, "olga"), content(*old_, "olga"));
+  uint64_t id = job["id"];
+  EXPECT_FALSE(fs::exists(state_ + "/secrets/" + std::to_string(id)));
+  EXPECT_FALSE(fs::exists(state_ + "/secrets/" + std::to_string(id) + ".target")) << "the target password was kept";
+  auto s = client().Get(status_path.c_str());
+  ASSERT_TRUE(s);
+  EXPECT_NE(s->body.find("data-status=\"done\""), std::string::npos);
+  bodies_.push_back(s->body);
+
+  // Its history: one migrate attempt, with progress samples of the bytes it moved.
+  ASSERT_EQ(job["runs"].size(), 1u) << job.dump();
+  auto& run = job["runs"][0];
+  EXPECT_EQ(run["kind"], "migrate");
+  EXPECT_EQ(run["status"], "done");
+  ASSERT_GE(run["samples"].size(), 2u) << run.dump();
+  EXPECT_GT(run["samples"].back()[1].get<uint64_t>(), 0u) << run.dump();
+  EXPECT_TRUE(job["progress"].is_null());
+  auto list = call({{"op", "list"}});
+  EXPECT_GT(list["daemon"]["moved_bytes"].get<uint64_t>(), 0u) << list["daemon"].dump();
+
+  // Verify again from the console is refused now: the target password is gone.
+  auto session = console_session();
+  auto detail = client().Get(fmt::format("/admin/job/{}", id).c_str(), session);
+  ASSERT_TRUE(detail);
+  httplib::Params form{{"csrf", csrf_in(detail->body)}};
+  auto again = client().Post(fmt::format("/admin/job/{}/reverify", id).c_str(), session, form);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 409);
+  EXPECT_NE(again->body.find("erased"), std::string::npos) << again->body;
+}
+
 // Debian's chromium, driven by tests/serve/web_browser.py (Selenium and
-// chromium-driver); its screenshots are kept in the build directory under
+// chromium-driver), against a target where users log in with their own
+// password: the user's flow (wrong old password, wrong new one, both right,
+// the status page until done, the link refused afterwards), then the
+// console (login, the account listed as done, its JSON and CSV reports
+// downloaded). Its screenshots are kept in the build directory under
 // artifacts/web-browser/.
-TEST_F(WebTest, InARealBrowserTheUserMovesTheMailbox) {
+TEST_F(WebTest, InARealBrowserTheUserMovesTheMailboxAndTheConsoleReportsIt) {
+  OwnTargetPasswords own;
   std::string link = invite("yara");
   write_file(dir_ + "/wrong.pw", std::string(kWrong) + "\n", 0600);
   write_file(dir_ + "/right.pw", passwords_["yara"] + "\n", 0600);
+  write_file(dir_ + "/new.pw", passwords_["new:yara"] + "\n", 0600);
   fs::path shots = fs::current_path() / "artifacts" / "web-browser";
   fs::remove_all(shots);
   fs::create_directories(shots);
   auto r = run_process({"/usr/bin/python3", std::string(IMAPSTAGE_SOURCE_DIR) + "/tests/serve/web_browser.py", link,
-                        dir_ + "/wrong.pw", dir_ + "/right.pw", shots.string()},
-                       {"HOME=" + dir_}, 240s);
+                        dir_ + "/wrong.pw", dir_ + "/right.pw", dir_ + "/new.pw", dir_ + "/admin.token",
+                        shots.string()},
+                       {"HOME=" + dir_}, 300s);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   auto parsed = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   nlohmann::json seen;  // what the page did not show is ""
   for (auto& [k, v] : parsed.items()) seen[k] = v.is_null() ? nlohmann::json("") : v;
   EXPECT_EQ(seen["form_user"], "yara") << seen.dump();
-  EXPECT_NE(seen.value("wrong_error", "").find("refused this password"), std::string::npos) << seen.dump();
+  EXPECT_TRUE(seen.value("asks_new_password", false)) << seen.dump();
+  EXPECT_NE(seen.value("wrong_error", "").find("old server refused this password"), std::string::npos) << seen.dump();
   EXPECT_TRUE(seen.value("wrong_field_empty", false));
+  EXPECT_NE(seen.value("wrong_new_error", "").find("new server refused"), std::string::npos) << seen.dump();
   ASSERT_FALSE(seen["statuses"].empty()) << seen.dump();
   EXPECT_EQ(seen["statuses"].back(), "done") << seen.dump();
   EXPECT_TRUE(seen.value("status_path", false));
   EXPECT_EQ(seen.value("verify", "").rfind("equal", 0), 0u) << seen.dump();
   EXPECT_NE(seen.value("reuse", "").find("already used"), std::string::npos) << seen.dump();
   EXPECT_EQ(content(*new_, "yara"), content(*old_, "yara"));
-  for (auto name : {"1-form.png", "2-wrong-password.png", "4-done.png", "5-link-reused.png"})
+  // The console in the same browser.
+  EXPECT_EQ(seen["console_status"], "done") << seen.dump();
+  auto job = job_of("yara");
+  ASSERT_TRUE(seen["report"].is_object()) << seen.dump();
+  EXPECT_EQ(seen["report"]["id"], job["id"]);
+  EXPECT_EQ(seen["report"]["user"], "yara");
+  EXPECT_EQ(seen["report"]["status"], "done");
+  EXPECT_EQ(seen["report"]["verify"]["equal"], true);
+  std::string csv = seen.value("report_csv", "");
+  EXPECT_EQ(csv.rfind("record,job,user,target_user,", 0), 0u) << csv;
+  EXPECT_NE(csv.find(fmt::format("run,{},yara,yara,", job["id"].get<uint64_t>())), std::string::npos) << csv;
+  bodies_.push_back(r.out);
+  for (auto name : {"1-form.png", "2-wrong-password.png", "2b-wrong-new-password.png", "4-done.png",
+                    "5-link-reused.png", "6-console.png", "7-job.png"})
     EXPECT_GT(fs::file_size(shots / name), 1000u) << name;
+  for (auto name : {"downloads/job-" + job["id"].dump() + ".json", "downloads/job-" + job["id"].dump() + ".csv"})
+    EXPECT_TRUE(fs::exists(shots / name)) << name;
 }
 
 TEST_F(WebTest, TheConsoleNeedsALoginAndListsRetriesAndReportsJobs) {
@@ -575,6 +727,123 @@ TEST_F(WebTest, TheConsoleNeedsALoginAndListsRetriesAndReportsJobs) {
   while (Clock::now() < end && job_of("wendy")["status"] != "done") std::this_thread::sleep_for(200ms);
   EXPECT_EQ(job_of("wendy")["status"], "done");
   EXPECT_EQ(content(*new_, "wendy"), content(*old_, "wendy")) << "a second pass duplicated mail";
+}
+
+TEST_F(WebTest, TheConsoleShowsHistoryVerifiesAgainAndGivesReportsManifestsAndLinks) {
+  uint64_t id = job_of("wendy")["id"];
+  std::string job_path = fmt::format("/admin/job/{}", id);
+  // Without a session every action is 401, with one but without its CSRF token 403.
+  httplib::Params none;
+  for (std::string path : {job_path + "/reverify", std::string("/admin/logout"), std::string("/admin/invite")}) {
+    auto r = client().Post(path.c_str(), none);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 401) << path;
+  }
+  for (std::string path : {job_path + ".csv", job_path + ".manifest.json", job_path + ".manifest.sig"}) {
+    auto r = client().Get(path.c_str());
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 303) << path;
+  }
+  auto session = console_session();
+  auto c = client();
+  httplib::Params bad{{"csrf", std::string(64, '2')}, {"users", "zoe"}, {"ttl_days", "1"}};
+  for (std::string path : {job_path + "/reverify", std::string("/admin/logout"), std::string("/admin/invite")}) {
+    auto r = c.Post(path.c_str(), session, bad);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 403) << path;
+  }
+  EXPECT_EQ(job_of("wendy")["status"], "done") << "a refused action acted";
+
+  // The list: totals, both plots, totals per origin.
+  auto list = c.Get("/admin", session);
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->status, 200);
+  bodies_.push_back(list->body);
+  EXPECT_NE(list->body.find("id=\"totals\""), std::string::npos);
+  EXPECT_NE(list->body.find("id=\"throughput\""), std::string::npos);
+  EXPECT_NE(list->body.find("id=\"throughput-plot\""), std::string::npos) << list->body;
+  EXPECT_NE(list->body.find("data-origin=\"web\""), std::string::npos);
+
+  // The job: its history (the first pass and the retried one), the throughput of its latest attempt.
+  auto detail = c.Get(job_path.c_str(), session);
+  ASSERT_TRUE(detail);
+  ASSERT_EQ(detail->status, 200);
+  bodies_.push_back(detail->body);
+  std::regex run_row("<tr class=\"run\" data-kind=\"migrate\" data-status=\"done\">");
+  EXPECT_EQ(std::distance(std::sregex_iterator(detail->body.begin(), detail->body.end(), run_row),
+                          std::sregex_iterator()),
+            2)
+      << detail->body;
+  EXPECT_NE(detail->body.find("<svg id=\"job-throughput\""), std::string::npos);
+  EXPECT_NE(detail->body.find("Signed manifest"), std::string::npos);
+  std::string csrf = csrf_in(detail->body);
+
+  // Verify again: a verify-only attempt, the pass count unchanged, nothing copied again.
+  int passes = job_of("wendy")["passes"];
+  httplib::Params form{{"csrf", csrf}};
+  auto again = c.Post((job_path + "/reverify").c_str(), session, form);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 303) << again->body;
+  auto job = wait_final("wendy");
+  ASSERT_EQ(job.value("status", ""), "done") << job.dump();
+  EXPECT_EQ(job["passes"], passes);
+  EXPECT_EQ(job["runs"].back()["kind"], "verify");
+  EXPECT_EQ(job["runs"].back()["verify"]["equal"], true);
+  EXPECT_EQ(job["verify_only"], false);
+  EXPECT_EQ(content(*new_, "wendy"), content(*old_, "wendy"));
+
+  // The reports: CSV with the job, its runs; the manifest and its signature.
+  auto csv = c.Get((job_path + ".csv").c_str(), session);
+  ASSERT_TRUE(csv);
+  ASSERT_EQ(csv->status, 200);
+  EXPECT_EQ(csv->get_header_value("Content-Type").rfind("text/csv", 0), 0u);
+  EXPECT_EQ(csv->body.rfind("record,job,user,target_user,", 0), 0u) << csv->body;
+  EXPECT_NE(csv->body.find(fmt::format("job,{},wendy,wendy,", id)), std::string::npos) << csv->body;
+  EXPECT_NE(csv->body.find(fmt::format("run,{},wendy,wendy,", id)), std::string::npos) << csv->body;
+  EXPECT_NE(csv->body.find(",verify,"), std::string::npos) << csv->body;
+  bodies_.push_back(csv->body);
+  EXPECT_EQ(c.Get((job_path + ".manifest.sig").c_str(), session)->status, 404) << "a signature before its manifest";
+  auto manifest = c.Get((job_path + ".manifest.json").c_str(), session);
+  ASSERT_TRUE(manifest);
+  ASSERT_EQ(manifest->status, 200) << manifest->body;
+  auto m = nlohmann::json::parse(manifest->body);
+  ASSERT_EQ(m["accounts"].size(), 1u) << manifest->body;
+  EXPECT_EQ(m["accounts"][0]["account"], "wendy@127.0.0.1");
+  EXPECT_GT(m["messages"].get<uint64_t>(), 0u);
+  auto sig = c.Get((job_path + ".manifest.sig").c_str(), session);
+  ASSERT_TRUE(sig);
+  ASSERT_EQ(sig->status, 200);
+  EXPECT_EQ(sig->body.size(), 64u);
+  EXPECT_TRUE(verify::ed25519_verify(manifest->body, sig->body, dir_ + "/manifest.pem"));
+  EXPECT_FALSE(verify::ed25519_verify(manifest->body + " ", sig->body, dir_ + "/manifest.pem"));
+
+  // Invitations from the console: the links shown once, and they open the page.
+  httplib::Params invite{{"csrf", csrf}, {"users", "zoe\nquinn,quinn\n"}, {"ttl_days", "2"}};
+  auto made = c.Post("/admin/invite", session, invite);
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 200) << made->body;
+  std::regex link_re("/i/([0-9a-f]{64})");
+  std::vector<std::string> links;
+  for (auto it = std::sregex_iterator(made->body.begin(), made->body.end(), link_re); it != std::sregex_iterator(); ++it)
+    links.push_back((*it)[1]);
+  ASSERT_EQ(links.size(), 2u) << made->body;
+  for (auto& t : links) tokens_.push_back(t);
+  auto opened = client().Get(("/i/" + links[0]).c_str());
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->status, 200);
+  EXPECT_NE(opened->body.find("id=\"user\">zoe<"), std::string::npos) << opened->body;
+  httplib::Params bad_ttl{{"csrf", csrf}, {"users", "zoe"}, {"ttl_days", "0"}};
+  EXPECT_EQ(c.Post("/admin/invite", session, bad_ttl)->status, 422);
+
+  // Logout: the session no longer opens anything.
+  auto out = c.Post("/admin/logout", session, form);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->status, 303);
+  EXPECT_NE(out->get_header_value("Set-Cookie").find("Max-Age=0"), std::string::npos);
+  auto after = c.Get("/admin", session);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 303);
+  EXPECT_EQ(c.Post((job_path + "/reverify").c_str(), session, form)->status, 401);
 }
 
 TEST_F(WebTest, WithACertificateThePagesAreHttpsOnly) {
