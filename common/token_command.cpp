@@ -164,6 +164,26 @@ int CommandTokenSource::fetches() const {
   return fetches_;
 }
 
+void login_with_renewal(TokenSource& tokens, const std::function<void(const std::string&)>& login_once,
+                        const std::function<bool()>& connection_alive) {
+  std::string token = tokens.token();
+  try {
+    login_once(token);
+    return;
+  } catch (const Error& e) {
+    // Only a refusal (an expired or revoked token) is worth a new token.
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never || !connection_alive()) throw;
+  }
+  token = tokens.renew(token);
+  try {
+    login_once(token);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never) throw;
+    throw Error(ErrorKind::auth, e.message() + " (XOAUTH2: the token command's new token was refused too)",
+                Retry::never, e.where());
+  }
+}
+
 std::shared_ptr<TokenSource> make_token_source(const std::string& command, const std::string& user) {
   return std::make_shared<CommandTokenSource>(command, user);
 }

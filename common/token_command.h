@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +34,14 @@ class TokenSource {
   // How often a token was fetched (for reports; never the tokens).
   virtual int fetches() const = 0;
 };
+
+// Logs in with `tokens`' token through `login_once(token)`. When the server
+// refuses it (Error(auth, never)) and `connection_alive()` says the
+// connection can take another attempt, logs in once more with a renewed
+// token; a second refusal is Error(auth, never) saying the new token was
+// refused too. Any other error passes through. Never loops.
+void login_with_renewal(TokenSource& tokens, const std::function<void(const std::string&)>& login_once,
+                        const std::function<bool()>& connection_alive);
 
 // Runs `command` once for `user` as described above and returns the token.
 // Throws Error(auth, never) "token command failed: exit N" (or "killed by

@@ -838,23 +838,13 @@ void Session::login(const Credentials& c) {
   }
   Credentials with_token = c;
   with_token.tokens.reset();
-  with_token.secret = c.tokens->token();
-  try {
-    login_once(with_token);
-    return;
-  } catch (const Error& e) {
-    // Only a refusal (an expired or revoked token) is worth a new token.
-    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never || impl_->dead) throw;
-  }
-  with_token.secret = c.tokens->renew(with_token.secret);
-  try {
-    login_once(with_token);
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::auth || e.retry() != Retry::never) throw;
-    throw Error(ErrorKind::auth,
-                e.message() + " (XOAUTH2: the token command's new token was refused too)",
-                Retry::never, e.where());
-  }
+  login_with_renewal(
+      *c.tokens,
+      [&](const std::string& token) {
+        with_token.secret = token;
+        login_once(with_token);
+      },
+      [&] { return !impl_->dead; });
 }
 
 void Session::login_once(const Credentials& c) {
