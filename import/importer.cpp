@@ -174,6 +174,19 @@ class AccountImport {
   // Error(protocol, never) with the server's own reason.
   void create_folder(FolderMapping& m, ImportFolderResult& result);
   bool target_has(const std::string& name_raw);
+  // The selected folder `target_raw`'s UIDNEXT, or a lower bound of it when
+  // the server's SELECT reply (`info`) has none (Courier sends no UIDNEXT):
+  // STATUS UIDNEXT, else the highest UID + 1 (1 for an empty folder). Every
+  // message appended from now on gets a UID at least this high, so in-flight
+  // records carry a usable hint on every server.
+  uint32_t uidnext_of(const std::string& target_raw, const imap::MailboxInfo& info);
+  // The UIDs in the selected folder holding `bytes` (INTERNALDATE `internaldate`)
+  // unchanged or in a form a known rewrite explains, not in `claimed`:
+  // found by Message-ID, else (no Message-ID, or the search found none) among
+  // the messages whose INTERNALDATE is within a day of it. For settling a
+  // record without a UID hint.
+  std::optional<uint32_t> find_on_target(const std::string& bytes, const archive::Hash& hash, int64_t internaldate,
+                                         const std::set<uint32_t>& claimed);
   // Settles in-flight records of this folder (and done records whose target
   // folder was recreated) against what the target actually holds.
   // Returns whether it changed any record (then `fa` is stale).
@@ -782,8 +795,7 @@ bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
       unmatched.emplace_back(p, hex);
       continue;
     }
-    // No usable UID hint: look for the Message-ID, and compare bytes.
-    bool found = false;
+    // No usable UID hint: look for the message by Message-ID or date, and compare bytes.
     std::string bytes;
     try {
       bytes = archive_->read_object(source->hash);
@@ -791,20 +803,8 @@ bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
       batch_->erase_append(p.key);  // the append loop reports the damaged object
       continue;
     }
-    std::string id = extract_message_id(bytes);
-    if (!id.empty()) {
-      for (uint32_t uid : session_->search_message_id(id)) {
-        if (claimed.count(uid)) continue;
-        auto fm = session_->fetch_one(uid);
-        if (fm && (archive::sha256(fm->body) == source->hash ||
-                   (fm->internaldate == source->internaldate && classify_rewrite(bytes, fm->body)))) {
-          settle(p, uid);
-          found = true;
-          break;
-        }
-      }
-    }
-    if (!found) batch_->erase_append(p.key);
+    if (auto uid = find_on_target(bytes, source->hash, source->internaldate, claimed)) settle(p, *uid);
+    else batch_->erase_append(p.key);
   }
   match(unmatched);
   // The session that sent them may have died after its last byte, with the
@@ -816,7 +816,7 @@ bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     while (!unmatched.empty() && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       // SELECT again: STATUS on the selected folder may answer from this session's stale view.
-      uint32_t uidnext = session_->select(m.target_raw).uidnext;
+      uint32_t uidnext = uidnext_of(m.target_raw, session_->select(m.target_raw));
       if (uidnext > fetched_from) {
         fetch_candidates(fetched_from);
         fetched_from = uidnext;
@@ -962,7 +962,47 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
   check_stored(stored, stored_bodies, result);
   group_limit_ = std::min(max_group_, group_limit_ + (group_limit_ + 3) / 4);
   group_bytes_limit_ = std::min(max_group_bytes_, group_bytes_limit_ + (group_bytes_limit_ + 3) / 4);
-  if (!have_uids) uidnext_hint = session_->status(m.target_raw).uidnext;
+  if (!have_uids) uidnext_hint = std::max(uidnext_hint, session_->status(m.target_raw).uidnext);
+}
+
+uint32_t AccountImport::uidnext_of(const std::string& target_raw, const imap::MailboxInfo& info) {
+  if (info.uidnext) return info.uidnext;
+  if (uint32_t n = session_->status(target_raw).uidnext) return n;
+  uint32_t highest = 0;  // UID FETCH 4294967295:* answers with the last message, whatever its UID
+  if (info.exists)
+    session_->fetch_flags({{UINT32_MAX, 0}}, std::nullopt,
+                          [&](imap::FlagUpdate&& u) { highest = std::max(highest, u.uid); });
+  return highest + 1;
+}
+
+std::optional<uint32_t> AccountImport::find_on_target(const std::string& bytes, const archive::Hash& hash,
+                                                      int64_t internaldate, const std::set<uint32_t>& claimed) {
+  auto same = [&](const imap::FetchedMessage& fm) {
+    return archive::sha256(fm.body) == hash || (fm.internaldate == internaldate && classify_rewrite(bytes, fm.body));
+  };
+  std::string id = extract_message_id(bytes);
+  if (!id.empty()) {
+    for (uint32_t uid : session_->search_message_id(id)) {
+      if (claimed.count(uid)) continue;
+      auto fm = session_->fetch_one(uid);
+      if (fm && same(*fm)) return uid;
+    }
+  }
+  // Without a Message-ID (drafts often have none), or with one the server
+  // changed: the messages of the days around its INTERNALDATE (SEARCH SINCE
+  // and BEFORE compare dates in the server's zone, hence a day either side).
+  std::vector<imap::UidRange> candidates;
+  for (uint32_t uid : session_->search_internaldate_between(internaldate - 86400, internaldate + 2 * 86400))
+    if (!claimed.count(uid)) candidates.push_back({uid, uid});
+  std::optional<uint32_t> found;
+  for (size_t at = 0; at < candidates.size() && !found; at += 200) {
+    std::vector<imap::UidRange> part(candidates.begin() + at,
+                                     candidates.begin() + std::min(candidates.size(), at + 200));
+    session_->fetch_messages(part, [&](imap::FetchedMessage&& fm) {
+      if (!found && !claimed.count(fm.uid) && same(fm)) found = fm.uid;
+    });
+  }
+  return found;
 }
 
 bool AccountImport::target_has(const std::string& name_raw) {
@@ -1144,7 +1184,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   }
   auto info = session_->select(m.target_raw);
   FlagFilter filter(info.permanent_flags);
-  uint32_t uidnext_hint = info.uidnext;
+  uint32_t uidnext_hint = uidnext_of(m.target_raw, info);
 
   FolderAppends fa = take_appends(m.source.id);
   if (reconcile(m, info, result, fa)) fa = scan_appends(m.source.id);

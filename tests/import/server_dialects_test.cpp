@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <map>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
@@ -163,6 +164,73 @@ TEST_F(ServerDialectsTest, AnInterruptedAppendOfRewrittenMessagesNeverDuplicates
   EXPECT_EQ(s.total(&importing::ImportFolderResult::reconciled), 6u);
   EXPECT_EQ(s.total(&importing::ImportFolderResult::appended), 0u);
   expect_each_once_munged();
+}
+
+TEST_F(ServerDialectsTest, AnInterruptedAppendWithoutUidnextOrMessageIdNeverDuplicates) {
+  // Courier reports no UIDNEXT on SELECT, and drafts often carry no
+  // Message-ID: the in-flight records still get a UID hint (the highest UID
+  // + 1), and a record without one is found by date and bytes.
+  source_.add_folder("Drafts");
+  for (int i = 1; i <= 3; ++i)
+    source_.add_message("Drafts", "Subject: draft " + std::to_string(i) + "\r\n\r\nunfinished " +
+                                      std::to_string(i) + "\r\n", {"\\Draft"});
+  export_source();
+  target_.add_folder("Drafts");
+  target_.add_message("Drafts", "Subject: already there\r\n\r\nolder\r\n");
+  target_.set_reports_uidnext(false, false);
+  // Every APPEND is stored, and the first of each folder loses its reply.
+  std::map<std::string, int> appends;
+  target_.on("^APPEND", [&appends](FakeExchange& x) {
+    std::string folder = x.command().text.substr(7);
+    folder = folder.substr(0, folder.find(' '));
+    std::erase(folder, '"');
+    std::vector<uint32_t> uids;
+    for (auto& l : x.command().literals) uids.push_back(x.server().add_message(folder, l));
+    if (appends[folder]++ == 0) {
+      x.close();
+      return;
+    }
+    x.tagged(fmt::format("OK [APPENDUID {} {}:{}] APPEND completed", x.server().folder(folder).uidvalidity,
+                         uids.front(), uids.back()));
+  });
+  RecordingSink events;
+  auto s = run(events);
+  EXPECT_TRUE(s.complete());
+  EXPECT_GE(s.reconnects, 1);
+  EXPECT_EQ(s.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(s.total(&importing::ImportFolderResult::reconciled), 9u);
+  EXPECT_EQ(target_.folder("INBOX").messages.size(), 6u);
+  ASSERT_EQ(target_.folder("Drafts").messages.size(), 4u);
+
+  // A record left without a UID hint (as an older run wrote it) is found by
+  // date and bytes, though the message has no Message-ID.
+  {
+    auto a = archive::Archive::open(archive_dir(), archive::Archive::Mode::write);
+    archive::Batch batch(*a);
+    size_t changed = 0;
+    auto target = a->find_target("bob@" + target_.endpoint().host + ":" + std::to_string(target_.endpoint().port));
+    ASSERT_TRUE(target);
+    a->for_each_append(*target, [&](const archive::AppendRecord& r) {
+      auto m = a->message(r.key.source);
+      if (m && m->flags & archive::kDraft) {
+        auto in_flight = r;
+        in_flight.state = archive::AppendState::in_flight;
+        in_flight.target_uid = in_flight.target_uidvalidity = 0;
+        in_flight.when -= 3600;
+        batch.put_append(in_flight);
+        ++changed;
+      }
+      return true;
+    });
+    batch.commit();
+    ASSERT_EQ(changed, 3u);
+  }
+  RecordingSink again;
+  auto rerun = run(again);
+  EXPECT_TRUE(rerun.complete());
+  EXPECT_EQ(rerun.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(rerun.total(&importing::ImportFolderResult::reconciled), 3u);
+  EXPECT_EQ(target_.folder("Drafts").messages.size(), 4u);
 }
 
 TEST_F(ServerDialectsTest, AFolderNameTheServerRefusesIsImportedUnderAnAcceptableOne) {

@@ -418,6 +418,12 @@ void FakeImapServer::set_capabilities(std::string caps) {
   capabilities_ = std::move(caps);
 }
 
+void FakeImapServer::set_reports_uidnext(bool select, bool status) {
+  std::lock_guard lock(mutex_);
+  select_uidnext_ = select;
+  status_uidnext_ = status;
+}
+
 void FakeImapServer::set_permanent_flags(std::string flags) {
   std::lock_guard lock(mutex_);
   permanent_flags_ = std::move(flags);
@@ -611,7 +617,7 @@ void FakeImapServer::standard(FakeExchange& x) {
     std::string asked = tokens.size() > 2 ? upper(tokens[2].text) : "";
     std::vector<std::string> items;
     if (asked.find("MESSAGES") != std::string::npos) items.push_back(fmt::format("MESSAGES {}", f->messages.size()));
-    if (asked.find("UIDNEXT") != std::string::npos) items.push_back(fmt::format("UIDNEXT {}", f->uidnext));
+    if (asked.find("UIDNEXT") != std::string::npos && status_uidnext_) items.push_back(fmt::format("UIDNEXT {}", f->uidnext));
     if (asked.find("UIDVALIDITY") != std::string::npos) items.push_back(fmt::format("UIDVALIDITY {}", f->uidvalidity));
     x.untagged(fmt::format("STATUS {} ({})", quote(f->name), join(items)));
     x.tagged("OK STATUS completed");
@@ -631,7 +637,7 @@ void FakeImapServer::standard(FakeExchange& x) {
     x.untagged(fmt::format("{} EXISTS", f->messages.size()));
     x.untagged("0 RECENT");
     x.untagged(fmt::format("OK [UIDVALIDITY {}] UIDs valid", f->uidvalidity));
-    x.untagged(fmt::format("OK [UIDNEXT {}] Predicted next UID", f->uidnext));
+    if (select_uidnext_) x.untagged(fmt::format("OK [UIDNEXT {}] Predicted next UID", f->uidnext));
     x.tagged(verb == "EXAMINE" ? "OK [READ-ONLY] Examine completed" : "OK [READ-WRITE] Select completed");
   } else if (verb == "UID SEARCH") {
     const FakeFolder* f = find(x.selected());

@@ -129,6 +129,9 @@ class FakeImapServer {
   // The PERMANENTFLAGS list of SELECT/EXAMINE (without parentheses); default
   // "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*".
   void set_permanent_flags(std::string flags);
+  // Whether SELECT/EXAMINE and STATUS report UIDNEXT (default true; Courier's
+  // SELECT reports none).
+  void set_reports_uidnext(bool select, bool status);
   // When set, LOGIN accepts only this user and password; default: anyone.
   void set_login(std::string user, std::string password);
   // The greeting line (default "* OK fake IMAP server ready\r\n").
@@ -179,6 +182,8 @@ class FakeImapServer {
   std::vector<FakeFolder> folders_;
   std::vector<FakeCommand> log_;
   std::string capabilities_ = "IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS NAMESPACE";
+  bool select_uidnext_ = true;
+  bool status_uidnext_ = true;
   std::string permanent_flags_ = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*";
   std::string user_, password_;
   std::string greeting_ = "* OK fake IMAP server ready\r\n";
