@@ -22,6 +22,7 @@
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
 #include "common/error.h"
+#include "common/message_id.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fault_proxy.h"
@@ -389,27 +390,34 @@ TEST_P(InteropFaults, InterruptedAppendsOfRewrittenMessagesAreRecognised) {
     std::set<archive::Hash> at_risk;
     for (auto& bytes : kAtRisk) at_risk.insert(archive::sha256(bytes));
     std::vector<archive::AppendRecord> records;
+    std::optional<archive::AppendRecord> no_message_id;  // a draft: found by date and bytes
     a->for_each_append(*a->find_target(target.login(user) + "@" + target.host() + ":" +
                                        std::to_string(target.imaps_port())),
                        [&](const archive::AppendRecord& r) {
                          auto m = a->message(r.key.source);
                          if (m && at_risk.count(m->hash)) records.push_back(r);
+                         else if (m && !no_message_id && extract_message_id(a->read_object(m->hash)).empty())
+                           no_message_id = r;
                          return true;
                        });
     ASSERT_EQ(records.size(), kAtRisk.size());
+    ASSERT_TRUE(no_message_id) << "the seed has a draft without Message-ID";
+    no_message_id->target_uid = no_message_id->target_uidvalidity = 0;
+    records.push_back(*no_message_id);
     archive::Batch batch(*a);
     for (size_t i = 0; i < records.size(); ++i) {
       auto r = records[i];
       r.state = archive::AppendState::in_flight;
       r.when -= 3600;
       if (i == 1) r.target_uidvalidity = r.target_uid = 0;  // no UID hint: found by Message-ID
+      // (the last, without Message-ID, has no hint either)
       batch.put_append(r);
     }
     batch.commit();
   }
   auto again = importing::run_import(import_options(target, user, archive_dir), quiet);
   EXPECT_TRUE(again.complete());
-  EXPECT_EQ(again.total(&importing::ImportFolderResult::reconciled), kAtRisk.size());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::reconciled), kAtRisk.size() + 1);
   EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
   expect_target_holds(target, user, expected);
 }
