@@ -2,15 +2,19 @@
 
 #include <lmdb.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -476,17 +480,21 @@ Index::Txn Index::begin(bool write) const {
   int rc = mdb_txn_begin(env_, nullptr, write ? 0 : MDB_RDONLY, &txn);
   if (rc == MDB_MAP_RESIZED) {
     // Another process grew the map: adopt its size and try once more.
+    std::lock_guard lock(map_mutex_);
     mdb_env_set_mapsize(env_, 0);
+    map_ = nullptr;
     rc = mdb_txn_begin(env_, nullptr, write ? 0 : MDB_RDONLY, &txn);
   }
   if (rc) fail(rc, write ? "write transaction" : "read transaction");
-  return Txn(*this, txn);
+  return Txn(*this, txn, write);
 }
 
 Index::Txn Index::read() const { return begin(false); }
 Index::Txn Index::write() { return begin(true); }
 
-Index::Txn::Txn(Txn&& other) noexcept : index_(other.index_), txn_(other.txn_) { other.txn_ = nullptr; }
+Index::Txn::Txn(Txn&& other) noexcept : index_(other.index_), txn_(other.txn_), write_(other.write_) {
+  other.txn_ = nullptr;
+}
 
 Index::Txn::~Txn() {
   if (txn_) mdb_txn_abort(txn_);
@@ -514,6 +522,49 @@ bool Index::Txn::del(Db db, std::string_view key) {
   return true;
 }
 
+namespace {
+// Keys a scan visits between two release_pages() (a few MB of index pages).
+constexpr size_t kReleaseEvery = 16384;
+}  // namespace
+
+// Where LMDB mapped the data file (LMDB names the address only for
+// MDB_FIXEDMAP): the mapping of /proc/self/maps with the file's device and
+// inode. {nullptr, 0} when it cannot be told.
+std::pair<void*, size_t> find_map(MDB_env* env) {
+  int fd = -1;
+  struct stat st{};
+  if (mdb_env_get_fd(env, &fd) != 0 || ::fstat(fd, &st) != 0) return {nullptr, 0};
+  FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (!maps) return {nullptr, 0};
+  std::pair<void*, size_t> found{nullptr, 0};
+  char line[4096];
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long long from = 0, to = 0, offset = 0, inode = 0;
+    unsigned major = 0, minor = 0;
+    char perms[8] = {};
+    if (std::sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &from, &to, perms, &offset, &major, &minor, &inode) != 7)
+      continue;
+    if (inode == st.st_ino && major == ::major(st.st_dev) && minor == ::minor(st.st_dev) && offset == 0 &&
+        to - from > found.second)
+      found = {reinterpret_cast<void*>(from), static_cast<size_t>(to - from)};
+  }
+  std::fclose(maps);
+  return found;
+}
+
+void Index::release_pages() const {
+  // The mapping moves only in set_mapsize (begin(), under the same mutex),
+  // so no other mapping can be advised here.
+  std::lock_guard lock(map_mutex_);
+  if (!map_) std::tie(map_, map_size_) = find_map(env_);
+  if (!map_) return;
+  MDB_envinfo info{};
+  MDB_stat stat{};
+  if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &stat) != 0) return;
+  size_t used = (static_cast<size_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+  ::madvise(map_, std::min(used, map_size_), MADV_DONTNEED);  // advice: a failure changes nothing
+}
+
 void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
                       const std::function<bool(std::string_view, std::string_view)>& fn) const {
   Cursor cur;
@@ -526,6 +577,7 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
     auto key = view(k);
     if (key.substr(0, prefix.size()) != prefix) return;
     if (!fn(key, view(v))) return;
+    if (++index_->scanned_ % kReleaseEvery == 0) index_->release_pages();
     rc = mdb_cursor_get(cur.c, &k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND) index_->fail(rc, std::string("scan of ") + db_name(db));
@@ -557,6 +609,7 @@ void Index::Txn::commit() {
   txn_ = nullptr;
   int rc = mdb_txn_commit(t);  // frees the transaction even when it fails
   if (rc) index_->fail(rc, "commit");
+  if (write_) index_->release_pages();
 }
 
 void apply_op(Index::Txn& txn, const codec::JournalOp& op) {

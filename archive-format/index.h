@@ -5,10 +5,12 @@
 // transaction that is not committed is aborted by its destructor.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -70,9 +72,10 @@ class Index {
 
    private:
     friend class Index;
-    Txn(const Index& index, MDB_txn* txn) : index_(&index), txn_(txn) {}
+    Txn(const Index& index, MDB_txn* txn, bool write) : index_(&index), txn_(txn), write_(write) {}
     const Index* index_;
     MDB_txn* txn_;
+    bool write_;
   };
 
   Txn read() const;
@@ -82,11 +85,23 @@ class Index {
   // Throws the Error for an LMDB return code (what: the operation).
   [[noreturn]] void fail(int rc, const std::string& what) const;
 
+  // Drops this process's mappings of the index pages it has read (they stay
+  // in the page cache; the next read maps them again). LMDB reads through a
+  // shared file mapping, so every page a long scan or a big write touched
+  // would otherwise count in the process's resident memory for as long as
+  // it runs. Scans call it every few thousand keys (of all scans together) and write transactions
+  // after their commit; values handed out stay valid (same file pages).
+  void release_pages() const;
+
  private:
   Index(std::filesystem::path dir, MDB_env* env);
   Txn begin(bool write) const;
   std::filesystem::path dir_;
   MDB_env* env_;
+  mutable std::atomic<uint64_t> scanned_{0};  // keys visited by scans, for release_pages
+  mutable std::mutex map_mutex_;               // guards map_ and the remapping in begin()
+  mutable void* map_ = nullptr;                // LMDB's mapping of the data file, found by release_pages
+  mutable size_t map_size_ = 0;
   unsigned dbi_[kDbCount] = {};
 };
 
