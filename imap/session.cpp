@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <limits>
 #include <stdexcept>
@@ -1263,7 +1264,45 @@ void Session::fetch_sizes(const std::vector<UidRange>& uids,
                 {});
 }
 
+void Session::fetch_sizes_and_dates(const std::vector<UidRange>& uids,
+                                    const std::function<void(uint32_t, uint64_t, int64_t)>& on_message) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  if (uids.empty()) return;
+  s.run_fetches({&uids}, {fmt::format("UID FETCH {} (UID RFC822.SIZE INTERNALDATE)", to_sequence_set(uids))}, false,
+                1,
+                [&](size_t, FetchData& p, std::string&) {
+                  if (p.has_size) on_message(p.uid, p.size, p.has_internaldate ? p.internaldate : 0);
+                },
+                {});
+}
+
 std::vector<uint32_t> Session::search_all_uids() { return impl_->search("ALL"); }
+
+namespace {
+
+// An IMAP date ("1-Feb-2024") of the UTC day of a unix time.
+std::string imap_date(int64_t unix_seconds) {
+  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{}-{}-{}", tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900);
+}
+
+}  // namespace
+
+std::vector<uint32_t> Session::search_selected(const std::vector<UidRange>& uids, std::optional<int64_t> since_day,
+                                               std::optional<int64_t> before_day, std::optional<uint64_t> larger,
+                                               std::optional<uint64_t> smaller) {
+  std::string criteria = "UID " + to_sequence_set(uids);
+  if (since_day) criteria += " SINCE " + imap_date(*since_day);
+  if (before_day) criteria += " BEFORE " + imap_date(*before_day);
+  if (larger) criteria += fmt::format(" LARGER {}", *larger);
+  if (smaller) criteria += fmt::format(" SMALLER {}", *smaller);
+  return impl_->search(criteria);
+}
 
 std::vector<uint32_t> Session::search_message_id(std::string_view message_id) {
   return impl_->search("HEADER Message-ID " + quoted(message_id));

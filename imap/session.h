@@ -249,8 +249,22 @@ class Session {
   void fetch_sizes(const std::vector<UidRange>& uids,
                    const std::function<void(uint32_t uid, uint64_t size)>& on_size);
 
+  // UID FETCH range (UID RFC822.SIZE INTERNALDATE); one callback per
+  // message (internaldate 0 when absent or impossible), for a selection by
+  // date and size checked on the client.
+  void fetch_sizes_and_dates(const std::vector<UidRange>& uids,
+                             const std::function<void(uint32_t uid, uint64_t size, int64_t internaldate)>& on_message);
+
   // UID SEARCH ALL in the selected mailbox, ascending.
   std::vector<uint32_t> search_all_uids();
+  // UID SEARCH UID <uids> [SINCE d] [BEFORE d] [LARGER n] [SMALLER n] in the
+  // selected mailbox, ascending (RFC 3501: SINCE/BEFORE compare the date of
+  // INTERNALDATE in the server's time zone, its time disregarded; the day
+  // sent is the UTC day of `since_day`/`before_day`; LARGER/SMALLER compare
+  // RFC822.SIZE strictly). A server refusing the criteria: Error(protocol, never).
+  std::vector<uint32_t> search_selected(const std::vector<UidRange>& uids, std::optional<int64_t> since_day,
+                                        std::optional<int64_t> before_day, std::optional<uint64_t> larger,
+                                        std::optional<uint64_t> smaller);
   // UID SEARCH HEADER Message-ID <id>, ascending.
   std::vector<uint32_t> search_message_id(std::string_view message_id);
   // UID FETCH uid BODY.PEEK[] of one message; nullopt if the server has no such UID.
