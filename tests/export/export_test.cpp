@@ -385,11 +385,26 @@ TEST_F(ExportTest, WiderFilterFetchesOnlyWhatItAdds) {
   std::string archive_dir = dir.path() + "/archive";
   NullSink quiet;
   auto o = options("gita", archive_dir);
-  o.policy.filter.since = parse_day("2023-01-01");
-  auto first = exporting::run_export(o, quiet);
-  EXPECT_EQ(first.total(&exporting::FolderResult::new_messages), 2u);
-  EXPECT_EQ(first.total(&exporting::FolderResult::filtered_out), 4u);
+  // The command line: --since, the summary's counts and the selection in it.
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user",
+                                   "gita", "--password-env", "GITA_PASSWORD", "--account", o.credentials.user + "@" +
+                                   server_->host(), "--since", "2023-01-01", "--json"},
+                                  {"GITA_PASSWORD=" + server_->password("gita")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string out = r.out.substr(0, r.out.find_last_not_of('\n') + 1);
+  auto summary = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+  EXPECT_EQ(summary["event"], "summary");
+  EXPECT_EQ(summary["messages"], 2);
+  EXPECT_EQ(summary["filtered_out"], 4);
+  EXPECT_EQ(summary["policy"]["filter"]["since"], "2023-01-01");
+  // A dry run of a wider selection counts what it would add.
   o.policy.filter.since = parse_day("2021-01-01");
+  o.dry_run = true;
+  auto plan = exporting::run_export(o, quiet);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::to_fetch), 2u);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::filtered_out), 2u);
+  o.dry_run = false;
   auto wider = exporting::run_export(o, quiet);
   EXPECT_EQ(wider.total(&exporting::FolderResult::new_messages), 2u);
   EXPECT_EQ(wider.total(&exporting::FolderResult::filtered_out), 2u);
