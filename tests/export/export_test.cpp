@@ -340,6 +340,18 @@ TEST_F(ExportTest, FilteredExportThenUnfilteredFetchesExactlyTheRest) {
       }
   EXPECT_EQ(listed, 4u);
 
+  // Offline verify names each folder's selection too.
+  {
+    auto offline = verify::verify_offline({.archive_dir = archive_dir}, quiet).to_json();
+    std::set<std::string> with_selection;
+    for (auto& f : offline["folders"])
+      if (f.contains("selection")) {
+        with_selection.insert(f["folder"].get<std::string>());
+        EXPECT_EQ(f["selection"]["filter"]["smaller"], 1000);
+      }
+    EXPECT_TRUE(with_selection.count("INBOX") && with_selection.count("Archive")) << offline["folders"].dump();
+  }
+
   // The same filter again: nothing new, nothing expunged.
   auto same = exporting::run_export(o, quiet);
   EXPECT_EQ(same.total(&exporting::FolderResult::new_messages), 0u);
