@@ -126,9 +126,6 @@ class AccountExport {
   }
   // Counts one failed message towards --max-errors.
   void count_failure() { ++failures_; }
-  std::unique_ptr<ExportSelections> history_;  // earlier runs' selections (null without an archive)
-  RateLimiter limiter_;                        // --max-bandwidth, --max-messages-per-second: every lane
-  std::atomic<uint64_t> failures_{0};          // messages failed in this run, every lane
   void keep_fatal(std::exception_ptr error);
 
   Archive* archive_;  // null for --dry-run without an archive
@@ -164,6 +161,9 @@ class AccountExport {
   std::atomic<int> reconnects_{0};
   std::mutex fatal_mutex_;
   std::exception_ptr fatal_;             // the first error that stopped the run
+  std::unique_ptr<ExportSelections> history_;  // earlier runs' selections (null without an archive)
+  RateLimiter limiter_;                        // --max-bandwidth, --max-messages-per-second: every lane
+  std::atomic<uint64_t> failures_{0};          // messages failed in this run, every lane
 };
 
 void AccountExport::emit(nlohmann::json event) {
