@@ -863,17 +863,17 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     std::vector<uint32_t>().swap(received[b]);
     check_cancelled(result.name);
   };
+  // Several batches in flight on the connection (pipelined); each is settled
+  // when the server answers it. Under a cap, each is paid for just before it
+  // is sent, while the one before it is still arriving.
   if (!limiter_.limited()) {
-    // Several batches in flight on the connection (pipelined); each is settled when the server answers it.
     session->fetch_batches(batches, on_message, on_done);
   } else {
-    for (size_t b = 0; b < batches.size(); ++b) {
+    session->fetch_batches(batches, on_message, on_done, 2, [&](size_t b) {
       uint64_t bytes = 0;
       for (uint32_t uid : asked[b]) bytes += size_of(uid);
       limiter_.acquire(bytes, asked[b].size());
-      session->fetch_batches({batches[b]}, [&](size_t, imap::FetchedMessage&& m) { on_message(b, std::move(m)); },
-                             [&](size_t) { on_done(b); }, 1);
-    }
+    });
   }
   progress(true);
   // What this folder's new objects take in the packs (small ones are compressed in groups).

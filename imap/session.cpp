@@ -598,7 +598,8 @@ struct Session::Impl {
   void run_fetches(const std::vector<const std::vector<UidRange>*>& ranges, const std::vector<std::string>& commands,
                    bool with_body, size_t in_flight,
                    const std::function<void(size_t, FetchData&, std::string&)>& on_fetch,
-                   const std::function<void(size_t)>& on_done) {
+                   const std::function<void(size_t)>& on_done,
+                   const std::function<void(size_t)>& before_send = {}) {
     ensure_alive();
     const size_t n = commands.size();
     if (n == 0) return;
@@ -629,6 +630,15 @@ struct Session::Impl {
         bool wrote = false;
         while (sent < n && sent - answered_count < in_flight && (sent == 0 || newest_started) && !callback_error &&
                !refused) {
+          if (before_send) {
+            if (wrote) flush("UID FETCH");  // what is written goes out before the wait
+            try {
+              before_send(sent);
+            } catch (...) {
+              callback_error = std::current_exception();
+              break;
+            }
+          }
           int r = mailimap_send_current_tag(imap);
           if (r != MAILIMAP_NO_ERROR) fail(r, "UID FETCH");
           tags[sent] = current_tag();
@@ -1193,7 +1203,8 @@ std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore
 
 void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                             const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
-                            const std::function<void(size_t batch)>& on_done, size_t in_flight) {
+                            const std::function<void(size_t batch)>& on_done, size_t in_flight,
+                            const std::function<void(size_t batch)>& before_send) {
   Impl& s = *impl_;
   s.ensure_alive();
   bool condstore = s.has("CONDSTORE");
@@ -1227,7 +1238,9 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
       },
       [&](size_t k) {
         if (on_done) on_done(index[k]);
-      });
+      },
+      before_send ? std::function<void(size_t)>([&](size_t k) { before_send(index[k]); })
+                  : std::function<void(size_t)>());
 }
 
 void Session::fetch_messages(const std::vector<UidRange>& uids,

@@ -234,10 +234,14 @@ class Session {
   // callbacks run), Error(protocol, never) with the server's text is thrown.
   // An exception from a callback stops the callbacks and the sending; the
   // replies to what was sent are read (the session stays usable), then it
-  // propagates.
+  // propagates. `before_send(k)`, when given, is called just before the
+  // command of batches[k] is sent (what was written before is flushed
+  // first): a rate cap waits there, while the answers to the commands
+  // already out keep arriving.
   void fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                      const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
-                     const std::function<void(size_t batch)>& on_done, size_t in_flight = 3);
+                     const std::function<void(size_t batch)>& on_done, size_t in_flight = 3,
+                     const std::function<void(size_t batch)>& before_send = {});
 
   // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
   void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
