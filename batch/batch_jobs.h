@@ -14,6 +14,7 @@
 #include "batch/shard.h"
 #include "common/events.h"
 #include "common/retry.h"
+#include "export/exporter.h"
 #include "imap/session.h"
 #include "import/importer.h"
 
@@ -30,6 +31,8 @@ struct ExportBatchOptions {
   // POP3 accounts (profile protocol pop3): after each account's export, DELE
   // what the archive holds and re-hashes (pop3::delete_archived).
   bool delete_after_verify = false;
+  // IMAP accounts: selection, --max-errors and rate caps, each account on its own.
+  exporting::ExportPolicy policy;
   // Only the lines whose source user falls to this shard (batch/shard.h) run;
   // archive_dir is then already the shard's own archive.
   Shard shard;

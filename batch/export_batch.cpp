@@ -61,6 +61,12 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
       if (options.delete_after_verify && profile.protocol != "pop3")
         throw Error(ErrorKind::usage, fmt::format("account {}: --delete-after-verify is for POP3 sources, and its "
                                                   "profile is IMAP", line.source_user));
+      const auto& policy = options.policy;
+      if (profile.protocol == "pop3" && (!policy.filter.empty() || policy.max_errors ||
+                                         policy.max_bytes_per_second > 0 || policy.max_messages_per_second > 0))
+        throw Error(ErrorKind::usage, fmt::format("account {}: --since, --before, --larger, --smaller, --max-errors "
+                                                  "and the rate caps are for IMAP sources, and its profile is POP3",
+                                                  line.source_user));
       std::string account = line.source_user + "@" + endpoint.host;
       if (auto it = first_line.find(account); it != first_line.end())
         throw Error(ErrorKind::usage, fmt::format("account {} is already on line {}", account, it->second));
@@ -133,6 +139,7 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         o.exclude = options.exclude;
         o.allow_unmatched = options.allow_unmatched;
         o.namespaces = options.namespaces;
+        o.policy = options.policy;
         o.retry = options.retry;
         o.cancelled = cancelled;
         exporting::ExportSummary summary;

@@ -30,6 +30,20 @@ nlohmann::json MessageFilter::to_json() const {
   return out;
 }
 
+MessageFilter MessageFilter::from_json(const nlohmann::json& j) {
+  MessageFilter f;
+  if (!j.is_object()) throw Error(ErrorKind::usage, "not a message filter: " + j.dump());
+  try {
+    if (j.contains("since")) f.since = parse_day(j.at("since").get<std::string>());
+    if (j.contains("before")) f.before = parse_day(j.at("before").get<std::string>());
+    if (j.contains("larger")) f.larger = j.at("larger").get<uint64_t>();
+    if (j.contains("smaller")) f.smaller = j.at("smaller").get<uint64_t>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(ErrorKind::usage, "not a message filter: " + j.dump());
+  }
+  return f;
+}
+
 int64_t parse_day(const std::string& text) {
   std::tm tm{};
   int y, mo, d;

@@ -31,6 +31,9 @@ struct MessageFilter {
   std::string describe() const;
   // {"since": "2020-01-01", "larger": 1048576, ...}: for run history and reports.
   nlohmann::json to_json() const;
+  // The filter to_json wrote; throws Error(usage) for what it cannot have written.
+  static MessageFilter from_json(const nlohmann::json& j);
+  bool operator==(const MessageFilter&) const = default;
 };
 
 // "YYYY-MM-DD" as the unix time of that day's 00:00 UTC. Throws Error(usage)

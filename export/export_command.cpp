@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
+#include "common/message_filter.h"
 #include "export/exporter.h"
 #include "export/source_export.h"
 #include "pop3/pop3_source.h"
@@ -33,6 +34,10 @@ struct ExportArgs {
   std::vector<std::string> namespaces;
   std::optional<int> connections;
   double commit_interval = 2.0;
+  std::string since, before, larger, smaller;
+  uint64_t max_errors = 0;
+  std::string max_bandwidth;
+  double max_messages_per_second = 0;
   bool dry_run = false;
   bool json = false;
   std::string log_file;  // --log-file: JSON events appended here too
@@ -46,6 +51,27 @@ std::vector<imap::Namespace::Kind> namespace_kinds(const std::vector<std::string
     kinds.push_back(n == "other" ? imap::Namespace::other_users
                                  : n == "shared" ? imap::Namespace::shared : imap::Namespace::personal);
   return kinds;
+}
+
+// The selection, error and rate policies given on the command line.
+exporting::ExportPolicy export_policy(const ExportArgs& args) {
+  exporting::ExportPolicy policy;
+  if (!args.since.empty()) policy.filter.since = parse_day(args.since);
+  if (!args.before.empty()) policy.filter.before = parse_day(args.before);
+  if (!args.larger.empty()) policy.filter.larger = parse_size(args.larger);
+  if (!args.smaller.empty()) policy.filter.smaller = parse_size(args.smaller);
+  policy.max_errors = args.max_errors;
+  if (!args.max_bandwidth.empty()) {
+    policy.max_bytes_per_second = double(parse_size(args.max_bandwidth));
+    if (policy.max_bytes_per_second <= 0) throw Error(ErrorKind::usage, "--max-bandwidth must be above 0");
+  }
+  policy.max_messages_per_second = args.max_messages_per_second;
+  return policy;
+}
+
+bool has_policy(const ExportArgs& args) {
+  return !args.since.empty() || !args.before.empty() || !args.larger.empty() || !args.smaller.empty() ||
+         args.max_errors || !args.max_bandwidth.empty() || args.max_messages_per_second > 0;
 }
 
 void print_summary(const exporting::ExportSummary& s) {
@@ -78,6 +104,9 @@ void print_summary(const exporting::ExportSummary& s) {
       s.total(&R::flags_updated), s.total(&R::expunged), human_duration(s.seconds));
   if (s.reconnects) say(out, ", {} reconnects", s.reconnects);
   say(out, "\n");
+  if (!s.policy.filter.empty())
+    say(out, "selection {}: {} messages on the server left out by it\n", s.policy.filter.describe(),
+        s.total(&R::filtered_out));
   size_t anomalies = 0;
   for (auto& f : s.folders) anomalies += f.anomalies.size();
   if (anomalies) {
@@ -245,6 +274,22 @@ void add_export_command(CLI::App& app, int& status) {
                   "Seconds between commits (each makes what was fetched durable with an fsync; a crash or kill "
                   "loses at most this much work, fetched again by the next run; default 2)")
       ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option("--since", args->since,
+                  "Only messages with INTERNALDATE on or after this day (YYYY-MM-DD, UTC); chosen by UID SEARCH on "
+                  "the server, checked on each message. A later run with another selection, or none, fetches what it "
+                  "adds, also below what was fetched before");
+  cmd->add_option("--before", args->before, "Only messages with INTERNALDATE before this day (YYYY-MM-DD, UTC)");
+  cmd->add_option("--larger", args->larger, "Only messages larger than this (e.g. 100k, 50MB)");
+  cmd->add_option("--smaller", args->smaller, "Only messages smaller than this (e.g. 50MB)");
+  cmd->add_option("--max-errors", args->max_errors,
+                  "Stop the account once this many messages have failed (what was fetched is archived; a batch marks "
+                  "the account as error and goes on with the others; default: never)");
+  cmd->add_option("--max-bandwidth", args->max_bandwidth,
+                  "Fetch at most this many message bytes per second per account, every connection together (e.g. "
+                  "2MB; default: no cap)");
+  cmd->add_option("--max-messages-per-second", args->max_messages_per_second,
+                  "Fetch at most this many messages per second per account (default: no cap)")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_option("--log-file", args->log_file,
@@ -252,7 +297,11 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
+    auto policy = export_policy(*args);
     if (!args->source.empty()) {
+      if (has_policy(*args))
+        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller, --max-errors and the rate caps are "
+                                      "for IMAP sources");
       run_file_source_export(*args, status);
       return;
     }
@@ -272,6 +321,7 @@ void add_export_command(CLI::App& app, int& status) {
       options.allow_unmatched = args->allow_unmatched;
       options.namespaces = namespace_kinds(args->namespaces);
       options.delete_after_verify = args->delete_after_verify;
+      options.policy = policy;
       options.runner = make_runner_options(args->batch);
       options.shard = apply_shard(args->batch, args->archive, options.runner, warnings);
       options.archive_dir = args->archive;
@@ -293,6 +343,9 @@ void add_export_command(CLI::App& app, int& status) {
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
     if (profile.protocol == "pop3") {
+      if (has_policy(*args))
+        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller, --max-errors and the rate caps are "
+                                      "for IMAP sources");
       run_pop3_export(*args, profile, warnings, status);
       return;
     }
@@ -311,6 +364,7 @@ void add_export_command(CLI::App& app, int& status) {
     options.allow_unmatched = args->allow_unmatched;
     options.namespaces = namespace_kinds(args->namespaces);
     options.dry_run = args->dry_run;
+    options.policy = policy;
     options.connections = args->connections.value_or(0);  // two, four on a slow link
     options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args->commit_interval * 1000));
 

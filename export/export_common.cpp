@@ -1,5 +1,8 @@
 #include "export/export_common.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "common/error.h"
@@ -45,6 +48,7 @@ uint32_t ensure_account(archive::Archive& archive, Staging& staging, archive::Ac
 }
 
 uint64_t begin_export_run(archive::Archive& archive, const ExportSummary& summary, nlohmann::json details) {
+  details["policy"] = policy_json(summary.policy);
   return archive.begin_run("export", summary.account, details.dump());
 }
 
@@ -61,6 +65,60 @@ void end_export_run(archive::Archive& archive, const ExportSummary& summary, con
   } catch (...) {
     // The run stays "running" in the history: a later run supersedes it.
   }
+}
+
+nlohmann::json policy_json(const ExportPolicy& policy) {
+  nlohmann::json out = nlohmann::json::object();
+  if (!policy.filter.empty()) out["filter"] = policy.filter.to_json();
+  if (policy.max_errors) out["max_errors"] = policy.max_errors;
+  if (policy.max_bytes_per_second > 0) out["max_bytes_per_second"] = policy.max_bytes_per_second;
+  if (policy.max_messages_per_second > 0) out["max_messages_per_second"] = policy.max_messages_per_second;
+  return out;
+}
+
+ExportSelections::ExportSelections(const archive::Archive& archive, const std::string& account, uint64_t current_run) {
+  auto runs = archive.runs();
+  std::sort(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  for (auto& run : runs) {
+    if (run.kind != "export" || run.account != account || run.id == current_run) continue;
+    auto details = nlohmann::json::parse(run.details, nullptr, false);
+    if (!details.is_object()) continue;
+    MessageFilter filter;
+    auto policy = details.value("policy", nlohmann::json::object());
+    if (policy.is_object() && policy.contains("filter")) {
+      try {
+        filter = MessageFilter::from_json(policy["filter"]);
+      } catch (const Error&) {
+        // Unreadable: count the run as one that may have left anything out.
+        filter.larger = std::numeric_limits<uint64_t>::max();
+      }
+    }
+    if (!filter.empty()) filtered_runs_.emplace_back(run.id, filter);
+    auto folders = details.value("per_folder", nlohmann::json::array());
+    if (!folders.is_array()) continue;
+    for (auto& f : folders) {
+      if (!f.is_object() || !f.value("finished", false)) continue;
+      std::string raw = f.value("raw", "");
+      last_filter_[raw] = filter;
+      // Left nothing out: no filter, or one that found nothing to leave out
+      // (an unchanged folder was not searched, so it says nothing).
+      if (filter.empty() || (!f.value("unchanged", false) && f.value("filtered_out", uint64_t{1}) == 0))
+        last_whole_[raw] = run.id;
+    }
+  }
+}
+
+MessageFilter ExportSelections::last_filter(const std::string& name_raw) const {
+  auto it = last_filter_.find(name_raw);
+  return it == last_filter_.end() ? MessageFilter{} : it->second;
+}
+
+bool ExportSelections::may_lack(const std::string& name_raw, const MessageFilter& current) const {
+  auto it = last_whole_.find(name_raw);
+  uint64_t whole = it == last_whole_.end() ? 0 : it->second;
+  for (auto& [id, filter] : filtered_runs_)
+    if (id > whole && !(filter == current)) return true;
+  return false;
 }
 
 void mark_gone_folders(archive::Archive& archive, archive::Batch& batch, uint32_t account_id,

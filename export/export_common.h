@@ -7,9 +7,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -64,6 +67,35 @@ void mark_gone_folders(archive::Archive& archive, archive::Batch& batch, uint32_
 // Stages `record` as expunged on the source (kept in the archive). Returns
 // false when it was already marked.
 bool mark_expunged(archive::Batch& batch, archive::MessageRecord record);
+
+// The "policy" of an export's history entry and summary: {"filter": {...}}
+// (no "filter" when it takes everything), the --max-errors and rate caps
+// when set.
+nlohmann::json policy_json(const ExportPolicy& policy);
+
+// What the export runs of one account selected, read from the run history
+// (each run records its policy when it begins, and at its end which folders
+// it finished and how many messages of each its filter left out).
+class ExportSelections {
+ public:
+  // Every export run of `account` except `current_run`.
+  ExportSelections(const archive::Archive& archive, const std::string& account, uint64_t current_run = 0);
+  // The filter of the last run that finished folder `name_raw` (empty when
+  // that run took everything, or no run finished it): the messages on the
+  // source it leaves out are not expected in the archive.
+  MessageFilter last_filter(const std::string& name_raw) const;
+  // Whether the archive may lack messages of folder `name_raw` that an
+  // export with `current` takes although the folder's UIDNEXT and
+  // HIGHESTMODSEQ are unchanged: a run with another filter left some out
+  // since the folder was last taken whole. Such a folder is examined again
+  // (its UIDs searched over the whole range), never skipped as unchanged.
+  bool may_lack(const std::string& name_raw, const MessageFilter& current) const;
+
+ private:
+  std::vector<std::pair<uint64_t, MessageFilter>> filtered_runs_;  // run id, its non-empty filter
+  std::map<std::string, uint64_t> last_whole_;                     // name_raw -> last run that left nothing out
+  std::map<std::string, MessageFilter> last_filter_;               // name_raw -> filter of the last run that finished it
+};
 
 // The "folder_done" event of a folder that was exported (not --dry-run).
 nlohmann::json folder_done_event(const FolderResult& result);

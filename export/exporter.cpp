@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/glob.h"
+#include "common/rate_limit.h"
 #include "imap/mailbox_names.h"
 #include "common/retry.h"
 #include "export/export_common.h"
@@ -72,7 +73,8 @@ struct Lane : Staging {
 class AccountExport {
  public:
   AccountExport(Archive* archive, const ExportOptions& options, EventSink& events, ExportSummary& summary)
-      : archive_(archive), options_(options), events_(events), summary_(summary) {}
+      : archive_(archive), options_(options), events_(events), summary_(summary),
+        limiter_(options.policy.max_bytes_per_second, options.policy.max_messages_per_second) {}
 
   void run(std::unique_ptr<imap::Session> session);
 
@@ -110,6 +112,20 @@ class AccountExport {
   // Reports (event and summary) what the server sent for one message that could not be kept as sent.
   void note_anomalies(FolderResult& result, uint32_t uid, const std::vector<std::string>& anomalies);
   void check_cancelled(const std::string& folder);
+  // Of `candidates` (ascending UIDs the archive lacks), those the filter
+  // leaves out go to `left_out` (ascending), the sizes of the others the
+  // server reports to `sizes`: a UID SEARCH over their range, then the exact
+  // check on each one's INTERNALDATE and RFC822.SIZE. Without a filter,
+  // every candidate's size.
+  void select(imap::Session& session, const std::string& folder, const std::vector<uint32_t>& candidates,
+              std::vector<std::pair<uint32_t, uint64_t>>& sizes, std::vector<uint32_t>& left_out);
+  // Whether folder `name_raw` may be skipped when STATUS shows it unchanged
+  // (no run with another filter left messages out since it was last taken whole).
+  bool may_skip(const std::string& name_raw) const {
+    return !history_ || !history_->may_lack(name_raw, options_.policy.filter);
+  }
+  // Counts one failed message towards --max-errors.
+  void count_failure() { ++failures_; }
   void keep_fatal(std::exception_ptr error);
 
   Archive* archive_;  // null for --dry-run without an archive
@@ -124,6 +140,7 @@ class AccountExport {
   struct Sized {
     uint32_t uidvalidity = 0;
     std::vector<std::pair<uint32_t, uint64_t>> sizes;
+    std::vector<uint32_t> left_out;  // UIDs the filter leaves out (ascending)
   };
   std::vector<Sized> sized_;
   bool sizing_ = false;                  // a size pass precedes the export (not for --dry-run)
@@ -144,6 +161,9 @@ class AccountExport {
   std::atomic<int> reconnects_{0};
   std::mutex fatal_mutex_;
   std::exception_ptr fatal_;             // the first error that stopped the run
+  std::unique_ptr<ExportSelections> history_;  // earlier runs' selections (null without an archive)
+  RateLimiter limiter_;                        // --max-bandwidth, --max-messages-per-second: every lane
+  std::atomic<uint64_t> failures_{0};          // messages failed in this run, every lane
 };
 
 void AccountExport::emit(nlohmann::json event) {
@@ -161,6 +181,11 @@ void AccountExport::note_anomalies(FolderResult& result, uint32_t uid, const std
 }
 
 void AccountExport::check_cancelled(const std::string& folder) {
+  if (options_.policy.max_errors && failures_ >= options_.policy.max_errors)
+    throw Error(ErrorKind::policy,
+                fmt::format("stopped after {} failed messages (--max-errors {}); what was fetched is archived",
+                            failures_.load(), options_.policy.max_errors),
+                Retry::never, {.account = summary_.account, .folder = folder});
   if ((options_.cancelled && options_.cancelled()) || stop_)
     throw Error(ErrorKind::interrupted, "stopped before the export was complete", Retry::later,
                 {.account = summary_.account, .folder = folder});
@@ -275,6 +300,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
     first.batch = std::make_unique<Batch>(*archive_);
     account_id_ = ensure_account(*archive_, first, {.name = summary_.account, .host = options_.endpoint.host,
                                                    .user = options_.credentials.user});
+    history_ = std::make_unique<ExportSelections>(*archive_, summary_.account);
     summary_.run_id = begin_export_run(*archive_, summary_,
                                        {{"server", summary_.server}, {"user", options_.credentials.user}});
   } else if (archive_) {
@@ -487,7 +513,7 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
       return uids;
     };
     if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
-        stored->last_export != 0) {
+        stored->last_export != 0 && may_skip(entry.name_raw)) {
       auto st = session->status(entry.name_raw);
       if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
           st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
@@ -497,24 +523,62 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
     sized.uidvalidity = info.uidvalidity;
     std::vector<uint32_t> known;
     if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
-    if (known.empty()) {
+    if (known.empty() && options_.policy.filter.empty()) {
       // Nothing archived yet: every size in one command, without a UID SEARCH first (one
       // round trip less per folder, which is what a slow link feels).
       if (info.exists > 0)
         session->fetch_sizes({{1, 0}}, [&](uint32_t uid, uint64_t size) { sized.sizes.emplace_back(uid, size); });
-    } else {
+    } else if (info.exists > 0) {
       auto wanted = minus(session->search_all_uids(), known);
       sized.sizes.reserve(wanted.size());
-      for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-        session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
-          if (std::binary_search(wanted.begin(), wanted.end(), uid)) sized.sizes.emplace_back(uid, size);
-        });
+      select(*session, summary_.folders[i].name, wanted, sized.sizes, sized.left_out);
     }
     std::sort(sized.sizes.begin(), sized.sizes.end());
     sized.sizes.erase(std::unique(sized.sizes.begin(), sized.sizes.end(),
                                   [](auto& a, auto& b) { return a.first == b.first; }),
                       sized.sizes.end());
   });
+}
+
+void AccountExport::select(imap::Session& session, const std::string& folder, const std::vector<uint32_t>& candidates,
+                           std::vector<std::pair<uint32_t, uint64_t>>& sizes, std::vector<uint32_t>& left_out) {
+  if (candidates.empty()) return;
+  const MessageFilter& filter = options_.policy.filter;
+  if (filter.empty()) {
+    for (auto& ranges : uid_batches(candidates, options_.fetch_batch))
+      session.fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
+        if (std::binary_search(candidates.begin(), candidates.end(), uid)) sizes.emplace_back(uid, size);
+      });
+    return;
+  }
+  // The server's SINCE and BEFORE compare days in its own time zone: the
+  // search takes a day more on each side, the check below the exact UTC days.
+  constexpr int64_t kDay = 24 * 60 * 60;
+  std::optional<int64_t> since, before;
+  if (filter.since) since = *filter.since - kDay;
+  if (filter.before) before = *filter.before + kDay;
+  std::vector<uint32_t> pool;
+  try {
+    auto found = session.search_selected({{candidates.front(), candidates.back()}}, since, before, filter.larger,
+                                         filter.smaller);
+    std::set_intersection(candidates.begin(), candidates.end(), found.begin(), found.end(), std::back_inserter(pool));
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::protocol || e.retry() != Retry::never) throw;
+    pool = candidates;
+    emit({{"event", "warning"}, {"folder", folder}, {"error", e.what()},
+          {"text", fmt::format("account {}, folder {}: the server refused the search ({}); every message's date and "
+                               "size are checked here instead", summary_.account, folder, e.what())}});
+  }
+  std::vector<uint32_t> out = minus(candidates, pool);
+  for (auto& ranges : uid_batches(pool, options_.fetch_batch))
+    session.fetch_sizes_and_dates(ranges, [&](uint32_t uid, uint64_t size, int64_t internaldate) {
+      if (!std::binary_search(pool.begin(), pool.end(), uid)) return;
+      if (filter.matches(internaldate, size)) sizes.emplace_back(uid, size);
+      else out.push_back(uid);
+    });
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  left_out.insert(left_out.end(), out.begin(), out.end());
 }
 
 void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {
@@ -533,10 +597,13 @@ void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, Folder
       });
     }
   }
-  auto wanted = minus(server_uids, archived);
-  result.to_fetch = wanted.size();
-  for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
-    session->fetch_sizes(ranges, [&](uint32_t, uint64_t size) { result.to_fetch_bytes += size; });
+  auto candidates = minus(server_uids, archived);
+  std::vector<std::pair<uint32_t, uint64_t>> sizes;
+  std::vector<uint32_t> left_out;
+  select(*session, result.name, candidates, sizes, left_out);
+  result.filtered_out = left_out.size();
+  result.to_fetch = candidates.size() - left_out.size();
+  for (auto& [uid, size] : sizes) result.to_fetch_bytes += size;
   emit({{"event", "folder_done"}, {"folder", result.name}, {"dry_run", true},
         {"messages", result.to_fetch}, {"bytes", result.to_fetch_bytes},
         {"text", fmt::format("{}: {} of {} messages to fetch, {} bytes", result.name, result.to_fetch,
@@ -547,8 +614,10 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
                                   size_t count) {
   auto& session = lane.session;
   auto& batch = lane.batch;
+  failures_ -= std::min<uint64_t>(failures_, result.failed_uids.size());  // counted again if they fail again
   result.failed_uids.clear();  // a retry asks again for what was not delivered
   result.refused.clear();
+  result.filtered_out = 0;
   auto stored = archive_->find_folder(account_id_, entry.name_raw);
   FolderRecord folder = stored ? *stored : FolderRecord{};
   folder.account_id = account_id_;
@@ -565,6 +634,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   if (entry.noselect) {
     batch->put_folder(folder);
     commit_if_due(lane);
+    result.finished = true;
     emit({{"event", "folder_done"}, {"folder", result.name}, {"noselect", true},
           {"text", fmt::format("{}: no messages (\\Noselect)", result.name)}});
     return;
@@ -583,12 +653,14 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   };
 
   // Nothing changed since the last export? One STATUS tells, with CONDSTORE.
-  if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 && folder.last_export != 0) {
+  if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 && folder.last_export != 0 &&
+      may_skip(entry.name_raw)) {
     auto st = session->status(entry.name_raw);
     if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
         st.highestmodseq == folder.highestmodseq &&
         st.messages == archived_uids(folder.uidvalidity, true).size()) {
       result.unchanged = true;
+      result.finished = true;
       result.uidvalidity = folder.uidvalidity;
       result.server_messages = st.messages;
       batch->put_folder(folder);  // attributes and subscription may have changed
@@ -657,31 +729,41 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     commit_if_due(lane);
   }
 
-  // New messages: what the server has and the archive does not.
-  std::vector<uint32_t> wanted = minus(server_uids, known);
+  // New messages: what the server has and the archive does not, as far as
+  // the filter selects them. The whole UID range is searched, not only what
+  // arrived since the last run: an earlier run with another filter may have
+  // left out messages below the folder's UIDNEXT.
+  std::vector<uint32_t> candidates = minus(server_uids, known);
   uint64_t bytes_total = 0;
   // Sizes first: a message over the maximum message size is not fetched. The
-  // sizes the size pass saw are kept; only UIDs it did not see (arrived since)
-  // are asked for.
+  // sizes (and the filter's choice) the size pass saw are kept; only UIDs it
+  // did not see (arrived since) are asked for.
   std::vector<std::pair<uint32_t, uint64_t>> sizes;  // ascending UIDs
+  std::vector<uint32_t> left_out;                    // outside the filter, ascending
   {
     const Sized* sized =
         index < sized_.size() && sized_[index].uidvalidity == info.uidvalidity ? &sized_[index] : nullptr;
     std::vector<uint32_t> unsized;
-    for (uint32_t uid : wanted) {
+    for (uint32_t uid : candidates) {
       if (sized) {
         auto it = std::lower_bound(sized->sizes.begin(), sized->sizes.end(), std::pair<uint32_t, uint64_t>{uid, 0});
         if (it != sized->sizes.end() && it->first == uid) {
           sizes.push_back(*it);
           continue;
         }
+        if (std::binary_search(sized->left_out.begin(), sized->left_out.end(), uid)) {
+          left_out.push_back(uid);
+          continue;
+        }
       }
       unsized.push_back(uid);
     }
-    for (auto& ranges : uid_batches(unsized, options_.fetch_batch))
-      session->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) { sizes.emplace_back(uid, size); });
+    select(*session, result.name, unsized, sizes, left_out);
   }
   std::sort(sizes.begin(), sizes.end());
+  std::sort(left_out.begin(), left_out.end());
+  result.filtered_out = left_out.size();
+  std::vector<uint32_t> wanted = minus(candidates, left_out);
   const uint64_t max_size = options_.endpoint.max_message_size;
   std::vector<uint32_t> too_big;
   for (auto& [uid, size] : sizes) {
@@ -691,12 +773,23 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     std::string why = fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); "
                                   "not fetched", size, max_size);
     result.failed_uids.push_back(uid);
+    count_failure();
     result.refused[uid] = why;
     emit({{"event", "message_error"}, {"folder", result.name}, {"uid", uid}, {"error", why},
           {"text", fmt::format("account {}, folder {}, UID {}: {}", summary_.account, result.name, uid, why)}});
   }
   wanted = minus(wanted, too_big);
-  auto batches = uid_batches(wanted, options_.fetch_batch);
+  check_cancelled(result.name);  // --max-errors
+  // Under a rate cap, each FETCH asks for at most a quarter second's worth,
+  // paid for before it is sent, so the cap holds from the first one on.
+  auto size_of = [&](uint32_t uid) -> uint64_t {
+    auto it = std::lower_bound(sizes.begin(), sizes.end(), std::pair<uint32_t, uint64_t>{uid, 0});
+    return it != sizes.end() && it->first == uid ? it->second : 0;
+  };
+  auto batches = limiter_.limited()
+                     ? uid_batches(wanted, std::min<uint64_t>(options_.fetch_batch, limiter_.messages_per_send()),
+                                   limiter_.bytes_per_send(), size_of)
+                     : uid_batches(wanted, options_.fetch_batch);
   for (size_t b = 0, k = 0; b < batches.size(); ++b)
     for (auto& r : batches[b])
       for (; k < sizes.size() && sizes[k].first <= r.last; ++k) {
@@ -723,10 +816,16 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     for (auto& r : batches[b])
       while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked[b].push_back(wanted[wanted_pos++]);
   check_cancelled(result.name);
-  // Several batches in flight on the connection (pipelined); each is settled when the server answers it.
-  session->fetch_batches(batches, [&](size_t b, imap::FetchedMessage&& m) {
+  const MessageFilter& filter = options_.policy.filter;
+  auto on_message = [&](size_t b, imap::FetchedMessage&& m) {
     if (!std::binary_search(asked[b].begin(), asked[b].end(), m.uid)) return;  // '*' answers or duplicates
     if (!received[b].empty() && received[b].back() == m.uid) return;
+    if (!filter.empty() && !filter.matches(m.internaldate, m.rfc822_size ? m.rfc822_size : m.body.size())) {
+      // The server's search and sizes said otherwise: the filter decides.
+      received[b].push_back(m.uid);
+      ++result.filtered_out;
+      return;
+    }
     MessageRecord record;
     record.key = {account_id_, folder.id, folder.uidvalidity, m.uid};
     record.hash = archive::sha256(m.body);
@@ -750,10 +849,12 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
       last_progress = Clock::now();
       progress(false);
     }
-  }, [&](size_t b) {
+  };
+  auto on_done = [&](size_t b) {
     std::sort(received[b].begin(), received[b].end());
     for (uint32_t uid : minus(asked[b], received[b])) {
       result.failed_uids.push_back(uid);
+      count_failure();
       emit({{"event", "message_error"}, {"folder", result.name}, {"uid", uid},
             {"error", "the server did not deliver this message"},
             {"text", fmt::format("{} UID {}: the server listed the message but did not deliver it", result.name, uid)}});
@@ -761,7 +862,19 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     std::vector<uint32_t>().swap(asked[b]);
     std::vector<uint32_t>().swap(received[b]);
     check_cancelled(result.name);
-  });
+  };
+  // Several batches in flight on the connection (pipelined); each is settled
+  // when the server answers it. Under a cap, each is paid for just before it
+  // is sent, while the one before it is still arriving.
+  if (!limiter_.limited()) {
+    session->fetch_batches(batches, on_message, on_done);
+  } else {
+    session->fetch_batches(batches, on_message, on_done, 2, [&](size_t b) {
+      uint64_t bytes = 0;
+      for (uint32_t uid : asked[b]) bytes += size_of(uid);
+      limiter_.acquire(bytes, asked[b].size());
+    });
+  }
   progress(true);
   // What this folder's new objects take in the packs (small ones are compressed in groups).
   batch->close_group();
@@ -773,6 +886,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   folder.last_export = unix_now();
   batch->put_folder(folder);
   commit_if_due(lane);
+  result.finished = true;
 
   emit(folder_done_event(result));
 }
@@ -810,7 +924,9 @@ nlohmann::json ExportSummary::to_json() const {
                         {"bytes_deduplicated", f.bytes_deduplicated},
                         {"flags_updated", f.flags_updated},
                         {"expunged", f.expunged},
+                        {"filtered_out", f.filtered_out},
                         {"failed_uids", f.failed_uids}};
+    if (f.finished) j["finished"] = true;
     if (!f.refused.empty()) {
       nlohmann::json refused = nlohmann::json::array();
       for (auto& [uid, why] : f.refused) refused.push_back({{"uid", uid}, {"error", why}});
@@ -843,6 +959,7 @@ nlohmann::json ExportSummary::to_json() const {
           {"source", archive::source_kind_name(source)},
           {"run_id", run_id},
           {"dry_run", dry_run},
+          {"policy", policy_json(policy)},
           {"complete", complete()},
           {"folders", folders.size()},
           {"messages", total(&FolderResult::new_messages)},
@@ -851,6 +968,7 @@ nlohmann::json ExportSummary::to_json() const {
           {"bytes_deduplicated", total(&FolderResult::bytes_deduplicated)},
           {"flags_updated", total(&FolderResult::flags_updated)},
           {"expunged", total(&FolderResult::expunged)},
+          {"filtered_out", total(&FolderResult::filtered_out)},
           {"failed_messages", failed_messages()},
           {"failed_folders", failed_folders()},
           {"anomalies", std::accumulate(folders.begin(), folders.end(), size_t{0},
@@ -860,6 +978,29 @@ nlohmann::json ExportSummary::to_json() const {
           {"reconnects", reconnects},
           {"seconds", seconds},
           {"per_folder", folders_json}};
+}
+
+std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& uids, size_t max_count,
+                                                     uint64_t max_bytes,
+                                                     const std::function<uint64_t(uint32_t)>& size_of) {
+  std::vector<std::vector<imap::UidRange>> out;
+  if (max_count == 0) max_count = 1;
+  size_t count = 0;
+  uint64_t bytes = 0;
+  for (uint32_t uid : uids) {
+    uint64_t size = size_of(uid);
+    if (out.empty() || count >= max_count || (count > 0 && bytes + size > max_bytes)) {
+      out.emplace_back();
+      count = 0;
+      bytes = 0;
+    }
+    auto& ranges = out.back();
+    if (!ranges.empty() && ranges.back().last + 1 == uid) ranges.back().last = uid;
+    else ranges.push_back({uid, uid});
+    ++count;
+    bytes += size;
+  }
+  return out;
 }
 
 std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& uids, size_t max_count) {
@@ -888,6 +1029,7 @@ ExportSummary export_account(Archive& archive, const ExportOptions& options, Eve
   summary.account = default_account_name(options);
   summary.server = options.endpoint.address();
   summary.dry_run = options.dry_run;
+  summary.policy = options.policy;
   AccountExport(&archive, options, events, summary).run(std::move(session));
   events.emit(summary.to_json());
   return summary;
@@ -898,6 +1040,7 @@ ExportSummary run_export(const ExportOptions& options, EventSink& events) {
   summary.account = default_account_name(options);
   summary.server = options.endpoint.address();
   summary.dry_run = options.dry_run;
+  summary.policy = options.policy;
   ErrorWhere where{.account = summary.account, .server = summary.server};
   try {
     // Log in before the archive is created or touched.

@@ -18,6 +18,7 @@
 
 #include "archive-format/archive.h"
 #include "common/events.h"
+#include "common/message_filter.h"
 #include "common/retry.h"
 #include "imap/session.h"
 
@@ -25,6 +26,28 @@ namespace imapstage::exporting {
 
 // A NOOP taking at least this long makes an export with connections = 0 use four connections.
 inline constexpr std::chrono::milliseconds kFarRoundTrip{5};
+
+// What an export takes and how hard it pulls: the same for one account and
+// for every account of a batch.
+struct ExportPolicy {
+  // Only messages it matches are fetched (--since, --before on INTERNALDATE,
+  // --larger, --smaller on RFC822.SIZE): chosen by UID SEARCH on the server
+  // among the UIDs the archive lacks, then checked on each message's
+  // INTERNALDATE and size (the server's dates are days in its own time zone;
+  // a server refusing the search leaves the whole choice to that check).
+  // The others are counted as filtered out, never marked expunged, and taken
+  // by a later run whose selection includes them. The run history records
+  // the filter so verify compares the same selection.
+  MessageFilter filter;
+  // Once this many messages have failed (not delivered, over the maximum
+  // size), the account stops with Error(policy) after committing what was
+  // fetched (0: never).
+  uint64_t max_errors = 0;
+  // Caps on what is fetched (0: none): message bytes and messages per
+  // second, over the whole account (every connection together).
+  double max_bytes_per_second = 0;
+  double max_messages_per_second = 0;
+};
 
 struct ExportOptions {
   std::filesystem::path archive_dir;
@@ -43,6 +66,7 @@ struct ExportOptions {
   // archived as their own trees ("#other/...", "#shared/...") only when asked.
   std::vector<imap::Namespace::Kind> namespaces = {imap::Namespace::personal};
   bool dry_run = false;                  // report what would be fetched; write nothing
+  ExportPolicy policy;                   // selection, error and rate policies
   RetryPolicy retry;                     // reconnects after a dropped connection
   // Connections to the server. Each takes whole folders, in LIST order, while
   // any are left, so folders are exported side by side; memory is bounded by
@@ -81,6 +105,8 @@ struct FolderResult {
   uint64_t bytes_deduplicated = 0;       // raw bytes not stored because the archive had them
   uint64_t flags_updated = 0;
   uint64_t expunged = 0;                 // newly marked expunged on the source
+  uint64_t filtered_out = 0;             // on the server, not archived, outside the filter (ExportPolicy::filter)
+  bool finished = false;                 // examined to the end in this run (or found unchanged)
   uint64_t to_fetch = 0;                 // --dry-run: messages that would be fetched
   uint64_t to_fetch_bytes = 0;           // --dry-run: their size
   std::vector<uint32_t> failed_uids;     // the server listed them but did not deliver them, or they were refused
@@ -102,6 +128,7 @@ struct ExportSummary {
   archive::SourceKind source = archive::SourceKind::imap;
   uint64_t run_id = 0;                   // history entry, 0 for --dry-run
   bool dry_run = false;
+  ExportPolicy policy;                   // what the run selected, in to_json (and so in the run history)
   std::vector<FolderResult> folders;
   double seconds = 0;
   int reconnects = 0;
@@ -132,5 +159,10 @@ ExportSummary export_account(archive::Archive& archive, const ExportOptions& opt
 // Compresses a sorted UID list into ranges of at most `max_count` UIDs each,
 // one vector of ranges per FETCH command.
 std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& sorted_uids, size_t max_count);
+// The same, each command also asking for at most `max_bytes` by `size_of`
+// (one message at least, however big).
+std::vector<std::vector<imap::UidRange>> uid_batches(const std::vector<uint32_t>& sorted_uids, size_t max_count,
+                                                     uint64_t max_bytes,
+                                                     const std::function<uint64_t(uint32_t)>& size_of);
 
 }  // namespace imapstage::exporting

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <limits>
 #include <stdexcept>
@@ -597,7 +598,8 @@ struct Session::Impl {
   void run_fetches(const std::vector<const std::vector<UidRange>*>& ranges, const std::vector<std::string>& commands,
                    bool with_body, size_t in_flight,
                    const std::function<void(size_t, FetchData&, std::string&)>& on_fetch,
-                   const std::function<void(size_t)>& on_done) {
+                   const std::function<void(size_t)>& on_done,
+                   const std::function<void(size_t)>& before_send = {}) {
     ensure_alive();
     const size_t n = commands.size();
     if (n == 0) return;
@@ -628,6 +630,15 @@ struct Session::Impl {
         bool wrote = false;
         while (sent < n && sent - answered_count < in_flight && (sent == 0 || newest_started) && !callback_error &&
                !refused) {
+          if (before_send) {
+            if (wrote) flush("UID FETCH");  // what is written goes out before the wait
+            try {
+              before_send(sent);
+            } catch (...) {
+              callback_error = std::current_exception();
+              break;
+            }
+          }
           int r = mailimap_send_current_tag(imap);
           if (r != MAILIMAP_NO_ERROR) fail(r, "UID FETCH");
           tags[sent] = current_tag();
@@ -1192,7 +1203,8 @@ std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore
 
 void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                             const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
-                            const std::function<void(size_t batch)>& on_done, size_t in_flight) {
+                            const std::function<void(size_t batch)>& on_done, size_t in_flight,
+                            const std::function<void(size_t batch)>& before_send) {
   Impl& s = *impl_;
   s.ensure_alive();
   bool condstore = s.has("CONDSTORE");
@@ -1226,7 +1238,9 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
       },
       [&](size_t k) {
         if (on_done) on_done(index[k]);
-      });
+      },
+      before_send ? std::function<void(size_t)>([&](size_t k) { before_send(index[k]); })
+                  : std::function<void(size_t)>());
 }
 
 void Session::fetch_messages(const std::vector<UidRange>& uids,
@@ -1263,7 +1277,45 @@ void Session::fetch_sizes(const std::vector<UidRange>& uids,
                 {});
 }
 
+void Session::fetch_sizes_and_dates(const std::vector<UidRange>& uids,
+                                    const std::function<void(uint32_t, uint64_t, int64_t)>& on_message) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  if (uids.empty()) return;
+  s.run_fetches({&uids}, {fmt::format("UID FETCH {} (UID RFC822.SIZE INTERNALDATE)", to_sequence_set(uids))}, false,
+                1,
+                [&](size_t, FetchData& p, std::string&) {
+                  if (p.has_size) on_message(p.uid, p.size, p.has_internaldate ? p.internaldate : 0);
+                },
+                {});
+}
+
 std::vector<uint32_t> Session::search_all_uids() { return impl_->search("ALL"); }
+
+namespace {
+
+// An IMAP date ("1-Feb-2024") of the UTC day of a unix time.
+std::string imap_date(int64_t unix_seconds) {
+  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{}-{}-{}", tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900);
+}
+
+}  // namespace
+
+std::vector<uint32_t> Session::search_selected(const std::vector<UidRange>& uids, std::optional<int64_t> since_day,
+                                               std::optional<int64_t> before_day, std::optional<uint64_t> larger,
+                                               std::optional<uint64_t> smaller) {
+  std::string criteria = "UID " + to_sequence_set(uids);
+  if (since_day) criteria += " SINCE " + imap_date(*since_day);
+  if (before_day) criteria += " BEFORE " + imap_date(*before_day);
+  if (larger) criteria += fmt::format(" LARGER {}", *larger);
+  if (smaller) criteria += fmt::format(" SMALLER {}", *smaller);
+  return impl_->search(criteria);
+}
 
 std::vector<uint32_t> Session::search_message_id(std::string_view message_id) {
   return impl_->search("HEADER Message-ID " + quoted(message_id));

@@ -234,10 +234,14 @@ class Session {
   // callbacks run), Error(protocol, never) with the server's text is thrown.
   // An exception from a callback stops the callbacks and the sending; the
   // replies to what was sent are read (the session stays usable), then it
-  // propagates.
+  // propagates. `before_send(k)`, when given, is called just before the
+  // command of batches[k] is sent (what was written before is flushed
+  // first): a rate cap waits there, while the answers to the commands
+  // already out keep arriving.
   void fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                      const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
-                     const std::function<void(size_t batch)>& on_done, size_t in_flight = 3);
+                     const std::function<void(size_t batch)>& on_done, size_t in_flight = 3,
+                     const std::function<void(size_t batch)>& before_send = {});
 
   // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
   void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
@@ -249,8 +253,22 @@ class Session {
   void fetch_sizes(const std::vector<UidRange>& uids,
                    const std::function<void(uint32_t uid, uint64_t size)>& on_size);
 
+  // UID FETCH range (UID RFC822.SIZE INTERNALDATE); one callback per
+  // message (internaldate 0 when absent or impossible), for a selection by
+  // date and size checked on the client.
+  void fetch_sizes_and_dates(const std::vector<UidRange>& uids,
+                             const std::function<void(uint32_t uid, uint64_t size, int64_t internaldate)>& on_message);
+
   // UID SEARCH ALL in the selected mailbox, ascending.
   std::vector<uint32_t> search_all_uids();
+  // UID SEARCH UID <uids> [SINCE d] [BEFORE d] [LARGER n] [SMALLER n] in the
+  // selected mailbox, ascending (RFC 3501: SINCE/BEFORE compare the date of
+  // INTERNALDATE in the server's time zone, its time disregarded; the day
+  // sent is the UTC day of `since_day`/`before_day`; LARGER/SMALLER compare
+  // RFC822.SIZE strictly). A server refusing the criteria: Error(protocol, never).
+  std::vector<uint32_t> search_selected(const std::vector<UidRange>& uids, std::optional<int64_t> since_day,
+                                        std::optional<int64_t> before_day, std::optional<uint64_t> larger,
+                                        std::optional<uint64_t> smaller);
   // UID SEARCH HEADER Message-ID <id>, ascending.
   std::vector<uint32_t> search_message_id(std::string_view message_id);
   // UID SEARCH SINCE <day of from> BEFORE <day of to> (days in UTC; the

@@ -14,6 +14,7 @@
 #include "common/glob.h"
 #include "common/message_id.h"
 #include "common/server_rewrites.h"
+#include "export/export_common.h"
 #include "imap/mailbox_names.h"
 #include "imap/utf7.h"
 
@@ -30,7 +31,7 @@ struct ServerMessage {
   std::vector<std::string> flags;
   bool have_flags = false;
   std::string hash;         // deep only
-  int64_t internaldate = 0; // deep only
+  int64_t internaldate = 0; // deep, or when the export's selection is by date
   std::string message_id;   // deep only
   bool fetched = false;
   // Deep only, for a message whose bytes differ from the archived ones it is
@@ -95,7 +96,11 @@ class Comparer {
   // the message while `fetch_budget` lasts.
   MessageCheck check_message(const MessageRecord& m, uint32_t uid, const ServerMessage& s, const char* where,
                              int& fetch_budget);
-  void compare_source_folder(const archive::FolderRecord& folder, FolderComparison& result);
+  // `selection`: what the last export that finished the folder selected;
+  // server messages outside it that the archive lacks are notes.
+  void compare_source_folder(const archive::FolderRecord& folder, const MessageFilter& selection,
+                             FolderComparison& result);
+  bool want_dates_ = false;  // read_server_folder also fetches INTERNALDATE
   void compare_target_folder(const std::string& target_raw, const std::vector<archive::AppendRecord>& records,
                              FolderComparison& result);
   std::string message_id_of(const MessageRecord& m) const;
@@ -241,7 +246,14 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
   exists = info.exists;
   if (info.exists == 0) return server;
   std::vector<imap::UidRange> all{{1, 0}};
-  session_->fetch_sizes(all, [&](uint32_t uid, uint64_t size) { server[uid].size = size; });
+  if (want_dates_) {
+    session_->fetch_sizes_and_dates(all, [&](uint32_t uid, uint64_t size, int64_t internaldate) {
+      server[uid].size = size;
+      server[uid].internaldate = internaldate;
+    });
+  } else {
+    session_->fetch_sizes(all, [&](uint32_t uid, uint64_t size) { server[uid].size = size; });
+  }
   session_->fetch_flags(all, std::nullopt, [&](imap::FlagUpdate&& u) {
     auto& s = server[u.uid];
     s.flags = std::move(u.flags);
@@ -265,8 +277,11 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
   return server;
 }
 
-void Comparer::compare_source_folder(const archive::FolderRecord& folder, FolderComparison& result) {
+void Comparer::compare_source_folder(const archive::FolderRecord& folder, const MessageFilter& selection,
+                                     FolderComparison& result) {
   result.differences.clear();
+  result.selection = selection.empty() ? nlohmann::json::object() : selection.to_json();
+  want_dates_ = selection.since || selection.before;
   result.folder = folder.canonical_name();
   result.server_folder = folder.name_utf8;
   std::map<uint32_t, MessageRecord> archived;
@@ -283,6 +298,7 @@ void Comparer::compare_source_folder(const archive::FolderRecord& folder, Folder
   std::map<uint32_t, archive::Hash> expected;
   for (auto& [uid, m] : archived) expected[uid] = m.hash;
   auto server = read_server_folder(folder.name_raw, uidvalidity, exists, expected);
+  want_dates_ = false;
   result.server_messages = server.size();
   result.rewritten_bytes = 0;
   result.hashes_compared = 0;
@@ -298,6 +314,15 @@ void Comparer::compare_source_folder(const archive::FolderRecord& folder, Folder
   int fetches = kRewriteChecks;
   for (auto& [uid, s] : server) {
     auto it = archived.find(uid);
+    if (it == archived.end() && !selection.empty() && !selection.matches(s.internaldate, s.size)) {
+      // Left out by the export's selection: a note, and not counted as the server's.
+      result.differences.push_back({kFilteredOut, 0, uid, "",
+                                    fmt::format("on the server ({} bytes), outside the export's selection ({})",
+                                                s.size, selection.describe())});
+      --result.server_messages;
+      result.server_bytes -= s.size;
+      continue;
+    }
     if (it == archived.end()) {
       result.differences.push_back({kMissing, 0, uid, server_message_id(uid, s, lookups),
                                     fmt::format("on the server ({} bytes), not in the archive", s.size)});
@@ -440,13 +465,23 @@ void Comparer::run() {
         return true;
       });
     announce(folders.size(), messages, bytes);
+    // What the exports selected (--since, ...), per folder: the last run that finished it.
+    exporting::ExportSelections selections(*archive_, account_.name);
+    std::set<std::string> filters;
     for (auto& f : folders) {
+      auto selection = selections.last_filter(f.name_raw);
+      filters.insert(selection.to_json().dump());
       FolderComparison row;
       row.folder = f.canonical_name();
       row.server_folder = f.name_utf8;
-      compare_one(row, [&] { compare_source_folder(f, row); });
+      compare_one(row, [&] { compare_source_folder(f, selection, row); });
       out_.folders.push_back(std::move(row));
     }
+    out_.selection = nlohmann::json::object();
+    if (filters.size() == 1 && *filters.begin() != "{}")
+      out_.selection["filter"] = nlohmann::json::parse(*filters.begin());
+    else if (filters.size() > 1)
+      out_.selection["per_folder"] = true;  // each folder's in its row
     for (auto& e : listed) {
       if (e.noselect || known.count(e.name_raw)) continue;
       auto placed = imap::place_mailbox(e.name_raw, e.delimiter, namespaces);
@@ -490,12 +525,8 @@ void Comparer::run() {
       out_.selection = nlohmann::json::object();
       auto policy = details.value("policy", nlohmann::json::object());
       if (!policy.is_object()) continue;
-      auto f = policy.value("filter", nlohmann::json::object());
       try {
-        if (f.contains("since")) filter.since = parse_day(f["since"].get<std::string>());
-        if (f.contains("before")) filter.before = parse_day(f["before"].get<std::string>());
-        if (f.contains("larger")) filter.larger = f["larger"].get<uint64_t>();
-        if (f.contains("smaller")) filter.smaller = f["smaller"].get<uint64_t>();
+        filter = MessageFilter::from_json(policy.value("filter", nlohmann::json::object()));
       } catch (const std::exception&) {
         filter = MessageFilter{};  // an unreadable history entry selects nothing away
       }
@@ -630,6 +661,7 @@ nlohmann::json Comparison::to_json() const {
                           {"hashes_compared", f.hashes_compared}, {"equal", f.equal()},
                           {"notes", f.differences.size() - f.failures()}, {"differences", diffs}};
     if (!f.error.empty()) row["error"] = f.error;
+    if (!f.selection.empty()) row["selection"] = {{"filter", f.selection}};
     rows.push_back(std::move(row));
   }
   return {{"event", "summary"}, {"command", "verify"}, {"mode", "online"}, {"account", account},

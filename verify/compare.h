@@ -4,6 +4,9 @@
 // messages present on the source at the last export) versus the server's
 // folder of the same name: counts, total bytes, UIDs, sizes and flags; with
 // `deep`, every message is fetched and its SHA-256 and INTERNALDATE compared too.
+// A message on the server that the archive lacks and that the selection of
+// the last export of the folder (--since, ... as recorded in the run
+// history) leaves out is a note ("filtered out"), not counted on either side.
 //
 // Against a target: what import recorded (source message -> target folder and
 // UID, so folders are compared by the mapping import used) versus the
@@ -61,7 +64,7 @@ inline constexpr const char* kDiffers = "differs";
 inline constexpr const char* kNotImported = "not imported";
 inline constexpr const char* kRewritten = "rewritten";                  // a known server rewrite, nothing else
 inline constexpr const char* kExpungedOnSource = "expunged on source";  // imported, expunged on the source since
-inline constexpr const char* kFilteredOut = "filtered out";             // outside the last import's --since/--before/--larger/--smaller
+inline constexpr const char* kFilteredOut = "filtered out";             // outside the last import's (or export's) --since/--before/--larger/--smaller
 inline constexpr const char* kSkippedByPolicy = "skipped by policy";    // refused as too big, left out by --too-big skip
 
 // Messages whose size differs that a comparison without `deep` fetches to
@@ -90,6 +93,8 @@ struct FolderComparison {
   int64_t rewritten_bytes = 0;   // server minus archive size, summed over the notes with a rewrite
   std::vector<MessageDifference> differences;  // differences and notes
   std::string error;          // the folder could not be compared
+  // Against the source: the filter of the last export of the folder (empty: everything).
+  nlohmann::json selection = nlohmann::json::object();
   // Entries of `differences` of this kind.
   uint64_t count(std::string_view kind) const;
   // Entries that are differences, not notes.
@@ -107,7 +112,9 @@ struct Comparison {
   bool deep = false;
   // Against a target: the selection of the last import into it (its message
   // filter and --too-big policy, as import recorded them in the run
-  // history); messages it left out are notes, not differences. Empty: all.
+  // history); messages it left out are notes, not differences. Against the
+  // source: the exports' filter when every folder's is the same, else
+  // {"per_folder": true} (each row has its own). Empty: all.
   nlohmann::json selection = nlohmann::json::object();
   std::vector<FolderComparison> folders;
   double seconds = 0;

@@ -24,6 +24,7 @@
 #include "archive-format/pack.h"
 #include "common/checked.h"
 #include "common/error.h"
+#include "export/export_common.h"
 
 namespace imapstage::verify {
 
@@ -555,9 +556,12 @@ void Verifier::message_pass() {
   std::sort(accounts.begin(), accounts.end(), [](auto& a, auto& b) { return a.name < b.name; });
   for (auto& account : accounts) {
     account_names[account.id] = account.name;
+    exporting::ExportSelections selections(*archive_, account.name);
     for (auto& folder : archive_->folders(account.id)) {
       folder_index[{account.id, folder.id}] = report_.folders.size();
       report_.folders.push_back({account.name, folder.name_utf8.empty() ? folder.name_raw : folder.name_utf8});
+      auto filter = selections.last_filter(folder.name_raw);
+      if (!filter.empty()) report_.folders.back().selection = filter.to_json();
     }
   }
   std::unordered_map<size_t, std::vector<std::string>> refs;
@@ -747,13 +751,15 @@ nlohmann::json problems_json(const std::vector<ObjectProblem>& problems) {
 
 nlohmann::json OfflineReport::to_json() const {
   nlohmann::json folders_json = nlohmann::json::array();
-  for (auto& f : folders)
+  for (auto& f : folders) {
     folders_json.push_back({{"account", f.account},
                             {"folder", f.folder},
                             {"messages", f.messages},
                             {"bytes", f.bytes},
                             {"checked", f.checked},
                             {"bad", f.bad}});
+    if (!f.selection.empty()) folders_json.back()["selection"] = {{"filter", f.selection}};
+  }
   return {{"event", "summary"},
           {"command", "verify"},
           {"mode", "offline"},

@@ -39,6 +39,9 @@ struct FolderCheck {
   uint64_t bytes = 0;        // their raw sizes
   uint64_t checked = 0;      // of those, objects re-hashed in this run
   uint64_t bad = 0;          // referring to a bad or missing object
+  // The filter of the last export that finished the folder (--since, ...;
+  // from the run history): what the folder is meant to hold. Empty: everything.
+  nlohmann::json selection = nlohmann::json::object();
 };
 
 struct OfflineReport {

@@ -76,8 +76,9 @@ std::string verdict(const verify::Comparison& c) {
   if (auto n = c.count(verify::kExpungedOnSource))
     notes.push_back(fmt::format("{} expunged on the source, still on the target", n));
   if (auto n = c.count(verify::kFilteredOut))
-    notes.push_back(fmt::format("{} outside the last import's selection ({})", n,
-                                c.selection.contains("filter") ? c.selection["filter"].dump() : "filter"));
+    notes.push_back(fmt::format("{} outside the last {}'s selection ({})", n,
+                                c.against == "source" ? "export" : "import",
+                                c.selection.contains("filter") ? c.selection["filter"].dump() : "per folder"));
   if (auto n = c.count(verify::kSkippedByPolicy))
     notes.push_back(fmt::format("{} skipped by policy as too big for the target", n));
   std::string out = "EQUAL";
@@ -100,8 +101,9 @@ void print_online(const verify::Comparison& c) {
     if (!f.error.empty()) say(out, "folder {}: {}\n", f.folder, f.error);
     // Messages the import's filter left out are counted, not listed (the JSON report lists them).
     if (auto n = f.count(verify::kFilteredOut))
-      say(out, "{}: {}: {} messages outside the last import's selection\n", verify::kFilteredOut,
-          f.folder.empty() ? f.server_folder : f.folder, n);
+      say(out, "{}: {}: {} messages outside the last {}'s selection{}\n", verify::kFilteredOut,
+          f.folder.empty() ? f.server_folder : f.folder, n, c.against == "source" ? "export" : "import",
+          f.selection.empty() ? std::string() : " " + f.selection.dump());
     for (auto& d : f.differences)
       if (d.kind != verify::kFilteredOut)
         say(out, "{}: {}{}{}{}: {}\n", d.kind, f.folder.empty() ? f.server_folder : f.folder,
@@ -109,6 +111,9 @@ void print_online(const verify::Comparison& c) {
             d.server_uid ? fmt::format(", server UID {}", d.server_uid) : std::string(),
             d.message_id.empty() ? std::string() : ", Message-ID " + d.message_id, d.detail);
   }
+  if (!c.selection.empty())
+    say(out, "selection compared: the last {}'s {}\n", c.against == "source" ? "export" : "import",
+        c.selection.contains("filter") ? c.selection["filter"].dump() : c.selection.dump());
   say(out, "\n{}: archive ({}) vs {} {}: {}\n", c.account, c.deep ? "deep" : "counts, sizes, flags", c.against,
       c.server, verdict(c));
 }
@@ -143,8 +148,9 @@ void add_verify_command(CLI::App& app, int& status) {
   cmd->footer(
       "Online, a message the server stored in a known rewritten form (Cyrus: 8-bit header bytes replaced by X, "
       "bare CRs changed; Courier: bare CRs changed, a final CRLF added) is reported as \"rewritten\", one expunged "
-      "on the source after it was imported as \"expunged on source\", one the last import left out by its "
-      "--since/--before/--larger/--smaller as \"filtered out\" and one it skipped as too big (--too-big skip) as "
+      "on the source after it was imported as \"expunged on source\", one the last import (against a target) or "
+      "the last export of the folder (against the source) left out by its --since/--before/--larger/--smaller as "
+      "\"filtered out\" and one it skipped as too big (--too-big skip) as "
       "\"skipped by policy\": all are notes, not differences.\n\n"
       "Exit status: 0 everything equal and sound (notes allowed, counted in the summary); 1 something differs or "
       "is missing (named in the report); 2 bad command line; 3 login refused; 4 server unreachable, TLS or "

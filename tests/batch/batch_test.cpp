@@ -10,6 +10,7 @@
 #include "archive-format/archive.h"
 #include "batch/batch_jobs.h"
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "tests/support/test_server.h"
 
 namespace imapstage::batch {
@@ -178,6 +179,56 @@ TEST_F(BatchTest, WrongPasswordFailsAloneAndTheRerunResumesOnlyIt) {
   EXPECT_EQ(after->find("bob@" + server_->host())->status, AccountStatus::done);
   EXPECT_EQ(after->find("bob@" + server_->host())->attempts, 2);
   EXPECT_EQ(after->find("alice@" + server_->host())->attempts, 1);
+}
+
+// The export policies reach every account of a batch, each on its own: one
+// that reaches --max-errors ends as an error of kind policy, with what it
+// fetched before archived, and the others finish.
+TEST_F(BatchTest, MaxErrorsStopsOneAccountAndTheOthersGoOn) {
+  server_->add_user("dave");
+  std::string big = "Subject: big\r\nMessage-ID: <big@x>\r\n\r\n" + std::string(5 * 1024 * 1024, 'b') + "\r\n";
+  server_->append("dave", "INBOX", "Subject: small\r\nMessage-ID: <small@x>\r\n\r\nsmall\r\n", "",
+                  "01-Jan-2024 10:00:00 +0000");
+  server_->append("dave", "Large", big, "", "02-Jan-2024 10:00:00 +0000");
+  server_->append("dave", "Large", big + "2", "", "03-Jan-2024 10:00:00 +0000");
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  auto line = [&](const std::string& user) { return user + ";" + server_->password(user) + "\n"; };
+  std::string accounts = write(dir.path() + "/accounts.txt", line("alice") + line("dave"));
+  Profile p = profile(AuthMode::user, "");
+  p.max_message_mib = 4;  // dave's two big ones fail (the harness's own messages are smaller)
+  auto o = options(archive, accounts, p);
+  o.policy.max_errors = 2;
+  o.policy.filter.before = parse_day("2100-01-01");
+  RecordingSink events;
+  auto report = run_export_batch(o, events);
+  EXPECT_EQ(report.result.done, 1u);
+  EXPECT_EQ(report.result.failed, 1u);
+  auto state = load_state(state_path(archive, "export"));
+  auto* dave = state->find("dave@" + server_->host());
+  ASSERT_TRUE(dave);
+  EXPECT_EQ(dave->status, AccountStatus::error);
+  EXPECT_EQ(dave->error_kind, "policy");
+  EXPECT_NE(dave->error.find("--max-errors 2"), std::string::npos) << dave->error;
+  EXPECT_EQ(state->find("alice@" + server_->host())->status, AccountStatus::done)
+      << state->find("alice@" + server_->host())->error;
+  auto a = archive::Archive::open(archive, archive::Archive::Mode::read);
+  auto account = a->find_account("dave@" + server_->host());
+  ASSERT_TRUE(account);
+  auto inbox = a->find_folder(account->id, "INBOX");
+  ASSERT_TRUE(inbox);
+  size_t archived = 0;
+  a->for_each_message(account->id, inbox->id, inbox->uidvalidity, [&](const archive::MessageRecord&) {
+    ++archived;
+    return true;
+  });
+  EXPECT_EQ(archived, 1u);  // the small one, exported before the folder of the big ones
+  for (auto& r : a->runs()) {
+    if (r.kind != "export") continue;
+    auto details = nlohmann::json::parse(r.details);
+    EXPECT_EQ(details["policy"]["max_errors"], 2) << r.account;
+    EXPECT_EQ(details["policy"]["filter"]["before"], "2100-01-01") << r.account;
+  }
 }
 
 TEST_F(BatchTest, MagicPassword) {

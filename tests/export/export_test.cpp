@@ -10,13 +10,16 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "export/exporter.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
+#include "verify/compare.h"
 #include "verify/offline.h"
 
 namespace imapstage {
@@ -252,6 +255,180 @@ TEST_F(ExportTest, RerunReflectsNewMailFlagChangeAndExpunge) {
   ASSERT_TRUE(gone);
   EXPECT_EQ(gone->state, archive::MessageState::expunged);
   EXPECT_EQ(a->read_object(gone->hash), m1);
+}
+
+// A filtered export takes exactly the messages whose INTERNALDATE (set by
+// APPEND) falls in the days asked for; verify against the source names the
+// others as filtered out; an unfiltered run then fetches exactly the rest,
+// although their UIDs are below what was fetched, and an expunge of a
+// message left out is not taken for one of an archived message.
+TEST_F(ExportTest, FilteredExportThenUnfilteredFetchesExactlyTheRest) {
+  server_->add_user("fiona");
+  auto msg = [](int n, size_t pad) {
+    return "From: a@example.org\r\nSubject: dated " + std::to_string(n) + "\r\nMessage-ID: <dated" +
+           std::to_string(n) + "@x>\r\n\r\n" + std::string(pad, 'x') + "\r\n";
+  };
+  // In UID order: 2019, 2024 (just after midnight UTC, late on 2023-12-31 in
+  // the zone given), 2024, 2025 (late on 2024-12-31 in the zone given), 2024 (big).
+  std::vector<uint32_t> uids = {
+      server_->append("fiona", "INBOX", msg(1, 10), "", "15-Mar-2019 08:00:00 +0000"),
+      server_->append("fiona", "INBOX", msg(2, 10), "", "31-Dec-2023 20:30:00 -0400"),
+      server_->append("fiona", "INBOX", msg(3, 10), "\\Seen", "10-Jun-2024 12:00:00 +0200"),
+      server_->append("fiona", "INBOX", msg(4, 10), "", "31-Dec-2024 23:30:00 -0100"),
+      server_->append("fiona", "INBOX", msg(5, 5000), "", "11-Jun-2024 12:00:00 +0000")};
+  server_->append("fiona", "Archive", msg(6, 10), "", "01-Jan-2018 00:00:00 +0000");
+
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  std::string account = "fiona@" + server_->host();
+  NullSink quiet;
+  auto o = options("fiona", archive_dir);
+  o.policy.filter.since = parse_day("2024-01-01");
+  o.policy.filter.before = parse_day("2025-01-01");
+  o.policy.filter.smaller = 1000;
+  RecordingSink events;
+  auto first = exporting::run_export(o, events);
+  EXPECT_TRUE(first.complete());
+  EXPECT_EQ(first.total(&exporting::FolderResult::new_messages), 2u);  // 2 and 3
+  EXPECT_EQ(first.total(&exporting::FolderResult::filtered_out), 4u);
+  auto summary = events.events().back();
+  EXPECT_EQ(summary["event"], "summary");
+  EXPECT_EQ(summary["messages"], 2);
+  EXPECT_EQ(summary["filtered_out"], 4);
+  EXPECT_EQ(summary["policy"]["filter"]["since"], "2024-01-01");
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    auto acc = a->find_account(account);
+    ASSERT_TRUE(acc);
+    auto inbox = a->find_folder(acc->id, "INBOX");
+    ASSERT_TRUE(inbox);
+    std::set<uint32_t> got;
+    a->for_each_message(acc->id, inbox->id, inbox->uidvalidity, [&](const archive::MessageRecord& m) {
+      got.insert(m.key.uid);
+      return true;
+    });
+    EXPECT_EQ(got, (std::set<uint32_t>{uids[1], uids[2]}));
+    // The run history records the selection.
+    auto runs = a->runs();
+    ASSERT_FALSE(runs.empty());
+    auto details = nlohmann::json::parse(runs.back().details);
+    EXPECT_EQ(details["policy"]["filter"]["before"], "2025-01-01");
+    EXPECT_EQ(details["policy"]["filter"]["smaller"], 1000);
+  }
+
+  // Verify against the source compares the same selection: equal, the
+  // messages left out are notes.
+  verify::CompareOptions c;
+  c.archive_dir = archive_dir;
+  c.endpoint = o.endpoint;
+  c.credentials = o.credentials;
+  c.account = account;
+  c.against = verify::Against::source;
+  auto cmp = verify::compare_online(c, quiet);
+  EXPECT_TRUE(cmp.equal()) << cmp.to_json().dump(1);
+  EXPECT_EQ(cmp.count(verify::kFilteredOut), 4u);
+  EXPECT_EQ(cmp.count(verify::kMissing), 0u);
+  EXPECT_EQ(cmp.selection["filter"]["since"], "2024-01-01");
+  auto report = cmp.to_json();
+  EXPECT_EQ(report["filtered_out"], 4);
+  size_t listed = 0;
+  for (auto& f : report["folders"])
+    for (auto& d : f["differences"])
+      if (d["kind"] == verify::kFilteredOut) {
+        ++listed;
+        EXPECT_TRUE(d["note"].get<bool>());
+      }
+  EXPECT_EQ(listed, 4u);
+
+  // Offline verify names each folder's selection too.
+  {
+    auto offline = verify::verify_offline({.archive_dir = archive_dir}, quiet).to_json();
+    std::set<std::string> with_selection;
+    for (auto& f : offline["folders"])
+      if (f.contains("selection")) {
+        with_selection.insert(f["folder"].get<std::string>());
+        EXPECT_EQ(f["selection"]["filter"]["smaller"], 1000);
+      }
+    EXPECT_TRUE(with_selection.count("INBOX") && with_selection.count("Archive")) << offline["folders"].dump();
+  }
+
+  // The same filter again: nothing new, nothing expunged.
+  auto same = exporting::run_export(o, quiet);
+  EXPECT_EQ(same.total(&exporting::FolderResult::new_messages), 0u);
+  EXPECT_EQ(same.total(&exporting::FolderResult::expunged), 0u);
+  EXPECT_EQ(same.total(&exporting::FolderResult::filtered_out), 4u);
+
+  // A message left out is expunged on the server: no expunge in the archive.
+  server_->expunge("fiona", "INBOX", {uids[0]});
+  RecordingSink all_events;
+  auto rest = exporting::run_export(options("fiona", archive_dir), all_events);
+  EXPECT_TRUE(rest.complete());
+  EXPECT_EQ(rest.total(&exporting::FolderResult::new_messages), 3u);  // 4, 5 and the one in Archive
+  EXPECT_EQ(rest.total(&exporting::FolderResult::filtered_out), 0u);
+  EXPECT_EQ(rest.total(&exporting::FolderResult::expunged), 0u);
+  EXPECT_EQ(all_events.events().back()["messages"], 3);
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::read);
+    expect_archive_matches_server(*a, account, server_->summary("fiona"), 2);
+  }
+  // And verify now compares everything: equal, no notes.
+  auto whole = verify::compare_online(c, quiet);
+  EXPECT_TRUE(whole.equal()) << whole.to_json().dump(1);
+  EXPECT_EQ(whole.count(verify::kFilteredOut), 0u);
+  EXPECT_TRUE(whole.selection.empty()) << whole.selection.dump();
+
+  // An archived message expunged on the server is marked, by a filtered run too.
+  server_->expunge("fiona", "INBOX", {uids[4]});
+  auto later = exporting::run_export(o, quiet);
+  EXPECT_EQ(later.total(&exporting::FolderResult::expunged), 1u);
+  EXPECT_EQ(later.total(&exporting::FolderResult::new_messages), 0u);
+}
+
+// Without a prior archive, a filtered export of a folder whose messages are
+// all outside the selection, then a wider filter: the wider run fetches what
+// it adds and only that.
+TEST_F(ExportTest, WiderFilterFetchesOnlyWhatItAdds) {
+  server_->add_user("gita");
+  for (int y = 2019; y <= 2024; ++y)
+    server_->append("gita", "INBOX",
+                    "Subject: year " + std::to_string(y) + "\r\nMessage-ID: <y" + std::to_string(y) + "@x>\r\n\r\nyear\r\n",
+                    "", fmt::format("01-Jul-{} 12:00:00 +0000", y));
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  NullSink quiet;
+  auto o = options("gita", archive_dir);
+  // The command line: --since, the summary's counts and the selection in it.
+  auto r = testing::run_imapstage({"export", "--archive", archive_dir, "--host", server_->host(), "--port",
+                                   std::to_string(server_->imaps_port()), "--ca-file", server_->ca_file(), "--user",
+                                   "gita", "--password-env", "GITA_PASSWORD", "--account", o.credentials.user + "@" +
+                                   server_->host(), "--since", "2023-01-01", "--json"},
+                                  {"GITA_PASSWORD=" + server_->password("gita")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string out = r.out.substr(0, r.out.find_last_not_of('\n') + 1);
+  auto summary = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+  EXPECT_EQ(summary["event"], "summary");
+  EXPECT_EQ(summary["messages"], 2);
+  EXPECT_EQ(summary["filtered_out"], 4);
+  EXPECT_EQ(summary["policy"]["filter"]["since"], "2023-01-01");
+  // A dry run of a wider selection counts what it would add.
+  o.policy.filter.since = parse_day("2021-01-01");
+  o.dry_run = true;
+  auto plan = exporting::run_export(o, quiet);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::to_fetch), 2u);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::filtered_out), 2u);
+  o.dry_run = false;
+  auto wider = exporting::run_export(o, quiet);
+  EXPECT_EQ(wider.total(&exporting::FolderResult::new_messages), 2u);
+  EXPECT_EQ(wider.total(&exporting::FolderResult::filtered_out), 2u);
+  o.policy.filter = {};
+  o.policy.filter.before = parse_day("2020-01-01");
+  auto older = exporting::run_export(o, quiet);
+  EXPECT_EQ(older.total(&exporting::FolderResult::new_messages), 1u);
+  EXPECT_EQ(older.total(&exporting::FolderResult::filtered_out), 1u);  // 2020
+  auto all = exporting::run_export(options("gita", archive_dir), quiet);
+  EXPECT_EQ(all.total(&exporting::FolderResult::new_messages), 1u);
+  auto a = Archive::open(archive_dir, Archive::Mode::read);
+  expect_archive_matches_server(*a, "gita@" + server_->host(), server_->summary("gita"), 1);
 }
 
 TEST_F(ExportTest, UidvalidityChangeKeepsOldGeneration) {

@@ -12,6 +12,7 @@
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "export/exporter.h"
 #include "tests/support/fake_imap_server.h"
 #include "tests/support/test_server.h"
@@ -101,6 +102,153 @@ class ExportServerErrorsTest : public ::testing::Test {
   TempDir dir_;
   FakeImapServer server_;
 };
+
+// --max-errors: the account stops once that many messages failed, after
+// committing what was fetched; the history says why; a later run goes on.
+TEST_F(ExportServerErrorsTest, MaxErrorsStopsTheAccountAfterCommittingWhatWasFetched) {
+  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n");
+  auto o = options();
+  o.connections = 1;
+  o.policy.max_errors = 2;
+  RecordingSink events;
+  try {
+    exporting::run_export(o, events);
+    FAIL() << "the export should have stopped";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::policy);
+    EXPECT_NE(std::string(e.what()).find("--max-errors 2"), std::string::npos) << e.what();
+  }
+  // UIDs 1 and 2 came before the failures: archived; nothing after them is kept.
+  auto got = archived("INBOX");
+  EXPECT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got.count(1) && got.count(2));
+  EXPECT_TRUE(archived("Sent").empty());  // the account stopped: no further folder
+  auto a = Archive::open(options().archive_dir, Archive::Mode::read);
+  auto runs = a->runs();
+  ASSERT_FALSE(runs.empty());
+  EXPECT_EQ(runs.back().result, "failed");
+  EXPECT_NE(runs.back().details.find("max-errors"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(runs.back().details)["policy"]["max_errors"], 2);
+}
+
+TEST_F(ExportServerErrorsTest, MaxErrorsNotReachedLetsTheRunFinish) {
+  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n", 1);
+  auto o = options();
+  o.policy.max_errors = 3;
+  RecordingSink events;
+  auto s = exporting::run_export(o, events);
+  EXPECT_EQ(s.failed_messages(), 2u);
+  EXPECT_EQ(folder(s, "INBOX").new_messages, 4u);
+  EXPECT_EQ(folder(s, "Sent").new_messages, 1u);
+}
+
+// The fake server's UID SEARCH ignores the criteria (answers every UID): the
+// check on each message's RFC822.SIZE and INTERNALDATE still selects exactly.
+// One that refuses the search outright leaves the whole choice to that check.
+TEST_F(ExportServerErrorsTest, FilterHoldsWhenTheServerSearchesLooselyOrRefuses) {
+  server_.add_message("INBOX", message(7) + std::string(4000, 'x') + "\r\n", {}, "15-Mar-2019 08:00:00 +0000");
+  server_.add_message("INBOX", message(8), {}, "02-Feb-2025 08:00:00 +0000");
+  auto o = options();
+  o.policy.filter.since = parse_day("2020-01-01");
+  o.policy.filter.before = parse_day("2025-01-01");
+  RecordingSink events;
+  auto s = exporting::run_export(o, events);
+  EXPECT_TRUE(s.complete());
+  EXPECT_EQ(folder(s, "INBOX").new_messages, 6u);
+  EXPECT_EQ(folder(s, "INBOX").filtered_out, 2u);
+  bool searched = false;
+  for (auto& c : server_.commands())
+    if (c.text.find("UID SEARCH UID ") != std::string::npos) {
+      searched = true;
+      // A day more on each side: the server's days are in its own zone.
+      EXPECT_NE(c.text.find("SINCE 31-Dec-2019 BEFORE 2-Jan-2025"), std::string::npos) << c.text;
+    }
+  EXPECT_TRUE(searched);
+
+  // Now by size, with the search refused: 7 (big) only.
+  server_.on("^UID SEARCH UID ", "$TAG BAD Unknown search key\r\n");
+  o.policy.filter = {};
+  o.policy.filter.larger = 3000;
+  RecordingSink again;
+  auto s2 = exporting::run_export(o, again);
+  EXPECT_TRUE(s2.complete());
+  EXPECT_EQ(folder(s2, "INBOX").new_messages, 1u);
+  EXPECT_EQ(folder(s2, "INBOX").filtered_out, 1u);  // 8
+  EXPECT_TRUE(archived("INBOX").count(7));
+  EXPECT_FALSE(events_named(again, "warning").empty());
+}
+
+// When the fetching of the folders started (the first folder_start) and ended (the last folder_done).
+class TimingSink : public RecordingSink {
+ public:
+  void emit(const nlohmann::json& event) override {
+    auto kind = event.value("event", "");
+    auto now = std::chrono::steady_clock::now();
+    if (kind == "folder_start" && !started) {
+      start = now;
+      started = true;
+    }
+    if (kind == "folder_done") end = now;
+    RecordingSink::emit(event);
+  }
+  double seconds() const { return std::chrono::duration<double>(end - start).count(); }
+  bool started = false;
+  std::chrono::steady_clock::time_point start, end;
+};
+
+TEST_F(ExportServerErrorsTest, MessageRateCapHoldsWithinTenPercent) {
+  // 120 messages in two folders at 20 per second, the folders fetched side by
+  // side on two connections: six seconds, never faster than the cap for the
+  // account as a whole (a cap per connection would take three).
+  for (int i = 7; i <= 60; ++i) server_.add_message("INBOX", message(i));
+  for (int i = 61; i <= 119; ++i) server_.add_message("Sent", message(i));
+  auto o = options();
+  o.fetch_batch = 500;
+  o.connections = 2;
+  o.policy.max_messages_per_second = 20;
+  TimingSink events;
+  auto s = exporting::run_export(o, events);
+  ASSERT_EQ(folder(s, "INBOX").new_messages, 60u);
+  ASSERT_EQ(folder(s, "Sent").new_messages, 60u);
+  std::set<size_t> connections;
+  for (auto& c : server_.commands())
+    if (c.text.find("BODY.PEEK[]") != std::string::npos) connections.insert(c.connection);
+  EXPECT_EQ(connections.size(), 2u);  // both connections fetched
+  double rate = 120 / events.seconds();
+  RecordProperty("messages_per_second", std::to_string(rate));
+  EXPECT_LE(rate, 20 * 1.1) << events.seconds() << " s";
+  EXPECT_GE(rate, 20 * 0.9) << events.seconds() << " s";
+  // Each FETCH asked for a quarter second's worth at most.
+  for (auto& c : server_.commands()) {
+    if (c.text.find("BODY.PEEK[]") == std::string::npos) continue;
+    auto set = c.text.substr(c.text.find("FETCH ") + 6);
+    set = set.substr(0, set.find(' '));
+    size_t n = 0;
+    for (size_t p = 0; p < set.size();) {
+      size_t comma = set.find(',', p);
+      std::string part = set.substr(p, comma == std::string::npos ? std::string::npos : comma - p);
+      auto colon = part.find(':');
+      n += colon == std::string::npos ? 1 : std::stoul(part.substr(colon + 1)) - std::stoul(part) + 1;
+      p = comma == std::string::npos ? set.size() : comma + 1;
+    }
+    EXPECT_LE(n, 5u) << c.text;
+  }
+}
+
+TEST_F(ExportServerErrorsTest, BandwidthCapHoldsWithinTenPercent) {
+  // About 200 kB in messages of ~4 kB at 50 kB/s: four seconds.
+  for (int i = 7; i <= 50; ++i) server_.add_message("INBOX", message(i) + std::string(4000, 'b') + "\r\n");
+  auto o = options();
+  o.fetch_batch = 500;
+  o.policy.max_bytes_per_second = 50000;
+  TimingSink events;
+  auto s = exporting::run_export(o, events);
+  ASSERT_EQ(folder(s, "INBOX").new_messages, 50u);
+  double rate = double(s.total(&exporting::FolderResult::bytes_fetched)) / events.seconds();
+  RecordProperty("bytes_per_second", std::to_string(rate));
+  EXPECT_LE(rate, 50000 * 1.1) << events.seconds() << " s";
+  EXPECT_GE(rate, 50000 * 0.9) << events.seconds() << " s";
+}
 
 TEST_F(ExportServerErrorsTest, NoToOneUidFetchMarksThoseUidsFailed) {
   server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n", 1);
