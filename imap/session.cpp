@@ -1296,12 +1296,10 @@ namespace {
 
 // An IMAP date ("1-Feb-2024") of the UTC day of a unix time.
 std::string imap_date(int64_t unix_seconds) {
-  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  return fmt::format("{}-{}-{}", tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900);
+  int64_t y = 0;
+  unsigned m = 1, d = 1;
+  civil_from_days(unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400, y, m, d);
+  return fmt::format("{}-{}-{}", d, kMonths[m - 1], y);
 }
 
 }  // namespace
@@ -1321,17 +1319,6 @@ std::vector<uint32_t> Session::search_message_id(std::string_view message_id) {
   return impl_->search("HEADER Message-ID " + quoted(message_id));
 }
 
-std::vector<uint32_t> Session::search_internaldate_between(int64_t from_unix, int64_t to_unix) {
-  auto day = [](int64_t unix_seconds) {
-    static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    int64_t y = 0;
-    unsigned m = 1, d = 1;
-    civil_from_days(unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400, y, m, d);
-    return fmt::format("{}-{}-{}", d, kMonths[m - 1], y);
-  };
-  return impl_->search("SINCE " + day(std::max<int64_t>(from_unix, 0)) + " BEFORE " + day(std::max<int64_t>(to_unix, 86400)));
-}
 
 std::optional<FetchedMessage> Session::fetch_one(uint32_t uid) {
   std::optional<FetchedMessage> out;

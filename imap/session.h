@@ -271,9 +271,6 @@ class Session {
                                         std::optional<uint64_t> smaller);
   // UID SEARCH HEADER Message-ID <id>, ascending.
   std::vector<uint32_t> search_message_id(std::string_view message_id);
-  // UID SEARCH SINCE <day of from> BEFORE <day of to> (days in UTC; the
-  // server compares INTERNALDATE's date in its own zone), ascending.
-  std::vector<uint32_t> search_internaldate_between(int64_t from_unix, int64_t to_unix);
   // UID FETCH uid BODY.PEEK[] of one message; nullopt if the server has no such UID.
   std::optional<FetchedMessage> fetch_one(uint32_t uid);
 

@@ -992,7 +992,8 @@ std::optional<uint32_t> AccountImport::find_on_target(const std::string& bytes, 
   // changed: the messages of the days around its INTERNALDATE (SEARCH SINCE
   // and BEFORE compare dates in the server's zone, hence a day either side).
   std::vector<imap::UidRange> candidates;
-  for (uint32_t uid : session_->search_internaldate_between(internaldate - 86400, internaldate + 2 * 86400))
+  for (uint32_t uid : session_->search_selected({{1, 0}}, std::max<int64_t>(internaldate - 86400, 0),
+                                                internaldate + 2 * 86400, std::nullopt, std::nullopt))
     if (!claimed.count(uid)) candidates.push_back({uid, uid});
   std::optional<uint32_t> found;
   for (size_t at = 0; at < candidates.size() && !found; at += 200) {
