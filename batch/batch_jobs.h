@@ -54,7 +54,13 @@ struct ImportBatchOptions {
 struct BatchReport {
   BatchResult result;
   std::vector<LineError> refused;        // malformed lines, unknown accounts or domains, duplicates
-  bool complete() const { return refused.empty() && result.failed == 0 && result.not_started == 0; }
+  bool complete() const {
+    return refused.empty() && result.failed == 0 && result.not_started == 0 && result.parked == 0;
+  }
+  // Nothing failed: only parked accounts are left (a run after their resume time continues).
+  bool only_parked() const {
+    return refused.empty() && result.failed == 0 && result.not_started == 0 && result.parked > 0;
+  }
 };
 
 // Keeps the lines of `file` that fall to `shard` (all of them without

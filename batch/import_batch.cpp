@@ -88,6 +88,7 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.exclude = options.exclude;
         o.sync_expunges = options.sync_expunges;
         o.policy = options.policy;
+        o.policy.restore_flagged = options.policy.restore_flagged || job.profile->restore_flagged;
         o.retry = options.retry;
         o.cancelled = cancelled;
         importing::ImportSummary summary;

@@ -238,6 +238,9 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
 void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
   if (!session) session = connect_and_login(options_);  // login before anything touches the archive
+  if (std::string provider = session->detected_provider(); !provider.empty())
+    emit({{"event", "provider"}, {"provider", provider}, {"detected", true},
+          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies", summary_.server, provider)}});
   int connections = options_.connections;
   if (connections <= 0) {
     auto t0 = Clock::now();

@@ -52,6 +52,10 @@ struct ImportPolicy {
   // whole account (every connection together).
   double max_bytes_per_second = 0;
   double max_messages_per_second = 0;
+  // Provider quirk (Microsoft 365 drops \Flagged given with APPEND): after
+  // an APPEND that returned a UID, the message's flags are STOREd again
+  // when they include \Flagged.
+  bool restore_flagged = false;
 };
 
 struct ImportOptions {
