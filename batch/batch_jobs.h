@@ -35,6 +35,9 @@ struct ExportBatchOptions {
   Shard shard;
   RunnerOptions runner;
   RetryPolicy retry;
+  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(false))
+  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
+  double server_max_messages_per_second = 0;
 };
 
 struct ImportBatchOptions {
@@ -49,6 +52,9 @@ struct ImportBatchOptions {
   Shard shard;                           // as for export: only this shard's lines
   RunnerOptions runner;
   RetryPolicy retry;
+  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(true))
+  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
+  double server_max_messages_per_second = 0;
 };
 
 struct BatchReport {

@@ -460,6 +460,8 @@ void Profile::apply_provider(std::string_view provider_name) {
     max_message_mib = (p.max_message_bytes + (1u << 20) - 1) >> 20;
   if (!restore_flagged) restore_flagged = p.restore_flagged;
   if (!max_command_length) max_command_length = p.max_command_length;
+  provider_download_budget = p.daily_download_bytes;
+  provider_upload_budget = p.daily_upload_bytes;
 }
 
 }  // namespace imapstage::batch

@@ -83,7 +83,13 @@ struct Profile {
   std::string token_cmd;           // XOAUTH2 token command (common/token_command.h); "" none
   std::vector<std::string> domains;  // lower case; "*" serves every domain; empty: only by name
   std::string provider;            // "gmail", "microsoft365" or "" (batch/providers.h)
-  uint64_t daily_budget = 0;       // bytes per account per 24 h window; 0: none
+  uint64_t daily_budget = 0;       // bytes per account per 24 h window; 0: the provider's, or none
+  uint64_t provider_download_budget = 0;  // the provider's daily budgets (apply_provider)
+  uint64_t provider_upload_budget = 0;
+  // The daily budget of an export (download) or an import (upload) through this profile; 0: none.
+  uint64_t budget(bool upload) const {
+    return daily_budget ? daily_budget : (upload ? provider_upload_budget : provider_download_budget);
+  }
   double server_max_bytes_per_second = 0;     // per server, all accounts of a batch; 0: none
   double server_max_messages_per_second = 0;
   bool restore_flagged = false;    // re-STORE \Flagged after APPEND

@@ -61,6 +61,11 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
                   "Longest command line sent; longer UID sets are split (default 8000)")
       ->check(CLI::Range(200, 1000000))
       ->group("Server");
+  cmd->add_option("--daily-budget", o.daily_budget,
+                  "Bytes one account may move per 24 h (download for export, upload for import; e.g. 2400MB; "
+                  "default: the provider's, else none); when spent the account is parked until its window "
+                  "reopens (exit 6) and a later run continues. Kept in DIR/batches/budgets.json")
+      ->group("Server");
   cmd->add_option("--max-backoff", o.max_backoff,
                   "Longest wait honoured when the server throttles (Suggested Backoff Time, [THROTTLED], "
                   "[UNAVAILABLE], bandwidth limits); without a hint the wait grows exponentially with jitter up to it. "
@@ -298,6 +303,14 @@ void add_batch_options(CLI::App* cmd, BatchOptions& o) {
   cmd->add_flag("--retry-errors", o.retry_errors, "Run only the accounts whose last attempt ended in error")
       ->group("Batch");
   cmd->add_flag("--new-batch", o.new_batch, "Start the batch afresh even if the last one did not finish")
+      ->group("Batch");
+  cmd->add_option("--server-max-bandwidth", o.server_max_bandwidth,
+                  "Bytes per second over all accounts of one server together (e.g. 20MB; default: the profile's "
+                  "server_max_bandwidth, else none)")
+      ->group("Batch");
+  cmd->add_option("--server-max-messages-per-second", o.server_max_messages_per_second,
+                  "Messages per second over all accounts of one server together (default: the profile's, else none)")
+      ->check(CLI::NonNegativeNumber)
       ->group("Batch");
   cmd->add_option("--shard", o.shard,
                   "Run shard I of N (0 <= I < N) of the accounts, into DIR/shard-I-of-N; default from "

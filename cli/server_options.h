@@ -35,6 +35,7 @@ struct ServerOptions {
   std::string provider;          // --provider gmail | microsoft365 (batch/providers.h)
   bool restore_flagged = false;  // --restore-flagged
   size_t max_command_length = 8000;  // --max-command-length
+  std::string daily_budget;      // --daily-budget SIZE (per account per 24 h)
 };
 
 // The retry policy of a command with these options: --max-backoff as the
@@ -101,6 +102,8 @@ struct BatchOptions {
   bool retry_errors = false;      // --retry-errors
   bool new_batch = false;         // --new-batch
   std::string shard;              // --shard I/N ("" : from the environment, else none)
+  std::string server_max_bandwidth;       // --server-max-bandwidth SIZE per second, per server
+  double server_max_messages_per_second = 0;  // --server-max-messages-per-second
 };
 
 void add_batch_options(CLI::App* cmd, BatchOptions& options);

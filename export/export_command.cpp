@@ -7,6 +7,8 @@
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
+#include "batch/budget.h"
+#include "common/message_filter.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -286,6 +288,10 @@ void add_export_command(CLI::App& app, int& status) {
       options.retry = make_retry_policy(args->server, *sink, "");
       options.retry.wait_when_throttled = false;  // a throttled account gives its slot to others
       options.runner.max_throttle_wait = options.retry.max_throttle_wait;
+      if (!args->server.daily_budget.empty()) options.daily_budget = parse_size(args->server.daily_budget);
+      if (!args->batch.server_max_bandwidth.empty())
+        options.server_max_bytes_per_second = double(parse_size(args->batch.server_max_bandwidth));
+      options.server_max_messages_per_second = args->batch.server_max_messages_per_second;
       auto report = batch::run_export_batch(options, *sink);
       if (terminal) {
         terminal->finish();
@@ -326,6 +332,16 @@ void add_export_command(CLI::App& app, int& status) {
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     options.retry = make_retry_policy(args->server, *sink, options.account_name);
+    // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
+    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(false) : parse_size(args->server.daily_budget);
+    std::optional<batch::BudgetStore> budgets;
+    if (budget && !options.dry_run) {
+      budgets.emplace(options.archive_dir);
+      budgets->check("export " + options.account_name, budget);
+      options.after_message = [&budgets, budget, key = "export " + options.account_name](uint64_t bytes) {
+        budgets->charge(key, bytes, budget);
+      };
+    }
     exporting::ExportSummary summary;
     try {
       summary = exporting::run_export(options, *sink);

@@ -749,6 +749,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     ++done;
     done_bytes += m.body.size();
     commit_if_due(lane);
+    if (options_.after_message) options_.after_message(m.body.size());
     if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
       last_progress = Clock::now();
       progress(false);

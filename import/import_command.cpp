@@ -4,6 +4,7 @@
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
+#include "batch/budget.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -211,6 +212,10 @@ void add_import_command(CLI::App& app, int& status) {
       options.retry = make_retry_policy(args->server, *sink, "");
       options.retry.wait_when_throttled = false;  // a throttled account gives its slot to others
       options.runner.max_throttle_wait = options.retry.max_throttle_wait;
+      if (!args->server.daily_budget.empty()) options.daily_budget = parse_size(args->server.daily_budget);
+      if (!args->batch.server_max_bandwidth.empty())
+        options.server_max_bytes_per_second = double(parse_size(args->batch.server_max_bandwidth));
+      options.server_max_messages_per_second = args->batch.server_max_messages_per_second;
       auto report = batch::run_import_batch(options, *sink);
       if (terminal) {
         terminal->finish();
@@ -246,6 +251,19 @@ void add_import_command(CLI::App& app, int& status) {
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     options.retry = make_retry_policy(args->server, *sink, options.target_name);
+    // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
+    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(true) : parse_size(args->server.daily_budget);
+    std::optional<batch::BudgetStore> budgets;
+    if (budget && !options.dry_run) {
+      budgets.emplace(options.archive_dir);
+      std::string key = "import " + (options.account.empty() ? std::string("*") : options.account) + " -> " +
+                        options.target_name;
+      budgets->check(key, budget);
+      options.policy.before_append = [&budgets, budget, key](uint64_t bytes, uint64_t) {
+        budgets->check(key, budget);
+        budgets->charge(key, bytes, budget, false);
+      };
+    }
     importing::ImportSummary summary;
     try {
       summary = importing::run_import(options, *sink);

@@ -910,6 +910,7 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
       bytes += bodies[i].size();
     }
+    if (options_.policy.before_append) options_.policy.before_append(bytes, to - from);
     root().limiter_->acquire(bytes, to - from);
     return session_->append(m.target_raw, items, synchronizing);
   };
