@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "batch/budget.h"
 #include "common/error.h"
 
 namespace imapstage::batch {
@@ -83,7 +84,7 @@ BatchResult run_batch(const std::string& kind, const std::filesystem::path& stat
     const AccountState* a = state.find(item.key);
     bool run = options.retry_errors ? (a->status == AccountStatus::error || a->status == AccountStatus::running)
                                     : a->status != AccountStatus::done;
-    if (run && a->status == AccountStatus::parked && a->resume_at > unix_now()) {
+    if (run && a->status == AccountStatus::parked && a->resume_at > BudgetStore::now()) {
       ++parked_earlier;
       events.emit({{"event", "account_skip"}, {"account", item.account}, {"key", item.key},
                    {"status", to_string(a->status)}, {"resume_at", a->resume_at},
@@ -173,7 +174,7 @@ BatchResult run_batch(const std::string& kind, const std::filesystem::path& stat
           // The server asked this account to wait: its slot goes to others meanwhile.
           auto wait = throttle->retry_after().value_or(std::chrono::milliseconds(60000));
           bool park = wait > options.max_throttle_wait || ++throttles[i] > options.max_throttles;
-          int64_t resume_at = unix_now() + (wait.count() + 999) / 1000;
+          int64_t resume_at = BudgetStore::now() + (wait.count() + 999) / 1000;  // the budgets' clock
           store.update(item.key, [&](AccountState& a) {
             a.status = park ? AccountStatus::parked : AccountStatus::throttled;
             a.finished = unix_now();
