@@ -82,7 +82,7 @@ std::string providers_table() {
     out += fmt::format("  max message        {}\n", mb(p.max_message_bytes));
     out += fmt::format("  daily budget       download {}, upload {}\n", mb(p.daily_download_bytes),
                        mb(p.daily_upload_bytes));
-    out += fmt::format("  per server         {} accounts at once, {} connections each\n", p.per_server,
+    out += fmt::format("  per server         suggested: --per-server {}, --connections {}\n", p.per_server,
                        p.connections);
     out += fmt::format("  command length     at most {} characters (longer UID sets are split)\n",
                        p.max_command_length);

@@ -23,8 +23,8 @@ struct Provider {
   uint64_t max_message_bytes = 0;    // the largest message the service accepts by APPEND
   uint64_t daily_download_bytes = 0; // export's daily budget (0: none)
   uint64_t daily_upload_bytes = 0;   // import's daily budget (0: none)
-  int per_server = 0;                // accounts at once against the service (batch --per-server)
-  int connections = 0;               // connections per account (0: the command's default)
+  int per_server = 0;                // suggested accounts at once against the service (shown, not applied)
+  int connections = 0;               // suggested connections per account (shown, not applied)
   // Longest command line sent; longer UID sets are split over several commands.
   size_t max_command_length = 0;
   bool restore_flagged = false;      // re-STORE \Flagged after APPEND (the service drops it)

@@ -58,6 +58,20 @@ TEST(BudgetStore, CountsAcrossRestartsAndReopensAfterADay) {
   ::unsetenv("IMAPSTAGE_CLOCK_OFFSET");
 }
 
+TEST(BatchState, ThrottledAndParkedKeepTheirResumeTime) {
+  batch::AccountState a;
+  a.key = "alice";
+  a.status = batch::AccountStatus::parked;
+  a.resume_at = 1764800000;
+  auto back = batch::AccountState::from_json(a.to_json());
+  EXPECT_EQ(back.status, batch::AccountStatus::parked);
+  EXPECT_EQ(back.resume_at, 1764800000);
+  EXPECT_EQ(batch::parse_account_status("throttled"), batch::AccountStatus::throttled);
+  // A state written before resume_at existed reads as 0.
+  auto old = batch::AccountState::from_json({{"key", "bob"}, {"status", "error"}});
+  EXPECT_EQ(old.resume_at, 0);
+}
+
 std::vector<nlohmann::json> json_lines(const std::string& text) {
   std::vector<nlohmann::json> out;
   std::istringstream in(text);
