@@ -1,6 +1,8 @@
 // Per-server rate caps in a batch, against the harness Dovecot: three
 // accounts exported side by side share one cap, so together they stay
 // within ±10 % of it (each at the cap alone would be three times over).
+// The runs are long (12 s, 10 s) so that what no cap changes (logins,
+// folder lists, size passes: under a second) stays well inside the 10 %.
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -91,28 +93,28 @@ TEST_F(ServerCapsTest, BandwidthAndMessageRateAreSharedByTheServersAccounts) {
   ASSERT_EQ(all.done, 3u);
   ASSERT_GT(all.bytes, 1000000u);
 
-  // A cap that makes the three accounts take about six seconds together.
-  uint64_t cap = all.bytes / 6;
+  // A cap that makes the three accounts take about twelve seconds together.
+  uint64_t cap = all.bytes / 12;
   auto capped = testing::run_imapstage(args(dir_.path() + "/capped", {"--server-max-bandwidth", std::to_string(cap)}));
   ASSERT_EQ(capped.exit_code, 0) << capped.err << capped.out.substr(0, 2000);
   Totals t = totals(capped.out);
   ASSERT_EQ(t.done, 3u);
   EXPECT_EQ(t.bytes, all.bytes);
   double rate = double(t.bytes) / t.seconds;
-  std::printf("bandwidth: %llu bytes in %.2f s = %.0f bytes/s, cap %llu\n", (unsigned long long)t.bytes, t.seconds,
-              rate, (unsigned long long)cap);
+  std::printf("bandwidth: %llu bytes in %.2f s (%.2f s uncapped) = %.0f bytes/s, cap %llu\n",
+              (unsigned long long)t.bytes, t.seconds, all.seconds, rate, (unsigned long long)cap);
   EXPECT_NEAR(rate, double(cap), 0.10 * double(cap))
       << t.bytes << " bytes in " << t.seconds << " s, cap " << cap << " bytes/s";
 
-  double per_second = double(all.messages) / 5;
+  double per_second = double(all.messages) / 10;
   auto counted = testing::run_imapstage(
       args(dir_.path() + "/counted", {"--server-max-messages-per-second", fmt::format("{:.3f}", per_second)}));
   ASSERT_EQ(counted.exit_code, 0) << counted.err << counted.out.substr(0, 2000);
   Totals m = totals(counted.out);
   ASSERT_EQ(m.done, 3u);
   double mrate = double(m.messages) / m.seconds;
-  std::printf("messages: %llu in %.2f s = %.2f/s, cap %.2f\n", (unsigned long long)m.messages, m.seconds, mrate,
-              per_second);
+  std::printf("messages: %llu in %.2f s (%.2f s uncapped) = %.2f/s, cap %.2f\n", (unsigned long long)m.messages,
+              m.seconds, all.seconds, mrate, per_second);
   EXPECT_NEAR(mrate, per_second, 0.10 * per_second)
       << m.messages << " messages in " << m.seconds << " s, cap " << per_second << " per second";
 }
