@@ -158,6 +158,13 @@ void BatchTerminalSink::emit(const nlohmann::json& e) {
     }
     return;
   }
+  if (name == "throttled" || name == "parked") {
+    // The account gave its slot back: shown as throttled/parked with the time it resumes.
+    running_.erase(account);
+    work_.erase(account);
+    print_line(str(e, "text"));
+    return;
+  }
   if (name == "line_error") {
     print_line("error: " + str(e, "text"));
     return;

@@ -38,6 +38,9 @@ struct ExportBatchOptions {
   Shard shard;
   RunnerOptions runner;
   RetryPolicy retry;
+  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(false))
+  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
+  double server_max_messages_per_second = 0;
 };
 
 struct ImportBatchOptions {
@@ -52,12 +55,21 @@ struct ImportBatchOptions {
   Shard shard;                           // as for export: only this shard's lines
   RunnerOptions runner;
   RetryPolicy retry;
+  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(true))
+  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
+  double server_max_messages_per_second = 0;
 };
 
 struct BatchReport {
   BatchResult result;
   std::vector<LineError> refused;        // malformed lines, unknown accounts or domains, duplicates
-  bool complete() const { return refused.empty() && result.failed == 0 && result.not_started == 0; }
+  bool complete() const {
+    return refused.empty() && result.failed == 0 && result.not_started == 0 && result.parked == 0;
+  }
+  // Nothing failed: only parked accounts are left (a run after their resume time continues).
+  bool only_parked() const {
+    return refused.empty() && result.failed == 0 && result.not_started == 0 && result.parked > 0;
+  }
 };
 
 // Keeps the lines of `file` that fall to `shard` (all of them without

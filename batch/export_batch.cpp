@@ -2,6 +2,8 @@
 
 #include "archive-format/archive.h"
 #include "batch/batch_jobs.h"
+
+#include "batch/budget.h"
 #include "common/error.h"
 #include "export/exporter.h"
 #include "export/source_export.h"
@@ -84,6 +86,8 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
 
   // The lock first: a second writer is refused before the state is touched.
   auto archive = archive::Archive::open(options.archive_dir, archive::Archive::Mode::create);
+  BudgetStore budgets(options.archive_dir);
+  ServerLimiters limiters;
 
   report.result = run_batch(
       "export", state_path(options.archive_dir, "export"), items, options.runner, events,
@@ -142,6 +146,19 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         o.policy = options.policy;
         o.retry = options.retry;
         o.cancelled = cancelled;
+        uint64_t budget = options.daily_budget ? options.daily_budget : job.profile->budget(false);
+        std::string budget_key = "export " + item.account;
+        budgets.check(budget_key, budget);  // spent: parked before logging in
+        auto limiter = limiters.get(item.server,
+                                    options.server_max_bytes_per_second ? options.server_max_bytes_per_second
+                                                                        : job.profile->server_max_bytes_per_second,
+                                    options.server_max_messages_per_second
+                                        ? options.server_max_messages_per_second
+                                        : job.profile->server_max_messages_per_second);
+        o.after_message = [&, limiter, budget, budget_key](uint64_t bytes) {
+          if (limiter) limiter->acquire(bytes, 1);
+          budgets.charge(budget_key, bytes, budget);
+        };
         exporting::ExportSummary summary;
         try {
           summary = exporting::export_account(*archive, o, events);

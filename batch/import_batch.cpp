@@ -2,6 +2,8 @@
 
 #include "archive-format/archive.h"
 #include "batch/batch_jobs.h"
+
+#include "batch/budget.h"
 #include "common/error.h"
 #include "import/importer.h"
 
@@ -72,6 +74,8 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
     events.emit({{"event", "line_error"}, {"line", r.line}, {"file", file_name}, {"error", r.message},
                  {"text", fmt::format("{} line {}: {}", file_name, r.line, r.message)}});
 
+  BudgetStore budgets(options.archive_dir);
+  ServerLimiters limiters;
   report.result = run_batch(
       "import", state_path(options.archive_dir, "import"), items, options.runner, events,
       [&](const BatchItem& item, const std::function<bool()>& cancelled) {
@@ -88,8 +92,23 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.exclude = options.exclude;
         o.sync_expunges = options.sync_expunges;
         o.policy = options.policy;
+        o.policy.restore_flagged = options.policy.restore_flagged || job.profile->restore_flagged;
         o.retry = options.retry;
         o.cancelled = cancelled;
+        uint64_t budget = options.daily_budget ? options.daily_budget : job.profile->budget(true);
+        std::string budget_key = "import " + item.key;
+        budgets.check(budget_key, budget);  // spent: parked before logging in
+        auto limiter = limiters.get(item.server,
+                                    options.server_max_bytes_per_second ? options.server_max_bytes_per_second
+                                                                        : job.profile->server_max_bytes_per_second,
+                                    options.server_max_messages_per_second
+                                        ? options.server_max_messages_per_second
+                                        : job.profile->server_max_messages_per_second);
+        o.policy.before_append = [&, limiter, budget, budget_key](uint64_t bytes, uint64_t messages) {
+          budgets.check(budget_key, budget);  // spent: nothing more is sent
+          if (limiter) limiter->acquire(bytes, messages);
+          budgets.charge(budget_key, bytes, budget, false);
+        };
         importing::ImportSummary summary;
         try {
           summary = importing::import_account(*archive, o, events);

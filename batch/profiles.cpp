@@ -1,5 +1,10 @@
 #include "batch/profiles.h"
 
+#include <set>
+
+#include "batch/providers.h"
+#include "common/message_filter.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -56,6 +61,14 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
   Profile p;
   p.name = name;
   bool have_mechanism = false;
+  std::set<std::string> explicit_keys;
+  if (auto* prov = t.get("provider")) {
+    try {
+      p.apply_provider(want_string(origin, name, "provider", *prov));
+    } catch (const Error& e) {
+      bad(origin, *prov, fmt::format("profile {}: {}", name, e.message()));
+    }
+  }
   for (auto&& [k, v] : t) {
     std::string key(k.str());
     try {
@@ -92,6 +105,29 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
         warnings.push_back(fmt::format("profile {} has an inline {} in {}: prefer password_file or password_env "
                                        "(and keep the file readable only by you)",
                                        name, key, origin.empty() ? "the config" : origin.string()));
+      } else if (key == "provider") {
+        // applied after the loop: the profile's own keys win
+      } else if (key == "daily_budget") {
+        if (auto n = v.value<int64_t>(); n && v.is_integer()) p.daily_budget = static_cast<uint64_t>(std::max<int64_t>(0, *n));
+        else {
+          std::string text = want_string(origin, name, key, v);
+          p.daily_budget = text.empty() ? 0 : parse_size(text);
+        }
+        explicit_keys.insert(key);
+      } else if (key == "server_max_bandwidth") {
+        p.server_max_bytes_per_second = double(parse_size(want_string(origin, name, key, v)));
+        explicit_keys.insert(key);
+      } else if (key == "server_max_messages_per_second") {
+        p.server_max_messages_per_second = double(want_int(origin, name, key, v, 0, 1000000));
+        explicit_keys.insert(key);
+      } else if (key == "restore_flagged") {
+        auto b = v.value<bool>();
+        if (!b || !v.is_boolean()) bad(origin, v, fmt::format("profile {}: restore_flagged must be true or false", name));
+        p.restore_flagged = *b;
+        explicit_keys.insert(key);
+      } else if (key == "max_command_length") {
+        p.max_command_length = static_cast<size_t>(want_int(origin, name, key, v, 200, 1000000));
+        explicit_keys.insert(key);
       } else if (key == "domains") {
         auto* arr = v.as_array();
         if (!arr) bad(origin, v, fmt::format("profile {}: domains must be an array of strings", name));
@@ -198,6 +234,7 @@ imap::Endpoint Profile::endpoint() const {
   e.insecure = insecure;
   e.timeout = std::chrono::seconds(timeout_seconds);
   e.max_message_size = max_message_mib << 20;
+  if (max_command_length) e.max_command_length = max_command_length;
   return e;
 }
 
@@ -409,6 +446,22 @@ const Profile& ServerRouting::route(const std::string& user) const {
               d.empty() ? fmt::format("account {}: has no domain, and no profile serves \"*\" (name a profile)", user)
                         : fmt::format("account {}: no profile serves the domain {}", user, d),
               Retry::never, {.account = user});
+}
+
+void Profile::apply_provider(std::string_view provider_name) {
+  const Provider& p = find_provider(provider_name);
+  Profile defaults;
+  provider = p.name;
+  if (host.empty()) host = p.host;
+  if (port == defaults.port) port = p.port;
+  if (tls == defaults.tls) tls = p.tls;
+  if (mechanism == defaults.mechanism) mechanism = parse_mechanism(p.mechanism);
+  if (max_message_mib == defaults.max_message_mib && p.max_message_bytes)
+    max_message_mib = (p.max_message_bytes + (1u << 20) - 1) >> 20;
+  if (!restore_flagged) restore_flagged = p.restore_flagged;
+  if (!max_command_length) max_command_length = p.max_command_length;
+  provider_download_budget = p.daily_download_bytes;
+  provider_upload_budget = p.daily_upload_bytes;
 }
 
 }  // namespace imapstage::batch

@@ -19,6 +19,16 @@
 //                                   # mechanism xoauth2): run with /bin/sh -c, the mailbox in
 //                                   # $IMAPSTAGE_USER, and again when the server refuses an expired token
 //   domains = ["example.org", "example.net"]            # "*" serves every domain
+//   provider = "gmail"              # gmail | microsoft365: the provider's defaults (batch/providers.h)
+//                                   # for host, port, tls, mechanism (xoauth2), max message size,
+//                                   # daily budgets, per-server caps and quirks; every other key
+//                                   # of the profile overrides them
+//   daily_budget = "2400MB"         # bytes moved per account per 24 h (download for export, upload
+//                                   # for import; "" or "0": none); the account is parked when spent
+//   server_max_bandwidth = "20MB"   # per second, all accounts of this server in a batch together
+//   server_max_messages_per_second = 50
+//   restore_flagged = true          # re-STORE \Flagged after APPEND (Microsoft 365 drops it)
+//   max_command_length = 8000       # longer UID sets are split over several commands
 //
 // Secrets: a profile names where a secret is (password_file, password_env;
 // token_file and token_env are the same for XOAUTH2 tokens; "{user}" in a
@@ -72,6 +82,23 @@ struct Profile {
   std::string inline_password;     // discouraged; `inline_secret_warning` says so
   std::string token_cmd;           // XOAUTH2 token command (common/token_command.h); "" none
   std::vector<std::string> domains;  // lower case; "*" serves every domain; empty: only by name
+  std::string provider;            // "gmail", "microsoft365" or "" (batch/providers.h)
+  uint64_t daily_budget = 0;       // bytes per account per 24 h window; 0: the provider's, or none
+  uint64_t provider_download_budget = 0;  // the provider's daily budgets (apply_provider)
+  uint64_t provider_upload_budget = 0;
+  // The daily budget of an export (download) or an import (upload) through this profile; 0: none.
+  uint64_t budget(bool upload) const {
+    return daily_budget ? daily_budget : (upload ? provider_upload_budget : provider_download_budget);
+  }
+  double server_max_bytes_per_second = 0;     // per server, all accounts of a batch; 0: none
+  double server_max_messages_per_second = 0;
+  bool restore_flagged = false;    // re-STORE \Flagged after APPEND
+  size_t max_command_length = 0;   // split longer UID sets; 0: the session's default
+
+  // This profile with the provider's defaults: every field still at its
+  // default value takes the provider's (host, port, tls, mechanism, sizes,
+  // budgets, caps, quirks). Throws Error(usage) for an unknown provider.
+  void apply_provider(std::string_view name);
 
   // Whether this profile serves `user` ("name@domain"): its domain is in
   // `domains` (case-insensitive) or `domains` holds "*".

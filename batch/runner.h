@@ -46,6 +46,13 @@ struct RunnerOptions {
   bool retry_errors = false;   // run only the accounts whose last attempt ended in error
   bool new_batch = false;      // forget the saved state and run every account
   std::function<bool()> interrupted;  // e.g. SIGINT seen: stop starting accounts, cancel running ones
+  // An account whose work throws Error(throttled) is `throttled`: it gives
+  // its slot to others and starts again when the server's wait
+  // (retry_after(), else 60 s) is over, at most `max_throttles` times in a
+  // row; a wait above `max_throttle_wait`, or one throttle too many, parks
+  // it instead (this run leaves it; a run after its resume time continues).
+  std::chrono::milliseconds max_throttle_wait{15 * 60 * 1000};
+  int max_throttles = 12;
 };
 
 struct BatchResult {
@@ -56,15 +63,21 @@ struct BatchResult {
   size_t done = 0;
   size_t failed = 0;
   size_t not_started = 0;    // selected but never started (stopped)
+  size_t parked = 0;         // left parked until a later time (daily budget, long throttling), now or earlier
   BatchState state;          // the state at the end
 };
+
+// "2026-12-03 17:45:00 UTC" for unix seconds (resume times in reports).
+std::string resume_text(int64_t unix_seconds);
 
 // Runs `items` of batch kind `kind` ("export", "import") with the state in
 // `state_file`. A state that is unfinished (some account not done) is
 // resumed: done accounts are skipped, new items are added as queued. A
 // finished state (or new_batch) starts a fresh batch where every item runs.
 // Emits batch_start, account_start, account_done, account_error,
-// account_skip, held and batch_done events, each with "account" where it applies;
+// account_skip, throttled, parked, held and batch_done events, each with "account" where it applies;
+// throttled and parked carry "seconds" (the wait), "resume_at" (unix
+// seconds) and "reason";
 // account_start, account_done and account_error also carry "time" (unix
 // seconds with milliseconds), taken while the account holds its scheduler slot.
 BatchResult run_batch(const std::string& kind, const std::filesystem::path& state_file,

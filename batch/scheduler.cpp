@@ -55,20 +55,42 @@ void SchedulerCaps::give_back(const std::string& server) {
 
 size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
                      const std::function<void(size_t)>& work, const std::function<void(const std::string&)>& on_held) {
+  return run_scheduled_again(
+      tasks, options,
+      [&](size_t i) -> std::optional<std::chrono::steady_clock::time_point> {
+        work(i);
+        return std::nullopt;
+      },
+      on_held);
+}
+
+size_t run_scheduled_again(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
+                           const std::function<std::optional<std::chrono::steady_clock::time_point>(size_t)>& work,
+                           const std::function<void(const std::string&)>& on_held) {
+  using Clock = std::chrono::steady_clock;
   SchedulerCaps caps(options);
   int jobs = caps.jobs();
 
   std::mutex mutex;
   std::condition_variable changed;
   std::vector<bool> taken(tasks.size(), false);
+  std::vector<bool> ever(tasks.size(), false);
+  std::vector<Clock::time_point> not_before(tasks.size(), Clock::time_point::min());
   size_t started = 0;
   bool stopping = false;
   std::string last_held;
 
-  // Under the lock: the next task that may start now, or tasks.size().
-  auto next_ready = [&]() -> size_t {
+  // Under the lock: the next task that may start now, or tasks.size();
+  // `wake` gets the earliest time a waiting task may start.
+  auto next_ready = [&](Clock::time_point& wake) -> size_t {
+    auto now = Clock::now();
+    wake = Clock::time_point::max();
     for (size_t i = 0; i < tasks.size(); ++i) {
       if (taken[i]) continue;
+      if (not_before[i] > now) {
+        wake = std::min(wake, not_before[i]);
+        continue;
+      }
       if (caps.server_full(tasks[i].server)) continue;
       return i;
     }
@@ -85,9 +107,11 @@ size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOpt
         changed.notify_all();
         return;
       }
-      size_t i = next_ready();
+      Clock::time_point wake;
+      size_t i = next_ready(wake);
       if (i == tasks.size()) {
-        changed.wait_for(lock, options.load_poll);
+        auto until = std::min(wake, Clock::now() + options.load_poll);
+        changed.wait_until(lock, until);
         continue;
       }
       if (std::string reason = caps.load_hold(); !reason.empty()) {
@@ -100,14 +124,20 @@ size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOpt
       }
       taken[i] = true;
       caps.take(tasks[i].server);
-      ++started;
+      if (!ever[i]) ++started;
+      ever[i] = true;
       lock.unlock();
+      std::optional<Clock::time_point> again;
       try {
-        work(i);
+        again = work(i);
       } catch (...) {
       }
       lock.lock();
       caps.give_back(tasks[i].server);
+      if (again) {
+        taken[i] = false;
+        not_before[i] = *again;
+      }
       changed.notify_all();
     }
   };

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,5 +71,14 @@ double load_per_cpu();
 size_t run_scheduled(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
                      const std::function<void(size_t index)>& work,
                      const std::function<void(const std::string& reason)>& on_held = nullptr);
+
+// As run_scheduled, but `work(i)` may return a time: task i then gives its
+// slot back (other tasks go on) and is started again, under the same caps,
+// once that time has come (a throttled account). Returns the number of
+// tasks started at least once. While stop_requested, tasks waiting to be
+// started again are not.
+size_t run_scheduled_again(const std::vector<SchedulerTask>& tasks, const SchedulerOptions& options,
+                           const std::function<std::optional<std::chrono::steady_clock::time_point>(size_t index)>& work,
+                           const std::function<void(const std::string& reason)>& on_held = nullptr);
 
 }  // namespace imapstage::batch

@@ -20,6 +20,8 @@ const char* to_string(AccountStatus s) {
     case AccountStatus::running: return "running";
     case AccountStatus::done: return "done";
     case AccountStatus::error: return "error";
+    case AccountStatus::throttled: return "throttled";
+    case AccountStatus::parked: return "parked";
   }
   return "?";
 }
@@ -29,6 +31,8 @@ AccountStatus parse_account_status(const std::string& t) {
   if (t == "running") return AccountStatus::running;
   if (t == "done") return AccountStatus::done;
   if (t == "error") return AccountStatus::error;
+  if (t == "throttled") return AccountStatus::throttled;
+  if (t == "parked") return AccountStatus::parked;
   throw Error(ErrorKind::corrupt, "unknown account status " + t);
 }
 
@@ -36,7 +40,7 @@ nlohmann::json AccountState::to_json() const {
   return {{"key", key}, {"account", account}, {"server", server}, {"target", target}, {"line", line},
           {"status", to_string(status)}, {"attempts", attempts}, {"started", started}, {"finished", finished},
           {"seconds", seconds}, {"messages", messages}, {"bytes", bytes}, {"error", error},
-          {"error_kind", error_kind}};
+          {"error_kind", error_kind}, {"resume_at", resume_at}};
 }
 
 AccountState AccountState::from_json(const nlohmann::json& j) {
@@ -55,6 +59,7 @@ AccountState AccountState::from_json(const nlohmann::json& j) {
   a.bytes = j.value("bytes", uint64_t{0});
   a.error = j.value("error", "");
   a.error_kind = j.value("error_kind", "");
+  a.resume_at = j.value("resume_at", int64_t{0});
   return a;
 }
 

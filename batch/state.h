@@ -6,9 +6,15 @@
 //    "invocations": <n>,
 //    "accounts": [{"key", "account", "server", "target", "line", "status",
 //                  "attempts", "started", "finished", "seconds", "messages",
-//                  "bytes", "error", "error_kind"}, ...]}
-//   status: queued | running | done | error. "running" found at load time
-//   means the process that ran it is gone: it is resumed like an error.
+//                  "bytes", "error", "error_kind", "resume_at"}, ...]}
+//   status: queued | running | done | error | throttled | parked. "running"
+//   found at load time means the process that ran it is gone: it is resumed
+//   like an error. "throttled": the server asked the account to wait (it
+//   resumes at "resume_at", unix seconds, in the same run, or in the next
+//   one); "parked": its daily budget is spent or the server asked for a
+//   wait beyond --max-backoff, so this run left it; a run after
+//   "resume_at" continues it (batch/STATE.md). "resume_at" is absent in
+//   files written before it, read as 0.
 //
 // Crash safety: every save writes a temporary file beside it, fsyncs it,
 // renames it over the old one and fsyncs the directory, so the file is
@@ -28,7 +34,7 @@
 
 namespace imapstage::batch {
 
-enum class AccountStatus { queued, running, done, error };
+enum class AccountStatus { queued, running, done, error, throttled, parked };
 
 const char* to_string(AccountStatus status);
 // Throws Error(corrupt) for an unknown name.
@@ -49,6 +55,7 @@ struct AccountState {
   uint64_t bytes = 0;       // bytes moved by the latest attempt
   std::string error;        // the latest error (no secrets)
   std::string error_kind;   // its ErrorKind name
+  int64_t resume_at = 0;    // throttled / parked: unix seconds when it may run again; 0 otherwise
 
   nlohmann::json to_json() const;
   static AccountState from_json(const nlohmann::json& j);

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "archive-format/archive.h"
+#include "batch/runner.h"
 #include "batch/state.h"
 #include "cli/commands.h"
 #include "cli/display.h"
@@ -38,6 +39,8 @@ bool writer_alive(const std::filesystem::path& dir) {
 
 std::string shown_status(const batch::AccountState& a, bool alive) {
   if (a.status == batch::AccountStatus::running && !alive) return "interrupted";
+  if ((a.status == batch::AccountStatus::throttled || a.status == batch::AccountStatus::parked) && a.resume_at)
+    return fmt::format("{} until {}", batch::to_string(a.status), batch::resume_text(a.resume_at));
   return batch::to_string(a.status);
 }
 
@@ -46,7 +49,7 @@ void print_table(const std::string& kind, const batch::BatchState& s, bool alive
               s.invocations == 1 ? "" : "s");
   std::printf("  %-40s %-11s %8s %9s %10s %9s  %s\n", "account", "status", "attempts", "messages", "bytes",
               "duration", "error");
-  size_t counts[4] = {0, 0, 0, 0};
+  size_t counts[6] = {0, 0, 0, 0, 0, 0};
   uint64_t messages = 0, bytes = 0;
   double seconds = 0;
   for (auto& a : s.accounts) {
@@ -58,8 +61,10 @@ void print_table(const std::string& kind, const batch::BatchState& s, bool alive
     cli::say(stdout, "  {:<40} {:<11} {:>8} {:>9} {:>10} {:>9}  {}\n", a.key, shown_status(a, alive), a.attempts,
              a.messages, human_bytes(double(a.bytes)), duration, a.error);
   }
-  std::printf("  %zu accounts: %zu done, %zu error, %zu running, %zu queued; %llu messages, %s, %s of work\n",
-              s.accounts.size(), counts[2], counts[3], counts[1], counts[0], (unsigned long long)messages,
+  std::printf("  %zu accounts: %zu done, %zu error, %zu running, %zu queued, %zu throttled, %zu parked; %llu messages, "
+              "%s, %s of work\n",
+              s.accounts.size(), counts[2], counts[3], counts[1], counts[0], counts[4], counts[5],
+              (unsigned long long)messages,
               human_bytes(double(bytes)).c_str(), human_duration(seconds).c_str());
 }
 

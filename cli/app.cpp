@@ -28,6 +28,7 @@ int exit_code_for(const Error& e) {
     case ErrorKind::not_found: return kExitArchive;
     case ErrorKind::interrupted:
     case ErrorKind::policy: return kExitIncomplete;
+    case ErrorKind::throttled: return kExitResumable;
     case ErrorKind::internal: return kExitInternal;
   }
   return kExitInternal;

@@ -17,6 +17,7 @@ enum ExitCode : int {
   kExitAuth = 3,         // the server refused the credentials
   kExitNetwork = 4,      // the server could not be reached, TLS failed, the protocol failed, or the mechanism is not offered
   kExitArchive = 5,      // the archive is locked, corrupt, of a newer format, or a local I/O error
+  kExitResumable = 6,    // the server's limits stopped it (throttled, daily budget spent): a later run continues
   kExitInternal = 70,    // a bug
 };
 
@@ -32,6 +33,7 @@ inline constexpr ExitCodeMeaning kExitCodeMeanings[] = {
     {kExitAuth, "the server refused the credentials"},
     {kExitNetwork, "the server could not be reached, TLS failed, the protocol failed, or the mechanism is not offered"},
     {kExitArchive, "the archive is locked, corrupt or of a newer format, or a local I/O error"},
+    {kExitResumable, "the server's limits stopped it (throttled beyond --max-backoff, or a daily budget spent): a later run continues where it stopped"},
     {kExitInternal, "a bug"},
 };
 

@@ -20,6 +20,7 @@ void register_commands(CLI::App& app, int& status) {
   add_invite_command(app, status);
   add_merge_command(app, status);
   add_oauth2_command(app, status);
+  add_providers_command(app, status);
 }
 
 }  // namespace imapstage::cli

@@ -30,6 +30,7 @@ void add_bundle_command(CLI::App& app, int& status);     // bundle/bundle_comman
 void add_invite_command(CLI::App& app, int& status);     // serve/invite_command.cpp
 void add_merge_command(CLI::App& app, int& status);      // bundle/merge_command.cpp
 void add_oauth2_command(CLI::App& app, int& status);     // cli/oauth2_command.cpp
+void add_providers_command(CLI::App& app, int& status);  // batch/providers_command.cpp
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

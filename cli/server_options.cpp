@@ -50,6 +50,27 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
                               "Read the password (or token) from this environment variable")
                   ->excludes(file)
                   ->group("Server");
+  cmd->add_option("--provider", o.provider,
+                  "gmail or microsoft365: start from that provider's profile (host, TLS, xoauth2, size limits, "
+                  "budgets, caps, quirks; imapstage providers lists them); other flags override it")
+      ->group("Server");
+  cmd->add_flag("--restore-flagged", o.restore_flagged,
+                "After APPEND, STORE the flags again when they include \\Flagged (Microsoft 365 drops it)")
+      ->group("Server");
+  cmd->add_option("--max-command-length", o.max_command_length,
+                  "Longest command line sent; longer UID sets are split (default 8000)")
+      ->check(CLI::Range(200, 1000000))
+      ->group("Server");
+  cmd->add_option("--daily-budget", o.daily_budget,
+                  "Bytes one account may move per 24 h (download for export, upload for import; e.g. 2400MB; "
+                  "default: the provider's, else none); when spent the account is parked until its window "
+                  "reopens (exit 6) and a later run continues. Kept in DIR/batches/budgets.json")
+      ->group("Server");
+  cmd->add_option("--max-backoff", o.max_backoff,
+                  "Longest wait honoured when the server throttles (Suggested Backoff Time, [THROTTLED], "
+                  "[UNAVAILABLE], bandwidth limits); without a hint the wait grows exponentially with jitter up to it. "
+                  "A longer demand stops the account as resumable (exit 6); default 15m")
+      ->group("Server");
   cmd->add_option("--oauth2-token-cmd", o.token_cmd,
                   "Log in with XOAUTH2 tokens printed by this command (run with /bin/sh -c, the mailbox in "
                   "$IMAPSTAGE_USER), run again when the server refuses an expired token")
@@ -161,7 +182,14 @@ static bool given(const CLI::App* cmd, const char* flag) { return cmd->count(fla
 // The explicit command-line flags on top of `p`.
 static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const ServerOptions& o,
                                  const ProfileOptions& po) {
+  if (given(cmd, "--provider")) {
+    // The provider's defaults under the explicit flags: its host unless --host is given.
+    if (!given(cmd, "--host")) p.host.clear();
+    p.apply_provider(o.provider);
+  }
   if (given(cmd, "--host")) p.host = o.host;
+  if (given(cmd, "--restore-flagged")) p.restore_flagged = o.restore_flagged;
+  if (given(cmd, "--max-command-length")) p.max_command_length = o.max_command_length;
   if (cmd->get_option_no_throw("--protocol") && given(cmd, "--protocol")) p.protocol = o.protocol;
   if (given(cmd, "--port")) p.port = o.port;
   if (given(cmd, "--tls")) p.tls = o.tls;
@@ -219,7 +247,7 @@ batch::ServerRouting make_routing(const CLI::App* cmd, const ServerOptions& o, c
   warnings = routing.config.warnings;
   if (!po.profile.empty()) {
     routing.fixed = with_flags(routing.config.profile(po.profile), cmd, o, po);
-  } else if (given(cmd, "--host")) {
+  } else if (given(cmd, "--host") || given(cmd, "--provider")) {
     batch::Profile p;
     p.name = "";
     p.domains = {"*"};
@@ -276,6 +304,14 @@ void add_batch_options(CLI::App* cmd, BatchOptions& o) {
       ->group("Batch");
   cmd->add_flag("--new-batch", o.new_batch, "Start the batch afresh even if the last one did not finish")
       ->group("Batch");
+  cmd->add_option("--server-max-bandwidth", o.server_max_bandwidth,
+                  "Bytes per second over all accounts of one server together (e.g. 20MB; default: the profile's "
+                  "server_max_bandwidth, else none)")
+      ->group("Batch");
+  cmd->add_option("--server-max-messages-per-second", o.server_max_messages_per_second,
+                  "Messages per second over all accounts of one server together (default: the profile's, else none)")
+      ->check(CLI::NonNegativeNumber)
+      ->group("Batch");
   cmd->add_option("--shard", o.shard,
                   "Run shard I of N (0 <= I < N) of the accounts, into DIR/shard-I-of-N; default from "
                   "JOB_COMPLETION_INDEX/JOB_COMPLETIONS or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT; "
@@ -328,6 +364,18 @@ batch::RunnerOptions make_runner_options(const BatchOptions& o) {
   r.retry_errors = o.retry_errors;
   r.new_batch = o.new_batch;
   return r;
+}
+
+RetryPolicy make_retry_policy(const ServerOptions& options, EventSink& events, const std::string& account) {
+  RetryPolicy policy;
+  policy.max_throttle_wait = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(options.max_backoff));
+  policy.on_throttled = [&events, account](const Error& e, std::chrono::milliseconds wait) {
+    double seconds = wait.count() / 1000.0;
+    events.emit({{"event", "throttled"}, {"account", account}, {"seconds", seconds}, {"reason", e.message()},
+                 {"resume_at", now_seconds() + seconds},
+                 {"text", fmt::format("{}: throttled, resuming in {:.1f} s: {}", account, seconds, e.message())}});
+  };
+  return policy;
 }
 
 }  // namespace imapstage::cli

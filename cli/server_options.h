@@ -10,6 +10,8 @@
 #include "batch/profiles.h"
 #include "batch/runner.h"
 #include "batch/shard.h"
+#include "common/events.h"
+#include "common/retry.h"
 #include "imap/session.h"
 
 namespace imapstage::cli {
@@ -29,7 +31,17 @@ struct ServerOptions {
   std::string password_file;
   std::string password_env;
   std::string token_cmd;         // --oauth2-token-cmd (XOAUTH2 tokens from a command)
+  std::string max_backoff = "15m";  // --max-backoff: the longest throttling wait honoured
+  std::string provider;          // --provider gmail | microsoft365 (batch/providers.h)
+  bool restore_flagged = false;  // --restore-flagged
+  size_t max_command_length = 8000;  // --max-command-length
+  std::string daily_budget;      // --daily-budget SIZE (per account per 24 h)
 };
+
+// The retry policy of a command with these options: --max-backoff as the
+// longest throttling wait; each wait reported to `events` as a "throttled"
+// event (account, seconds, reason, resume_at). `events` must outlive it.
+RetryPolicy make_retry_policy(const ServerOptions& options, EventSink& events, const std::string& account);
 
 // Adds --host --port --tls --ca-file --insecure --timeout --user --auth
 // --auth-user --password-file --password-env to `cmd`. `prefix` ("" or
@@ -90,6 +102,8 @@ struct BatchOptions {
   bool retry_errors = false;      // --retry-errors
   bool new_batch = false;         // --new-batch
   std::string shard;              // --shard I/N ("" : from the environment, else none)
+  std::string server_max_bandwidth;       // --server-max-bandwidth SIZE per second, per server
+  double server_max_messages_per_second = 0;  // --server-max-messages-per-second
 };
 
 void add_batch_options(CLI::App* cmd, BatchOptions& options);

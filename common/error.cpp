@@ -44,7 +44,15 @@ Error Error::with(const ErrorWhere& outer) const {
   if (merged.file.empty()) merged.file = outer.file;
   if (merged.hash.empty()) merged.hash = outer.hash;
   if (merged.server.empty()) merged.server = outer.server;
-  return Error(kind_, message_, retry_, merged);
+  Error out(kind_, message_, retry_, merged);
+  out.retry_after_ = retry_after_;
+  return out;
+}
+
+Error Error::with_retry_after(std::optional<std::chrono::milliseconds> delay) const {
+  Error out = *this;
+  out.retry_after_ = delay;
+  return out;
 }
 
 const char* to_string(ErrorKind kind) {
@@ -62,6 +70,7 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::limit: return "limit";
     case ErrorKind::interrupted: return "interrupted";
     case ErrorKind::policy: return "policy";
+    case ErrorKind::throttled: return "throttled";
     case ErrorKind::internal: return "internal";
   }
   return "unknown";

@@ -6,6 +6,7 @@
 // throw it; only the command line (cli/) turns it into text and exit codes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -28,6 +29,9 @@ enum class ErrorKind {
   limit,        // a server limit (APPENDLIMIT, quota, over-quota) refused it
   interrupted,  // stopped by a signal or a timeout of ours
   policy,       // stopped by a policy of the run (--max-errors)
+  throttled,    // the server asked us to slow down or come back later (throttling, bandwidth
+                // or daily limits, [UNAVAILABLE]); retry_after() says when, if it said. From a
+                // session it comes with Retry::now (the connection is closed: reconnect, after the wait)
   internal,     // a bug: an invariant of ours does not hold
 };
 
@@ -64,6 +68,12 @@ class Error : public std::runtime_error {
   // The bare message, without location.
   const std::string& message() const { return message_; }
 
+  // How long the server asked us to wait (M365 "Suggested Backoff Time"),
+  // or, for a parked account, until when; nullopt when it did not say.
+  const std::optional<std::chrono::milliseconds>& retry_after() const { return retry_after_; }
+  // Returns a copy that carries `delay` as retry_after().
+  Error with_retry_after(std::optional<std::chrono::milliseconds> delay) const;
+
   // Returns a copy with the empty location fields filled from `outer`
   // (inner, more precise fields win). Used to add context as errors rise.
   Error with(const ErrorWhere& outer) const;
@@ -76,6 +86,7 @@ class Error : public std::runtime_error {
   ErrorWhere where_;
   std::string message_;
   std::string full_;
+  std::optional<std::chrono::milliseconds> retry_after_{};
 };
 
 // The lower-case name of a kind, e.g. "network"; stable, used in JSON output.

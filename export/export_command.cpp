@@ -7,6 +7,8 @@
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
+#include "batch/budget.h"
+#include "common/message_filter.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -133,12 +135,16 @@ void print_batch_report(const batch::BatchReport& report, const std::string& acc
   std::printf("\nexport batch%s: %zu accounts, %zu done now, %zu failed, %zu done earlier",
               r.resumed ? " (resumed)" : "", r.total, r.done, r.failed, r.skipped);
   if (r.not_started) std::printf(", %zu not started", r.not_started);
+  if (r.parked) std::printf(", %zu parked (resumable later)", r.parked);
   if (!report.refused.empty()) std::printf(", %zu lines refused", report.refused.size());
   std::printf("\n");
   for (auto& e : report.refused) std::printf("  %s line %zu: %s\n", accounts_file.c_str(), e.line, e.message.c_str());
   for (auto& a : r.state.accounts)
     if (a.status == batch::AccountStatus::error)
       std::printf("  %s (line %zu): %s\n", a.key.c_str(), a.line, a.error.c_str());
+    else if (a.status == batch::AccountStatus::parked)
+      std::printf("  %s (line %zu): parked until %s: %s\n", a.key.c_str(), a.line,
+                  batch::resume_text(a.resume_at).c_str(), a.error.c_str());
   if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
 }
 
@@ -329,12 +335,19 @@ void add_export_command(CLI::App& app, int& status) {
       auto& sink = out.sink;
       auto* terminal = out.terminal;
       for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+      options.retry = make_retry_policy(args->server, *sink, "");
+      options.retry.wait_when_throttled = false;  // a throttled account gives its slot to others
+      options.runner.max_throttle_wait = options.retry.max_throttle_wait;
+      if (!args->server.daily_budget.empty()) options.daily_budget = parse_size(args->server.daily_budget);
+      if (!args->batch.server_max_bandwidth.empty())
+        options.server_max_bytes_per_second = double(parse_size(args->batch.server_max_bandwidth));
+      options.server_max_messages_per_second = args->batch.server_max_messages_per_second;
       auto report = batch::run_export_batch(options, *sink);
       if (terminal) {
         terminal->finish();
         print_batch_report(report, args->batch.accounts);
       }
-      status = report.complete() ? kExitOk : kExitIncomplete;
+      status = report.complete() ? kExitOk : report.only_parked() ? kExitResumable : kExitIncomplete;
       return;
     }
 
@@ -372,6 +385,17 @@ void add_export_command(CLI::App& app, int& status) {
     auto& sink = out.sink;
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+    options.retry = make_retry_policy(args->server, *sink, options.account_name);
+    // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
+    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(false) : parse_size(args->server.daily_budget);
+    std::optional<batch::BudgetStore> budgets;
+    if (budget && !options.dry_run) {
+      budgets.emplace(options.archive_dir);
+      budgets->check("export " + options.account_name, budget);
+      options.after_message = [&budgets, budget, key = "export " + options.account_name](uint64_t bytes) {
+        budgets->charge(key, bytes, budget);
+      };
+    }
     exporting::ExportSummary summary;
     try {
       summary = exporting::run_export(options, *sink);

@@ -263,6 +263,9 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
 void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
   if (!session) session = connect_and_login(options_);  // login before anything touches the archive
+  if (std::string provider = session->detected_provider(); !provider.empty())
+    emit({{"event", "provider"}, {"provider", provider}, {"detected", true},
+          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies", summary_.server, provider)}});
   int connections = options_.connections;
   if (connections <= 0) {
     auto t0 = Clock::now();
@@ -845,6 +848,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     ++done;
     done_bytes += m.body.size();
     commit_if_due(lane);
+    if (options_.after_message) options_.after_message(m.body.size());
     if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
       last_progress = Clock::now();
       progress(false);

@@ -89,6 +89,11 @@ struct ExportOptions {
   // the export stops with Error(interrupted) after committing what arrived
   // (a batch's per-account deadline). Empty: never.
   std::function<bool()> cancelled;
+  // Called after each message is archived with its size, from the lane's
+  // thread: may block (a per-server rate cap shared by a batch) or throw
+  // (Error(throttled) when a daily budget is spent: the message is kept, the
+  // account stops as resumable). Empty: nothing.
+  std::function<void(uint64_t bytes)> after_message;
 };
 
 struct FolderResult {

@@ -129,4 +129,54 @@ std::optional<std::vector<uint32_t>> parse_search_response(std::string_view line
   return uids;
 }
 
+namespace {
+
+// Case-insensitive find of `needle` (lower-case) in `hay`.
+size_t ifind(std::string_view hay, std::string_view needle) {
+  if (needle.size() > hay.size()) return std::string_view::npos;
+  for (size_t i = 0; i + needle.size() <= hay.size(); ++i) {
+    bool same = true;
+    for (size_t k = 0; k < needle.size() && same; ++k)
+      same = std::tolower(static_cast<unsigned char>(hay[i + k])) == needle[k];
+    if (same) return i;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+std::optional<ThrottleHint> parse_throttle_hint(std::string_view text, ThrottleContext context) {
+  std::optional<ThrottleHint> hint;
+  // The response code, if the text starts with one.
+  std::string code;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close != std::string_view::npos) {
+      std::string_view c = text.substr(1, close - 1);
+      c = c.substr(0, c.find(' '));
+      for (char ch : c) code += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    }
+  }
+  if (code == "THROTTLED" || code == "UNAVAILABLE" || (code == "OVERQUOTA" && context == ThrottleContext::download))
+    hint = ThrottleHint{code, std::nullopt};
+  if (ifind(text, "exceeded bandwidth limits") != std::string_view::npos && context == ThrottleContext::download)
+    hint = ThrottleHint{"bandwidth limit exceeded", std::nullopt};
+  if (ifind(text, "too many simultaneous connections") != std::string_view::npos)
+    hint = ThrottleHint{"too many simultaneous connections", std::nullopt};
+  if (ifind(text, "request is throttled") != std::string_view::npos) hint = ThrottleHint{"throttled", std::nullopt};
+  constexpr std::string_view label = "suggested backoff time:";
+  size_t at = ifind(text, label);
+  if (at != std::string_view::npos) {
+    size_t i = at + label.size();
+    while (i < text.size() && text[i] == ' ') ++i;
+    uint64_t n = 0;
+    size_t start = i;
+    while (i < text.size() && digit(text[i]) && i - start < 13) n = n * 10 + static_cast<uint64_t>(text[i++] - '0');
+    if (!hint) hint = ThrottleHint{"throttled", std::nullopt};
+    hint->reason = "Suggested Backoff Time";
+    if (i > start) hint->backoff_ms = std::min<uint64_t>(n, uint64_t{1} << 40);
+  }
+  return hint;
+}
+
 }  // namespace imapstage::imap

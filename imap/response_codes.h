@@ -51,4 +51,25 @@ std::optional<uint64_t> parse_literal_size(std::string_view line, bool* malforme
 // SEARCH response or holds something other than UIDs (0 or > 2^32-1 included).
 std::optional<std::vector<uint32_t>> parse_search_response(std::string_view line);
 
+// A server telling the client to slow down or come back later.
+struct ThrottleHint {
+  std::string reason;                     // short: "THROTTLED", "Suggested Backoff Time", ...
+  std::optional<uint64_t> backoff_ms;     // the wait the server suggested, when it named one
+};
+
+// Where the text was seen: download-side responses (FETCH, SELECT, BYE)
+// also treat [OVERQUOTA] and Gmail's "exceeded bandwidth limits" as
+// throttling; on APPEND, [OVERQUOTA] means the target mailbox is full
+// (a limit, not throttling) and is not a hint.
+enum class ThrottleContext { download, upload };
+
+// Looks for a throttling hint in the text of a NO, BAD or BYE response
+// (`text` is what follows the status, response code included):
+//   - Microsoft 365: "Request is throttled. Suggested Backoff Time: N milliseconds"
+//     (the number is taken, capped at 2^40 ms; case-insensitive)
+//   - response codes [THROTTLED], [UNAVAILABLE] (RFC 5530), [OVERQUOTA] (download only)
+//   - Gmail: "Account exceeded bandwidth limits" (download only), "Too many simultaneous connections"
+// nullopt when there is none. Never throws.
+std::optional<ThrottleHint> parse_throttle_hint(std::string_view text, ThrottleContext context = ThrottleContext::download);
+
 }  // namespace imapstage::imap

@@ -393,13 +393,54 @@ struct Session::Impl {
 
   [[noreturn]] void die(std::string_view what, std::string_view detail, std::string_view folder_raw = {}) {
     if (guard.broken()) refuse_wire(what, folder_raw);
+    // A BYE that says why (throttling), or a BYE after a response that did.
+    if (auto hint = parse_throttle_hint(bye_text(detail))) throttled(what, *hint, detail, folder_raw);
+    if (last_hint) throttled(what, *last_hint, detail, folder_raw);
     close_stream();
     throw Error(ErrorKind::network, fmt::format("{} at {}: {}", what, where, detail), Retry::now, here(folder_raw));
+  }
+
+  // The text of a BYE in `detail` ("... * BYE text"), or `detail`.
+  static std::string_view bye_text(std::string_view detail) {
+    size_t at = detail.find("BYE ");
+    return at == std::string_view::npos ? detail : detail.substr(at + 4);
+  }
+
+  // Closes the connection (a throttling server closes it anyway, and what
+  // was in flight is lost) and throws Error(throttled, now) carrying the
+  // server's suggested wait.
+  [[noreturn]] void throttled(std::string_view what, const ThrottleHint& hint, std::string_view text,
+                              std::string_view folder_raw = {}) {
+    close_stream();
+    std::optional<std::chrono::milliseconds> after;
+    if (hint.backoff_ms) after = std::chrono::milliseconds(*hint.backoff_ms);
+    throw Error(ErrorKind::throttled, fmt::format("{}: {} throttles this account ({}): {}", what, where, hint.reason, text),
+                Retry::now, here(folder_raw))
+        .with_retry_after(after);
+  }
+
+  // The last completion seen with a throttling hint on this connection
+  // (a BYE that follows it is throttling too).
+  std::optional<ThrottleHint> last_hint;
+
+  // When the NO/BAD/BYE `text` carries a throttling hint: throttled().
+  void throw_if_throttled(std::string_view what, std::string_view text,
+                          ThrottleContext context = ThrottleContext::download, std::string_view folder_raw = {}) {
+    if (auto hint = parse_throttle_hint(text, context)) throttled(what, *hint, text, folder_raw);
+  }
+
+  // The server's text with the response code libetpan took apart put back ("[ATOM] text").
+  std::string coded_server_text() const {
+    const char* atom = imap && imap->imap_response_info ? imap->imap_response_info->rsp_atom : nullptr;
+    std::string text = server_text();
+    return atom && *atom ? fmt::format("[{}] {}", atom, text) : text;
   }
 
   // Throws the right Error for a libetpan result code `r` of `what`.
   [[noreturn]] void fail(int r, std::string_view what, std::string_view folder_raw = {}) {
     if (guard.broken()) refuse_wire(what, folder_raw);
+    if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_STREAM && r != MAILIMAP_ERROR_PARSE && r != MAILIMAP_ERROR_MEMORY)
+      throw_if_throttled(what, coded_server_text(), ThrottleContext::download, folder_raw);
     if (kills_session(r)) {
       std::string detail = etpan_error_name(r);
       if (r == MAILIMAP_ERROR_FATAL && !server_text().empty()) detail += ": " + server_text();
@@ -421,7 +462,9 @@ struct Session::Impl {
   // login says the login no longer grants access (an OAuth2 token that
   // expired mid-session). A new login may succeed: the connection is dropped
   // and Error(network, now) thrown, so the caller reconnects (and renews the token).
+  // (Throttling first: a NO that says the server throttles is throttled().)
   void throw_if_login_ended(std::string_view what, std::string_view folder_raw = {}) {
+    throw_if_throttled(what, coded_server_text(), ThrottleContext::download, folder_raw);
     const char* atom = imap && imap->imap_response_info ? imap->imap_response_info->rsp_atom : nullptr;
     if (!atom || (strcasecmp(atom, "EXPIRED") != 0 && strcasecmp(atom, "AUTHENTICATIONFAILED") != 0)) return;
     std::string code = atom, text = server_text();
@@ -546,6 +589,11 @@ struct Session::Impl {
     write("\r\n", what);
     flush(what);
     TaggedReply reply = read_until_tagged(tag, what, false, on_untagged);
+    if (reply.status == "NO" || reply.status == "BAD")
+      throw_if_throttled(what, reply.text,
+                         text.rfind("APPEND", 0) == 0 || text.find("STORE") != std::string::npos
+                             ? ThrottleContext::upload
+                             : ThrottleContext::download);
     return reply;
   }
 
@@ -685,7 +733,22 @@ struct Session::Impl {
             ++answered_count;
             if (k + 1 == sent) newest_started = true;
             const TaggedReply& reply = reader.tagged();
-            if (reply.status == "NO" && (iequals(reply.code, "EXPIRED") || iequals(reply.code, "AUTHENTICATIONFAILED"))) {
+            std::optional<ThrottleHint> hint;
+            if (reply.status == "NO" || reply.status == "BAD") hint = parse_throttle_hint(reply.text);
+            if (hint) {
+              // Throttled: nothing more is sent; the connection is closed once the sent commands are answered.
+              last_hint = hint;
+              if (!refused || refused->kind() != ErrorKind::throttled) {
+                std::optional<std::chrono::milliseconds> after;
+                if (hint->backoff_ms) after = std::chrono::milliseconds(*hint->backoff_ms);
+                refused = Error(ErrorKind::throttled,
+                                fmt::format("UID FETCH: {} throttles this account ({}): {}", where, hint->reason,
+                                            reply.text),
+                                Retry::now, here())
+                              .with_retry_after(after);
+              }
+              login_ended = true;
+            } else if (reply.status == "NO" && (iequals(reply.code, "EXPIRED") || iequals(reply.code, "AUTHENTICATIONFAILED"))) {
               // As throw_if_login_ended: the login expired; reconnect.
               if (!refused)
                 refused = Error(ErrorKind::network,
@@ -925,6 +988,9 @@ void Session::login_once(const Credentials& c) {
   }
   if (r != MAILIMAP_NO_ERROR) {
     if (kills_session(r)) s.fail(r, "login");
+    // Throttled logins (Microsoft 365 "Request is throttled", [THROTTLED]) are no refusal.
+    if (auto hint = parse_throttle_hint(s.coded_server_text()); hint && hint->reason != "UNAVAILABLE")
+      s.throttled("login", *hint, s.coded_server_text());
     // RFC 5530: the server could not check the credentials just now; they were not refused.
     const char* atom = s.imap->imap_response_info ? s.imap->imap_response_info->rsp_atom : nullptr;
     if (atom && strcasecmp(atom, "UNAVAILABLE") == 0)
@@ -958,6 +1024,8 @@ bool Session::send_id(const std::vector<std::pair<std::string, std::string>>& fi
 const Endpoint& Session::endpoint() const { return impl_->endpoint; }
 const std::set<std::string>& Session::capabilities() const { return impl_->caps; }
 bool Session::has_capability(std::string_view name) const { return impl_->has(name); }
+std::string Session::detected_provider() const { return impl_->has("X-GM-EXT-1") ? "gmail" : ""; }
+
 uint64_t Session::append_limit() const { return impl_->append_limit; }
 
 std::vector<ListEntry> Session::list() {
@@ -1101,6 +1169,7 @@ StatusInfo Session::status(std::string_view name_raw) {
   if (r != MAILIMAP_NO_ERROR) {
     if (result) mailimap_mailbox_data_status_free(result);
     if (kills_session(r)) s.fail(r, "STATUS", name_raw);
+    s.throw_if_throttled("STATUS", s.coded_server_text(), ThrottleContext::download, name_raw);
     std::string text = s.server_text();
     throw Error(ErrorKind::protocol, fmt::format("STATUS of folder {}: {}", utf7_decode(name_raw), text),
                 Retry::never, s.here(name_raw));
@@ -1201,6 +1270,28 @@ std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore
 
 }  // namespace
 
+std::vector<std::vector<UidRange>> split_sequence_set(const std::vector<UidRange>& ranges, size_t max_chars) {
+  std::vector<std::vector<UidRange>> out;
+  size_t length = 0;
+  for (const UidRange& r : ranges) {
+    size_t len = to_sequence_set({r}).size();
+    if (out.empty() || (length > 0 && length + 1 + len > max_chars)) {
+      out.emplace_back();
+      length = 0;
+    }
+    length += (length ? 1 : 0) + len;
+    out.back().push_back(r);
+  }
+  return out;
+}
+
+namespace {
+
+// Room in a command line for the UID set: the longest line less what surrounds the set.
+size_t set_room(const Endpoint& e) { return e.max_command_length > 200 ? e.max_command_length - 100 : 100; }
+
+}  // namespace
+
 void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                             const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
                             const std::function<void(size_t batch)>& on_done, size_t in_flight,
@@ -1211,11 +1302,20 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
   std::vector<const std::vector<UidRange>*> ranges;
   std::vector<std::string> commands;
   std::vector<size_t> index;  // command -> batch (empty batches are not sent)
+  // A batch whose UID set is too long for one line goes out as several commands.
+  std::vector<std::vector<UidRange>> parts_storage;
   for (size_t b = 0; b < batches.size(); ++b) {
     if (batches[b].empty()) continue;
-    ranges.push_back(&batches[b]);
-    commands.push_back(body_fetch_command(batches[b], condstore));
-    index.push_back(b);
+    for (auto& part : split_sequence_set(batches[b], set_room(s.endpoint))) {
+      parts_storage.push_back(std::move(part));
+      index.push_back(b);
+    }
+  }
+  std::vector<size_t> pending(batches.size(), 0);  // commands of a batch not yet answered
+  for (size_t k = 0; k < parts_storage.size(); ++k) {
+    ranges.push_back(&parts_storage[k]);
+    commands.push_back(body_fetch_command(parts_storage[k], condstore));
+    ++pending[index[k]];
   }
   if (on_done)
     for (size_t b = 0; b < batches.size(); ++b)
@@ -1237,9 +1337,12 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
         body = std::move(m.body);  // its capacity serves the next message, unless the caller kept it
       },
       [&](size_t k) {
-        if (on_done) on_done(index[k]);
+        if (on_done && --pending[index[k]] == 0) on_done(index[k]);
       },
-      before_send ? std::function<void(size_t)>([&](size_t k) { before_send(index[k]); })
+      // A batch sent as several commands is announced once, before its first.
+      before_send ? std::function<void(size_t)>([&](size_t k) {
+        if (k == 0 || index[k - 1] != index[k]) before_send(index[k]);
+      })
                   : std::function<void(size_t)>());
 }
 
@@ -1255,9 +1358,17 @@ void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint6
   if (uids.empty()) return;
   bool condstore = s.has("CONDSTORE");
   if (changed_since && !condstore) changed_since.reset();
-  std::string command = fmt::format("UID FETCH {} (UID FLAGS{})", to_sequence_set(uids), condstore ? " MODSEQ" : "");
-  if (changed_since) command += fmt::format(" (CHANGEDSINCE {})", *changed_since);
-  s.run_fetches({&uids}, {command}, false, 1,
+  auto parts = split_sequence_set(uids, set_room(s.endpoint));
+  std::vector<const std::vector<UidRange>*> ranges;
+  std::vector<std::string> commands;
+  for (auto& part : parts) {
+    std::string command =
+        fmt::format("UID FETCH {} (UID FLAGS{})", to_sequence_set(part), condstore ? " MODSEQ" : "");
+    if (changed_since) command += fmt::format(" (CHANGEDSINCE {})", *changed_since);
+    ranges.push_back(&part);
+    commands.push_back(std::move(command));
+  }
+  s.run_fetches(ranges, commands, false, 1,
                 [&](size_t, FetchData& p, std::string&) {
                   if (!p.has_flags) return;
                   on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies)});
@@ -1270,7 +1381,14 @@ void Session::fetch_sizes(const std::vector<UidRange>& uids,
   Impl& s = *impl_;
   s.ensure_alive();
   if (uids.empty()) return;
-  s.run_fetches({&uids}, {fmt::format("UID FETCH {} (UID RFC822.SIZE)", to_sequence_set(uids))}, false, 1,
+  auto parts = split_sequence_set(uids, set_room(s.endpoint));
+  std::vector<const std::vector<UidRange>*> ranges;
+  std::vector<std::string> commands;
+  for (auto& part : parts) {
+    ranges.push_back(&part);
+    commands.push_back(fmt::format("UID FETCH {} (UID RFC822.SIZE)", to_sequence_set(part)));
+  }
+  s.run_fetches(ranges, commands, false, 1,
                 [&](size_t, FetchData& p, std::string&) {
                   if (p.has_size) on_size(p.uid, p.size);
                 },
@@ -1372,11 +1490,13 @@ void Session::expunge_uids(const std::vector<uint32_t>& uids) {
                 Retry::never, s.here());
   std::vector<UidRange> ranges;
   for (uint32_t uid : uids) ranges.push_back({uid, uid});
-  std::string set = to_sequence_set(ranges);
-  TaggedReply r = s.command("UID STORE " + set + " +FLAGS.SILENT (\\Deleted)", "UID STORE");
-  if (r.status == "OK") r = s.command("UID EXPUNGE " + set, "UID EXPUNGE");
-  if (r.status != "OK")
-    throw Error(ErrorKind::protocol, fmt::format("cannot expunge messages: {}", r.text), Retry::never, s.here());
+  for (auto& part : split_sequence_set(ranges, set_room(s.endpoint))) {
+    std::string set = to_sequence_set(part);
+    TaggedReply r = s.command("UID STORE " + set + " +FLAGS.SILENT (\\Deleted)", "UID STORE");
+    if (r.status == "OK") r = s.command("UID EXPUNGE " + set, "UID EXPUNGE");
+    if (r.status != "OK")
+      throw Error(ErrorKind::protocol, fmt::format("cannot expunge messages: {}", r.text), Retry::never, s.here());
+  }
 }
 
 std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const std::vector<AppendItem>& items,
@@ -1517,6 +1637,8 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
       return;
     }
     std::string code = upper(reply.code.substr(0, reply.code.find(' ')));
+    if (reply.status == "NO" || reply.status == "BAD")
+      s.throw_if_throttled("APPEND", reply.text, ThrottleContext::upload, mailbox_raw);
     if (reply.status == "NO" && (code == "EXPIRED" || code == "AUTHENTICATIONFAILED")) {
       // The login expired (an OAuth2 token): as a dropped connection, the
       // caller reconnects and finds out what arrived.

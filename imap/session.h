@@ -40,6 +40,10 @@ struct Endpoint {
   // response line to 64 MiB, nesting to 256 parentheses, and the responses
   // to one command to 2 x timeout of waiting plus a second per 4 KiB received.
   uint64_t max_message_size = 1ull << 30;
+  // The longest command line sent: a UID set that would make a UID FETCH,
+  // UID STORE or UID EXPUNGE longer is split over several commands
+  // (Microsoft 365 answers "BAD Command Argument Error. 11" to long lines).
+  size_t max_command_length = 8000;
 
   uint16_t effective_port() const { return port ? port : (tls == TlsMode::implicit ? 993 : 143); }
   std::string address() const;             // "host:port"
@@ -190,6 +194,9 @@ class Session {
   bool has_capability(std::string_view name) const;
   // The APPENDLIMIT the server announced, 0 if none.
   uint64_t append_limit() const;
+  // The hosted service the capabilities give away: "gmail" when X-GM-EXT-1
+  // is offered; "" otherwise. (Microsoft 365 announces nothing of its own.)
+  std::string detected_provider() const;
 
   // All mailboxes (LIST "" "*") with subscription state (LSUB "" "*"), sorted by name_raw.
   std::vector<ListEntry> list();
@@ -327,6 +334,9 @@ class Session {
 
 // Renders ranges as an IMAP sequence set ("1:5,9,12:*").
 std::string to_sequence_set(const std::vector<UidRange>& ranges);
+// Splits `ranges`, in order, into parts whose sequence set is at most
+// `max_chars` long (a single range longer than that stays alone).
+std::vector<std::vector<UidRange>> split_sequence_set(const std::vector<UidRange>& ranges, size_t max_chars);
 
 // Parses an IMAP date-time ("17-Jul-1996 02:44:25 -0700") into unix seconds
 // and zone minutes; formats one back (always two-digit day with leading space

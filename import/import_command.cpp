@@ -4,6 +4,7 @@
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
+#include "batch/budget.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -92,12 +93,16 @@ void print_batch_report(const batch::BatchReport& report, const std::string& acc
   std::printf("\nimport batch%s: %zu accounts, %zu done now, %zu failed, %zu done earlier",
               r.resumed ? " (resumed)" : "", r.total, r.done, r.failed, r.skipped);
   if (r.not_started) std::printf(", %zu not started", r.not_started);
+  if (r.parked) std::printf(", %zu parked (resumable later)", r.parked);
   if (!report.refused.empty()) std::printf(", %zu lines refused", report.refused.size());
   std::printf("\n");
   for (auto& e : report.refused) std::printf("  %s line %zu: %s\n", accounts_file.c_str(), e.line, e.message.c_str());
   for (auto& a : r.state.accounts)
     if (a.status == batch::AccountStatus::error)
       std::printf("  %s (line %zu): %s\n", a.key.c_str(), a.line, a.error.c_str());
+    else if (a.status == batch::AccountStatus::parked)
+      std::printf("  %s (line %zu): parked until %s: %s\n", a.key.c_str(), a.line,
+                  batch::resume_text(a.resume_at).c_str(), a.error.c_str());
   if (!report.complete()) std::printf("see imapstage status --archive DIR; run the same command again to resume\n");
 }
 
@@ -204,12 +209,19 @@ void add_import_command(CLI::App& app, int& status) {
       auto& sink = out.sink;
       auto* terminal = out.terminal;
       for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+      options.retry = make_retry_policy(args->server, *sink, "");
+      options.retry.wait_when_throttled = false;  // a throttled account gives its slot to others
+      options.runner.max_throttle_wait = options.retry.max_throttle_wait;
+      if (!args->server.daily_budget.empty()) options.daily_budget = parse_size(args->server.daily_budget);
+      if (!args->batch.server_max_bandwidth.empty())
+        options.server_max_bytes_per_second = double(parse_size(args->batch.server_max_bandwidth));
+      options.server_max_messages_per_second = args->batch.server_max_messages_per_second;
       auto report = batch::run_import_batch(options, *sink);
       if (terminal) {
         terminal->finish();
         print_batch_report(report, args->batch.accounts);
       }
-      status = report.complete() ? kExitOk : kExitIncomplete;
+      status = report.complete() ? kExitOk : report.only_parked() ? kExitResumable : kExitIncomplete;
       return;
     }
 
@@ -230,6 +242,7 @@ void add_import_command(CLI::App& app, int& status) {
     options.dry_run = args->dry_run;
     options.sync_expunges = args->sync_expunges;
     options.policy = policy;
+    options.policy.restore_flagged = profile.restore_flagged;
     options.connections = args->connections.value_or(0);  // two, four on a slow link
     options.credentials = login.credentials;
 
@@ -237,6 +250,20 @@ void add_import_command(CLI::App& app, int& status) {
     auto& sink = out.sink;
     auto* terminal = out.terminal;
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
+    options.retry = make_retry_policy(args->server, *sink, options.target_name);
+    // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
+    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(true) : parse_size(args->server.daily_budget);
+    std::optional<batch::BudgetStore> budgets;
+    if (budget && !options.dry_run) {
+      budgets.emplace(options.archive_dir);
+      std::string key = "import " + (options.account.empty() ? std::string("*") : options.account) + " -> " +
+                        options.target_name;
+      budgets->check(key, budget);
+      options.policy.before_append = [&budgets, budget, key](uint64_t bytes, uint64_t) {
+        budgets->check(key, budget);
+        budgets->charge(key, bytes, budget, false);
+      };
+    }
     importing::ImportSummary summary;
     try {
       summary = importing::run_import(options, *sink);

@@ -240,6 +240,7 @@ class AccountImport {
   // --max-errors, and the rate caps every connection shares.
   std::atomic<uint64_t> failures_{0};
   std::unique_ptr<RateLimiter> limiter_;
+  std::atomic<bool> provider_noted_{false};  // the detected provider was reported
   bool too_many_errors() { return options_.policy.max_errors && root().failures_ >= options_.policy.max_errors; }
   // Not sent, by policy (--too-big skip): its in-flight record goes.
   void skip(ImportFolderResult& result, const MessageRecord& m, uint64_t limit, const std::string& reason);
@@ -295,6 +296,10 @@ void AccountImport::ensure_session() {
   if (session_) return;
   session_ = imap::Session::connect(options_.endpoint);
   session_->login(options_.credentials);
+  if (std::string provider = session_->detected_provider(); !provider.empty() && !root().provider_noted_.exchange(true))
+    emit({{"event", "provider"}, {"provider", provider}, {"detected", true},
+          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies", options_.endpoint.address(),
+                               provider)}});
 }
 
 void AccountImport::revive(const std::string& target_raw) {
@@ -905,6 +910,7 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
       bytes += bodies[i].size();
     }
+    if (options_.policy.before_append) options_.policy.before_append(bytes, to - from);
     root().limiter_->acquire(bytes, to - from);
     return session_->append(m.target_raw, items, synchronizing);
   };
@@ -955,6 +961,15 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
     result.bytes_appended += bodies[i].size();
     ++done;
     done_bytes += bodies[i].size();
+  }
+  if (options_.policy.restore_flagged) {
+    // The target drops \Flagged given with APPEND: set the flags again.
+    for (size_t i = 0; i < ready.size(); ++i) {
+      if (!results.at(i).ok || !results[i].uid) continue;
+      if (std::find(flags[i].begin(), flags[i].end(), "\\Flagged") == flags[i].end()) continue;
+      if (results[i].uidvalidity && results[i].uidvalidity != info.uidvalidity) continue;
+      session_->store_flags(results[i].uid, flags[i]);
+    }
   }
   // The done records become durable with the next window's commit (or at the
   // end of the folder): lost in a crash, their in-flight records are

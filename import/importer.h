@@ -52,6 +52,15 @@ struct ImportPolicy {
   // whole account (every connection together).
   double max_bytes_per_second = 0;
   double max_messages_per_second = 0;
+  // Provider quirk (Microsoft 365 drops \Flagged given with APPEND): after
+  // an APPEND that returned a UID, the message's flags are STOREd again
+  // when they include \Flagged.
+  bool restore_flagged = false;
+  // Called before each APPEND group with its bytes and messages: may block
+  // (a per-server rate cap shared by a batch) or throw (Error(throttled)
+  // when a daily budget is spent: nothing of the group is sent, the account
+  // stops as resumable). Empty: nothing.
+  std::function<void(uint64_t bytes, uint64_t messages)> before_append;
 };
 
 struct ImportOptions {

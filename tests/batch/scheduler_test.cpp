@@ -4,7 +4,9 @@
 #include <map>
 #include <mutex>
 #include <algorithm>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -116,6 +118,31 @@ TEST(Scheduler, DefaultJobs) {
   // min(CPUs + 1, 6), whatever the machine.
   int cpus = static_cast<int>(std::thread::hardware_concurrency());
   EXPECT_EQ(default_jobs(), std::min(std::max(cpus, 1) + 1, 6));
+}
+
+TEST(Scheduler, ATaskThatAsksToWaitGivesItsSlotAndRunsAgainAfterTheWait) {
+  using Clock = std::chrono::steady_clock;
+  SchedulerOptions o;
+  o.jobs = 1;
+  o.max_load = 0;
+  o.load_poll = std::chrono::milliseconds(10);
+  std::mutex m;
+  std::vector<std::pair<size_t, Clock::time_point>> runs;
+  int first_runs = 0;
+  auto t0 = Clock::now();
+  size_t started = run_scheduled_again({{"a"}, {"a"}, {"a"}}, o, [&](size_t i) -> std::optional<Clock::time_point> {
+    std::lock_guard lock(m);
+    runs.emplace_back(i, Clock::now());
+    if (i == 0 && first_runs++ == 0) return Clock::now() + std::chrono::milliseconds(150);
+    return std::nullopt;
+  });
+  EXPECT_EQ(started, 3u);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0].first, 0u);
+  EXPECT_EQ(runs[1].first, 1u);  // the slot went to the others meanwhile
+  EXPECT_EQ(runs[2].first, 2u);
+  EXPECT_EQ(runs[3].first, 0u);
+  EXPECT_GE(runs[3].second - t0, std::chrono::milliseconds(150));
 }
 
 }  // namespace

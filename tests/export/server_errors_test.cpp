@@ -251,7 +251,7 @@ TEST_F(ExportServerErrorsTest, BandwidthCapHoldsWithinTenPercent) {
 }
 
 TEST_F(ExportServerErrorsTest, NoToOneUidFetchMarksThoseUidsFailed) {
-  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n", 1);
+  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [SERVERBUG] Internal error occurred\r\n", 1);
   RecordingSink events;
   auto s = run(events);
   EXPECT_FALSE(s.complete());

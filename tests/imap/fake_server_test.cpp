@@ -185,9 +185,9 @@ TEST_F(FakeServerTest, NoOrBadToUidFetchDeliversNothingAndKeepsTheSession) {
 }
 
 TEST_F(FakeServerTest, NoToListLsubAndStatusAreProtocolErrors) {
-  server_.on("^LIST", "* LIST () \"/\" INBOX\r\n$TAG NO [UNAVAILABLE] list failed\r\n", 1);
+  server_.on("^LIST", "* LIST () \"/\" INBOX\r\n$TAG NO [SERVERBUG] list failed\r\n", 1);
   server_.on("^LSUB", "* LSUB () \"/\" INBOX\r\n$TAG NO lsub failed\r\n", 1);
-  server_.on("^STATUS", "* STATUS INBOX (MESSAGES 5)\r\n$TAG NO [UNAVAILABLE] status failed\r\n", 1);
+  server_.on("^STATUS", "* STATUS INBOX (MESSAGES 5)\r\n$TAG NO [SERVERBUG] status failed\r\n", 1);
   server_.on("^EXAMINE", "* 5 EXISTS\r\n$TAG NO [SERVERBUG] examine failed\r\n", 1);
   server_.on("^UID SEARCH", "* SEARCH 1 2\r\n$TAG NO search failed\r\n", 1);
   auto s = logged_in(server_);
@@ -256,7 +256,7 @@ TEST_F(FakeServerTest, PartialFetchThenNoDeliversTheMessagesSent) {
   server_.on("^UID FETCH .*BODY", [](FakeExchange& x) {
     x.send(x.fetch_response(1));
     x.send(x.fetch_response(2));
-    x.tagged("NO [UNAVAILABLE] backend failure for the rest");
+    x.tagged("NO [SERVERBUG] backend failure for the rest");
   }, 1);
   auto s = logged_in(server_);
   s->examine("INBOX");

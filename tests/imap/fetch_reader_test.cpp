@@ -257,7 +257,7 @@ TEST_F(FetchReaderSessionTest, BatchesArePipelinedAndRepliesMatchedToTheirTags) 
 TEST_F(FetchReaderSessionTest, NoSettlesABatchAndBadStopsTheRest) {
   server_.on("^UID FETCH 3:4 ", [](FakeExchange& x) {
     x.send(x.fetch_response(4));
-    x.tagged("NO [UNAVAILABLE] could not read UID 3");
+    x.tagged("NO [SERVERBUG] could not read UID 3");
   }, 1);
   server_.on("^UID FETCH 5 ", "$TAG BAD [CLIENTBUG] confused\r\n", 1);
   auto s = logged_in();
