@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -19,6 +20,17 @@ struct MDB_env;
 struct MDB_txn;
 
 namespace imapstage::archive {
+
+// The keys of an encrypted archive's index (FORMAT.md, "Encryption"): every
+// value but those of `meta` and `packs` is sealed (AES-256-GCM under
+// `seal_key`, with its database and stored key as associated data, the
+// plain key inside), and the keys of `account_names`, `folder_names`,
+// `target_names` and `objects` are keyed hashes (HMAC-SHA-256 under
+// `name_key`) instead of names and content addresses.
+struct IndexKeys {
+  std::string name_key;  // 32 bytes
+  std::string seal_key;  // 32 bytes
+};
 
 class Index {
  public:
@@ -49,6 +61,15 @@ class Index {
 
   const std::filesystem::path& dir() const { return dir_; }
 
+  // From now on every transaction of this environment reads and writes the
+  // index as encrypted with `keys` (call before the first transaction).
+  // Callers keep using plain keys and values: get, put, del and scan
+  // translate them. Scans of a keyed-name database take only an empty
+  // `from` and `prefix` (for `folder_names`: at most the 4-byte account id);
+  // they visit its records in no meaningful order.
+  void set_keys(std::shared_ptr<const IndexKeys> keys) { keys_ = std::move(keys); }
+  bool encrypted() const { return keys_ != nullptr; }
+
   class Txn {
    public:
     Txn(Txn&&) noexcept;
@@ -71,8 +92,12 @@ class Index {
    private:
     friend class Index;
     Txn(const Index& index, MDB_txn* txn) : index_(&index), txn_(txn) {}
+    // The key as stored: a keyed hash for the keyed-name databases of an encrypted index.
+    std::string stored_key(Db db, std::string_view key) const;
     const Index* index_;
     MDB_txn* txn_;
+    // Opened values of an encrypted index, kept as long as the transaction.
+    mutable std::deque<std::string> held_;
   };
 
   Txn read() const;
@@ -87,6 +112,7 @@ class Index {
   Txn begin(bool write) const;
   std::filesystem::path dir_;
   MDB_env* env_;
+  std::shared_ptr<const IndexKeys> keys_;
   unsigned dbi_[kDbCount] = {};
 };
 

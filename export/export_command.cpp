@@ -7,6 +7,7 @@
 
 #include "batch/batch_display.h"
 #include "batch/batch_jobs.h"
+#include "archive-format/keys.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -34,6 +35,7 @@ struct ExportArgs {
   std::optional<int> connections;
   double commit_interval = 2.0;
   bool dry_run = false;
+  bool encrypt = false;  // --encrypt: a new archive is created encrypted
   bool json = false;
   std::string log_file;  // --log-file: JSON events appended here too
   int verbosity = 0;
@@ -245,6 +247,9 @@ void add_export_command(CLI::App& app, int& status) {
                   "Seconds between commits (each makes what was fetched durable with an fsync; a crash or kill "
                   "loses at most this much work, fetched again by the next run; default 2)")
       ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_flag("--encrypt", args->encrypt,
+                "Create the archive encrypted when it does not exist yet (as imapstage init --encrypt; an existing "
+                "archive must already be encrypted)");
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_option("--log-file", args->log_file,
@@ -252,6 +257,15 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_flag("-v,--verbose", [args](int64_t n) { args->verbosity = static_cast<int>(n); }, "More detail");
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
+    if (args->encrypt && !args->dry_run) {
+      std::error_code ec;
+      if (!std::filesystem::exists(std::filesystem::path(args->archive) / "FORMAT", ec))
+        create_encrypted_archive(args->archive, archive::ScryptParams{}.log_n);
+      else if (!archive::has_key_file(args->archive))
+        throw Error(ErrorKind::usage,
+                    "--encrypt: the archive exists and is not encrypted (encryption is chosen when one is created)",
+                    Retry::never, {.file = args->archive});
+    }
     if (!args->source.empty()) {
       run_file_source_export(*args, status);
       return;
