@@ -507,7 +507,8 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
       reached = rec->offset + rec->record_size;
       if (reached > p.committed_size) break;
       if (rec->offset < from || rec->kind != archive::RecordKind::journal) continue;
-      auto j = codec::decode_journal(archive::decode_payload(*rec, reader.read_payload(), path));
+      auto j = codec::decode_journal(archive::decode_payload(*rec, reader.read_payload(), path,
+                                                             a.keys() ? &a.keys()->records() : nullptr));
       if (j.sequence > base.journal_sequence && j.sequence <= head.journal_sequence) journals[j.sequence] = std::move(j);
     }
   }
