@@ -520,7 +520,7 @@ std::string seal_value(const IndexKeys& keys, Index::Db db, std::string_view sto
   plain.append(key);
   plain.append(value);
   std::string nonce = random_bytes(kGcmNonceSize);
-  GcmStream gcm(GcmStream::Direction::encrypt, keys.seal_key, nonce, value_aad(db, stored_key));
+  GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, nonce, value_aad(db, stored_key));
   std::string out = nonce;
   gcm.update(plain, out);
   out += gcm.finish_encrypt();
@@ -536,7 +536,7 @@ std::pair<std::string_view, std::string_view> open_value(const IndexKeys& keys, 
     return Error(ErrorKind::corrupt, fmt::format("a sealed value in {} {}", Index::db_name(db), what));
   };
   if (sealed.size() < kGcmNonceSize + kGcmTagSize + 4) throw bad("is too short");
-  GcmStream gcm(GcmStream::Direction::decrypt, keys.seal_key, sealed.substr(0, kGcmNonceSize),
+  GcmStream gcm(GcmStream::Direction::decrypt, *keys.seal_key, sealed.substr(0, kGcmNonceSize),
                 value_aad(db, stored_key));
   plain.clear();
   gcm.update(sealed.substr(kGcmNonceSize, sealed.size() - kGcmNonceSize - kGcmTagSize), plain);
@@ -561,7 +561,7 @@ std::string Index::Txn::stored_key(Db db, std::string_view key) const {
   std::string mac_in = db_name(db);
   mac_in.push_back('\0');
   mac_in.append(key);
-  k += hmac_sha256(index_->keys_->name_key, mac_in);
+  k += index_->keys_->name_key->mac(mac_in);
   return k;
 }
 

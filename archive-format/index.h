@@ -19,6 +19,11 @@
 struct MDB_env;
 struct MDB_txn;
 
+namespace imapstage {
+class HmacKey;  // common/aead.h
+class GcmKey;   // common/aead.h
+}  // namespace imapstage
+
 namespace imapstage::archive {
 
 // The keys of an encrypted archive's index (FORMAT.md, "Encryption"): every
@@ -28,8 +33,8 @@ namespace imapstage::archive {
 // `target_names` and `objects` are keyed hashes (HMAC-SHA-256 under
 // `name_key`) instead of names and content addresses.
 struct IndexKeys {
-  std::string name_key;  // 32 bytes
-  std::string seal_key;  // 32 bytes
+  std::shared_ptr<const HmacKey> name_key;  // K_iname
+  std::shared_ptr<const GcmKey> seal_key;   // K_idx
 };
 
 class Index {

@@ -60,20 +60,28 @@ std::string slot_kek(std::string_view passphrase, const KeySlot& slot) {
 
 ArchiveKeys::ArchiveKeys(std::string master) : master_(std::move(master)) {
   if (master_.size() != 32) throw Error(ErrorKind::internal, "a master key must be 32 bytes");
-  records_.name_key = derive(master_, "imapstage object name");
-  records_.seal_key = derive(master_, "imapstage record key");
+  auto prepared_mac = [&](const char* label) {
+    std::string k = derive(master_, label);
+    auto key = std::make_shared<const HmacKey>(k);
+    wipe(k);
+    return key;
+  };
+  auto prepared_gcm = [&](const char* label) {
+    std::string k = derive(master_, label);
+    auto key = std::make_shared<const GcmKey>(k);
+    wipe(k);
+    return key;
+  };
+  records_.name_key = prepared_mac("imapstage object name");
+  records_.seal_key = prepared_gcm("imapstage record key");
   auto index = std::make_shared<IndexKeys>();
-  index->name_key = derive(master_, "imapstage index name");
-  index->seal_key = derive(master_, "imapstage index key");
+  index->name_key = prepared_mac("imapstage index name");
+  index->seal_key = prepared_gcm("imapstage index key");
   index_ = index;
   key_id_ = hex(derive(master_, "imapstage key id").substr(0, 16));
 }
 
-ArchiveKeys::~ArchiveKeys() {
-  wipe(master_);
-  wipe(records_.name_key);
-  wipe(records_.seal_key);
-}
+ArchiveKeys::~ArchiveKeys() { wipe(master_); }
 
 bool has_key_file(const std::filesystem::path& dir) {
   std::error_code ec;

@@ -270,7 +270,7 @@ void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*,
   char nonce[kGcmNonceSize];
   if (input_full(input, nonce, sizeof nonce) != sizeof nonce)
     corrupt_record(file, info.offset, "the file ended while reading the payload", hex);
-  GcmStream gcm(GcmStream::Direction::decrypt, keys->seal_key, std::string_view(nonce, sizeof nonce),
+  GcmStream gcm(GcmStream::Direction::decrypt, *keys->seal_key, std::string_view(nonce, sizeof nonce),
                 seal_aad(info.kind, info.hash, info.raw_size));
   uint64_t left = info.stored_size - kSealOverhead;
   std::string sealed, opened;
@@ -462,7 +462,7 @@ PackRecordInfo PackWriter::append_streamed(
   if (w.keys) {
     sealed_produce = [&](const std::function<void(std::string_view)>& out) {
       std::string nonce = random_bytes(kGcmNonceSize);
-      GcmStream gcm(GcmStream::Direction::encrypt, w.keys->seal_key, nonce, seal_aad(kind, hash, raw_size));
+      GcmStream gcm(GcmStream::Direction::encrypt, *w.keys->seal_key, nonce, seal_aad(kind, hash, raw_size));
       out(nonce);
       std::string sealed;
       plain_produce([&](std::string_view piece) {
@@ -777,7 +777,7 @@ std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::str
   if (keys) {
     // The whole payload is opened (a group is at most a few MiB): the tag covers all of it.
     if (stored.size() < kSealOverhead) corrupt_record(file, info.offset, "a sealed payload shorter than 28 bytes");
-    GcmStream gcm(GcmStream::Direction::decrypt, keys->seal_key, stored.substr(0, kGcmNonceSize),
+    GcmStream gcm(GcmStream::Direction::decrypt, *keys->seal_key, stored.substr(0, kGcmNonceSize),
                   seal_aad(info.kind, info.hash, info.raw_size));
     gcm.update(stored.substr(kGcmNonceSize, stored.size() - kSealOverhead), opened);
     try {
@@ -837,14 +837,14 @@ std::string read_group(const std::filesystem::path& file, uint64_t offset, const
 std::string seal_payload(const RecordKeys& keys, RecordKind kind, const Hash& name, uint64_t raw_size,
                          std::string_view frame) {
   std::string out = random_bytes(kGcmNonceSize);
-  GcmStream gcm(GcmStream::Direction::encrypt, keys.seal_key, out, seal_aad(kind, name, raw_size));
+  GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, out, seal_aad(kind, name, raw_size));
   gcm.update(frame, out);
   out += gcm.finish_encrypt();
   return out;
 }
 
 Hash RecordKeys::name(const Hash& plain) const {
-  std::string mac = hmac_sha256(name_key, std::string_view(reinterpret_cast<const char*>(plain.data()), plain.size()));
+  std::string mac = name_key->mac(std::string_view(reinterpret_cast<const char*>(plain.data()), plain.size()));
   Hash out;
   std::memcpy(out.data(), mac.data(), out.size());
   return out;

@@ -20,6 +20,11 @@
 
 #include "archive-format/hash.h"
 
+namespace imapstage {
+class HmacKey;  // common/aead.h
+class GcmKey;   // common/aead.h
+}  // namespace imapstage
+
 namespace imapstage::archive {
 
 // What a record holds.
@@ -57,8 +62,8 @@ inline constexpr uint64_t kMaxObjectInMemory = 1ull << 30;
 // its header (kind, name, raw size). Functions below that take `keys` work on
 // plain records when it is null.
 struct RecordKeys {
-  std::string name_key;  // 32 bytes: HMAC-SHA-256 key of record names
-  std::string seal_key;  // 32 bytes: AES-256-GCM key of payloads
+  std::shared_ptr<const HmacKey> name_key;  // HMAC-SHA-256 key of record names (K_name)
+  std::shared_ptr<const GcmKey> seal_key;   // AES-256-GCM key of payloads (K_rec)
   // The name a record header carries for content whose SHA-256 is `plain`.
   Hash name(const Hash& plain) const;
 };

@@ -144,6 +144,74 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   return out;
 }
 
+struct HmacKey::Impl {
+  EVP_MD* md = nullptr;
+  EVP_MD_CTX* inner = nullptr;  // SHA-256 state after key ^ ipad
+  EVP_MD_CTX* outer = nullptr;  // SHA-256 state after key ^ opad
+  ~Impl() {
+    EVP_MD_CTX_free(inner);
+    EVP_MD_CTX_free(outer);
+    EVP_MD_free(md);
+  }
+};
+
+HmacKey::HmacKey(std::string_view key) : impl_(std::make_unique<Impl>()) {
+  impl_->md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  impl_->inner = EVP_MD_CTX_new();
+  impl_->outer = EVP_MD_CTX_new();
+  if (!impl_->md || !impl_->inner || !impl_->outer) throw Error(ErrorKind::internal, "cannot set up HMAC-SHA-256");
+  unsigned char block[64] = {};
+  if (key.size() > sizeof block) {
+    unsigned int n = 0;
+    EVP_Digest(key.data(), key.size(), block, &n, impl_->md, nullptr);
+  } else {
+    std::copy(key.begin(), key.end(), block);
+  }
+  unsigned char pad[64];
+  for (size_t i = 0; i < 64; ++i) pad[i] = block[i] ^ 0x36;
+  bool ok = EVP_DigestInit_ex(impl_->inner, impl_->md, nullptr) == 1 && EVP_DigestUpdate(impl_->inner, pad, 64) == 1;
+  for (size_t i = 0; i < 64; ++i) pad[i] = block[i] ^ 0x5c;
+  ok = ok && EVP_DigestInit_ex(impl_->outer, impl_->md, nullptr) == 1 && EVP_DigestUpdate(impl_->outer, pad, 64) == 1;
+  OPENSSL_cleanse(block, sizeof block);
+  OPENSSL_cleanse(pad, sizeof pad);
+  if (!ok) throw Error(ErrorKind::internal, "cannot set up HMAC-SHA-256");
+}
+HmacKey::~HmacKey() = default;
+
+std::string HmacKey::mac(std::string_view data) const {
+  struct Scratch {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Scratch() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Scratch scratch;
+  unsigned char inner_hash[32];
+  unsigned int n = 0;
+  std::string out(32, '\0');
+  bool ok = scratch.ctx && EVP_MD_CTX_copy_ex(scratch.ctx, impl_->inner) == 1 &&
+            EVP_DigestUpdate(scratch.ctx, data.data(), data.size()) == 1 &&
+            EVP_DigestFinal_ex(scratch.ctx, inner_hash, &n) == 1 && EVP_MD_CTX_copy_ex(scratch.ctx, impl_->outer) == 1 &&
+            EVP_DigestUpdate(scratch.ctx, inner_hash, 32) == 1 && EVP_DigestFinal_ex(scratch.ctx, bytes(out), &n) == 1;
+  if (!ok) throw Error(ErrorKind::internal, "HMAC-SHA-256 failed");
+  return out;
+}
+
+struct GcmKey::Impl {
+  Ctx enc;
+  Ctx dec;
+};
+
+GcmKey::GcmKey(std::string_view key) : impl_(std::make_unique<Impl>(Impl{new_ctx(), new_ctx()})) {
+  check_key(key);
+  for (int enc = 0; enc < 2; ++enc) {
+    EVP_CIPHER_CTX* c = enc ? impl_->enc.get() : impl_->dec.get();
+    if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), nullptr, nullptr, nullptr, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, kNonce, nullptr) != 1 ||
+        EVP_CipherInit_ex(c, nullptr, nullptr, bytes(key), nullptr, enc) != 1)
+      throw Error(ErrorKind::internal, "AES-256-GCM setup failed");
+  }
+}
+GcmKey::~GcmKey() = default;
+
 struct GcmStream::Impl {
   Ctx ctx;
   Direction direction;
@@ -159,6 +227,17 @@ GcmStream::GcmStream(Direction direction, std::string_view key, std::string_view
   bool ok = EVP_CipherInit_ex(c, EVP_aes_256_gcm(), nullptr, nullptr, nullptr, enc) == 1 &&
             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, kNonce, nullptr) == 1 &&
             EVP_CipherInit_ex(c, nullptr, nullptr, bytes(key), bytes(nonce), enc) == 1 &&
+            (aad.empty() || EVP_CipherUpdate(c, nullptr, &len, bytes(aad), static_cast<int>(aad.size())) == 1);
+  if (!ok) throw Error(ErrorKind::internal, "AES-256-GCM setup failed");
+}
+GcmStream::GcmStream(Direction direction, const GcmKey& key, std::string_view nonce, std::string_view aad)
+    : impl_(std::make_unique<Impl>(Impl{new_ctx(), direction})) {
+  if (nonce.size() != kNonce) throw Error(ErrorKind::internal, "an AES-GCM nonce must be 12 bytes");
+  EVP_CIPHER_CTX* c = impl_->ctx.get();
+  bool enc = direction == Direction::encrypt;
+  int len = 0;
+  bool ok = EVP_CIPHER_CTX_copy(c, enc ? key.impl_->enc.get() : key.impl_->dec.get()) == 1 &&
+            EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, bytes(nonce), enc) == 1 &&
             (aad.empty() || EVP_CipherUpdate(c, nullptr, &len, bytes(aad), static_cast<int>(aad.size())) == 1);
   if (!ok) throw Error(ErrorKind::internal, "AES-256-GCM setup failed");
 }

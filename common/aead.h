@@ -35,6 +35,38 @@ std::string scrypt(std::string_view passphrase, std::string_view salt, unsigned 
 // HMAC-SHA-256 of `data` under `key` (32 bytes out).
 std::string hmac_sha256(std::string_view key, std::string_view data);
 
+// An HMAC-SHA-256 key prepared for many messages (its pads hashed once):
+// the same result as hmac_sha256, about five times faster for short data.
+// Thread-safe after construction.
+class HmacKey {
+ public:
+  explicit HmacKey(std::string_view key);
+  ~HmacKey();
+  HmacKey(const HmacKey&) = delete;
+  HmacKey& operator=(const HmacKey&) = delete;
+  // 32 bytes.
+  std::string mac(std::string_view data) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// An AES-256-GCM key prepared once (its key schedule), for GcmStream.
+// Thread-safe after construction.
+class GcmKey {
+ public:
+  explicit GcmKey(std::string_view key);  // kAeadKeySize bytes
+  ~GcmKey();
+  GcmKey(const GcmKey&) = delete;
+  GcmKey& operator=(const GcmKey&) = delete;
+
+ private:
+  friend class GcmStream;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 inline constexpr size_t kGcmNonceSize = 12;
 inline constexpr size_t kGcmTagSize = 16;
 
@@ -45,6 +77,8 @@ class GcmStream {
   enum class Direction { encrypt, decrypt };
   // Throws Error(internal) for a bad key or nonce size.
   GcmStream(Direction direction, std::string_view key, std::string_view nonce, std::string_view aad);
+  // The same with a prepared key.
+  GcmStream(Direction direction, const GcmKey& key, std::string_view nonce, std::string_view aad);
   ~GcmStream();
   GcmStream(GcmStream&&) noexcept;
   GcmStream& operator=(GcmStream&&) noexcept;
