@@ -554,14 +554,22 @@ std::pair<std::string_view, std::string_view> open_value(const IndexKeys& keys, 
 
 }  // namespace
 
+void Index::set_keys(std::shared_ptr<const IndexKeys> keys) {
+  std::lock_guard lock(keys_mutex_);
+  if (keys_owner_) return;
+  keys_owner_ = std::move(keys);
+  keys_.store(keys_owner_.get());
+}
+
 std::string Index::Txn::stored_key(Db db, std::string_view key) const {
-  if (!index_->keys_ || !keyed_name_db(db)) return std::string(key);
+  const IndexKeys* keys = index_->keys_.load();
+  if (!keys || !keyed_name_db(db)) return std::string(key);
   size_t clear = std::min(clear_prefix(db), key.size());
   std::string k(key.substr(0, clear));
   std::string mac_in = db_name(db);
   mac_in.push_back('\0');
   mac_in.append(key);
-  k += index_->keys_->name_key->mac(mac_in);
+  k += keys->name_key->mac(mac_in);
   return k;
 }
 
@@ -575,9 +583,10 @@ std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) con
   int rc = mdb_get(txn_, index_->dbi_[db], &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc) index_->fail(rc, std::string("read of ") + db_name(db));
-  if (!index_->keys_ || !sealed_db(db)) return view(v);
+  const IndexKeys* keys = index_->keys_.load();
+  if (!keys || !sealed_db(db)) return view(v);
   std::string plain;
-  auto [pk, pv] = open_value(*index_->keys_, db, sk, view(v), plain);
+  auto [pk, pv] = open_value(*keys, db, sk, view(v), plain);
   if (pk != key) throw Error(ErrorKind::corrupt, fmt::format("a sealed value in {} is filed under another key", db_name(db)));
   size_t at = 4 + pk.size();
   held_.push_back(std::move(plain));
@@ -587,7 +596,7 @@ std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) con
 void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
   std::string sk = stored_key(db, key);
   std::string sealed;
-  if (index_->keys_ && sealed_db(db)) sealed = seal_value(*index_->keys_, db, sk, key, value);
+  if (const IndexKeys* keys = index_->keys_.load(); keys && sealed_db(db)) sealed = seal_value(*keys, db, sk, key, value);
   MDB_val k = val(sk), v = val(sealed.empty() ? value : std::string_view(sealed));
   int rc = mdb_put(txn_, index_->dbi_[db], &k, &v, 0);
   if (rc) index_->fail(rc, std::string("write to ") + db_name(db));
@@ -607,10 +616,11 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
   Cursor cur;
   int rc = mdb_cursor_open(txn_, index_->dbi_[db], &cur.c);
   if (rc) index_->fail(rc, std::string("scan of ") + db_name(db));
-  bool keyed = index_->keys_ && keyed_name_db(db);
+  const IndexKeys* keys = index_->keys_.load();
+  bool keyed = keys && keyed_name_db(db);
   if (keyed && (prefix.size() > clear_prefix(db) || from.size() > clear_prefix(db)))
     throw Error(ErrorKind::internal, std::string("a keyed scan of ") + db_name(db) + " from a name");
-  bool sealed = index_->keys_ && sealed_db(db);
+  bool sealed = keys && sealed_db(db);
   std::string_view start = from < prefix ? prefix : from;
   MDB_val k = val(start), v{};
   rc = start.empty() ? mdb_cursor_get(cur.c, &k, &v, MDB_FIRST) : mdb_cursor_get(cur.c, &k, &v, MDB_SET_RANGE);
@@ -619,7 +629,7 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
     auto key = view(k);
     if (key.substr(0, prefix.size()) != prefix) return;
     if (sealed) {
-      auto [pk, pv] = open_value(*index_->keys_, db, key, view(v), plain);
+      auto [pk, pv] = open_value(*keys, db, key, view(v), plain);
       if (!keyed && pk != key)
         throw Error(ErrorKind::corrupt, fmt::format("a sealed value in {} is filed under another key", db_name(db)));
       if (!fn(pk, pv)) return;

@@ -5,11 +5,13 @@
 // transaction that is not committed is aborted by its destructor.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -72,8 +74,9 @@ class Index {
   // translate them. Scans of a keyed-name database take only an empty
   // `from` and `prefix` (for `folder_names`: at most the 4-byte account id);
   // they visit its records in no meaningful order.
-  void set_keys(std::shared_ptr<const IndexKeys> keys) { keys_ = std::move(keys); }
-  bool encrypted() const { return keys_ != nullptr; }
+  // Kept once set: an archive's keys never change (thread-safe).
+  void set_keys(std::shared_ptr<const IndexKeys> keys);
+  bool encrypted() const { return keys_.load() != nullptr; }
 
   class Txn {
    public:
@@ -117,7 +120,9 @@ class Index {
   Txn begin(bool write) const;
   std::filesystem::path dir_;
   MDB_env* env_;
-  std::shared_ptr<const IndexKeys> keys_;
+  std::shared_ptr<const IndexKeys> keys_owner_;   // guarded by keys_mutex_
+  std::mutex keys_mutex_;
+  std::atomic<const IndexKeys*> keys_{nullptr};
   unsigned dbi_[kDbCount] = {};
 };
 
