@@ -773,27 +773,34 @@ std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::str
   if (info.raw_size > kMaxGroupRaw)
     corrupt_record(file, info.offset, fmt::format("a group record of {} bytes (at most {})", info.raw_size, kMaxGroupRaw));
   if (stored.size() != info.stored_size) corrupt_record(file, info.offset, "payload size differs from its header");
-  std::string opened;
+  // A sealed payload is opened piece by piece, only as far as the table
+  // reaches; its tag is not checked here: the members' bytes are only ever
+  // taken from a whole payload opened and checked by decode_payload.
+  std::optional<GcmStream> gcm;
+  std::string_view sealed;
+  std::string chunk;
   if (keys) {
-    // The whole payload is opened (a group is at most a few MiB): the tag covers all of it.
     if (stored.size() < kSealOverhead) corrupt_record(file, info.offset, "a sealed payload shorter than 28 bytes");
-    GcmStream gcm(GcmStream::Direction::decrypt, *keys->seal_key, stored.substr(0, kGcmNonceSize),
-                  seal_aad(info.kind, info.hash, info.raw_size));
-    gcm.update(stored.substr(kGcmNonceSize, stored.size() - kSealOverhead), opened);
-    try {
-      gcm.finish_decrypt(stored.substr(stored.size() - kGcmTagSize));
-    } catch (const Error&) {
-      corrupt_record(file, info.offset, "the sealed payload does not authenticate (damaged, or another key)");
-    }
-    stored = opened;
+    gcm.emplace(GcmStream::Direction::decrypt, *keys->seal_key, stored.substr(0, kGcmNonceSize),
+                seal_aad(info.kind, info.hash, info.raw_size));
+    sealed = stored.substr(kGcmNonceSize, stored.size() - kSealOverhead);
   }
   FrameDCtx frame_ctx;
   ZSTD_DCtx* dctx = frame_ctx.get();
   std::string head;
   std::string out_buf(4096, '\0');
-  ZSTD_inBuffer in{stored.data(), stored.size(), 0};
+  ZSTD_inBuffer in{stored.data(), keys ? 0 : stored.size(), 0};
+  auto refill = [&] {
+    if (!keys || sealed.empty() || in.pos < in.size) return;
+    std::string_view piece = sealed.substr(0, 16384);
+    sealed.remove_prefix(piece.size());
+    chunk.clear();
+    gcm->update(piece, chunk);
+    in = ZSTD_inBuffer{chunk.data(), chunk.size(), 0};
+  };
   uint64_t need = 4;
   while (head.size() < need) {
+    refill();
     ZSTD_outBuffer o{out_buf.data(), out_buf.size(), 0};
     size_t rc = ZSTD_decompressStream(dctx, &o, &in);
     if (ZSTD_isError(rc))
@@ -806,7 +813,7 @@ std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::str
       need = 4 + 40 * count;
       if (need > info.raw_size) corrupt_record(file, info.offset, "the group's member table is cut short");
     }
-    if (head.size() < need && (rc == 0 || (o.pos == 0 && in.pos == in.size)))
+    if (head.size() < need && (rc == 0 || (o.pos == 0 && in.pos == in.size && sealed.empty())))
       corrupt_record(file, info.offset, "the group's member table is cut short");
   }
   return parse_group_table(head, info.raw_size, file, info.offset);
