@@ -21,8 +21,10 @@
 
 #include "archive-format/codec.h"
 #include "archive-format/index.h"
+#include "archive-format/keys.h"
 #include "archive-format/layout.h"
 #include "archive-format/pack.h"
+#include "common/aead.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -115,6 +117,10 @@ struct Archive::Impl {
   std::unique_ptr<WriterLock> lock;
   std::shared_ptr<Index> index;
   std::string archive_id;
+  std::shared_ptr<const ArchiveKeys> keys;  // of an encrypted archive
+  const RecordKeys* record_keys() const { return keys ? &keys->records() : nullptr; }
+  // The name a record header carries for content hashing to `hash`.
+  Hash record_name(const Hash& hash) const { return keys ? keys->records().name(hash) : hash; }
 
   // Serializes every index write and all pack writing.
   std::mutex commit_mutex;
@@ -154,6 +160,12 @@ struct Archive::Impl {
   // Calls fn(key, value) for every entry of `db` under `prefix`, a chunk per short read transaction.
   void scan(Index::Db db, const std::string& prefix,
             const std::function<bool(std::string_view, std::string_view)>& fn) const {
+    if (index->encrypted() && db == Index::objects) {
+      // Keyed names cannot resume a scan by a plain key: one read transaction.
+      auto txn = index->read();
+      txn.scan(db, "", prefix, fn);
+      return;
+    }
     std::string from = prefix;
     while (true) {
       std::vector<std::pair<std::string, std::string>> chunk;
@@ -211,7 +223,7 @@ struct Archive::Impl {
       if (txn.get(Index::packs, codec::u64_key(id))) continue;
       break;
     }
-    PackSlot slot{id, PackWriter::create(pack_path(id), id, dir), kPackHeaderSize, 0, 0, false};
+    PackSlot slot{id, PackWriter::create(pack_path(id), id, dir, record_keys()), kPackHeaderSize, 0, 0, false};
     try {
       auto txn = index->write();
       txn.put(Index::packs, codec::u64_key(id), codec::encode_pack({id, kPackHeaderSize, 0, false}));
@@ -399,7 +411,7 @@ struct Archive::Impl {
     });
     for (auto& p : unsealed) {
       if (!check_in_archive(dir, pack_path(p.id), false, true)) continue;  // missing: verify reports it
-      PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size, dir), p.committed_size, p.records,
+      PackSlot slot{p.id, PackWriter::open(pack_path(p.id), p.committed_size, dir, record_keys()), p.committed_size, p.records,
                     p.records, false};
       if (!current || slot.committed_size > current->committed_size) current = std::move(slot);
     }
@@ -421,7 +433,8 @@ namespace {
 bool left_by_interrupted_creation(const fs::directory_entry& entry) {
   std::error_code ec;
   auto name = entry.path().filename().string();
-  if (name == "lock" || name == "FORMAT.tmp") return entry.is_regular_file(ec);
+  if (name == "lock" || name == "FORMAT.tmp" || name == "keys" || name == "keys.tmp")
+    return entry.is_regular_file(ec);
   if (name == "packs") return entry.is_directory(ec) && fs::is_empty(entry.path(), ec);
   if (name != "index" || !entry.is_directory(ec)) return false;
   for (auto& file : fs::directory_iterator(entry.path(), ec)) {
@@ -431,9 +444,102 @@ bool left_by_interrupted_creation(const fs::directory_entry& entry) {
   return !ec;
 }
 
+std::mutex passphrase_mutex;
+PassphraseSource& default_passphrase_source() {
+  static PassphraseSource source;
+  return source;
+}
+
+// Keys unlocked in this process, by SHA-256 of the key file and the passphrase.
+std::mutex unlocked_mutex;
+std::map<Hash, std::shared_ptr<const ArchiveKeys>>& unlocked() {
+  static std::map<Hash, std::shared_ptr<const ArchiveKeys>> keys;
+  return keys;
+}
+
 }  // namespace
 
+void set_default_passphrase_source(PassphraseSource source) {
+  std::lock_guard lock(passphrase_mutex);
+  default_passphrase_source() = std::move(source);
+}
+
+bool has_default_passphrase_source() {
+  std::lock_guard lock(passphrase_mutex);
+  return static_cast<bool>(default_passphrase_source());
+}
+
+std::shared_ptr<const ArchiveKeys> unlock_archive(const fs::path& dir, const Archive::Options& options) {
+  if (!has_key_file(dir)) return nullptr;
+  KeyFile file = read_key_file(dir);
+  PassphraseSource source = options.passphrase;
+  if (!source) {
+    std::lock_guard lock(passphrase_mutex);
+    source = default_passphrase_source();
+  }
+  if (!source)
+    throw Error(ErrorKind::usage, "the archive is encrypted and no passphrase was given", Retry::never,
+                {.file = dir.string()});
+  SecretString passphrase(source(dir));
+  std::string material = encode_key_file(file);
+  material.push_back('\0');
+  material += passphrase.get();
+  Hash id = sha256(material);
+  wipe(material);
+  {
+    std::lock_guard lock(unlocked_mutex);
+    if (auto it = unlocked().find(id); it != unlocked().end()) return it->second;
+  }
+  std::string master = unlock_master(file, passphrase.get(), dir);
+  auto keys = std::make_shared<const ArchiveKeys>(master);
+  wipe(master);
+  std::lock_guard lock(unlocked_mutex);
+  unlocked()[id] = keys;
+  return keys;
+}
+
+struct Archive::NewKeys {
+  KeyFile file;
+  std::string master;
+};
+
+std::unique_ptr<Archive> Archive::create_encrypted(const fs::path& dir, std::string_view passphrase,
+                                                   const ScryptParams& kdf, Options options) {
+  std::error_code ec;
+  if (fs::exists(dir / "FORMAT", ec))
+    throw Error(ErrorKind::usage, "the directory already is an archive: encryption is chosen when one is created",
+                Retry::never, {.file = dir.string()});
+  NewKeys keys;
+  keys.master = new_master_key();
+  ArchiveKeys derived(keys.master);
+  keys.file.key_id = derived.key_id();
+  keys.file.slots.push_back(make_slot(1, keys.master, keys.file.key_id, passphrase, kdf));
+  auto archive = open(dir, Mode::create, std::move(options), &keys);
+  wipe(keys.master);
+  return archive;
+}
+
+std::unique_ptr<Archive> Archive::create_with_key_file(const fs::path& dir, const KeyFile& file,
+                                                       std::string_view master, Options options) {
+  std::error_code ec;
+  if (fs::exists(dir / "FORMAT", ec))
+    throw Error(ErrorKind::usage, "the directory already is an archive: encryption is chosen when one is created",
+                Retry::never, {.file = dir.string()});
+  NewKeys keys{file, std::string(master)};
+  if (ArchiveKeys(keys.master).key_id() != file.key_id)
+    throw Error(ErrorKind::internal, "the master key does not belong to the key file");
+  auto archive = open(dir, Mode::create, std::move(options), &keys);
+  wipe(keys.master);
+  return archive;
+}
+
 std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options options) {
+  return open(dir, mode, std::move(options), nullptr);
+}
+
+const ArchiveKeys* Archive::keys() const { return impl_->keys.get(); }
+
+std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options options, const NewKeys* new_keys) {
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
   impl->mode = mode;
@@ -465,23 +571,46 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
     }
     impl->lock = WriterLock::acquire(dir / "lock");
     creating = !fs::exists(format_file, ec);  // else another creator finished meanwhile
+    if (creating) {
+      // The key file comes first (FORMAT last): an interrupted creation leaves at most an unused one.
+      if (new_keys) {
+        write_key_file(dir, new_keys->file);
+        impl->keys = std::make_shared<const ArchiveKeys>(new_keys->master);
+      } else {
+        fs::remove(dir / kKeyFileName, ec);
+        fs::remove(dir / "keys.tmp", ec);
+      }
+    }
   }
+  if (new_keys && !creating)
+    throw Error(ErrorKind::usage, "the directory already is an archive: encryption is chosen when one is created",
+                Retry::never, where);
   uint32_t version = creating ? kFormatVersion : read_format_file(format_file);
   if (version == 0 || version > kFormatVersion)
     throw Error(ErrorKind::format,
                 fmt::format("archive format version {} is not supported by this build (it reads up to {})", version,
                             kFormatVersion),
                 Retry::never, where);
+  // Unlocked before anything is written: a wrong passphrase leaves the archive as it was.
+  if (!creating) impl->keys = unlock_archive(dir, options);
   if (writing && !impl->lock) impl->lock = WriterLock::acquire(dir / "lock");
   if (writing) make_dir_in_archive(dir, dir / "packs");
   else check_in_archive(dir, dir / "packs", true);
 
   impl->index = Index::open(dir / "index", options.map_size, writing);
+  if (impl->keys) impl->index->set_keys(impl->keys->index());
   impl->guarded([&] {
     std::optional<std::string> id;
     uint64_t sequence = 0;
     {
       auto txn = impl->index->read();
+      auto encryption = txn.get(Index::meta, "encryption");
+      if (encryption && !impl->keys)
+        throw Error(ErrorKind::format, "the archive is encrypted but its key file (keys) is missing", Retry::never,
+                    where);
+      if (encryption && *encryption != impl->keys->key_id())
+        throw Error(ErrorKind::corrupt, "the key file belongs to another archive (its key id differs)",
+                    Retry::never, where);
       if (auto v = txn.get(Index::meta, "format_version")) {
         if (v->size() != 4) throw Error(ErrorKind::corrupt, "malformed format_version in the index");
         if (from_le(*v) > kFormatVersion)
@@ -501,6 +630,7 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
       txn.put(Index::meta, "format_version", le32(kFormatVersion));
       txn.put(Index::meta, "archive_id", *id);
       txn.put(Index::meta, "journal_sequence", le64(0));
+      if (impl->keys) txn.put(Index::meta, "encryption", impl->keys->key_id());
       txn.commit();
     }
     impl->archive_id = *id;
@@ -695,7 +825,7 @@ std::shared_ptr<const std::string> Archive::Impl::group_payload(const ObjectLoca
   }
   std::shared_ptr<const std::string> raw;
   try {
-    raw = std::make_shared<const std::string>(read_group(file, loc.offset, dir));
+    raw = std::make_shared<const std::string>(read_group(file, loc.offset, dir, record_keys()));
   } catch (const Error& e) {
     // Named by the object asked for (the group's own hash means nothing to a user).
     ErrorWhere where = e.where();
@@ -724,8 +854,8 @@ std::string Archive::read_object(const Hash& hash) const {
   // only touched by bytes that really decompress.
   std::string raw;
   raw.reserve(static_cast<size_t>(loc.raw_size));
-  read_record_to(file, loc.offset, RecordKind::object, hash, loc.raw_size, impl_->dir,
-                 [&](std::string_view piece) { raw.append(piece); });
+  read_record_to(file, loc.offset, RecordKind::object, impl_->record_name(hash), loc.raw_size, impl_->dir,
+                 [&](std::string_view piece) { raw.append(piece); }, impl_->record_keys());
   return raw;
 }
 
@@ -738,7 +868,8 @@ void Archive::read_object_to(const Hash& hash, const ByteSink& out) const {
     for (size_t at = 0; at < bytes.size(); at += kPiece) out(bytes.substr(at, kPiece));
     return;
   }
-  read_record_to(file, loc.offset, RecordKind::object, hash, loc.raw_size, impl_->dir, out);
+  read_record_to(file, loc.offset, RecordKind::object, impl_->record_name(hash), loc.raw_size, impl_->dir, out,
+                 impl_->record_keys());
 }
 
 void Archive::check_object(const Hash& hash) const {

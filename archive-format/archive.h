@@ -29,8 +29,23 @@
 namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
-// version (1 to 3) is read too; a writer opening an older archive upgrades it.
-inline constexpr uint32_t kFormatVersion = 4;
+// version (1 to 4) is read too; a writer opening an older archive upgrades it.
+inline constexpr uint32_t kFormatVersion = 5;
+
+class ArchiveKeys;   // archive-format/keys.h
+struct KeyFile;      // archive-format/keys.h
+struct ScryptParams;  // archive-format/keys.h
+
+// Gives the passphrase of the encrypted archive at `dir` (FORMAT.md,
+// "Encryption"), e.g. from a file, the environment or a terminal prompt.
+// Throws (Error(usage)) when it has none.
+using PassphraseSource = std::function<std::string(const std::filesystem::path& dir)>;
+// The source used when Archive::Options::passphrase is empty (the command
+// line sets it once). Without either, opening an encrypted archive fails
+// with Error(usage).
+void set_default_passphrase_source(PassphraseSource source);
+// Whether a passphrase source is set (so an encrypted archive can be opened).
+bool has_default_passphrase_source();
 
 // System flags, as a bit set. \Recent is never stored.
 enum Flag : uint32_t {
@@ -272,6 +287,10 @@ class Archive {
     // records"). False writes one object record per object, as version 2
     // writers did: damage to one record then touches one message only.
     bool group_small_objects = true;
+    // The passphrase of an encrypted archive (else the default source). It
+    // is asked once per open; an archive unlocked with the same key file and
+    // passphrase before, in this process, reuses the keys it derived.
+    PassphraseSource passphrase;
   };
 
   // Opens the archive at `dir`. Throws Error(not_found) if it is not an
@@ -280,12 +299,27 @@ class Archive {
   // A writer truncates each unsealed pack to its committed size.
   static std::unique_ptr<Archive> open(const std::filesystem::path& dir, Mode mode, Options options);
   static std::unique_ptr<Archive> open(const std::filesystem::path& dir, Mode mode);
+  // An encrypted archive is unlocked first, before anything is written (a
+  // wrong passphrase: Error(auth), the archive untouched).
+  //
+  // Creates a new, empty encrypted archive at `dir` (missing or empty) with a
+  // random master key and one key slot for `passphrase`, and opens it for
+  // writing. Throws Error(usage) if `dir` already is an archive.
+  static std::unique_ptr<Archive> create_encrypted(const std::filesystem::path& dir, std::string_view passphrase,
+                                                   const ScryptParams& kdf, Options options);
+  // The same with a given key file and its master key (another archive's:
+  // both then share their keys, so bundles of one apply to the other).
+  static std::unique_ptr<Archive> create_with_key_file(const std::filesystem::path& dir, const KeyFile& file,
+                                                       std::string_view master, Options options);
   ~Archive();
 
   const std::filesystem::path& dir() const;
   bool writable() const;
   // The archive's random id (32 hex digits), made at creation and kept in the meta table.
   std::string archive_id() const;
+  // The keys of an encrypted archive (FORMAT.md, "Encryption"), or nullptr.
+  const ArchiveKeys* keys() const;
+  bool encrypted() const { return keys() != nullptr; }
 
   // The sequence number of the last journal record committed (FORMAT.md,
   // "meta"): as read at open, or as last committed by this writer. Journal
@@ -346,6 +380,9 @@ class Archive {
  private:
   friend class Batch;
   struct Impl;
+  struct NewKeys;
+  static std::unique_ptr<Archive> open(const std::filesystem::path& dir, Mode mode, Options options,
+                                       const NewKeys* new_keys);
   explicit Archive(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -357,6 +394,12 @@ class Archive {
 // no namespace: the name split at its separator, and for names under "INBOX"
 // with separator '.' (the Cyrus and Courier personal namespace) the "INBOX."
 // prefix taken off and returned in `prefix`. INBOX itself is {"INBOX"}.
+// The keys of the archive at `dir` when it is encrypted (unlocked with
+// options.passphrase or the default source), nullptr when it has no key file.
+// Throws Error(auth) for a wrong passphrase, Error(usage) without a source.
+std::shared_ptr<const ArchiveKeys> unlock_archive(const std::filesystem::path& dir,
+                                                  const Archive::Options& options);
+
 std::vector<std::string> path_of_v1_name(const std::string& name_utf8, char delimiter, std::string& prefix);
 
 void parse_flags(const std::vector<std::string>& imap_flags, uint32_t& bits, std::vector<std::string>& keywords);

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "archive-format/layout.h"
+#include "common/aead.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -492,8 +493,90 @@ Index::Txn Index::begin(bool write) const {
 Index::Txn Index::read() const { return begin(false); }
 Index::Txn Index::write() { return begin(true); }
 
-Index::Txn::Txn(Txn&& other) noexcept : index_(other.index_), txn_(other.txn_), write_(other.write_) {
+Index::Txn::Txn(Txn&& other) noexcept : index_(other.index_), txn_(other.txn_), write_(other.write_), held_(std::move(other.held_)) {
   other.txn_ = nullptr;
+}
+
+namespace {
+
+bool sealed_db(Index::Db db) { return db != Index::meta && db != Index::packs; }
+bool keyed_name_db(Index::Db db) {
+  return db == Index::account_names || db == Index::folder_names || db == Index::target_names || db == Index::objects;
+}
+// folder_names keys keep their account id in the clear (4 bytes), so one account's names stay together.
+size_t clear_prefix(Index::Db db) { return db == Index::folder_names ? 4 : 0; }
+
+std::string put_u32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (8 * i));
+  return s;
+}
+
+// Associated data of a sealed value: the database's name, a zero byte, the stored key.
+std::string value_aad(Index::Db db, std::string_view stored_key) {
+  std::string a = Index::db_name(db);
+  a.push_back('\0');
+  a.append(stored_key);
+  return a;
+}
+
+std::string seal_value(const IndexKeys& keys, Index::Db db, std::string_view stored_key, std::string_view key,
+                       std::string_view value) {
+  std::string plain = put_u32(static_cast<uint32_t>(key.size()));
+  plain.append(key);
+  plain.append(value);
+  std::string nonce = random_bytes(kGcmNonceSize);
+  GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, nonce, value_aad(db, stored_key));
+  std::string out = nonce;
+  gcm.update(plain, out);
+  out += gcm.finish_encrypt();
+  wipe(plain);
+  return out;
+}
+
+// The plain key and value of a sealed value; Error(corrupt) naming the database if it does not open.
+std::pair<std::string_view, std::string_view> open_value(const IndexKeys& keys, Index::Db db,
+                                                         std::string_view stored_key, std::string_view sealed,
+                                                         std::string& plain) {
+  auto bad = [&](const char* what) {
+    return Error(ErrorKind::corrupt, fmt::format("a sealed value in {} {}", Index::db_name(db), what));
+  };
+  if (sealed.size() < kGcmNonceSize + kGcmTagSize + 4) throw bad("is too short");
+  GcmStream gcm(GcmStream::Direction::decrypt, *keys.seal_key, sealed.substr(0, kGcmNonceSize),
+                value_aad(db, stored_key));
+  plain.clear();
+  gcm.update(sealed.substr(kGcmNonceSize, sealed.size() - kGcmNonceSize - kGcmTagSize), plain);
+  try {
+    gcm.finish_decrypt(sealed.substr(sealed.size() - kGcmTagSize));
+  } catch (const Error&) {
+    throw bad("does not authenticate (damaged, or another key)");
+  }
+  uint32_t n = 0;
+  for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<uint8_t>(plain[i])) << (8 * i);
+  if (n > plain.size() - 4) throw bad("has a malformed key");
+  std::string_view all(plain);
+  return {all.substr(4, n), all.substr(4 + n)};
+}
+
+}  // namespace
+
+void Index::set_keys(std::shared_ptr<const IndexKeys> keys) {
+  std::lock_guard lock(keys_mutex_);
+  if (keys_owner_) return;
+  keys_owner_ = std::move(keys);
+  keys_.store(keys_owner_.get());
+}
+
+std::string Index::Txn::stored_key(Db db, std::string_view key) const {
+  const IndexKeys* keys = index_->keys_.load();
+  if (!keys || !keyed_name_db(db)) return std::string(key);
+  size_t clear = std::min(clear_prefix(db), key.size());
+  std::string k(key.substr(0, clear));
+  std::string mac_in = db_name(db);
+  mac_in.push_back('\0');
+  mac_in.append(key);
+  k += keys->name_key->mac(mac_in);
+  return k;
 }
 
 Index::Txn::~Txn() {
@@ -501,21 +584,33 @@ Index::Txn::~Txn() {
 }
 
 std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) const {
-  MDB_val k = val(key), v{};
+  std::string sk = stored_key(db, key);
+  MDB_val k = val(sk), v{};
   int rc = mdb_get(txn_, index_->dbi_[db], &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc) index_->fail(rc, std::string("read of ") + db_name(db));
-  return view(v);
+  const IndexKeys* keys = index_->keys_.load();
+  if (!keys || !sealed_db(db)) return view(v);
+  std::string plain;
+  auto [pk, pv] = open_value(*keys, db, sk, view(v), plain);
+  if (pk != key) throw Error(ErrorKind::corrupt, fmt::format("a sealed value in {} is filed under another key", db_name(db)));
+  size_t at = 4 + pk.size();
+  held_.push_back(std::move(plain));
+  return std::string_view(held_.back()).substr(at);
 }
 
 void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
-  MDB_val k = val(key), v = val(value);
+  std::string sk = stored_key(db, key);
+  std::string sealed;
+  if (const IndexKeys* keys = index_->keys_.load(); keys && sealed_db(db)) sealed = seal_value(*keys, db, sk, key, value);
+  MDB_val k = val(sk), v = val(sealed.empty() ? value : std::string_view(sealed));
   int rc = mdb_put(txn_, index_->dbi_[db], &k, &v, 0);
   if (rc) index_->fail(rc, std::string("write to ") + db_name(db));
 }
 
 bool Index::Txn::del(Db db, std::string_view key) {
-  MDB_val k = val(key);
+  std::string sk = stored_key(db, key);
+  MDB_val k = val(sk);
   int rc = mdb_del(txn_, index_->dbi_[db], &k, nullptr);
   if (rc == MDB_NOTFOUND) return false;
   if (rc) index_->fail(rc, std::string("delete from ") + db_name(db));
@@ -570,14 +665,28 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
   Cursor cur;
   int rc = mdb_cursor_open(txn_, index_->dbi_[db], &cur.c);
   if (rc) index_->fail(rc, std::string("scan of ") + db_name(db));
+  const IndexKeys* keys = index_->keys_.load();
+  bool keyed = keys && keyed_name_db(db);
+  if (keyed && (prefix.size() > clear_prefix(db) || from.size() > clear_prefix(db)))
+    throw Error(ErrorKind::internal, std::string("a keyed scan of ") + db_name(db) + " from a name");
+  bool sealed = keys && sealed_db(db);
   std::string_view start = from < prefix ? prefix : from;
   MDB_val k = val(start), v{};
   rc = start.empty() ? mdb_cursor_get(cur.c, &k, &v, MDB_FIRST) : mdb_cursor_get(cur.c, &k, &v, MDB_SET_RANGE);
+  std::string plain;
   while (rc == 0) {
     auto key = view(k);
     if (key.substr(0, prefix.size()) != prefix) return;
     if (!fn(key, view(v))) return;
     if (++index_->scanned_ % kReleaseEvery == 0) index_->release_pages();
+    if (sealed) {
+      auto [pk, pv] = open_value(*keys, db, key, view(v), plain);
+      if (!keyed && pk != key)
+        throw Error(ErrorKind::corrupt, fmt::format("a sealed value in {} is filed under another key", db_name(db)));
+      if (!fn(pk, pv)) return;
+    } else if (!fn(key, view(v))) {
+      return;
+    }
     rc = mdb_cursor_get(cur.c, &k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND) index_->fail(rc, std::string("scan of ") + db_name(db));

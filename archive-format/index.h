@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -20,7 +21,23 @@
 struct MDB_env;
 struct MDB_txn;
 
+namespace imapstage {
+class HmacKey;  // common/aead.h
+class GcmKey;   // common/aead.h
+}  // namespace imapstage
+
 namespace imapstage::archive {
+
+// The keys of an encrypted archive's index (FORMAT.md, "Encryption"): every
+// value but those of `meta` and `packs` is sealed (AES-256-GCM under
+// `seal_key`, with its database and stored key as associated data, the
+// plain key inside), and the keys of `account_names`, `folder_names`,
+// `target_names` and `objects` are keyed hashes (HMAC-SHA-256 under
+// `name_key`) instead of names and content addresses.
+struct IndexKeys {
+  std::shared_ptr<const HmacKey> name_key;  // K_iname
+  std::shared_ptr<const GcmKey> seal_key;   // K_idx
+};
 
 class Index {
  public:
@@ -51,6 +68,16 @@ class Index {
 
   const std::filesystem::path& dir() const { return dir_; }
 
+  // From now on every transaction of this environment reads and writes the
+  // index as encrypted with `keys` (call before the first transaction).
+  // Callers keep using plain keys and values: get, put, del and scan
+  // translate them. Scans of a keyed-name database take only an empty
+  // `from` and `prefix` (for `folder_names`: at most the 4-byte account id);
+  // they visit its records in no meaningful order.
+  // Kept once set: an archive's keys never change (thread-safe).
+  void set_keys(std::shared_ptr<const IndexKeys> keys);
+  bool encrypted() const { return keys_.load() != nullptr; }
+
   class Txn {
    public:
     Txn(Txn&&) noexcept;
@@ -73,9 +100,13 @@ class Index {
    private:
     friend class Index;
     Txn(const Index& index, MDB_txn* txn, bool write) : index_(&index), txn_(txn), write_(write) {}
+    // The key as stored: a keyed hash for the keyed-name databases of an encrypted index.
+    std::string stored_key(Db db, std::string_view key) const;
     const Index* index_;
     MDB_txn* txn_;
     bool write_;
+    // Opened values of an encrypted index, kept as long as the transaction.
+    mutable std::deque<std::string> held_;
   };
 
   Txn read() const;
@@ -102,6 +133,9 @@ class Index {
   mutable std::mutex map_mutex_;               // guards map_ and the remapping in begin()
   mutable void* map_ = nullptr;                // LMDB's mapping of the data file, found by release_pages
   mutable size_t map_size_ = 0;
+  std::shared_ptr<const IndexKeys> keys_owner_;   // guarded by keys_mutex_
+  std::mutex keys_mutex_;
+  std::atomic<const IndexKeys*> keys_{nullptr};
   unsigned dbi_[kDbCount] = {};
 };
 

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "archive-format/layout.h"
+#include "common/aead.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -110,6 +111,16 @@ std::string encode_record_header(RecordKind kind, const Hash& hash, uint64_t raw
   return h;
 }
 
+// The associated data of a sealed payload: what its header says about it.
+std::string seal_aad(RecordKind kind, const Hash& name, uint64_t raw_size) {
+  std::string a(45, '\0');
+  std::memcpy(a.data(), kRecordMagic, 4);
+  a[4] = static_cast<char>(kind);
+  std::memcpy(a.data() + 5, name.data(), 32);
+  put_le(a.data() + 37, raw_size, 8);
+  return a;
+}
+
 // Checks a record header read at `offset` of a file of `file_size` bytes.
 PackRecordInfo parse_record_header(const char* h, uint64_t offset, uint64_t file_size,
                                    const std::filesystem::path& file, const std::string& expected_hex = {}) {
@@ -186,8 +197,8 @@ class FrameDCtx {
 // Decodes one record payload handed over in pieces by `input` (which fills
 // its buffer and returns the bytes given, 0 at the end): checks the frame,
 // the size and the hash; hands decoded bytes to `out` as they come.
-void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*, size_t)>& input,
-                   const std::filesystem::path& file, const ByteSink& out) {
+void decode_frame(const PackRecordInfo& info, const std::function<size_t(char*, size_t)>& input,
+                  const std::filesystem::path& file, const ByteSink& out, const RecordKeys* keys) {
   std::string hex = to_hex(info.hash);
   FrameDCtx frame_ctx;
   ZSTD_DCtx* dctx = frame_ctx.get();
@@ -233,7 +244,59 @@ void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*,
   if (produced != info.raw_size)
     corrupt_record(file, info.offset, fmt::format("payload decompresses to {} bytes, not {}", produced, info.raw_size),
                    hex);
-  if (sha.finish() != info.hash) corrupt_record(file, info.offset, "SHA-256 of the content does not match", hex);
+  Hash content = sha.finish();
+  if ((keys ? keys->name(content) : content) != info.hash)
+    corrupt_record(file, info.offset, "SHA-256 of the content does not match", hex);
+}
+
+// Reads exactly n bytes from `input`; returns how many it gave.
+size_t input_full(const std::function<size_t(char*, size_t)>& input, char* buf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    size_t got = input(buf + done, n - done);
+    if (got == 0) break;
+    done += got;
+  }
+  return done;
+}
+
+// Decodes one record payload (see decode_frame); with `keys` it is opened
+// first: nonce, ciphertext (decrypted as it passes), tag checked at the end.
+void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*, size_t)>& input,
+                   const std::filesystem::path& file, const ByteSink& out, const RecordKeys* keys = nullptr) {
+  if (!keys) return decode_frame(info, input, file, out, nullptr);
+  std::string hex = to_hex(info.hash);
+  if (info.stored_size < kSealOverhead) corrupt_record(file, info.offset, "a sealed payload shorter than 28 bytes", hex);
+  char nonce[kGcmNonceSize];
+  if (input_full(input, nonce, sizeof nonce) != sizeof nonce)
+    corrupt_record(file, info.offset, "the file ended while reading the payload", hex);
+  GcmStream gcm(GcmStream::Direction::decrypt, *keys->seal_key, std::string_view(nonce, sizeof nonce),
+                seal_aad(info.kind, info.hash, info.raw_size));
+  uint64_t left = info.stored_size - kSealOverhead;
+  std::string sealed, opened;
+  PackRecordInfo inner = info;
+  inner.stored_size = left;
+  decode_frame(inner,
+               [&](char* buf, size_t n) {
+                 n = static_cast<size_t>(std::min<uint64_t>(n, left));
+                 sealed.resize(n);
+                 size_t got = input_full(input, sealed.data(), n);
+                 sealed.resize(got);
+                 opened.clear();
+                 gcm.update(sealed, opened);
+                 std::memcpy(buf, opened.data(), got);
+                 left -= got;
+                 return got;
+               },
+               file, out, keys);
+  char tag[kGcmTagSize];
+  if (input_full(input, tag, sizeof tag) != sizeof tag)
+    corrupt_record(file, info.offset, "the file ended while reading the payload", hex);
+  try {
+    gcm.finish_decrypt(std::string_view(tag, sizeof tag));
+  } catch (const Error&) {
+    corrupt_record(file, info.offset, "the sealed payload does not authenticate (damaged, or another key)", hex);
+  }
 }
 
 }  // namespace
@@ -312,6 +375,7 @@ std::string Compressor::compress(std::string_view raw) {
 constexpr size_t kWriteBuffer = 1u << 20;
 
 struct PackWriter::Impl {
+  const RecordKeys* keys = nullptr;
   std::filesystem::path path;
   Fd fd;
   uint64_t size = 0;      // bytes written so far, buffered ones included
@@ -332,12 +396,14 @@ PackWriter::~PackWriter() = default;
 PackWriter::PackWriter(PackWriter&&) noexcept = default;
 PackWriter& PackWriter::operator=(PackWriter&&) noexcept = default;
 
-PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root) {
+PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root,
+                              const RecordKeys* keys) {
   std::error_code ec;
   auto dir = file.parent_path();
   bool new_dir = !std::filesystem::exists(dir, ec);
   make_dir_in_archive(root.empty() ? dir.parent_path() : root, dir);
   PackWriter w;
+  w.impl_->keys = keys;
   w.impl_->path = file;
   w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, root.empty() ? dir : root);
   char h[kPackHeaderSize] = {};
@@ -360,8 +426,10 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
   return w;
 }
 
-PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root) {
+PackWriter PackWriter::open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root,
+                            const RecordKeys* keys) {
   PackWriter w;
+  w.impl_->keys = keys;
   w.impl_->path = file;
   w.impl_->fd = open_file(file, O_RDWR, root);
   uint64_t actual = file_size_of(w.impl_->fd.get(), file);
@@ -386,9 +454,26 @@ PackRecordInfo PackWriter::append(RecordKind kind, const Hash& hash, uint64_t ra
 }
 
 PackRecordInfo PackWriter::append_streamed(
-    RecordKind kind, const Hash& hash, uint64_t raw_size,
-    const std::function<void(const std::function<void(std::string_view)>&)>& produce) {
+    RecordKind kind, const Hash& plain_hash, uint64_t raw_size,
+    const std::function<void(const std::function<void(std::string_view)>&)>& plain_produce) {
   Impl& w = *impl_;
+  const Hash hash = w.keys ? w.keys->name(plain_hash) : plain_hash;
+  std::function<void(const std::function<void(std::string_view)>&)> sealed_produce;
+  if (w.keys) {
+    sealed_produce = [&](const std::function<void(std::string_view)>& out) {
+      std::string nonce = random_bytes(kGcmNonceSize);
+      GcmStream gcm(GcmStream::Direction::encrypt, *w.keys->seal_key, nonce, seal_aad(kind, hash, raw_size));
+      out(nonce);
+      std::string sealed;
+      plain_produce([&](std::string_view piece) {
+        sealed.clear();
+        gcm.update(piece, sealed);
+        out(sealed);
+      });
+      out(gcm.finish_encrypt());
+    };
+  }
+  const auto& produce = w.keys ? sealed_produce : plain_produce;
   const uint64_t at = w.size;
   uint64_t stored = 0;
   // The record stays in the buffer while it fits; else what is buffered is
@@ -514,7 +599,7 @@ std::string PackReader::read_payload() {
 // ---- decoding ----------------------------------------------------------------
 
 void decode_payload_to(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
-                       const ByteSink& out) {
+                       const ByteSink& out, const RecordKeys* keys) {
   if (stored.size() != info.stored_size)
     corrupt_record(file, info.offset, "payload size differs from its header", to_hex(info.hash));
   size_t at = 0;
@@ -525,10 +610,11 @@ void decode_payload_to(const PackRecordInfo& info, std::string_view stored, cons
                   at += n;
                   return n;
                 },
-                file, out);
+                file, out, keys);
 }
 
-std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file) {
+std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                           const RecordKeys* keys) {
   if (info.raw_size > kMaxObjectInMemory)
     corrupt_record(file, info.offset,
                    fmt::format("the record claims {} bytes, more than the {} a message may have to be held in memory",
@@ -536,7 +622,7 @@ std::string decode_payload(const PackRecordInfo& info, std::string_view stored, 
                    to_hex(info.hash));
   std::string out;
   out.reserve(static_cast<size_t>(std::min<uint64_t>(info.raw_size, 1u << 20)));
-  decode_payload_to(info, stored, file, [&](std::string_view piece) { out.append(piece); });
+  decode_payload_to(info, stored, file, [&](std::string_view piece) { out.append(piece); }, keys);
   return out;
 }
 
@@ -586,18 +672,19 @@ std::string read_record(const std::filesystem::path& file, uint64_t offset, cons
 }
 
 std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
-                        const std::filesystem::path& root) {
+                        const std::filesystem::path& root, const RecordKeys* keys) {
   Fd fd;
   auto info = open_record(fd, file, offset, kind, expected, std::nullopt, root);
   if (info.raw_size > kMaxObjectInMemory) decode_payload(info, {}, file);  // refuses it, naming the record
   std::string stored(info.stored_size, '\0');
   if (pread_full(fd.get(), stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
     corrupt_record(file, offset, "the file ended while reading the payload", to_hex(expected));
-  return decode_payload(info, stored, file);
+  return decode_payload(info, stored, file, keys);
 }
 
 void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
-                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out) {
+                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out,
+                    const RecordKeys* keys) {
   Fd fd;
   auto info = open_record(fd, file, offset, kind, expected, raw_size, root);
   uint64_t at = offset + kRecordHeaderSize;
@@ -607,7 +694,7 @@ void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKi
                   at += got;
                   return got;
                 },
-                file, out);
+                file, out, keys);
 }
 
 // ---- group records -------------------------------------------------------------
@@ -681,18 +768,39 @@ std::vector<GroupMember> parse_group(std::string_view raw, const std::filesystem
 }
 
 std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::string_view stored,
-                                            const std::filesystem::path& file) {
+                                            const std::filesystem::path& file, const RecordKeys* keys) {
   if (info.kind != RecordKind::group) corrupt_record(file, info.offset, "the record is not a group");
   if (info.raw_size > kMaxGroupRaw)
     corrupt_record(file, info.offset, fmt::format("a group record of {} bytes (at most {})", info.raw_size, kMaxGroupRaw));
   if (stored.size() != info.stored_size) corrupt_record(file, info.offset, "payload size differs from its header");
+  // A sealed payload is opened piece by piece, only as far as the table
+  // reaches; its tag is not checked here: the members' bytes are only ever
+  // taken from a whole payload opened and checked by decode_payload.
+  std::optional<GcmStream> gcm;
+  std::string_view sealed;
+  std::string chunk;
+  if (keys) {
+    if (stored.size() < kSealOverhead) corrupt_record(file, info.offset, "a sealed payload shorter than 28 bytes");
+    gcm.emplace(GcmStream::Direction::decrypt, *keys->seal_key, stored.substr(0, kGcmNonceSize),
+                seal_aad(info.kind, info.hash, info.raw_size));
+    sealed = stored.substr(kGcmNonceSize, stored.size() - kSealOverhead);
+  }
   FrameDCtx frame_ctx;
   ZSTD_DCtx* dctx = frame_ctx.get();
   std::string head;
   std::string out_buf(4096, '\0');
-  ZSTD_inBuffer in{stored.data(), stored.size(), 0};
+  ZSTD_inBuffer in{stored.data(), keys ? 0 : stored.size(), 0};
+  auto refill = [&] {
+    if (!keys || sealed.empty() || in.pos < in.size) return;
+    std::string_view piece = sealed.substr(0, 16384);
+    sealed.remove_prefix(piece.size());
+    chunk.clear();
+    gcm->update(piece, chunk);
+    in = ZSTD_inBuffer{chunk.data(), chunk.size(), 0};
+  };
   uint64_t need = 4;
   while (head.size() < need) {
+    refill();
     ZSTD_outBuffer o{out_buf.data(), out_buf.size(), 0};
     size_t rc = ZSTD_decompressStream(dctx, &o, &in);
     if (ZSTD_isError(rc))
@@ -705,7 +813,7 @@ std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::str
       need = 4 + 40 * count;
       if (need > info.raw_size) corrupt_record(file, info.offset, "the group's member table is cut short");
     }
-    if (head.size() < need && (rc == 0 || (o.pos == 0 && in.pos == in.size)))
+    if (head.size() < need && (rc == 0 || (o.pos == 0 && in.pos == in.size && sealed.empty())))
       corrupt_record(file, info.offset, "the group's member table is cut short");
   }
   return parse_group_table(head, info.raw_size, file, info.offset);
@@ -723,13 +831,30 @@ std::string_view group_member(std::string_view payload, uint64_t member_offset, 
   return bytes;
 }
 
-std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root) {
+std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root,
+                       const RecordKeys* keys) {
   Fd fd;
   auto info = open_record(fd, file, offset, RecordKind::group, Hash{}, std::nullopt, root);
   std::string stored(info.stored_size, '\0');
   if (pread_full(fd.get(), stored.data(), stored.size(), offset + kRecordHeaderSize, file) < stored.size())
     corrupt_record(file, offset, "the file ended while reading the payload");
-  return decode_payload(info, stored, file);
+  return decode_payload(info, stored, file, keys);
+}
+
+std::string seal_payload(const RecordKeys& keys, RecordKind kind, const Hash& name, uint64_t raw_size,
+                         std::string_view frame) {
+  std::string out = random_bytes(kGcmNonceSize);
+  GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, out, seal_aad(kind, name, raw_size));
+  gcm.update(frame, out);
+  out += gcm.finish_encrypt();
+  return out;
+}
+
+Hash RecordKeys::name(const Hash& plain) const {
+  std::string mac = name_key->mac(std::string_view(reinterpret_cast<const char*>(plain.data()), plain.size()));
+  Hash out;
+  std::memcpy(out.data(), mac.data(), out.size());
+  return out;
 }
 
 std::string zstd_version() { return ZSTD_versionString(); }

@@ -20,6 +20,11 @@
 
 #include "archive-format/hash.h"
 
+namespace imapstage {
+class HmacKey;  // common/aead.h
+class GcmKey;   // common/aead.h
+}  // namespace imapstage
+
 namespace imapstage::archive {
 
 // What a record holds.
@@ -49,6 +54,26 @@ inline constexpr uint64_t kMaxRawSize = 1ull << 40;
 // The largest object decoded into memory (decode_payload, read_record,
 // Archive::read_object); larger ones can only be streamed (the *_to calls).
 inline constexpr uint64_t kMaxObjectInMemory = 1ull << 30;
+
+// The keys that seal the records of an encrypted archive (FORMAT.md,
+// "Encryption"). A record header then names its content by `name(sha256)`,
+// a keyed hash, and its payload is the zstd frame sealed with AES-256-GCM:
+// 12-byte nonce, ciphertext, 16-byte tag, the associated data binding it to
+// its header (kind, name, raw size). Functions below that take `keys` work on
+// plain records when it is null.
+struct RecordKeys {
+  std::shared_ptr<const HmacKey> name_key;  // HMAC-SHA-256 key of record names (K_name)
+  std::shared_ptr<const GcmKey> seal_key;   // AES-256-GCM key of payloads (K_rec)
+  // The name a record header carries for content whose SHA-256 is `plain`.
+  Hash name(const Hash& plain) const;
+};
+// What sealing adds to a payload: the nonce and the tag.
+inline constexpr uint64_t kSealOverhead = 28;
+// The sealed form of a stored payload `frame` (a zstd frame of `raw_size`
+// bytes) for a record of `kind` whose header names it `name`: a random
+// nonce, the ciphertext, the tag (as PackWriter writes it with keys).
+std::string seal_payload(const RecordKeys& keys, RecordKind kind, const Hash& name, uint64_t raw_size,
+                         std::string_view frame);
 
 // Receives decoded bytes piece by piece (at most about 128 KiB at a time).
 using ByteSink = std::function<void(std::string_view)>;
@@ -103,12 +128,14 @@ class PackWriter {
   // Error(io) if it cannot, Error(io) also if the file already exists.
   // No symbolic link is followed from `root` (the archive directory) down;
   // directories are made owner-only (see open_in_archive).
+  // With `keys`, every record appended is sealed (the pointer must outlive the writer).
   static PackWriter create(const std::filesystem::path& file, uint64_t pack_id,
-                           const std::filesystem::path& root = {});
+                           const std::filesystem::path& root = {}, const RecordKeys* keys = nullptr);
   // Opens an existing pack to append after its first `size` bytes; anything
   // past them is truncated away (and the truncation made durable). Refuses
   // a link, a special file or a file with other hard links (Error(corrupt)).
-  static PackWriter open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root = {});
+  static PackWriter open(const std::filesystem::path& file, uint64_t size, const std::filesystem::path& root = {},
+                         const RecordKeys* keys = nullptr);
   ~PackWriter();
   PackWriter(PackWriter&&) noexcept;
   PackWriter& operator=(PackWriter&&) noexcept;
@@ -117,7 +144,8 @@ class PackWriter {
   uint64_t size() const;  // bytes written so far, header included
 
   // Writes one record (header + `stored`, a zstd frame of `raw_size` bytes
-  // hashing to `hash`) at the end. On failure throws Error(io) (Retry::later
+  // hashing to `hash`) at the end. A sealing writer names it keys->name(hash)
+  // and seals `stored`; the returned info then carries that name. On failure throws Error(io) (Retry::later
   // for disk full) and the size stays what it was.
   PackRecordInfo append(RecordKind kind, const Hash& hash, uint64_t raw_size, std::string_view stored);
   // The same record with its payload produced piece by piece: `produce` calls
@@ -176,7 +204,7 @@ std::vector<GroupMember> parse_group(std::string_view raw, const std::filesystem
 // The member table of a group record, decoding only the start of its stored
 // payload (the members' bytes are not checked: decode_payload does that).
 std::vector<GroupMember> decode_group_table(const PackRecordInfo& info, std::string_view stored,
-                                            const std::filesystem::path& file);
+                                            const std::filesystem::path& file, const RecordKeys* keys = nullptr);
 // The `size` bytes at `member_offset` of a decoded group payload (the group
 // record at `offset` of `file`), checked to lie inside it and to hash to
 // `hash`. Throws Error(corrupt) naming the file, the offset and `hash` otherwise.
@@ -184,7 +212,8 @@ std::string_view group_member(std::string_view payload, uint64_t member_offset, 
                               const std::filesystem::path& file, uint64_t offset);
 // Reads the group record at `offset` of `file`, checks its header, frame,
 // size (at most kMaxGroupRaw) and SHA-256, and returns its payload.
-std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root = {});
+std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root = {},
+                       const RecordKeys* keys = nullptr);
 
 // CRC-32C (Castagnoli), as used by pack and record headers.
 uint32_t crc32c(std::string_view bytes);
@@ -224,25 +253,30 @@ class PackReader {
 // against `info`. Throws Error(corrupt) naming `file`, the offset and the hash
 // when anything does not match, or when the record claims more than
 // kMaxObjectInMemory bytes. Memory: the real decoded size, never the claim.
-std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file);
+// With `keys`, the payload is opened first and the content must hash to a
+// SHA-256 whose keys->name is info.hash.
+std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                           const RecordKeys* keys = nullptr);
 // The same, streamed: `out` gets the decoded bytes as they come, before the
 // size and hash are known to match (the call throws afterwards if they do
 // not). Memory is bounded (zstd's window, at most 128 MiB, plus 128 KiB),
 // whatever the record claims.
 void decode_payload_to(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
-                       const ByteSink& out);
+                       const ByteSink& out, const RecordKeys* keys = nullptr);
 
 // Reads and decodes the one record at `offset` of `file` (random access, as
-// Archive::read_object does); checks that its header names `expected`.
+// Archive::read_object does); checks that its header names `expected` (the
+// name in the header: with `keys`, keys->name of the content's SHA-256).
 std::string read_record(const std::filesystem::path& file, uint64_t offset, const Hash& expected,
                         const std::filesystem::path& root = {});
 // The same for a record of any kind (e.g. a journal record, for replay).
 std::string read_record(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
-                        const std::filesystem::path& root = {});
+                        const std::filesystem::path& root = {}, const RecordKeys* keys = nullptr);
 // The same, streamed from the file in pieces (bounded memory, see
 // decode_payload_to); with `raw_size`, a header claiming another size is
 // refused before anything is decoded.
 void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKind kind, const Hash& expected,
-                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out);
+                    std::optional<uint64_t> raw_size, const std::filesystem::path& root, const ByteSink& out,
+                    const RecordKeys* keys = nullptr);
 
 }  // namespace imapstage::archive

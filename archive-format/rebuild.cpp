@@ -11,6 +11,7 @@
 
 #include "archive-format/codec.h"
 #include "archive-format/index.h"
+#include "archive-format/keys.h"
 #include "archive-format/layout.h"
 #include "archive-format/pack.h"
 #include "common/error.h"
@@ -36,12 +37,14 @@ struct OldIndex {
   std::map<uint64_t, uint64_t> unsealed_committed;        // pack id -> committed size
 };
 
-OldIndex read_old_index(const fs::path& dir, uint64_t map_size, RebuildReport& report) {
+OldIndex read_old_index(const fs::path& dir, uint64_t map_size, RebuildReport& report,
+                        const std::shared_ptr<const ArchiveKeys>& keys) {
   OldIndex old;
   std::error_code ec;
   if (!fs::exists(dir / "data.mdb", ec)) return old;
   try {
     auto index = Index::open(dir, map_size, false);
+    if (keys) index->set_keys(keys->index());
     auto txn = index->read();
     if (auto v = txn.get(Index::meta, "archive_id")) old.archive_id = std::string(*v);
     txn.scan(Index::runs, "", "", [&](std::string_view k, std::string_view v) {
@@ -124,9 +127,12 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
                 fmt::format("archive format version {} is not supported by this build (it reads up to {})", version,
                             kFormatVersion),
                 Retry::never, {.file = dir.string()});
+  // An encrypted archive is unlocked before anything is written.
+  auto keys = unlock_archive(dir, options);
+  const RecordKeys* rk = keys ? &keys->records() : nullptr;
   auto lock = WriterLock::acquire(dir / "lock");
 
-  OldIndex old = read_old_index(dir / "index", options.map_size, report);
+  OldIndex old = read_old_index(dir / "index", options.map_size, report, keys);
   if (!old.readable) {
     report.not_restored.push_back("the run history (kept only in the index)");
     report.not_restored.push_back("the archive id (a new one was made)");
@@ -160,6 +166,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
   uint64_t max_sequence = 0;
   {
     auto index = Index::open(fresh, options.map_size, true);
+    if (keys) index->set_keys(keys->index());
     std::vector<JournalAt> journals;
 
     for (auto& [id, file] : pack_files) {
@@ -198,17 +205,26 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
         end = info->offset + info->record_size;
         std::string raw;
         std::vector<GroupMember> members;
+        // The content address: the header's hash, or (sealed records) the SHA-256 of what decodes.
+        Hash content = info->hash;
         try {
           if (info->kind == RecordKind::object) {
-            decode_payload_to(*info, reader->read_payload(), file, [](std::string_view) {});
+            Sha256 sha;
+            decode_payload_to(
+                *info, reader->read_payload(), file,
+                [&](std::string_view piece) {
+                  if (rk) sha.update(piece);
+                },
+                rk);
+            if (rk) content = sha.finish();
           } else if (info->kind == RecordKind::group) {
             if (info->raw_size > kMaxGroupRaw)
               throw Error(ErrorKind::corrupt, fmt::format("{}: group record at offset {} of {} bytes (at most {})",
                                                           file.string(), info->offset, info->raw_size, kMaxGroupRaw));
-            raw = decode_payload(*info, reader->read_payload(), file);
+            raw = decode_payload(*info, reader->read_payload(), file, rk);
             members = parse_group(raw, file, info->offset);
           } else {
-            raw = decode_payload(*info, reader->read_payload(), file);
+            raw = decode_payload(*info, reader->read_payload(), file, rk);
           }
         } catch (const Error& e) {
           if (info->kind == RecordKind::object) ++report.bad_objects;
@@ -235,7 +251,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
             ++report.objects;
           }
         } else if (info->kind == RecordKind::object) {
-          std::string key(reinterpret_cast<const char*>(info->hash.data()), info->hash.size());
+          std::string key(reinterpret_cast<const char*>(content.data()), content.size());
           if (txn.get(Index::objects, key)) {
             ++report.duplicate_objects;
           } else {
@@ -270,7 +286,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
                                                      : fmt::format("{}-{}", expected, at.sequence - 1));
         expected = std::max(expected, at.sequence + 1);
         try {
-          auto j = codec::decode_journal(read_record(at.file, at.offset, RecordKind::journal, at.hash, dir));
+          auto j = codec::decode_journal(read_record(at.file, at.offset, RecordKind::journal, at.hash, dir, rk));
           for (auto& op : j.ops) apply_op(txn, op);
           ++report.journals;
           max_sequence = std::max(max_sequence, j.sequence);
@@ -300,6 +316,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
     std::string seq(8, '\0');
     for (int i = 0; i < 8; ++i) seq[i] = static_cast<char>(max_sequence >> (8 * i));
     txn.put(Index::meta, "journal_sequence", seq);
+    if (keys) txn.put(Index::meta, "encryption", keys->key_id());
     for (auto& [k, v] : old.runs) txn.put(Index::runs, k, v);
     report.runs = old.runs.size();
     txn.commit();
@@ -326,6 +343,10 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
     try {
       auto before = Index::open(dir / "index", options.map_size, false);
       auto after = Index::open(fresh, options.map_size, false);
+      if (keys) {
+        before->set_keys(keys->index());
+        after->set_keys(keys->index());
+      }
       auto b = before->read();
       auto a = after->read();
       b.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {

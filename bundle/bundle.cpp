@@ -18,6 +18,7 @@
 #include <fmt/ranges.h>
 
 #include "archive-format/codec.h"
+#include "archive-format/keys.h"
 #include "archive-format/pack.h"
 #include "common/civil_time.h"
 #include "common/error.h"
@@ -320,9 +321,15 @@ BundleInfo info_from_header(const nlohmann::json& h, const std::string& file) {
     info.records = h.at("records").get<uint64_t>();
     info.raw_bytes = h.at("bytes").get<uint64_t>();
     uint32_t version = h.at("version").get<uint32_t>();
+    if (version == 3) {
+      info.sealed_key_id = h.at("sealed").at("key_id").get<std::string>();
+      if (info.sealed_key_id.empty()) throw corrupt(file, "a version 3 bundle without its key id");
+    } else if (h.contains("sealed")) {
+      throw corrupt(file, fmt::format("a version {} bundle cannot be sealed", version));
+    }
     if (info.base.accounts != info.head.accounts)
       throw corrupt(file, "the bundle's base and head cover different accounts");
-    if ((version == 1) != info.head.accounts.empty())
+    if (version != 3 && (version == 1) != info.head.accounts.empty())
       throw corrupt(file, fmt::format("a version {} bundle {} name its accounts", version,
                                       version == 1 ? "does not" : "must"));
   } catch (const nlohmann::json::exception& e) {
@@ -332,9 +339,14 @@ BundleInfo info_from_header(const nlohmann::json& h, const std::string& file) {
 }
 
 // Decodes every entry in order, each checked (objects re-hashed, records decoded).
+// Sealed entries (a version 3 bundle) are opened with `keys`; objects are
+// then handed on under their SHA-256 (the entry names them by a keyed hash).
+// Sealed entries without keys go to `on_opaque` (kind, raw size) unopened.
 void for_each_entry(const InFile& f, uint64_t start, uint64_t end,
                     const std::function<void(const Hash&, const std::string&)>& on_object,
-                    const std::function<void(std::vector<codec::JournalOp>&&)>& on_records) {
+                    const std::function<void(std::vector<codec::JournalOp>&&)>& on_records, bool sealed = false,
+                    const archive::RecordKeys* keys = nullptr,
+                    const std::function<void(uint8_t, uint64_t)>& on_opaque = {}) {
   uint64_t pos = start;
   for (;;) {
     if (pos >= end) throw corrupt(f.path(), "the bundle has no end entry: it is truncated");
@@ -360,14 +372,20 @@ void for_each_entry(const InFile& f, uint64_t start, uint64_t end,
     std::string stored = f.read(pos, info.stored_size);
     pos += info.stored_size;
     info.record_size = pos - at;
+    if (sealed && !keys) {
+      if (info.stored_size < archive::kSealOverhead)
+        throw corrupt(f.path(), fmt::format("the sealed entry at offset {} is too short", at));
+      if (on_opaque) on_opaque(kind, info.raw_size);
+      continue;
+    }
     std::string raw;
     try {
-      raw = archive::decode_payload(info, stored, f.path());
+      raw = archive::decode_payload(info, stored, f.path(), sealed ? keys : nullptr);
     } catch (const Error& e) {
       throw e.with({.file = f.path(), .hash = archive::to_hex(info.hash)});
     }
     if (kind == kEntryObject) {
-      on_object(info.hash, raw);
+      on_object(sealed ? archive::sha256(raw) : info.hash, raw);
       continue;
     }
     codec::Journal j;
@@ -489,7 +507,8 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
       reached = rec->offset + rec->record_size;
       if (reached > p.committed_size) break;
       if (rec->offset < from || rec->kind != archive::RecordKind::journal) continue;
-      auto j = codec::decode_journal(archive::decode_payload(*rec, reader.read_payload(), path));
+      auto j = codec::decode_journal(archive::decode_payload(*rec, reader.read_payload(), path,
+                                                             a.keys() ? &a.keys()->records() : nullptr));
       if (j.sequence > base.journal_sequence && j.sequence <= head.journal_sequence) journals[j.sequence] = std::move(j);
     }
   }
@@ -565,12 +584,18 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   info.raw_bytes = raw_bytes;
   info.signed_ = !options.sign_key.empty();
 
-  uint32_t version = names.empty() ? 1 : 2;
+  // A bundle of an encrypted archive carries its entries sealed (version 3).
+  const archive::RecordKeys* keys = a.keys() ? &a.keys()->records() : nullptr;
+  uint32_t version = keys ? 3 : names.empty() ? 1 : 2;
   nlohmann::json header = {{"bundle", "imapstage-bundle"}, {"version", version},
                            {"full", info.full},            {"created", info.created},
                            {"base", base.to_json()},       {"head", head.to_json()},
                            {"objects", info.objects},      {"records", info.records},
                            {"bytes", info.raw_bytes}};
+  if (keys) {
+    info.sealed_key_id = a.keys()->key_id();
+    header["sealed"] = {{"key_id", info.sealed_key_id}, {"cipher", "aes-256-gcm"}};
+  }
   std::string header_text = header.dump();
 
   OutFile out(options.out);
@@ -581,14 +606,20 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   out.write(fixed);
   out.write(header_text);
   archive::Compressor compressor(3);
-  auto entry = [&](uint8_t kind, const Hash& hash, std::string_view raw) {
+  auto entry = [&](uint8_t kind, const Hash& plain, std::string_view raw) {
     auto stored = compressor.compress_bytes(raw);
+    Hash hash = keys ? keys->name(plain) : plain;
+    std::string sealed;
+    if (keys)
+      sealed = archive::seal_payload(*keys, kind == kEntryObject ? archive::RecordKind::object : archive::RecordKind::journal,
+                                     hash, raw.size(), stored.view());
+    std::string_view payload = keys ? std::string_view(sealed) : stored.view();
     std::string head_bytes(1, char(kind));
     head_bytes.append(reinterpret_cast<const char*>(hash.data()), 32);
     put_u64(head_bytes, raw.size());
-    put_u64(head_bytes, stored.size());
+    put_u64(head_bytes, payload.size());
     out.write(head_bytes);
-    out.write(stored.view());
+    out.write(payload);
   };
   for (auto& o : objects) entry(kEntryObject, o.hash, a.read_object(o.hash));
   codec::Journal records;
@@ -648,7 +679,7 @@ Marker read_marker(const std::string& path) {
   }
 }
 
-BundleInfo verify(const std::string& file, const std::string& pubkey) {
+BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys) {
   InFile f(file);
   Trailer tr = check_file(f, pubkey);
   uint64_t start = 0;
@@ -657,13 +688,19 @@ BundleInfo verify(const std::string& file, const std::string& pubkey) {
   info.file_size = f.size();
   info.parts = f.parts();
   uint64_t objects = 0, records = 0, bytes = 0;
+  bool sealed = !info.sealed_key_id.empty();
+  info.contents_checked = !sealed || keys;
   for_each_entry(
       f, start, tr.body_size,
       [&](const Hash&, const std::string& raw) {
         ++objects;
         bytes += raw.size();
       },
-      [&](std::vector<codec::JournalOp>&& ops) { records += ops.size(); });
+      [&](std::vector<codec::JournalOp>&& ops) { records += ops.size(); }, sealed, keys,
+      [&](uint8_t kind, uint64_t raw_size) {
+        if (kind == kEntryObject) ++objects, bytes += raw_size;
+      });
+  if (!info.contents_checked) records = info.records;  // inside the sealed records entries
   if (objects != info.objects || records != info.records || bytes != info.raw_bytes)
     throw corrupt(file, fmt::format("the bundle holds {} objects ({} bytes) and {} records; its header says {} ({}) and {}",
                                     objects, bytes, records, info.objects, info.raw_bytes, info.records));
@@ -705,7 +742,20 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
                             "from {} (and leads to {})",
                             empty, info.base.root, info.head.root),
                 Retry::never, {.file = dir});
+  bool sealed = !info.sealed_key_id.empty();
+  if (sealed && !fs::exists(fs::path(dir) / "FORMAT"))
+    throw Error(ErrorKind::usage,
+                "the bundle is sealed with the keys of an encrypted archive: create the receiving archive with "
+                "imapstage init --same-key-as SOURCE-ARCHIVE (or a copy of its key file) first",
+                Retry::never, {.file = dir});
   auto a = archive::Archive::open(dir, archive::Archive::Mode::create);
+  if (sealed && (!a->keys() || a->keys()->key_id() != info.sealed_key_id))
+    throw Error(ErrorKind::usage,
+                fmt::format("the bundle is sealed with master key {}, the archive {}: only an archive sharing that key "
+                            "(imapstage init --same-key-as) can apply it",
+                            info.sealed_key_id, a->keys() ? "has key " + a->keys()->key_id() : "is not encrypted"),
+                Retry::never, {.file = dir});
+  const archive::RecordKeys* keys = sealed ? &a->keys()->records() : nullptr;
   std::set<std::string> names(info.head.accounts.begin(), info.head.accounts.end());
   std::string now = verify::compute_manifest(*a, nullptr, names).root;
   if (now == info.head.root && info.head.root != info.base.root) {
@@ -727,7 +777,8 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
         f, start, tr.body_size, [&](const Hash& hash, const std::string& raw) { objects.put(hash, raw); },
         [&](std::vector<codec::JournalOp>&& more) {
           for (auto& op : more) ops.push_back(std::move(op));
-        });
+        },
+        sealed, keys);
     objects.commit();
     result.objects_written = objects.written();
   }

@@ -20,12 +20,13 @@
 #include <nlohmann/json.hpp>
 
 #include "archive-format/archive.h"
+#include "archive-format/pack.h"
 
 namespace imapstage::bundle {
 
 // Version 1: bundles of a whole archive. Version 2: bundles of some of its
 // accounts (markers name them); written only for those, read with version 1.
-inline constexpr uint32_t kBundleVersion = 2;
+inline constexpr uint32_t kBundleVersion = 3;
 inline constexpr uint64_t kTrailerSize = 120;
 
 // A state of an archive a bundle starts from or leads to (BUNDLE.md, "Markers").
@@ -55,6 +56,12 @@ struct BundleInfo {
   bool signed_ = false;      // the trailer carries a signature
   uint64_t file_size = 0;
   uint64_t parts = 1;        // files it is split into (FILE.001, FILE.002, ...), 1 when not split
+  // A bundle of an encrypted archive (version 3): its entries are sealed with
+  // the archive's keys; this is the key id of its master key. "" when plain.
+  std::string sealed_key_id;
+  // verify: whether the entries were opened and re-hashed (false for a sealed
+  // bundle checked without its keys: the structure, sizes and whole-file hash only).
+  bool contents_checked = true;
 };
 
 struct CreateOptions {
@@ -86,7 +93,9 @@ Marker read_marker(const std::string& path);
 // as not checked), and every entry decoded and re-hashed. Throws
 // Error(corrupt) naming the file and offset of the first fault, Error(usage)
 // for a bad signature or a pubkey given for an unsigned bundle.
-BundleInfo verify(const std::string& file, const std::string& pubkey);
+// A sealed bundle is opened with `keys` (an archive sharing the master key);
+// without them only its structure is checked (contents_checked false).
+BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys = nullptr);
 
 // What apply did.
 struct ApplyResult {

@@ -13,6 +13,7 @@
 
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
+#include "archive-format/keys.h"
 #include "archive-format/layout.h"
 #include "batch/state.h"
 #include "bundle/bundle.h"
@@ -181,7 +182,22 @@ MergeResult merge(const std::string& out_dir, const std::vector<std::string>& in
                   Retry::never, {.file = dir});
     in.push_back(std::move(i));
   }
-  auto out = Archive::open(out_dir, Archive::Mode::create);
+  // Mail of an encrypted input stays encrypted: a new output takes that
+  // input's key file (same master key and passphrases); an existing output
+  // must be encrypted too.
+  const Input* sealed = nullptr;
+  for (auto& i : in)
+    if (i.archive->keys() && !sealed) sealed = &i;
+  std::unique_ptr<Archive> out;
+  if (sealed && !fs::exists(fs::path(out_dir) / "FORMAT"))
+    out = Archive::create_with_key_file(out_dir, archive::read_key_file(sealed->dir), sealed->archive->keys()->master(),
+                                        {});
+  else out = Archive::open(out_dir, Archive::Mode::create);
+  if (sealed && !out->keys())
+    throw Error(ErrorKind::usage,
+                fmt::format("{} is encrypted and the output archive is not: merging would store its mail in the clear",
+                            sealed->dir),
+                Retry::never, {.file = out_dir});
   if (ids.count(out->archive_id()))
     throw Error(ErrorKind::usage, "the output archive is also an input", Retry::never, {.file = out_dir});
   events.emit({{"event", "merge_start"}, {"out", out_dir}, {"inputs", inputs},

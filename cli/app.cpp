@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/display.h"
+#include "cli/passphrase.h"
 #include "cli/version.h"
 #include "common/error.h"
 
@@ -41,6 +42,9 @@ void build_app(CLI::App& app, int& status) {
   app.set_version_flag("--version", [] { return version_text(); },
                        "Show the program's version, the archive format version and the libraries' versions");
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  // Options of the program (--passphrase-*) may follow any subcommand.
+  app.fallthrough();
+  add_passphrase_options(app);
   register_commands(app, status);
 }
 

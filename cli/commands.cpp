@@ -21,6 +21,8 @@ void register_commands(CLI::App& app, int& status) {
   add_merge_command(app, status);
   add_oauth2_command(app, status);
   add_providers_command(app, status);
+  add_init_command(app, status);
+  add_key_command(app, status);
 }
 
 }  // namespace imapstage::cli

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/app.h"
+#include "archive-format/archive.h"
 #include "common/error.h"
 
 namespace imapstage::cli {
@@ -31,6 +32,12 @@ void add_invite_command(CLI::App& app, int& status);     // serve/invite_command
 void add_merge_command(CLI::App& app, int& status);      // bundle/merge_command.cpp
 void add_oauth2_command(CLI::App& app, int& status);     // cli/oauth2_command.cpp
 void add_providers_command(CLI::App& app, int& status);  // batch/providers_command.cpp
+void add_init_command(CLI::App& app, int& status);       // cli/init_command.cpp
+void add_key_command(CLI::App& app, int& status);        // cli/key_command.cpp
+
+// Creates an empty encrypted archive at `dir`, asking for its passphrase
+// (--passphrase-file, --passphrase-env, or twice on the terminal), and opens it.
+std::unique_ptr<archive::Archive> create_encrypted_archive(const std::string& dir, unsigned scrypt_log_n);
 
 // The exit status for an error that ends a command.
 int exit_code_for(const Error& e);

@@ -9,6 +9,7 @@
 #include "batch/batch_jobs.h"
 #include "batch/budget.h"
 #include "common/message_filter.h"
+#include "archive-format/keys.h"
 #include "cli/commands.h"
 #include "cli/display.h"
 #include "cli/server_options.h"
@@ -41,6 +42,7 @@ struct ExportArgs {
   std::string max_bandwidth;
   double max_messages_per_second = 0;
   bool dry_run = false;
+  bool encrypt = false;  // --encrypt: a new archive is created encrypted
   bool json = false;
   std::string log_file;  // --log-file: JSON events appended here too
   int verbosity = 0;
@@ -296,6 +298,9 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_option("--max-messages-per-second", args->max_messages_per_second,
                   "Fetch at most this many messages per second per account (default: no cap)")
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--encrypt", args->encrypt,
+                "Create the archive encrypted when it does not exist yet (as imapstage init --encrypt; an existing "
+                "archive must already be encrypted)");
   cmd->add_flag("--dry-run", args->dry_run, "Show the folders, message counts and sizes that would be fetched; write nothing");
   cmd->add_flag("--json", args->json, "Write JSON-lines events on stdout instead of the terminal display");
   cmd->add_option("--log-file", args->log_file,
@@ -304,6 +309,15 @@ void add_export_command(CLI::App& app, int& status) {
   cmd->add_flag("-q,--quiet", [args](int64_t) { args->verbosity = -1; }, "Only errors and the summary");
   cmd->callback([args, cmd, &status] {
     auto policy = export_policy(*args);
+    if (args->encrypt && !args->dry_run) {
+      std::error_code ec;
+      if (!std::filesystem::exists(std::filesystem::path(args->archive) / "FORMAT", ec))
+        create_encrypted_archive(args->archive, archive::ScryptParams{}.log_n);
+      else if (!archive::has_key_file(args->archive))
+        throw Error(ErrorKind::usage,
+                    "--encrypt: the archive exists and is not encrypted (encryption is chosen when one is created)",
+                    Retry::never, {.file = args->archive});
+    }
     if (!args->source.empty()) {
       if (has_policy(*args))
         throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller, --max-errors and the rate caps are "

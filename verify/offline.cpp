@@ -20,6 +20,8 @@
 
 #include "archive-format/archive.h"
 #include "archive-format/codec.h"
+#include "archive-format/index.h"
+#include "archive-format/keys.h"
 #include "archive-format/layout.h"
 #include "archive-format/pack.h"
 #include "common/checked.h"
@@ -146,6 +148,16 @@ class Verifier {
   void journal_pass();
   void progress(bool final);
 
+  // The keys that open an encrypted archive's records, or nullptr.
+  const archive::RecordKeys* rk() const { return archive_->keys() ? &archive_->keys()->records() : nullptr; }
+  // The entry of an object record's header hash (a keyed name in an encrypted archive).
+  std::optional<size_t> find_record(const Hash& header) const {
+    if (!rk()) return find(header);
+    auto it = by_name_.find(archive::to_hex(header));
+    if (it == by_name_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::unordered_map<std::string, size_t> by_name_;  // encrypted archives: record name (hex) -> entry
   std::optional<size_t> find(const Hash& hash) const {
     auto it = std::lower_bound(entries_.begin(), entries_.end(), hash,
                                [](const Entry& e, const Hash& h) { return e.hash < h; });
@@ -202,6 +214,8 @@ void Verifier::load_index() {
     return true;
   });
   std::sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) { return a.hash < b.hash; });
+  if (rk())
+    for (size_t i = 0; i < entries_.size(); ++i) by_name_[archive::to_hex(rk()->name(entries_[i].hash))] = i;
   by_location_.resize(entries_.size());
   for (size_t i = 0; i < entries_.size(); ++i) by_location_[i] = i;
   std::sort(by_location_.begin(), by_location_.end(), [&](size_t a, size_t b) {
@@ -341,7 +355,7 @@ void Verifier::handle_record(const archive::PackRecordInfo& info, const PackToSc
     return;
   }
   std::string orphan_problem;
-  if (auto idx = find(info.hash)) {
+  if (auto idx = find_record(info.hash)) {
     Entry& e = entries_[*idx];
     if (pack.indexed && e.location.pack_id == pack.id && e.location.offset == info.offset) {
       e.found = true;
@@ -386,7 +400,7 @@ void Verifier::handle_group(const archive::PackRecordInfo& info, const PackToSca
   std::string stored = reader.read_payload();
   std::vector<archive::GroupMember> members;
   try {
-    members = archive::decode_group_table(info, stored, *file);
+    members = archive::decode_group_table(info, stored, *file, rk());
   } catch (const Error& e) {
     // The members cannot be located: the indexed ones are read where the index says (and fail there).
     add_pack_problem(fmt::format("{}: the group record at offset {} is damaged: {}", file->string(), info.offset,
@@ -444,7 +458,7 @@ void Verifier::check(Work& w) {
   switch (w.role) {
     case Role::indexed:
       try {
-        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {});
+        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {}, rk());
         bytes_checked_ += w.info.raw_size;
         entries_[w.entry].result = kSound;
       } catch (const Error& e) {
@@ -463,13 +477,14 @@ void Verifier::check(Work& w) {
       try {
         uint64_t size = 0;
         if (e.location.grouped) {
-          std::string raw = archive::read_group(*w.file, e.location.offset, options_.archive_dir);
+          std::string raw = archive::read_group(*w.file, e.location.offset, options_.archive_dir, rk());
           size = archive::group_member(raw, e.location.member_offset, e.location.raw_size, e.hash, *w.file,
                                        e.location.offset)
                      .size();
         } else {
-          archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object, e.hash, e.location.raw_size,
-                                  options_.archive_dir, [&](std::string_view piece) { size += piece.size(); });
+          archive::read_record_to(*w.file, e.location.offset, archive::RecordKind::object,
+                                  rk() ? rk()->name(e.hash) : e.hash, e.location.raw_size, options_.archive_dir,
+                                  [&](std::string_view piece) { size += piece.size(); }, rk());
         }
         bytes_checked_ += size;
         e.result = kSound;
@@ -483,7 +498,7 @@ void Verifier::check(Work& w) {
     case Role::orphan: {
       ObjectProblem p{archive::to_hex(w.info.hash), w.file->string(), w.info.offset, w.orphan_problem, {}};
       try {
-        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {});
+        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {}, rk());
       } catch (const Error& e) {
         p.problem += "; the record is damaged: " + e.message();
       }
@@ -494,7 +509,7 @@ void Verifier::check(Work& w) {
     case Role::group: {
       std::string raw;
       try {
-        raw = archive::decode_payload(w.info, w.stored, *w.file);
+        raw = archive::decode_payload(w.info, w.stored, *w.file, rk());
       } catch (const Error& e) {
         for (auto& [entry, m] : w.members) {
           set_bad(entry, e.message());
@@ -520,7 +535,7 @@ void Verifier::check(Work& w) {
     }
     case Role::journal:
       try {
-        auto journal = archive::codec::decode_journal(archive::decode_payload(w.info, w.stored, *w.file));
+        auto journal = archive::codec::decode_journal(archive::decode_payload(w.info, w.stored, *w.file, rk()));
         std::lock_guard lock(mutex_);
         journal_sequences_.insert(journal.sequence);
       } catch (const Error& e) {
@@ -783,6 +798,68 @@ nlohmann::json OfflineReport::to_json() const {
 
 OfflineReport verify_offline(const OfflineOptions& options, EventSink& events) {
   return Verifier(options, events).run();
+}
+
+nlohmann::json StructureReport::to_json() const {
+  return {{"archive", archive},   {"mode", "structure"}, {"contents_checked", false}, {"packs", packs},
+          {"records", records},   {"key_slots", key_slots}, {"problems", problems},      {"ok", ok()}};
+}
+
+StructureReport verify_structure(const fs::path& dir) {
+  StructureReport r;
+  r.archive = dir.string();
+  uint32_t version = archive::read_format_file(dir / "FORMAT");
+  if (version > archive::kFormatVersion)
+    throw Error(ErrorKind::format, fmt::format("archive format version {} is newer than this build", version),
+                Retry::never, {.file = dir.string()});
+  try {
+    r.key_slots = archive::read_key_file(dir).slots.size();
+    if (r.key_slots == 0) r.problems.push_back("the key file has no key slot: the archive cannot be opened");
+  } catch (const Error& e) {
+    r.problems.push_back(e.what());
+  }
+  std::vector<archive::PackInfo> packs;
+  {
+    auto index = archive::Index::open(dir / "index", archive::Archive::Options{}.map_size, false);
+    auto txn = index->read();
+    if (!txn.get(archive::Index::meta, "encryption")) r.problems.push_back("the index does not say it is encrypted");
+    txn.scan(archive::Index::packs, "", "", [&](std::string_view k, std::string_view v) {
+      packs.push_back(archive::codec::decode_pack(k, v));
+      return true;
+    });
+  }
+  for (auto& p : packs) {
+    ++r.packs;
+    auto path = archive::pack_file(dir, p.id);
+    try {
+      archive::PackReader reader(path, dir);
+      if (reader.pack_id() != p.id)
+        r.problems.push_back(fmt::format("{}: the header names pack {:016x}", path.string(), reader.pack_id()));
+      if (reader.file_size() < p.committed_size)
+        r.problems.push_back(fmt::format("{}: {} bytes, shorter than its committed size {}", path.string(),
+                                         reader.file_size(), p.committed_size));
+      uint64_t records = 0, end = archive::kPackHeaderSize;
+      while (end < p.committed_size) {
+        auto info = reader.next();
+        if (!info) break;
+        if (info->stored_size < archive::kSealOverhead)
+          r.problems.push_back(fmt::format("{}: the record at offset {} is too short to be sealed", path.string(),
+                                           info->offset));
+        end = info->offset + info->record_size;
+        ++records;
+      }
+      r.records += records;
+      if (end != p.committed_size)
+        r.problems.push_back(fmt::format("{}: records end at {}, the committed size is {}", path.string(), end,
+                                         p.committed_size));
+      if (records != p.records)
+        r.problems.push_back(
+            fmt::format("{}: {} records, the index says {}", path.string(), records, p.records));
+    } catch (const Error& e) {
+      r.problems.push_back(e.what());
+    }
+  }
+  return r;
 }
 
 }  // namespace imapstage::verify

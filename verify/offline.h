@@ -68,4 +68,19 @@ struct OfflineReport {
 // Throws Error only when the archive cannot be opened at all.
 OfflineReport verify_offline(const OfflineOptions& options, EventSink& events);
 
+// What can be checked of an encrypted archive without its passphrase
+// (FORMAT.md, "Encryption"): FORMAT, the key file, the `packs` table, every
+// pack header and record header (magic, CRC, sizes) up to the committed size.
+// Neither AEAD tags nor contents are checked (they need the key).
+struct StructureReport {
+  std::string archive;
+  uint64_t packs = 0;
+  uint64_t records = 0;
+  uint64_t key_slots = 0;
+  std::vector<std::string> problems;
+  bool ok() const { return problems.empty(); }
+  nlohmann::json to_json() const;
+};
+StructureReport verify_structure(const std::filesystem::path& archive_dir);
+
 }  // namespace imapstage::verify

@@ -3,7 +3,9 @@
 // 1 code (two accounts: Dovecot-style names with '/', Cyrus-style names under
 // "INBOX." with '.'); tests/fixtures/archive-v2 by the version 2 code (24
 // small messages exported from Dovecot, imported into a second account);
-// tests/fixtures/archive-v3 by the version 3 code (the same, in group records).
+// tests/fixtures/archive-v3 by the version 3 code (the same, in group records);
+// tests/fixtures/archive-v4 by the version 4 code (6 small messages, 5
+// distinct, in 6 folders, flags and keywords, imported into a second account).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -90,7 +92,7 @@ TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
   auto dir = copy_fixture(tmp, "archive-v1");
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
     auto acc = a->find_account("cyrus-style");
     ASSERT_TRUE(acc);
     auto sent = a->find_folder(acc->id, "INBOX.Sent");
@@ -162,7 +164,7 @@ TEST(FormatVersions, Version2IsReadAndAWriterAddsGroupsBesideItsRecords) {
   std::vector<std::string> added;
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
     Batch b(*a);
     for (int i = 0; i < 10; ++i) {
       added.push_back("Subject: added " + std::to_string(i) + "\r\n\r\nbody\r\n");
@@ -225,7 +227,7 @@ TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
   MessageRecord added;
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
     Batch b(*a);
     AccountRecord acc;
     acc.name = "files";
@@ -266,6 +268,64 @@ TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
   // The journals of every layout rebuild the same index.
   rebuild_index(dir, Archive::Options{});
   check(*Archive::open(dir, Archive::Mode::read));
+}
+
+TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion5) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v4");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
+  std::map<std::string, size_t> per_folder;
+  std::map<Hash, std::string> bytes;
+  auto read_all = [&](const Archive& a) {
+    per_folder.clear();
+    auto acc = a.find_account("fixture");
+    ASSERT_TRUE(acc);
+    EXPECT_EQ(acc->source, SourceKind::imap);
+    for (auto& f : a.folders(acc->id))
+      a.for_each_message(acc->id, f.id, std::nullopt, [&](const MessageRecord& m) {
+        std::string b = a.read_object(m.hash);
+        EXPECT_EQ(sha256(b), m.hash);
+        EXPECT_EQ(b.size(), m.size);
+        bytes[m.hash] = b;
+        ++per_folder[f.canonical_name()];
+        return true;
+      });
+  };
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    EXPECT_FALSE(a->encrypted());
+    read_all(*a);
+    EXPECT_EQ(per_folder, (std::map<std::string, size_t>{{"Archive", 1}, {"Café & Co", 1}, {"INBOX", 2},
+                                                          {"Projects/2024", 2}}));
+    EXPECT_EQ(bytes.size(), 5u);  // the same bytes in Archive and Projects/2024 are stored once
+    auto acc = a->find_account("fixture");
+    auto inbox = a->find_folder(acc->id, "INBOX");
+    ASSERT_TRUE(inbox);
+    bool labelled = false;
+    a->for_each_message(acc->id, inbox->id, std::nullopt, [&](const MessageRecord& m) {
+      if ((m.flags & kFlagged) && m.keywords == std::vector<std::string>{"$Label1"}) labelled = true;
+      return true;
+    });
+    EXPECT_TRUE(labelled);
+    size_t appends = 0;
+    a->for_each_append(1, [&](const AppendRecord&) { return ++appends, true; });
+    EXPECT_EQ(appends, 6u);
+    NullSink events;
+    EXPECT_TRUE(verify::verify_offline({.archive_dir = dir}, events).ok());
+  }
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");  // readers change nothing
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+    EXPECT_FALSE(a->encrypted());
+  }
+  EXPECT_FALSE(fs::exists(dir / "keys"));
+  auto before = bytes;
+  read_all(*Archive::open(dir, Archive::Mode::read));
+  EXPECT_EQ(bytes, before);
+  rebuild_index(dir, Archive::Options{});
+  read_all(*Archive::open(dir, Archive::Mode::read));
+  EXPECT_EQ(bytes, before);
 }
 
 TEST(FormatVersions, ANewerVersionIsRefused) {
