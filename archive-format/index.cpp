@@ -677,8 +677,6 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
   while (rc == 0) {
     auto key = view(k);
     if (key.substr(0, prefix.size()) != prefix) return;
-    if (!fn(key, view(v))) return;
-    if (++index_->scanned_ % kReleaseEvery == 0) index_->release_pages();
     if (sealed) {
       auto [pk, pv] = open_value(*keys, db, key, view(v), plain);
       if (!keyed && pk != key)
@@ -687,6 +685,7 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
     } else if (!fn(key, view(v))) {
       return;
     }
+    if (++index_->scanned_ % kReleaseEvery == 0) index_->release_pages();
     rc = mdb_cursor_get(cur.c, &k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND) index_->fail(rc, std::string("scan of ") + db_name(db));
