@@ -106,7 +106,7 @@ class ExportServerErrorsTest : public ::testing::Test {
 // --max-errors: the account stops once that many messages failed, after
 // committing what was fetched; the history says why; a later run goes on.
 TEST_F(ExportServerErrorsTest, MaxErrorsStopsTheAccountAfterCommittingWhatWasFetched) {
-  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n");
+  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [SERVERBUG] Internal error occurred\r\n");
   auto o = options();
   o.connections = 1;
   o.policy.max_errors = 2;
@@ -132,7 +132,7 @@ TEST_F(ExportServerErrorsTest, MaxErrorsStopsTheAccountAfterCommittingWhatWasFet
 }
 
 TEST_F(ExportServerErrorsTest, MaxErrorsNotReachedLetsTheRunFinish) {
-  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [UNAVAILABLE] Internal error occurred\r\n", 1);
+  server_.on("^UID FETCH 3:4 .*BODY", "$TAG NO [SERVERBUG] Internal error occurred\r\n", 1);
   auto o = options();
   o.policy.max_errors = 3;
   RecordingSink events;
