@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "batch/accounts_file.h"
+#include "batch/budget.h"
 #include "batch/profiles.h"
 #include "batch/runner.h"
 #include "batch/shard.h"
@@ -38,9 +39,7 @@ struct ExportBatchOptions {
   Shard shard;
   RunnerOptions runner;
   RetryPolicy retry;
-  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(false))
-  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
-  double server_max_messages_per_second = 0;
+  BatchLimits limits;                    // budgets and per-server caps (0: each profile's)
 };
 
 struct ImportBatchOptions {
@@ -55,9 +54,7 @@ struct ImportBatchOptions {
   Shard shard;                           // as for export: only this shard's lines
   RunnerOptions runner;
   RetryPolicy retry;
-  uint64_t daily_budget = 0;                 // --daily-budget (0: each profile's budget(true))
-  double server_max_bytes_per_second = 0;    // --server-max-bandwidth (0: each profile's)
-  double server_max_messages_per_second = 0;
+  BatchLimits limits;                    // budgets and per-server caps (0: each profile's)
 };
 
 struct BatchReport {

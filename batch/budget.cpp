@@ -115,4 +115,16 @@ std::shared_ptr<RateLimiter> ServerLimiters::get(const std::string& server, doub
   return l;
 }
 
+uint64_t BatchLimits::budget(const Profile& profile, bool upload) const {
+  return daily_budget ? daily_budget : profile.budget(upload);
+}
+
+std::shared_ptr<RateLimiter> BatchLimits::server_limiter(ServerLimiters& limiters, const std::string& server,
+                                                         const Profile& profile) const {
+  return limiters.get(server,
+                      server_max_bytes_per_second ? server_max_bytes_per_second : profile.server_max_bytes_per_second,
+                      server_max_messages_per_second ? server_max_messages_per_second
+                                                     : profile.server_max_messages_per_second);
+}
+
 }  // namespace imapstage::batch

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 
+#include "batch/profiles.h"
 #include "common/rate_limit.h"
 
 namespace imapstage::batch {
@@ -78,6 +79,22 @@ class ServerLimiters {
  private:
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<RateLimiter>> limiters_;
+};
+
+// The limits a batch's command line puts on its accounts (export and import
+// alike); a 0 takes the value of each account's profile.
+struct BatchLimits {
+  uint64_t daily_budget = 0;                 // --daily-budget
+  double server_max_bytes_per_second = 0;    // --server-max-bandwidth
+  double server_max_messages_per_second = 0;  // --server-max-messages-per-second
+
+  // The account's daily budget: this one, or the profile's (upload: an
+  // import's, else an export's); 0: none.
+  uint64_t budget(const Profile& profile, bool upload) const;
+  // The limiter every account of `server` shares in this batch, with these
+  // caps or the profile's; nullptr when there are none.
+  std::shared_ptr<RateLimiter> server_limiter(ServerLimiters& limiters, const std::string& server,
+                                              const Profile& profile) const;
 };
 
 }  // namespace imapstage::batch

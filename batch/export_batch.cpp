@@ -146,15 +146,10 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         o.policy = options.policy;
         o.retry = options.retry;
         o.cancelled = cancelled;
-        uint64_t budget = options.daily_budget ? options.daily_budget : job.profile->budget(false);
+        uint64_t budget = options.limits.budget(*job.profile, false);
         std::string budget_key = "export " + item.account;
         budgets.check(budget_key, budget);  // spent: parked before logging in
-        auto limiter = limiters.get(item.server,
-                                    options.server_max_bytes_per_second ? options.server_max_bytes_per_second
-                                                                        : job.profile->server_max_bytes_per_second,
-                                    options.server_max_messages_per_second
-                                        ? options.server_max_messages_per_second
-                                        : job.profile->server_max_messages_per_second);
+        auto limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
         o.after_message = [&, limiter, budget, budget_key](uint64_t bytes) {
           if (limiter) limiter->acquire(bytes, 1);
           budgets.charge(budget_key, bytes, budget);

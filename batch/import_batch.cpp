@@ -95,15 +95,10 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.policy.restore_flagged = options.policy.restore_flagged || job.profile->restore_flagged;
         o.retry = options.retry;
         o.cancelled = cancelled;
-        uint64_t budget = options.daily_budget ? options.daily_budget : job.profile->budget(true);
+        uint64_t budget = options.limits.budget(*job.profile, true);
         std::string budget_key = "import " + item.key;
         budgets.check(budget_key, budget);  // spent: parked before logging in
-        auto limiter = limiters.get(item.server,
-                                    options.server_max_bytes_per_second ? options.server_max_bytes_per_second
-                                                                        : job.profile->server_max_bytes_per_second,
-                                    options.server_max_messages_per_second
-                                        ? options.server_max_messages_per_second
-                                        : job.profile->server_max_messages_per_second);
+        auto limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
         o.policy.before_append = [&, limiter, budget, budget_key](uint64_t bytes, uint64_t messages) {
           budgets.check(budget_key, budget);  // spent: nothing more is sent
           if (limiter) limiter->acquire(bytes, messages);

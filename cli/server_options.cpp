@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/message_filter.h"
 #include "common/token_command.h"
 
 namespace imapstage::cli {
@@ -353,6 +354,15 @@ batch::Shard apply_shard(const BatchOptions& o, std::string& archive, batch::Run
                                    "server, so a server may see up to {} at once",
                                    cap, shard.count, shard.count));
   return shard;
+}
+
+batch::BatchLimits make_batch_limits(const ServerOptions& server, const BatchOptions& batch) {
+  batch::BatchLimits limits;
+  if (!server.daily_budget.empty()) limits.daily_budget = parse_size(server.daily_budget);
+  if (!batch.server_max_bandwidth.empty())
+    limits.server_max_bytes_per_second = double(parse_size(batch.server_max_bandwidth));
+  limits.server_max_messages_per_second = batch.server_max_messages_per_second;
+  return limits;
 }
 
 batch::RunnerOptions make_runner_options(const BatchOptions& o) {

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "batch/budget.h"
 #include "batch/profiles.h"
 #include "batch/runner.h"
 #include "batch/shard.h"
@@ -109,6 +110,9 @@ struct BatchOptions {
 void add_batch_options(CLI::App* cmd, BatchOptions& options);
 // Throws Error(usage) for a bad --account-timeout.
 batch::RunnerOptions make_runner_options(const BatchOptions& options);
+// --daily-budget, --server-max-bandwidth and --server-max-messages-per-second
+// of a batch. Throws Error(usage) for a malformed size.
+batch::BatchLimits make_batch_limits(const ServerOptions& server, const BatchOptions& batch);
 
 // The shard of this batch: --shard, else the environment of a Kubernetes
 // Indexed Job or a Slurm array (batch::shard_from_environment), else none.

@@ -212,10 +212,7 @@ void add_import_command(CLI::App& app, int& status) {
       options.retry = make_retry_policy(args->server, *sink, "");
       options.retry.wait_when_throttled = false;  // a throttled account gives its slot to others
       options.runner.max_throttle_wait = options.retry.max_throttle_wait;
-      if (!args->server.daily_budget.empty()) options.daily_budget = parse_size(args->server.daily_budget);
-      if (!args->batch.server_max_bandwidth.empty())
-        options.server_max_bytes_per_second = double(parse_size(args->batch.server_max_bandwidth));
-      options.server_max_messages_per_second = args->batch.server_max_messages_per_second;
+      options.limits = make_batch_limits(args->server, args->batch);
       auto report = batch::run_import_batch(options, *sink);
       if (terminal) {
         terminal->finish();
