@@ -29,6 +29,14 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 
+def submit(driver):
+    """Clicks the form's submit button and waits (up to 30 s) until the page
+    it was on has been replaced, so that what is read next is the answer's."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, "submit").click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
 def text_of(driver, element_id):
     """The text of the element once it is on the page (up to 30 s), or None."""
     try:
@@ -81,7 +89,7 @@ def main():
         seen["asks_new_password"] = len(driver.find_elements(By.ID, "new_password")) == 1
         driver.find_element(By.ID, "password").send_keys(wrong)
         driver.find_element(By.ID, "new_password").send_keys(new)
-        driver.find_element(By.ID, "submit").click()
+        submit(driver)
         seen["wrong_error"] = text_of(driver, "error")
         seen["wrong_field_empty"] = text_of(driver, "password") is not None and \
             driver.find_element(By.ID, "password").get_attribute("value") == "" and \
@@ -89,12 +97,12 @@ def main():
         shot("2-wrong-password")
         driver.find_element(By.ID, "password").send_keys(right)
         driver.find_element(By.ID, "new_password").send_keys(wrong)
-        driver.find_element(By.ID, "submit").click()
+        submit(driver)
         seen["wrong_new_error"] = text_of(driver, "error")
         shot("2b-wrong-new-password")
         driver.find_element(By.ID, "password").send_keys(right)
         driver.find_element(By.ID, "new_password").send_keys(new)
-        driver.find_element(By.ID, "submit").click()
+        submit(driver)
         statuses = []
         deadline = time.time() + 150
         status = None

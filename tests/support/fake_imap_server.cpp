@@ -304,6 +304,7 @@ void FakeImapServer::serve(int fd, size_t number) {
     if (!first) break;
     FakeCommand cmd;
     cmd.connection = number;
+    cmd.received = std::chrono::steady_clock::now();
     std::string line = *first;
     size_t sp = line.find(' ');
     cmd.tag = line.substr(0, sp);
@@ -722,6 +723,18 @@ imap::Endpoint FakeImapServer::endpoint(int timeout_seconds) const {
   e.tls = imap::TlsMode::none;
   e.timeout = std::chrono::seconds(timeout_seconds);
   return e;
+}
+
+double paced_rate(const std::vector<FakeCommand>& commands, const std::function<double(const FakeCommand&)>& amount) {
+  std::vector<std::pair<std::chrono::steady_clock::time_point, double>> paced;
+  for (auto& c : commands)
+    if (double a = amount(c); a > 0) paced.emplace_back(c.received, a);
+  if (paced.size() < 2) return 0;
+  std::sort(paced.begin(), paced.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  double after_first = 0;
+  for (size_t i = 1; i < paced.size(); ++i) after_first += paced[i].second;
+  double seconds = std::chrono::duration<double>(paced.back().first - paced.front().first).count();
+  return seconds > 0 ? after_first / seconds : 0;
 }
 
 }  // namespace imapstage::testing

@@ -22,6 +22,7 @@
 // Destroying the server closes every connection and joins every thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -56,7 +57,16 @@ struct FakeCommand {
   std::string text;                    // after the tag; literals shown as {N} / {N+}
   std::vector<std::string> literals;   // their bytes, in order
   size_t connection = 0;               // 1 for the first connection accepted, ...
+  std::chrono::steady_clock::time_point received;  // when its first line arrived
 };
+
+// The pace of paced commands: of `commands`, those for which `amount` (the
+// messages or bytes each asked for or carried) is above zero, in order of
+// arrival; the amount of all but the first, divided by the seconds from the
+// first to the last. A limiter that pays for each command just before it is
+// sent shows its cap here, however long the setup and commits around the
+// sending took. 0 with fewer than two such commands.
+double paced_rate(const std::vector<FakeCommand>& commands, const std::function<double(const FakeCommand&)>& amount);
 
 class FakeImapServer;
 
