@@ -533,16 +533,23 @@ bool AccountExport::export_one(Lane& lane, size_t i) {
       ready_cv_.wait(lock, [&] { return all_mail_done_ || stop_; });
     }
   }
+  // All Mail's objects are made durable before other lanes record messages that refer to them.
   struct AllMailDone {
     AccountExport& self;
+    Lane& lane;
     bool active;
     ~AllMailDone() {
       if (!active) return;
+      try {
+        self.commit_if_due(lane, true);
+      } catch (...) {
+        self.keep_fatal(std::current_exception());
+      }
       std::lock_guard lock(self.ready_mutex_);
       self.all_mail_done_ = true;
       self.ready_cv_.notify_all();
     }
-  } all_mail_done{*this, i == all_mail_};
+  } all_mail_done{*this, lane, i == all_mail_ && !options_.dry_run};
   try {
     check_cancelled(result.name);
     with_retries(lane, result.name, [&] {

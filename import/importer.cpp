@@ -345,24 +345,6 @@ void AccountImport::store_labels(const MessageRecord& m, uint32_t uid, ImportFol
   ++result.gmail_labelled;
 }
 
-int gmail_primary_rank(const archive::FolderRecord& folder) {
-  if (folder.ns_kind == archive::NamespaceKind::personal && folder.path.size() == 1 &&
-      lower(folder.path[0]) == "inbox")
-    return 0;
-  int rank = 3;
-  for (auto& a : folder.attributes) {
-    std::string l = lower(a);
-    if (l == "\\sent") rank = std::min(rank, 1);
-    else if (l == "\\drafts") rank = std::min(rank, 2);
-    else if (l == "\\flagged" && rank == 3) rank = 4;
-    else if (l == "\\important" && rank == 3) rank = 5;
-    else if (l == "\\junk" && rank == 3) rank = 6;
-    else if (l == "\\trash" && rank == 3) rank = 7;
-    else if (l == "\\all" && rank == 3) rank = 8;
-  }
-  return rank;
-}
-
 void AccountImport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
   events_.emit(event);
@@ -1497,6 +1479,24 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
 }
 
 }  // namespace
+
+int gmail_primary_rank(const archive::FolderRecord& folder) {
+  if (folder.ns_kind == archive::NamespaceKind::personal && folder.path.size() == 1 &&
+      lower(folder.path[0]) == "inbox")
+    return 0;
+  int rank = 3;
+  for (auto& a : folder.attributes) {
+    std::string l = lower(a);
+    if (l == "\\sent") rank = std::min(rank, 1);
+    else if (l == "\\drafts") rank = std::min(rank, 2);
+    else if (l == "\\flagged" && rank == 3) rank = 4;
+    else if (l == "\\important" && rank == 3) rank = 5;
+    else if (l == "\\junk" && rank == 3) rank = 6;
+    else if (l == "\\trash" && rank == 3) rank = 7;
+    else if (l == "\\all" && rank == 3) rank = 8;
+  }
+  return rank;
+}
 
 uint64_t ImportSummary::total(uint64_t ImportFolderResult::*field) const {
   uint64_t sum = 0;

@@ -135,12 +135,20 @@ TEST(GmailExport, EachBodyIsFetchedOnceAndTheLabelsAreInTheIndex) {
     }
   EXPECT_EQ(hash_of.size(), 6u);
   for (auto& m : recs["[Gmail]/All Mail"]) {
-    if (m.gm_msgid == gmail.ids["m1"]) EXPECT_EQ(m.gm_labels, (std::vector<std::string>{"\\Inbox", "Work"}));
-    if (m.gm_msgid == gmail.ids["m4"]) EXPECT_TRUE(m.gm_labels.empty());
+    if (m.gm_msgid == gmail.ids["m1"]) {
+      EXPECT_EQ(m.gm_labels, (std::vector<std::string>{"\\Inbox", "Work"}));
+    }
+    if (m.gm_msgid == gmail.ids["m4"]) {
+      EXPECT_TRUE(m.gm_labels.empty());
+    }
   }
   for (auto& m : recs["Work"]) {  // the label folders' own flags, the body's date and size
-    if (m.gm_msgid == gmail.ids["m3"]) EXPECT_EQ(m.flags, archive::kFlagged);
-    if (m.gm_msgid == gmail.ids["m1"]) EXPECT_EQ(m.flags, archive::kSeen);
+    if (m.gm_msgid == gmail.ids["m3"]) {
+      EXPECT_EQ(m.flags, archive::kFlagged);
+    }
+    if (m.gm_msgid == gmail.ids["m1"]) {
+      EXPECT_EQ(m.flags, archive::kSeen);
+    }
     EXPECT_EQ(m.size, message(m.gm_msgid == gmail.ids["m1"] ? "m1" : "m3").size());
   }
   bool provider = false;
@@ -162,7 +170,10 @@ TEST(GmailExport, ARerunFetchesOnlyNewBodiesAndRefreshesLabels) {
   {
     imap::Endpoint e = gmail.server.endpoint();
     auto s = imap::Session::connect(e);
-    s->login({"me", "x"});
+    imap::Credentials who;
+    who.user = "me";
+    who.secret = "x";
+    s->login(who);
     s->select(FakeImapServer::kAllMail);
     uint32_t uid = 0;
     for (auto& [folder, u] : gmail.server.gmail_copies(gmail.ids["m4"]))

@@ -484,7 +484,7 @@ uint32_t FakeImapServer::add_message(const std::string& folder, std::string body
   FakeFolder* f = find(folder);
   if (!f) throw std::out_of_range("fake IMAP server: no folder " + folder);
   uint32_t uid = f->uidnext++;
-  f->messages.push_back(FakeMessage{uid, std::move(flags), std::move(internaldate), std::move(body)});
+  f->messages.push_back(FakeMessage{uid, std::move(flags), std::move(internaldate), std::move(body), 0, 0, {}});
   return uid;
 }
 
