@@ -6,6 +6,9 @@
 // per message, labels by UID STORE, no duplicates on re-runs), and into
 // another server as folders or one primary folder per message.
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -13,6 +16,8 @@
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
+#include "archive-format/keys.h"
+#include "bundle/bundle.h"
 #include "common/events.h"
 #include "export/exporter.h"
 #include "import/importer.h"
@@ -222,6 +227,77 @@ TEST(GmailExport, ADetectedGmailGetsItsProfileApplied) {
   for (auto& e : events.events())
     if (e["event"] == "provider") applied = e["applied"] == "daily download budget 2500 MB";
   EXPECT_TRUE(applied);
+}
+
+TEST(GmailExport, ABundleCarriesTheIdsAndLabels) {
+  Mailbox gmail;
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  NullSink quiet;
+  ASSERT_TRUE(exporting::run_export(export_options(gmail.server, archive_dir, 1), quiet).complete());
+  std::string file = dir.path() + "/gmail.bundle";
+  {
+    auto a = Archive::open(archive_dir, Archive::Mode::write);
+    bundle::CreateOptions o;
+    o.out = file;
+    bundle::create(*a, o);
+  }
+  std::string copy = dir.path() + "/copy";
+  bundle::apply(file, copy, "");
+  auto original = records(archive_dir), carried = records(copy);
+  ASSERT_EQ(original.size(), carried.size());
+  for (auto& [folder, list] : original) {
+    ASSERT_EQ(list.size(), carried[folder].size()) << folder;
+    for (size_t i = 0; i < list.size(); ++i) {
+      EXPECT_EQ(carried[folder][i].gm_msgid, list[i].gm_msgid) << folder;
+      EXPECT_EQ(carried[folder][i].gm_thrid, list[i].gm_thrid) << folder;
+      EXPECT_EQ(carried[folder][i].gm_labels, list[i].gm_labels) << folder;
+      EXPECT_EQ(carried[folder][i].hash, list[i].hash) << folder;
+    }
+  }
+}
+
+// Every file below `dir` as one string.
+std::string all_bytes(const std::string& dir) {
+  std::string out;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    out += s.str();
+  }
+  return out;
+}
+
+TEST(GmailExport, InAnEncryptedArchiveTheIdsAndLabelsAreSealed) {
+  Mailbox gmail;
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  archive::Archive::Options keyed;
+  keyed.passphrase = [](const std::filesystem::path&) { return std::string("gmail passphrase"); };
+  Archive::create_encrypted(archive_dir, "gmail passphrase", archive::ScryptParams{10, 8, 1}, keyed);
+  auto o = export_options(gmail.server, archive_dir, 1);
+  o.archive_options = keyed;
+  NullSink quiet;
+  ASSERT_TRUE(exporting::run_export(o, quiet).complete());
+  auto a = Archive::open(archive_dir, Archive::Mode::read, keyed);
+  auto acc = a->find_account("gmail");
+  ASSERT_TRUE(acc);
+  size_t labelled = 0;
+  for (auto& f : a->folders(acc->id))
+    a->for_each_message(acc->id, f.id, std::nullopt, [&](const MessageRecord& m) {
+      EXPECT_NE(m.gm_msgid, 0u);
+      if (m.gm_labels == std::vector<std::string>{"Work", "Personal"}) ++labelled;
+      return true;
+    });
+  EXPECT_EQ(labelled, 3u);  // m3 in All Mail, Work and Personal
+  std::string raw = all_bytes(archive_dir);
+  EXPECT_EQ(raw.find("Personal"), std::string::npos);
+  uint64_t id = gmail.ids["m3"];  // as a value holds it: u64 little-endian
+  std::string id_bytes;
+  for (int k = 0; k < 8; ++k) id_bytes.push_back(static_cast<char>((id >> (8 * k)) & 0xff));
+  EXPECT_EQ(raw.find(id_bytes), std::string::npos);
 }
 
 importing::ImportOptions import_options(const std::string& archive_dir, const imap::Endpoint& endpoint,
