@@ -22,6 +22,7 @@
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fake_imap_server.h"
+#include "tests/support/process.h"
 #include "tests/support/test_server.h"
 #include "verify/compare.h"
 
@@ -227,6 +228,38 @@ TEST(GmailExport, ADetectedGmailGetsItsProfileApplied) {
   for (auto& e : events.events())
     if (e["event"] == "provider") applied = e["applied"] == "daily download budget 2500 MB";
   EXPECT_TRUE(applied);
+}
+
+// The command line: a server that turns out to be Gmail gets Gmail's daily
+// download budget (counted in DIR/batches/budgets.json) unless one was given.
+TEST(GmailExport, TheExportCommandAppliesGmailsBudgetWhenItDetectsGmail) {
+  Mailbox gmail;
+  TempDir dir;
+  std::string pw = dir.path() + "/pw";
+  {
+    std::ofstream out(pw);
+    out << "secret\n";
+  }
+  auto args = [&](const std::string& archive) {
+    return std::vector<std::string>{"export", "--archive", archive, "--host", gmail.server.host(), "--port",
+                                    std::to_string(gmail.server.port()), "--tls", "none", "--user", "me@gmail.test",
+                                    "--password-file", pw, "--json"};
+  };
+  auto detected = testing::run_imapstage(args(dir.path() + "/a"));
+  ASSERT_EQ(detected.exit_code, 0) << detected.err;
+  EXPECT_NE(detected.out.find("daily download budget 2500 MB"), std::string::npos) << detected.out;
+  std::ifstream budgets(dir.path() + "/a/batches/budgets.json");
+  ASSERT_TRUE(budgets) << "no budget was counted";
+  auto counted = nlohmann::json::parse(budgets);
+  EXPECT_EQ(counted["accounts"]["export me@gmail.test@127.0.0.1"]["bytes"].get<uint64_t>(),
+            message("m1").size() * 6);  // the six bodies fetched
+
+  // An explicit budget wins.
+  auto chosen = args(dir.path() + "/b");
+  chosen.insert(chosen.end(), {"--daily-budget", "1GB"});
+  auto explicit_budget = testing::run_imapstage(chosen);
+  ASSERT_EQ(explicit_budget.exit_code, 0) << explicit_budget.err;
+  EXPECT_EQ(explicit_budget.out.find("daily download budget"), std::string::npos);
 }
 
 TEST(GmailExport, ABundleCarriesTheIdsAndLabels) {
