@@ -160,7 +160,7 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
           if (detected == budget) return "";
           budget = detected;
           budgets.check(budget_key, budget);
-          return fmt::format("daily download budget {} MB", budget >> 20);
+          return fmt::format("daily download budget {} MB", budget / 1000000);
         };
         exporting::ExportSummary summary;
         try {

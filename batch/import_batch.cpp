@@ -104,7 +104,7 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
           if (detected == budget) return "";
           budget = detected;
           budgets.check(budget_key, budget);
-          return fmt::format("daily upload budget {} MB", budget >> 20);
+          return fmt::format("daily upload budget {} MB", budget / 1000000);
         };
         o.policy.before_append = [&, limiter, budget_key](uint64_t bytes, uint64_t messages) {
           budgets.check(budget_key, budget);  // spent: nothing more is sent

@@ -418,7 +418,7 @@ void add_export_command(CLI::App& app, int& status) {
         budget = detected;
         if (!budgets) budgets.emplace(options.archive_dir);
         budgets->check(budget_key, budget);
-        return fmt::format("daily download budget {} MB", budget >> 20);
+        return fmt::format("daily download budget {} MB", budget / 1000000);
       };
     }
     exporting::ExportSummary summary;

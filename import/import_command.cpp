@@ -281,7 +281,7 @@ void add_import_command(CLI::App& app, int& status) {
         budget = detected;
         if (!budgets) budgets.emplace(options.archive_dir);
         budgets->check(budget_key, budget);
-        return fmt::format("daily upload budget {} MB", budget >> 20);
+        return fmt::format("daily upload budget {} MB", budget / 1000000);
       };
     }
     importing::ImportSummary summary;
