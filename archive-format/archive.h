@@ -30,7 +30,7 @@ namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
 // version (1 to 4) is read too; a writer opening an older archive upgrades it.
-inline constexpr uint32_t kFormatVersion = 5;
+inline constexpr uint32_t kFormatVersion = 6;
 
 class ArchiveKeys;   // archive-format/keys.h
 struct KeyFile;      // archive-format/keys.h
@@ -157,6 +157,14 @@ struct MessageRecord {
   // which a re-run finds it again. "" for IMAP.
   std::string source_id;
   DateSource date_source = DateSource::server;  // where internaldate came from
+  // Gmail sources (X-GM-EXT-1, format version 6): X-GM-MSGID, the message's
+  // identity across every folder (label) of the account, and X-GM-THRID;
+  // 0 for every other message. gm_labels: its X-GM-LABELS as the server
+  // sent them ("\\Inbox", "Work", modified UTF-7) when the record was made
+  // (FORMAT.md, "Gmail").
+  uint64_t gm_msgid = 0;
+  uint64_t gm_thrid = 0;
+  std::vector<std::string> gm_labels;
 };
 
 // Where an object's bytes live.

@@ -294,12 +294,18 @@ FolderRecord decode_folder(std::string_view key, std::string_view value) {
 // then str source_id and u8 date_source. Written only for messages that have
 // either, so IMAP message values stay at layout 1.
 constexpr uint8_t kSourceMessageLayout = 2;
+// Layout 3 (format version 6): the layout 1 fields, then u64 gm_msgid,
+// u64 gm_thrid and strs gm_labels. Written only for messages of a Gmail
+// source (gm_msgid not 0), which never have a source_id.
+constexpr uint8_t kGmailMessageLayout = 3;
 constexpr uint8_t kLastDateSource = static_cast<uint8_t>(DateSource::fetch_time);
 
 std::string encode_message(const MessageRecord& r) {
   Writer w;
   bool from_source = !r.source_id.empty() || r.date_source != DateSource::server;
-  w.u8(from_source ? kSourceMessageLayout : kValueVersion);
+  bool gmail = r.gm_msgid != 0;
+  if (from_source && gmail) throw Error(ErrorKind::internal, "a message with both a source identity and a Gmail id");
+  w.u8(gmail ? kGmailMessageLayout : from_source ? kSourceMessageLayout : kValueVersion);
   w.bytes(std::string_view(reinterpret_cast<const char*>(r.hash.data()), r.hash.size()));
   w.u32(r.flags);
   w.strs(r.keywords);
@@ -312,13 +318,18 @@ std::string encode_message(const MessageRecord& r) {
     w.str(r.source_id);
     w.u8(static_cast<uint8_t>(r.date_source));
   }
+  if (gmail) {
+    w.u64(r.gm_msgid);
+    w.u64(r.gm_thrid);
+    w.strs(r.gm_labels);
+  }
   return w.take();
 }
 MessageRecord decode_message(std::string_view key, std::string_view value) {
   MessageRecord r;
   r.key = decode_message_key(key);
   Reader in(value, "message value");
-  uint8_t layout = in.version(kValueVersion, kSourceMessageLayout);
+  uint8_t layout = in.version(kValueVersion, kGmailMessageLayout);
   auto h = in.bytes(32);
   std::memcpy(r.hash.data(), h.data(), 32);
   r.flags = in.u32();
@@ -337,6 +348,11 @@ MessageRecord decode_message(std::string_view key, std::string_view value) {
     uint8_t source = in.u8();
     if (source > kLastDateSource) malformed("message value has an unknown date source");
     r.date_source = static_cast<DateSource>(source);
+  } else if (layout == kGmailMessageLayout) {
+    r.gm_msgid = in.u64();
+    if (r.gm_msgid == 0) malformed("message value has a Gmail layout without a message id");
+    r.gm_thrid = in.u64();
+    r.gm_labels = in.strs();
   }
   in.end();
   return r;

@@ -119,6 +119,14 @@ uint64_t BatchLimits::budget(const Profile& profile, bool upload) const {
   return daily_budget ? daily_budget : profile.budget(upload);
 }
 
+uint64_t BatchLimits::detected_budget(const Profile& profile, bool upload, const std::string& detected) const {
+  uint64_t chosen = budget(profile, upload);
+  if (chosen || !profile.provider.empty() || detected.empty()) return chosen;
+  Profile p = profile;
+  p.apply_provider(detected);
+  return p.budget(upload);
+}
+
 std::shared_ptr<RateLimiter> BatchLimits::server_limiter(ServerLimiters& limiters, const std::string& server,
                                                          const Profile& profile) const {
   return limiters.get(server,

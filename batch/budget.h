@@ -91,6 +91,10 @@ struct BatchLimits {
   // The account's daily budget: this one, or the profile's (upload: an
   // import's, else an export's); 0: none.
   uint64_t budget(const Profile& profile, bool upload) const;
+  // The budget once the server gave away its provider (`detected`, e.g.
+  // "gmail" for X-GM-EXT-1): budget() when that is set or the profile names
+  // a provider, else the detected provider's (0 for "" or a provider without one).
+  uint64_t detected_budget(const Profile& profile, bool upload, const std::string& detected) const;
   // The limiter every account of `server` shares in this batch, with these
   // caps or the profile's; nullptr when there are none.
   std::shared_ptr<RateLimiter> server_limiter(ServerLimiters& limiters, const std::string& server,

@@ -150,9 +150,17 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         std::string budget_key = "export " + item.account;
         budgets.check(budget_key, budget);  // spent: parked before logging in
         auto limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
-        o.after_message = [&, limiter, budget, budget_key](uint64_t bytes) {
+        o.after_message = [&, limiter, budget_key](uint64_t bytes) {
           if (limiter) limiter->acquire(bytes, 1);
           budgets.charge(budget_key, bytes, budget);
+        };
+        // A server that turns out to be Gmail gets its budget unless one was chosen.
+        o.on_provider = [&](const std::string& provider) -> std::string {
+          uint64_t detected = options.limits.detected_budget(*job.profile, false, provider);
+          if (detected == budget) return "";
+          budget = detected;
+          budgets.check(budget_key, budget);
+          return fmt::format("daily download budget {} MB", budget / 1000000);
         };
         exporting::ExportSummary summary;
         try {

@@ -99,7 +99,14 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         std::string budget_key = "import " + item.key;
         budgets.check(budget_key, budget);  // spent: parked before logging in
         auto limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
-        o.policy.before_append = [&, limiter, budget, budget_key](uint64_t bytes, uint64_t messages) {
+        o.on_provider = [&](const std::string& provider) -> std::string {
+          uint64_t detected = options.limits.detected_budget(*job.profile, true, provider);
+          if (detected == budget) return "";
+          budget = detected;
+          budgets.check(budget_key, budget);
+          return fmt::format("daily upload budget {} MB", budget / 1000000);
+        };
+        o.policy.before_append = [&, limiter, budget_key](uint64_t bytes, uint64_t messages) {
           budgets.check(budget_key, budget);  // spent: nothing more is sent
           if (limiter) limiter->acquire(bytes, messages);
           budgets.charge(budget_key, bytes, budget, false);

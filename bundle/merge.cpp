@@ -68,6 +68,8 @@ std::string message_difference(const MessageRecord& x, const MessageRecord& y) {
                        y.state == archive::MessageState::present ? "present" : "expunged");
   if (x.size != y.size || x.modseq != y.modseq) return "size or MODSEQ";
   if (x.source_id != y.source_id || x.date_source != y.date_source) return "source identity or date source";
+  if (x.gm_msgid != y.gm_msgid || x.gm_thrid != y.gm_thrid || x.gm_labels != y.gm_labels)
+    return "Gmail message id, thread id or labels";
   return "";
 }
 

@@ -398,13 +398,27 @@ void add_export_command(CLI::App& app, int& status) {
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     options.retry = make_retry_policy(args->server, *sink, options.account_name);
     // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
-    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(false) : parse_size(args->server.daily_budget);
+    batch::BatchLimits limits;
+    if (!args->server.daily_budget.empty()) limits.daily_budget = parse_size(args->server.daily_budget);
+    uint64_t budget = limits.budget(profile, false);
     std::optional<batch::BudgetStore> budgets;
+    std::string budget_key = "export " + options.account_name;
     if (budget && !options.dry_run) {
       budgets.emplace(options.archive_dir);
-      budgets->check("export " + options.account_name, budget);
-      options.after_message = [&budgets, budget, key = "export " + options.account_name](uint64_t bytes) {
-        budgets->charge(key, bytes, budget);
+      budgets->check(budget_key, budget);
+    }
+    if (!options.dry_run) {
+      options.after_message = [&budgets, &budget, &budget_key](uint64_t bytes) {
+        if (budget) budgets->charge(budget_key, bytes, budget);
+      };
+      // A server that turns out to be Gmail (X-GM-EXT-1) gets its budget unless one was chosen.
+      options.on_provider = [&](const std::string& provider) -> std::string {
+        uint64_t detected = limits.detected_budget(profile, false, provider);
+        if (detected == budget) return "";
+        budget = detected;
+        if (!budgets) budgets.emplace(options.archive_dir);
+        budgets->check(budget_key, budget);
+        return fmt::format("daily download budget {} MB", budget / 1000000);
       };
     }
     exporting::ExportSummary summary;

@@ -145,13 +145,15 @@ bool mark_expunged(archive::Batch& batch, MessageRecord record) {
 nlohmann::json folder_done_event(const FolderResult& result) {
   std::string text = fmt::format("{}: {} new, {} flag changes, {} expunged, {} fetched", result.name,
                                  result.new_messages, result.flags_updated, result.expunged, result.bytes_fetched);
+  if (result.gmail_linked)
+    text += fmt::format(", {} recorded by X-GM-MSGID without fetching their bodies again", result.gmail_linked);
   size_t failed = result.failed_uids.size() + result.failed_items.size();
   if (failed) text += fmt::format(", {} not archived", failed);
   if (!result.anomalies.empty()) text += fmt::format(", {} anomalies (see the warnings)", result.anomalies.size());
   return {{"event", "folder_done"}, {"folder", result.name}, {"new", result.new_messages},
           {"flags_updated", result.flags_updated}, {"expunged", result.expunged},
           {"bytes_fetched", result.bytes_fetched}, {"bytes_stored", result.bytes_stored},
-          {"failed", failed}, {"text", text}};
+          {"gmail_linked", result.gmail_linked}, {"failed", failed}, {"text", text}};
 }
 
 }  // namespace imapstage::exporting

@@ -164,7 +164,93 @@ class AccountExport {
   std::unique_ptr<ExportSelections> history_;  // earlier runs' selections (null without an archive)
   RateLimiter limiter_;                        // --max-bandwidth, --max-messages-per-second: every lane
   std::atomic<uint64_t> failures_{0};          // messages failed in this run, every lane
+
+  // Gmail (X-GM-EXT-1): each body once, keyed by X-GM-MSGID.
+  struct GmailKnown {
+    archive::Hash hash{};
+    uint64_t size = 0;
+    int64_t internaldate = 0;
+    int32_t internaldate_tz = 0;
+    uint64_t thrid = 0;
+    std::vector<std::string> labels;
+  };
+  bool gmail_ = false;
+  size_t all_mail_ = SIZE_MAX;           // the \All folder's index in selected_, if selected
+  bool all_mail_done_ = false;           // exported (or failed); guarded by ready_mutex_
+  mutable std::mutex gmail_mutex_;
+  std::unordered_map<uint64_t, GmailKnown> gmail_known_;  // every archived message of the account by X-GM-MSGID
+  // Reads the account's records with an X-GM-MSGID into gmail_known_.
+  void load_gmail_known();
+  void remember_gmail(const MessageRecord& r);
+  std::optional<GmailKnown> gmail_known(uint64_t msgid) const {
+    std::lock_guard lock(gmail_mutex_);
+    auto it = gmail_known_.find(msgid);
+    if (it == gmail_known_.end()) return std::nullopt;
+    return it->second;
+  }
+  // Puts All Mail first in order_.
+  void all_mail_first() {
+    auto it = std::find(order_.begin(), order_.end(), all_mail_);
+    if (it != order_.end()) std::rotate(order_.begin(), it, it + 1);
+  }
+  // Gmail: in folder `index` (lane's session, folder selected), records
+  // the UIDs of `wanted` whose X-GM-MSGID the archive has (without their
+  // bodies) and takes them out of `wanted`.
+  void link_gmail(Lane& lane, const FolderRecord& folder, FolderResult& result, std::vector<uint32_t>& wanted);
 };
+
+void AccountExport::remember_gmail(const MessageRecord& r) {
+  if (!r.gm_msgid) return;
+  std::lock_guard lock(gmail_mutex_);
+  auto& k = gmail_known_[r.gm_msgid];
+  k.hash = r.hash;
+  k.size = r.size;
+  k.internaldate = r.internaldate;
+  k.internaldate_tz = r.internaldate_tz;
+  k.thrid = r.gm_thrid;
+  if (!r.gm_labels.empty() || k.labels.empty()) k.labels = r.gm_labels;
+}
+
+void AccountExport::load_gmail_known() {
+  if (!archive_ || !account_id_) return;
+  for (auto& f : archive_->folders(account_id_))
+    archive_->for_each_message(account_id_, f.id, std::nullopt, [&](const MessageRecord& r) {
+      remember_gmail(r);
+      return true;
+    });
+}
+
+void AccountExport::link_gmail(Lane& lane, const FolderRecord& folder, FolderResult& result,
+                               std::vector<uint32_t>& wanted) {
+  std::vector<uint32_t> linked;
+  for (auto& ranges : uid_batches(wanted, options_.fetch_batch))
+    lane.session->fetch_gmail_ids(ranges, [&](imap::FlagUpdate&& u) {
+      if (!std::binary_search(wanted.begin(), wanted.end(), u.uid)) return;
+      if (!linked.empty() && linked.back() == u.uid) return;
+      auto known = gmail_known(u.gm_msgid);
+      if (!known) return;
+      note_anomalies(result, u.uid, u.anomalies);
+      MessageRecord record;
+      record.key = {account_id_, folder.id, folder.uidvalidity, u.uid};
+      record.hash = known->hash;
+      archive::parse_flags(u.flags, record.flags, record.keywords);
+      record.internaldate = known->internaldate;
+      record.internaldate_tz = known->internaldate_tz;
+      record.size = known->size;
+      record.modseq = u.modseq;
+      record.state = MessageState::present;
+      record.gm_msgid = u.gm_msgid;
+      record.gm_thrid = known->thrid;
+      record.gm_labels = known->labels;
+      lane.batch->put_message(record);
+      linked.push_back(u.uid);
+      ++result.gmail_linked;
+      commit_if_due(lane);
+    });
+  std::sort(linked.begin(), linked.end());
+  linked.erase(std::unique(linked.begin(), linked.end()), linked.end());
+  wanted = minus(wanted, linked);
+}
 
 void AccountExport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
@@ -263,9 +349,13 @@ void AccountExport::run(std::unique_ptr<imap::Session> session) {
 void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   auto started = Clock::now();
   if (!session) session = connect_and_login(options_);  // login before anything touches the archive
-  if (std::string provider = session->detected_provider(); !provider.empty())
-    emit({{"event", "provider"}, {"provider", provider}, {"detected", true},
-          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies", summary_.server, provider)}});
+  gmail_ = session->has_capability("X-GM-EXT-1");
+  if (std::string provider = session->detected_provider(); !provider.empty()) {
+    std::string applied = options_.on_provider && !options_.dry_run ? options_.on_provider(provider) : "";
+    emit({{"event", "provider"}, {"provider", provider}, {"detected", true}, {"applied", applied},
+          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies{}{}", summary_.server, provider,
+                               applied.empty() ? "" : ": ", applied)}});
+  }
   int connections = options_.connections;
   if (connections <= 0) {
     auto t0 = Clock::now();
@@ -306,6 +396,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
     history_ = std::make_unique<ExportSelections>(*archive_, summary_.account);
     summary_.run_id = begin_export_run(*archive_, summary_,
                                        {{"server", summary_.server}, {"user", options_.credentials.user}});
+    if (gmail_) load_gmail_known();
   } else if (archive_) {
     if (auto existing = archive_->find_account(summary_.account)) account_id_ = existing->id;
   }
@@ -330,6 +421,10 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
     for (size_t k = 0; k < options_.include.size(); ++k)
       if (glob_matches(options_.include[k], canonical)) pattern_used[k] = true;
     if (!folder_selected(canonical, options_.include, options_.exclude)) continue;
+    if (gmail_ && all_mail_ == SIZE_MAX && !entry.noselect &&
+        std::any_of(entry.attributes.begin(), entry.attributes.end(),
+                    [](const std::string& a) { return a.size() == 4 && (a == "\\All" || a == "\\ALL" || a == "\\all"); }))
+      all_mail_ = selected_.size();
     selected_.push_back(entry);
     placed_.push_back(std::move(placed));
   }
@@ -365,6 +460,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   sized_.assign(selected_.size(), {});
   order_.resize(selected_.size());
   std::iota(order_.begin(), order_.end(), size_t{0});
+  if (gmail_) all_mail_first();
   if (sizing_ && selected_.empty())
     emit({{"event", "totals"}, {"command", "export"}, {"folders", 0}, {"messages_total", 0}, {"bytes_total", 0}});
   release_lanes();
@@ -430,6 +526,30 @@ void AccountExport::run_lane(Lane& lane) {
 
 bool AccountExport::export_one(Lane& lane, size_t i) {
   FolderResult& result = summary_.folders[i];
+  if (gmail_ && all_mail_ != SIZE_MAX && !options_.dry_run) {
+    if (i != all_mail_) {
+      // Gmail: the other folders' bodies are All Mail's; wait until it is archived.
+      std::unique_lock lock(ready_mutex_);
+      ready_cv_.wait(lock, [&] { return all_mail_done_ || stop_; });
+    }
+  }
+  // All Mail's objects are made durable before other lanes record messages that refer to them.
+  struct AllMailDone {
+    AccountExport& self;
+    Lane& lane;
+    bool active;
+    ~AllMailDone() {
+      if (!active) return;
+      try {
+        self.commit_if_due(lane, true);
+      } catch (...) {
+        self.keep_fatal(std::current_exception());
+      }
+      std::lock_guard lock(self.ready_mutex_);
+      self.all_mail_done_ = true;
+      self.ready_cv_.notify_all();
+    }
+  } all_mail_done{*this, lane, i == all_mail_ && !options_.dry_run};
   try {
     check_cancelled(result.name);
     with_retries(lane, result.name, [&] {
@@ -494,6 +614,7 @@ void AccountExport::sized(size_t) {
   if (lane_count_ > 1)
     std::stable_sort(order_.begin(), order_.end(),
                      [&](size_t a, size_t b) { return folder_bytes[a] > folder_bytes[b]; });
+  if (gmail_) all_mail_first();
   emit({{"event", "totals"}, {"command", "export"}, {"folders", selected_.size()}, {"messages_total", messages},
         {"bytes_total", bytes}});
   ready_cv_.notify_all();
@@ -721,8 +842,15 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
       uint32_t bits = 0;
       std::vector<std::string> keywords;
       archive::parse_flags(update.flags, bits, keywords);
-      if (same_flags(*record, bits, keywords) && (update.modseq == 0 || update.modseq == record->modseq)) return;
-      bool changed = !same_flags(*record, bits, keywords);
+      bool labels_changed = update.has_labels && record->gm_msgid && update.gm_labels != record->gm_labels;
+      if (same_flags(*record, bits, keywords) && (update.modseq == 0 || update.modseq == record->modseq) &&
+          !labels_changed)
+        return;
+      bool changed = !same_flags(*record, bits, keywords) || labels_changed;
+      if (labels_changed) {
+        record->gm_labels = std::move(update.gm_labels);
+        remember_gmail(*record);
+      }
       record->flags = bits;
       record->keywords = std::move(keywords);
       if (update.modseq) record->modseq = update.modseq;
@@ -767,6 +895,11 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   std::sort(left_out.begin(), left_out.end());
   result.filtered_out = left_out.size();
   std::vector<uint32_t> wanted = minus(candidates, left_out);
+  if (gmail_ && !wanted.empty() && (index != all_mail_ || [&] {
+        std::lock_guard lock(gmail_mutex_);
+        return !gmail_known_.empty();
+      }()))
+    link_gmail(lane, folder, result, wanted);
   const uint64_t max_size = options_.endpoint.max_message_size;
   std::vector<uint32_t> too_big;
   for (auto& [uid, size] : sizes) {
@@ -838,9 +971,13 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     record.size = m.body.size();
     record.modseq = m.modseq;
     record.state = MessageState::present;
+    record.gm_msgid = m.gm_msgid;
+    record.gm_thrid = m.gm_thrid;
+    record.gm_labels = std::move(m.gm_labels);
     note_anomalies(result, m.uid, m.anomalies);
     bool fresh = batch->put_object(record.hash, m.body);
     batch->put_message(record);
+    remember_gmail(record);
     if (!fresh) result.bytes_deduplicated += m.body.size();
     result.bytes_fetched += m.body.size();
     ++result.new_messages;
@@ -923,6 +1060,7 @@ nlohmann::json ExportSummary::to_json() const {
                         {"uidvalidity", f.uidvalidity},
                         {"server_messages", f.server_messages},
                         {"new", f.new_messages},
+                        {"gmail_linked", f.gmail_linked},
                         {"bytes_fetched", f.bytes_fetched},
                         {"bytes_stored", f.bytes_stored},
                         {"bytes_deduplicated", f.bytes_deduplicated},
@@ -967,6 +1105,7 @@ nlohmann::json ExportSummary::to_json() const {
           {"complete", complete()},
           {"folders", folders.size()},
           {"messages", total(&FolderResult::new_messages)},
+          {"gmail_linked", total(&FolderResult::gmail_linked)},
           {"bytes_fetched", total(&FolderResult::bytes_fetched)},
           {"bytes_stored", total(&FolderResult::bytes_stored)},
           {"bytes_deduplicated", total(&FolderResult::bytes_deduplicated)},

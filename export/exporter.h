@@ -94,6 +94,13 @@ struct ExportOptions {
   // (Error(throttled) when a daily budget is spent: the message is kept, the
   // account stops as resumable). Empty: nothing.
   std::function<void(uint64_t bytes)> after_message;
+  // Called once, after login and before anything is fetched, when the
+  // server gives away the hosted service it is (imap::Session::
+  // detected_provider: "gmail" for X-GM-EXT-1), so that service's profile
+  // applies where nothing was chosen (its daily budget). Returns what it
+  // applied, for the "provider" event ("" nothing); may throw (a budget
+  // already spent). Empty: only the event.
+  std::function<std::string(const std::string& provider)> on_provider;
 };
 
 struct FolderResult {
@@ -105,6 +112,9 @@ struct FolderResult {
   uint32_t uidvalidity = 0;
   uint64_t server_messages = 0;          // messages on the server at EXAMINE
   uint64_t new_messages = 0;             // fetched and archived in this run
+  // Gmail (X-GM-EXT-1): archived in this run without fetching the body,
+  // which the archive holds under the message's X-GM-MSGID (from All Mail).
+  uint64_t gmail_linked = 0;
   uint64_t bytes_fetched = 0;            // raw bytes of those
   uint64_t bytes_stored = 0;             // compressed bytes newly written to packs
   uint64_t bytes_deduplicated = 0;       // raw bytes not stored because the archive had them
@@ -147,6 +157,16 @@ struct ExportSummary {
   nlohmann::json to_json() const;
 };
 
+// From a Gmail server (X-GM-EXT-1 offered) each message's body is fetched
+// once, keyed by X-GM-MSGID: the \All folder (All Mail) is exported first
+// (other folders wait for it), with X-GM-MSGID, X-GM-THRID and X-GM-LABELS
+// beside every body; in every other folder, the messages the archive lacks
+// are first asked for only UID X-GM-MSGID FLAGS, and those whose X-GM-MSGID
+// the account's records already have are recorded with that body (counted
+// in FolderResult::gmail_linked); only the others (Spam, Trash, messages
+// that arrived meanwhile) are fetched whole. Labels are refreshed with the
+// flags (FORMAT.md, "Gmail").
+//
 // Logs in first (so a refused login leaves no trace in the archive), then
 // opens or creates the archive and exports the account. Emits events
 // (folder_start, progress, folder_done, message_error, folder_error,

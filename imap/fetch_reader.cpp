@@ -55,6 +55,9 @@ void FetchData::clear() {
   internaldate = 0;
   internaldate_tz = 0;
   size = modseq = 0;
+  gm_msgid = gm_thrid = 0;
+  has_labels = false;
+  gm_labels.clear();
   anomalies.clear();
 }
 
@@ -462,6 +465,26 @@ void FetchReader::parse_flags(FetchData& data) {
   flags.finish(data.anomalies);
 }
 
+void FetchReader::parse_labels(FetchData& data) {
+  // Gmail's labels: system ones as atoms ("\\Inbox"), the others as astrings.
+  constexpr size_t kMaxLabels = 10000;
+  expect('(', "a label list");
+  data.gm_labels.clear();
+  data.has_labels = true;
+  skip_spaces();
+  while (!(peek() == ')' && !at_end())) {
+    if (at_end()) bad("an unterminated label list");
+    std::string label;
+    char c = peek();
+    if (c == '"') quoted(&label);
+    else if (c == '{') literal_value(&label);
+    else label = word();
+    if (data.gm_labels.size() < kMaxLabels) data.gm_labels.push_back(std::move(label));
+    skip_spaces();
+  }
+  ++pos_;
+}
+
 void FetchReader::parse_internaldate(FetchData& data) {
   if (peek() != '"') {
     std::string_view w = word();
@@ -498,6 +521,12 @@ void FetchReader::parse_item(FetchData& data, std::string& body) {
     expect('(', "'('");
     data.modseq = number(INT64_MAX, "a mod-sequence");
     expect(')', "')'");
+  } else if (iequals(name, "X-GM-MSGID")) {
+    data.gm_msgid = number(UINT64_MAX, "an X-GM-MSGID");
+  } else if (iequals(name, "X-GM-THRID")) {
+    data.gm_thrid = number(UINT64_MAX, "an X-GM-THRID");
+  } else if (iequals(name, "X-GM-LABELS")) {
+    parse_labels(data);
   } else if (iequals(name, "BODY[]") || (istarts(name, "BODY[]<"))) {
     data.has_body = true;
     body.clear();

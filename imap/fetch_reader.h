@@ -12,6 +12,8 @@
 //            / "RFC822.SIZE" SP number (63 bits)
 //            / "BODY[]" ["<" number ">"] SP (literal / quoted / NIL)
 //            / "MODSEQ" SP "(" number ")"                 (RFC 7162)
+//            / "X-GM-MSGID" SP number / "X-GM-THRID" SP number   (64 bits; Gmail's X-GM-EXT-1)
+//            / "X-GM-LABELS" SP "(" [label *(SP label)] ")"      label: atom / quoted / literal
 //            / name ["[" section "]"] ["<" number ">"] SP value     anything else: skipped
 //   value    = atom / number / NIL / quoted / literal / "(" [value *(SP value)] ")"
 //   quoted   = DQUOTE *(any byte but DQUOTE and "\" / "\" any byte) DQUOTE
@@ -56,6 +58,10 @@ struct FetchData {
   int32_t internaldate_tz = 0;
   uint64_t size = 0;
   uint64_t modseq = 0;
+  uint64_t gm_msgid = 0;                // X-GM-MSGID, 0 when absent
+  uint64_t gm_thrid = 0;                // X-GM-THRID, 0 when absent
+  bool has_labels = false;              // X-GM-LABELS
+  std::vector<std::string> gm_labels;   // as sent (quotes and escapes taken off), in order
   std::vector<std::string> anomalies;
 
   // Back to "nothing received" (the vectors keep no elements).
@@ -148,6 +154,7 @@ class FetchReader {
   void literal_value(std::string* out);
   void parse_flags(FetchData& data);
   void parse_internaldate(FetchData& data);
+  void parse_labels(FetchData& data);
 
   FetchSource& source_;
   char* buf_;

@@ -1262,10 +1262,10 @@ ParsedAtt parse_att(mailimap_msg_att* att) {
 
 namespace {
 
-// "UID FETCH <set> (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[] [MODSEQ])", as libetpan wrote it.
-std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore) {
-  return fmt::format("UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]{})", to_sequence_set(uids),
-                     condstore ? " MODSEQ" : "");
+// "UID FETCH <set> (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[] [MODSEQ] [X-GM-...])", as libetpan wrote it.
+std::string body_fetch_command(const std::vector<UidRange>& uids, bool condstore, bool gmail) {
+  return fmt::format("UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]{}{})", to_sequence_set(uids),
+                     condstore ? " MODSEQ" : "", gmail ? " X-GM-MSGID X-GM-THRID X-GM-LABELS" : "");
 }
 
 }  // namespace
@@ -1299,6 +1299,7 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
   Impl& s = *impl_;
   s.ensure_alive();
   bool condstore = s.has("CONDSTORE");
+  bool gmail = s.has("X-GM-EXT-1");
   std::vector<const std::vector<UidRange>*> ranges;
   std::vector<std::string> commands;
   std::vector<size_t> index;  // command -> batch (empty batches are not sent)
@@ -1314,7 +1315,7 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
   std::vector<size_t> pending(batches.size(), 0);  // commands of a batch not yet answered
   for (size_t k = 0; k < parts_storage.size(); ++k) {
     ranges.push_back(&parts_storage[k]);
-    commands.push_back(body_fetch_command(parts_storage[k], condstore));
+    commands.push_back(body_fetch_command(parts_storage[k], condstore, gmail));
     ++pending[index[k]];
   }
   if (on_done)
@@ -1331,6 +1332,9 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
         m.internaldate_tz = p.internaldate_tz;
         m.rfc822_size = p.has_size ? p.size : body.size();
         m.modseq = p.modseq;
+        m.gm_msgid = p.gm_msgid;
+        m.gm_thrid = p.gm_thrid;
+        m.gm_labels = std::move(p.gm_labels);
         m.anomalies = std::move(p.anomalies);
         m.body = std::move(body);
         on_message(index[k], std::move(m));
@@ -1357,13 +1361,14 @@ void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint6
   s.ensure_alive();
   if (uids.empty()) return;
   bool condstore = s.has("CONDSTORE");
+  bool gmail = s.has("X-GM-EXT-1");
   if (changed_since && !condstore) changed_since.reset();
   auto parts = split_sequence_set(uids, set_room(s.endpoint));
   std::vector<const std::vector<UidRange>*> ranges;
   std::vector<std::string> commands;
   for (auto& part : parts) {
-    std::string command =
-        fmt::format("UID FETCH {} (UID FLAGS{})", to_sequence_set(part), condstore ? " MODSEQ" : "");
+    std::string command = fmt::format("UID FETCH {} (UID FLAGS{}{})", to_sequence_set(part),
+                                      condstore ? " MODSEQ" : "", gmail ? " X-GM-MSGID X-GM-LABELS" : "");
     if (changed_since) command += fmt::format(" (CHANGEDSINCE {})", *changed_since);
     ranges.push_back(&part);
     commands.push_back(std::move(command));
@@ -1371,9 +1376,55 @@ void Session::fetch_flags(const std::vector<UidRange>& uids, std::optional<uint6
   s.run_fetches(ranges, commands, false, 1,
                 [&](size_t, FetchData& p, std::string&) {
                   if (!p.has_flags) return;
-                  on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies)});
+                  on_flags(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies), p.gm_msgid,
+                                      p.has_labels, std::move(p.gm_labels)});
                 },
                 {});
+}
+
+void Session::fetch_gmail_ids(const std::vector<UidRange>& uids, const std::function<void(FlagUpdate&&)>& on_message) {
+  Impl& s = *impl_;
+  s.ensure_alive();
+  if (uids.empty()) return;
+  if (!s.has("X-GM-EXT-1"))
+    throw Error(ErrorKind::protocol, "the server lacks X-GM-EXT-1: it has no Gmail message ids", Retry::never,
+                s.here());
+  bool condstore = s.has("CONDSTORE");
+  auto parts = split_sequence_set(uids, set_room(s.endpoint));
+  std::vector<const std::vector<UidRange>*> ranges;
+  std::vector<std::string> commands;
+  for (auto& part : parts) {
+    ranges.push_back(&part);
+    commands.push_back(
+        fmt::format("UID FETCH {} (UID X-GM-MSGID FLAGS{})", to_sequence_set(part), condstore ? " MODSEQ" : ""));
+  }
+  s.run_fetches(ranges, commands, false, 1,
+                [&](size_t, FetchData& p, std::string&) {
+                  if (!p.gm_msgid || !p.uid) return;
+                  on_message(FlagUpdate{p.uid, std::move(p.flags), p.modseq, std::move(p.anomalies), p.gm_msgid,
+                                        p.has_labels, std::move(p.gm_labels)});
+                },
+                {});
+}
+
+void Session::store_gmail_labels(uint32_t uid, const std::vector<std::string>& labels) {
+  Impl& s = *impl_;
+  if (labels.empty()) return;
+  if (!s.has("X-GM-EXT-1"))
+    throw Error(ErrorKind::protocol, "the server lacks X-GM-EXT-1: labels cannot be set", Retry::never, s.here());
+  std::string list;
+  for (auto& label : labels) {
+    if (!list.empty()) list += ' ';
+    bool system = label.size() > 1 && label[0] == '\\' &&
+                  std::all_of(label.begin() + 1, label.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); });
+    list += system ? label : quoted(label);
+  }
+  TaggedReply r = s.command(fmt::format("UID STORE {} +X-GM-LABELS.SILENT ({})", uid, list), "UID STORE");
+  if (r.status != "OK") {
+    ErrorWhere w = s.here();
+    w.uid = uid;
+    throw Error(ErrorKind::protocol, fmt::format("cannot set the labels of UID {}: {}", uid, r.text), Retry::never, w);
+  }
 }
 
 void Session::fetch_sizes(const std::vector<UidRange>& uids,

@@ -106,6 +106,11 @@ struct FetchedMessage {
   uint64_t rfc822_size = 0;
   uint64_t modseq = 0;                // 0 without CONDSTORE
   std::string body;                   // BODY[] bytes exactly as sent
+  // Gmail (X-GM-EXT-1 offered): X-GM-MSGID, X-GM-THRID and X-GM-LABELS, asked
+  // for with every body; 0 and empty otherwise.
+  uint64_t gm_msgid = 0;
+  uint64_t gm_thrid = 0;
+  std::vector<std::string> gm_labels;
   // What the server sent for this message that cannot be kept as sent (an
   // impossible INTERNALDATE, a flag that is not an IMAP atom, too many or too
   // long keywords), one sentence each. The fields above then hold what can
@@ -119,6 +124,11 @@ struct FlagUpdate {
   std::vector<std::string> flags;       // the valid ones (see FetchedMessage::anomalies)
   uint64_t modseq = 0;
   std::vector<std::string> anomalies;
+  // Gmail (X-GM-EXT-1 offered): the message's X-GM-MSGID and X-GM-LABELS;
+  // has_labels is false on other servers.
+  uint64_t gm_msgid = 0;
+  bool has_labels = false;
+  std::vector<std::string> gm_labels;
 };
 
 // A set of UIDs as IMAP sequence-set text, e.g. "1:100,205,300:*".
@@ -250,7 +260,9 @@ class Session {
                      const std::function<void(size_t batch)>& on_done, size_t in_flight = 3,
                      const std::function<void(size_t batch)>& before_send = {});
 
-  // UID FETCH range (UID FLAGS [MODSEQ]) [CHANGEDSINCE n]; one callback per message.
+  // UID FETCH range (UID FLAGS [MODSEQ] [X-GM-MSGID X-GM-LABELS]) [CHANGEDSINCE n];
+  // one callback per message. The Gmail items are asked for when the server
+  // offers X-GM-EXT-1.
   void fetch_flags(const std::vector<UidRange>& uids, std::optional<uint64_t> changed_since,
                    const std::function<void(FlagUpdate&&)>& on_flags);
 
@@ -265,6 +277,18 @@ class Session {
   // date and size checked on the client.
   void fetch_sizes_and_dates(const std::vector<UidRange>& uids,
                              const std::function<void(uint32_t uid, uint64_t size, int64_t internaldate)>& on_message);
+
+  // Gmail (X-GM-EXT-1): UID FETCH range (UID X-GM-MSGID FLAGS [MODSEQ]),
+  // without bodies, one callback per message that has an X-GM-MSGID (flags
+  // as in fetch_flags). Error(protocol, never) when the server lacks X-GM-EXT-1.
+  void fetch_gmail_ids(const std::vector<UidRange>& uids, const std::function<void(FlagUpdate&&)>& on_message);
+  // Gmail (X-GM-EXT-1): UID STORE uid +X-GM-LABELS.SILENT (labels) in the
+  // selected mailbox: adds labels to the message (idempotent; Gmail creates
+  // a user label that does not exist yet). Labels are sent as the server
+  // sends them: "\\Inbox" and other system labels as atoms, the others as
+  // strings. Nothing is sent for no labels. Error(protocol, never) with the
+  // server's text when refused.
+  void store_gmail_labels(uint32_t uid, const std::vector<std::string>& labels);
 
   // UID SEARCH ALL in the selected mailbox, ascending.
   std::vector<uint32_t> search_all_uids();

@@ -32,6 +32,7 @@ struct ImportArgs {
   bool subfolder_special_use = false;
   std::string since, before, larger, smaller;
   std::string too_big = "fail";
+  std::string gmail_labels = "folders";
   uint64_t max_errors = 0;
   std::string max_bandwidth;
   double max_messages_per_second = 0;
@@ -135,6 +136,12 @@ void add_import_command(CLI::App& app, int& status) {
   cmd->add_option("--before", args->before, "Only messages with INTERNALDATE before this day (YYYY-MM-DD, UTC)");
   cmd->add_option("--larger", args->larger, "Only messages larger than this (e.g. 100k, 50MB)");
   cmd->add_option("--smaller", args->smaller, "Only messages smaller than this (e.g. 50MB)");
+  cmd->add_option("--gmail-labels", args->gmail_labels,
+                  "A Gmail archive into a server that is not Gmail: folders (default: a copy in every label's "
+                  "folder, All Mail included, as exported) or primary (each message once, in its primary folder: "
+                  "INBOX, Sent, Drafts, a label, Starred, Important, Spam, Trash; All Mail only for messages "
+                  "without another). Into Gmail each message is appended once and its labels set")
+      ->check(CLI::IsMember({"folders", "primary"}));
   cmd->add_option("--too-big", args->too_big,
                   "A message the target refuses as too big: fail (default: the run is incomplete) or skip (listed "
                   "as skipped by policy, the run complete)")
@@ -180,6 +187,8 @@ void add_import_command(CLI::App& app, int& status) {
     if (!args->larger.empty()) policy.filter.larger = parse_size(args->larger);
     if (!args->smaller.empty()) policy.filter.smaller = parse_size(args->smaller);
     policy.skip_too_big = args->too_big == "skip";
+    policy.gmail_labels =
+        args->gmail_labels == "primary" ? importing::GmailLabels::primary : importing::GmailLabels::folders;
     policy.max_errors = args->max_errors;
     if (!args->max_bandwidth.empty()) {
       policy.max_bytes_per_second = double(parse_size(args->max_bandwidth));
@@ -249,16 +258,30 @@ void add_import_command(CLI::App& app, int& status) {
     for (auto& w : warnings) sink->emit({{"event", "warning"}, {"text", w}});
     options.retry = make_retry_policy(args->server, *sink, options.target_name);
     // The daily budget (--daily-budget, or the provider's), kept in the archive directory.
-    uint64_t budget = args->server.daily_budget.empty() ? profile.budget(true) : parse_size(args->server.daily_budget);
+    batch::BatchLimits limits;
+    if (!args->server.daily_budget.empty()) limits.daily_budget = parse_size(args->server.daily_budget);
+    uint64_t budget = limits.budget(profile, true);
     std::optional<batch::BudgetStore> budgets;
+    std::string budget_key = "import " + (options.account.empty() ? std::string("*") : options.account) + " -> " +
+                             options.target_name;
     if (budget && !options.dry_run) {
       budgets.emplace(options.archive_dir);
-      std::string key = "import " + (options.account.empty() ? std::string("*") : options.account) + " -> " +
-                        options.target_name;
-      budgets->check(key, budget);
-      options.policy.before_append = [&budgets, budget, key](uint64_t bytes, uint64_t) {
-        budgets->check(key, budget);
-        budgets->charge(key, bytes, budget, false);
+      budgets->check(budget_key, budget);
+    }
+    if (!options.dry_run) {
+      options.policy.before_append = [&budgets, &budget, &budget_key](uint64_t bytes, uint64_t) {
+        if (!budget) return;
+        budgets->check(budget_key, budget);
+        budgets->charge(budget_key, bytes, budget, false);
+      };
+      // A target that turns out to be Gmail (X-GM-EXT-1) gets its budget unless one was chosen.
+      options.on_provider = [&](const std::string& provider) -> std::string {
+        uint64_t detected = limits.detected_budget(profile, true, provider);
+        if (detected == budget) return "";
+        budget = detected;
+        if (!budgets) budgets.emplace(options.archive_dir);
+        budgets->check(budget_key, budget);
+        return fmt::format("daily upload budget {} MB", budget / 1000000);
       };
     }
     importing::ImportSummary summary;

@@ -241,6 +241,22 @@ class AccountImport {
   std::atomic<uint64_t> failures_{0};
   std::unique_ptr<RateLimiter> limiter_;
   std::atomic<bool> provider_noted_{false};  // the detected provider was reported
+  // Gmail source (kept by root()): the source folder each X-GM-MSGID is sent
+  // from (only messages in more than one folder, when the target is Gmail or
+  // --gmail-labels primary), and into Gmail, the labels each gets.
+  bool target_gmail_ = false;
+  std::unordered_map<uint64_t, uint32_t> gmail_home_;
+  std::unordered_map<uint64_t, std::vector<std::string>> gmail_labels_;
+  void plan_gmail(const std::vector<FolderMapping>& mappings);
+  // Into Gmail: sets the labels of the message just appended (or found) as `uid` of the selected folder.
+  void store_labels(const MessageRecord& m, uint32_t uid, ImportFolderResult& result);
+  // Whether `m` is sent from another folder than the one it is in.
+  bool sent_elsewhere(const MessageRecord& m) const {
+    if (!m.gm_msgid) return false;
+    auto& home = owner_ ? owner_->gmail_home_ : gmail_home_;
+    auto it = home.find(m.gm_msgid);
+    return it != home.end() && it->second != m.key.folder_id;
+  }
   bool too_many_errors() { return options_.policy.max_errors && root().failures_ >= options_.policy.max_errors; }
   // Not sent, by policy (--too-big skip): its in-flight record goes.
   void skip(ImportFolderResult& result, const MessageRecord& m, uint64_t limit, const std::string& reason);
@@ -276,6 +292,59 @@ class AccountImport {
   bool check_sizes_ = true;
 };
 
+void AccountImport::plan_gmail(const std::vector<FolderMapping>& mappings) {
+  bool into_gmail = target_gmail_;
+  if (!into_gmail && options_.policy.gmail_labels != GmailLabels::primary) return;
+  // Every selected folder holding each X-GM-MSGID (present, current generation).
+  std::unordered_map<uint64_t, std::vector<size_t>> holders;
+  for (size_t i = 0; i < mappings.size(); ++i) {
+    const auto& f = mappings[i].source;
+    archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& r) {
+      if (r.gm_msgid && r.state == archive::MessageState::present) holders[r.gm_msgid].push_back(i);
+      return true;
+    });
+  }
+  auto better = [&](size_t a, size_t b) {
+    int ra = gmail_primary_rank(mappings[a].source), rb = gmail_primary_rank(mappings[b].source);
+    if (into_gmail) {  // All Mail first: a message appended there gets only the labels stored
+      ra = ra == 8 ? -1 : ra;
+      rb = rb == 8 ? -1 : rb;
+    }
+    if (ra != rb) return ra < rb;
+    return mappings[a].source.canonical_name() < mappings[b].source.canonical_name();
+  };
+  for (auto& [msgid, in] : holders) {
+    size_t home = *std::min_element(in.begin(), in.end(), better);
+    if (in.size() > 1) gmail_home_[msgid] = mappings[home].source.id;
+    if (!into_gmail) continue;
+    std::vector<std::string> labels;
+    for (size_t i : in) {
+      const auto& f = mappings[i].source;
+      std::string label;
+      switch (gmail_primary_rank(f)) {
+        case 0: label = "\\Inbox"; break;
+        case 1: label = "\\Sent"; break;
+        case 2: label = "\\Draft"; break;
+        case 3: label = mappings[i].target_raw; break;
+        case 4: label = "\\Starred"; break;
+        case 5: label = "\\Important"; break;
+        default: break;  // Spam, Trash and All Mail are no labels
+      }
+      if (!label.empty() && std::find(labels.begin(), labels.end(), label) == labels.end()) labels.push_back(label);
+    }
+    if (!labels.empty()) gmail_labels_[msgid] = std::move(labels);
+  }
+}
+
+void AccountImport::store_labels(const MessageRecord& m, uint32_t uid, ImportFolderResult& result) {
+  AccountImport& r = root();
+  if (!r.target_gmail_ || !m.gm_msgid || !uid) return;
+  auto it = r.gmail_labels_.find(m.gm_msgid);
+  if (it == r.gmail_labels_.end()) return;
+  session_->store_gmail_labels(uid, it->second);
+  ++result.gmail_labelled;
+}
+
 void AccountImport::emit(nlohmann::json event) {
   event["account"] = summary_.account;
   events_.emit(event);
@@ -296,10 +365,12 @@ void AccountImport::ensure_session() {
   if (session_) return;
   session_ = imap::Session::connect(options_.endpoint);
   session_->login(options_.credentials);
-  if (std::string provider = session_->detected_provider(); !provider.empty() && !root().provider_noted_.exchange(true))
-    emit({{"event", "provider"}, {"provider", provider}, {"detected", true},
-          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies", options_.endpoint.address(),
-                               provider)}});
+  if (std::string provider = session_->detected_provider(); !provider.empty() && !root().provider_noted_.exchange(true)) {
+    std::string applied = options_.on_provider && !options_.dry_run ? options_.on_provider(provider) : "";
+    emit({{"event", "provider"}, {"provider", provider}, {"detected", true}, {"applied", applied},
+          {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies{}{}",
+                               options_.endpoint.address(), provider, applied.empty() ? "" : ": ", applied)}});
+  }
 }
 
 void AccountImport::revive(const std::string& target_raw) {
@@ -520,6 +591,15 @@ void AccountImport::run_body() {
           {"text", fmt::format("{} -> {} ({}{})", name, m.target_utf8, m.reason, extra)}});
   }
   std::erase_if(mappings, [](const FolderMapping& m) { return m.skipped; });
+  target_gmail_ = session_->has_capability("X-GM-EXT-1");
+  plan_gmail(mappings);
+  if (!gmail_home_.empty())
+    emit({{"event", "info"}, {"messages", gmail_home_.size()},
+          {"text", target_gmail_
+                       ? fmt::format("{} Gmail messages are in several folders: each is appended once and its "
+                                     "other folders set as labels", gmail_home_.size())
+                       : fmt::format("{} Gmail messages are in several folders: each is appended once, into its "
+                                     "primary folder (--gmail-labels primary)", gmail_home_.size())}});
 
   if (!options_.dry_run) {
     std::vector<uint32_t> ids;
@@ -532,6 +612,7 @@ void AccountImport::run_body() {
       archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
         if (r.state != archive::MessageState::present) return true;
         if (fa.find(r.key.uidvalidity, r.key.uid)) return true;
+        if (sent_elsewhere(r)) return true;
         if (!options_.policy.filter.matches(r.internaldate, r.size)) return true;
         ++messages;
         bytes += r.size;
@@ -758,6 +839,8 @@ bool AccountImport::reconcile(const FolderMapping& m, const imap::MailboxInfo& i
     fetched_from = std::max(lowest, info.uidnext);
   }
   auto settle = [&](AppendRecord r, uint32_t uid) {
+    if (root().target_gmail_)
+      if (auto source = archive_->message(r.key.source)) store_labels(*source, uid, result);
     r.state = AppendState::done;
     r.target_uid = uid;
     r.target_uidvalidity = info.uidvalidity;
@@ -924,6 +1007,12 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       results.push_back(send(i, i + 1, true).at(0));
     }
   }
+  // Into Gmail: the labels first, so a done record means the labels are set
+  // too (an interruption before leaves the record in flight; reconcile
+  // finds the message and sets them).
+  for (size_t i = 0; i < ready.size(); ++i)
+    if (results.at(i).ok && (results[i].uidvalidity == 0 || results[i].uidvalidity == info.uidvalidity))
+      store_labels(ready[i], results[i].uid, result);
   bool have_uids = false;
   std::vector<std::pair<uint32_t, const MessageRecord*>> stored;
   std::vector<const std::string*> stored_bodies;
@@ -1225,6 +1314,10 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     if (source.state != archive::MessageState::present) return true;
     ++result.source_messages;
     const DoneAppend* d = fa.find(source.key.uidvalidity, source.key.uid);
+    if (!d && sent_elsewhere(source)) {
+      ++result.gmail_elsewhere;
+      return true;
+    }
     if (d) {
       ++result.already_there;
       if (source.keywords.size() > imap::kMaxKeywords) return true;  // never sent: see append_group
@@ -1371,6 +1464,9 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   std::string text = fmt::format("{} -> {}: {} appended, {} already there, {} flag updates", result.source,
                                  result.target, result.appended, result.already_there, result.flags_updated);
   if (result.reconciled) text += fmt::format(", {} reconciled", result.reconciled);
+  if (result.gmail_elsewhere)
+    text += fmt::format(", {} sent from another folder (Gmail X-GM-MSGID)", result.gmail_elsewhere);
+  if (result.gmail_labelled) text += fmt::format(", {} labelled", result.gmail_labelled);
   if (result.expunged) text += fmt::format(", {} expunged as on the source", result.expunged);
   if (result.rewritten) text += fmt::format(", {} stored changed by the server (known rewrites)", result.rewritten);
   if (result.altered) text += fmt::format(", {} ALTERED by the server", result.altered);
@@ -1383,6 +1479,24 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
 }
 
 }  // namespace
+
+int gmail_primary_rank(const archive::FolderRecord& folder) {
+  if (folder.ns_kind == archive::NamespaceKind::personal && folder.path.size() == 1 &&
+      lower(folder.path[0]) == "inbox")
+    return 0;
+  int rank = 3;
+  for (auto& a : folder.attributes) {
+    std::string l = lower(a);
+    if (l == "\\sent") rank = std::min(rank, 1);
+    else if (l == "\\drafts") rank = std::min(rank, 2);
+    else if (l == "\\flagged" && rank == 3) rank = 4;
+    else if (l == "\\important" && rank == 3) rank = 5;
+    else if (l == "\\junk" && rank == 3) rank = 6;
+    else if (l == "\\trash" && rank == 3) rank = 7;
+    else if (l == "\\all" && rank == 3) rank = 8;
+  }
+  return rank;
+}
 
 uint64_t ImportSummary::total(uint64_t ImportFolderResult::*field) const {
   uint64_t sum = 0;
@@ -1420,6 +1534,7 @@ nlohmann::json ImportSummary::to_json() const {
                         {"created", f.created}, {"source_messages", f.source_messages},
                         {"appended", f.appended}, {"bytes_appended", f.bytes_appended},
                         {"already_there", f.already_there}, {"reconciled", f.reconciled},
+                        {"gmail_elsewhere", f.gmail_elsewhere}, {"gmail_labelled", f.gmail_labelled},
                         {"flags_updated", f.flags_updated}, {"dropped_flags", f.dropped_flags},
                         {"rewritten", f.rewritten}, {"altered", f.altered}, {"expunged", f.expunged},
                         {"filtered_out", f.filtered_out}, {"skipped", skipped}, {"failed", failed}};
@@ -1437,6 +1552,7 @@ nlohmann::json ImportSummary::to_json() const {
           {"run_id", run_id}, {"dry_run", dry_run}, {"complete", complete()}, {"folders", folders.size()},
           {"appended", total(&R::appended)}, {"bytes_appended", total(&R::bytes_appended)},
           {"already_there", total(&R::already_there)}, {"reconciled", total(&R::reconciled)},
+          {"gmail_elsewhere", total(&R::gmail_elsewhere)}, {"gmail_labelled", total(&R::gmail_labelled)},
           {"flags_updated", total(&R::flags_updated)}, {"to_append", total(&R::to_append)},
           {"rewritten", total(&R::rewritten)}, {"altered", total(&R::altered)}, {"expunged", total(&R::expunged)},
           {"filtered_out", total(&R::filtered_out)}, {"skipped_messages", skipped_messages()},

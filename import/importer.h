@@ -35,6 +35,21 @@ namespace imapstage::importing {
 
 // What an import takes and how hard it pushes: the same for one account
 // and for every account of a batch.
+// Where messages of a Gmail source (records with an X-GM-MSGID) go on a
+// target that is not Gmail (--gmail-labels).
+enum class GmailLabels {
+  folders,  // one copy in every folder (label) that holds it, All Mail included: the folders as exported
+  primary,  // one copy per message, in its primary folder (gmail_primary_rank); All Mail only when it has no other
+};
+
+// The priority of a source folder as a Gmail message's one home
+// (--gmail-labels primary, and the folder a message is appended from into
+// Gmail when All Mail is not imported): lower first. INBOX 0, \Sent 1,
+// \Drafts 2, a user label (no special use) 3, \Flagged (Starred) 4,
+// \Important 5, \Junk 6, \Trash 7, \All 8; ties go to the folder whose
+// canonical name sorts first.
+int gmail_primary_rank(const archive::FolderRecord& folder);
+
 struct ImportPolicy {
   TargetSubfolder subfolder;                    // --target-subfolder: the whole account below it
   // Only messages it matches are sent (--since, --before, --larger,
@@ -61,6 +76,11 @@ struct ImportPolicy {
   // when a daily budget is spent: nothing of the group is sent, the account
   // stops as resumable). Empty: nothing.
   std::function<void(uint64_t bytes, uint64_t messages)> before_append;
+  // A Gmail source into a target that is not Gmail: see GmailLabels. Into
+  // Gmail (the target offers X-GM-EXT-1) each message is appended once,
+  // into All Mail when it is imported (else its primary folder), and its
+  // other folders become labels (UID STORE +X-GM-LABELS), whatever this says.
+  GmailLabels gmail_labels = GmailLabels::folders;
 };
 
 struct ImportOptions {
@@ -94,6 +114,10 @@ struct ImportOptions {
   // (a batch's per-account deadline). Empty: never. With several
   // connections it is called from each connection's thread.
   std::function<bool()> cancelled;
+  // As exporting::ExportOptions::on_provider, for the target: called once
+  // when the target gives away its provider ("gmail"), before anything is
+  // sent; returns what it applied (its daily upload budget). Empty: only the event.
+  std::function<std::string(const std::string& provider)> on_provider;
 };
 
 // A message the target refused as too big and --too-big skip left out.
@@ -120,6 +144,10 @@ struct ImportFolderResult {
   uint64_t appended = 0;
   uint64_t bytes_appended = 0;
   uint64_t already_there = 0;         // appended by an earlier run
+  // Gmail source: present here but sent once from another folder (into
+  // Gmail with this folder as a label, or --gmail-labels primary).
+  uint64_t gmail_elsewhere = 0;
+  uint64_t gmail_labelled = 0;        // into Gmail: messages whose labels were set (UID STORE +X-GM-LABELS)
   uint64_t reconciled = 0;            // in flight after an interruption, found on the target
   uint64_t flags_updated = 0;         // UID STORE on messages appended earlier
   uint64_t to_append = 0;             // --dry-run

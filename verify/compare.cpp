@@ -541,6 +541,15 @@ void Comparer::run() {
     std::map<std::string, std::set<std::string>> sources_of;
     std::vector<std::pair<archive::FolderRecord, std::vector<uint32_t>>> not_imported;
     uint64_t messages = 0, bytes = 0;
+    // Gmail messages (X-GM-MSGID) imported from one of their folders.
+    std::set<uint64_t> gmail_imported;
+    for (auto& f : folders)
+      archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& m) {
+        if (!m.gm_msgid) return true;
+        auto r = archive_->append({*target_id, m.key});
+        if (r && r->state == archive::AppendState::done) gmail_imported.insert(m.gm_msgid);
+        return true;
+      });
     for (auto& f : folders) {
       std::vector<uint32_t> missing;
       archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& m) {
@@ -576,7 +585,10 @@ void Comparer::run() {
       for (uint32_t uid : uids) {
         auto m = archive_->message({account_.id, f.id, f.uidvalidity, uid});
         std::string id = m ? message_id_of(*m) : "";
-        if (skipped.count({row.folder, uid})) {
+        if (m && m->gm_msgid && gmail_imported.count(m->gm_msgid)) {
+          row.differences.push_back({kGmailElsewhere, uid, 0, id,
+                                     "the same Gmail message (X-GM-MSGID) was imported from another of its folders"});
+        } else if (skipped.count({row.folder, uid})) {
           row.differences.push_back({kSkippedByPolicy, uid, 0, id, "refused by the target as too big; left out by --too-big skip"});
         } else if (m && !filter.matches(m->internaldate, m->size)) {
           row.differences.push_back({kFilteredOut, uid, 0, id,
@@ -607,7 +619,8 @@ void Comparer::run() {
 }  // namespace
 
 bool MessageDifference::note() const {
-  return kind == kRewritten || kind == kExpungedOnSource || kind == kFilteredOut || kind == kSkippedByPolicy;
+  return kind == kRewritten || kind == kExpungedOnSource || kind == kFilteredOut || kind == kSkippedByPolicy ||
+         kind == kGmailElsewhere;
 }
 
 uint64_t FolderComparison::count(std::string_view kind) const {
@@ -668,7 +681,8 @@ nlohmann::json Comparison::to_json() const {
           {"against", against}, {"server", server}, {"deep", deep}, {"equal", equal()},
           {"differences", failures()}, {"rewritten", count(kRewritten)},
           {"expunged_on_source", count(kExpungedOnSource)}, {"filtered_out", count(kFilteredOut)},
-          {"skipped_by_policy", count(kSkippedByPolicy)}, {"selection", selection},
+          {"skipped_by_policy", count(kSkippedByPolicy)}, {"gmail_elsewhere", count(kGmailElsewhere)},
+          {"selection", selection},
           {"seconds", seconds}, {"folders", rows}};
 }
 

@@ -15,7 +15,9 @@
 // INTERNALDATE) differ from the archived source. Messages the last import
 // left out by its filter (--since, ...) or skipped as too big (--too-big
 // skip) are notes of their own kinds, so a filtered import verifies equal
-// and says what it left out.
+// and says what it left out; so are the copies of a Gmail message in its
+// other folders when the message was imported once (into Gmail with labels,
+// or --gmail-labels primary).
 //
 // Bytes that differ are checked against the known server rewrites
 // (common/server_rewrites.h): a copy the server stored in a known rewritten
@@ -66,6 +68,9 @@ inline constexpr const char* kRewritten = "rewritten";                  // a kno
 inline constexpr const char* kExpungedOnSource = "expunged on source";  // imported, expunged on the source since
 inline constexpr const char* kFilteredOut = "filtered out";             // outside the last import's (or export's) --since/--before/--larger/--smaller
 inline constexpr const char* kSkippedByPolicy = "skipped by policy";    // refused as too big, left out by --too-big skip
+// A Gmail message (X-GM-MSGID) imported once from another of its folders: a
+// label on a Gmail target, or its primary folder (--gmail-labels primary).
+inline constexpr const char* kGmailElsewhere = "imported from another folder";
 
 // Messages whose size differs that a comparison without `deep` fetches to
 // check for a known rewrite, per folder.

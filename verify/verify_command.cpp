@@ -83,6 +83,8 @@ std::string verdict(const verify::Comparison& c) {
                                 c.selection.contains("filter") ? c.selection["filter"].dump() : "per folder"));
   if (auto n = c.count(verify::kSkippedByPolicy))
     notes.push_back(fmt::format("{} skipped by policy as too big for the target", n));
+  if (auto n = c.count(verify::kGmailElsewhere))
+    notes.push_back(fmt::format("{} Gmail copies imported once from another folder", n));
   std::string out = "EQUAL";
   for (size_t i = 0; i < notes.size(); ++i) out += (i ? "; " : " (notes: ") + notes[i];
   return notes.empty() ? out : out + ")";
@@ -106,8 +108,11 @@ void print_online(const verify::Comparison& c) {
       say(out, "{}: {}: {} messages outside the last {}'s selection{}\n", verify::kFilteredOut,
           f.folder.empty() ? f.server_folder : f.folder, n, c.against == "source" ? "export" : "import",
           f.selection.empty() ? std::string() : " " + f.selection.dump());
+    if (auto n = f.count(verify::kGmailElsewhere))
+      say(out, "{}: {}: {} messages (their X-GM-MSGID was imported from another folder)\n", verify::kGmailElsewhere,
+          f.folder, n);
     for (auto& d : f.differences)
-      if (d.kind != verify::kFilteredOut)
+      if (d.kind != verify::kFilteredOut && d.kind != verify::kGmailElsewhere)
         say(out, "{}: {}{}{}{}: {}\n", d.kind, f.folder.empty() ? f.server_folder : f.folder,
             d.archive_uid ? fmt::format(", archive UID {}", d.archive_uid) : std::string(),
             d.server_uid ? fmt::format(", server UID {}", d.server_uid) : std::string(),

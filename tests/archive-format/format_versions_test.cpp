@@ -5,7 +5,10 @@
 // small messages exported from Dovecot, imported into a second account);
 // tests/fixtures/archive-v3 by the version 3 code (the same, in group records);
 // tests/fixtures/archive-v4 by the version 4 code (6 small messages, 5
-// distinct, in 6 folders, flags and keywords, imported into a second account).
+// distinct, in 6 folders, flags and keywords, imported into a second account);
+// tests/fixtures/archive-v5 by the version 5 code (6 small messages, 5
+// distinct, in 5 folders and a \Noselect parent, flags and keywords,
+// imported into a second account).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -92,7 +95,7 @@ TEST(FormatVersions, AWriterUpgradesVersion1AndKeepsItsRecords) {
   auto dir = copy_fixture(tmp, "archive-v1");
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive " + std::to_string(kFormatVersion) + "\n");
     auto acc = a->find_account("cyrus-style");
     ASSERT_TRUE(acc);
     auto sent = a->find_folder(acc->id, "INBOX.Sent");
@@ -164,7 +167,7 @@ TEST(FormatVersions, Version2IsReadAndAWriterAddsGroupsBesideItsRecords) {
   std::vector<std::string> added;
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive " + std::to_string(kFormatVersion) + "\n");
     Batch b(*a);
     for (int i = 0; i < 10; ++i) {
       added.push_back("Subject: added " + std::to_string(i) + "\r\n\r\nbody\r\n");
@@ -227,7 +230,7 @@ TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
   MessageRecord added;
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive " + std::to_string(kFormatVersion) + "\n");
     Batch b(*a);
     AccountRecord acc;
     acc.name = "files";
@@ -270,7 +273,7 @@ TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
   check(*Archive::open(dir, Archive::Mode::read));
 }
 
-TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion5) {
+TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion6) {
   TempDir tmp;
   auto dir = copy_fixture(tmp, "archive-v4");
   ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
@@ -316,7 +319,7 @@ TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion5) {
   EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");  // readers change nothing
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");
     EXPECT_FALSE(a->encrypted());
   }
   EXPECT_FALSE(fs::exists(dir / "keys"));
@@ -326,6 +329,98 @@ TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion5) {
   rebuild_index(dir, Archive::Options{});
   read_all(*Archive::open(dir, Archive::Mode::read));
   EXPECT_EQ(bytes, before);
+}
+
+TEST(FormatVersions, Version5IsReadAndAWriterUpgradesItAndAddsGmailRecords) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v5");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");
+  std::map<std::string, size_t> per_folder;
+  std::map<Hash, std::string> bytes;
+  size_t gmail_records = 0;
+  auto read_all = [&](const Archive& a) {
+    per_folder.clear();
+    gmail_records = 0;
+    auto acc = a.find_account("fixture");
+    ASSERT_TRUE(acc);
+    EXPECT_EQ(acc->source, SourceKind::imap);
+    for (auto& f : a.folders(acc->id))
+      a.for_each_message(acc->id, f.id, std::nullopt, [&](const MessageRecord& m) {
+        std::string b = a.read_object(m.hash);
+        EXPECT_EQ(sha256(b), m.hash);
+        EXPECT_EQ(b.size(), m.size);
+        bytes[m.hash] = b;
+        if (m.gm_msgid) ++gmail_records;
+        else ++per_folder[f.canonical_name()];
+        return true;
+      });
+  };
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    EXPECT_FALSE(a->encrypted());
+    read_all(*a);
+    EXPECT_EQ(per_folder, (std::map<std::string, size_t>{{"Archive", 1}, {"Café", 1}, {"INBOX", 2},
+                                                          {"Projects/2025", 1}, {"Sent", 1}}));
+    EXPECT_EQ(bytes.size(), 5u);  // the same bytes in Archive and Projects/2025 are stored once
+    EXPECT_EQ(gmail_records, 0u);
+    auto acc = a->find_account("fixture");
+    auto inbox = a->find_folder(acc->id, "INBOX");
+    ASSERT_TRUE(inbox);
+    bool labelled = false;
+    a->for_each_message(acc->id, inbox->id, std::nullopt, [&](const MessageRecord& m) {
+      if ((m.flags & kFlagged) && m.keywords == std::vector<std::string>{"$Label1"}) labelled = true;
+      return true;
+    });
+    EXPECT_TRUE(labelled);
+    size_t appends = 0;
+    a->for_each_append(1, [&](const AppendRecord&) { return ++appends, true; });
+    EXPECT_EQ(appends, 6u);
+    NullSink events;
+    EXPECT_TRUE(verify::verify_offline({.archive_dir = dir}, events).ok());
+  }
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 5\n");  // readers change nothing
+  Hash gmail_hash{};
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");
+    // A Gmail message beside the version 5 records: a message value of layout 3.
+    auto acc = a->find_account("fixture");
+    auto inbox = a->find_folder(acc->id, "INBOX");
+    Batch batch(*a);
+    std::string raw = "Subject: from Gmail\r\n\r\nhello\r\n";
+    gmail_hash = sha256(raw);
+    batch.put_object(gmail_hash, raw);
+    MessageRecord m;
+    m.key = {acc->id, inbox->id, inbox->uidvalidity, 1000};
+    m.hash = gmail_hash;
+    m.size = raw.size();
+    m.internaldate = 1700000000;
+    m.gm_msgid = 1600000000000000123ull;
+    m.gm_thrid = 1600000000000000100ull;
+    m.gm_labels = {"\\Inbox", "Work", "&AMk-t&AOk-"};
+    batch.put_message(m);
+    batch.commit();
+  }
+  auto check_gmail = [&](const Archive& a) {
+    auto acc = a.find_account("fixture");
+    auto inbox = a.find_folder(acc->id, "INBOX");
+    auto m = a.message({acc->id, inbox->id, inbox->uidvalidity, 1000});
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->hash, gmail_hash);
+    EXPECT_EQ(m->gm_msgid, 1600000000000000123ull);
+    EXPECT_EQ(m->gm_thrid, 1600000000000000100ull);
+    EXPECT_EQ(m->gm_labels, (std::vector<std::string>{"\\Inbox", "Work", "&AMk-t&AOk-"}));
+  };
+  auto before = bytes;
+  read_all(*Archive::open(dir, Archive::Mode::read));
+  EXPECT_EQ(gmail_records, 1u);
+  check_gmail(*Archive::open(dir, Archive::Mode::read));
+  before[gmail_hash] = bytes[gmail_hash];
+  EXPECT_EQ(bytes, before);
+  rebuild_index(dir, Archive::Options{});  // the journal replays the layout 3 value
+  read_all(*Archive::open(dir, Archive::Mode::read));
+  EXPECT_EQ(bytes, before);
+  check_gmail(*Archive::open(dir, Archive::Mode::read));
 }
 
 TEST(FormatVersions, ANewerVersionIsRefused) {

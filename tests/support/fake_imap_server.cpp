@@ -53,6 +53,24 @@ std::string join(const std::vector<std::string>& v, std::string_view sep = " ") 
   return out;
 }
 
+// Gmail's X-GM-LABELS list: system labels as atoms, the others quoted.
+std::string label_list(const std::vector<std::string>& labels) {
+  std::vector<std::string> out;
+  for (auto& l : labels) out.push_back(!l.empty() && l[0] == '\\' ? l : quote(l));
+  return join(out);
+}
+
+// The label a message appended to `folder` gets on Gmail ("" for All Mail, Spam, Trash).
+std::string gmail_label_of(const std::string& folder) {
+  if (folder == "INBOX") return "\\Inbox";
+  if (folder == "[Gmail]/Sent Mail") return "\\Sent";
+  if (folder == "[Gmail]/Starred") return "\\Starred";
+  if (folder == "[Gmail]/Important") return "\\Important";
+  if (folder == "[Gmail]/Drafts") return "\\Draft";
+  if (folder.rfind("[Gmail]", 0) == 0) return "";
+  return folder;
+}
+
 // Tokens of a command line: atoms, quoted strings, parenthesized lists (their
 // inside text), literals (their index), in order.
 struct Token {
@@ -467,7 +485,7 @@ uint32_t FakeImapServer::add_message(const std::string& folder, std::string body
   FakeFolder* f = find(folder);
   if (!f) throw std::out_of_range("fake IMAP server: no folder " + folder);
   uint32_t uid = f->uidnext++;
-  f->messages.push_back(FakeMessage{uid, std::move(flags), std::move(internaldate), std::move(body)});
+  f->messages.push_back(FakeMessage{uid, std::move(flags), std::move(internaldate), std::move(body), 0, 0, {}});
   return uid;
 }
 
@@ -525,6 +543,9 @@ std::string FakeImapServer::fetch_response(FakeExchange& x, const FakeFolder& f,
   if (items.find("INTERNALDATE") != std::string::npos) parts.push_back("INTERNALDATE " + quote(m.internaldate));
   if (items.find("RFC822.SIZE") != std::string::npos) parts.push_back(fmt::format("RFC822.SIZE {}", m.body.size()));
   if (items.find("MODSEQ") != std::string::npos) parts.push_back(fmt::format("MODSEQ ({})", m.uid + 1));
+  if (gmail_ && items.find("X-GM-MSGID") != std::string::npos) parts.push_back(fmt::format("X-GM-MSGID {}", m.gm_msgid));
+  if (gmail_ && items.find("X-GM-THRID") != std::string::npos) parts.push_back(fmt::format("X-GM-THRID {}", m.gm_thrid));
+  if (gmail_ && items.find("X-GM-LABELS") != std::string::npos) parts.push_back("X-GM-LABELS (" + label_list(m.gm_labels) + ")");
   std::string out = fmt::format("* {} FETCH ({}", index + 1, join(parts));
   if (items.find("BODY.PEEK[]") != std::string::npos || items.find("BODY[]") != std::string::npos)
     out += fmt::format(" BODY[] {{{}}}\r\n{}", m.body.size(), m.body);
@@ -656,6 +677,32 @@ void FakeImapServer::standard(FakeExchange& x) {
     x.tagged("OK SEARCH completed");
   } else if (verb == "UID FETCH") {
     standard_fetch(x, nullptr);
+  } else if (verb == "UID STORE" && gmail_ && tokens.size() >= 5 && upper(tokens[3].text).find("X-GM-LABELS") != std::string::npos) {
+    FakeFolder* f = find(x.selected());
+    std::string op = upper(tokens[3].text);
+    if (!f || op[0] != '+') {
+      x.tagged("BAD only +X-GM-LABELS in the selected folder here");
+      return;
+    }
+    std::vector<std::string> labels;
+    for (auto& t : tokenize(tokens[4].text)) labels.push_back(string_value(t, cmd.literals));
+    std::vector<uint32_t> uids;
+    std::vector<uint32_t> present;
+    for (auto& m : f->messages) present.push_back(m.uid);
+    for (uint32_t uid : parse_set(tokens[2].text, present.empty() ? 0 : present.back(), present)) uids.push_back(uid);
+    for (uint32_t uid : uids) {
+      uint64_t msgid = 0;
+      for (auto& m : f->messages)
+        if (m.uid == uid) msgid = m.gm_msgid;
+      if (!msgid) continue;
+      add_gmail_labels(msgid, labels);
+      f = find(x.selected());
+      if (op.find(".SILENT") == std::string::npos)
+        for (size_t i = 0; i < f->messages.size(); ++i)
+          if (f->messages[i].uid == uid)
+            x.untagged(fmt::format("{} FETCH (X-GM-LABELS ({}) UID {})", i + 1, label_list(f->messages[i].gm_labels), uid));
+    }
+    x.tagged("OK Store completed");
   } else if (verb == "UID STORE") {
     FakeFolder* f = find(x.selected());
     if (!f || tokens.size() < 5) {
@@ -704,8 +751,21 @@ void FakeImapServer::standard(FakeExchange& x) {
       return;
     }
     uint32_t first = f->uidnext;
+    std::string folder_name = f->name;
     for (auto& m : added) {
       m.uid = f->uidnext++;
+      if (gmail_) {
+        m.gm_msgid = m.gm_thrid = next_msgid_++;
+        std::string label = gmail_label_of(folder_name);
+        if (!label.empty()) m.gm_labels.push_back(label);
+        if (folder_name != kAllMail && folder_name != "[Gmail]/Spam" && folder_name != "[Gmail]/Trash") {
+          FakeFolder* all = find(kAllMail);
+          FakeMessage copy = m;
+          copy.uid = all->uidnext++;
+          all->messages.push_back(std::move(copy));
+          f = find(folder_name);
+        }
+      }
       f->messages.push_back(std::move(m));
     }
     uint32_t last = f->uidnext - 1;
@@ -714,6 +774,87 @@ void FakeImapServer::standard(FakeExchange& x) {
   } else {
     x.tagged("BAD Unknown command");
   }
+}
+
+// --- Gmail's dialect ---
+
+std::string FakeImapServer::gmail_folder_of(const std::string& label) {
+  if (label == "\\Inbox") return "INBOX";
+  if (label == "\\Sent") return "[Gmail]/Sent Mail";
+  if (label == "\\Starred") return "[Gmail]/Starred";
+  if (label == "\\Important") return "[Gmail]/Important";
+  if (label == "\\Draft") return "[Gmail]/Drafts";
+  if (!label.empty() && label[0] == '\\') return "";
+  return label;
+}
+
+void FakeImapServer::set_gmail() {
+  std::lock_guard lock(mutex_);
+  gmail_ = true;
+  capabilities_ = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA CHILDREN X-GM-EXT-1 UIDPLUS MOVE CONDSTORE LITERAL- "
+                  "SPECIAL-USE "
+                  "APPENDLIMIT=35651584";
+  auto ensure = [&](const std::string& name, std::vector<std::string> attributes) {
+    if (!find(name)) folders_.push_back(FakeFolder{name, std::move(attributes), true, 1, 1, {}});
+  };
+  ensure("[Gmail]", {"\\HasChildren", "\\Noselect"});
+  ensure(kAllMail, {"\\All", "\\HasNoChildren"});
+  ensure("[Gmail]/Drafts", {"\\Drafts", "\\HasNoChildren"});
+  ensure("[Gmail]/Important", {"\\HasNoChildren", "\\Important"});
+  ensure("[Gmail]/Sent Mail", {"\\HasNoChildren", "\\Sent"});
+  ensure("[Gmail]/Spam", {"\\HasNoChildren", "\\Junk"});
+  ensure("[Gmail]/Starred", {"\\Flagged", "\\HasNoChildren"});
+  ensure("[Gmail]/Trash", {"\\HasNoChildren", "\\Trash"});
+  std::sort(folders_.begin(), folders_.end(), [](const FakeFolder& a, const FakeFolder& b) {
+    return a.name == "INBOX" ? b.name != "INBOX" : b.name != "INBOX" && a.name < b.name;
+  });
+}
+
+void FakeImapServer::add_gmail_labels(uint64_t msgid, const std::vector<std::string>& labels) {
+  FakeMessage proto;
+  for (auto& f : folders_)
+    for (auto& m : f.messages)
+      if (m.gm_msgid == msgid) proto = m;
+  for (auto& label : labels) {
+    if (std::find(proto.gm_labels.begin(), proto.gm_labels.end(), label) != proto.gm_labels.end()) continue;
+    proto.gm_labels.push_back(label);
+    std::string folder = gmail_folder_of(label);
+    if (folder.empty()) continue;
+    if (!find(folder)) folders_.push_back(FakeFolder{folder, {"\\HasNoChildren"}, true, 1, 1, {}});
+    FakeFolder* f = find(folder);
+    if (std::none_of(f->messages.begin(), f->messages.end(), [&](const FakeMessage& m) { return m.gm_msgid == msgid; })) {
+      FakeMessage copy = proto;
+      copy.uid = f->uidnext++;
+      f->messages.push_back(std::move(copy));
+    }
+  }
+  for (auto& f : folders_)
+    for (auto& m : f.messages)
+      if (m.gm_msgid == msgid) m.gm_labels = proto.gm_labels;
+}
+
+uint64_t FakeImapServer::add_gmail_message(std::string body, std::vector<std::string> labels,
+                                           std::vector<std::string> flags, std::string internaldate,
+                                           std::string only_in) {
+  std::lock_guard lock(mutex_);
+  if (!gmail_) throw std::logic_error("fake IMAP server: add_gmail_message without set_gmail");
+  uint64_t msgid = next_msgid_++;
+  FakeMessage m{0, std::move(flags), std::move(internaldate), std::move(body), msgid, msgid, {}};
+  FakeFolder* f = find(only_in.empty() ? std::string(kAllMail) : only_in);
+  if (!f) throw std::out_of_range("fake IMAP server: no folder " + only_in);
+  m.uid = f->uidnext++;
+  f->messages.push_back(std::move(m));
+  if (only_in.empty()) add_gmail_labels(msgid, labels);
+  return msgid;
+}
+
+std::vector<std::pair<std::string, uint32_t>> FakeImapServer::gmail_copies(uint64_t msgid) const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, uint32_t>> out;
+  for (auto& f : folders_)
+    for (auto& m : f.messages)
+      if (m.gm_msgid == msgid) out.emplace_back(f.name, m.uid);
+  return out;
 }
 
 imap::Endpoint FakeImapServer::endpoint(int timeout_seconds) const {

@@ -40,6 +40,11 @@ struct FakeMessage {
   std::vector<std::string> flags;                      // e.g. "\\Seen", "$Label1"
   std::string internaldate = "01-Jan-2024 10:00:00 +0000";
   std::string body;
+  // Gmail's dialect (FakeImapServer::set_gmail): the same message in several
+  // folders has one X-GM-MSGID; X-GM-LABELS as the server sends them.
+  uint64_t gm_msgid = 0;
+  uint64_t gm_thrid = 0;
+  std::vector<std::string> gm_labels;                 // e.g. "\\Inbox", "Work"
 };
 
 struct FakeFolder {
@@ -147,6 +152,31 @@ class FakeImapServer {
   // The greeting line (default "* OK fake IMAP server ready\r\n").
   void set_greeting(std::string raw);
 
+  // --- Gmail's dialect (developers.google.com/gmail/imap/imap-extensions) ---
+  // Turns the server into a small Gmail: X-GM-EXT-1 in the capabilities,
+  // "[Gmail]" (\\Noselect) with "[Gmail]/All Mail" (\\All) that holds every
+  // message but those of Spam and Trash, and one folder per label: a
+  // message with labels is in All Mail and in each label's folder (its own
+  // UID in each, one X-GM-MSGID). FETCH answers X-GM-MSGID, X-GM-THRID and
+  // X-GM-LABELS; UID STORE +X-GM-LABELS[.SILENT] (labels) adds labels (the
+  // message appears in their folders, created as needed); APPEND gives the
+  // message a new X-GM-MSGID, the label of the folder appended to, and
+  // (unless that is All Mail, Spam or Trash) a copy in All Mail.
+  void set_gmail();
+  // The folder of a label: "\\Inbox" INBOX, "\\Sent" "[Gmail]/Sent Mail",
+  // "\\Starred" "[Gmail]/Starred", "\\Important" "[Gmail]/Important",
+  // "\\Draft" "[Gmail]/Drafts", another system label none (""), a user
+  // label the folder of its name.
+  static std::string gmail_folder_of(const std::string& label);
+  static constexpr const char* kAllMail = "[Gmail]/All Mail";
+  // Adds a message with these labels to All Mail and the labels' folders
+  // (created as needed), or, with `only_in` ("[Gmail]/Spam", "[Gmail]/Trash"),
+  // to that folder alone without labels. Returns its X-GM-MSGID.
+  uint64_t add_gmail_message(std::string body, std::vector<std::string> labels, std::vector<std::string> flags = {},
+                             std::string internaldate = "01-Jan-2024 10:00:00 +0000", std::string only_in = "");
+  // Every copy of X-GM-MSGID `msgid`: (folder, UID), in folder order.
+  std::vector<std::pair<std::string, uint32_t>> gmail_copies(uint64_t msgid) const;
+
   // --- mailbox state (thread-safe) ---
   void add_folder(const std::string& name, uint32_t uidvalidity = 1, std::vector<std::string> attributes = {});
   // Appends a message to an existing folder; returns its UID.
@@ -197,6 +227,10 @@ class FakeImapServer {
   std::string permanent_flags_ = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*";
   std::string user_, password_;
   std::string greeting_ = "* OK fake IMAP server ready\r\n";
+  bool gmail_ = false;
+  uint64_t next_msgid_ = 1600000000000000001ull;
+  // Gmail: adds `labels` to every copy of `msgid` and copies it into their folders.
+  void add_gmail_labels(uint64_t msgid, const std::vector<std::string>& labels);
   size_t accepted_ = 0;
 };
 
