@@ -21,6 +21,7 @@
 
 #include "archive-format/layout.h"
 #include "common/aead.h"
+#include "common/nonce.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -525,7 +526,7 @@ std::string seal_value(const IndexKeys& keys, Index::Db db, std::string_view sto
   std::string plain = put_u32(static_cast<uint32_t>(key.size()));
   plain.append(key);
   plain.append(value);
-  std::string out = random_bytes(kGcmNonceSize);
+  std::string out = random_nonce();
   out.resize(kGcmNonceSize + plain.size() + kGcmTagSize);
   keys.seal_key->seal(std::string_view(out).substr(0, kGcmNonceSize), value_aad(db, stored_key), plain,
                       out.data() + kGcmNonceSize, out.data() + kGcmNonceSize + plain.size());

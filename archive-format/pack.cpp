@@ -14,6 +14,7 @@
 
 #include "archive-format/layout.h"
 #include "common/aead.h"
+#include "common/nonce.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -476,7 +477,7 @@ PackRecordInfo PackWriter::append_streamed(
   std::function<void(const std::function<void(std::string_view)>&)> sealed_produce;
   if (w.keys) {
     sealed_produce = [&](const std::function<void(std::string_view)>& out) {
-      std::string nonce = random_bytes(kGcmNonceSize);
+      std::string nonce = random_nonce();
       GcmStream gcm(GcmStream::Direction::encrypt, *w.keys->seal_key, nonce, seal_aad(kind, hash, raw_size));
       out(nonce);
       std::string sealed;
@@ -892,7 +893,7 @@ std::string read_group(const std::filesystem::path& file, uint64_t offset, const
 
 std::string seal_payload(const RecordKeys& keys, RecordKind kind, const Hash& name, uint64_t raw_size,
                          std::string_view frame) {
-  std::string out = random_bytes(kGcmNonceSize);
+  std::string out = random_nonce();
   GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, out, seal_aad(kind, name, raw_size));
   gcm.update(frame, out);
   out += gcm.finish_encrypt();

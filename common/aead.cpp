@@ -1,4 +1,5 @@
 #include "common/aead.h"
+#include "common/nonce.h"
 
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
@@ -7,6 +8,7 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -47,6 +49,27 @@ void check_key(std::string_view key) {
 std::string random_bytes(size_t n) {
   std::string out(n, '\0');
   if (n && RAND_bytes(bytes(out), static_cast<int>(n)) != 1) throw Error(ErrorKind::internal, "RAND_bytes failed");
+  return out;
+}
+
+std::string random_nonce() {
+  struct Pool {
+    unsigned char bytes[4096 - 4096 % kNonce];
+    size_t used = sizeof bytes;
+    pid_t pid = 0;
+    ~Pool() { OPENSSL_cleanse(bytes, sizeof bytes); }
+  };
+  thread_local Pool pool;
+  pid_t pid = ::getpid();
+  if (pool.used + kNonce > sizeof pool.bytes || pool.pid != pid) {
+    if (RAND_bytes(pool.bytes, static_cast<int>(sizeof pool.bytes)) != 1)
+      throw Error(ErrorKind::internal, "RAND_bytes failed");
+    pool.used = 0;
+    pool.pid = pid;
+  }
+  std::string out(reinterpret_cast<const char*>(pool.bytes + pool.used), kNonce);
+  OPENSSL_cleanse(pool.bytes + pool.used, kNonce);
+  pool.used += kNonce;
   return out;
 }
 
