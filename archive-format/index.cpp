@@ -21,6 +21,7 @@
 
 #include "archive-format/layout.h"
 #include "common/aead.h"
+#include "common/nonce.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -525,11 +526,10 @@ std::string seal_value(const IndexKeys& keys, Index::Db db, std::string_view sto
   std::string plain = put_u32(static_cast<uint32_t>(key.size()));
   plain.append(key);
   plain.append(value);
-  std::string nonce = random_bytes(kGcmNonceSize);
-  GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, nonce, value_aad(db, stored_key));
-  std::string out = nonce;
-  gcm.update(plain, out);
-  out += gcm.finish_encrypt();
+  std::string out = random_nonce();
+  out.resize(kGcmNonceSize + plain.size() + kGcmTagSize);
+  keys.seal_key->seal(std::string_view(out).substr(0, kGcmNonceSize), value_aad(db, stored_key), plain,
+                      out.data() + kGcmNonceSize, out.data() + kGcmNonceSize + plain.size());
   wipe(plain);
   return out;
 }
@@ -542,15 +542,11 @@ std::pair<std::string_view, std::string_view> open_value(const IndexKeys& keys, 
     return Error(ErrorKind::corrupt, fmt::format("a sealed value in {} {}", Index::db_name(db), what));
   };
   if (sealed.size() < kGcmNonceSize + kGcmTagSize + 4) throw bad("is too short");
-  GcmStream gcm(GcmStream::Direction::decrypt, *keys.seal_key, sealed.substr(0, kGcmNonceSize),
-                value_aad(db, stored_key));
-  plain.clear();
-  gcm.update(sealed.substr(kGcmNonceSize, sealed.size() - kGcmNonceSize - kGcmTagSize), plain);
-  try {
-    gcm.finish_decrypt(sealed.substr(sealed.size() - kGcmTagSize));
-  } catch (const Error&) {
+  std::string_view body = sealed.substr(kGcmNonceSize, sealed.size() - kGcmNonceSize - kGcmTagSize);
+  plain.resize(body.size());
+  if (!keys.seal_key->open(sealed.substr(0, kGcmNonceSize), value_aad(db, stored_key), body,
+                           sealed.substr(sealed.size() - kGcmTagSize), plain.data()))
     throw bad("does not authenticate (damaged, or another key)");
-  }
   uint32_t n = 0;
   for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<uint8_t>(plain[i])) << (8 * i);
   if (n > plain.size() - 4) throw bad("has a malformed key");

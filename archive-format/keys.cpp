@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "archive-format/codec.h"
 #include "archive-format/layout.h"
 #include "common/aead.h"
 #include "common/error.h"
@@ -79,9 +80,32 @@ ArchiveKeys::ArchiveKeys(std::string master) : master_(std::move(master)) {
   index->seal_key = prepared_gcm("imapstage index key");
   index_ = index;
   key_id_ = hex(derive(master_, "imapstage key id").substr(0, 16));
+  state_key_ = derive(master_, "imapstage state key");
 }
 
-ArchiveKeys::~ArchiveKeys() { wipe(master_); }
+ArchiveKeys::~ArchiveKeys() {
+  wipe(master_);
+  wipe(state_key_);
+}
+
+namespace {
+std::string state_aad(std::string_view name) { return "imapstage state " + std::string(name); }
+}  // namespace
+
+std::string ArchiveKeys::seal_state(std::string_view name, std::string_view text) const {
+  return aead_seal(state_key_, state_aad(name), text);
+}
+
+std::string ArchiveKeys::open_state(std::string_view name, std::string_view sealed) const {
+  return aead_open(state_key_, state_aad(name), sealed);
+}
+
+std::string ArchiveKeys::keyed_account_name(std::string_view account) const {
+  std::string in = Index::db_name(Index::account_names);
+  in.push_back('\0');
+  in += codec::name_key(account);
+  return hex(index_->name_key->mac(in));
+}
 
 bool has_key_file(const std::filesystem::path& dir) {
   std::error_code ec;

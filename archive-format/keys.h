@@ -55,11 +55,25 @@ class ArchiveKeys {
   const std::string& key_id() const { return key_id_; }
   const std::string& master() const { return master_; }
 
+  // Seals the text of a state file kept in the archive directory beside the
+  // archive (batch/STATE.md: DIR/batches/*.json): AES-256-GCM under K_state
+  // with a fresh random nonce, bound to `name`, the file's path below DIR
+  // ("batches/export.json"), so a sealed file moved to another name does not open.
+  std::string seal_state(std::string_view name, std::string_view text) const;
+  // Opens what seal_state made for `name`. Throws Error(corrupt) when it does
+  // not authenticate (damaged, another archive's key, or another file's).
+  std::string open_state(std::string_view name, std::string_view sealed) const;
+  // HMAC-SHA-256(K_iname, "account_names" 0x00 name key) in lower-case hex:
+  // the account's keyed key in the index (FORMAT.md, "Sealed index values
+  // and keyed keys"), which bundles use in place of its name.
+  std::string keyed_account_name(std::string_view account) const;
+
  private:
   std::string master_;
   RecordKeys records_;
   std::shared_ptr<const IndexKeys> index_;
   std::string key_id_;
+  std::string state_key_;  // K_state (raw: aead_seal takes the key itself)
 };
 
 // Whether DIR has a key file (is encrypted).

@@ -7,12 +7,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <new>
 
 #include <fmt/format.h>
 
 #include "archive-format/layout.h"
 #include "common/aead.h"
+#include "common/nonce.h"
 #include "common/error.h"
 
 namespace imapstage::archive {
@@ -299,6 +301,20 @@ void stream_decode(const PackRecordInfo& info, const std::function<size_t(char*,
   }
 }
 
+// decode_frame of a frame held in memory.
+void decode_frame_in_memory(const PackRecordInfo& info, std::string_view frame, const std::filesystem::path& file,
+                            const ByteSink& out, const RecordKeys* keys) {
+  size_t at = 0;
+  decode_frame(info,
+               [&](char* buf, size_t n) {
+                 n = std::min(n, frame.size() - at);
+                 std::memcpy(buf, frame.data() + at, n);
+                 at += n;
+                 return n;
+               },
+               file, out, keys);
+}
+
 }  // namespace
 
 uint32_t crc32c(std::string_view bytes) {
@@ -461,7 +477,7 @@ PackRecordInfo PackWriter::append_streamed(
   std::function<void(const std::function<void(std::string_view)>&)> sealed_produce;
   if (w.keys) {
     sealed_produce = [&](const std::function<void(std::string_view)>& out) {
-      std::string nonce = random_bytes(kGcmNonceSize);
+      std::string nonce = random_nonce();
       GcmStream gcm(GcmStream::Direction::encrypt, *w.keys->seal_key, nonce, seal_aad(kind, hash, raw_size));
       out(nonce);
       std::string sealed;
@@ -602,6 +618,15 @@ void decode_payload_to(const PackRecordInfo& info, std::string_view stored, cons
                        const ByteSink& out, const RecordKeys* keys) {
   if (stored.size() != info.stored_size)
     corrupt_record(file, info.offset, "payload size differs from its header", to_hex(info.hash));
+  if (keys) {
+    // The whole payload is at hand: opened at once (its tag checked before
+    // any byte is decoded), then decoded as a plain one.
+    std::string frame = open_payload(info, stored, file, *keys);
+    PackRecordInfo inner = info;
+    inner.stored_size = frame.size();
+    decode_frame_in_memory(inner, frame, file, out, keys);
+    return;
+  }
   size_t at = 0;
   stream_decode(info,
                 [&](char* buf, size_t n) {
@@ -611,6 +636,31 @@ void decode_payload_to(const PackRecordInfo& info, std::string_view stored, cons
                   return n;
                 },
                 file, out, keys);
+}
+
+std::string open_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                         const RecordKeys& keys) {
+  if (info.stored_size < kSealOverhead || stored.size() != info.stored_size)
+    corrupt_record(file, info.offset, "a sealed payload shorter than 28 bytes, or not as long as its header says",
+                   to_hex(info.hash));
+  std::string_view body = stored.substr(kGcmNonceSize, stored.size() - kSealOverhead);
+  std::string frame(body.size(), '\0');
+  if (!keys.seal_key->open(stored.substr(0, kGcmNonceSize), seal_aad(info.kind, info.hash, info.raw_size), body,
+                           stored.substr(stored.size() - kGcmTagSize), frame.data()))
+    corrupt_record(file, info.offset, "the sealed payload does not authenticate (damaged, or another key)",
+                   to_hex(info.hash));
+  return frame;
+}
+
+std::string decode_opened_payload(const PackRecordInfo& info, std::string_view frame,
+                                  const std::filesystem::path& file, const RecordKeys& keys) {
+  if (info.raw_size > kMaxObjectInMemory) return decode_payload(info, {}, file);  // refuses it, naming the record
+  PackRecordInfo inner = info;
+  inner.stored_size = frame.size();
+  std::string out;
+  out.reserve(static_cast<size_t>(std::min<uint64_t>(info.raw_size, 1u << 20)));
+  decode_frame_in_memory(inner, frame, file, [&](std::string_view piece) { out.append(piece); }, &keys);
+  return out;
 }
 
 std::string decode_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
@@ -843,7 +893,7 @@ std::string read_group(const std::filesystem::path& file, uint64_t offset, const
 
 std::string seal_payload(const RecordKeys& keys, RecordKind kind, const Hash& name, uint64_t raw_size,
                          std::string_view frame) {
-  std::string out = random_bytes(kGcmNonceSize);
+  std::string out = random_nonce();
   GcmStream gcm(GcmStream::Direction::encrypt, *keys.seal_key, out, seal_aad(kind, name, raw_size));
   gcm.update(frame, out);
   out += gcm.finish_encrypt();

@@ -264,6 +264,18 @@ std::string decode_payload(const PackRecordInfo& info, std::string_view stored, 
 void decode_payload_to(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
                        const ByteSink& out, const RecordKeys* keys = nullptr);
 
+// A sealed payload opened whole, its tag checked: the zstd frame it holds
+// (what a plain record's payload is). Throws Error(corrupt) naming the record
+// when it is too short or does not authenticate.
+std::string open_payload(const PackRecordInfo& info, std::string_view stored, const std::filesystem::path& file,
+                         const RecordKeys& keys);
+// decode_payload of a sealed record whose payload open_payload opened to
+// `frame` (info is the record's own header: the content must hash to a
+// SHA-256 whose keys.name is info.hash). Each byte is then decrypted once
+// even when the frame is read twice (a group's table, then its members).
+std::string decode_opened_payload(const PackRecordInfo& info, std::string_view frame,
+                                  const std::filesystem::path& file, const RecordKeys& keys);
+
 // Reads and decodes the one record at `offset` of `file` (random access, as
 // Archive::read_object does); checks that its header names `expected` (the
 // name in the header: with `keys`, keys->name of the content's SHA-256).

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "archive-format/keys.h"
 #include "batch/state.h"
 #include "common/error.h"
 
@@ -34,8 +35,8 @@ int64_t BudgetStore::now() {
 }
 
 BudgetStore::BudgetStore(std::filesystem::path archive_dir)
-    : dir_(std::move(archive_dir)), path_(dir_ / "batches" / "budgets.json") {
-  auto text = read_state_file(dir_, path_, "budget state");
+    : dir_(std::move(archive_dir)), path_(dir_ / "batches" / "budgets.json"), keys_(state_keys(dir_)) {
+  auto text = read_archive_state(dir_, path_, "budget state", keys_.get());
   if (!text) return;
   try {
     auto j = nlohmann::json::parse(*text);
@@ -102,7 +103,7 @@ void BudgetStore::save() {
   nlohmann::json accounts = nlohmann::json::object();
   for (auto& [key, w] : windows_) accounts[key] = {{"window_start", w.start}, {"bytes", w.bytes}};
   nlohmann::json j = {{"version", 1}, {"accounts", accounts}};
-  write_state_file(dir_, path_, j.dump(2) + "\n", "budget state");
+  write_archive_state(dir_, path_, j.dump(2) + "\n", "budget state", keys_.get());
   unsaved_ = 0;
 }
 

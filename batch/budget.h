@@ -7,7 +7,8 @@
 //
 // A window is 24 hours from the first byte counted in it; when it has
 // passed, the next charge opens a new one. The file is written crash-safely
-// (batch/state.h write_state_file) whenever another MiB was counted, and
+// (batch/state.h write_state_file; sealed in an encrypted archive) whenever
+// another MiB was counted, and
 // when the budget is spent; a crash forgets at most the last MiB counted.
 //
 // Test hook: IMAPSTAGE_CLOCK_OFFSET (seconds, may be negative) is added to
@@ -22,13 +23,15 @@
 #include <string>
 
 #include "batch/profiles.h"
+#include "batch/state.h"
 #include "common/rate_limit.h"
 
 namespace imapstage::batch {
 
 class BudgetStore {
  public:
-  // Reads DIR/batches/budgets.json (absent: empty). Throws Error(corrupt) naming the file if unreadable.
+  // Reads DIR/batches/budgets.json (absent: empty; sealed in an encrypted
+  // archive, whose keys are unlocked here). Throws Error(corrupt) naming the file if unreadable.
   explicit BudgetStore(std::filesystem::path archive_dir);
   ~BudgetStore();  // saves what was counted (errors ignored)
   BudgetStore(const BudgetStore&) = delete;
@@ -62,6 +65,7 @@ class BudgetStore {
 
   std::filesystem::path dir_;
   std::filesystem::path path_;
+  std::shared_ptr<const archive::ArchiveKeys> keys_;  // an encrypted archive's: the file is sealed
   std::mutex mutex_;
   std::map<std::string, Window> windows_;
   uint64_t unsaved_ = 0;

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "archive-format/archive.h"
+#include "archive-format/keys.h"
 #include "archive-format/layout.h"
 #include "common/error.h"
 
@@ -164,8 +166,42 @@ void write_state_file(const std::filesystem::path& root, const std::filesystem::
   }
 }
 
+namespace {
+
+// The name a sealed state file is bound to: its path below the archive directory.
+std::string state_name(const std::filesystem::path& root, const std::filesystem::path& path) {
+  return path.lexically_normal().lexically_relative(root.lexically_normal()).generic_string();
+}
+
+}  // namespace
+
+std::shared_ptr<const archive::ArchiveKeys> state_keys(const std::filesystem::path& root) {
+  if (!archive::has_key_file(root)) return nullptr;
+  return archive::unlock_archive(root, {});
+}
+
+std::optional<std::string> read_archive_state(const std::filesystem::path& root, const std::filesystem::path& path,
+                                              const std::string& what, const archive::ArchiveKeys* keys) {
+  auto text = read_state_file(root, path, what);
+  if (!text || !keys) return text;
+  if (!text->empty() && (*text)[0] == '{') return text;  // written before state files were sealed
+  try {
+    return keys->open_state(state_name(root, path), *text);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::corrupt, "the " + what + " does not open with the archive's key: " + e.message(),
+                Retry::never, {.file = path.string()});
+  }
+}
+
+void write_archive_state(const std::filesystem::path& root, const std::filesystem::path& path, const std::string& text,
+                         const std::string& what, const archive::ArchiveKeys* keys) {
+  if (!keys) return write_state_file(root, path, text, what);
+  write_state_file(root, path, keys->seal_state(state_name(root, path), text), what);
+}
+
 std::optional<BatchState> load_state(const std::filesystem::path& path) {
-  auto text = read_state_file(path.parent_path().parent_path(), path, "batch state");
+  auto root = path.parent_path().parent_path();
+  auto text = read_archive_state(root, path, "batch state", state_keys(root).get());
   if (!text) return std::nullopt;
   try {
     return BatchState::from_json(nlohmann::json::parse(*text));
@@ -178,18 +214,25 @@ std::optional<BatchState> load_state(const std::filesystem::path& path) {
   }
 }
 
+namespace {
+void save_state_with(const std::filesystem::path& path, const BatchState& state, const archive::ArchiveKeys* keys) {
+  write_archive_state(path.parent_path().parent_path(), path, state.to_json().dump(1) + "\n", "batch state", keys);
+}
+}  // namespace
+
 void save_state(const std::filesystem::path& path, const BatchState& state) {
-  write_state_file(path.parent_path().parent_path(), path, state.to_json().dump(1) + "\n", "batch state");
+  save_state_with(path, state, state_keys(path.parent_path().parent_path()).get());
 }
 
-StateStore::StateStore(std::filesystem::path path, BatchState state) : path_(std::move(path)), state_(std::move(state)) {}
+StateStore::StateStore(std::filesystem::path path, BatchState state)
+    : path_(std::move(path)), state_(std::move(state)), keys_(state_keys(path_.parent_path().parent_path())) {}
 
 void StateStore::update(const std::string& key, const std::function<void(AccountState&)>& change) {
   std::lock_guard lock(mutex_);
   auto* a = state_.find(key);
   if (!a) throw Error(ErrorKind::internal, "no batch entry " + key);
   change(*a);
-  save_state(path_, state_);
+  save_state_with(path_, state_, keys_.get());
 }
 
 BatchState StateStore::snapshot() const {

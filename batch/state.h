@@ -16,6 +16,10 @@
 //   "resume_at" continues it (batch/STATE.md). "resume_at" is absent in
 //   files written before it, read as 0.
 //
+// In an encrypted archive the files are sealed with the archive's keys
+// (archive::ArchiveKeys::seal_state, batch/STATE.md): reading and writing
+// them needs its passphrase.
+//
 // Crash safety: every save writes a temporary file beside it, fsyncs it,
 // renames it over the old one and fsyncs the directory, so the file is
 // always either the old or the new state, never a mix. No secret is ever
@@ -25,12 +29,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+namespace imapstage::archive {
+class ArchiveKeys;
+}
 
 namespace imapstage::batch {
 
@@ -80,12 +89,33 @@ struct BatchState {
 std::filesystem::path state_path(const std::filesystem::path& archive_dir, const std::string& kind);
 
 // Reads a state file; nullopt when it does not exist. Throws Error(corrupt)
-// naming the file if it is not a state file.
+// naming the file if it is not a state file. In an encrypted archive the
+// file is opened with its keys (state_keys of the archive directory, two
+// levels up): Error(auth) for a wrong passphrase, Error(corrupt) for a file
+// that does not authenticate.
 std::optional<BatchState> load_state(const std::filesystem::path& path);
 
-// Writes `state` atomically (temp file, fsync, rename, fsync of the directory).
-// Throws Error(io) naming the file.
+// Writes `state` atomically (temp file, fsync, rename, fsync of the directory),
+// sealed in an encrypted archive. Throws Error(io) naming the file.
 void save_state(const std::filesystem::path& path, const BatchState& state);
+
+// The keys that seal the state files of the archive directory `root`:
+// nullptr for a plain archive (or a directory that is no archive yet); for
+// an encrypted one its keys, unlocked through the process's passphrase
+// source (archive::unlock_archive; Error(auth) for a wrong passphrase).
+std::shared_ptr<const archive::ArchiveKeys> state_keys(const std::filesystem::path& root);
+
+// read_state_file of a state file of the archive at `root`, opened with
+// `keys` when they are given (an encrypted archive). A plain JSON file (one
+// that begins with "{") found in an encrypted archive was written before
+// state files were sealed: it is returned as it is and sealed at the next
+// write. Throws Error(corrupt) naming the file when a sealed file does not
+// authenticate.
+std::optional<std::string> read_archive_state(const std::filesystem::path& root, const std::filesystem::path& path,
+                                              const std::string& what, const archive::ArchiveKeys* keys);
+// write_state_file of a state file of the archive at `root`, sealed with `keys` when given.
+void write_archive_state(const std::filesystem::path& root, const std::filesystem::path& path, const std::string& text,
+                         const std::string& what, const archive::ArchiveKeys* keys);
 
 // The durable file handling under load_state and save_state, for other
 // state files (the daemon's job queue): reads `path` below `root` (no link
@@ -102,6 +132,8 @@ void write_state_file(const std::filesystem::path& root, const std::filesystem::
 // A state shared by the threads of a batch: every change is saved at once.
 class StateStore {
  public:
+  // Seals the file when the archive (two levels above `path`) is encrypted;
+  // its keys are unlocked here, once.
   StateStore(std::filesystem::path path, BatchState state);
   // Changes the account `key` under the lock and saves the whole state.
   void update(const std::string& key, const std::function<void(AccountState&)>& change);
@@ -112,6 +144,7 @@ class StateStore {
   mutable std::mutex mutex_;
   std::filesystem::path path_;
   BatchState state_;
+  std::shared_ptr<const archive::ArchiveKeys> keys_;
 };
 
 }  // namespace imapstage::batch

@@ -321,17 +321,20 @@ BundleInfo info_from_header(const nlohmann::json& h, const std::string& file) {
     info.records = h.at("records").get<uint64_t>();
     info.raw_bytes = h.at("bytes").get<uint64_t>();
     uint32_t version = h.at("version").get<uint32_t>();
-    if (version == 3) {
+    if (version >= 3) {
       info.sealed_key_id = h.at("sealed").at("key_id").get<std::string>();
-      if (info.sealed_key_id.empty()) throw corrupt(file, "a version 3 bundle without its key id");
+      if (info.sealed_key_id.empty()) throw corrupt(file, fmt::format("a version {} bundle without its key id", version));
     } else if (h.contains("sealed")) {
       throw corrupt(file, fmt::format("a version {} bundle cannot be sealed", version));
     }
-    if (info.base.accounts != info.head.accounts)
+    if (info.base.accounts != info.head.accounts || info.base.keyed_accounts != info.head.keyed_accounts)
       throw corrupt(file, "the bundle's base and head cover different accounts");
-    if (version != 3 && (version == 1) != info.head.accounts.empty())
+    if (version < 3 && (version == 1) != info.head.accounts.empty())
       throw corrupt(file, fmt::format("a version {} bundle {} name its accounts", version,
                                       version == 1 ? "does not" : "must"));
+    if (info.head.keyed_accounts != (version == 4 && !info.head.accounts.empty()))
+      throw corrupt(file, fmt::format("a version {} bundle {} its accounts by keyed name", version,
+                                      version == 4 ? "must give" : "cannot give"));
   } catch (const nlohmann::json::exception& e) {
     throw corrupt(file, std::string("the bundle's header is malformed: ") + e.what());
   }
@@ -410,7 +413,7 @@ nlohmann::json Marker::to_json() const {
   for (auto& [id, size] : packs) packs_json[fmt::format("{:016x}", id)] = size;
   nlohmann::json j = {{"archive_id", archive_id}, {"journal_sequence", journal_sequence}, {"root", root},
                       {"packs", packs_json}};
-  if (!accounts.empty()) j["accounts"] = accounts;
+  if (!accounts.empty()) j[keyed_accounts ? "keyed_accounts" : "accounts"] = accounts;
   return j;
 }
 
@@ -426,11 +429,18 @@ Marker Marker::from_json(const nlohmann::json& j) {
         throw Error(ErrorKind::corrupt, "a marker names a pack id that is not 16 hex digits: " + k);
       m.packs.emplace_back(std::stoull(k, nullptr, 16), v.get<uint64_t>());
     }
-    if (j.contains("accounts")) {
-      m.accounts = j.at("accounts").get<std::vector<std::string>>();
+    if (j.contains("accounts") && j.contains("keyed_accounts"))
+      throw Error(ErrorKind::corrupt, "a marker gives both accounts and keyed_accounts");
+    m.keyed_accounts = j.contains("keyed_accounts");
+    if (j.contains("accounts") || m.keyed_accounts) {
+      m.accounts = j.at(m.keyed_accounts ? "keyed_accounts" : "accounts").get<std::vector<std::string>>();
       if (m.accounts.empty() || !std::is_sorted(m.accounts.begin(), m.accounts.end()) ||
           std::adjacent_find(m.accounts.begin(), m.accounts.end()) != m.accounts.end())
         throw Error(ErrorKind::corrupt, "a marker's accounts are not a sorted list of distinct names");
+      if (m.keyed_accounts)
+        for (auto& k : m.accounts)
+          if (k.size() != 64 || k.find_first_not_of("0123456789abcdef") != std::string::npos)
+            throw Error(ErrorKind::corrupt, "a marker's keyed account name is not 64 hex digits");
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::corrupt, std::string("malformed marker: ") + e.what());
@@ -464,18 +474,42 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
   head.archive_id = a.archive_id();
   head.journal_sequence = a.journal_sequence();
   head.root = verify::compute_manifest(a, nullptr, names).root;
+  // A sealed bundle names its accounts by keyed name only (version 4).
+  auto keyed = [&](const std::vector<std::string>& plain) {
+    std::vector<std::string> out;
+    for (auto& n : plain) out.push_back(a.keys()->keyed_account_name(n));
+    std::sort(out.begin(), out.end());
+    return out;
+  };
   head.accounts.assign(names.begin(), names.end());
+  if (a.keys() && !head.accounts.empty()) {
+    head.accounts = keyed(head.accounts);
+    head.keyed_accounts = true;
+  }
   auto packs = a.packs();
   for (auto& p : packs) head.packs.emplace_back(p.id, p.committed_size);
 
   Marker base = options.since ? *options.since : Marker::empty();
-  if (!options.since) base.accounts = head.accounts;
+  if (!options.since) {
+    base.accounts = head.accounts;
+    base.keyed_accounts = head.keyed_accounts;
+  }
+  if (a.keys() && !base.keyed_accounts && !base.accounts.empty()) {
+    // The head of a version 3 bundle (or its marker): names in clear.
+    base.accounts = keyed(base.accounts);
+    base.keyed_accounts = true;
+  }
+  auto covers = [&](const Marker& m, bool is_head) -> std::string {
+    if (m.accounts.empty()) return "every account";
+    if (is_head) return fmt::format("{}", fmt::join(names, ", "));
+    if (!m.keyed_accounts) return fmt::format("{}", fmt::join(m.accounts, ", "));
+    return fmt::format("{} accounts given by keyed name", m.accounts.size());
+  };
   if (base.accounts != head.accounts)
     throw Error(ErrorKind::usage,
                 fmt::format("the base covers {}, this bundle would cover {}: an incremental bundle carries the "
                             "accounts of its base (give the same --account options)",
-                            base.accounts.empty() ? "every account" : fmt::format("{}", fmt::join(base.accounts, ", ")),
-                            head.accounts.empty() ? "every account" : fmt::format("{}", fmt::join(head.accounts, ", "))));
+                            covers(base, false), covers(head, true)));
   std::map<uint64_t, uint64_t> base_sizes(base.packs.begin(), base.packs.end());
   if (options.since) {
     if (base.archive_id != head.archive_id)
@@ -586,7 +620,7 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
 
   // A bundle of an encrypted archive carries its entries sealed (version 3).
   const archive::RecordKeys* keys = a.keys() ? &a.keys()->records() : nullptr;
-  uint32_t version = keys ? 3 : names.empty() ? 1 : 2;
+  uint32_t version = keys ? 4 : names.empty() ? 1 : 2;
   nlohmann::json header = {{"bundle", "imapstage-bundle"}, {"version", version},
                            {"full", info.full},            {"created", info.created},
                            {"base", base.to_json()},       {"head", head.to_json()},
@@ -756,8 +790,19 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
                             info.sealed_key_id, a->keys() ? "has key " + a->keys()->key_id() : "is not encrypted"),
                 Retry::never, {.file = dir});
   const archive::RecordKeys* keys = sealed ? &a->keys()->records() : nullptr;
-  std::set<std::string> names(info.head.accounts.begin(), info.head.accounts.end());
-  std::string now = verify::compute_manifest(*a, nullptr, names).root;
+  // The root over the bundle's accounts as the archive holds them now (keyed
+  // names: those of its accounts whose keyed name the bundle gives; none yet:
+  // the root of no message).
+  auto root_now = [&] {
+    std::set<std::string> names(info.head.accounts.begin(), info.head.accounts.end());
+    if (!info.head.keyed_accounts) return verify::compute_manifest(*a, nullptr, names).root;
+    std::set<std::string> held;
+    for (auto& account : a->accounts())
+      if (names.count(a->keys()->keyed_account_name(account.name))) held.insert(account.name);
+    if (held.empty()) return archive::to_hex(archive::sha256(""));
+    return verify::compute_manifest(*a, nullptr, held).root;
+  };
+  std::string now = root_now();
   if (now == info.head.root && info.head.root != info.base.root) {
     result.already_applied = true;
     return result;
@@ -834,7 +879,7 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
   }
   batch.commit();
 
-  std::string after = verify::compute_manifest(*a, nullptr, names).root;
+  std::string after = root_now();
   if (after != info.head.root)
     throw Error(ErrorKind::corrupt,
                 fmt::format("after applying the bundle the archive's root is {}, the bundle's head is {}", after,

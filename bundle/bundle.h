@@ -26,7 +26,9 @@ namespace imapstage::bundle {
 
 // Version 1: bundles of a whole archive. Version 2: bundles of some of its
 // accounts (markers name them); written only for those, read with version 1.
-inline constexpr uint32_t kBundleVersion = 3;
+// Version 3: sealed bundles of an encrypted archive (read only). Version 4:
+// sealed bundles whose markers give accounts by keyed name (BUNDLE.md).
+inline constexpr uint32_t kBundleVersion = 4;
 inline constexpr uint64_t kTrailerSize = 120;
 
 // A state of an archive a bundle starts from or leads to (BUNDLE.md, "Markers").
@@ -37,7 +39,10 @@ struct Marker {
   std::vector<std::pair<uint64_t, uint64_t>> packs;  // pack id -> committed size at that state
   // The accounts (names, sorted, unique) the state covers: `root` is over
   // their message records only. Empty: every account of the archive.
+  // With keyed_accounts (sealed bundles since version 4) these are not the
+  // names but their keyed names (archive::ArchiveKeys::keyed_account_name).
   std::vector<std::string> accounts;
+  bool keyed_accounts = false;
   nlohmann::json to_json() const;
   static Marker from_json(const nlohmann::json& j);  // throws Error(corrupt) if malformed
   // The state of an archive with no message: what a full bundle starts from.

@@ -1,6 +1,8 @@
 // imapstage bundle create | verify | apply: carry an archive's changes as one
 // checksummed, optionally signed file (archive-format/BUNDLE.md).
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include <fmt/format.h>
@@ -32,14 +34,30 @@ struct BundleArgs {
   bool json = false;
 };
 
-nlohmann::json info_json(const bundle::BundleInfo& info) {
-  return {{"full", info.full},       {"created", info.created},   {"base", info.base.to_json()},
-          {"head", info.head.to_json()}, {"objects", info.objects}, {"records", info.records},
-          {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size},
-          {"parts", info.parts}, {"accounts", info.head.accounts}};
+// The names of a bundle's accounts: as the header gives them, or, for keyed
+// names, those of the accounts of `names_from` (an archive with the bundle's
+// keys) whose keyed names they are; a keyed name no account has stays as it is.
+std::vector<std::string> account_names(const bundle::BundleInfo& info, const archive::Archive* names_from) {
+  if (!info.head.keyed_accounts || !names_from || !names_from->keys()) return info.head.accounts;
+  std::map<std::string, std::string> by_key;
+  for (auto& a : names_from->accounts()) by_key[names_from->keys()->keyed_account_name(a.name)] = a.name;
+  std::vector<std::string> out;
+  for (auto& k : info.head.accounts) out.push_back(by_key.count(k) ? by_key[k] : k);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
-void print_info(const std::string& file, const bundle::BundleInfo& info, const std::string& signature) {
+nlohmann::json info_json(const bundle::BundleInfo& info, const archive::Archive* names_from = nullptr) {
+  nlohmann::json j = {{"full", info.full},       {"created", info.created},   {"base", info.base.to_json()},
+                      {"head", info.head.to_json()}, {"objects", info.objects}, {"records", info.records},
+                      {"bytes", info.raw_bytes}, {"signed", info.signed_},   {"file_size", info.file_size},
+                      {"parts", info.parts}, {"accounts", account_names(info, names_from)}};
+  j["accounts_keyed"] = info.head.keyed_accounts && (!names_from || !names_from->keys());
+  return j;
+}
+
+void print_info(const std::string& file, const bundle::BundleInfo& info, const std::string& signature,
+                const archive::Archive* names_from = nullptr) {
   say(stdout, "bundle {}: {} objects ({} bytes), {} records, {} bytes on disk{}\n", file, info.objects,
       info.raw_bytes, info.records, info.file_size,
       info.parts > 1 ? fmt::format(" in {} parts ({}.001 ...)", info.parts, file) : std::string());
@@ -47,9 +65,12 @@ void print_info(const std::string& file, const bundle::BundleInfo& info, const s
       info.full ? ", full bundle: an empty archive" : "");
   say(stdout, "head: {} (journal record {}, archive {})\n", info.head.root, info.head.journal_sequence,
       info.head.archive_id);
-  if (!info.head.accounts.empty())
+  if (info.head.keyed_accounts && (!names_from || !names_from->keys()))
+    say(stdout, "accounts: {}, given by keyed name (roots over these accounts only; --keys-from ARCHIVE shows "
+        "their names)\n", info.head.accounts.size());
+  else if (!info.head.accounts.empty())
     say(stdout, "accounts: {} (roots over these accounts only)\n",
-        fmt::format("{}", fmt::join(info.head.accounts, ", ")));
+        fmt::format("{}", fmt::join(account_names(info, names_from), ", ")));
   say(stdout, "signature: {}\n", signature);
 }
 
@@ -117,14 +138,14 @@ void add_bundle_command(CLI::App& app, int& status) {
                            : "sealed bundle checked without its keys: structure, sizes and the file's SHA-256 "
                              "only (give --keys-from ARCHIVE to open and re-hash every entry)";
     if (args->json) {
-      auto j = info_json(info);
+      auto j = info_json(info, keys_from.get());
       j["signature"] = signature_text(info, args->pubkey);
       j["ok"] = true;
       j["contents_checked"] = info.contents_checked;
       if (!info.sealed_key_id.empty()) j["sealed_key_id"] = info.sealed_key_id;
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      print_info(args->file, info, signature_text(info, args->pubkey));
+      print_info(args->file, info, signature_text(info, args->pubkey), keys_from.get());
       std::printf("OK: %s\n", what.c_str());
     }
     status = kExitOk;

@@ -1,4 +1,5 @@
 #include "common/aead.h"
+#include "common/nonce.h"
 
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
@@ -7,8 +8,11 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <vector>
 #include <cstdint>
 #include <memory>
 
@@ -45,6 +49,27 @@ void check_key(std::string_view key) {
 std::string random_bytes(size_t n) {
   std::string out(n, '\0');
   if (n && RAND_bytes(bytes(out), static_cast<int>(n)) != 1) throw Error(ErrorKind::internal, "RAND_bytes failed");
+  return out;
+}
+
+std::string random_nonce() {
+  struct Pool {
+    unsigned char bytes[4096 - 4096 % kNonce];
+    size_t used = sizeof bytes;
+    pid_t pid = 0;
+    ~Pool() { OPENSSL_cleanse(bytes, sizeof bytes); }
+  };
+  thread_local Pool pool;
+  pid_t pid = ::getpid();
+  if (pool.used + kNonce > sizeof pool.bytes || pool.pid != pid) {
+    if (RAND_bytes(pool.bytes, static_cast<int>(sizeof pool.bytes)) != 1)
+      throw Error(ErrorKind::internal, "RAND_bytes failed");
+    pool.used = 0;
+    pool.pid = pid;
+  }
+  std::string out(reinterpret_cast<const char*>(pool.bytes + pool.used), kNonce);
+  OPENSSL_cleanse(pool.bytes + pool.used, kNonce);
+  pool.used += kNonce;
   return out;
 }
 
@@ -200,7 +225,12 @@ struct GcmKey::Impl {
   Ctx dec;
 };
 
-GcmKey::GcmKey(std::string_view key) : impl_(std::make_unique<Impl>(Impl{new_ctx(), new_ctx()})) {
+namespace {
+std::atomic<uint64_t> next_gcm_key_id{1};
+}  // namespace
+
+GcmKey::GcmKey(std::string_view key)
+    : impl_(std::make_unique<Impl>(Impl{new_ctx(), new_ctx()})), id_(next_gcm_key_id.fetch_add(1)) {
   check_key(key);
   for (int enc = 0; enc < 2; ++enc) {
     EVP_CIPHER_CTX* c = enc ? impl_->enc.get() : impl_->dec.get();
@@ -211,6 +241,72 @@ GcmKey::GcmKey(std::string_view key) : impl_(std::make_unique<Impl>(Impl{new_ctx
   }
 }
 GcmKey::~GcmKey() = default;
+
+namespace {
+
+// A thread's contexts keyed with the GcmKeys it used last (a few: an archive
+// has two GCM keys; a merge or bundle apply holds a handful of archives).
+EVP_CIPHER_CTX* thread_ctx(uint64_t id, const EVP_CIPHER_CTX* prepared) {
+  struct Slot {
+    uint64_t id = 0;
+    Ctx ctx;
+  };
+  thread_local std::vector<Slot> slots;
+  for (auto& s : slots)
+    if (s.id == id) return s.ctx.get();
+  if (slots.size() >= 8) slots.erase(slots.begin());
+  Slot s{id, new_ctx()};
+  if (EVP_CIPHER_CTX_copy(s.ctx.get(), prepared) != 1) throw Error(ErrorKind::internal, "AES-256-GCM setup failed");
+  slots.push_back(std::move(s));
+  return slots.back().ctx.get();
+}
+
+bool gcm_run(EVP_CIPHER_CTX* c, bool enc, std::string_view nonce, std::string_view aad, std::string_view in,
+             char* out) {
+  if (nonce.size() != kNonce) throw Error(ErrorKind::internal, "an AES-GCM nonce must be 12 bytes");
+  int len = 0;
+  if (EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, bytes(nonce), enc) != 1 ||
+      (!aad.empty() && EVP_CipherUpdate(c, nullptr, &len, bytes(aad), static_cast<int>(aad.size())) != 1))
+    return false;
+  constexpr size_t kChunk = 1u << 30;
+  auto* o = reinterpret_cast<unsigned char*>(out);
+  while (!in.empty()) {
+    size_t n = std::min(in.size(), kChunk);
+    if (EVP_CipherUpdate(c, o, &len, bytes(in), static_cast<int>(n)) != 1 || static_cast<size_t>(len) != n)
+      return false;
+    o += n;
+    in.remove_prefix(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+void GcmKey::seal(std::string_view nonce, std::string_view aad, std::string_view in, char* out, char* tag) const {
+  EVP_CIPHER_CTX* c = thread_ctx(id_ * 2 + 1, impl_->enc.get());
+  unsigned char rest[32];
+  int len = 0;
+  if (!gcm_run(c, true, nonce, aad, in, out) || EVP_CipherFinal_ex(c, rest, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kTag, tag) != 1)
+    throw Error(ErrorKind::internal, "AES-256-GCM encryption failed");
+}
+
+bool GcmKey::open(std::string_view nonce, std::string_view aad, std::string_view in, std::string_view tag,
+                  char* out) const {
+  if (tag.size() != kTag) return false;
+  EVP_CIPHER_CTX* c = thread_ctx(id_ * 2, impl_->dec.get());
+  unsigned char t[kTag];
+  std::copy(tag.begin(), tag.end(), t);
+  unsigned char rest[32];
+  int len = 0;
+  if (!gcm_run(c, false, nonce, aad, in, out))
+    throw Error(ErrorKind::internal, "AES-256-GCM decryption failed");
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kTag, t) != 1 || EVP_CipherFinal_ex(c, rest, &len) != 1) {
+    if (!in.empty()) OPENSSL_cleanse(out, in.size());
+    return false;
+  }
+  return true;
+}
 
 struct GcmStream::Impl {
   Ctx ctx;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -61,10 +62,21 @@ class GcmKey {
   GcmKey(const GcmKey&) = delete;
   GcmKey& operator=(const GcmKey&) = delete;
 
+  // One-shot AES-256-GCM of a whole buffer under a 12-byte `nonce` with
+  // `aad`: `in.size()` bytes to `out` (which may not overlap `in`) and the
+  // 16-byte tag to `tag`. Each thread keeps a context keyed once per key, so
+  // a call costs no allocation and no key schedule. Throws Error(internal).
+  void seal(std::string_view nonce, std::string_view aad, std::string_view in, char* out, char* tag) const;
+  // The inverse: decrypts `in` to `out` and returns whether `tag`
+  // authenticates it (when false, `out` is zeroed and must not be used).
+  [[nodiscard]] bool open(std::string_view nonce, std::string_view aad, std::string_view in, std::string_view tag,
+                          char* out) const;
+
  private:
   friend class GcmStream;
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  uint64_t id_;  // names this key in the threads' context caches (never reused)
 };
 
 inline constexpr size_t kGcmNonceSize = 12;

@@ -400,7 +400,16 @@ void Verifier::handle_group(const archive::PackRecordInfo& info, const PackToSca
   std::string stored = reader.read_payload();
   std::vector<archive::GroupMember> members;
   try {
-    members = archive::decode_group_table(info, stored, *file, rk());
+    // A sealed group is opened once, here: its table and then its members
+    // are read from the opened frame.
+    if (rk()) {
+      stored = archive::open_payload(info, stored, *file, *rk());
+      archive::PackRecordInfo opened = info;
+      opened.stored_size = stored.size();
+      members = archive::decode_group_table(opened, stored, *file, nullptr);
+    } else {
+      members = archive::decode_group_table(info, stored, *file, nullptr);
+    }
   } catch (const Error& e) {
     // The members cannot be located: the indexed ones are read where the index says (and fail there).
     add_pack_problem(fmt::format("{}: the group record at offset {} is damaged: {}", file->string(), info.offset,
@@ -509,7 +518,8 @@ void Verifier::check(Work& w) {
     case Role::group: {
       std::string raw;
       try {
-        raw = archive::decode_payload(w.info, w.stored, *w.file, rk());
+        raw = rk() ? archive::decode_opened_payload(w.info, w.stored, *w.file, *rk())
+                   : archive::decode_payload(w.info, w.stored, *w.file);
       } catch (const Error& e) {
         for (auto& [entry, m] : w.members) {
           set_bad(entry, e.message());

@@ -4,10 +4,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "archive-format/archive.h"
+#include "archive-format/keys.h"
+#include "batch/budget.h"
 #include "batch/runner.h"
 #include "batch/state.h"
 #include "common/error.h"
@@ -46,6 +50,87 @@ TEST(BatchState, RoundTrip) {
   EXPECT_EQ(back->to_json(), s.to_json());
   EXPECT_EQ(back->accounts[0].status, AccountStatus::error);
   EXPECT_EQ(back->accounts[0].bytes, 4242u);
+}
+
+std::string file_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// In an encrypted archive the batch and budget files are sealed: nothing of
+// their accounts, servers or errors is on disk, they open only with the
+// archive's passphrase and only under their own name.
+TEST(BatchState, SealedInAnEncryptedArchive) {
+  namespace fs = std::filesystem;
+  testing::TempDir dir;
+  fs::path archive_dir = fs::path(dir.path()) / "archive";
+  const std::string passphrase = "state passphrase";
+  archive::Archive::Options open;
+  open.passphrase = [&](const fs::path&) { return passphrase; };
+  archive::Archive::create_encrypted(archive_dir, passphrase, archive::ScryptParams{10, 8, 1}, open);
+  archive::set_default_passphrase_source([&](const fs::path&) { return passphrase; });
+
+  BatchState s;
+  s.kind = "export";
+  s.batch_id = "b1";
+  AccountState a;
+  a.key = a.account = "zebulon.secret@mail.hidden-host.example";
+  a.server = "mail.hidden-host.example:993";
+  a.error = "login refused for zebulon";
+  s.accounts.push_back(a);
+  auto path = state_path(archive_dir, "export");
+  save_state(path, s);
+  {
+    BudgetStore budgets(archive_dir);
+    budgets.charge("export zebulon.secret@mail.hidden-host.example", 3u << 20, 1ull << 40);
+  }
+  for (auto& file : {path, archive_dir / "batches" / "budgets.json"}) {
+    std::string bytes = file_bytes(file);
+    ASSERT_FALSE(bytes.empty()) << file;
+    EXPECT_EQ(bytes.substr(0, 4), "ISA1") << file;
+    for (const char* secret : {"zebulon", "hidden-host", "login refused", "accounts"})
+      EXPECT_EQ(bytes.find(secret), std::string::npos) << file << " shows " << secret;
+  }
+  auto back = load_state(path);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->to_json(), s.to_json());
+  EXPECT_GE(BudgetStore(archive_dir).spent("export zebulon.secret@mail.hidden-host.example"), 3u << 20);
+
+  // Under another name (import.json) the sealed export state does not open.
+  fs::copy_file(path, state_path(archive_dir, "import"));
+  try {
+    load_state(state_path(archive_dir, "import"));
+    ADD_FAILURE() << "a sealed state opened under another name";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
+  }
+  // A wrong passphrase: refused, the file untouched.
+  std::string sealed = file_bytes(path);
+  archive::set_default_passphrase_source([](const fs::path&) { return std::string("not the passphrase"); });
+  try {
+    load_state(path);
+    ADD_FAILURE() << "a wrong passphrase opened the state";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::auth) << e.what();
+  }
+  EXPECT_EQ(file_bytes(path), sealed);
+  archive::set_default_passphrase_source([&](const fs::path&) { return passphrase; });
+
+  // A plain file written before state files were sealed is read, and sealed at the next write.
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << s.to_json().dump() << "\n";
+  }
+  back = load_state(path);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->batch_id, "b1");
+  StateStore store(path, *back);
+  store.update(a.key, [](AccountState& st) { st.status = AccountStatus::done; });
+  EXPECT_EQ(file_bytes(path).substr(0, 4), "ISA1");
+  EXPECT_EQ(load_state(path)->accounts[0].status, AccountStatus::done);
+  archive::set_default_passphrase_source({});
 }
 
 TEST(BatchState, CrashSafety) {

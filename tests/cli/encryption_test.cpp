@@ -121,11 +121,6 @@ TEST_F(EncryptionCli, ExportImportDeepVerifyAndNothingPlainInTheArchive) {
   auto offline = run(with({"verify", "--archive", dir.string()}, pass(pass_)));
   EXPECT_EQ(offline.exit_code, 0) << offline.out << offline.err;
 
-  for (auto& [name, bytes] : snapshot(dir))
-    for (const std::string& secret : {kSubject, kSender, kMessageId, kFolder, std::string("Nordlicht"), kAccount,
-                                      std::string("enc_src"), server_->host(), std::string("numbers of the quarter")})
-      EXPECT_EQ(bytes.find(secret), std::string::npos) << name << " shows \"" << secret << "\"";
-
   // The manifest root is that of a plain archive of the same mail.
   fs::path plain = fs::path(tmp_.path()) / "plain";
   ASSERT_EQ(run(with({"export", "--archive", plain.string(), "--account-name", kAccount}, server_args("enc_src")))
@@ -140,6 +135,47 @@ TEST_F(EncryptionCli, ExportImportDeepVerifyAndNothingPlainInTheArchive) {
   auto j2 = nlohmann::json::parse(read_file(fs::path(tmp_.path()) / "m2.json"));
   EXPECT_EQ(j1["root"], j2["root"]);
   EXPECT_EQ(j1["messages"], j2["messages"]);
+
+  // A batch (one account that works, one whose login fails) with a daily
+  // budget writes DIR/batches/{export,budgets}.json: sealed, like the rest.
+  std::string source_password = read_file(server_->password_file("enc_src"));
+  while (!source_password.empty() && (source_password.back() == '\n' || source_password.back() == '\r'))
+    source_password.pop_back();
+  fs::path accounts = fs::path(tmp_.path()) / "accounts.csv";
+  write_file(accounts, "enc_src," + source_password + "\nnordlicht_nobody,wrong-password\n");
+  auto batch = run(with({"export", "--archive", dir.string(), "--accounts", accounts.string(), "--host",
+                         server_->host(), "--port", std::to_string(server_->imaps_port()), "--ca-file",
+                         server_->ca_file(), "--daily-budget", "1G", "--json"},
+                        pass(pass_)));
+  EXPECT_NE(batch.exit_code, 0) << batch.out << batch.err;  // the second account failed
+  ASSERT_TRUE(fs::exists(dir / "batches" / "export.json")) << batch.err;
+  ASSERT_TRUE(fs::exists(dir / "batches" / "budgets.json")) << batch.err;
+  auto status = run(with({"status", "--archive", dir.string(), "--json"}, pass(pass_)));
+  EXPECT_NE(status.out.find("nordlicht_nobody"), std::string::npos) << status.out << status.err;
+  EXPECT_NE(status.out.find("enc_src@"), std::string::npos) << status.out << status.err;
+  EXPECT_EQ(run({"status", "--archive", dir.string()}).exit_code, 2);  // no passphrase
+
+  // A bundle of one account gives it by keyed name only.
+  fs::path bundle = fs::path(tmp_.path()) / "account.bundle";
+  auto create = run(with({"bundle", "create", "--archive", dir.string(), "--out", bundle.string(), "--full",
+                          "--account", kAccount, "--marker", (fs::path(tmp_.path()) / "account-marker.json").string()},
+                         pass(pass_)));
+  ASSERT_EQ(create.exit_code, 0) << create.err;
+  auto named = run(with({"bundle", "verify", bundle.string(), "--keys-from", dir.string()}, pass(pass_)));
+  EXPECT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_NE(named.out.find("accounts: " + kAccount), std::string::npos) << named.out;
+  std::map<std::string, std::string> carried = {
+      {"account.bundle", read_file(bundle)},
+      {"account-marker.json", read_file(fs::path(tmp_.path()) / "account-marker.json")}};
+
+  auto files = snapshot(dir);
+  for (auto& [name, bytes] : carried) files["(carried) " + name] = bytes;
+  for (auto& [name, bytes] : files)
+    for (const std::string& secret : {kSubject, kSender, kMessageId, kFolder, std::string("Nordlicht"), kAccount,
+                                      std::string("enc_src"), server_->host(), std::string("numbers of the quarter"),
+                                      std::string("nordlicht_nobody"), std::string("login")})
+      EXPECT_EQ(bytes.find(secret), std::string::npos) << name << " shows \"" << secret << "\"";
+
 
   // Without a passphrase verify checks the structure only, and says so.
   auto structure = run({"verify", "--archive", dir.string()});
