@@ -136,6 +136,13 @@ class FakeImapServer {
   void set_login(std::string user, std::string password);
   // The greeting line (default "* OK fake IMAP server ready\r\n").
   void set_greeting(std::string raw);
+  // Folder names compared ignoring ASCII case, as Gmail and Microsoft 365
+  // do: SELECT/STATUS/APPEND of "projects" reach "Projects", CREATE of it
+  // answers NO [ALREADYEXISTS]. Default: exact names.
+  void set_case_insensitive_names(bool on);
+  // CREATE of one of these names, or of a name below one ending in '/'
+  // ("[Gmail]/"), compared ignoring case, answers NO [CANNOT].
+  void set_reserved_names(std::vector<std::string> names);
 
   // --- mailbox state (thread-safe) ---
   void add_folder(const std::string& name, uint32_t uidvalidity = 1, std::vector<std::string> attributes = {});
@@ -187,6 +194,8 @@ class FakeImapServer {
   std::string permanent_flags_ = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*";
   std::string user_, password_;
   std::string greeting_ = "* OK fake IMAP server ready\r\n";
+  bool case_insensitive_ = false;
+  std::vector<std::string> reserved_;
   size_t accepted_ = 0;
 };
 
