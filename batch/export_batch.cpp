@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "archive-format/archive.h"
@@ -64,10 +66,9 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
         throw Error(ErrorKind::usage, fmt::format("account {}: --delete-after-verify is for POP3 sources, and its "
                                                   "profile is IMAP", line.source_user));
       const auto& policy = options.policy;
-      if (profile.protocol == "pop3" && (!policy.filter.empty() || policy.max_errors ||
-                                         policy.max_bytes_per_second > 0 || policy.max_messages_per_second > 0))
-        throw Error(ErrorKind::usage, fmt::format("account {}: --since, --before, --larger, --smaller, --max-errors "
-                                                  "and the rate caps are for IMAP sources, and its profile is POP3",
+      if (profile.protocol == "pop3" && (!policy.filter.empty() || policy.max_errors))
+        throw Error(ErrorKind::usage, fmt::format("account {}: --since, --before, --larger, --smaller and "
+                                                  "--max-errors are for IMAP sources, and its profile is POP3",
                                                   line.source_user));
       std::string account = line.source_user + "@" + endpoint.host;
       if (auto it = first_line.find(account); it != first_line.end())
@@ -107,9 +108,32 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
           o.max_message_size = endpoint.max_message_size;
           o.retry = options.retry;
           o.cancelled = cancelled;
+          // Budget and caps as for an IMAP account: the RETRs are paced by the account's and the
+          // server's caps, each message archived is counted against the daily budget.
+          uint64_t budget = options.limits.budget(*job.profile, false);
+          std::string budget_key = "export " + item.account;
+          budgets.check(budget_key, budget);  // spent: parked before logging in
+          auto server_limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
+          auto account_limiter = std::make_shared<RateLimiter>(options.policy.max_bytes_per_second,
+                                                               options.policy.max_messages_per_second);
+          pop3::Pacing pacing;
+          if (server_limiter || account_limiter->limited()) {
+            pacing.acquire = [server_limiter, account_limiter](uint64_t bytes, uint64_t messages) {
+              account_limiter->acquire(bytes, messages);
+              if (server_limiter) server_limiter->acquire(bytes, messages);
+            };
+            pacing.group_messages = account_limiter->messages_per_send();
+            pacing.group_bytes = account_limiter->bytes_per_send();
+            if (server_limiter) {
+              pacing.group_messages = std::min(pacing.group_messages, server_limiter->messages_per_send());
+              pacing.group_bytes = std::min(pacing.group_bytes, server_limiter->bytes_per_send());
+            }
+          }
+          if (budget)
+            o.after_message = [&, budget, budget_key](uint64_t bytes) { budgets.charge(budget_key, bytes, budget); };
           ItemOutcome outcome;
           try {
-            auto source = pop3::open_source(endpoint, credentials);
+            auto source = pop3::open_source(endpoint, credentials, 16, pacing);
             auto summary = exporting::export_source(*archive, o, *source, events);
             source.reset();
             outcome.messages = summary.total(&R::new_messages);

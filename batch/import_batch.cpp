@@ -93,6 +93,7 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         o.sync_expunges = options.sync_expunges;
         o.policy = options.policy;
         o.policy.restore_flagged = options.policy.restore_flagged || job.profile->restore_flagged;
+        o.policy.names = {job.profile->case_insensitive_names, job.profile->reserved_folders};
         o.retry = options.retry;
         o.cancelled = cancelled;
         uint64_t budget = options.limits.budget(*job.profile, true);

@@ -125,6 +125,18 @@ Profile parse_profile(const std::filesystem::path& origin, const std::string& na
         if (!b || !v.is_boolean()) bad(origin, v, fmt::format("profile {}: restore_flagged must be true or false", name));
         p.restore_flagged = *b;
         explicit_keys.insert(key);
+      } else if (key == "case_insensitive_names") {
+        auto b = v.value<bool>();
+        if (!b || !v.is_boolean())
+          bad(origin, v, fmt::format("profile {}: case_insensitive_names must be true or false", name));
+        p.case_insensitive_names = *b;
+        explicit_keys.insert(key);
+      } else if (key == "reserved_folders") {
+        auto* arr = v.as_array();
+        if (!arr) bad(origin, v, fmt::format("profile {}: reserved_folders must be an array of strings", name));
+        p.reserved_folders.clear();
+        for (auto& r : *arr) p.reserved_folders.push_back(want_string(origin, name, key, r));
+        explicit_keys.insert(key);
       } else if (key == "max_command_length") {
         p.max_command_length = static_cast<size_t>(want_int(origin, name, key, v, 200, 1000000));
         explicit_keys.insert(key);
@@ -459,6 +471,8 @@ void Profile::apply_provider(std::string_view provider_name) {
   if (max_message_mib == defaults.max_message_mib && p.max_message_bytes)
     max_message_mib = (p.max_message_bytes + (1u << 20) - 1) >> 20;
   if (!restore_flagged) restore_flagged = p.restore_flagged;
+  if (!case_insensitive_names) case_insensitive_names = p.case_insensitive_names;
+  if (reserved_folders.empty()) reserved_folders = p.reserved;
   if (!max_command_length) max_command_length = p.max_command_length;
   provider_download_budget = p.daily_download_bytes;
   provider_upload_budget = p.daily_upload_bytes;

@@ -28,6 +28,10 @@
 //   server_max_bandwidth = "20MB"   # per second, all accounts of this server in a batch together
 //   server_max_messages_per_second = 50
 //   restore_flagged = true          # re-STORE \Flagged after APPEND (Microsoft 365 drops it)
+//   case_insensitive_names = true   # the target's folder names ignore case: import keeps folders
+//                                   # differing only in case apart (import/folder_map.h, rule 7)
+//   reserved_folders = ["[Gmail]/"] # names the target owns ("X/": X and below); import renames
+//                                   # source folders landing there (rule 8)
 //   max_command_length = 8000       # longer UID sets are split over several commands
 //
 // Secrets: a profile names where a secret is (password_file, password_env;
@@ -93,6 +97,8 @@ struct Profile {
   double server_max_bytes_per_second = 0;     // per server, all accounts of a batch; 0: none
   double server_max_messages_per_second = 0;
   bool restore_flagged = false;    // re-STORE \Flagged after APPEND
+  bool case_insensitive_names = false;        // import: folder names differing in case are one folder there
+  std::vector<std::string> reserved_folders;  // import: names the target owns ("[Gmail]/")
   size_t max_command_length = 0;   // split longer UID sets; 0: the session's default
 
   // This profile with the provider's defaults: every field still at its

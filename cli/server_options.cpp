@@ -58,6 +58,14 @@ void add_server_options(CLI::App* cmd, ServerOptions& o, bool required) {
   cmd->add_flag("--restore-flagged", o.restore_flagged,
                 "After APPEND, STORE the flags again when they include \\Flagged (Microsoft 365 drops it)")
       ->group("Server");
+  cmd->add_flag("--case-insensitive-names", o.case_insensitive_names,
+                "The target's folder names ignore case (Gmail, Microsoft 365): import gives source folders that "
+                "differ only in case distinct names (\"projects (2)\") instead of merging them")
+      ->group("Server");
+  cmd->add_option("--reserved-folder", o.reserved_folders,
+                  "A folder name the target owns (\"[Gmail]/\": it and everything below it); import renames source "
+                  "folders landing there (\"[Gmail] (imported)/Foo\"). Repeatable; replaces the provider's list")
+      ->group("Server");
   cmd->add_option("--max-command-length", o.max_command_length,
                   "Longest command line sent; longer UID sets are split (default 8000)")
       ->check(CLI::Range(200, 1000000))
@@ -190,6 +198,8 @@ static batch::Profile with_flags(batch::Profile p, const CLI::App* cmd, const Se
   }
   if (given(cmd, "--host")) p.host = o.host;
   if (given(cmd, "--restore-flagged")) p.restore_flagged = o.restore_flagged;
+  if (given(cmd, "--case-insensitive-names")) p.case_insensitive_names = o.case_insensitive_names;
+  if (given(cmd, "--reserved-folder")) p.reserved_folders = o.reserved_folders;
   if (given(cmd, "--max-command-length")) p.max_command_length = o.max_command_length;
   if (cmd->get_option_no_throw("--protocol") && given(cmd, "--protocol")) p.protocol = o.protocol;
   if (given(cmd, "--port")) p.port = o.port;

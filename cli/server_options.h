@@ -35,6 +35,8 @@ struct ServerOptions {
   std::string max_backoff = "15m";  // --max-backoff: the longest throttling wait honoured
   std::string provider;          // --provider gmail | microsoft365 (batch/providers.h)
   bool restore_flagged = false;  // --restore-flagged
+  bool case_insensitive_names = false;        // --case-insensitive-names (import)
+  std::vector<std::string> reserved_folders;  // --reserved-folder NAME (import, repeatable)
   size_t max_command_length = 8000;  // --max-command-length
   std::string daily_budget;      // --daily-budget SIZE (per account per 24 h)
 };

@@ -73,9 +73,13 @@ exporting::ExportPolicy export_policy(const ExportArgs& args) {
   return policy;
 }
 
-bool has_policy(const ExportArgs& args) {
+bool has_selection(const ExportArgs& args) {
   return !args.since.empty() || !args.before.empty() || !args.larger.empty() || !args.smaller.empty() ||
-         args.max_errors || !args.max_bandwidth.empty() || args.max_messages_per_second > 0;
+         args.max_errors;
+}
+
+bool has_policy(const ExportArgs& args) {
+  return has_selection(args) || !args.max_bandwidth.empty() || args.max_messages_per_second > 0;
 }
 
 void print_summary(const exporting::ExportSummary& s) {
@@ -195,8 +199,8 @@ void print_deletions(const pop3::DeleteResult& d, const std::string& account) {
 }
 
 // export --protocol pop3: one account's POP3 maildrop through the generic export.
-void run_pop3_export(const ExportArgs& args, const batch::Profile& profile, const std::vector<std::string>& warnings,
-                     int& status) {
+void run_pop3_export(const ExportArgs& args, const exporting::ExportPolicy& policy, const batch::Profile& profile,
+                     const std::vector<std::string>& warnings, int& status) {
   if (!args.namespaces.empty() || args.connections)
     throw Error(ErrorKind::usage, "--protocol pop3: --namespaces and --connections do not apply (one maildrop, one "
                                   "connection)");
@@ -212,9 +216,28 @@ void run_pop3_export(const ExportArgs& args, const batch::Profile& profile, cons
   options.dry_run = args.dry_run;
   options.max_message_size = endpoint.max_message_size;
   options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args.commit_interval * 1000));
-  auto source = pop3::open_source(endpoint, credentials);
+  // The rate caps pace the RETR commands, as they pace the IMAP export's FETCHes.
+  RateLimiter limiter(policy.max_bytes_per_second, policy.max_messages_per_second);
+  pop3::Pacing pacing;
+  if (limiter.limited()) {
+    pacing.acquire = [&limiter](uint64_t bytes, uint64_t messages) { limiter.acquire(bytes, messages); };
+    pacing.group_messages = limiter.messages_per_send();
+    pacing.group_bytes = limiter.bytes_per_send();
+  }
+  auto source = pop3::open_source(endpoint, credentials, 16, pacing);
   CommandSink<TerminalSink> out(args.json, args.verbosity, args.log_file);
   for (auto& w : warnings) out.sink->emit({{"event", "warning"}, {"text", w}});
+  // The daily budget (--daily-budget, or the profile's), as for IMAP: the account stops after the
+  // message that spent it (exit 6), a later run continues.
+  uint64_t budget = args.server.daily_budget.empty() ? profile.budget(false) : parse_size(args.server.daily_budget);
+  std::optional<batch::BudgetStore> budgets;
+  if (budget && !options.dry_run) {
+    budgets.emplace(options.archive_dir);
+    budgets->check("export " + options.account_name, budget);
+    options.after_message = [&budgets, budget, key = "export " + options.account_name](uint64_t bytes) {
+      budgets->charge(key, bytes, budget);
+    };
+  }
   exporting::ExportSummary summary;
   try {
     summary = exporting::run_source_export(options, *source, *out.sink);
@@ -367,10 +390,9 @@ void add_export_command(CLI::App& app, int& status) {
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
     if (profile.protocol == "pop3") {
-      if (has_policy(*args))
-        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller, --max-errors and the rate caps are "
-                                      "for IMAP sources");
-      run_pop3_export(*args, profile, warnings, status);
+      if (has_selection(*args))
+        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller and --max-errors are for IMAP sources");
+      run_pop3_export(*args, policy, profile, warnings, status);
       return;
     }
     if (args->delete_after_verify)

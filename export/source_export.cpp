@@ -422,6 +422,7 @@ void SourceExport::export_folder(size_t i) {
   size_t next = 0;  // wanted[next] is the first not yet delivered or failed (a retry resumes there)
 
   std::exception_ptr archive_failure;  // stops the fetch; rethrown after it
+  std::exception_ptr hook_stop;        // after_message threw: stops the fetch, rethrown after a commit
   auto store = [&](const SourceMessage& m, sources::FetchedMessage&& fetched, const archive::Hash& hash) {
     ++next;
     ++done;
@@ -475,6 +476,13 @@ void SourceExport::export_folder(size_t i) {
     // next run starts above the largest archived UID.
     folder.uidnext = plan.next_uid;
     staging_.commit_if_due(limits_);
+    if (options_.after_message) {
+      try {
+        options_.after_message(record.size);
+      } catch (...) {
+        hook_stop = std::current_exception();  // after a commit, once the fetch has stopped
+      }
+    }
     if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
       last_progress = Clock::now();
       progress(false);
@@ -499,7 +507,7 @@ void SourceExport::export_folder(size_t i) {
   bool stopped = false;
   auto stop = [&] {
     if (options_.cancelled && options_.cancelled()) stopped = true;
-    return stopped || archive_failure != nullptr;
+    return stopped || archive_failure != nullptr || hook_stop != nullptr;
   };
   // Reads what is left of the plan through a ReadAhead; a retry (after a dropped connection) starts
   // again after the last message handed over.
@@ -542,12 +550,20 @@ void SourceExport::export_folder(size_t i) {
     with_retries(result.name, fetch_rest);
   } catch (const Error& e) {
     if (archive_failure) std::rethrow_exception(archive_failure);
+    if (hook_stop) {
+      staging_.commit_if_due(limits_, true);
+      std::rethrow_exception(hook_stop);
+    }
     if (e.kind() == ErrorKind::interrupted || e.kind() == ErrorKind::auth) throw;
     staging_.commit_if_due(limits_, true);  // what arrived is kept
     folder_error(i, e);
     return;
   }
   if (archive_failure) std::rethrow_exception(archive_failure);
+  if (hook_stop) {
+    staging_.commit_if_due(limits_, true);  // the message that spent the budget is kept
+    std::rethrow_exception(hook_stop);
+  }
   if (stopped) {
     staging_.commit_if_due(limits_, true);
     check_cancelled(result.name);

@@ -45,6 +45,11 @@ struct SourceExportOptions {
   std::chrono::milliseconds commit_interval{2000};
   archive::Archive::Options archive_options;
   std::function<bool()> cancelled;       // as ExportOptions::cancelled
+  // Called after each message is archived with its size: may throw
+  // (Error(throttled) when a daily budget is spent): the message is kept,
+  // what arrived is committed and the export stops with that error (the
+  // account resumable). Empty: nothing.
+  std::function<void(uint64_t bytes)> after_message;
 };
 
 // Calls source.folders() first (so a source that cannot be read, or a server

@@ -86,5 +86,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::usage) std::abort();
   }
+  // A target with case-insensitive and reserved names: a folder mapped by
+  // its own name (or renamed) shares its folded target with no other folder,
+  // and nothing so mapped lands on a reserved name the target does not list.
+  try {
+    importing::TargetNames names;
+    names.case_insensitive = true;
+    names.reserved = {"[Gmail]/"};
+    auto mappings = importing::map_folders(source, target, ns, overrides, {}, names);
+    auto own = [](const importing::FolderMapping& m) {
+      return m.reason.starts_with("same name") || m.reason.starts_with("renamed");
+    };
+    for (size_t i = 0; i < mappings.size(); ++i)
+      for (size_t j = 0; j < mappings.size(); ++j)
+        if (i != j && own(mappings[i]) && !mappings[i].exists &&
+            importing::fold_case(mappings[i].target_utf8) == importing::fold_case(mappings[j].target_utf8))
+          std::abort();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::usage) std::abort();
+  }
   return 0;
 }

@@ -4,6 +4,9 @@
 #include <cctype>
 #include <map>
 #include <optional>
+#include <set>
+
+#include <fmt/format.h>
 
 #include "common/error.h"
 #include "imap/mailbox_names.h"
@@ -70,6 +73,36 @@ const std::vector<std::string_view>& special_use_names(std::string_view use) {
   return it == kNames.end() ? kNone : it->second;
 }
 
+std::string fold_case(std::string_view utf8) {
+  std::string out;
+  out.reserve(utf8.size());
+  size_t i = 0;
+  while (i < utf8.size()) {
+    auto b = static_cast<unsigned char>(utf8[i]);
+    size_t len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 1;
+    if (i + len > utf8.size()) len = 1;
+    if (len != 2) {  // ASCII, or a character outside the folded ranges (all two bytes long)
+      for (size_t k = 0; k < len; ++k)
+        out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(utf8[i + k]))));
+      i += len;
+      continue;
+    }
+    uint32_t c = ((b & 0x1fu) << 6) | (static_cast<unsigned char>(utf8[i + 1]) & 0x3fu);
+    if ((c >= 0xc0 && c <= 0xde && c != 0xd7) || (c >= 0x391 && c <= 0x3ab && c != 0x3a2) || (c >= 0x410 && c <= 0x42f))
+      c += 0x20;  // Latin-1 À-Þ, Greek Α-Ϋ, Cyrillic А-Я
+    else if (c >= 0x400 && c <= 0x40f)
+      c += 0x50;  // Cyrillic Ѐ-Џ
+    else if ((c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177))
+      c |= 1;     // Latin Extended-A pairs: even capital, odd small
+    else if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e))
+      c += (c & 1);  // odd capital, even small
+    out.push_back(static_cast<char>(0xc0 | (c >> 6)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3f)));
+    i += 2;
+  }
+  return out;
+}
+
 std::string rebuild_hierarchy(const std::string& name, char from, char to) {
   std::string out;
   out.reserve(name.size());
@@ -84,18 +117,29 @@ std::string rebuild_hierarchy(const std::string& name, char from, char to) {
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target, const imap::PersonalNamespace& ns,
                                        const std::map<std::string, std::string>& overrides,
-                                       const TargetSubfolder& subfolder) {
+                                       const TargetSubfolder& subfolder, const TargetNames& names,
+                                       const std::vector<archive::FolderRecord>& others) {
   imap::Namespace personal;
   personal.prefix = ns.prefix;
   personal.delimiter = ns.delimiter;
-  return map_folders(source, target, std::vector<imap::Namespace>{personal}, overrides, subfolder);
+  return map_folders(source, target, std::vector<imap::Namespace>{personal}, overrides, subfolder, names, others);
 }
 
-std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
+std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& selected,
                                        const std::vector<imap::ListEntry>& target,
                                        const std::vector<imap::Namespace>& target_namespaces,
                                        const std::map<std::string, std::string>& overrides,
-                                       const TargetSubfolder& subfolder) {
+                                       const TargetSubfolder& subfolder, const TargetNames& names,
+                                       const std::vector<archive::FolderRecord>& others) {
+  // Every folder of the account is mapped (so each name is the same whatever
+  // this run selects); the ones left out are dropped at the end.
+  // In the archive's order (folder ids), which decides who keeps a name.
+  std::vector<std::pair<archive::FolderRecord, bool>> all;  // folder, left out
+  for (auto& f : selected) all.emplace_back(f, false);
+  for (auto& f : others) all.emplace_back(f, true);
+  std::stable_sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first.id < b.first.id; });
+  std::vector<archive::FolderRecord> source;
+  for (auto& [f, unused] : all) source.push_back(f);
   for (auto& override_entry : overrides) {
     const std::string& from = override_entry.first;  // a plain reference: lambdas cannot capture bindings in clang 14
     const std::string& to = override_entry.second;
@@ -178,9 +222,11 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
 
   std::vector<FolderMapping> out;
   std::vector<std::vector<std::string>> source_paths, target_paths;
+  std::vector<bool> left_out;  // one of `others`
   for (size_t i = 0; i < source.size(); ++i) {
     auto& f = source[i];
     if (f.noselect) continue;
+    left_out.push_back(all[i].second);
     FolderMapping m;
     m.source = f;
     auto path = path_of(f);
@@ -277,23 +323,137 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
     m.exists = target_by_raw(m.target_raw) != nullptr;
   }
 
+  auto automatic = [&](size_t i) {
+    return out[i].reason.starts_with("same name") || out[i].reason.starts_with("follows its parent");
+  };
+  auto fold = [&](std::string_view s) { return names.case_insensitive ? fold_case(s) : std::string(s); };
+  auto rename = [&](size_t i, std::vector<std::string> path, const std::string& why) {
+    auto built = imap::build_mailbox_name(path, personal.prefix, tdelim);
+    out[i].reason = out[i].reason.starts_with("renamed: ") ? out[i].reason + "; " + why : "renamed: " + why;
+    out[i].target_utf8 = built.utf8;
+    out[i].target_raw = built.raw;
+    out[i].exists = target_by_raw(built.raw) != nullptr;
+    target_paths[i] = std::move(path);
+  };
+
+  // 8. Names the target reserves, unless they are its own folders.
+  for (auto& reserved : names.reserved) {
+    bool owns_below = reserved.ends_with('/');
+    auto levels = imap::split_path(owns_below ? std::string_view(reserved).substr(0, reserved.size() - 1)
+                                              : std::string_view(reserved));
+    if (levels.empty()) continue;
+    auto same = [&](const std::vector<std::string>& a, const std::vector<std::string>& b, size_t n) {
+      for (size_t k = 0; k < n; ++k)
+        if (fold(a[k]) != fold(b[k])) return false;
+      return true;
+    };
+    for (size_t i = 0; i < out.size(); ++i) {
+      auto& path = target_paths[i];
+      if (out[i].skipped || !automatic(i) || path.size() < levels.size()) continue;
+      if ((!owns_below && path.size() != levels.size()) || !same(path, levels, levels.size())) continue;
+      bool its_own = std::any_of(targets.begin(), targets.end(), [&](const TargetFolder& t) {
+        return !t.entry->noselect && t.path.size() == path.size() && same(t.path, path, path.size());
+      });
+      if (its_own) continue;
+      auto renamed = path;
+      renamed[levels.size() - 1] += " (imported)";
+      rename(i, renamed,
+             fmt::format("{} is reserved by the target ({}), {} added", imap::join_path(path), reserved,
+                         "\" (imported)\""));
+    }
+  }
+
+  // 7. Names that differ only in case, on a target that does not tell them apart.
+  if (names.case_insensitive) {
+    auto own_name = [&](size_t i) { return automatic(i) || out[i].reason.starts_with("renamed: "); };
+    std::vector<size_t> order;
+    for (size_t i = 0; i < out.size(); ++i)
+      if (!out[i].skipped && !own_name(i)) order.push_back(i);
+    for (size_t i = 0; i < out.size(); ++i)
+      if (!out[i].skipped && own_name(i)) order.push_back(i);
+    auto path_of_mapping = [&](size_t i) {
+      return target_paths[i].empty() ? std::vector<std::string>{out[i].target_utf8} : target_paths[i];
+    };
+    const std::string sep(1, '\x01');
+    // Every name (and every level above one) as mapped so far, folded: a
+    // numbered level never takes one of them.
+    std::set<std::string> mapped;
+    for (size_t i : order) {
+      std::string key;
+      for (auto& level : path_of_mapping(i)) mapped.insert(key += sep + fold_case(level));
+    }
+    std::map<std::string, std::string> chosen;  // parent (as renamed) + sep + level: the level to use
+    std::map<std::string, std::string> owner;   // the same folded: the spelling that has it
+    for (size_t i : order) {
+      auto path = path_of_mapping(i);
+      std::vector<std::string> renamed;
+      std::string parent, folded_parent;
+      size_t changed_at = path.size();
+      for (size_t k = 0; k < path.size(); ++k) {
+        const std::string& level = path[k];
+        std::string key = parent + sep + level;
+        auto known = chosen.find(key);
+        std::string use = level;
+        if (known != chosen.end()) {
+          use = known->second;
+        } else {
+          auto taken = owner.find(folded_parent + sep + fold_case(level));
+          if (taken != owner.end() && taken->second != level && own_name(i)) {
+            for (int n = 2;; ++n) {
+              std::string candidate = level + " (" + std::to_string(n) + ")";
+              std::string folded = folded_parent + sep + fold_case(candidate);
+              if (owner.count(folded) || mapped.count(folded)) continue;
+              use = candidate;
+              break;
+            }
+          }
+          chosen[key] = use;
+          owner.try_emplace(folded_parent + sep + fold_case(use), use);
+        }
+        if (use != level && changed_at == path.size()) changed_at = k;
+        renamed.push_back(use);
+        parent += sep + use;
+        folded_parent += sep + fold_case(use);
+      }
+      if (changed_at == path.size()) continue;
+      std::vector<std::string> other(path.begin(), path.begin() + static_cast<std::ptrdiff_t>(changed_at) + 1);
+      rename(i, renamed,
+             fmt::format("{} differs only in case from another folder's target (the target's names are "
+                         "case-insensitive), numbered",
+                         imap::join_path(other)));
+    }
+    // A target folder spelled otherwise is the same folder: its spelling is the one used.
+    for (auto& m : out) {
+      if (m.skipped || m.exists) continue;
+      std::string folded = fold_case(m.target_utf8);
+      for (auto& t : target)
+        if (!t.noselect && fold_case(t.name_utf8) == folded) {
+          m.target_utf8 = t.name_utf8;
+          m.target_raw = t.name_raw;
+          m.exists = true;
+          break;
+        }
+    }
+  }
+
   // 6. Accidental merges of rule-5 names get a numbered name instead. Only
   // the mapping itself decides (never what the target holds), so a re-run
   // picks the same names.
-  auto taken = [&](const std::string& raw, size_t except) {
+  auto taken = [&](const std::string& name, size_t except) {
     for (size_t j = 0; j < out.size(); ++j)
-      if (j != except && !out[j].skipped && out[j].target_raw == raw) return true;
+      if (j != except && !out[j].skipped && fold(out[j].target_utf8) == fold(name)) return true;
     return false;
   };
   std::map<std::string, std::vector<size_t>> claimants;
   for (size_t i = 0; i < out.size(); ++i)
-    if (!out[i].skipped) claimants[out[i].target_raw].push_back(i);
+    if (!out[i].skipped)
+      claimants[names.case_insensitive ? fold_case(out[i].target_utf8) : out[i].target_raw].push_back(i);
   for (auto& [raw, group] : claimants) {
     if (group.size() < 2) continue;
     std::vector<size_t> automatic;
     bool asked_for = false;
     for (size_t i : group) {
-      if (out[i].reason.starts_with("same name")) automatic.push_back(i);
+      if (out[i].reason.starts_with("same name") || out[i].reason.starts_with("renamed: ")) automatic.push_back(i);
       else asked_for = true;
     }
     size_t keep = out.size();
@@ -312,8 +472,9 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
       for (int n = 2;; ++n) {
         std::string name = base + " (" + std::to_string(n) + ")";
         std::string numbered_raw = imap::utf7_encode(name);
-        if (taken(numbered_raw, i)) continue;
-        m.reason = "same name, numbered: " + base + " is another folder's target";
+        if (taken(name, i)) continue;
+        m.reason = m.reason.starts_with("renamed: ") ? m.reason + "; numbered: " + base + " is another folder's target"
+                                                     : "same name, numbered: " + base + " is another folder's target";
         m.target_utf8 = name;
         m.target_raw = numbered_raw;
         m.exists = target_by_raw(numbered_raw) != nullptr;
@@ -321,7 +482,10 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
       }
     }
   }
-  return out;
+  std::vector<FolderMapping> kept;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!left_out[i]) kept.push_back(std::move(out[i]));
+  return kept;
 }
 
 }  // namespace imapstage::importing

@@ -38,6 +38,28 @@
 //     by the rebuild (else the later one) gets " (2)" (" (3)", ...) added,
 //     and its reason says so. Merges asked for (--map, special-use, INBOX)
 //     are kept.
+//  7. On a target whose folder names are case-insensitive (TargetNames:
+//     Gmail, Microsoft 365), names that differ only in case are one folder
+//     there. Level by level, the first spelling of a name under a parent
+//     keeps it (folders mapped by --map, special-use and INBOX first, then
+//     the others in the archive's folder order, by id); a folder of rules 4-5
+//     spelling it otherwise gets " (2)" (" (3)", ...) on that level, and
+//     its subfolders follow ("Projects" and "projects/2024" beside it become
+//     "Projects" and "projects (2)/2024"). Its reason starts with "renamed:".
+//     A target folder that differs only in case is the same folder: the
+//     mapping takes the target's spelling and `exists` is set.
+//  8. A folder of rules 4-5 whose target name is reserved by the target
+//     (TargetNames::reserved, "[Gmail]/" owning "[Gmail]" and everything
+//     below it) and that the target does not list as a selectable folder of
+//     its own gets " (imported)" on the reserved level ("[Gmail]/Foo" from
+//     another server becomes "[Gmail] (imported)/Foo"); its reason starts
+//     with "renamed:". The target's own folders ("[Gmail]/All Mail") are
+//     mapped to as they are. Rule 8 is applied before rule 7, both before 6.
+//  Every name depends only on the archive's folders, the options and the
+//  target's namespace and own folders, never on what earlier runs created,
+//  and folders that --folder/--exclude leave out of a run still claim their
+//  names (`others`), so every run maps each folder to the same name; a
+//  folder first archived later is the one numbered.
 #pragma once
 
 #include <map>
@@ -68,22 +90,40 @@ struct TargetSubfolder {
   bool special_use = false;  // special-use folders still go to the target's own (rule 3)
 };
 
+// How the target compares and reserves folder names (batch/providers.h:
+// `case_insensitive_names`, `reserved`).
+struct TargetNames {
+  bool case_insensitive = false;      // rule 7
+  // Rule 8: canonical names ('/' between levels); one ending in '/' owns
+  // that folder and everything below it ("[Gmail]/"), another only itself.
+  std::vector<std::string> reserved;
+};
+
 // Maps every selectable source folder (\Noselect ones are left out: their
 // children create the hierarchy). `target_namespaces` are the target's
 // (Session::namespaces()); only its personal namespace receives folders.
 // `overrides` maps source canonical names to target canonical names. Throws
 // Error(usage) for an override whose source is not in the archive.
+// `others` are the account's folders this run leaves out: not mapped, but
+// their names are taken into account (rules 6-7) as if they were.
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const std::vector<imap::Namespace>& target_namespaces,
                                        const std::map<std::string, std::string>& overrides,
-                                       const TargetSubfolder& subfolder = {});
+                                       const TargetSubfolder& subfolder = {}, const TargetNames& names = {},
+                                       const std::vector<archive::FolderRecord>& others = {});
 // The same with only the target's personal namespace known.
 std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>& source,
                                        const std::vector<imap::ListEntry>& target,
                                        const imap::PersonalNamespace& ns,
                                        const std::map<std::string, std::string>& overrides,
-                                       const TargetSubfolder& subfolder = {});
+                                       const TargetSubfolder& subfolder = {}, const TargetNames& names = {},
+                                       const std::vector<archive::FolderRecord>& others = {});
+
+// `utf8` with its letters in lower case, as servers with case-insensitive
+// names compare them: ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic
+// capitals (other characters unchanged).
+std::string fold_case(std::string_view utf8);
 
 // The well-known names of a special-use folder in common servers and
 // clients, in several languages ("Sent", "Sent Items", "Gesendete Elemente",

@@ -53,6 +53,13 @@ void print_summary(const importing::ImportSummary& s) {
         f.source_messages, s.dry_run ? f.to_append : f.appended, f.already_there, f.flags_updated, f.failed.size(),
         note);
   }
+  bool renamed = false;
+  for (auto& f : s.folders)
+    if (f.reason.starts_with("renamed: ")) {
+      if (!renamed) say(out, "\nfolders renamed for the target's names (case-insensitive or reserved):\n");
+      renamed = true;
+      say(out, "  {} -> {}: {}\n", printable(f.source), printable(f.target), f.reason.substr(9));
+    }
   using R = importing::ImportFolderResult;
   if (s.dry_run) {
     say(out, "\nwould append {} messages to {} (nothing written)\n", s.total(&R::to_append), s.target);
@@ -249,6 +256,7 @@ void add_import_command(CLI::App& app, int& status) {
     options.sync_expunges = args->sync_expunges;
     options.policy = policy;
     options.policy.restore_flagged = profile.restore_flagged;
+    options.policy.names = {profile.case_insensitive_names, profile.reserved_folders};
     options.connections = args->connections.value_or(0);  // two, four on a slow link
     options.credentials = login.credentials;
 

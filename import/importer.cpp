@@ -573,10 +573,11 @@ void AccountImport::run_body() {
       },
       [&] { drop_session(); }, [](const Error&, int, std::chrono::milliseconds) {}, [] { return uint64_t{0}; });
 
-  std::vector<archive::FolderRecord> source;
+  std::vector<archive::FolderRecord> source, others;  // others: left out, their names still claimed
   for (auto& f : archive_->folders(account_.id))
-    if (folder_selected(f.canonical_name(), options_.include, options_.exclude)) source.push_back(f);
-  auto mappings = map_folders(source, target_list, ns, options_.map, options_.policy.subfolder);
+    (folder_selected(f.canonical_name(), options_.include, options_.exclude) ? source : others).push_back(f);
+  auto mappings = map_folders(source, target_list, ns, options_.map, options_.policy.subfolder, options_.policy.names,
+                              others);
   for (auto& m : mappings) {
     std::string name = m.source.canonical_name();
     if (m.skipped) {

@@ -52,6 +52,9 @@ int gmail_primary_rank(const archive::FolderRecord& folder);
 
 struct ImportPolicy {
   TargetSubfolder subfolder;                    // --target-subfolder: the whole account below it
+  // How the target compares and reserves folder names (folder_map.h rules
+  // 7-8; the provider's, --case-insensitive-names, --reserved-folder).
+  TargetNames names;
   // Only messages it matches are sent (--since, --before, --larger,
   // --smaller); the others are counted as filtered out, and the run's
   // history records the filter so verify can compare the same selection.

@@ -15,8 +15,9 @@ namespace {
 
 class Pop3Source final : public sources::Source {
  public:
-  Pop3Source(Endpoint endpoint, Credentials credentials, size_t in_flight)
-      : endpoint_(std::move(endpoint)), credentials_(std::move(credentials)), in_flight_(in_flight) {}
+  Pop3Source(Endpoint endpoint, Credentials credentials, size_t in_flight, Pacing pacing)
+      : endpoint_(std::move(endpoint)), credentials_(std::move(credentials)), in_flight_(in_flight),
+        pacing_(std::move(pacing)) {}
 
   archive::SourceKind kind() const override { return archive::SourceKind::pop3; }
   std::string location() const override { return endpoint_.address(); }
@@ -134,6 +135,23 @@ class Pop3Source final : public sources::Source {
                                             too_large ? ErrorKind::limit : ErrorKind::protocol));
       }
       bool stop() override { return sink.stop(); }
+      // The group from message i on is paid for before its first RETR.
+      void before_send(size_t i) override {
+        if (!self.pacing_.acquire || paid > 0) {
+          if (paid > 0) --paid;
+          return;
+        }
+        uint64_t bytes = 0, count = 0;
+        for (size_t j = i; j < asked.size() && count < self.pacing_.group_messages; ++j) {
+          if (count > 0 && bytes + asked[j]->size > self.pacing_.group_bytes) break;
+          bytes += asked[j]->size;
+          ++count;
+        }
+        self.pacing_.acquire(bytes, count);
+        paid = count - 1;
+      }
+      bool paced() const override { return static_cast<bool>(self.pacing_.acquire); }
+      uint64_t paid = 0;  // RETRs after this one already paid for
     } adapter(*this, asked, sink);
     session_->retrieve(numbers, max_size, adapter, in_flight_);
   }
@@ -161,6 +179,7 @@ class Pop3Source final : public sources::Source {
   Endpoint endpoint_;
   Credentials credentials_;
   size_t in_flight_;
+  Pacing pacing_;
   std::unique_ptr<Session> session_;
   bool listed_ = false;                // the current session listed the maildrop
   bool listed_uidl_ = false;           // the last listing had UIDLs
@@ -170,8 +189,8 @@ class Pop3Source final : public sources::Source {
 }  // namespace
 
 std::unique_ptr<sources::Source> open_source(const Endpoint& endpoint, const Credentials& credentials,
-                                             size_t in_flight) {
-  return std::make_unique<Pop3Source>(endpoint, credentials, in_flight);
+                                             size_t in_flight, Pacing pacing) {
+  return std::make_unique<Pop3Source>(endpoint, credentials, in_flight, std::move(pacing));
 }
 
 std::vector<std::string> identities(const Maildrop& drop) {

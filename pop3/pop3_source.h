@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,12 +25,27 @@
 
 namespace imapstage::pop3 {
 
+// How the RETR commands are paced under rate caps (--max-bandwidth,
+// --max-messages-per-second, a batch's per-server caps), as the IMAP export
+// paces its FETCHes: the messages are paid for in groups, each just before
+// its first RETR is sent.
+struct Pacing {
+  // Blocks until `messages` messages of `bytes` (their LIST sizes) may be
+  // asked for. Empty: no pacing.
+  std::function<void(uint64_t bytes, uint64_t messages)> acquire;
+  // A group is at most this many messages and bytes (a message larger than
+  // group_bytes is a group of its own): a quarter second's worth of the caps
+  // (RateLimiter::messages_per_send, bytes_per_send).
+  uint64_t group_messages = UINT64_MAX;
+  uint64_t group_bytes = UINT64_MAX;
+};
+
 // The source. Connects and logs in at folders() (a refused login throws
 // there, before the export touches the archive); reconnects in list() after
 // a dropped connection. RETR commands are pipelined `in_flight` deep when
-// the server offers PIPELINING.
+// the server offers PIPELINING, and paced by `pacing`.
 std::unique_ptr<sources::Source> open_source(const Endpoint& endpoint, const Credentials& credentials,
-                                             size_t in_flight = 16);
+                                             size_t in_flight = 16, Pacing pacing = {});
 
 // The identities of a maildrop's messages, in message number order: the
 // UIDL, with "#N" added to the N-th (N >= 2) message showing the same UIDL;

@@ -575,9 +575,19 @@ void Session::retrieve(const std::vector<uint32_t>& numbers, uint64_t max_size, 
     while (done < numbers.size()) {
       if (!stopped && sent < numbers.size() && sent - done < window) {
         std::string commands;
-        while (sent < numbers.size() && sent - done < window) commands += fmt::format("RETR {}\r\n", numbers[sent++]);
-        s.write(commands, "RETR");
-        s.flush("RETR");
+        while (sent < numbers.size() && sent - done < window) {
+          sink.before_send(sent);
+          commands += fmt::format("RETR {}\r\n", numbers[sent++]);
+          if (sink.paced()) {
+            s.write(commands, "RETR");
+            s.flush("RETR");
+            commands.clear();
+          }
+        }
+        if (!commands.empty()) {
+          s.write(commands, "RETR");
+          s.flush("RETR");
+        }
       }
       if (done == sent) break;  // stopped with nothing outstanding
       std::string line = s.read_line("RETR");

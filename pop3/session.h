@@ -95,6 +95,12 @@ class RetrieveSink {
   virtual void failed(size_t index, const std::string& text, bool too_large) = 0;
   // Asked after each message; true sends no further RETR (those sent are read).
   virtual bool stop() { return false; }
+  // Called just before the RETR of numbers[index] is sent; may block (a rate
+  // cap). When paced() is true each RETR is sent on its own as soon as this
+  // returns, otherwise they go out in groups; either way pipelined
+  // `in_flight` deep.
+  virtual void before_send(size_t /*index*/) {}
+  virtual bool paced() const { return false; }
 };
 
 class Session {

@@ -577,6 +577,7 @@ void Daemon::run_job(uint64_t id, Running* running) {
       io.credentials = target_login.credentials;
       io.account = account;
       io.target_name = target_name;
+      io.policy.names = {target.case_insensitive_names, target.reserved_folders};  // the profile's name rules
       io.cancelled = cancelled;
       WipeOnExit wipe_import{io.credentials.secret};
       importing::ImportSummary is;

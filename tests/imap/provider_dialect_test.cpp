@@ -3,6 +3,9 @@
 // Error. 11") and its loss of \Flagged on APPEND; and the provider profiles.
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -10,9 +13,11 @@
 #include "batch/profiles.h"
 #include "batch/providers.h"
 #include "common/error.h"
+#include "common/events.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "tests/support/fake_imap_server.h"
+#include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
 namespace imapstage {
@@ -231,6 +236,303 @@ server_max_messages_per_second = 20
   EXPECT_THROW(batch::parse_config("[profiles.y]\nprovider = \"yahoo\"\n"), Error);
   EXPECT_NE(batch::providers_table().find("microsoft365"), std::string::npos);
 }
+
+TEST(ProviderProfiles, FolderNameQuirksComeFromTheProviderAndCanBeOverridden) {
+  auto config = batch::parse_config(R"(
+[profiles.g]
+provider = "gmail"
+[profiles.m]
+provider = "microsoft365"
+[profiles.plain]
+host = "imap.example.org"
+[profiles.forced]
+host = "imap.example.org"
+case_insensitive_names = true
+reserved_folders = ["Public Folders/", "Chats"]
+[profiles.off]
+provider = "gmail"
+case_insensitive_names = false
+reserved_folders = []
+)");
+  EXPECT_TRUE(config.profile("g").case_insensitive_names);
+  EXPECT_EQ(config.profile("g").reserved_folders, (std::vector<std::string>{"[Gmail]/", "[Google Mail]/"}));
+  EXPECT_TRUE(config.profile("m").case_insensitive_names);
+  EXPECT_TRUE(config.profile("m").reserved_folders.empty());
+  EXPECT_FALSE(config.profile("plain").case_insensitive_names);
+  EXPECT_TRUE(config.profile("forced").case_insensitive_names);
+  EXPECT_EQ(config.profile("forced").reserved_folders, (std::vector<std::string>{"Public Folders/", "Chats"}));
+  EXPECT_FALSE(config.profile("off").case_insensitive_names);
+  EXPECT_TRUE(config.profile("off").reserved_folders.empty());
+  EXPECT_THROW(batch::parse_config("[profiles.x]\nhost = \"h\"\ncase_insensitive_names = \"yes\"\n"), Error);
+}
+
+// Folder names on targets that ignore case or reserve names (Gmail, Microsoft 365): the fake acting
+// as such a target, and the harness Dovecot (case-sensitive) without the rules and with them forced.
+namespace folder_names {
+
+using testing::FakeImapServer;
+using testing::TempDir;
+using testing::TestServer;
+
+std::string message(const std::string& tag) {
+  return "Message-ID: <" + tag + "@names>\r\nSubject: " + tag + "\r\n\r\nbody of " + tag + "\r\n";
+}
+
+importing::TargetNames gmail_names() {
+  importing::TargetNames n;
+  n.case_insensitive = true;
+  n.reserved = {"[Gmail]/"};
+  return n;
+}
+
+// target folder -> the subjects of its messages, sorted
+std::map<std::string, std::vector<std::string>> contents(const FakeImapServer& server,
+                                                         const std::vector<std::string>& folders) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (auto& name : folders) {
+    if (!server.has_folder(name)) continue;
+    auto f = server.folder(name);
+    auto& v = out[f.name];
+    for (auto& m : f.messages) {
+      size_t from = m.body.find("Subject: ") + 9;
+      v.push_back(m.body.substr(from, m.body.find("\r\n", from) - from));
+    }
+    std::sort(v.begin(), v.end());
+  }
+  return out;
+}
+
+class CaseInsensitiveTargetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The source tells the folders apart (as Dovecot and Cyrus do).
+    source_.add_folder("Projects");
+    source_.add_folder("projects");
+    source_.add_folder("projects/2024");
+    source_.add_folder("[Gmail]");
+    source_.add_folder("[Gmail]/Foo");
+    source_.add_message("Projects", message("upper"));
+    source_.add_message("projects", message("lower"));
+    source_.add_message("projects/2024", message("lower-2024"));
+    source_.add_message("[Gmail]/Foo", message("foo"));
+    export_source();
+    // Gmail: names compared ignoring case, "[Gmail]/..." its own.
+    target_.set_case_insensitive_names(true);
+    target_.set_reserved_names({"[Gmail]/"});
+    target_.add_folder("[Gmail]", 1, {"\\Noselect"});
+    target_.add_folder("[Gmail]/All Mail", 1, {"\\All"});
+  }
+
+  void export_source() {
+    exporting::ExportOptions o;
+    o.archive_dir = archive_;
+    o.endpoint = source_.endpoint();
+    o.credentials = {"alice", "pw"};
+    o.account_name = "alice";
+    NullSink sink;
+    ASSERT_TRUE(exporting::run_export(o, sink).complete());
+  }
+
+  importing::ImportSummary import(const importing::TargetNames& names, EventSink& events,
+                                  std::vector<std::string> include = {}) {
+    importing::ImportOptions o;
+    o.archive_dir = archive_;
+    o.endpoint = target_.endpoint();
+    o.credentials = {"bob", "pw"};
+    o.account = "alice";
+    o.include = std::move(include);
+    o.connections = 1;
+    o.policy.names = names;
+    return importing::run_import(o, events);
+  }
+
+  const importing::ImportFolderResult& folder(const importing::ImportSummary& s, const std::string& source) {
+    for (auto& f : s.folders)
+      if (f.source == source) return f;
+    throw std::runtime_error("no folder " + source);
+  }
+
+  TempDir dir_;
+  std::string archive_ = dir_.path() + "/archive";
+  FakeImapServer source_, target_;
+  const std::vector<std::string> names_ = {"Projects", "projects (2)", "projects (2)/2024", "[Gmail] (imported)",
+                                           "[Gmail] (imported)/Foo", "[Gmail]/Foo", "projects/2024"};
+};
+
+TEST_F(CaseInsensitiveTargetTest, WithoutTheRuleFoldersMergeSilently) {
+  NullSink sink;
+  auto s = import({}, sink);
+  // The target took "projects" to be "Projects": two source folders in one.
+  EXPECT_EQ(contents(target_, {"Projects"})["Projects"], (std::vector<std::string>{"lower", "upper"}));
+}
+
+TEST_F(CaseInsensitiveTargetTest, FoldersDifferingInCaseOrReservedGetDistinctNamesEveryRun) {
+  RecordingSink events;
+  auto first = import(gmail_names(), events);
+  ASSERT_TRUE(first.complete());
+  auto seen = contents(target_, names_);
+  EXPECT_EQ(seen["Projects"], (std::vector<std::string>{"upper"}));
+  EXPECT_EQ(seen["projects (2)"], (std::vector<std::string>{"lower"}));
+  EXPECT_EQ(seen["projects (2)/2024"], (std::vector<std::string>{"lower-2024"}));
+  EXPECT_EQ(seen["[Gmail] (imported)/Foo"], (std::vector<std::string>{"foo"}));
+  EXPECT_TRUE(target_.folder("[Gmail]/All Mail").messages.empty());
+  // Reported: the summary (and its JSON, kept in the run history) and the mapping events.
+  EXPECT_EQ(folder(first, "projects").target, "projects (2)");
+  EXPECT_TRUE(folder(first, "projects").reason.starts_with("renamed: projects differs only in case"));
+  EXPECT_TRUE(folder(first, "[Gmail]/Foo").reason.starts_with("renamed: [Gmail]/Foo is reserved by the target"));
+  EXPECT_EQ(folder(first, "Projects").reason, "same name");
+  auto json = first.to_json();
+  bool in_json = false;
+  for (auto& f : json["per_folder"])
+    if (f["folder"] == "projects")
+      in_json = f["target"] == "projects (2)" && f["reason"].get<std::string>().starts_with("renamed:");
+  EXPECT_TRUE(in_json);
+  int renamed_events = 0;
+  for (auto& e : events.events())
+    if (e["event"] == "mapping" && e["reason"].get<std::string>().starts_with("renamed:")) ++renamed_events;
+  EXPECT_EQ(renamed_events, 4);  // projects, projects/2024, [Gmail], [Gmail]/Foo
+
+  // Again: the same names, nothing sent twice, nothing created.
+  NullSink quiet;
+  auto again = import(gmail_names(), quiet);
+  ASSERT_TRUE(again.complete());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::already_there), 4u);
+  for (auto& f : again.folders) {
+    EXPECT_EQ(f.target, folder(first, f.source).target);
+    EXPECT_FALSE(f.created) << f.source;
+  }
+
+  // A run of "projects" alone, with new mail, still goes to "projects (2)".
+  source_.add_message("projects", message("lower-new"));
+  export_source();
+  auto alone = import(gmail_names(), quiet, {"projects"});
+  ASSERT_TRUE(alone.complete());
+  ASSERT_EQ(alone.folders.size(), 1u);
+  EXPECT_EQ(alone.folders[0].target, "projects (2)");
+  EXPECT_EQ(alone.folders[0].appended, 1u);
+  EXPECT_EQ(contents(target_, {"projects (2)"})["projects (2)"],
+            (std::vector<std::string>{"lower", "lower-new"}));
+  EXPECT_EQ(contents(target_, {"Projects"})["Projects"], (std::vector<std::string>{"upper"}));
+}
+
+// The harness Dovecot tells names apart: without the rules every folder keeps
+// its name; forced by option, they apply there too.
+class DovecotFolderNamesTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    testing::TestServerOptions o;
+    o.seed = "none";
+    o.users = {"alice"};
+    o.target_users = {"plain", "forced"};
+    server_ = new TestServer(o);
+    server_->append("alice", "Projects", message("upper"));
+    server_->append("alice", "projects", message("lower"));
+    server_->append("alice", "[Gmail]/Foo", message("foo"));
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static imap::Endpoint endpoint() {
+    imap::Endpoint e;
+    e.host = server_->host();
+    e.port = server_->imaps_port();
+    e.tls = imap::TlsMode::implicit;
+    e.ca_file = server_->ca_file();
+    e.timeout = std::chrono::seconds(30);
+    return e;
+  }
+  static importing::ImportSummary import(const std::string& archive, const std::string& user,
+                                         const importing::TargetNames& names) {
+    importing::ImportOptions o;
+    o.archive_dir = archive;
+    o.endpoint = endpoint();
+    o.credentials = {user, server_->password(user)};
+    o.policy.names = names;
+    NullSink sink;
+    return importing::run_import(o, sink);
+  }
+  // folder name -> number of messages
+  static std::map<std::string, size_t> folders_of(const std::string& user) {
+    std::map<std::string, size_t> out;
+    auto summary = server_->summary(user, false);
+    for (auto& f : summary["folders"])
+      if (f.contains("messages") && f["messages"].is_array() && !f["messages"].empty())
+        out[f["name"].get<std::string>()] = f["messages"].size();
+    return out;
+  }
+  static TestServer* server_;
+};
+
+TestServer* DovecotFolderNamesTest::server_ = nullptr;
+
+// The command line: --provider gmail brings the rules (its host, TLS and
+// XOAUTH2 overridden here), --case-insensitive-names and --reserved-folder
+// force them; the summary lists what was renamed.
+TEST_F(CaseInsensitiveTargetTest, TheProviderOrTheOptionsBringTheRulesToTheCommandLine) {
+  std::string pw = dir_.path() + "/pw";
+  std::ofstream(pw) << "pw\n";
+  std::filesystem::permissions(pw, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"import", "--archive", archive_, "--host", "127.0.0.1", "--port",
+                                  std::to_string(target_.port()), "--tls", "none", "--auth", "login", "--user", "bob",
+                                  "--password-file", pw, "--connections", "1", "--timeout", "5"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto r = testing::run_imapstage(args({"--provider", "gmail"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("folders renamed for the target's names"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("projects -> projects (2)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[Gmail]/Foo -> [Gmail] (imported)/Foo"), std::string::npos) << r.out;
+  EXPECT_EQ(contents(target_, {"projects (2)"})["projects (2)"], (std::vector<std::string>{"lower"}));
+
+  // Forced without a provider, into a fresh target; --reserved-folder replaces the list.
+  FakeImapServer other;
+  other.set_case_insensitive_names(true);
+  std::vector<std::string> extra = {"--case-insensitive-names", "--reserved-folder", "[Gmail]/", "--json"};
+  auto a = args(extra);
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] == "--port") a[i + 1] = std::to_string(other.port());
+  auto forced = testing::run_imapstage(a);
+  ASSERT_EQ(forced.exit_code, 0) << forced.out << forced.err;
+  EXPECT_TRUE(other.has_folder("projects (2)"));
+  EXPECT_TRUE(other.has_folder("[Gmail] (imported)/Foo"));
+  EXPECT_NE(forced.out.find("\"reason\":\"renamed: projects differs only in case"), std::string::npos) << forced.out;
+}
+
+TEST_F(DovecotFolderNamesTest, NamesAreKeptWithoutTheRulesAndRenamedWithThem) {
+  TempDir dir;
+  std::string archive = dir.path() + "/archive";
+  {
+    exporting::ExportOptions o;
+    o.archive_dir = archive;
+    o.endpoint = endpoint();
+    o.credentials = {"alice", server_->password("alice")};
+    NullSink sink;
+    ASSERT_TRUE(exporting::run_export(o, sink).complete());
+  }
+  auto plain = import(archive, "plain", {});
+  ASSERT_TRUE(plain.complete());
+  EXPECT_EQ(folders_of("plain"),
+            (std::map<std::string, size_t>{{"Projects", 1}, {"projects", 1}, {"[Gmail]/Foo", 1}}));
+  for (auto& f : plain.folders) EXPECT_FALSE(f.reason.starts_with("renamed")) << f.source << ": " << f.reason;
+
+  auto forced = import(archive, "forced", gmail_names());
+  ASSERT_TRUE(forced.complete());
+  auto got = folders_of("forced");
+  EXPECT_EQ(got.size(), 3u);
+  EXPECT_EQ(got["[Gmail] (imported)/Foo"], 1u);
+  // Which of the two keeps its name is the archive's folder order; the other is numbered.
+  EXPECT_EQ(got.count("Projects") + got.count("projects"), 1u);
+  EXPECT_EQ(got.count("Projects (2)") + got.count("projects (2)"), 1u);
+  auto again = import(archive, "forced", gmail_names());
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(folders_of("forced"), got);
+}
+
+}  // namespace folder_names
 
 }  // namespace
 }  // namespace imapstage

@@ -277,4 +277,100 @@ TEST(FolderMap, TargetSubfolderKeepsExplicitMaps) {
   EXPECT_EQ(find(v, "INBOX").target_utf8, "Old/INBOX");
 }
 
+TargetNames case_insensitive(std::vector<std::string> reserved = {}) {
+  TargetNames n;
+  n.case_insensitive = true;
+  n.reserved = std::move(reserved);
+  return n;
+}
+
+TEST(FolderMap, CaseFoldingCoversLatinGreekAndCyrillic) {
+  EXPECT_EQ(fold_case("Projects"), "projects");
+  EXPECT_EQ(fold_case("ÜBERSICHT Ärger"), "übersicht ärger");
+  EXPECT_EQ(fold_case("ŁÓDŹ ČR"), "łódź čr");
+  EXPECT_EQ(fold_case("ΑΡΧΕΙΟ"), "αρχειο");
+  EXPECT_EQ(fold_case("ПАПКА Ёж"), "папка ёж");
+  EXPECT_EQ(fold_case("日本 ×"), "日本 ×");
+}
+
+TEST(FolderMap, CaseInsensitiveTargetsGetDistinctNames) {
+  std::vector<archive::FolderRecord> src = {folder("Projects"), folder("projects"), folder("PROJECTS/2024"),
+                                            folder("projects/2024"), folder("Other")};
+  // A case-sensitive target keeps them apart by itself.
+  auto plain = map_folders(src, {target("INBOX")}, {"", '/'}, {});
+  EXPECT_EQ(find(plain, "projects").target_utf8, "projects");
+  EXPECT_EQ(find(plain, "projects").reason, "same name");
+
+  auto v = map_folders(src, {target("INBOX")}, {"", '/'}, {}, {}, case_insensitive());
+  EXPECT_EQ(find(v, "Projects").target_utf8, "Projects");
+  EXPECT_EQ(find(v, "Projects").reason, "same name");
+  EXPECT_EQ(find(v, "projects").target_utf8, "projects (2)");
+  EXPECT_TRUE(find(v, "projects").reason.starts_with("renamed: projects differs only in case"));
+  // Subfolders follow their renamed level; "PROJECTS" is a third spelling.
+  EXPECT_EQ(find(v, "projects/2024").target_utf8, "projects (2)/2024");
+  EXPECT_EQ(find(v, "PROJECTS/2024").target_utf8, "PROJECTS (3)/2024");
+  EXPECT_EQ(find(v, "Other").target_utf8, "Other");
+  // The same every time, and whatever this run selects: left-out folders still claim their names.
+  auto again = map_folders(src, {target("INBOX"), target("Projects"), target("projects (2)")}, {"", '/'}, {}, {},
+                           case_insensitive());
+  for (auto& m : v) EXPECT_EQ(find(again, m.source.name_utf8).target_utf8, m.target_utf8);
+  EXPECT_TRUE(find(again, "projects").exists);
+  // (The archive's order is its folder ids: "Projects" was archived first.)
+  auto with_id = [](archive::FolderRecord f, uint32_t id) {
+    f.id = id;
+    return f;
+  };
+  auto only = map_folders({with_id(folder("projects"), 2)}, {target("INBOX")}, {"", '/'}, {}, {}, case_insensitive(),
+                          {with_id(folder("Projects"), 1), with_id(folder("PROJECTS/2024"), 3),
+                           with_id(folder("projects/2024"), 4), with_id(folder("Other"), 5)});
+  ASSERT_EQ(only.size(), 1u);
+  EXPECT_EQ(only[0].target_utf8, "projects (2)");
+  // A name already taken by a folder of its own is skipped when numbering.
+  auto taken = map_folders({folder("A"), folder("a"), folder("a (2)")}, {}, {"", '/'}, {}, {}, case_insensitive());
+  EXPECT_EQ(find(taken, "a (2)").target_utf8, "a (2)");
+  EXPECT_EQ(find(taken, "a").target_utf8, "a (3)");
+}
+
+TEST(FolderMap, CaseInsensitiveNamesYieldToMergesAskedFor) {
+  // Sent goes to the target's "Sent Items"; a folder "SENT ITEMS" of its own is not merged into it.
+  auto v = map_folders({folder("SENT ITEMS"), folder("Sent", '/', {"\\Sent"})},
+                       {target("INBOX"), target("Sent Items", "\\Sent")}, {"", '/'}, {}, {}, case_insensitive());
+  EXPECT_EQ(find(v, "Sent").target_utf8, "Sent Items");
+  EXPECT_EQ(find(v, "SENT ITEMS").target_utf8, "SENT ITEMS (2)");
+  EXPECT_FALSE(find(v, "SENT ITEMS").exists);
+  // A target folder spelled otherwise is the same folder: its spelling is used.
+  auto w = map_folders({folder("Clients")}, {target("INBOX"), target("CLIENTS")}, {"", '/'}, {}, {},
+                       case_insensitive());
+  EXPECT_EQ(find(w, "Clients").target_utf8, "CLIENTS");
+  EXPECT_TRUE(find(w, "Clients").exists);
+  // Two --map to names differing in case stay as asked.
+  auto m = map_folders({folder("x"), folder("y")}, {}, {"", '/'}, {{"x", "Old"}, {"y", "OLD"}}, {},
+                       case_insensitive());
+  EXPECT_EQ(find(m, "x").target_utf8, "Old");
+  EXPECT_EQ(find(m, "y").target_utf8, "OLD");
+}
+
+TEST(FolderMap, ReservedNamesAreRenamedUnlessTheTargetsOwn) {
+  auto names = case_insensitive({"[Gmail]/", "Chats"});
+  auto gmail = target("[Gmail]");
+  gmail.noselect = true;
+  auto v = map_folders({folder("[Gmail]/Foo"), folder("[GMAIL]/Bar/Baz"), folder("[Gmail]/All Mail"), folder("Chats"),
+                        folder("Chats/old"), folder("[Gmail]")},
+                       {target("INBOX"), gmail, target("[Gmail]/All Mail", "\\All")}, {"", '/'}, {}, {}, names);
+  EXPECT_EQ(find(v, "[Gmail]/Foo").target_utf8, "[Gmail] (imported)/Foo");
+  EXPECT_TRUE(find(v, "[Gmail]/Foo").reason.starts_with("renamed: [Gmail]/Foo is reserved by the target ([Gmail]/)"));
+  // A second spelling of the renamed level is numbered too (the target would merge them).
+  EXPECT_EQ(find(v, "[GMAIL]/Bar/Baz").target_utf8, "[GMAIL] (imported) (2)/Bar/Baz");
+  EXPECT_NE(find(v, "[GMAIL]/Bar/Baz").reason.find("; [GMAIL] (imported) differs only in case"), std::string::npos);
+  EXPECT_EQ(find(v, "Chats").target_utf8, "Chats (imported)");
+  EXPECT_EQ(find(v, "Chats/old").target_utf8, "Chats/old");  // "Chats" owns only itself
+  EXPECT_EQ(find(v, "[Gmail]").target_utf8, "[Gmail] (imported)");  // the target's own is \Noselect
+  // The service's own folder is mapped to as it is.
+  EXPECT_EQ(find(v, "[Gmail]/All Mail").target_utf8, "[Gmail]/All Mail");
+  EXPECT_TRUE(find(v, "[Gmail]/All Mail").exists);
+  // Without a reservation nothing changes.
+  auto plain = map_folders({folder("[Gmail]/Foo")}, {target("INBOX")}, {"", '/'}, {});
+  EXPECT_EQ(find(plain, "[Gmail]/Foo").target_utf8, "[Gmail]/Foo");
+}
+
 }  // namespace imapstage::importing

@@ -3,13 +3,18 @@
 // bad password, import into IMAP and a deep verify against the target,
 // --delete-after-verify, a master-user batch) and the scripted fake (no UIDL,
 // duplicate UIDLs, a connection dropped mid-message, STLS not offered).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
+#include "batch/state.h"
 #include "tests/support/fake_pop3_server.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
@@ -329,6 +334,226 @@ TEST(Pop3FakeExportTest, StlsNotOfferedIsRefused) {
   EXPECT_NE(r.err.find("STLS"), std::string::npos) << r.err;
   for (auto& c : fake.commands()) EXPECT_EQ(c.rfind("USER", 0), std::string::npos) << c;
 }
+
+// Provider limits on a POP3 source (the scripted fake notes when each command arrives): the rate caps
+// pace the RETR commands (per account, and per server in a batch), measured over those commands
+// only; a spent daily budget stops the account (exit 6, parked in a batch) until its window reopens.
+namespace limits {
+
+using testing::FakePop3Server;
+using testing::run_imapstage;
+using testing::TempDir;
+
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> events;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] == '{') events.push_back(nlohmann::json::parse(line));
+  return events;
+}
+
+size_t archived(const std::string& dir, const std::string& account) {
+  auto a = archive::Archive::open(dir, archive::Archive::Mode::read);
+  auto acc = a->find_account(account);
+  if (!acc) return 0;
+  size_t n = 0;
+  for (auto& f : a->folders(acc->id))
+    a->for_each_message(acc->id, f.id, std::nullopt, [&](const archive::MessageRecord& m) {
+      n += m.state == archive::MessageState::present;
+      return true;
+    });
+  return n;
+}
+
+std::string write_secret(const TempDir& dir, const std::string& name, const std::string& secret) {
+  std::string path = dir.path() + "/" + name;
+  std::ofstream(path) << secret << "\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return path;
+}
+
+// `count` messages of about `size` bytes each.
+std::vector<testing::FakePop3Message> maildrop(int count, size_t size) {
+  std::vector<testing::FakePop3Message> out;
+  for (int i = 1; i <= count; ++i) {
+    std::string head = fmt::format("Message-ID: <cap{}@pop3>\r\nSubject: cap {}\r\n\r\n", i, i);
+    std::string body;
+    while (head.size() + body.size() + 2 < size) body += static_cast<char>('a' + i % 26);
+    out.push_back({fmt::format("u{}", i), head + body + "\r\n"});
+  }
+  return out;
+}
+
+std::vector<std::string> fake_export(const FakePop3Server& fake, const std::string& archive,
+                                     const std::string& password_file, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"export", "--archive", archive, "--protocol", "pop3", "--tls", "none",
+                                   "--host", "127.0.0.1", "--port", std::to_string(fake.port()), "--user", "alice",
+                                   "--password-file", password_file, "--timeout", "10", "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// The pace of the RETR commands the fake received. Messages are paid for in
+// groups (a quarter second's worth of the cap), each just before its first
+// RETR is sent, so the RETRs of the first group arrive together at the
+// first RETR's time, and what was paid for between the first RETR and the
+// last is every group after the first.
+struct Pace {
+  size_t retrs = 0;
+  size_t first_group = 0;  // RETRs that came with the first one (within 50 ms)
+  double seconds = 0;      // from the first RETR to the last
+  uint64_t bytes = 0;      // of the messages after the first group
+  double messages_per_second() const { return double(retrs - first_group) / seconds; }
+  double bytes_per_second() const { return double(bytes) / seconds; }
+};
+
+Pace pace_of(const FakePop3Server& fake) {
+  auto commands = fake.commands();
+  auto times = fake.command_times();
+  auto messages = fake.messages();
+  Pace p;
+  std::chrono::steady_clock::time_point first, last;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    if (commands[i].rfind("RETR ", 0) != 0) continue;
+    if (p.retrs++ == 0) first = times[i];
+    if (times[i] - first < std::chrono::milliseconds(50)) ++p.first_group;
+    else p.bytes += messages.at(std::stoul(commands[i].substr(5)) - 1).bytes.size();
+    last = times[i];
+  }
+  p.seconds = std::chrono::duration<double>(last - first).count();
+  return p;
+}
+
+TEST(Pop3Limits, MessagesPerSecondCapPacesTheRetrCommands) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(41, 300));
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto r = run_imapstage(fake_export(fake, dir.path() + "/a", pw, {"--max-messages-per-second", "20"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(archived(dir.path() + "/a", "alice@127.0.0.1"), 41u);
+  auto p = pace_of(fake);
+  ASSERT_EQ(p.retrs, 41u);
+  double rate = p.messages_per_second();
+  std::printf("measured: %zu RETRs, %zu after the first group in %.3f s = %.2f/s (cap 20/s)\n", p.retrs,
+              p.retrs - p.first_group, p.seconds, rate);
+  EXPECT_EQ(p.first_group, 5u);  // a quarter second's worth
+  EXPECT_NEAR(rate, 20.0, 2.0) << p.retrs << " RETRs in " << p.seconds << " s";
+}
+
+TEST(Pop3Limits, BandwidthCapPacesTheRetrCommands) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(21, 50000));
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  // 500 KiB/s, paid two messages at a time (a quarter second's worth is 128,000 bytes).
+  auto r = run_imapstage(fake_export(fake, dir.path() + "/a", pw, {"--max-bandwidth", "500KB"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(archived(dir.path() + "/a", "alice@127.0.0.1"), 21u);
+  auto p = pace_of(fake);
+  ASSERT_EQ(p.retrs, 21u);
+  double rate = p.bytes_per_second();
+  std::printf("measured: %llu bytes after the first group in %.3f s = %.0f B/s (cap %d B/s)\n",
+              static_cast<unsigned long long>(p.bytes), p.seconds, rate, 500 * 1024);
+  EXPECT_EQ(p.first_group, 2u);
+  EXPECT_NEAR(rate, 500.0 * 1024, 50.0 * 1024) << p.bytes << " bytes in " << p.seconds << " s";
+}
+
+TEST(Pop3Limits, WithoutACapTheRetrsArePipelined) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(41, 300));
+  TempDir dir;
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto r = run_imapstage(fake_export(fake, dir.path() + "/a", pw, {}));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  auto p = pace_of(fake);
+  ASSERT_EQ(p.retrs, 41u);
+  EXPECT_LT(p.seconds, 1.0);  // far faster than the capped 2 s
+}
+
+TEST(Pop3Limits, ServerCapOfABatchPacesItsPop3Accounts) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(31, 300));
+  TempDir dir;
+  std::string accounts = dir.path() + "/accounts.txt";
+  std::ofstream(accounts) << "alice;secret\n";
+  auto r = run_imapstage({"export", "--archive", dir.path() + "/a", "--protocol", "pop3", "--tls", "none", "--host",
+                          "127.0.0.1", "--port", std::to_string(fake.port()), "--timeout", "10", "--accounts",
+                          accounts, "--server-max-messages-per-second", "15", "--max-load", "0", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(archived(dir.path() + "/a", "alice@127.0.0.1"), 31u);
+  auto p = pace_of(fake);
+  ASSERT_EQ(p.retrs, 31u);
+  double rate = p.messages_per_second();
+  std::printf("measured: %zu RETRs, %zu after the first group in %.3f s = %.2f/s (server cap 15/s)\n", p.retrs,
+              p.retrs - p.first_group, p.seconds, rate);
+  EXPECT_EQ(p.first_group, 3u);
+  EXPECT_NEAR(rate, 15.0, 1.5) << p.retrs << " RETRs in " << p.seconds << " s";
+}
+
+TEST(Pop3Limits, SpentDailyBudgetStopsTheAccountUntilItsWindowReopens) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(10, 10000));
+  TempDir dir;
+  std::string archive = dir.path() + "/a";
+  std::string pw = write_secret(dir, "pw", "secret");
+  // 35,000 bytes: spent by the fourth message, which is kept.
+  auto first = run_imapstage(fake_export(fake, archive, pw, {"--daily-budget", "35000"}));
+  EXPECT_EQ(first.exit_code, 6) << first.err << first.out;
+  EXPECT_NE(first.err.find("daily budget"), std::string::npos) << first.err;
+  EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 4u);
+  EXPECT_TRUE(std::filesystem::exists(archive + "/batches/budgets.json"));
+
+  // Before the window reopens: refused before logging in.
+  size_t before = fake.commands().size();
+  auto early = run_imapstage(fake_export(fake, archive, pw, {"--daily-budget", "35000"}));
+  EXPECT_EQ(early.exit_code, 6) << early.err;
+  EXPECT_EQ(fake.commands().size(), before);
+
+  // A day later it continues where it stopped: nothing fetched twice.
+  auto later = run_imapstage(fake_export(fake, archive, pw, {"--daily-budget", "35000"}),
+                             {"IMAPSTAGE_CLOCK_OFFSET=90000"});
+  EXPECT_EQ(later.exit_code, 6) << later.err;
+  EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 8u);
+  auto last = run_imapstage(fake_export(fake, archive, pw, {"--daily-budget", "35000"}),
+                            {"IMAPSTAGE_CLOCK_OFFSET=180000"});
+  EXPECT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 10u);
+  size_t retrs = 0;
+  for (auto& c : fake.commands()) retrs += c.rfind("RETR ", 0) == 0;
+  EXPECT_LE(retrs, 10u + 2 * 15u);  // at most the window of pipelined RETRs read past the stop, per stopped run
+}
+
+TEST(Pop3Limits, ABatchParksAPop3AccountWhoseBudgetIsSpent) {
+  FakePop3Server fake;
+  fake.set_messages(maildrop(6, 10000));
+  TempDir dir;
+  std::string archive = dir.path() + "/a";
+  std::string accounts = dir.path() + "/accounts.txt";
+  std::ofstream(accounts) << "alice;secret\n";
+  auto args = [&](const std::string& budget) {
+    return std::vector<std::string>{"export", "--archive", archive, "--protocol", "pop3", "--tls", "none", "--host",
+                                    "127.0.0.1", "--port", std::to_string(fake.port()), "--timeout", "10",
+                                    "--accounts", accounts, "--daily-budget", budget, "--max-load", "0", "--json"};
+  };
+  auto first = run_imapstage(args("25000"));
+  EXPECT_EQ(first.exit_code, 6) << first.out << first.err;
+  bool parked = false;
+  for (auto& e : json_lines(first.out))
+    if (e.value("event", "") == "parked") parked = e.value("reason", "").find("daily budget") != std::string::npos;
+  EXPECT_TRUE(parked) << first.out;
+  EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 3u);
+  auto state = batch::load_state(batch::state_path(archive, "export"));
+  ASSERT_TRUE(state);
+  ASSERT_EQ(state->accounts.size(), 1u);
+  EXPECT_EQ(state->accounts[0].status, batch::AccountStatus::parked);
+  auto later = run_imapstage(args("100MB"), {"IMAPSTAGE_CLOCK_OFFSET=90000"});
+  EXPECT_EQ(later.exit_code, 0) << later.out << later.err;
+  EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 6u);
+}
+
+}  // namespace limits
 
 }  // namespace
 }  // namespace imapstage

@@ -461,7 +461,7 @@ void FakeImapServer::set_greeting(std::string raw) {
 
 FakeFolder* FakeImapServer::find(const std::string& name) {
   for (auto& f : folders_)
-    if (f.name == name || (iequals(name, "INBOX") && iequals(f.name, "INBOX"))) return &f;
+    if (f.name == name || ((case_insensitive_ || iequals(name, "INBOX")) && iequals(f.name, name))) return &f;
   return nullptr;
 }
 
@@ -717,6 +717,14 @@ void FakeImapServer::standard(FakeExchange& x) {
     x.tagged("OK Store completed");
   } else if (verb == "CREATE") {
     std::string name = arg(1);
+    for (auto& r : reserved_) {
+      std::string_view owned = r.ends_with('/') ? std::string_view(r).substr(0, r.size() - 1) : std::string_view(r);
+      bool below = r.ends_with('/') && name.size() > r.size() && iequals(name.substr(0, r.size()), r);
+      if (iequals(name, owned) || below) {
+        x.tagged("NO [CANNOT] Reserved folder name");
+        return;
+      }
+    }
     if (find(name)) {
       x.tagged("NO [ALREADYEXISTS] Mailbox exists");
       return;
@@ -855,6 +863,14 @@ std::vector<std::pair<std::string, uint32_t>> FakeImapServer::gmail_copies(uint6
     for (auto& m : f.messages)
       if (m.gm_msgid == msgid) out.emplace_back(f.name, m.uid);
   return out;
+void FakeImapServer::set_case_insensitive_names(bool on) {
+  std::lock_guard lock(mutex_);
+  case_insensitive_ = on;
+}
+
+void FakeImapServer::set_reserved_names(std::vector<std::string> names) {
+  std::lock_guard lock(mutex_);
+  reserved_ = std::move(names);
 }
 
 imap::Endpoint FakeImapServer::endpoint(int timeout_seconds) const {

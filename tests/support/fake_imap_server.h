@@ -151,6 +151,13 @@ class FakeImapServer {
   void set_login(std::string user, std::string password);
   // The greeting line (default "* OK fake IMAP server ready\r\n").
   void set_greeting(std::string raw);
+  // Folder names compared ignoring ASCII case, as Gmail and Microsoft 365
+  // do: SELECT/STATUS/APPEND of "projects" reach "Projects", CREATE of it
+  // answers NO [ALREADYEXISTS]. Default: exact names.
+  void set_case_insensitive_names(bool on);
+  // CREATE of one of these names, or of a name below one ending in '/'
+  // ("[Gmail]/"), compared ignoring case, answers NO [CANNOT].
+  void set_reserved_names(std::vector<std::string> names);
 
   // --- Gmail's dialect (developers.google.com/gmail/imap/imap-extensions) ---
   // Turns the server into a small Gmail: X-GM-EXT-1 in the capabilities,
@@ -231,6 +238,8 @@ class FakeImapServer {
   uint64_t next_msgid_ = 1600000000000000001ull;
   // Gmail: adds `labels` to every copy of `msgid` and copies it into their folders.
   void add_gmail_labels(uint64_t msgid, const std::vector<std::string>& labels);
+  bool case_insensitive_ = false;
+  std::vector<std::string> reserved_;
   size_t accepted_ = 0;
 };
 

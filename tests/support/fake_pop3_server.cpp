@@ -162,6 +162,10 @@ std::vector<std::string> FakePop3Server::commands() const {
   std::lock_guard lock(mutex_);
   return commands_;
 }
+std::vector<std::chrono::steady_clock::time_point> FakePop3Server::command_times() const {
+  std::lock_guard lock(mutex_);
+  return command_times_;
+}
 size_t FakePop3Server::connections() const {
   std::lock_guard lock(mutex_);
   return connections_;
@@ -202,6 +206,7 @@ void FakePop3Server::serve(int fd) {
     {
       std::lock_guard lock(mutex_);
       commands_.push_back(logged);
+      command_times_.push_back(std::chrono::steady_clock::now());
       expected_user = user_;
       expected_password = password_;
       capa = capa_;

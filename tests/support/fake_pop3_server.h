@@ -10,6 +10,7 @@
 // Destroying the server closes every connection and joins every thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -49,6 +50,8 @@ class FakePop3Server {
   void answer(std::string verb, std::string raw);
   // Every command line received (PASS and AUTH arguments replaced by "***"), in order.
   std::vector<std::string> commands() const;
+  // When each of commands() was read (steady clock), to measure a pace.
+  std::vector<std::chrono::steady_clock::time_point> command_times() const;
   size_t connections() const;
 
  private:
@@ -68,6 +71,7 @@ class FakePop3Server {
   std::optional<std::pair<uint32_t, size_t>> drop_;
   std::vector<std::pair<std::string, std::string>> answers_;
   std::vector<std::string> commands_;
+  std::vector<std::chrono::steady_clock::time_point> command_times_;
   size_t connections_ = 0;
 };
 
