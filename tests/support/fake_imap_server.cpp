@@ -863,6 +863,8 @@ std::vector<std::pair<std::string, uint32_t>> FakeImapServer::gmail_copies(uint6
     for (auto& m : f.messages)
       if (m.gm_msgid == msgid) out.emplace_back(f.name, m.uid);
   return out;
+}
+
 void FakeImapServer::set_case_insensitive_names(bool on) {
   std::lock_guard lock(mutex_);
   case_insensitive_ = on;
