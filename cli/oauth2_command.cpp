@@ -109,76 +109,15 @@ std::string printable_text(const std::string& text) {
   return out;
 }
 
-std::string client_credentials_token(const TokenArgs& a) {
-  std::string endpoint =
-      a.endpoint.empty() ? fmt::format("https://login.microsoftonline.com/{}/oauth2/v2.0/token", a.tenant) : a.endpoint;
-  if (a.endpoint.empty() && (a.tenant.empty() || a.tenant.find_first_of("/?#@: ") != std::string::npos))
-    throw Error(ErrorKind::usage, "--tenant must be a tenant ID or domain, not \"" + a.tenant + "\"");
-  Url url = parse_url(endpoint);
-  if (url.scheme == "http" && !loopback(url.host))
-    throw Error(ErrorKind::usage, "--endpoint: plain http is accepted only on loopback; use https");
-  std::string secret = read_client_secret(a.secret_file);
-
-  std::string base = url.scheme + "://" + (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host) +
-                     (url.port.empty() ? "" : ":" + url.port);
-  httplib::Client client(base);
-  client.enable_server_certificate_verification(true);
-  if (!a.ca_file.empty()) client.set_ca_cert_path(a.ca_file.c_str());
-  client.set_connection_timeout(std::chrono::seconds(a.timeout_seconds));
-  client.set_read_timeout(std::chrono::seconds(a.timeout_seconds));
-  client.set_write_timeout(std::chrono::seconds(a.timeout_seconds));
-  httplib::Params form = {{"client_id", a.client_id},
-                          {"client_secret", secret},
-                          {"scope", a.scope},
-                          {"grant_type", "client_credentials"}};
-  auto res = client.Post(url.path, form);
-  std::fill(secret.begin(), secret.end(), '\0');
-  if (!res) {
-    auto err = res.error();
-    bool tls = err == httplib::Error::SSLConnection || err == httplib::Error::SSLServerVerification;
-    throw Error(tls ? ErrorKind::tls : ErrorKind::network,
-                fmt::format("token endpoint {}{}: {}", base, url.path, httplib::to_string(err)), Retry::later);
-  }
-  nlohmann::json body = nlohmann::json::parse(res->body, nullptr, false);
-  if (res->status == 200 && body.is_object() && body.contains("access_token") && body["access_token"].is_string()) {
-    std::string token = body["access_token"].get<std::string>();
-    if (!token.empty()) return token;
-  }
-  std::string why = fmt::format("HTTP {}", res->status);
-  if (body.is_object()) {
-    if (body.contains("error") && body["error"].is_string()) why += ": " + printable_text(body["error"].get<std::string>());
-    if (body.contains("error_description") && body["error_description"].is_string())
-      why += " (" + printable_text(body["error_description"].get<std::string>()) + ")";
-  }
-  bool refused = res->status == 400 || res->status == 401 || res->status == 403;
-  throw Error(refused ? ErrorKind::auth : ErrorKind::protocol,
-              fmt::format("the token endpoint {}{} gave no token for client {}: {}", base, url.path, a.client_id, why),
-              refused ? Retry::never : Retry::later);
-}
-
-// --- delegated access: the device authorization grant and refresh tokens ---
-
-struct DeviceArgs {
-  std::string tenant;
-  std::string authority;        // base URL of the endpoints (default Microsoft's v2.0 of the tenant)
-  std::string device_endpoint;  // default AUTHORITY/devicecode
-  std::string token_endpoint;   // default AUTHORITY/token
-  std::string client_id;
-  std::string client_secret_file;  // optional (public clients have none)
-  std::string scope = "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access";
-  std::string refresh_token_file;
-  std::string ca_file;
-  int timeout_seconds = 30;
-};
-
 // An endpoint: a client for its origin and the path to POST to.
 struct Endpoint {
+  std::string role;  // "token endpoint", for messages
   std::string url;   // as given, for messages
   std::string base;  // scheme://host[:port]
   std::string path;
 };
 
-Endpoint endpoint_of(const std::string& text, const char* option) {
+Endpoint endpoint_of(std::string role, const std::string& text, const char* option) {
   Url url;
   try {
     url = parse_url(text);
@@ -188,24 +127,7 @@ Endpoint endpoint_of(const std::string& text, const char* option) {
   if (url.scheme == "http" && !loopback(url.host))
     throw Error(ErrorKind::usage, fmt::format("{}: plain http is accepted only on loopback; use https", option));
   std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  return {text, url.scheme + "://" + host + (url.port.empty() ? "" : ":" + url.port), url.path};
-}
-
-// The device and token endpoints the options name.
-std::pair<Endpoint, Endpoint> device_endpoints(const DeviceArgs& a) {
-  std::string base = a.authority;
-  if (base.empty()) {
-    if (a.tenant.empty() && (a.device_endpoint.empty() || a.token_endpoint.empty()))
-      throw Error(ErrorKind::usage, "give --tenant (Microsoft 365) or --authority-url");
-    if (!a.tenant.empty() && a.tenant.find_first_of("/?#@: ") != std::string::npos)
-      throw Error(ErrorKind::usage, "--tenant must be a tenant ID or domain, not \"" + a.tenant + "\"");
-    base = fmt::format("https://login.microsoftonline.com/{}/oauth2/v2.0", a.tenant);
-  }
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return {endpoint_of(a.device_endpoint.empty() ? base + "/devicecode" : a.device_endpoint,
-                      a.device_endpoint.empty() ? "--authority-url" : "--device-endpoint"),
-          endpoint_of(a.token_endpoint.empty() ? base + "/token" : a.token_endpoint,
-                      a.token_endpoint.empty() ? "--authority-url" : "--token-endpoint")};
+  return {std::move(role), text, url.scheme + "://" + host + (url.port.empty() ? "" : ":" + url.port), url.path};
 }
 
 struct Answer {
@@ -229,22 +151,78 @@ struct Answer {
   }
 };
 
-// POSTs `form` (form encoded). Throws Error(network or tls, later) when no answer came.
-Answer post_form(const Endpoint& e, const httplib::Params& form, const DeviceArgs& a) {
+// POSTs `form` (form encoded), the server's certificate verified (against
+// `ca_file` when given), `timeout_seconds` per step. Throws Error(network or
+// tls, later) naming the endpoint when no answer came.
+Answer post_form(const Endpoint& e, const httplib::Params& form, const std::string& ca_file, int timeout_seconds) {
   httplib::Client client(e.base);
   client.enable_server_certificate_verification(true);
-  if (!a.ca_file.empty()) client.set_ca_cert_path(a.ca_file.c_str());
-  client.set_connection_timeout(std::chrono::seconds(a.timeout_seconds));
-  client.set_read_timeout(std::chrono::seconds(a.timeout_seconds));
-  client.set_write_timeout(std::chrono::seconds(a.timeout_seconds));
+  if (!ca_file.empty()) client.set_ca_cert_path(ca_file.c_str());
+  client.set_connection_timeout(std::chrono::seconds(timeout_seconds));
+  client.set_read_timeout(std::chrono::seconds(timeout_seconds));
+  client.set_write_timeout(std::chrono::seconds(timeout_seconds));
   auto res = client.Post(e.path, form);
   if (!res) {
     auto err = res.error();
     bool tls = err == httplib::Error::SSLConnection || err == httplib::Error::SSLServerVerification;
-    throw Error(tls ? ErrorKind::tls : ErrorKind::network, fmt::format("{}: {}", e.url, httplib::to_string(err)),
+    throw Error(tls ? ErrorKind::tls : ErrorKind::network, fmt::format("{} {}: {}", e.role, e.url, httplib::to_string(err)),
                 Retry::later);
   }
   return {res->status, nlohmann::json::parse(res->body, nullptr, false)};
+}
+
+std::string client_credentials_token(const TokenArgs& a) {
+  std::string endpoint =
+      a.endpoint.empty() ? fmt::format("https://login.microsoftonline.com/{}/oauth2/v2.0/token", a.tenant) : a.endpoint;
+  if (a.endpoint.empty() && (a.tenant.empty() || a.tenant.find_first_of("/?#@: ") != std::string::npos))
+    throw Error(ErrorKind::usage, "--tenant must be a tenant ID or domain, not \"" + a.tenant + "\"");
+  Endpoint token_endpoint = endpoint_of("token endpoint", endpoint, "--endpoint");
+  std::string secret = read_client_secret(a.secret_file);
+  httplib::Params form = {{"client_id", a.client_id},
+                          {"client_secret", secret},
+                          {"scope", a.scope},
+                          {"grant_type", "client_credentials"}};
+  std::fill(secret.begin(), secret.end(), '\0');
+  Answer t = post_form(token_endpoint, form, a.ca_file, a.timeout_seconds);
+  std::string token = t.text("access_token");
+  if (t.status == 200 && !token.empty()) return token;
+  bool refused = t.status == 400 || t.status == 401 || t.status == 403;
+  throw Error(refused ? ErrorKind::auth : ErrorKind::protocol,
+              fmt::format("the token endpoint {} gave no token for client {}: {}", token_endpoint.url, a.client_id,
+                          t.describe()),
+              refused ? Retry::never : Retry::later);
+}
+
+// --- delegated access: the device authorization grant and refresh tokens ---
+
+struct DeviceArgs {
+  std::string tenant;
+  std::string authority;        // base URL of the endpoints (default Microsoft's v2.0 of the tenant)
+  std::string device_endpoint;  // default AUTHORITY/devicecode
+  std::string token_endpoint;   // default AUTHORITY/token
+  std::string client_id;
+  std::string client_secret_file;  // optional (public clients have none)
+  std::string scope = "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access";
+  std::string refresh_token_file;
+  std::string ca_file;
+  int timeout_seconds = 30;
+};
+
+// The device and token endpoints the options name.
+std::pair<Endpoint, Endpoint> device_endpoints(const DeviceArgs& a) {
+  std::string base = a.authority;
+  if (base.empty()) {
+    if (a.tenant.empty() && (a.device_endpoint.empty() || a.token_endpoint.empty()))
+      throw Error(ErrorKind::usage, "give --tenant (Microsoft 365) or --authority-url");
+    if (!a.tenant.empty() && a.tenant.find_first_of("/?#@: ") != std::string::npos)
+      throw Error(ErrorKind::usage, "--tenant must be a tenant ID or domain, not \"" + a.tenant + "\"");
+    base = fmt::format("https://login.microsoftonline.com/{}/oauth2/v2.0", a.tenant);
+  }
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return {endpoint_of("device authorization endpoint", a.device_endpoint.empty() ? base + "/devicecode" : a.device_endpoint,
+                      a.device_endpoint.empty() ? "--authority-url" : "--device-endpoint"),
+          endpoint_of("token endpoint", a.token_endpoint.empty() ? base + "/token" : a.token_endpoint,
+                      a.token_endpoint.empty() ? "--authority-url" : "--token-endpoint")};
 }
 
 // The form fields that identify the client (client_id, and client_secret when a file names one).
@@ -321,7 +299,7 @@ void device_flow(const DeviceArgs& a) {
   auto [device, token_endpoint] = device_endpoints(a);
   httplib::Params form = client_form(a);
   form.emplace("scope", a.scope);
-  Answer d = post_form(device, form, a);
+  Answer d = post_form(device, form, a.ca_file, a.timeout_seconds);
   std::string device_code = d.text("device_code"), user_code = d.text("user_code");
   std::string uri = d.text("verification_uri");
   if (uri.empty()) uri = d.text("verification_url");  // as Google spells it
@@ -354,7 +332,7 @@ void device_flow(const DeviceArgs& a) {
                   Retry::never);
     Answer t;
     try {
-      t = post_form(token_endpoint, poll, a);
+      t = post_form(token_endpoint, poll, a.ca_file, a.timeout_seconds);
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::tls) throw;
       interval = std::min<int64_t>(interval * 2, 300);  // RFC 8628 3.5: poll less often after a failed connection
@@ -402,7 +380,7 @@ std::string refresh_access_token(const DeviceArgs& a) {
   form.emplace("grant_type", "refresh_token");
   form.emplace("refresh_token", refresh);
   form.emplace("scope", a.scope);
-  Answer t = post_form(token_endpoint, form, a);
+  Answer t = post_form(token_endpoint, form, a.ca_file, a.timeout_seconds);
   std::string access = t.text("access_token"), rotated = t.text("refresh_token");
   if (t.status == 200 && !access.empty()) {
     if (!rotated.empty() && rotated != refresh) store_refresh_token(a.refresh_token_file, rotated);
@@ -477,11 +455,7 @@ void add_oauth2_command(CLI::App& app, int& status) {
   token->callback([args, &status] {
     if (args->tenant.empty() && args->endpoint.empty())
       throw Error(ErrorKind::usage, "oauth2 token needs --tenant (or --endpoint)");
-    std::string t = client_credentials_token(*args);
-    t += '\n';
-    if (std::fwrite(t.data(), 1, t.size(), stdout) != t.size() || std::fflush(stdout) != 0)
-      throw_io("cannot write to stdout", "-", errno);
-    std::fill(t.begin(), t.end(), '\0');
+    print_token(client_credentials_token(*args));
     status = kExitOk;
   });
 

@@ -429,15 +429,7 @@ class GmailIntoDovecot : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  static imap::Endpoint endpoint() {
-    imap::Endpoint e;
-    e.host = server_->host();
-    e.port = server_->imaps_port();
-    e.tls = imap::TlsMode::implicit;
-    e.ca_file = server_->ca_file();
-    e.timeout = std::chrono::seconds(30);
-    return e;
-  }
+  static imap::Endpoint endpoint() { return server_->endpoint(); }
   // Subjects by canonical folder name on the target.
   static std::map<std::string, std::set<std::string>> target(const std::string& user) {
     std::map<std::string, std::set<std::string>> out;

@@ -434,15 +434,7 @@ class DovecotFolderNamesTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  static imap::Endpoint endpoint() {
-    imap::Endpoint e;
-    e.host = server_->host();
-    e.port = server_->imaps_port();
-    e.tls = imap::TlsMode::implicit;
-    e.ca_file = server_->ca_file();
-    e.timeout = std::chrono::seconds(30);
-    return e;
-  }
+  static imap::Endpoint endpoint() { return server_->endpoint(); }
   static importing::ImportSummary import(const std::string& archive, const std::string& user,
                                          const importing::TargetNames& names) {
     importing::ImportOptions o;

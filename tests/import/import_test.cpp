@@ -81,15 +81,7 @@ class ImportTest : public ::testing::Test {
     server_ = nullptr;
   }
 
-  static imap::Endpoint endpoint() {
-    imap::Endpoint e;
-    e.host = server_->host();
-    e.port = server_->imaps_port();
-    e.tls = imap::TlsMode::implicit;
-    e.ca_file = server_->ca_file();
-    e.timeout = std::chrono::seconds(30);
-    return e;
-  }
+  static imap::Endpoint endpoint() { return server_->endpoint(); }
 
   static void export_user(const std::string& user, const std::string& archive_dir) {
     exporting::ExportOptions o;

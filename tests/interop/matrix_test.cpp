@@ -82,15 +82,7 @@ class InteropEnvironment : public ::testing::Environment {
 };
 const auto* const environment = ::testing::AddGlobalTestEnvironment(new InteropEnvironment);
 
-imap::Endpoint endpoint(const TestServer& s) {
-  imap::Endpoint e;
-  e.host = s.host();
-  e.port = s.imaps_port();
-  e.tls = imap::TlsMode::implicit;
-  e.ca_file = s.ca_file();
-  e.timeout = std::chrono::seconds(30);
-  return e;
-}
+imap::Endpoint endpoint(const TestServer& s) { return s.endpoint(); }
 
 imap::Credentials credentials(const TestServer& s, const std::string& user) {
   imap::Credentials c;

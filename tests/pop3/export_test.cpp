@@ -340,19 +340,6 @@ TEST(Pop3FakeExportTest, StlsNotOfferedIsRefused) {
 // only; a spent daily budget stops the account (exit 6, parked in a batch) until its window reopens.
 namespace limits {
 
-using testing::FakePop3Server;
-using testing::run_imapstage;
-using testing::TempDir;
-
-std::vector<nlohmann::json> json_lines(const std::string& out) {
-  std::vector<nlohmann::json> events;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty() && line[0] == '{') events.push_back(nlohmann::json::parse(line));
-  return events;
-}
-
 size_t archived(const std::string& dir, const std::string& account) {
   auto a = archive::Archive::open(dir, archive::Archive::Mode::read);
   auto acc = a->find_account(account);
@@ -364,13 +351,6 @@ size_t archived(const std::string& dir, const std::string& account) {
       return true;
     });
   return n;
-}
-
-std::string write_secret(const TempDir& dir, const std::string& name, const std::string& secret) {
-  std::string path = dir.path() + "/" + name;
-  std::ofstream(path) << secret << "\n";
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  return path;
 }
 
 // `count` messages of about `size` bytes each.

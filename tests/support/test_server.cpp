@@ -382,4 +382,14 @@ TempDir::~TempDir() {
 
 TestServer* SharedServerTest::server_ = nullptr;
 
+imap::Endpoint TestServer::endpoint(int timeout_seconds) const {
+  imap::Endpoint e;
+  e.host = host_;
+  e.port = imaps_port_;
+  e.tls = imap::TlsMode::implicit;
+  e.ca_file = ca_file_;
+  e.timeout = std::chrono::seconds(timeout_seconds);
+  return e;
+}
+
 }  // namespace imapstage::testing

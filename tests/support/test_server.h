@@ -18,6 +18,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "imap/session.h"
+
 namespace imapstage::testing {
 
 struct TestServerOptions {
@@ -60,6 +62,9 @@ class TestServer {
   uint16_t pop3_port() const { return pop3_port_; }
   uint16_t pop3s_port() const { return pop3s_port_; }
   const std::string& ca_file() const { return ca_file_; }
+  // Where imapstage connects to it: implicit TLS on imaps_port(), verified
+  // against ca_file(), `timeout_seconds` per read.
+  imap::Endpoint endpoint(int timeout_seconds = 30) const;
   const std::string& dir() const { return dir_; }      // the server's directory (tools/test-server DIR)
 
   // Password of an account; throws for an unknown one.
