@@ -128,6 +128,16 @@ uint64_t BatchLimits::detected_budget(const Profile& profile, bool upload, const
   return p.budget(upload);
 }
 
+std::string BatchLimits::adopt_detected_budget(const Profile& profile, bool upload, const std::string& detected,
+                                               uint64_t& budget, const std::function<BudgetStore&()>& store,
+                                               const std::string& key) const {
+  uint64_t adopted = detected_budget(profile, upload, detected);
+  if (adopted == budget) return "";
+  budget = adopted;
+  store().check(key, budget);
+  return fmt::format("daily {} budget {} MB", upload ? "upload" : "download", budget / 1000000);
+}
+
 std::shared_ptr<RateLimiter> BatchLimits::server_limiter(ServerLimiters& limiters, const std::string& server,
                                                          const Profile& profile) const {
   return limiters.get(server,

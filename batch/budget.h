@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -99,6 +100,13 @@ struct BatchLimits {
   // "gmail" for X-GM-EXT-1): budget() when that is set or the profile names
   // a provider, else the detected provider's (0 for "" or a provider without one).
   uint64_t detected_budget(const Profile& profile, bool upload, const std::string& detected) const;
+  // Adopts detected_budget() for an account whose budget so far is `budget`,
+  // counted under `key` in the store `store()` gives (opened only when
+  // needed): "" when it changes nothing; else sets `budget`, checks the
+  // account against it (throws as BudgetStore::check when it is spent) and
+  // says what changed, for the provider event ("daily upload budget N MB").
+  std::string adopt_detected_budget(const Profile& profile, bool upload, const std::string& detected, uint64_t& budget,
+                                    const std::function<BudgetStore&()>& store, const std::string& key) const;
   // The limiter every account of `server` shares in this batch, with these
   // caps or the profile's; nullptr when there are none.
   std::shared_ptr<RateLimiter> server_limiter(ServerLimiters& limiters, const std::string& server,

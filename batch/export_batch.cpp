@@ -179,12 +179,9 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
           budgets.charge(budget_key, bytes, budget);
         };
         // A server that turns out to be Gmail gets its budget unless one was chosen.
-        o.on_provider = [&](const std::string& provider) -> std::string {
-          uint64_t detected = options.limits.detected_budget(*job.profile, false, provider);
-          if (detected == budget) return "";
-          budget = detected;
-          budgets.check(budget_key, budget);
-          return fmt::format("daily download budget {} MB", budget / 1000000);
+        o.on_provider = [&](const std::string& provider) {
+          return options.limits.adopt_detected_budget(
+              *job.profile, false, provider, budget, [&]() -> batch::BudgetStore& { return budgets; }, budget_key);
         };
         exporting::ExportSummary summary;
         try {

@@ -100,12 +100,9 @@ BatchReport run_import_batch(const ImportBatchOptions& options, EventSink& event
         std::string budget_key = "import " + item.key;
         budgets.check(budget_key, budget);  // spent: parked before logging in
         auto limiter = options.limits.server_limiter(limiters, item.server, *job.profile);
-        o.on_provider = [&](const std::string& provider) -> std::string {
-          uint64_t detected = options.limits.detected_budget(*job.profile, true, provider);
-          if (detected == budget) return "";
-          budget = detected;
-          budgets.check(budget_key, budget);
-          return fmt::format("daily upload budget {} MB", budget / 1000000);
+        o.on_provider = [&](const std::string& provider) {
+          return options.limits.adopt_detected_budget(
+              *job.profile, true, provider, budget, [&]() -> batch::BudgetStore& { return budgets; }, budget_key);
         };
         o.policy.before_append = [&, limiter, budget_key](uint64_t bytes, uint64_t messages) {
           budgets.check(budget_key, budget);  // spent: nothing more is sent

@@ -424,23 +424,19 @@ void add_export_command(CLI::App& app, int& status) {
     if (!args->server.daily_budget.empty()) limits.daily_budget = parse_size(args->server.daily_budget);
     uint64_t budget = limits.budget(profile, false);
     std::optional<batch::BudgetStore> budgets;
+    auto open_budgets = [&]() -> batch::BudgetStore& {
+      if (!budgets) budgets.emplace(options.archive_dir);
+      return *budgets;
+    };
     std::string budget_key = "export " + options.account_name;
-    if (budget && !options.dry_run) {
-      budgets.emplace(options.archive_dir);
-      budgets->check(budget_key, budget);
-    }
+    if (budget && !options.dry_run) open_budgets().check(budget_key, budget);
     if (!options.dry_run) {
       options.after_message = [&budgets, &budget, &budget_key](uint64_t bytes) {
         if (budget) budgets->charge(budget_key, bytes, budget);
       };
       // A server that turns out to be Gmail (X-GM-EXT-1) gets its budget unless one was chosen.
-      options.on_provider = [&](const std::string& provider) -> std::string {
-        uint64_t detected = limits.detected_budget(profile, false, provider);
-        if (detected == budget) return "";
-        budget = detected;
-        if (!budgets) budgets.emplace(options.archive_dir);
-        budgets->check(budget_key, budget);
-        return fmt::format("daily download budget {} MB", budget / 1000000);
+      options.on_provider = [&](const std::string& provider) {
+        return limits.adopt_detected_budget(profile, false, provider, budget, open_budgets, budget_key);
       };
     }
     exporting::ExportSummary summary;

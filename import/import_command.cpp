@@ -270,12 +270,13 @@ void add_import_command(CLI::App& app, int& status) {
     if (!args->server.daily_budget.empty()) limits.daily_budget = parse_size(args->server.daily_budget);
     uint64_t budget = limits.budget(profile, true);
     std::optional<batch::BudgetStore> budgets;
+    auto open_budgets = [&]() -> batch::BudgetStore& {
+      if (!budgets) budgets.emplace(options.archive_dir);
+      return *budgets;
+    };
     std::string budget_key = "import " + (options.account.empty() ? std::string("*") : options.account) + " -> " +
                              options.target_name;
-    if (budget && !options.dry_run) {
-      budgets.emplace(options.archive_dir);
-      budgets->check(budget_key, budget);
-    }
+    if (budget && !options.dry_run) open_budgets().check(budget_key, budget);
     if (!options.dry_run) {
       options.policy.before_append = [&budgets, &budget, &budget_key](uint64_t bytes, uint64_t) {
         if (!budget) return;
@@ -283,13 +284,8 @@ void add_import_command(CLI::App& app, int& status) {
         budgets->charge(budget_key, bytes, budget, false);
       };
       // A target that turns out to be Gmail (X-GM-EXT-1) gets its budget unless one was chosen.
-      options.on_provider = [&](const std::string& provider) -> std::string {
-        uint64_t detected = limits.detected_budget(profile, true, provider);
-        if (detected == budget) return "";
-        budget = detected;
-        if (!budgets) budgets.emplace(options.archive_dir);
-        budgets->check(budget_key, budget);
-        return fmt::format("daily upload budget {} MB", budget / 1000000);
+      options.on_provider = [&](const std::string& provider) {
+        return limits.adopt_detected_budget(profile, true, provider, budget, open_budgets, budget_key);
       };
     }
     importing::ImportSummary summary;
