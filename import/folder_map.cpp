@@ -186,9 +186,12 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
     }
     return best;
   };
+  // A listed folder that can be selected. A \Noselect or \NonExistent entry
+  // (Dovecot lists the parent of a subfolder so when an interrupted run
+  // created the subfolder first) still has to be created.
   auto target_by_raw = [&](const std::string& raw) -> const imap::ListEntry* {
     for (auto& t : target)
-      if (t.name_raw == raw || (iequals(raw, "INBOX") && iequals(t.name_raw, "INBOX"))) return &t;
+      if (!t.noselect && (t.name_raw == raw || (iequals(raw, "INBOX") && iequals(t.name_raw, "INBOX")))) return &t;
     return nullptr;
   };
 
@@ -439,9 +442,12 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
   // 6. Accidental merges of rule-5 names get a numbered name instead. Only
   // the mapping itself decides (never what the target holds), so a re-run
   // picks the same names.
-  auto taken = [&](const std::string& name, size_t except) {
+  // Taken by another folder, by its name or by what is sent: two names that
+  // are not valid UTF-8 can differ and still encode to the same bytes.
+  auto taken = [&](const std::string& name, const std::string& raw, size_t except) {
     for (size_t j = 0; j < out.size(); ++j)
-      if (j != except && !out[j].skipped && fold(out[j].target_utf8) == fold(name)) return true;
+      if (j != except && !out[j].skipped && (fold(out[j].target_utf8) == fold(name) || out[j].target_raw == raw))
+        return true;
     return false;
   };
   std::map<std::string, std::vector<size_t>> claimants;
@@ -472,7 +478,7 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
       for (int n = 2;; ++n) {
         std::string name = base + " (" + std::to_string(n) + ")";
         std::string numbered_raw = imap::utf7_encode(name);
-        if (taken(name, i)) continue;
+        if (taken(name, numbered_raw, i)) continue;
         m.reason = m.reason.starts_with("renamed: ") ? m.reason + "; numbered: " + base + " is another folder's target"
                                                      : "same name, numbered: " + base + " is another folder's target";
         m.target_utf8 = name;

@@ -79,7 +79,8 @@ struct FolderMapping {
   // Why this target: "--map", "INBOX", "special-use \Sent", "special-use \Sent, by name",
   // "follows its parent ...", "same name", "same name in the target's namespace", ...
   std::string reason;
-  bool exists = false;        // the target already lists it
+  bool exists = false;        // the target lists it as a folder that can be selected (a \Noselect or
+                              // \NonExistent entry, such as the parent of a created subfolder, is created)
   std::string create_use;     // the special-use attribute to create it with ("" for none)
   bool skipped = false;       // not imported (another namespace without --map); reason says why
 };

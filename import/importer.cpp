@@ -224,7 +224,6 @@ class AccountImport {
                     uint64_t& done, uint64_t& done_bytes);
   std::vector<std::string> target_flags(const MessageRecord& m, const FlagFilter& filter,
                                         ImportFolderResult& result);
-  std::vector<uint32_t> source_uids(const archive::FolderRecord& f) const;
 
   void load_appends(const std::vector<uint32_t>& folder_ids);
   // The folder's records from that pass the first time, else (a retry, or
@@ -414,15 +413,6 @@ void AccountImport::skip(ImportFolderResult& result, const MessageRecord& m, uin
         {"size", m.size}, {"limit", limit}, {"policy", "--too-big skip"}, {"reason", reason},
         {"text", fmt::format("account {}, folder {}, UID {}, object {}: skipped by policy (--too-big skip): {}",
                              summary_.account, result.source, m.key.uid, hash, reason)}});
-}
-
-std::vector<uint32_t> AccountImport::source_uids(const archive::FolderRecord& f) const {
-  std::vector<uint32_t> uids;
-  archive_->for_each_message(account_.id, f.id, f.uidvalidity, [&](const MessageRecord& r) {
-    if (r.state == archive::MessageState::present) uids.push_back(r.key.uid);
-    return true;
-  });
-  return uids;
 }
 
 void AccountImport::FolderAppends::add(const AppendRecord& r) {

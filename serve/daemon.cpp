@@ -527,7 +527,7 @@ void Daemon::run_job(uint64_t id, Running* running) {
     SecretString target_secret;
     if (job.target_credentials == CredentialMode::password) {
       target_secret = vault_->get(id, job.user, Slot::target);
-      target_login.credentials = imap::Credentials{job.target_user, target_secret.get(), target.mechanism, ""};
+      target_login.credentials = imap::Credentials{job.target_user, target_secret.get(), target.mechanism, "", nullptr};
       target_login.mailbox = job.target_user;
       target_login.describe = "the user's own password on the target";
     } else {

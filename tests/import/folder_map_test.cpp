@@ -115,6 +115,19 @@ TEST(FolderMap, NoselectFoldersAreLeftToTheirChildren) {
   EXPECT_EQ(v[0].source.name_utf8, "Archive-parent/2020");
 }
 
+// Dovecot lists the parent of a created subfolder as "\Noselect \HasChildren"
+// (an interrupted import that created Archive/2020 before Archive leaves
+// this): the parent is still to be created, the subfolder is there.
+TEST(FolderMap, ATargetsNoselectEntryIsNotAnExistingFolder) {
+  auto placeholder = target("Archive", "\\Archive");
+  placeholder.noselect = true;
+  auto v = map_folders({folder("Archive"), folder("Archive/2020")},
+                       {target("INBOX"), placeholder, target("Archive/2020")}, {"", '/'}, {});
+  EXPECT_EQ(find(v, "Archive").target_utf8, "Archive");
+  EXPECT_FALSE(find(v, "Archive").exists);
+  EXPECT_TRUE(find(v, "Archive/2020").exists);
+}
+
 // A folder as export records it from a server whose personal namespace is "INBOX." / '.' (Cyrus, Courier).
 archive::FolderRecord cyrus_folder(const std::string& raw, std::vector<std::string> attrs = {}) {
   auto f = folder(raw, '.', std::move(attrs));

@@ -167,6 +167,29 @@ TEST_F(ImportTest, ImportEqualsSourceAndRerunAppendsNothing) {
   expect_same_mail(source, server_->summary("alice2"));
 }
 
+// An interrupted import can leave a subfolder created before its parent;
+// Dovecot then lists the parent as "\Noselect \HasChildren". The next run
+// creates the parent and imports everything.
+TEST_F(ImportTest, AParentListedAsNoselectAfterAnInterruptedRunIsCreated) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  export_user("alice", archive_dir);
+  server_->add_user("alice6");
+  server_->run({"create", "--", server_->dir(), "alice6", "Archive/2019"});
+  bool listed_noselect = false;
+  auto before = server_->summary("alice6", false);
+  for (auto& f : before["folders"]) {
+    if (f["name"] != "Archive") continue;
+    for (auto& a : f["attributes"]) listed_noselect |= a == "\\Noselect";
+  }
+  ASSERT_TRUE(listed_noselect) << "the harness Dovecot should list Archive as \\Noselect: " << before.dump();
+
+  NullSink quiet;
+  auto s = importing::run_import(import_options(archive_dir, "alice6"), quiet);
+  EXPECT_TRUE(s.complete());
+  expect_same_mail(server_->summary("alice"), server_->summary("alice6"));
+}
+
 // Folders side by side: three connections give the same target as one, and
 // the no-change re-run (from the append records read in one pass) appends
 // nothing and counts everything as already there.
@@ -484,7 +507,9 @@ TEST_F(ImportTest, FilteredImportUnderASubfolderVerifiesEqualWithTheSelectionNot
   for (auto& f : target_summary["folders"]) {
     std::string name = f["name"];
     size_t n = f["exists"].is_number() ? f["exists"].get<size_t>() : 0;
-    if (n) EXPECT_TRUE(name.starts_with("Old/server/")) << name;
+    if (n) {
+      EXPECT_TRUE(name.starts_with("Old/server/")) << name;
+    }
     on_target += n;
   }
   EXPECT_EQ(on_target, selected) << target_summary.dump(1).substr(0, 3000);
