@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "import/folder_map.h"
 
 namespace imapstage::batch {
 
@@ -24,8 +25,9 @@ std::vector<Provider> make_providers() {
   gmail.per_server = 4;
   gmail.connections = 2;
   gmail.max_command_length = 8000;
-  gmail.case_insensitive_names = true;
-  gmail.reserved = {"[Gmail]/", "[Google Mail]/"};
+  auto gmail_names = importing::provider_target_names("gmail");
+  gmail.case_insensitive_names = gmail_names.case_insensitive;
+  gmail.reserved = gmail_names.reserved;
   gmail.notes =
       "IMAP bandwidth limits (support.google.com/a/answer/1071518): ~2500 MB/day download, ~500 MB/day upload; "
       "15 connections per account; APPENDLIMIT 35 MB";
@@ -39,7 +41,7 @@ std::vector<Provider> make_providers() {
   m365.connections = 2;
   m365.max_command_length = 8000;  // longer lines get "BAD Command Argument Error. 11"
   m365.restore_flagged = true;
-  m365.case_insensitive_names = true;
+  m365.case_insensitive_names = importing::provider_target_names("microsoft365").case_insensitive;
   m365.notes =
       "Exchange Online limits (learn.microsoft.com, Exchange Online limits): 35 MB message default, 150 MB maximum; "
       "20 connections per mailbox; throttling replies name a Suggested Backoff Time";

@@ -494,4 +494,10 @@ std::vector<FolderMapping> map_folders(const std::vector<archive::FolderRecord>&
   return kept;
 }
 
+TargetNames provider_target_names(std::string_view provider) {
+  if (provider == "gmail") return {true, {"[Gmail]/", "[Google Mail]/"}};
+  if (provider == "microsoft365") return {true, {}};
+  return {};
+}
+
 }  // namespace imapstage::importing

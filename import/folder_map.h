@@ -98,7 +98,14 @@ struct TargetNames {
   // Rule 8: canonical names ('/' between levels); one ending in '/' owns
   // that folder and everything below it ("[Gmail]/"), another only itself.
   std::vector<std::string> reserved;
+  bool empty() const { return !case_insensitive && reserved.empty(); }
 };
+
+// The folder-name rules of a provider's IMAP service: "gmail" compares names
+// without case and reserves "[Gmail]/" and "[Google Mail]/"; "microsoft365"
+// compares names without case; any other name has none. The provider table
+// (batch/providers.h) and import's detection of Gmail (X-GM-EXT-1) use these.
+TargetNames provider_target_names(std::string_view provider);
 
 // Maps every selectable source folder (\Noselect ones are left out: their
 // children create the hierarchy). `target_namespaces` are the target's

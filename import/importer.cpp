@@ -240,6 +240,7 @@ class AccountImport {
   std::atomic<uint64_t> failures_{0};
   std::unique_ptr<RateLimiter> limiter_;
   std::atomic<bool> provider_noted_{false};  // the detected provider was reported
+  TargetNames detected_names_;               // the detected provider's name rules, when none were chosen
   // Gmail source (kept by root()): the source folder each X-GM-MSGID is sent
   // from (only messages in more than one folder, when the target is Gmail or
   // --gmail-labels primary), and into Gmail, the labels each gets.
@@ -366,6 +367,14 @@ void AccountImport::ensure_session() {
   session_->login(options_.credentials);
   if (std::string provider = session_->detected_provider(); !provider.empty() && !root().provider_noted_.exchange(true)) {
     std::string applied = options_.on_provider && !options_.dry_run ? options_.on_provider(provider) : "";
+    // Its folder-name rules, unless rules were chosen (--provider, a profile, the options).
+    if (options_.policy.names.empty() && !provider_target_names(provider).empty()) {
+      root().detected_names_ = provider_target_names(provider);
+      auto& n = root().detected_names_;
+      std::string rules = n.case_insensitive ? "folder names compared without case" : "";
+      for (auto& r : n.reserved) rules += (rules.empty() ? "" : ", ") + r + " reserved";
+      applied += (applied.empty() ? "" : "; ") + rules;
+    }
     emit({{"event", "provider"}, {"provider", provider}, {"detected", true}, {"applied", applied},
           {"text", fmt::format("{} is {} (X-GM-EXT-1): its provider profile applies{}{}",
                                options_.endpoint.address(), provider, applied.empty() ? "" : ": ", applied)}});
@@ -543,6 +552,7 @@ void AccountImport::run_body() {
     summary_.target = options_.credentials.user + "@" + options_.endpoint.address();
 
   summary_.policy = options_.policy;
+  if (summary_.policy.names.empty()) summary_.policy.names = detected_names_;
   if (!options_.dry_run) {
     batch_ = std::make_unique<Batch>(*archive_);
     target_id_ = archive_->put_target(summary_.target);
@@ -566,7 +576,7 @@ void AccountImport::run_body() {
   std::vector<archive::FolderRecord> source, others;  // others: left out, their names still claimed
   for (auto& f : archive_->folders(account_.id))
     (folder_selected(f.canonical_name(), options_.include, options_.exclude) ? source : others).push_back(f);
-  auto mappings = map_folders(source, target_list, ns, options_.map, options_.policy.subfolder, options_.policy.names,
+  auto mappings = map_folders(source, target_list, ns, options_.map, options_.policy.subfolder, summary_.policy.names,
                               others);
   for (auto& m : mappings) {
     std::string name = m.source.canonical_name();

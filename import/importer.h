@@ -53,7 +53,9 @@ int gmail_primary_rank(const archive::FolderRecord& folder);
 struct ImportPolicy {
   TargetSubfolder subfolder;                    // --target-subfolder: the whole account below it
   // How the target compares and reserves folder names (folder_map.h rules
-  // 7-8; the provider's, --case-insensitive-names, --reserved-folder).
+  // 7-8; the provider's, --case-insensitive-names, --reserved-folder). Left
+  // empty, a target found to be Gmail (X-GM-EXT-1) gets Gmail's rules, and
+  // the summary's policy says which applied.
   TargetNames names;
   // Only messages it matches are sent (--since, --before, --larger,
   // --smaller); the others are counted as filtered out, and the run's

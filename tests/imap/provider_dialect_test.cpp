@@ -416,6 +416,27 @@ TEST_F(CaseInsensitiveTargetTest, FoldersDifferingInCaseOrReservedGetDistinctNam
   EXPECT_EQ(contents(target_, {"Projects"})["Projects"], (std::vector<std::string>{"upper"}));
 }
 
+// A target that turns out to be Gmail (X-GM-EXT-1) gets Gmail's name rules
+// when none were chosen, and says so in its provider event.
+TEST_F(CaseInsensitiveTargetTest, ATargetFoundToBeGmailGetsGmailsNameRulesUnasked) {
+  target_.set_gmail();
+  RecordingSink events;
+  auto s = import({}, events);
+  ASSERT_TRUE(s.complete());
+  EXPECT_TRUE(s.policy.names.case_insensitive);
+  EXPECT_EQ(folder(s, "projects").target, "projects (2)");
+  EXPECT_EQ(folder(s, "[Gmail]/Foo").target, "[Gmail] (imported)/Foo");
+  auto seen = contents(target_, names_);
+  EXPECT_EQ(seen["Projects"], (std::vector<std::string>{"upper"}));
+  EXPECT_EQ(seen["projects (2)"], (std::vector<std::string>{"lower"}));
+  EXPECT_EQ(seen["[Gmail] (imported)/Foo"], (std::vector<std::string>{"foo"}));
+  std::string applied;
+  for (auto& e : events.events())
+    if (e["event"] == "provider") applied = e["applied"];
+  EXPECT_NE(applied.find("folder names compared without case"), std::string::npos) << applied;
+  EXPECT_NE(applied.find("[Gmail]/ reserved"), std::string::npos) << applied;
+}
+
 // The harness Dovecot tells names apart: without the rules every folder keeps
 // its name; forced by option, they apply there too.
 class DovecotFolderNamesTest : public ::testing::Test {
