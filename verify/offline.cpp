@@ -47,6 +47,11 @@ struct Entry {
 
 constexpr uint8_t kUnchecked = 0, kSound = 1, kBad = 2;
 
+// How a report names a message.
+std::string message_ref(const FolderCheck& fc, uint32_t uidvalidity, uint32_t uid) {
+  return fmt::format("account {}, folder {}, UIDVALIDITY {}, UID {}", fc.account, fc.folder, uidvalidity, uid);
+}
+
 // Reproducible per (seed, hash), independent of the order objects are met in.
 bool in_sample(const Hash& hash, uint64_t seed, double percent) {
   if (percent >= 100) return true;
@@ -144,7 +149,12 @@ class Verifier {
   void queue_unmet(uint64_t pack_id, const fs::path& path, WorkQueue& queue);
   void work(WorkQueue& queue);
   void check(Work& work);
-  void message_pass();
+  // The message pass: read_messages() goes through the index's messages
+  // (opening sealed values in an encrypted archive) on a thread of its own
+  // while packs are scanned; settle_messages() then counts what the scan
+  // found for them and names the bad and missing objects and the orphans.
+  void read_messages();
+  void settle_messages();
   void journal_pass();
   void progress(bool final);
 
@@ -185,6 +195,17 @@ class Verifier {
   std::vector<Entry> entries_;          // sorted by hash
   std::vector<size_t> by_location_;     // entry indexes sorted by (pack, offset)
   std::set<uint64_t> packs_handled_;
+
+  // One message that refers to an indexed object, as read_messages() left it
+  // for settle_messages(): 16 bytes a message.
+  struct MessageRef {
+    uint32_t folder;  // in report_.folders
+    uint32_t entry;   // in entries_
+    uint32_t uidvalidity;
+    uint32_t uid;
+  };
+  std::vector<MessageRef> message_refs_;
+  std::map<Hash, std::vector<std::pair<size_t, std::string>>> missing_;  // hash -> (folder, reference)
 
   std::mutex mutex_;  // guards entry_problems_, orphan_records_, report_.pack_problems
   std::unordered_map<size_t, std::string> entry_problems_;
@@ -574,7 +595,7 @@ void Verifier::work(WorkQueue& queue) {
   }
 }
 
-void Verifier::message_pass() {
+void Verifier::read_messages() {
   std::map<std::pair<uint32_t, uint32_t>, size_t> folder_index;
   std::map<uint32_t, std::string> account_names;
   auto accounts = archive_->accounts();
@@ -589,8 +610,6 @@ void Verifier::message_pass() {
       if (!filter.empty()) report_.folders.back().selection = filter.to_json();
     }
   }
-  std::unordered_map<size_t, std::vector<std::string>> refs;
-  std::map<Hash, std::vector<std::pair<size_t, std::string>>> missing;
   archive_->for_each_message([&](const archive::MessageRecord& m) {
     auto fit = folder_index.find({m.key.account_id, m.key.folder_id});
     if (fit == folder_index.end()) {
@@ -603,28 +622,35 @@ void Verifier::message_pass() {
     ++fc.messages;
     fc.bytes = checked_add(fc.bytes, m.size, fmt::format("the size of folder {} of account {}", fc.folder, fc.account));
     ++report_.messages;
-    auto ref = [&] {
-      return fmt::format("account {}, folder {}, UIDVALIDITY {}, UID {}", fc.account, fc.folder, m.key.uidvalidity,
-                         m.key.uid);
-    };
     auto idx = find(m.hash);
     if (!idx) {
-      missing[m.hash].emplace_back(fit->second, ref());
+      missing_[m.hash].emplace_back(fit->second, message_ref(fc, m.key.uidvalidity, m.key.uid));
       return true;
     }
     Entry& e = entries_[*idx];
     e.referenced = true;
     if (m.size != e.location.raw_size)
-      set_bad(*idx, fmt::format("{} says {} bytes, its object holds {}", ref(), m.size, e.location.raw_size));
-    if (e.result != kUnchecked) ++fc.checked;
-    if (entry_problems_.count(*idx)) {
-      ++fc.bad;
-      refs[*idx].push_back(ref());
-    }
+      set_bad(*idx, fmt::format("{} says {} bytes, its object holds {}", message_ref(fc, m.key.uidvalidity, m.key.uid),
+                                m.size, e.location.raw_size));
+    message_refs_.push_back({static_cast<uint32_t>(fit->second), static_cast<uint32_t>(*idx), m.key.uidvalidity,
+                             m.key.uid});
     return true;
   });
+}
 
-  for (auto& [hash, referrers] : missing) {
+void Verifier::settle_messages() {
+  std::unordered_map<size_t, std::vector<std::string>> refs;
+  for (auto& r : message_refs_) {
+    FolderCheck& fc = report_.folders[r.folder];
+    if (entries_[r.entry].result != kUnchecked) ++fc.checked;
+    if (entry_problems_.count(r.entry)) {
+      ++fc.bad;
+      refs[r.entry].push_back(message_ref(fc, r.uidvalidity, r.uid));
+    }
+  }
+  std::vector<MessageRef>().swap(message_refs_);
+
+  for (auto& [hash, referrers] : missing_) {
     if (archive_->object(hash)) continue;  // committed after this run read the index
     ObjectProblem p{archive::to_hex(hash), "", 0, "not in the index: the archive holds no copy of it", {}};
     for (auto& [folder, ref] : referrers) {
@@ -723,12 +749,22 @@ OfflineReport Verifier::run() {
   threads = std::max(1u, threads);
   WorkQueue queue(16u << 20, 1024);
   std::vector<std::thread> workers;
+  std::thread messages;
+  std::exception_ptr messages_failed;
   auto finish_workers = [&] {
     queue.close();
     for (auto& t : workers) t.join();
     workers.clear();
+    if (messages.joinable()) messages.join();
   };
   try {
+    messages = std::thread([&] {
+      try {
+        read_messages();
+      } catch (...) {
+        messages_failed = std::current_exception();
+      }
+    });
     for (unsigned i = 0; i < threads; ++i) workers.emplace_back([&] { work(queue); });
     for (auto& pack : packs) {
       scan_pack(pack, queue);
@@ -749,8 +785,9 @@ OfflineReport Verifier::run() {
     throw;
   }
   finish_workers();
+  if (messages_failed) std::rethrow_exception(messages_failed);
 
-  message_pass();
+  settle_messages();
   journal_pass();
   report_.records = records_;
   report_.objects_checked = objects_checked_;
