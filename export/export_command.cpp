@@ -90,6 +90,7 @@ void print_summary(const exporting::ExportSummary& s) {
     std::string status = f.error.empty() ? "" : "  ERROR: " + f.error;
     if (f.noselect) status = "  (\\Noselect)";
     if (s.dry_run) {
+      if (f.gmail_linked && status.empty()) status = fmt::format("  ({} linked to All Mail)", f.gmail_linked);
       say(out, "{} {:>9} {:>9} {:>9}{}\n", pad(printable(f.name), 40), f.server_messages, f.to_fetch,
           human_bytes(double(f.to_fetch_bytes)), status);
       continue;
@@ -100,8 +101,10 @@ void print_summary(const exporting::ExportSummary& s) {
   }
   using R = exporting::FolderResult;
   if (s.dry_run) {
-    say(out, "\nwould fetch {} messages, {}, from {} folders of {} (nothing written)\n", s.total(&R::to_fetch),
-        human_bytes(double(s.total(&R::to_fetch_bytes))), s.folders.size(), s.account);
+    uint64_t linked = s.total(&R::gmail_linked);
+    say(out, "\nwould fetch {} messages, {}, from {} folders of {}{} (nothing written)\n", s.total(&R::to_fetch),
+        human_bytes(double(s.total(&R::to_fetch_bytes))), s.folders.size(), s.account,
+        linked ? fmt::format(", and link {} label copies to their bodies from All Mail", linked) : "");
     return;
   }
   say(out,

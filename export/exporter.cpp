@@ -95,7 +95,11 @@ class AccountExport {
   // Takes folders until none is left or the run stops, then commits.
   void run_lane(Lane& lane);
   void export_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result, size_t index, size_t count);
-  void plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result);
+  void plan_folder(Lane& lane, size_t index, FolderResult& result);
+  // Gmail with All Mail selected: folder `index` (a label, not Spam or Trash,
+  // which Gmail keeps out of All Mail) links its messages to bodies from All
+  // Mail instead of fetching them, so totals and --dry-run count it as links.
+  bool gmail_links(size_t index) const;
   // The size pass before the folders are exported, shared out among the lanes
   // like the folders: for every selected folder the UIDs the archive lacks and
   // their sizes (one UID SEARCH and FETCH RFC822.SIZE per folder, none for a
@@ -553,7 +557,7 @@ bool AccountExport::export_one(Lane& lane, size_t i) {
   try {
     check_cancelled(result.name);
     with_retries(lane, result.name, [&] {
-      if (options_.dry_run) plan_folder(lane, selected_[i], result);
+      if (options_.dry_run) plan_folder(lane, i, result);
       else export_folder(lane, selected_[i], result, i, selected_.size());
     });
     return true;
@@ -605,10 +609,11 @@ void AccountExport::sized(size_t) {
   if (++sized_count_ != selected_.size()) return;
   uint64_t messages = 0, bytes = 0;
   std::vector<uint64_t> folder_bytes;
-  for (auto& f : sized_) {
-    messages += f.sizes.size();
+  for (size_t i = 0; i < sized_.size(); ++i) {
     folder_bytes.push_back(0);
-    for (auto& [uid, size] : f.sizes) folder_bytes.back() += size;
+    if (gmail_links(i)) continue;  // linked, not downloaded
+    messages += sized_[i].sizes.size();
+    for (auto& [uid, size] : sized_[i].sizes) folder_bytes.back() += size;
     bytes += folder_bytes.back();
   }
   if (lane_count_ > 1)
@@ -705,7 +710,14 @@ void AccountExport::select(imap::Session& session, const std::string& folder, co
   left_out.insert(left_out.end(), out.begin(), out.end());
 }
 
-void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, FolderResult& result) {
+bool AccountExport::gmail_links(size_t index) const {
+  if (!gmail_ || all_mail_ == SIZE_MAX || index == all_mail_) return false;
+  const std::string& use = selected_[index].special_use;  // the canonical spelling (Session::list)
+  return use != "\\Junk" && use != "\\Trash";
+}
+
+void AccountExport::plan_folder(Lane& lane, size_t index, FolderResult& result) {
+  const imap::ListEntry& entry = selected_[index];
   auto& session = lane.session;
   if (entry.noselect) return;
   auto info = session->examine(entry.name_raw);
@@ -728,6 +740,15 @@ void AccountExport::plan_folder(Lane& lane, const imap::ListEntry& entry, Folder
   result.filtered_out = left_out.size();
   result.to_fetch = candidates.size() - left_out.size();
   for (auto& [uid, size] : sizes) result.to_fetch_bytes += size;
+  if (gmail_links(index)) {
+    result.gmail_linked = result.to_fetch;
+    result.to_fetch = result.to_fetch_bytes = 0;
+    emit({{"event", "folder_done"}, {"folder", result.name}, {"dry_run", true}, {"messages", 0}, {"bytes", 0},
+          {"gmail_linked", result.gmail_linked},
+          {"text", fmt::format("{}: {} of {} messages to link to their bodies from All Mail, none to fetch",
+                               result.name, result.gmail_linked, result.server_messages)}});
+    return;
+  }
   emit({{"event", "folder_done"}, {"folder", result.name}, {"dry_run", true},
         {"messages", result.to_fetch}, {"bytes", result.to_fetch_bytes},
         {"text", fmt::format("{}: {} of {} messages to fetch, {} bytes", result.name, result.to_fetch,

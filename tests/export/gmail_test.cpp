@@ -158,9 +158,31 @@ TEST(GmailExport, EachBodyIsFetchedOnceAndTheLabelsAreInTheIndex) {
     EXPECT_EQ(m.size, message(m.gm_msgid == gmail.ids["m1"] ? "m1" : "m3").size());
   }
   bool provider = false;
-  for (auto& e : events.events())
+  int totals = 0;
+  for (auto& e : events.events()) {
     if (e["event"] == "provider" && e["provider"] == "gmail") provider = true;
+    if (e["event"] == "totals") {
+      ++totals;
+      EXPECT_EQ(e["messages_total"], 6) << "the label copies are links, not downloads: " << e.dump();
+    }
+  }
   EXPECT_TRUE(provider);
+  EXPECT_EQ(totals, 1);
+}
+
+// --dry-run says what a run would download (the bodies from All Mail and
+// Spam) and what it would link (the label copies).
+TEST(GmailExport, ADryRunCountsLabelCopiesAsLinks) {
+  Mailbox gmail;
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  auto o = export_options(gmail.server, archive_dir, 1);
+  o.dry_run = true;
+  NullSink quiet;
+  auto plan = exporting::run_export(o, quiet);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::to_fetch), 6u);
+  EXPECT_EQ(plan.total(&exporting::FolderResult::gmail_linked), 7u);
+  EXPECT_EQ(gmail.body_count(), 0u);
 }
 
 TEST(GmailExport, ARerunFetchesOnlyNewBodiesAndRefreshesLabels) {
