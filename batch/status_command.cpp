@@ -2,6 +2,7 @@
 // archive's run history) and the per-account state of the archive's batches.
 #include <signal.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
@@ -44,28 +45,54 @@ std::string shown_status(const batch::AccountState& a, bool alive) {
   return batch::to_string(a.status);
 }
 
+// Accounts of one kind of batch by status, added up over archives (the
+// shards of a batch): every AccountStatus has its count.
+struct Totals {
+  static constexpr size_t kStatuses = static_cast<size_t>(batch::AccountStatus::parked) + 1;
+  size_t archives = 0, accounts = 0;
+  std::array<size_t, kStatuses> counts{};
+  uint64_t messages = 0, bytes = 0;
+  double seconds = 0;
+
+  size_t of(batch::AccountStatus status) const { return counts[static_cast<size_t>(status)]; }
+  void add(const batch::AccountState& a) {
+    ++accounts;
+    ++counts.at(static_cast<size_t>(a.status));
+    messages += a.messages;
+    bytes += a.bytes;
+    seconds += a.seconds;
+  }
+  void add(const batch::BatchState& s) {
+    ++archives;
+    for (auto& a : s.accounts) add(a);
+  }
+  // "2 done, 0 error, 0 running, 0 queued, 0 throttled, 1 parked"
+  std::string text() const {
+    using S = batch::AccountStatus;
+    return fmt::format("{} done, {} error, {} running, {} queued, {} throttled, {} parked", of(S::done),
+                       of(S::error), of(S::running), of(S::queued), of(S::throttled), of(S::parked));
+  }
+  nlohmann::json to_json() const {
+    nlohmann::json j = {{"archives", archives}, {"accounts", accounts}, {"messages", messages}, {"bytes", bytes}};
+    for (size_t i = 0; i < kStatuses; ++i) j[batch::to_string(static_cast<batch::AccountStatus>(i))] = counts[i];
+    return j;
+  }
+};
+
 void print_table(const std::string& kind, const batch::BatchState& s, bool alive) {
   std::printf("%s batch %s (run %d time%s):\n", kind.c_str(), s.batch_id.c_str(), s.invocations,
               s.invocations == 1 ? "" : "s");
   std::printf("  %-40s %-11s %8s %9s %10s %9s  %s\n", "account", "status", "attempts", "messages", "bytes",
               "duration", "error");
-  size_t counts[6] = {0, 0, 0, 0, 0, 0};
-  uint64_t messages = 0, bytes = 0;
-  double seconds = 0;
+  Totals t;
   for (auto& a : s.accounts) {
-    ++counts[static_cast<int>(a.status)];
-    messages += a.messages;
-    bytes += a.bytes;
-    seconds += a.seconds;
+    t.add(a);
     std::string duration = a.status == batch::AccountStatus::queued ? "-" : human_duration(a.seconds);
     cli::say(stdout, "  {:<40} {:<11} {:>8} {:>9} {:>10} {:>9}  {}\n", a.key, shown_status(a, alive), a.attempts,
              a.messages, human_bytes(double(a.bytes)), duration, a.error);
   }
-  std::printf("  %zu accounts: %zu done, %zu error, %zu running, %zu queued, %zu throttled, %zu parked; %llu messages, "
-              "%s, %s of work\n",
-              s.accounts.size(), counts[2], counts[3], counts[1], counts[0], counts[4], counts[5],
-              (unsigned long long)messages,
-              human_bytes(double(bytes)).c_str(), human_duration(seconds).c_str());
+  cli::say(stdout, "  {} accounts: {}; {} messages, {}, {} of work\n", t.accounts, t.text(), t.messages,
+           human_bytes(double(t.bytes)), human_duration(t.seconds));
 }
 
 // The last run of each account and direction, from the archive's history.
@@ -166,25 +193,6 @@ nlohmann::json runs_json(const std::vector<LastRun>& runs) {
   }
   return out;
 }
-
-// Accounts of one kind of batch, added up over archives (the shards of a batch).
-struct Totals {
-  size_t archives = 0, accounts = 0, counts[4] = {0, 0, 0, 0};
-  uint64_t messages = 0, bytes = 0;
-  void add(const batch::BatchState& s) {
-    ++archives;
-    for (auto& a : s.accounts) {
-      ++accounts;
-      ++counts[static_cast<int>(a.status)];
-      messages += a.messages;
-      bytes += a.bytes;
-    }
-  }
-  nlohmann::json to_json() const {
-    return {{"archives", archives}, {"accounts", accounts}, {"done", counts[2]}, {"error", counts[3]},
-            {"running", counts[1]}, {"queued", counts[0]}, {"messages", messages}, {"bytes", bytes}};
-  }
-};
 
 // The archives to show: each DIR given, or for a DIR that is not an archive
 // but holds shard archives (DIR/shard-I-of-N, as --shard writes them), those.
@@ -289,10 +297,8 @@ void add_status_command(CLI::App& app, int& status) {
       }
     } else if (dirs.size() > 1) {
       for (auto& [kind, t] : totals)
-        cli::say(stdout, "\n{} batch over {} archives: {} accounts: {} done, {} error, {} running, {} queued; {} "
-                 "messages, {}\n",
-                 kind, t.archives, t.accounts, t.counts[2], t.counts[3], t.counts[1], t.counts[0], t.messages,
-                 human_bytes(double(t.bytes)));
+        cli::say(stdout, "\n{} batch over {} archives: {} accounts: {}; {} messages, {}\n", kind, t.archives,
+                 t.accounts, t.text(), t.messages, human_bytes(double(t.bytes)));
     }
     status = all_done ? kExitOk : kExitIncomplete;
   });

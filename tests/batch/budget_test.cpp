@@ -125,7 +125,11 @@ TEST(DailyBudget, ABatchParksSpentAccountsAndALaterRunContinuesThem) {
   }
   EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 3u);
   auto status = testing::run_imapstage({"status", "--archive", archive});
-  EXPECT_NE(status.out.find("parked until"), std::string::npos) << status.out;
+  EXPECT_EQ(status.exit_code, 1) << status.out << status.err;  // the batch is not done
+  EXPECT_NE(status.out.find("parked until"), std::string::npos) << status.out << status.err;
+  EXPECT_NE(status.out.find("2 accounts: 0 done, 0 error, 0 running, 0 queued, 0 throttled, 2 parked"),
+            std::string::npos)
+      << status.out;
 
   // Before the window reopens: nothing runs, nothing is fetched.
   size_t logins = 0;
