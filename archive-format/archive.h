@@ -29,7 +29,7 @@
 namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
-// version (1 to 4) is read too; a writer opening an older archive upgrades it.
+// version (1 to 5) is read too; a writer opening an older archive upgrades it.
 inline constexpr uint32_t kFormatVersion = 6;
 
 class ArchiveKeys;   // archive-format/keys.h
