@@ -65,11 +65,6 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
       if (options.delete_after_verify && profile.protocol != "pop3")
         throw Error(ErrorKind::usage, fmt::format("account {}: --delete-after-verify is for POP3 sources, and its "
                                                   "profile is IMAP", line.source_user));
-      const auto& policy = options.policy;
-      if (profile.protocol == "pop3" && (!policy.filter.empty() || policy.max_errors))
-        throw Error(ErrorKind::usage, fmt::format("account {}: --since, --before, --larger, --smaller and "
-                                                  "--max-errors are for IMAP sources, and its profile is POP3",
-                                                  line.source_user));
       std::string account = line.source_user + "@" + endpoint.host;
       if (auto it = first_line.find(account); it != first_line.end())
         throw Error(ErrorKind::usage, fmt::format("account {} is already on line {}", account, it->second));
@@ -108,6 +103,8 @@ BatchReport run_export_batch(const ExportBatchOptions& options, EventSink& event
           o.max_message_size = endpoint.max_message_size;
           o.retry = options.retry;
           o.cancelled = cancelled;
+          o.filter = options.policy.filter;
+          o.max_errors = options.policy.max_errors;
           // Budget and caps as for an IMAP account: the RETRs are paced by the account's and the
           // server's caps, each message archived is counted against the daily budget.
           uint64_t budget = options.limits.budget(*job.profile, false);

@@ -73,15 +73,6 @@ exporting::ExportPolicy export_policy(const ExportArgs& args) {
   return policy;
 }
 
-bool has_selection(const ExportArgs& args) {
-  return !args.since.empty() || !args.before.empty() || !args.larger.empty() || !args.smaller.empty() ||
-         args.max_errors;
-}
-
-bool has_policy(const ExportArgs& args) {
-  return has_selection(args) || !args.max_bandwidth.empty() || args.max_messages_per_second > 0;
-}
-
 void print_summary(const exporting::ExportSummary& s) {
   std::FILE* out = stdout;
   say(out, "{} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}\n", pad("folder", 40), "server", "new", "fetched", "flags",
@@ -159,8 +150,11 @@ void print_batch_report(const batch::BatchReport& report, const std::string& acc
 
 // Exports `source` (any sources::Source) through the generic export with
 // the command line's archive, folder, output and limit options.
-void run_source_export_command(const ExportArgs& args, sources::Source& source, int& status) {
+void run_source_export_command(const ExportArgs& args, const exporting::ExportPolicy& policy, sources::Source& source,
+                               int& status) {
   exporting::SourceExportOptions options;
+  options.filter = policy.filter;
+  options.max_errors = policy.max_errors;
   options.archive_dir = args.archive;
   options.account_name = args.account_name;
   options.include = args.include;
@@ -179,7 +173,7 @@ void run_source_export_command(const ExportArgs& args, sources::Source& source, 
 }
 
 // export --source KIND:PATH: a Maildir, mbox or EML directory.
-void run_file_source_export(const ExportArgs& args, int& status) {
+void run_file_source_export(const ExportArgs& args, const exporting::ExportPolicy& policy, int& status) {
   if (!args.server.host.empty() || !args.server.user.empty() || !args.batch.accounts.empty() || args.connections ||
       !args.namespaces.empty() || !args.profile.profile.empty())
     throw Error(ErrorKind::usage, "--source reads local files: --host, --user, --accounts, --source-profile, "
@@ -187,7 +181,7 @@ void run_file_source_export(const ExportArgs& args, int& status) {
   if (args.account_name.empty())
     throw Error(ErrorKind::usage, "--source needs --account NAME: the name the mail is archived under");
   auto source = sources::open_file_source(args.source);
-  run_source_export_command(args, *source, status);
+  run_source_export_command(args, policy, *source, status);
 }
 
 void print_deletions(const pop3::DeleteResult& d, const std::string& account) {
@@ -219,6 +213,8 @@ void run_pop3_export(const ExportArgs& args, const exporting::ExportPolicy& poli
   options.dry_run = args.dry_run;
   options.max_message_size = endpoint.max_message_size;
   options.commit_interval = std::chrono::milliseconds(static_cast<int64_t>(args.commit_interval * 1000));
+  options.filter = policy.filter;
+  options.max_errors = policy.max_errors;
   // The rate caps pace the RETR commands, as they pace the IMAP export's FETCHes.
   RateLimiter limiter(policy.max_bytes_per_second, policy.max_messages_per_second);
   pop3::Pacing pacing;
@@ -310,7 +306,8 @@ void add_export_command(CLI::App& app, int& status) {
       ->check(CLI::Range(0.01, 3600.0));
   cmd->add_option("--since", args->since,
                   "Only messages with INTERNALDATE on or after this day (YYYY-MM-DD, UTC); chosen by UID SEARCH on "
-                  "the server, checked on each message. A later run with another selection, or none, fetches what it "
+                  "the server, checked on each message (POP3 and --source: the date the message is archived with, "
+                  "from the file or its headers). A later run with another selection, or none, fetches what it "
                   "adds, also below what was fetched before");
   cmd->add_option("--before", args->before, "Only messages with INTERNALDATE before this day (YYYY-MM-DD, UTC)");
   cmd->add_option("--larger", args->larger, "Only messages larger than this (e.g. 100k, 50MB)");
@@ -345,10 +342,10 @@ void add_export_command(CLI::App& app, int& status) {
                     Retry::never, {.file = args->archive});
     }
     if (!args->source.empty()) {
-      if (has_policy(*args))
-        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller, --max-errors and the rate caps are "
-                                      "for IMAP sources");
-      run_file_source_export(*args, status);
+      if (policy.max_bytes_per_second > 0 || policy.max_messages_per_second > 0)
+        throw Error(ErrorKind::usage, "--max-bandwidth and --max-messages-per-second pace a server; --source reads "
+                                      "local files");
+      run_file_source_export(*args, policy, status);
       return;
     }
     std::vector<std::string> warnings;
@@ -393,8 +390,6 @@ void add_export_command(CLI::App& app, int& status) {
     if (args->server.user.empty()) throw Error(ErrorKind::usage, "give --user USER (one account) or --accounts FILE");
     const batch::Profile& profile = routing.fixed ? *routing.fixed : routing.route(args->server.user);
     if (profile.protocol == "pop3") {
-      if (has_selection(*args))
-        throw Error(ErrorKind::usage, "--since, --before, --larger, --smaller and --max-errors are for IMAP sources");
       run_pop3_export(*args, policy, profile, warnings, status);
       return;
     }

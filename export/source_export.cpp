@@ -77,7 +77,13 @@ class SourceExport {
     event["account"] = summary_.account;
     events_.emit(event);
   }
+  bool too_many_errors() const { return options_.max_errors && failures_ >= options_.max_errors; }
   void check_cancelled(const std::string& folder) {
+    if (too_many_errors())
+      throw Error(ErrorKind::policy,
+                  fmt::format("stopped after {} failed messages (--max-errors {}); what was read is archived",
+                              failures_, options_.max_errors),
+                  Retry::never, {.account = summary_.account, .folder = folder});
     if (options_.cancelled && options_.cancelled())
       throw Error(ErrorKind::interrupted, "stopped before the export was complete", Retry::later,
                   {.account = summary_.account, .folder = folder});
@@ -101,6 +107,7 @@ class SourceExport {
   bool run_ended_ = false;
   std::vector<SourceFolder> selected_;
   std::vector<FolderPlan> plans_;
+  uint64_t failures_ = 0;  // fail_item calls, for --max-errors
 };
 
 void SourceExport::with_retries(const std::string& folder, const std::function<void()>& work) {
@@ -117,6 +124,7 @@ void SourceExport::with_retries(const std::string& folder, const std::function<v
 }
 
 void SourceExport::fail_item(FolderResult& result, const std::string& where, const std::string& why) {
+  ++failures_;
   result.failed_items.emplace_back(where, why);
   emit({{"event", "message_error"}, {"folder", result.name}, {"where", where}, {"error", why},
         {"text", fmt::format("account {}, folder {}, {}: {}", summary_.account, result.name, where, why)}});
@@ -140,6 +148,8 @@ void SourceExport::run(std::vector<SourceFolder> folders) {
 
 void SourceExport::run_body(std::vector<SourceFolder> folders) {
   auto started = Clock::now();
+  summary_.policy.filter = options_.filter;
+  summary_.policy.max_errors = options_.max_errors;
   if (archive_ && !options_.dry_run) {
     staging_.batch = std::make_unique<Batch>(*archive_);
     account_id_ = ensure_account(*archive_, staging_,
@@ -311,6 +321,14 @@ void SourceExport::plan_folder(size_t i) {
         continue;
       }
     }
+    // The filter on what the listing knows: the size, and the date when it
+    // has one (an unknown date passes here and is checked once read).
+    const MessageFilter& filter = options_.filter;
+    int64_t date = m.internaldate ? *m.internaldate : filter.since.value_or(0);
+    if (!filter.empty() && !filter.matches(date, m.size)) {
+      ++result.filtered_out;
+      continue;
+    }
     if (m.size > max_size) {
       fail_item(result, m.id.empty() ? fmt::format("message {}", m.locator) : m.id,
                 fmt::format("{} bytes is over the maximum message size of {} bytes (--max-message-size); not read",
@@ -442,9 +460,6 @@ void SourceExport::export_folder(size_t i) {
         return;
       }
     }
-    record.key = {account_id_, folder.id, folder.uidvalidity, plan.next_uid++};
-    record.flags = m.flags;
-    record.keywords = m.keywords;
     if (fetched.internaldate) {
       record.internaldate = *fetched.internaldate;
       record.internaldate_tz = fetched.internaldate_tz;
@@ -457,6 +472,13 @@ void SourceExport::export_folder(size_t i) {
       record.internaldate = unix_now();
       record.date_source = archive::DateSource::fetch_time;
     }
+    if (!options_.filter.matches(record.internaldate, m.size)) {  // a date only reading could tell
+      ++result.filtered_out;
+      return;
+    }
+    record.key = {account_id_, folder.id, folder.uidvalidity, plan.next_uid++};
+    record.flags = m.flags;
+    record.keywords = m.keywords;
     record.size = fetched.bytes.size();
     record.source_id = std::move(id);
     record.state = MessageState::present;
@@ -506,7 +528,7 @@ void SourceExport::export_folder(size_t i) {
   };
   bool stopped = false;
   auto stop = [&] {
-    if (options_.cancelled && options_.cancelled()) stopped = true;
+    if ((options_.cancelled && options_.cancelled()) || too_many_errors()) stopped = true;
     return stopped || archive_failure != nullptr || hook_stop != nullptr;
   };
   // Reads what is left of the plan through a ReadAhead; a retry (after a dropped connection) starts
@@ -593,6 +615,7 @@ void SourceExport::export_folder(size_t i) {
   folder.last_export = unix_now();
   batch.put_folder(folder);
   staging_.commit_if_due(limits_);
+  result.finished = true;  // read to the end: the run history's selection for the folder (ExportSelections)
   emit(folder_done_event(result));
 }
 

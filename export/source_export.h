@@ -50,6 +50,19 @@ struct SourceExportOptions {
   // what arrived is committed and the export stops with that error (the
   // account resumable). Empty: nothing.
   std::function<void(uint64_t bytes)> after_message;
+  // Only messages it matches are archived (--since, --before, --larger,
+  // --smaller): the size the listing announces decides before a message is
+  // read; the date decides before it is read when the listing knows it (file
+  // time, mbox From line), otherwise once it is read (POP3: the Date or
+  // Received header, as archived). The others are counted as filtered out,
+  // never marked expunged, and taken by a later run whose filter includes
+  // them. The run history records the filter, so verify reports the
+  // selection (as for the IMAP export, ExportPolicy::filter).
+  MessageFilter filter;
+  // Once this many messages have failed (unreadable, over the maximum size,
+  // listed but not delivered), the account stops with Error(policy) after
+  // committing what was archived (0: never).
+  uint64_t max_errors = 0;
 };
 
 // Calls source.folders() first (so a source that cannot be read, or a server

@@ -533,6 +533,78 @@ TEST(Pop3Limits, ABatchParksAPop3AccountWhoseBudgetIsSpent) {
   EXPECT_EQ(archived(archive, "alice@127.0.0.1"), 6u);
 }
 
+// The message filter on a POP3 source: the size LIST announces decides
+// before a RETR; the date is known only from the message, so a message the
+// size lets through is read and then archived or counted as filtered out.
+// A later run with another filter, or none, takes what it adds; --max-errors
+// stops the account.
+TEST(Pop3Filters, SizeDecidesBeforeRetrDateAfterAndLaterRunsTakeTheRest) {
+  // u1-u3 dated 2019, u4-u6 dated 2021; u1, u2, u4, u5 about 3,000 bytes, u3 and u6 about 400.
+  std::vector<testing::FakePop3Message> drop;
+  for (int i = 1; i <= 6; ++i) {
+    std::string head = fmt::format("Message-ID: <f{}@pop3>\r\nDate: Mon, 1 Jul {} 10:00:00 +0000\r\n"
+                                   "Subject: filter {}\r\n\r\n", i, i <= 3 ? 2019 : 2021, i);
+    size_t size = (i == 3 || i == 6) ? 400 : 3000;
+    std::string body(size - head.size() - 2, static_cast<char>('a' + i));
+    drop.push_back({fmt::format("u{}", i), head + body + "\r\n"});
+  }
+  FakePop3Server fake;
+  fake.set_messages(drop);
+  TempDir dir;
+  std::string archive = dir.path() + "/a";
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto retrs = [&] {
+    std::vector<std::string> out;
+    for (auto& c : fake.commands())
+      if (c.rfind("RETR ", 0) == 0) out.push_back(c.substr(5));
+    return out;
+  };
+
+  auto large = run_imapstage(limits::fake_export(fake, archive, pw, {"--larger", "1000"}));
+  ASSERT_EQ(large.exit_code, 0) << large.err << large.out;
+  EXPECT_EQ(limits::archived(archive, "alice@127.0.0.1"), 4u);
+  EXPECT_EQ(retrs(), (std::vector<std::string>{"1", "2", "4", "5"}));  // the small ones were never read
+  EXPECT_EQ(inbox_summary(large.out)["filtered_out"], 2);
+
+  auto recent = run_imapstage(limits::fake_export(fake, archive, pw, {"--since", "2020-01-01"}));
+  ASSERT_EQ(recent.exit_code, 0) << recent.err << recent.out;
+  EXPECT_EQ(limits::archived(archive, "alice@127.0.0.1"), 5u);  // u6 added; u3 read, left out by its date
+  EXPECT_EQ(retrs(), (std::vector<std::string>{"1", "2", "4", "5", "3", "6"}));
+  EXPECT_EQ(inbox_summary(recent.out)["filtered_out"], 1);
+
+  // The run history has the filter: offline verify names the selection.
+  auto verify = run_imapstage({"verify", "--archive", archive, "--json"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_NE(verify.out.find("\"since\":\"2020-01-01\""), std::string::npos) << verify.out;
+
+  auto all = run_imapstage(limits::fake_export(fake, archive, pw, {}));
+  ASSERT_EQ(all.exit_code, 0) << all.err << all.out;
+  EXPECT_EQ(limits::archived(archive, "alice@127.0.0.1"), 6u);
+  EXPECT_EQ(inbox_summary(all.out)["new"], 1);
+  EXPECT_EQ(inbox_summary(all.out)["filtered_out"], 0);
+}
+
+TEST(Pop3Filters, MaxErrorsStopsTheAccount) {
+  FakePop3Server fake;
+  auto drop = limits::maildrop(3, 300);
+  auto big = limits::maildrop(3, 1100000);  // over --max-message-size 1 (MiB): each fails
+  for (size_t i = 0; i < big.size(); ++i) {
+    big[i].uidl = fmt::format("big{}", i);
+    drop.insert(drop.begin() + static_cast<long>(i), big[i]);
+  }
+  fake.set_messages(drop);
+  TempDir dir;
+  std::string archive = dir.path() + "/a";
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto r = run_imapstage(limits::fake_export(fake, archive, pw, {"--max-message-size", "1", "--max-errors", "2"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err << r.out;
+  EXPECT_NE((r.out + r.err).find("failed messages (--max-errors 2); what was read is archived"), std::string::npos)
+      << r.out << r.err;
+  size_t retrs = 0;
+  for (auto& c : fake.commands()) retrs += c.rfind("RETR ", 0) == 0;
+  EXPECT_EQ(retrs, 0u);  // the second failure came while listing: nothing was read
+}
+
 }  // namespace limits
 
 }  // namespace

@@ -240,6 +240,46 @@ TEST(MaildirSource, FlagsKeywordsDatesAndChanges) {
   EXPECT_TRUE(fs::exists(md / "cur/1001.M2P2.host:2,S"));
 }
 
+// --since/--before and --larger/--smaller on a file source: the date a
+// message is archived with (a Maildir file's time) and its size decide; a
+// later run without the filter takes the rest. Rate caps are refused.
+TEST(FileSources, TheMessageFilterSelectsByArchivedDateAndSize) {
+  TempDir tmp;
+  fs::path md = tmp.path() + "/md";
+  fs::create_directories(md / "tmp");
+  fs::create_directories(md / "new");
+  auto put = [&](const std::string& name, int year, size_t size) {
+    std::string head = "Subject: " + name + "\r\n\r\n";
+    write(md / "cur" / (name + ":2,S"), head + std::string(size - head.size(), 'x'));
+    set_mtime(md / "cur" / (name + ":2,S"), 1561975200 + (year - 2019) * 31536000LL);  // 1 July of `year`
+  };
+  put("old-small", 2019, 500);
+  put("old-large", 2019, 5000);
+  put("new-small", 2021, 500);
+  put("new-large", 2021, 5000);
+  std::string archive = tmp.path() + "/archive";
+  auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"export", "--archive", archive, "--source", "maildir:" + md.string(),
+                                  "--account", "files", "--json"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto recent_large = testing::run_imapstage(args({"--since", "2020-01-01", "--larger", "1000"}));
+  ASSERT_EQ(recent_large.exit_code, 0) << recent_large.err;
+  auto got = messages(archive, "INBOX");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_NE(bytes_of(archive, got[0]).find("new-large"), std::string::npos);
+  EXPECT_NE(recent_large.out.find("\"filtered_out\":3"), std::string::npos) << recent_large.out;
+
+  auto rest = testing::run_imapstage(args({}));
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(messages(archive, "INBOX").size(), 4u);
+
+  auto paced = testing::run_imapstage(args({"--max-messages-per-second", "5"}));
+  EXPECT_EQ(paced.exit_code, 2) << paced.out << paced.err;
+  EXPECT_NE(paced.err.find("--source reads local files"), std::string::npos) << paced.err;
+}
+
 TEST(FileSources, HostileInputsAreNamedAndTheRestGoesOn) {
   TempDir tmp;
   std::string archive = tmp.path() + "/archive";
