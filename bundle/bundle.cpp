@@ -256,7 +256,7 @@ struct Trailer {
 };
 
 // Checks the trailer, the whole-file hash and (with `pubkey`) the signature.
-Trailer check_file(const InFile& f, const std::string& pubkey) {
+Trailer check_file(const InFile& f, const std::string& pubkey, const Progress& progress = {}) {
   if (f.size() < kHeaderFixed + 1 + kTrailerSize)
     throw corrupt(f.path(), fmt::format("the bundle is truncated: {} bytes is too short for a bundle", f.size()));
   std::string t = f.read(f.size() - kTrailerSize, kTrailerSize);
@@ -277,6 +277,7 @@ Trailer check_file(const InFile& f, const std::string& pubkey) {
     uint64_t n = std::min<uint64_t>(1 << 20, tr.body_size - off);
     sha.update(f.read(off, n));
     off += n;
+    if (progress) progress("checking", off, tr.body_size);
   }
   if (sha.finish() != tr.digest)
     throw corrupt(f.path(), "the bundle's SHA-256 does not match its trailer: the file was changed or damaged");
@@ -349,9 +350,11 @@ void for_each_entry(const InFile& f, uint64_t start, uint64_t end,
                     const std::function<void(const Hash&, const std::string&)>& on_object,
                     const std::function<void(std::vector<codec::JournalOp>&&)>& on_records, bool sealed = false,
                     const archive::RecordKeys* keys = nullptr,
-                    const std::function<void(uint8_t, uint64_t)>& on_opaque = {}) {
+                    const std::function<void(uint8_t, uint64_t)>& on_opaque = {},
+                    const std::function<void(uint64_t done, uint64_t total)>& progress = {}) {
   uint64_t pos = start;
   for (;;) {
+    if (progress) progress(pos - start, end - start);
     if (pos >= end) throw corrupt(f.path(), "the bundle has no end entry: it is truncated");
     uint64_t at = pos;
     uint8_t kind = uint8_t(f.read(pos, 1)[0]);
@@ -454,7 +457,7 @@ Marker Marker::empty() {
   return m;
 }
 
-BundleInfo create(archive::Archive& a, const CreateOptions& options) {
+BundleInfo create(archive::Archive& a, const CreateOptions& options, const Progress& progress) {
   // The accounts asked for, by id (the first four bytes of every account,
   // folder and message key).
   std::set<std::string> names(options.accounts.begin(), options.accounts.end());
@@ -655,7 +658,13 @@ BundleInfo create(archive::Archive& a, const CreateOptions& options) {
     out.write(head_bytes);
     out.write(payload);
   };
-  for (auto& o : objects) entry(kEntryObject, o.hash, a.read_object(o.hash));
+  uint64_t written = 0;
+  for (auto& o : objects) {
+    entry(kEntryObject, o.hash, a.read_object(o.hash));
+    written += o.where.raw_size;
+    if (progress) progress("writing", written, raw_bytes);
+  }
+  if (progress && objects.empty()) progress("writing", 0, 0);  // the step still ends
   codec::Journal records;
   records.sequence = head.journal_sequence;
   records.time = std::time(nullptr);
@@ -713,9 +722,10 @@ Marker read_marker(const std::string& path) {
   }
 }
 
-BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys) {
+BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys,
+                  const Progress& progress) {
   InFile f(file);
-  Trailer tr = check_file(f, pubkey);
+  Trailer tr = check_file(f, pubkey, progress);
   uint64_t start = 0;
   BundleInfo info = info_from_header(read_header(f, start), file);
   info.signed_ = tr.is_signed;
@@ -733,7 +743,11 @@ BundleInfo verify(const std::string& file, const std::string& pubkey, const arch
       [&](std::vector<codec::JournalOp>&& ops) { records += ops.size(); }, sealed, keys,
       [&](uint8_t kind, uint64_t raw_size) {
         if (kind == kEntryObject) ++objects, bytes += raw_size;
+      },
+      [&](uint64_t done, uint64_t total) {
+        if (progress) progress("reading", done, total);
       });
+  if (progress) progress("reading", tr.body_size - start, tr.body_size - start);
   if (!info.contents_checked) records = info.records;  // inside the sealed records entries
   if (objects != info.objects || records != info.records || bytes != info.raw_bytes)
     throw corrupt(file, fmt::format("the bundle holds {} objects ({} bytes) and {} records; its header says {} ({}) and {}",
@@ -752,10 +766,11 @@ bool ObjectSink::put(const Hash& hash, std::string_view raw) {
 
 void ObjectSink::commit() { batch_.commit(); }
 
-ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey) {
+ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey,
+                  const Progress& progress) {
   ApplyResult result;
   InFile f(file);
-  Trailer tr = check_file(f, pubkey);
+  Trailer tr = check_file(f, pubkey, progress);
   uint64_t start = 0;
   result.info = info_from_header(read_header(f, start), file);
   result.info.signed_ = tr.is_signed;
@@ -823,8 +838,12 @@ ApplyResult apply(const std::string& file, const std::string& dir, const std::st
         [&](std::vector<codec::JournalOp>&& more) {
           for (auto& op : more) ops.push_back(std::move(op));
         },
-        sealed, keys);
+        sealed, keys, {},
+        [&](uint64_t done, uint64_t total) {
+          if (progress) progress("applying", done, total);
+        });
     objects.commit();
+    if (progress) progress("applying", tr.body_size - start, tr.body_size - start);
     result.objects_written = objects.written();
   }
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ namespace imapstage::bundle {
 // sealed bundles whose markers give accounts by keyed name (BUNDLE.md).
 inline constexpr uint32_t kBundleVersion = 4;
 inline constexpr uint64_t kTrailerSize = 120;
+
+// Told how far a long step has come: `step` ("checking" the file's hash,
+// "reading" or "applying" its entries, "writing" a bundle), bytes `done` of
+// `total`; called often (per MiB or per entry), finally with done == total.
+using Progress = std::function<void(const char* step, uint64_t done, uint64_t total)>;
 
 // A state of an archive a bundle starts from or leads to (BUNDLE.md, "Markers").
 struct Marker {
@@ -83,7 +89,7 @@ struct CreateOptions {
 // Writes a bundle of `archive` (opened for writing, so no export changes it
 // meanwhile) holding everything since `options.since`. Throws Error(usage)
 // when the base was not made from this archive or is not a state of it.
-BundleInfo create(archive::Archive& archive, const CreateOptions& options);
+BundleInfo create(archive::Archive& archive, const CreateOptions& options, const Progress& progress = {});
 
 // The marker a --since argument names: a bundle file (its head; its whole-file
 // hash is checked) or a marker JSON file as `bundle create --marker` writes it.
@@ -100,7 +106,8 @@ Marker read_marker(const std::string& path);
 // for a bad signature or a pubkey given for an unsigned bundle.
 // A sealed bundle is opened with `keys` (an archive sharing the master key);
 // without them only its structure is checked (contents_checked false).
-BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys = nullptr);
+BundleInfo verify(const std::string& file, const std::string& pubkey, const archive::RecordKeys* keys = nullptr,
+                  const Progress& progress = {});
 
 // What apply did.
 struct ApplyResult {
@@ -138,6 +145,7 @@ class ObjectSink {
 // bundle is another account's in the archive. Objects are committed first (in batches), then every index record in
 // one transaction, so an interrupted apply leaves the archive at its base and
 // a second apply finishes it.
-ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey);
+ApplyResult apply(const std::string& file, const std::string& dir, const std::string& pubkey,
+                  const Progress& progress = {});
 
 }  // namespace imapstage::bundle

@@ -1,6 +1,7 @@
 // imapstage bundle create | verify | apply: carry an archive's changes as one
 // checksummed, optionally signed file (archive-format/BUNDLE.md).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -74,6 +75,32 @@ void print_info(const std::string& file, const bundle::BundleInfo& info, const s
   say(stdout, "signature: {}\n", signature);
 }
 
+// Shows how far a bundle command's long steps have come on stderr (live on
+// a terminal, else a line every 10 s and at the end of each step), through
+// the terminal display's "step_progress" events, at most ten a second.
+class StepProgress {
+ public:
+  explicit StepProgress(std::string command) : command_(std::move(command)) {}
+  ~StepProgress() { sink_.finish(); }
+  bundle::Progress callback() {
+    return [this](const char* step, uint64_t done, uint64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      bool final = done >= total;
+      if (!final && step == last_step_ && now - last_ < std::chrono::milliseconds(100)) return;
+      last_ = now;
+      last_step_ = step;
+      sink_.emit({{"event", "step_progress"}, {"command", command_}, {"step", step}, {"done", done},
+                  {"total", total}, {"final", final}});
+    };
+  }
+
+ private:
+  std::string command_;
+  TerminalSink sink_{0, stderr};
+  std::chrono::steady_clock::time_point last_{};
+  std::string last_step_;
+};
+
 std::string signature_text(const bundle::BundleInfo& info, const std::string& pubkey) {
   if (!info.signed_) return "none";
   return pubkey.empty() ? "present, not checked (no --pubkey)" : "valid (" + pubkey + ")";
@@ -113,7 +140,8 @@ void add_bundle_command(CLI::App& app, int& status) {
     options.accounts = args->accounts;
     if (!args->since.empty()) options.since = bundle::read_marker(args->since);
     auto a = archive::Archive::open(args->archive, archive::Archive::Mode::write);
-    auto info = bundle::create(*a, options);
+    StepProgress progress("bundle create");
+    auto info = bundle::create(*a, options, progress.callback());
     if (!args->marker.empty()) write_private_file(args->marker, info.head.to_json().dump(2) + "\n");
     if (args->json) std::printf("%s\n", info_json(info).dump(2).c_str());
     else print_info(args->out, info, info.signed_ ? "signed" : "none");
@@ -132,7 +160,8 @@ void add_bundle_command(CLI::App& app, int& status) {
     if (!args->archive.empty()) keys_from = archive::Archive::open(args->archive, archive::Archive::Mode::read);
     const archive::RecordKeys* keys =
         keys_from && keys_from->keys() ? &keys_from->keys()->records() : nullptr;
-    auto info = bundle::verify(args->file, args->pubkey, keys);
+    StepProgress progress("bundle verify");
+    auto info = bundle::verify(args->file, args->pubkey, keys, progress.callback());
     std::string what = info.contents_checked
                            ? "every object re-hashed, the file's SHA-256 matches its trailer"
                            : "sealed bundle checked without its keys: structure, sizes and the file's SHA-256 "
@@ -157,7 +186,8 @@ void add_bundle_command(CLI::App& app, int& status) {
   apply->add_option("--pubkey", args->pubkey, "Ed25519 public key (PEM) the bundle must be signed with");
   apply->add_flag("--json", args->json, "Print the result as JSON");
   apply->callback([args, &status] {
-    auto r = bundle::apply(args->file, args->archive, args->pubkey);
+    StepProgress progress("bundle apply");
+    auto r = bundle::apply(args->file, args->archive, args->pubkey, progress.callback());
     if (args->json) {
       auto j = info_json(r.info);
       j["already_applied"] = r.already_applied;

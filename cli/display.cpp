@@ -238,6 +238,36 @@ void TerminalSink::emit(const nlohmann::json& e) {
     on_progress(e);
     return;
   }
+  if (name == "step_progress") {  // one long step of a command (bundle create, verify, apply)
+    if (verbosity_ < 0) return;
+    double t = now();
+    bool final = e.value("final", false);
+    auto& a = accounts_["\n" + str(e, "command") + "\n" + str(e, "step")];
+    if (a.command.empty()) {
+      a.command = str(e, "command");
+      a.started = t;
+    }
+    double done = num(e, "done"), total = num(e, "total");
+    double elapsed = t - a.started;
+    double rate = elapsed > 0 ? done / elapsed : 0;
+    std::string eta = done >= total ? human_duration(0) : rate > 0 ? human_duration((total - done) / rate) : "-";
+    std::string line = fmt::format("{}: {} {}/{}  {:.1f}%  {}/s  elapsed {}  ETA {}", a.command, str(e, "step"),
+                                   human_bytes(done), human_bytes(total), total > 0 ? 100 * done / total : 100.0,
+                                   human_bytes(rate), human_duration(elapsed), eta);
+    if (live_) {
+      extra_line_ = final ? std::string() : line;
+      if (t - last_draw_ < 0.2 && !final) return;
+      clear_block();
+      draw_block();
+      std::fflush(out_);
+    } else if (final || t - a.last_plain >= settings_.plain_interval) {
+      a.last_plain = t;
+      std::fputs(printable(line).c_str(), out_);
+      std::fputc('\n', out_);
+      std::fflush(out_);
+    }
+    return;
+  }
   if (name == "verify_progress") {
     if (verbosity_ < 0) return;
     double t = now();

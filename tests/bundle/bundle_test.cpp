@@ -102,6 +102,9 @@ class BundleTest : public testing::SharedServerTest {
       args.insert(args.end(), extra.begin(), extra.end());
       auto r = bundle(args);
       ASSERT_EQ(r.exit_code, 0) << r.err;
+      // Progress on stderr (a line per step without a terminal), ending at 100 %.
+      EXPECT_NE(r.err.find("bundle create: writing"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("100.0%"), std::string::npos) << r.err;
       bundles.push_back(out);
       heads.push_back(root_of(a));
     };
@@ -143,6 +146,8 @@ TEST_F(BundleTest, AChainOfIncrementalBundlesReproducesTheSourceAndImportSendsOn
   // An incremental bundle carries only the new objects.
   auto v = bundle({"verify", bundles[2], "--json"});
   ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_NE(v.err.find("bundle verify: checking"), std::string::npos) << v.err;
+  EXPECT_NE(v.err.find("bundle verify: reading"), std::string::npos) << v.err;
   auto vj = nlohmann::json::parse(v.out);
   EXPECT_EQ(vj["base"]["root"], heads[1]);
   EXPECT_EQ(vj["head"]["root"], heads[2]);
@@ -160,6 +165,7 @@ TEST_F(BundleTest, AChainOfIncrementalBundlesReproducesTheSourceAndImportSendsOn
   for (size_t i = 0; i < bundles.size(); ++i) {
     auto r = bundle({"apply", bundles[i], "--archive", b});
     ASSERT_EQ(r.exit_code, 0) << "bundle " << i + 1 << ": " << r.err;
+    EXPECT_NE(r.err.find("bundle apply: applying"), std::string::npos) << r.err;
     EXPECT_EQ(root_of(b), heads[i]) << "after bundle " << i + 1;
     if (i == 2) import_b();  // site B imports between two trips
   }

@@ -198,6 +198,42 @@ TEST_F(DiskTest, ImportWithAFullArchiveDiskLosesAndDuplicatesNothing) {
   EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
 }
 
+// bundle apply onto a disk that fills up: a clear error (exit 5), the
+// receiving archive still at its base (no message; the objects already
+// committed are not referenced yet), and a re-apply with space finishes it.
+TEST_F(DiskTest, BundleApplyOntoAFullDiskLeavesTheBaseAndAReapplyFinishes) {
+  TempDir dir;
+  std::string source_dir = dir.path() + "/a";
+  auto exported = testing::run_imapstage(export_args(source_dir));
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::string file = dir.path() + "/full.bundle";
+  auto made = testing::run_imapstage({"bundle", "create", "--archive", source_dir, "--out", file, "--full"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+
+  Tmpfs fs(dir.path() + "/mnt", "2m");  // the bundle's objects need ~7 MB
+  ASSERT_TRUE(fs.mounted()) << "mount -t tmpfs failed as root: " << fs.error();
+  std::string target_dir = fs.path() + "/b";
+  auto full = testing::run_imapstage({"bundle", "apply", file, "--archive", target_dir});
+  std::printf("[ figures ] bundle apply onto a 2 MB disk: exit %d, signal %d\n", full.exit_code, full.signal);
+  EXPECT_EQ(full.signal, 0) << "a full disk must not crash the apply";
+  EXPECT_EQ(full.exit_code, 5) << full.err;
+  EXPECT_NE(full.err.find("No space left on device"), std::string::npos) << full.err;
+  {
+    auto report = verify_archive(target_dir);
+    EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+    EXPECT_EQ(report.messages, 0u) << "the archive left the bundle's base";
+  }
+
+  ASSERT_EQ(fs.remount("size=64m"), "");
+  auto again = testing::run_imapstage({"bundle", "apply", file, "--archive", target_dir});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto archived = archive_view(target_dir, account_name());
+  EXPECT_TRUE(archived == *source_) << "the applied archive differs from the source";
+  auto report = verify_archive(target_dir);
+  EXPECT_TRUE(report.ok()) << report.to_json().dump(2);
+  EXPECT_TRUE(report.orphans.empty()) << report.to_json().dump(2);
+}
+
 TEST_F(DiskTest, ReadOnlyArchiveGivesAClearErrorNotACrash) {
   TempDir dir;
   Tmpfs fs(dir.path() + "/mnt", "64m");
