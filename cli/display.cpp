@@ -212,6 +212,27 @@ void TerminalSink::on_progress(const nlohmann::json& e) {
   std::fflush(out_);
 }
 
+void TerminalSink::show_step(Account& a, double done, double total, const std::string& what, bool final) {
+  double t = now();
+  double elapsed = t - a.started;
+  double rate = elapsed > 0 ? done / elapsed : 0;
+  std::string eta = done >= total ? human_duration(0) : rate > 0 ? human_duration((total - done) / rate) : "-";
+  std::string line = fmt::format("{}  {:.1f}%  {}/s  elapsed {}  ETA {}", what, total > 0 ? 100 * done / total : 100.0,
+                                 human_bytes(rate), human_duration(elapsed), eta);
+  if (live_) {
+    extra_line_ = final ? std::string() : line;
+    if (t - last_draw_ < 0.2 && !final) return;
+    clear_block();
+    draw_block();
+    std::fflush(out_);
+  } else if (final || t - a.last_plain >= settings_.plain_interval) {
+    a.last_plain = t;
+    std::fputs(printable(line).c_str(), out_);
+    std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+}
+
 void TerminalSink::emit(const nlohmann::json& e) {
   std::lock_guard lock(mutex_);
   const std::string name = str(e, "event");
@@ -240,63 +261,29 @@ void TerminalSink::emit(const nlohmann::json& e) {
   }
   if (name == "step_progress") {  // one long step of a command (bundle create, verify, apply)
     if (verbosity_ < 0) return;
-    double t = now();
-    bool final = e.value("final", false);
     auto& a = accounts_["\n" + str(e, "command") + "\n" + str(e, "step")];
     if (a.command.empty()) {
       a.command = str(e, "command");
-      a.started = t;
+      a.started = now();
     }
     double done = num(e, "done"), total = num(e, "total");
-    double elapsed = t - a.started;
-    double rate = elapsed > 0 ? done / elapsed : 0;
-    std::string eta = done >= total ? human_duration(0) : rate > 0 ? human_duration((total - done) / rate) : "-";
-    std::string line = fmt::format("{}: {} {}/{}  {:.1f}%  {}/s  elapsed {}  ETA {}", a.command, str(e, "step"),
-                                   human_bytes(done), human_bytes(total), total > 0 ? 100 * done / total : 100.0,
-                                   human_bytes(rate), human_duration(elapsed), eta);
-    if (live_) {
-      extra_line_ = final ? std::string() : line;
-      if (t - last_draw_ < 0.2 && !final) return;
-      clear_block();
-      draw_block();
-      std::fflush(out_);
-    } else if (final || t - a.last_plain >= settings_.plain_interval) {
-      a.last_plain = t;
-      std::fputs(printable(line).c_str(), out_);
-      std::fputc('\n', out_);
-      std::fflush(out_);
-    }
+    show_step(a, done, total,
+              fmt::format("{}: {} {}/{}", a.command, str(e, "step"), human_bytes(done), human_bytes(total)),
+              e.value("final", false));
     return;
   }
   if (name == "verify_progress") {
     if (verbosity_ < 0) return;
-    double t = now();
-    bool final = e.value("final", false);
     auto& a = accounts_[""];
     if (a.command.empty()) {
       a.command = "verify";
-      a.started = t;
+      a.started = now();
     }
     double read = num(e, "stored_bytes_read"), total = num(e, "stored_bytes_total");
-    double elapsed = t - a.started;
-    double rate = elapsed > 0 ? read / elapsed : 0;
-    std::string eta = read >= total ? human_duration(0) : rate > 0 ? human_duration((total - read) / rate) : "-";
-    std::string line = fmt::format(
-        "verify: pack {:.0f}/{:.0f}  {:.0f} objects re-hashed  {}/{} read  {:.1f}%  {}/s  elapsed {}  ETA {}",
-        num(e, "packs_done"), num(e, "packs"), num(e, "objects_checked"), human_bytes(read), human_bytes(total),
-        total > 0 ? 100 * read / total : 100.0, human_bytes(rate), human_duration(elapsed), eta);
-    if (live_) {
-      extra_line_ = final ? std::string() : line;
-      if (t - last_draw_ < 0.2 && !final) return;
-      clear_block();
-      draw_block();
-      std::fflush(out_);
-    } else if (final || t - a.last_plain >= settings_.plain_interval) {
-      a.last_plain = t;
-      std::fputs(printable(line).c_str(), out_);
-      std::fputc('\n', out_);
-      std::fflush(out_);
-    }
+    show_step(a, read, total,
+              fmt::format("verify: pack {:.0f}/{:.0f}  {:.0f} objects re-hashed  {}/{} read", num(e, "packs_done"),
+                          num(e, "packs"), num(e, "objects_checked"), human_bytes(read), human_bytes(total)),
+              e.value("final", false));
     return;
   }
   if (name == "folder_done") {

@@ -61,6 +61,10 @@ class TerminalSink : public EventSink {
   void clear_block();
   void draw_block();
   void on_progress(const nlohmann::json& e);
+  // A step's own line (verify, bundle steps): `what` then percentage, rate,
+  // elapsed and ETA of `done` of `total`; live in place on a terminal (gone
+  // when final), else a plain line every plain_interval seconds and at the end.
+  void show_step(Account& a, double done, double total, const std::string& what, bool final);
   std::string account_line(const std::string& name, const Account& a) const;
   std::mutex mutex_;
   std::FILE* out_;
