@@ -145,6 +145,9 @@ class AccountExport {
     uint32_t uidvalidity = 0;
     std::vector<std::pair<uint32_t, uint64_t>> sizes;
     std::vector<uint32_t> left_out;  // UIDs the filter leaves out (ascending)
+    // STATUS showed the folder unchanged (its messages on the server): the
+    // export pass takes that answer instead of asking and counting again.
+    std::optional<uint64_t> unchanged_messages;
   };
   std::vector<Sized> sized_;
   bool sizing_ = false;                  // a size pass precedes the export (not for --dry-run)
@@ -645,8 +648,10 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
         stored->last_export != 0 && may_skip(entry.name_raw)) {
       auto st = session->status(entry.name_raw);
       if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
-          st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size())
+          st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size()) {
+        sized.unchanged_messages = st.messages;
         return;  // unchanged: nothing to fetch
+      }
     }
     auto info = session->examine(entry.name_raw);
     sized.uidvalidity = info.uidvalidity;
@@ -797,22 +802,27 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     return uids;
   };
 
-  // Nothing changed since the last export? One STATUS tells, with CONDSTORE.
-  if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 && folder.last_export != 0 &&
-      may_skip(entry.name_raw)) {
+  // Nothing changed since the last export? One STATUS tells, with CONDSTORE
+  // (asked by the size pass moments ago when there was one).
+  std::optional<uint64_t> unchanged;
+  if (sizing_ && sized_[index].unchanged_messages) {
+    unchanged = sized_[index].unchanged_messages;
+  } else if (stored && condstore && folder.uidvalidity != 0 && folder.highestmodseq != 0 &&
+             folder.last_export != 0 && may_skip(entry.name_raw)) {
     auto st = session->status(entry.name_raw);
     if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
-        st.highestmodseq == folder.highestmodseq &&
-        st.messages == archived_uids(folder.uidvalidity, true).size()) {
-      result.unchanged = true;
-      result.finished = true;
-      result.uidvalidity = folder.uidvalidity;
-      result.server_messages = st.messages;
-      batch->put_folder(folder);  // attributes and subscription may have changed
-      emit({{"event", "folder_done"}, {"folder", result.name}, {"unchanged", true},
-            {"text", fmt::format("{}: unchanged ({} messages)", result.name, st.messages)}});
-      return;
-    }
+        st.highestmodseq == folder.highestmodseq && st.messages == archived_uids(folder.uidvalidity, true).size())
+      unchanged = st.messages;
+  }
+  if (unchanged) {
+    result.unchanged = true;
+    result.finished = true;
+    result.uidvalidity = folder.uidvalidity;
+    result.server_messages = *unchanged;
+    batch->put_folder(folder);  // attributes and subscription may have changed
+    emit({{"event", "folder_done"}, {"folder", result.name}, {"unchanged", true},
+          {"text", fmt::format("{}: unchanged ({} messages)", result.name, *unchanged)}});
+    return;
   }
 
   auto info = session->examine(entry.name_raw);
