@@ -322,10 +322,12 @@ void SourceExport::plan_folder(size_t i) {
       }
     }
     // The filter on what the listing knows: the size, and the date when it
-    // has one (an unknown date passes here and is checked once read).
+    // has one (an unknown date passes here and is checked once read). A
+    // message without an identity is known only by its bytes: it is read
+    // first, so that one archived earlier is recognised, not taken for gone.
     const MessageFilter& filter = options_.filter;
     int64_t date = m.internaldate ? *m.internaldate : filter.since.value_or(0);
-    if (!filter.empty() && !filter.matches(date, m.size)) {
+    if (!filter.empty() && !m.id.empty() && !filter.matches(date, m.size)) {
       ++result.filtered_out;
       continue;
     }

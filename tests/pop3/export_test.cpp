@@ -584,6 +584,31 @@ TEST(Pop3Filters, SizeDecidesBeforeRetrDateAfterAndLaterRunsTakeTheRest) {
   EXPECT_EQ(inbox_summary(all.out)["filtered_out"], 0);
 }
 
+// Without UIDL a message is known only by its bytes, so the filter cannot
+// leave it out before reading it: a message archived earlier and outside
+// today's filter is recognised and stays present, never marked expunged.
+TEST(Pop3Filters, WithoutUidlArchivedMessagesOutsideTheFilterStayPresent) {
+  FakePop3Server fake;
+  fake.set_uidl(false);
+  auto drop = limits::maildrop(4, 300);
+  drop[3] = limits::maildrop(4, 3000)[3];
+  fake.set_messages(drop);
+  TempDir dir;
+  std::string archive = dir.path() + "/a";
+  std::string pw = write_secret(dir, "pw", "secret");
+  auto first = run_imapstage(limits::fake_export(fake, archive, pw, {}));
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  EXPECT_EQ(imapstage::archived(archive, "alice@127.0.0.1").present.size(), 4u);
+
+  auto large = run_imapstage(limits::fake_export(fake, archive, pw, {"--larger", "1000"}));
+  ASSERT_EQ(large.exit_code, 0) << large.err << large.out;
+  auto a = imapstage::archived(archive, "alice@127.0.0.1");
+  EXPECT_EQ(a.present.size(), 4u);
+  EXPECT_EQ(a.expunged.size(), 0u);
+  EXPECT_EQ(inbox_summary(large.out)["expunged"], 0);
+  EXPECT_EQ(inbox_summary(large.out)["new"], 0);
+}
+
 TEST(Pop3Filters, MaxErrorsStopsTheAccount) {
   FakePop3Server fake;
   auto drop = limits::maildrop(3, 300);
