@@ -111,6 +111,13 @@ class AccountExport {
   void sized(size_t i);
   // The size pass of folder `i` of selected_ into sized_[i].
   void size_folder(Lane& lane, size_t i);
+  // The UIDs the archive holds for folder `folder_id` (0: none yet) in
+  // generation `uidvalidity`, from one pass over its records: every one, and
+  // the present ones (both ascending).
+  struct ArchivedUids {
+    std::vector<uint32_t> all, present;
+  };
+  ArchivedUids archived_uids(uint32_t folder_id, uint32_t uidvalidity) const;
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   // Reports (event and summary) what the server sent for one message that could not be kept as sent.
@@ -635,20 +642,12 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
     Sized& sized = sized_[i];
     sized = {};
     auto stored = archive_->find_folder(account_id_, entry.name_raw);
-    auto archived = [&](uint32_t uidvalidity, bool present_only) {
-      std::vector<uint32_t> uids;
-      if (!stored) return uids;
-      archive_->for_each_message(account_id_, stored->id, uidvalidity, [&](const MessageRecord& r) {
-        if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
-        return true;
-      });
-      return uids;
-    };
     if (stored && session->has_capability("CONDSTORE") && stored->uidvalidity != 0 && stored->highestmodseq != 0 &&
         stored->last_export != 0 && may_skip(entry.name_raw)) {
       auto st = session->status(entry.name_raw);
       if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
-          st.highestmodseq == stored->highestmodseq && st.messages == archived(stored->uidvalidity, true).size()) {
+          st.highestmodseq == stored->highestmodseq &&
+          st.messages == archived_uids(stored->id, stored->uidvalidity).present.size()) {
         sized.unchanged_messages = st.messages;
         return;  // unchanged: nothing to fetch
       }
@@ -656,7 +655,7 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
     auto info = session->examine(entry.name_raw);
     sized.uidvalidity = info.uidvalidity;
     std::vector<uint32_t> known;
-    if (stored && stored->uidvalidity == info.uidvalidity) known = archived(info.uidvalidity, false);
+    if (stored && stored->uidvalidity == info.uidvalidity) known = archived_uids(stored->id, info.uidvalidity).all;
     if (known.empty() && options_.policy.filter.empty()) {
       // Nothing archived yet: every size in one command, without a UID SEARCH first (one
       // round trip less per folder, which is what a slow link feels).
@@ -672,6 +671,17 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
                                   [](auto& a, auto& b) { return a.first == b.first; }),
                       sized.sizes.end());
   });
+}
+
+AccountExport::ArchivedUids AccountExport::archived_uids(uint32_t folder_id, uint32_t uidvalidity) const {
+  ArchivedUids out;
+  if (folder_id == 0) return out;
+  archive_->for_each_message(account_id_, folder_id, uidvalidity, [&](const MessageRecord& r) {
+    out.all.push_back(r.key.uid);
+    if (r.state == MessageState::present) out.present.push_back(r.key.uid);
+    return true;
+  });
+  return out;
 }
 
 void AccountExport::select(imap::Session& session, const std::string& folder, const std::vector<uint32_t>& candidates,
@@ -730,14 +740,8 @@ void AccountExport::plan_folder(Lane& lane, size_t index, FolderResult& result) 
   result.server_messages = info.exists;
   std::vector<uint32_t> server_uids = session->search_all_uids();
   std::vector<uint32_t> archived;
-  if (archive_ && account_id_) {
-    if (auto stored = archive_->find_folder(account_id_, entry.name_raw); stored && stored->uidvalidity == info.uidvalidity) {
-      archive_->for_each_message(account_id_, stored->id, info.uidvalidity, [&](const MessageRecord& r) {
-        archived.push_back(r.key.uid);
-        return true;
-      });
-    }
-  }
+  auto stored = archive_ && account_id_ ? archive_->find_folder(account_id_, entry.name_raw) : std::nullopt;
+  if (stored && stored->uidvalidity == info.uidvalidity) archived = archived_uids(stored->id, info.uidvalidity).all;
   auto candidates = minus(server_uids, archived);
   std::vector<std::pair<uint32_t, uint64_t>> sizes;
   std::vector<uint32_t> left_out;
@@ -791,17 +795,6 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   }
   bool condstore = session->has_capability("CONDSTORE");
 
-  // Present messages of the current generation, by UID.
-  auto archived_uids = [&](uint32_t uidvalidity, bool present_only) {
-    std::vector<uint32_t> uids;
-    if (folder.id == 0) return uids;
-    archive_->for_each_message(account_id_, folder.id, uidvalidity, [&](const MessageRecord& r) {
-      if (!present_only || r.state == MessageState::present) uids.push_back(r.key.uid);
-      return true;
-    });
-    return uids;
-  };
-
   // Nothing changed since the last export? One STATUS tells, with CONDSTORE
   // (asked by the size pass moments ago when there was one).
   std::optional<uint64_t> unchanged;
@@ -811,7 +804,8 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
              folder.last_export != 0 && may_skip(entry.name_raw)) {
     auto st = session->status(entry.name_raw);
     if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
-        st.highestmodseq == folder.highestmodseq && st.messages == archived_uids(folder.uidvalidity, true).size())
+        st.highestmodseq == folder.highestmodseq &&
+        st.messages == archived_uids(folder.id, folder.uidvalidity).present.size())
       unchanged = st.messages;
   }
   if (unchanged) {
@@ -846,8 +840,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
   if (folder.id == 0) batch->put_folder(folder);  // assigns the id
 
   std::vector<uint32_t> server_uids = session->search_all_uids();
-  std::vector<uint32_t> known = archived_uids(folder.uidvalidity, false);
-  std::vector<uint32_t> present = archived_uids(folder.uidvalidity, true);
+  auto [known, present] = archived_uids(folder.id, folder.uidvalidity);
 
   // Expunged on the source since the last run: kept, marked.
   for (uint32_t uid : minus(present, server_uids)) {

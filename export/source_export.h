@@ -52,9 +52,10 @@ struct SourceExportOptions {
   std::function<void(uint64_t bytes)> after_message;
   // Only messages it matches are archived (--since, --before, --larger,
   // --smaller): the size the listing announces decides before a message is
-  // read (one without an identity is read first, to be recognised); the date decides before it is read when the listing knows it (file
-  // time, mbox From line), otherwise once it is read (POP3: the Date or
-  // Received header, as archived). The others are counted as filtered out,
+  // read (one without an identity is read first, to be recognised); the
+  // date decides before it is read when the listing knows it (file time,
+  // mbox From line), otherwise once it is read (POP3: the Date or Received
+  // header, as archived). The others are counted as filtered out,
   // never marked expunged, and taken by a later run whose filter includes
   // them. The run history records the filter, so verify reports the
   // selection (as for the IMAP export, ExportPolicy::filter).

@@ -368,9 +368,8 @@ void AccountImport::ensure_session() {
   if (std::string provider = session_->detected_provider(); !provider.empty() && !root().provider_noted_.exchange(true)) {
     std::string applied = options_.on_provider && !options_.dry_run ? options_.on_provider(provider) : "";
     // Its folder-name rules, unless rules were chosen (--provider, a profile, the options).
-    if (options_.policy.names.empty() && !provider_target_names(provider).empty()) {
-      root().detected_names_ = provider_target_names(provider);
-      auto& n = root().detected_names_;
+    if (auto n = provider_target_names(provider); options_.policy.names.empty() && !n.empty()) {
+      root().detected_names_ = n;
       std::string rules = n.case_insensitive ? "folder names compared without case" : "";
       for (auto& r : n.reserved) rules += (rules.empty() ? "" : ", ") + r + " reserved";
       applied += (applied.empty() ? "" : "; ") + rules;
