@@ -23,6 +23,7 @@
 #include "archive-format/index.h"
 #include "archive-format/keys.h"
 #include "archive-format/layout.h"
+#include "archive-format/object_filter.h"
 #include "archive-format/pack.h"
 #include "common/aead.h"
 #include "common/error.h"
@@ -124,6 +125,19 @@ struct Archive::Impl {
 
   // Serializes every index write and all pack writing.
   std::mutex commit_mutex;
+  // The objects the index may hold, for put_object and commit_locked: every
+  // object commit_locked indexes is added to it after its transaction.
+  ObjectFilter object_filter{[this](const std::function<void(const Hash&)>& each) {
+    auto txn = index->read();
+    txn.scan(Index::objects, "", "", [&](std::string_view k, std::string_view) {
+      if (k.size() == std::tuple_size_v<Hash>) {
+        Hash h{};
+        std::memcpy(h.data(), k.data(), h.size());
+        each(h);
+      }
+      return true;
+    });
+  }};
   std::optional<PackSlot> current;
   uint64_t journal_sequence = 0;
   std::unique_ptr<Compressor> journal_compressor;
@@ -251,10 +265,10 @@ struct Archive::Impl {
   // REQUIRES: commit_mutex held. Takes out of the staged group `o` the
   // members the index has (rare: the group is decompressed and built again).
   // Returns false when no member is left.
-  template <typename Txn>
-  bool drop_indexed_members(PendingObject& o, Txn& txn) {
+  template <typename Indexed>
+  bool drop_indexed_members(PendingObject& o, const Indexed& is_indexed) {
     size_t indexed = 0;
-    for (auto& m : o.members) indexed += txn.get(Index::objects, hash_key(m.hash)).has_value();
+    for (auto& m : o.members) indexed += is_indexed(m.hash);
     if (indexed == 0) return true;
     if (indexed == o.members.size()) return false;
     PackRecordInfo info;
@@ -265,7 +279,7 @@ struct Archive::Impl {
     std::string raw = decode_payload(info, o.stored.view(), dir / "packs");
     GroupBuilder kept;
     for (auto& m : o.members)
-      if (!txn.get(Index::objects, hash_key(m.hash))) kept.add(m.hash, std::string_view(raw).substr(m.offset, m.size));
+      if (!is_indexed(m.hash)) kept.add(m.hash, std::string_view(raw).substr(m.offset, m.size));
     auto members = kept.table();
     std::string payload = kept.finish();
     if (members.size() == 1) {
@@ -303,11 +317,25 @@ struct Archive::Impl {
       // Another batch may have committed the same bytes since put_object
       // (connections side by side fetching the same message): each object
       // is written once. Every write is indexed under commit_mutex, so the
-      // index knows every object written.
-      auto txn = index->read();
+      // index knows every object written. Only hashes the filter cannot rule
+      // out are looked up, in key order (neighbouring index pages).
+      std::vector<Hash> asked;
+      for (auto& o : objects) {
+        if (o.members.empty() && !object_filter.surely_absent(o.hash)) asked.push_back(o.hash);
+        for (auto& m : o.members)
+          if (!object_filter.surely_absent(m.hash)) asked.push_back(m.hash);
+      }
+      std::sort(asked.begin(), asked.end());
+      std::vector<Hash> held;  // ascending
+      if (!asked.empty()) {
+        auto txn = index->read();
+        for (auto& h : asked)
+          if (txn.get(Index::objects, hash_key(h))) held.push_back(h);
+      }
+      auto is_indexed = [&](const Hash& h) { return std::binary_search(held.begin(), held.end(), h); };
       std::erase_if(objects, [&](PendingObject& o) {
-        if (o.members.empty()) return txn.get(Index::objects, hash_key(o.hash)).has_value();
-        return !drop_indexed_members(o, txn);
+        if (o.members.empty()) return is_indexed(o.hash);
+        return !drop_indexed_members(o, is_indexed);
       });
     }
     if (late) {
@@ -367,10 +395,12 @@ struct Archive::Impl {
       for (auto& slot : slots)
         if (slot.writer.size() != slot.committed_size || slot.sealed) slot.writer.sync();
 
+      // In key order: each leaf page of the objects table is visited once.
+      std::sort(located.begin(), located.end(), [](auto& a, auto& b) { return a.first < b.first; });
       auto txn = index->write();
       for (auto& [hash, loc] : located) {
         // A member another batch committed meanwhile keeps its first copy.
-        if (loc.grouped && txn.get(Index::objects, hash_key(hash))) continue;
+        if (loc.grouped && !object_filter.surely_absent(hash) && txn.get(Index::objects, hash_key(hash))) continue;
         txn.put(Index::objects, hash_key(hash), codec::encode_object(loc));
       }
       for (auto& op : journal.ops) apply_op(txn, op);
@@ -392,6 +422,7 @@ struct Archive::Impl {
       throw;
     }
     if (journaled) journal_sequence = journal.sequence;
+    for (auto& [hash, loc] : located) object_filter.add(hash);
     for (auto& slot : slots) {
       slot.committed_size = slot.writer.size();
       slot.committed_records = slot.records;
@@ -1042,7 +1073,7 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   impl_->archive.impl_->require_writable();
   assert(sha256(raw) == hash);
   if (impl_->hashes.count(hash)) return false;
-  if (impl_->archive.object(hash)) return false;
+  if (impl_->archive.impl_->object_filter.may_hold(hash) && impl_->archive.object(hash)) return false;
   if (raw.size() >= kLargeObject) {
     // Compressed straight into the pack, now, while `raw` is alive (after
     // what is staged): no second buffer the size of the object.

@@ -579,7 +579,22 @@ Index::Txn::~Txn() {
   if (txn_) mdb_txn_abort(txn_);
 }
 
+namespace {
+// Weighted visits between two release_pages(): 16,384 keys of a scan (a few
+// MB of index pages), or 2,048 lookups and writes, each of which may touch
+// a leaf page no other touched.
+constexpr uint64_t kReleaseEvery = 16384;
+constexpr uint64_t kScanVisit = 1;
+constexpr uint64_t kRandomVisit = 8;
+}  // namespace
+
+void Index::note_visits(uint64_t weight) const {
+  uint64_t before = visits_.fetch_add(weight, std::memory_order_relaxed);
+  if ((before + weight) / kReleaseEvery != before / kReleaseEvery) release_pages();
+}
+
 std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) const {
+  index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   MDB_val k = val(sk), v{};
   int rc = mdb_get(txn_, index_->dbi_[db], &k, &v);
@@ -596,6 +611,7 @@ std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) con
 }
 
 void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
+  index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   std::string sealed;
   if (const IndexKeys* keys = index_->keys_.load(); keys && sealed_db(db)) sealed = seal_value(*keys, db, sk, key, value);
@@ -605,6 +621,7 @@ void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
 }
 
 bool Index::Txn::del(Db db, std::string_view key) {
+  index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   MDB_val k = val(sk);
   int rc = mdb_del(txn_, index_->dbi_[db], &k, nullptr);
@@ -613,10 +630,6 @@ bool Index::Txn::del(Db db, std::string_view key) {
   return true;
 }
 
-namespace {
-// Keys a scan visits between two release_pages() (a few MB of index pages).
-constexpr size_t kReleaseEvery = 16384;
-}  // namespace
 
 // Where LMDB mapped the data file (LMDB names the address only for
 // MDB_FIXEDMAP): the mapping of /proc/self/maps with the file's device and
@@ -681,7 +694,7 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
     } else if (!fn(key, view(v))) {
       return;
     }
-    if (++index_->scanned_ % kReleaseEvery == 0) index_->release_pages();
+    index_->note_visits(kScanVisit);
     rc = mdb_cursor_get(cur.c, &k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND) index_->fail(rc, std::string("scan of ") + db_name(db));
