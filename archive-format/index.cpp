@@ -580,17 +580,41 @@ Index::Txn::~Txn() {
 }
 
 namespace {
-// Weighted visits between two release_pages(): 16,384 keys of a scan (a few
-// MB of index pages), or 2,048 lookups and writes, each of which may touch
-// a leaf page no other touched.
-constexpr uint64_t kReleaseEvery = 16384;
+// Weighted visits between two looks at the process's mapped file pages: 16,384
+// keys of a scan (a few MB of index pages), or 256 lookups and writes, each
+// of which may land on a leaf page no other touched, and the kernel maps up
+// to 15 neighbouring pages with it (fault-around: 64 KB a fault).
+constexpr uint64_t kCheckEvery = 16384;
 constexpr uint64_t kScanVisit = 1;
-constexpr uint64_t kRandomVisit = 8;
+constexpr uint64_t kRandomVisit = 64;
+// The pages are released when the process's mapped file pages grew by this
+// much since the last release: releasing costs a walk of the mapping and TLB
+// shootdowns on the other threads' CPUs, so it is done only when it buys memory.
+constexpr uint64_t kMapBudget = 8u << 20;
+
+// Resident pages of the process's file mappings (/proc/self/statm "shared"),
+// in bytes; 0 when it cannot be read.
+uint64_t mapped_file_bytes() {
+  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[128];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long long size = 0, resident = 0, shared = 0;
+  if (std::sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) != 3) return 0;
+  return shared * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
 }  // namespace
 
 void Index::note_visits(uint64_t weight) const {
   uint64_t before = visits_.fetch_add(weight, std::memory_order_relaxed);
-  if ((before + weight) / kReleaseEvery != before / kReleaseEvery) release_pages();
+  if ((before + weight) / kCheckEvery == before / kCheckEvery) return;
+  uint64_t now = mapped_file_bytes();
+  if (now != 0 && now < released_at_.load(std::memory_order_relaxed) + kMapBudget) return;
+  release_pages();
+  released_at_.store(mapped_file_bytes(), std::memory_order_relaxed);
 }
 
 std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) const {
@@ -726,7 +750,10 @@ void Index::Txn::commit() {
   txn_ = nullptr;
   int rc = mdb_txn_commit(t);  // frees the transaction even when it fails
   if (rc) index_->fail(rc, "commit");
-  if (write_) index_->release_pages();
+  if (write_) {
+    index_->release_pages();
+    index_->released_at_.store(mapped_file_bytes(), std::memory_order_relaxed);
+  }
 }
 
 void apply_op(Index::Txn& txn, const codec::JournalOp& op) {

@@ -120,22 +120,23 @@ class Index {
   // in the page cache; the next read maps them again). LMDB reads through a
   // shared file mapping, so every page a long scan or a big write touched
   // would otherwise count in the process's resident memory for as long as
-  // it runs. Scans call it every few thousand keys, and lookups and writes
-  // every few hundred (of all transactions together; see note_visits), write
-  // transactions again after their commit; values handed out stay valid
-  // (same file pages).
+  // it runs. Lookups, writes and scans call it as they go (see
+  // note_visits), write transactions after their commit; values handed out
+  // stay valid (same file pages).
   void release_pages() const;
 
  private:
   Index(std::filesystem::path dir, MDB_env* env);
   Txn begin(bool write) const;
   // Counts `weight` page visits (a key a scan steps to: 1; a lookup or
-  // write, which may land on any leaf: more) and releases the pages every
-  // few MB of them.
+  // write, which may land on any leaf: more); every few MB of them, releases
+  // the pages if the process's mapped file pages grew by more than a budget
+  // since the last release.
   void note_visits(uint64_t weight) const;
   std::filesystem::path dir_;
   MDB_env* env_;
-  mutable std::atomic<uint64_t> visits_{0};  // weighted page visits, for release_pages
+  mutable std::atomic<uint64_t> visits_{0};       // weighted page visits, for release_pages
+  mutable std::atomic<uint64_t> released_at_{0};  // mapped file bytes after the last release
   mutable std::mutex map_mutex_;               // guards map_ and the remapping in begin()
   mutable void* map_ = nullptr;                // LMDB's mapping of the data file, found by release_pages
   mutable size_t map_size_ = 0;
