@@ -747,7 +747,7 @@ OfflineReport Verifier::run() {
 
   unsigned threads = options_.threads ? options_.threads : std::thread::hardware_concurrency();
   threads = std::max(1u, threads);
-  WorkQueue queue(8u << 20, 1024);
+  WorkQueue queue(4u << 20, 1024);
   std::vector<std::thread> workers;
   std::thread messages;
   std::exception_ptr messages_failed;
