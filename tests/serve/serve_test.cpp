@@ -394,7 +394,15 @@ TEST_F(ServeTest, RightPasswordExecsTheReplyProgramWithUserAndNoSecret) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("USER=dave\n"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find(password_of("dave")), std::string::npos);
-  EXPECT_LT(r.seconds, 2.0);
+  // The hook queues the migration and lets the login go on: it must not wait
+  // for the migration. (Under AddressSanitizer, on a loaded machine, the
+  // hook's own TLS login to the old server alone has taken 2.07 s.)
+#ifdef __SANITIZE_ADDRESS__
+  constexpr double kHookSeconds = 10.0;
+#else
+  constexpr double kHookSeconds = 2.0;
+#endif
+  EXPECT_LT(r.seconds, kHookSeconds);
   auto job = wait_done("dave");
   EXPECT_EQ(job["status"], "done") << job.dump();
   EXPECT_EQ(job["origin"], "hook");
