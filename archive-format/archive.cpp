@@ -54,7 +54,7 @@ constexpr size_t kGroupCache = 8;
 
 // A batch holds at most about this many compressed bytes in memory: beyond it,
 // the staged objects are committed early (see Batch::Impl::write_objects_early).
-constexpr uint64_t kResidentLimit = 16u << 20;
+constexpr uint64_t kResidentLimit = 8u << 20;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
