@@ -127,8 +127,10 @@ struct Archive::Impl {
   std::mutex commit_mutex;
   // The objects the index may hold, for put_object and commit_locked: every
   // object commit_locked indexes is added to it after its transaction.
-  ObjectFilter object_filter{[this](const std::function<void(const Hash&)>& each) {
+  ObjectFilter object_filter{[this](const std::function<void(uint64_t)>& expect,
+                                   const std::function<void(const Hash&)>& each) {
     auto txn = index->read();
+    expect(txn.entries(Index::objects));
     txn.scan(Index::objects, "", "", [&](std::string_view k, std::string_view) {
       if (k.size() == std::tuple_size_v<Hash>) {
         Hash h{};

@@ -613,6 +613,10 @@ void Index::note_visits(uint64_t weight) const {
   if ((before + weight) / kCheckEvery == before / kCheckEvery) return;
   uint64_t now = mapped_file_bytes();
   if (now != 0 && now < released_at_.load(std::memory_order_relaxed) + kMapBudget) return;
+  release_and_note();
+}
+
+void Index::release_and_note() const {
   release_pages();
   released_at_.store(mapped_file_bytes(), std::memory_order_relaxed);
 }
@@ -750,10 +754,14 @@ void Index::Txn::commit() {
   txn_ = nullptr;
   int rc = mdb_txn_commit(t);  // frees the transaction even when it fails
   if (rc) index_->fail(rc, "commit");
-  if (write_) {
-    index_->release_pages();
-    index_->released_at_.store(mapped_file_bytes(), std::memory_order_relaxed);
-  }
+  if (write_) index_->release_and_note();
+}
+
+uint64_t Index::Txn::entries(Db db) const {
+  MDB_stat st{};
+  int rc = mdb_stat(txn_, index_->dbi_[db], &st);
+  if (rc) index_->fail(rc, std::string("count of ") + db_name(db));
+  return st.ms_entries;
 }
 
 void apply_op(Index::Txn& txn, const codec::JournalOp& op) {

@@ -95,6 +95,8 @@ class Index {
               const std::function<bool(std::string_view, std::string_view)>& fn) const;
     // The greatest key in `db` that starts with `prefix`, if any.
     std::optional<std::string> last_key(Db db, std::string_view prefix) const;
+    // How many entries `db` holds (LMDB keeps the count: no scan).
+    uint64_t entries(Db db) const;
     void commit();
 
    private:
@@ -133,6 +135,8 @@ class Index {
   // the pages if the process's mapped file pages grew by more than a budget
   // since the last release.
   void note_visits(uint64_t weight) const;
+  // release_pages(), then notes the mapped file pages left (released_at_).
+  void release_and_note() const;
   std::filesystem::path dir_;
   MDB_env* env_;
   mutable std::atomic<uint64_t> visits_{0};       // weighted page visits, for release_pages

@@ -18,11 +18,17 @@ uint64_t load64(const uint8_t* p) {
 }
 
 // Bit positions from the hash itself (SHA-256 output: its bytes are as good
-// as random), by double hashing.
+// as random), by double hashing, in a filter of words.size() * 64 bits (a
+// power of two).
 template <typename F>
-void probe(const Hash& hash, uint64_t mask, F&& f) {
+void probe(const Hash& hash, const std::vector<uint64_t>& words, F&& f) {
+  uint64_t mask = words.size() * 64 - 1;
   uint64_t a = load64(hash.data()), b = load64(hash.data() + 8) | 1;
   for (int i = 0; i < kProbes; ++i) f((a + static_cast<uint64_t>(i) * b) & mask);
+}
+
+void set_bits(std::vector<uint64_t>& words, const Hash& hash) {
+  probe(hash, words, [&](uint64_t bit) { words[bit / 64] |= uint64_t{1} << (bit % 64); });
 }
 
 }  // namespace
@@ -30,27 +36,33 @@ void probe(const Hash& hash, uint64_t mask, F&& f) {
 ObjectFilter::ObjectFilter(Source each_indexed) : each_indexed_(std::move(each_indexed)) {}
 
 bool ObjectFilter::test_locked(const Hash& hash) const {
-  uint64_t mask = words_.size() * 64 - 1;
   bool all = true;
-  probe(hash, mask, [&](uint64_t bit) { all = all && (words_[bit / 64] >> (bit % 64) & 1); });
+  probe(hash, words_, [&](uint64_t bit) { all = all && (words_[bit / 64] >> (bit % 64) & 1); });
   return all;
 }
 
 void ObjectFilter::set_locked(const Hash& hash) {
-  uint64_t mask = words_.size() * 64 - 1;
-  probe(hash, mask, [&](uint64_t bit) { words_[bit / 64] |= uint64_t{1} << (bit % 64); });
+  set_bits(words_, hash);
   ++count_;
 }
 
 void ObjectFilter::fill_locked() {
-  // Sized for twice what the index holds now; count the objects first.
-  uint64_t n = 0;
-  each_indexed_([&](const Hash&) { ++n; });
-  uint64_t bits = kMinBits;
-  while (bits < 2 * n * kBitsPerObject) bits *= 2;
-  words_.assign(bits / 64, 0);
-  count_ = 0;
-  each_indexed_([&](const Hash& h) { set_locked(h); });
+  // Built aside and kept only when the scan completes: a filter missing some
+  // indexed objects would answer a false "no".
+  std::vector<uint64_t> words(kMinBits / 64, 0);
+  uint64_t count = 0;
+  auto expect = [&](uint64_t n) {
+    uint64_t bits = kMinBits;
+    while (bits < 2 * n * kBitsPerObject) bits *= 2;
+    words.assign(bits / 64, 0);
+    count = 0;
+  };
+  each_indexed_(expect, [&](const Hash& h) {
+    set_bits(words, h);
+    ++count;
+  });
+  words_.swap(words);
+  count_ = count;
 }
 
 bool ObjectFilter::may_hold(const Hash& hash) {

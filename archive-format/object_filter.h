@@ -21,9 +21,10 @@ namespace imapstage::archive {
 // its size.
 class ObjectFilter {
  public:
-  // Calls its argument for the hash of every object the index holds (a read
-  // transaction opened after it is called).
-  using Source = std::function<void(const std::function<void(const Hash&)>&)>;
+  // In one read transaction opened after it is called: calls `expect` with
+  // how many objects the index holds, then `each` with the hash of every one.
+  using Source = std::function<void(const std::function<void(uint64_t)>& expect,
+                                    const std::function<void(const Hash&)>& each)>;
 
   // Questions answered "maybe" without a filter before it is filled: a run
   // that stores a few messages never scans the index.
@@ -34,7 +35,8 @@ class ObjectFilter {
   // False only when the index certainly does not hold `hash`. May fill the
   // filter (a scan of the index's objects) first.
   bool may_hold(const Hash& hash);
-  // Like may_hold, but never fills: false only when filled and certain.
+  // True only when the filter is filled and the index certainly does not
+  // hold `hash`; never fills (the opposite of may_hold, without its scan).
   bool surely_absent(const Hash& hash) const;
   // Records an object the index now holds (after its commit).
   void add(const Hash& hash);
@@ -43,6 +45,7 @@ class ObjectFilter {
   uint64_t bits() const;  // size of the filled filter, 0 before
 
  private:
+  // Fills from the index, sized for twice what it holds.
   void fill_locked();
   bool test_locked(const Hash& hash) const;
   void set_locked(const Hash& hash);
