@@ -95,6 +95,8 @@ struct PendingObject {
   // at commit (valid only during the Batch::put_object that commits it).
   std::string_view raw;
   Compressor* compressor = nullptr;
+  // Or a spooled object, its frame copied from the spool at commit.
+  const FrameSpool* spool = nullptr;
 };
 
 // A pack being written: the writer, and what the index says about it.
@@ -365,7 +367,8 @@ struct Archive::Impl {
       PackSlot& slot = slots.back();
       auto info = streamed ? slot.writer.append_streamed(kind, hash, raw_size,
                                                          [&](const std::function<void(std::string_view)>& out) {
-                                                           streamed->compressor->compress_to(streamed->raw, out);
+                                                           if (streamed->spool) streamed->spool->replay(out);
+                                                           else streamed->compressor->compress_to(streamed->raw, out);
                                                          })
                            : slot.writer.append(kind, hash, raw_size, stored);
       ++slot.records;
@@ -377,7 +380,7 @@ struct Archive::Impl {
       for (auto& o : objects) {
         if (o.members.empty()) {
           located.emplace_back(o.hash, write_record(RecordKind::object, o.hash, o.raw_size, o.stored.view(),
-                                                    o.compressor ? &o : nullptr));
+                                                    o.compressor || o.spool ? &o : nullptr));
           continue;
         }
         ObjectLocation group = write_record(RecordKind::group, o.hash, o.raw_size, o.stored.view());
@@ -1107,6 +1110,36 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   impl_->objects.push_back({hash, raw.size(), std::move(stored), {}, {}, nullptr});
   impl_->hashes.insert(hash);
   if (impl_->resident >= kResidentLimit) impl_->write_objects_early();
+  return true;
+}
+
+FrameSpool Batch::spool(uint64_t raw_size) {
+  auto& a = *impl_->archive.impl_;
+  a.require_writable();
+  return FrameSpool(a.dir / "packs", raw_size, a.options.zstd_level, a.keys != nullptr);
+}
+
+bool Batch::put_spooled(FrameSpool& spool) {
+  impl_->archive.impl_->require_writable();
+  const Hash hash = spool.finish();
+  if (impl_->hashes.count(hash)) return false;
+  if (impl_->archive.impl_->object_filter.may_hold(hash) && impl_->archive.object(hash)) return false;
+  PendingObject o;
+  o.hash = hash;
+  o.raw_size = spool.raw_size();
+  o.spool = &spool;
+  impl_->objects.push_back(std::move(o));
+  try {
+    impl_->write_objects_early();
+  } catch (...) {
+    std::erase_if(impl_->objects, [&](const PendingObject& p) { return p.spool != nullptr; });
+    throw;
+  }
+  impl_->hashes.insert(hash);
+  if (auto at = impl_->archive.object(hash)) {
+    impl_->bytes += at->record_size - kRecordHeaderSize;
+    impl_->stored_total += at->record_size - kRecordHeaderSize;
+  }
   return true;
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "archive-format/hash.h"
+#include "archive-format/pack.h"
 
 namespace imapstage::archive {
 
@@ -231,6 +232,10 @@ class Archive;
 // disk. Destroying an uncommitted batch discards its index changes; object
 // bytes it wrote past the committed pack size are truncated away on the next
 // open. Not thread-safe itself: one Batch per thread.
+// Message bodies at least this large are better streamed than held in
+// memory: export spools them (Batch::spool), import streams them to the target.
+inline constexpr uint64_t kStreamedObject = 4ull << 20;
+
 class Batch {
  public:
   explicit Batch(Archive& archive);
@@ -244,6 +249,15 @@ class Batch {
   // together into one group record (FORMAT.md, "Group records").
   // REQUIRES: hash == sha256(raw) (checked in debug builds).
   bool put_object(const Hash& hash, std::string_view raw);
+  // A spool for one object of `raw_size` bytes that is not to be held in
+  // memory (see FrameSpool): its frame waits in a temporary file beside the
+  // packs, encrypted in an encrypted archive. Pass it to put_spooled once
+  // finished; dropping it instead leaves nothing behind.
+  FrameSpool spool(uint64_t raw_size);
+  // Stores the finished spool's object (its hash: spool.finish()) as
+  // put_object would store its bytes: written into a pack now, unless the
+  // archive (or this batch) already has it. Returns true when it was new.
+  bool put_spooled(FrameSpool& spool);
   // Compresses the small objects waiting for a group now (commit() does too).
   void close_group();
   // Compressed bytes of every record this batch has made so far (objects whose

@@ -383,6 +383,147 @@ std::string Compressor::compress(std::string_view raw) {
   return std::string(frame.view());
 }
 
+// ---- FrameSpool --------------------------------------------------------------
+
+// The spool's file is written in pieces of about this size.
+constexpr size_t kSpoolWrite = 1u << 20;
+
+struct FrameSpool::Impl {
+  std::filesystem::path dir;  // for messages
+  Fd fd;
+  uint64_t raw_size = 0;
+  uint64_t received = 0;
+  uint64_t file_size = 0;     // bytes in the file
+  ZSTD_CCtx* ctx = nullptr;
+  Sha256 sha;
+  Hash hash{};
+  bool finished = false;
+  std::string pending;        // frame bytes not yet written to the file
+  std::string zout;           // zstd's output buffer
+  // Sealed: the file's bytes are AES-256-GCM under `key`, a key made for this spool alone.
+  std::string key, nonce, tag;
+  std::unique_ptr<GcmStream> gcm;
+  std::string sealed;
+
+  ~Impl() {
+    ZSTD_freeCCtx(ctx);
+    wipe(key);
+  }
+
+  void flush() {
+    std::string_view bytes = pending;
+    if (gcm) {
+      sealed.clear();
+      gcm->update(pending, sealed);
+      bytes = sealed;
+    }
+    pwrite_full(fd.get(), bytes.data(), bytes.size(), file_size, dir / "(temporary file)");
+    file_size += bytes.size();
+    pending.clear();
+  }
+
+  void compress(std::string_view raw, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{raw.data(), raw.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer o{zout.data(), zout.size(), 0};
+      size_t left = ZSTD_compressStream2(ctx, &o, &in, mode);
+      if (ZSTD_isError(left))
+        throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
+      pending.append(zout.data(), o.pos);
+      if (pending.size() >= kSpoolWrite) flush();
+      if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) break;
+    }
+  }
+};
+
+FrameSpool::FrameSpool(const std::filesystem::path& dir, uint64_t raw_size, int zstd_level, bool sealed)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.dir = dir;
+  s.raw_size = raw_size;
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, kFileMode);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // A file system without O_TMPFILE: a named file, removed at once.
+    std::string name = (dir / ".spool-XXXXXX").string();
+    fd = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(name.c_str());
+  }
+  if (fd < 0) throw_io("cannot make a temporary file in", dir.string(), errno);
+  s.fd = Fd(fd);
+  s.ctx = ZSTD_createCCtx();
+  if (!s.ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
+  ZSTD_CCtx_setParameter(s.ctx, ZSTD_c_compressionLevel, zstd_level);
+  ZSTD_CCtx_setParameter(s.ctx, ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setPledgedSrcSize(s.ctx, raw_size);  // the frame header carries the content size
+  s.zout.resize(ZSTD_CStreamOutSize());
+  s.pending.reserve(kSpoolWrite + s.zout.size());
+  if (sealed) {
+    s.key = random_bytes(kAeadKeySize);
+    s.nonce = random_nonce();
+    s.gcm = std::make_unique<GcmStream>(GcmStream::Direction::encrypt, s.key, s.nonce, "imapstage spool");
+  }
+}
+FrameSpool::~FrameSpool() = default;
+FrameSpool::FrameSpool(FrameSpool&&) noexcept = default;
+FrameSpool& FrameSpool::operator=(FrameSpool&&) noexcept = default;
+
+void FrameSpool::write(std::string_view raw) {
+  Impl& s = *impl_;
+  if (s.finished || raw.size() > s.raw_size - s.received)
+    throw Error(ErrorKind::internal, fmt::format("an object announced as {} bytes got more", s.raw_size));
+  s.received += raw.size();
+  s.sha.update(raw);
+  s.compress(raw, ZSTD_e_continue);
+}
+
+Hash FrameSpool::finish() {
+  Impl& s = *impl_;
+  if (s.finished) return s.hash;
+  if (s.received != s.raw_size)
+    throw Error(ErrorKind::internal,
+                fmt::format("an object announced as {} bytes ended after {}", s.raw_size, s.received));
+  s.compress({}, ZSTD_e_end);
+  s.flush();
+  if (s.gcm) {
+    s.tag = s.gcm->finish_encrypt();
+    s.gcm.reset();
+  }
+  std::string().swap(s.pending);
+  std::string().swap(s.zout);
+  std::string().swap(s.sealed);
+  ZSTD_freeCCtx(s.ctx);
+  s.ctx = nullptr;
+  s.hash = s.sha.finish();
+  s.finished = true;
+  return s.hash;
+}
+
+uint64_t FrameSpool::raw_size() const { return impl_->raw_size; }
+uint64_t FrameSpool::received() const { return impl_->received; }
+uint64_t FrameSpool::frame_size() const { return impl_->file_size; }
+
+void FrameSpool::replay(const std::function<void(std::string_view)>& out) const {
+  const Impl& s = *impl_;
+  if (!s.finished) throw Error(ErrorKind::internal, "a spooled object was replayed before it was finished");
+  std::unique_ptr<GcmStream> gcm;
+  if (!s.key.empty()) gcm = std::make_unique<GcmStream>(GcmStream::Direction::decrypt, s.key, s.nonce, "imapstage spool");
+  std::string buf(std::min<uint64_t>(kReadPiece, std::max<uint64_t>(s.file_size, 1)), '\0'), plain;
+  for (uint64_t at = 0; at < s.file_size;) {
+    size_t n = pread_full(s.fd.get(), buf.data(), std::min<uint64_t>(buf.size(), s.file_size - at), at,
+                          s.dir / "(temporary file)");
+    if (n == 0) throw Error(ErrorKind::io, fmt::format("a temporary file in {} was cut short", s.dir.string()));
+    std::string_view piece(buf.data(), n);
+    if (gcm) {
+      plain.clear();
+      gcm->update(piece, plain);
+      piece = plain;
+    }
+    out(piece);
+    at += n;
+  }
+  if (gcm) gcm->finish_decrypt(s.tag);
+}
+
 // ---- PackWriter --------------------------------------------------------------
 
 // Records are gathered in a buffer of about this size and written with one

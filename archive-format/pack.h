@@ -117,6 +117,44 @@ class Compressor {
   std::unique_ptr<Impl> impl_;
 };
 
+// One object too large to hold in memory, taken piece by piece as it arrives
+// (a message body off the network): its SHA-256 and one zstd frame of it are
+// made as the pieces pass, and the frame is kept in an unnamed temporary file
+// (O_TMPFILE) in `dir`, which has no name in the directory and is gone once
+// the spool is destroyed or the process ends. With `sealed` (an encrypted
+// archive) the file holds the frame encrypted under a random key that only
+// this object knows. Memory: zstd's context and buffers (a few MiB at most),
+// whatever the object's size. Move-only.
+class FrameSpool {
+ public:
+  // An object of exactly `raw_size` bytes (the frame header carries the
+  // size). Throws Error(io) if the temporary file cannot be made.
+  FrameSpool(const std::filesystem::path& dir, uint64_t raw_size, int zstd_level, bool sealed);
+  ~FrameSpool();
+  FrameSpool(FrameSpool&&) noexcept;
+  FrameSpool& operator=(FrameSpool&&) noexcept;
+
+  // The next piece of the object. Throws Error(internal) past raw_size,
+  // Error(io) (Retry::later for a full disk) when the file cannot be written.
+  void write(std::string_view raw);
+  // Ends the object and returns its SHA-256. Throws Error(internal) unless
+  // exactly raw_size bytes were written.
+  Hash finish();
+  uint64_t raw_size() const;
+  // Bytes received so far.
+  uint64_t received() const;
+  // The frame's size (after finish()).
+  uint64_t frame_size() const;
+  // Hands the finished frame to `out` in pieces of at most 1 MiB, read back
+  // from the file (and checked against its key when sealed: Error(corrupt)
+  // after the last piece if it was changed). Any number of times.
+  void replay(const std::function<void(std::string_view)>& out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Appends records to one pack file. Move-only; owns its file descriptor.
 // Small records are gathered in a write buffer (about 1 MiB) and written
 // together: the file may lag behind size() until sync(). Nothing is durable,

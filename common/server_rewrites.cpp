@@ -131,17 +131,41 @@ archive::Hash rewrite_fingerprint(std::string_view bytes) {
   return sha.finish();
 }
 
-bool at_risk(std::string_view bytes) {
-  if (bytes.size() < 2 || bytes.substr(bytes.size() - 2) != "\r\n") return true;
-  HeaderTracker header;
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    char c = bytes[i];
-    bool in_header = header.in_header();
-    header.next(c);
-    if (c == '\r' && (i + 1 == bytes.size() || bytes[i + 1] != '\n')) return true;
-    if (in_header && is_8bit(c)) return true;
+void AtRiskScan::add(std::string_view piece) {
+  if (piece.empty()) return;
+  if (cr_open_ && piece[0] != '\n') risky_ = true;
+  for (size_t i = 0; i < piece.size() && !risky_; ++i) {
+    char c = piece[i];
+    bool in_header = in_header_;
+    if (c == '\n') {
+      if (line_blank_) in_header_ = false;
+      line_blank_ = true;
+    } else if (c != '\r') {
+      line_blank_ = false;
+    }
+    if (c == '\r' && i + 1 < piece.size() && piece[i + 1] != '\n') risky_ = true;
+    if (in_header && is_8bit(c)) risky_ = true;
   }
-  return false;
+  cr_open_ = piece.back() == '\r';
+  if (piece.size() >= 2) {
+    last_[0] = piece[piece.size() - 2];
+    last_[1] = piece.back();
+  } else {
+    last_[0] = last_[1];
+    last_[1] = piece[0];
+  }
+  size_ += piece.size();
+}
+
+bool AtRiskScan::at_risk() const {
+  // A final CR is followed by nothing: bare, and no final CRLF either.
+  return risky_ || size_ < 2 || last_[0] != '\r' || last_[1] != '\n';
+}
+
+bool at_risk(std::string_view bytes) {
+  AtRiskScan scan;
+  scan.add(bytes);
+  return scan.at_risk();
 }
 
 }  // namespace imapstage

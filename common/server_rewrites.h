@@ -58,4 +58,20 @@ archive::Hash rewrite_fingerprint(std::string_view bytes);
 // the header section, a bare CR, or no final CRLF (an empty message too).
 bool at_risk(std::string_view bytes);
 
+// at_risk() of a message handed over in pieces (a message too large to
+// hold): add() the pieces in order, then ask at_risk().
+class AtRiskScan {
+ public:
+  void add(std::string_view piece);
+  // Whether at_risk() holds for the pieces added so far, as one message.
+  bool at_risk() const;
+
+ private:
+  bool in_header_ = true, line_blank_ = true;
+  bool risky_ = false;
+  bool cr_open_ = false;  // the last byte was a CR (bare unless an LF follows)
+  char last_[2] = {0, 0};
+  uint64_t size_ = 0;
+};
+
 }  // namespace imapstage

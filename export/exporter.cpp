@@ -65,6 +65,13 @@ bool same_flags(const MessageRecord& r, uint32_t bits, const std::vector<std::st
 
 // One connection's share of an account's export: its session, and the
 // batch that what it fetches is staged in. Lanes take whole folders.
+// A message body too large to hold, spooled as it arrives (Batch::spool).
+struct SpoolSink final : imap::BodySink {
+  explicit SpoolSink(archive::FrameSpool s) : spool(std::move(s)) {}
+  void write(std::string_view piece) override { spool.write(piece); }
+  archive::FrameSpool spool;
+};
+
 struct Lane : Staging {
   std::unique_ptr<imap::Session> session;
 };
@@ -977,10 +984,18 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
       while (wanted_pos < wanted.size() && wanted[wanted_pos] <= r.last) asked[b].push_back(wanted[wanted_pos++]);
   check_cancelled(result.name);
   const MessageFilter& filter = options_.policy.filter;
+  // A body too large to hold goes into a spool of this lane's batch as it
+  // arrives, and from there into a pack.
+  session->stream_large_bodies({archive::kStreamedObject, [&batch](uint64_t size) -> std::unique_ptr<imap::BodySink> {
+                                  return std::make_unique<SpoolSink>(batch->spool(size));
+                                }});
   auto on_message = [&](size_t b, imap::FetchedMessage&& m) {
     if (!std::binary_search(asked[b].begin(), asked[b].end(), m.uid)) return;  // '*' answers or duplicates
     if (!received[b].empty() && received[b].back() == m.uid) return;
-    if (!filter.empty() && !filter.matches(m.internaldate, m.rfc822_size ? m.rfc822_size : m.body.size())) {
+    const uint64_t size = m.body_size;
+    auto* spooled = dynamic_cast<SpoolSink*>(m.large_body.get());
+    if (m.large_body && !spooled) throw Error(ErrorKind::internal, "a streamed body went to an unknown sink");
+    if (!filter.empty() && !filter.matches(m.internaldate, m.rfc822_size ? m.rfc822_size : size)) {
       // The server's search and sizes said otherwise: the filter decides.
       received[b].push_back(m.uid);
       ++result.filtered_out;
@@ -988,28 +1003,29 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     }
     MessageRecord record;
     record.key = {account_id_, folder.id, folder.uidvalidity, m.uid};
-    record.hash = archive::sha256(m.body);
+    record.hash = spooled ? spooled->spool.finish() : archive::sha256(m.body);
     archive::parse_flags(m.flags, record.flags, record.keywords);
     record.internaldate = m.internaldate;
     record.internaldate_tz = m.internaldate_tz;
-    record.size = m.body.size();
+    record.size = size;
     record.modseq = m.modseq;
     record.state = MessageState::present;
     record.gm_msgid = m.gm_msgid;
     record.gm_thrid = m.gm_thrid;
     record.gm_labels = std::move(m.gm_labels);
     note_anomalies(result, m.uid, m.anomalies);
-    bool fresh = batch->put_object(record.hash, m.body);
+    bool fresh = spooled ? batch->put_spooled(spooled->spool) : batch->put_object(record.hash, m.body);
+    m.large_body.reset();  // its temporary file goes
     batch->put_message(record);
     remember_gmail(record);
-    if (!fresh) result.bytes_deduplicated += m.body.size();
-    result.bytes_fetched += m.body.size();
+    if (!fresh) result.bytes_deduplicated += size;
+    result.bytes_fetched += size;
     ++result.new_messages;
     received[b].push_back(m.uid);
     ++done;
-    done_bytes += m.body.size();
+    done_bytes += size;
     commit_if_due(lane);
-    if (options_.after_message) options_.after_message(m.body.size());
+    if (options_.after_message) options_.after_message(size);
     if (Clock::now() - last_progress > std::chrono::milliseconds(250)) {
       last_progress = Clock::now();
       progress(false);

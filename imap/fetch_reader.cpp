@@ -17,6 +17,7 @@ constexpr uint64_t kPerLiteralText = 64;           // what a literal costs of th
 constexpr uint64_t kReserveFrom = 1u << 20;        // a body this large gets its size reserved up front
 constexpr uint64_t kReserveAtMost = 512u << 20;
 constexpr size_t kDirectStep = 64u << 10;          // the first piece of a large literal read past the buffer
+constexpr size_t kStreamStep = 256u << 10;         // a streamed literal's pieces read past the buffer
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
 
@@ -59,6 +60,9 @@ void FetchData::clear() {
   has_labels = false;
   gm_labels.clear();
   anomalies.clear();
+  body_sink.reset();
+  body_error = nullptr;
+  body_size = 0;
 }
 
 // --- flags and dates --------------------------------------------------------------
@@ -385,7 +389,47 @@ void FetchReader::quoted(std::string* out) {
   }
 }
 
-void FetchReader::literal_value(std::string* out) {
+void FetchReader::stream_literal(FetchData& data, uint64_t size) {
+  data.body_size = size;
+  try {
+    data.body_sink = large_.open(size);
+  } catch (...) {
+    data.body_error = std::current_exception();
+  }
+  auto pass = [&](std::string_view piece) {
+    if (data.body_error) return;
+    try {
+      data.body_sink->write(piece);
+    } catch (...) {
+      data.body_error = std::current_exception();
+      data.body_sink.reset();
+    }
+  };
+  std::string direct;
+  uint64_t left = size;
+  while (left > 0) {
+    if (start_ == end_) {
+      if (left < cap_) {
+        fill();
+      } else {
+        // A large rest goes from the connection to the sink through one buffer.
+        if (direct.empty()) direct.resize(kStreamStep);
+        size_t step = static_cast<size_t>(std::min<uint64_t>(left, direct.size()));
+        size_t got = 0;
+        while (got < step) got += source_.read(direct.data() + got, step - got);
+        pass(std::string_view(direct.data(), step));
+        left -= step;
+        continue;
+      }
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left, end_ - start_));
+    pass(std::string_view(buf_ + start_, n));
+    start_ += n;
+    left -= n;
+  }
+}
+
+void FetchReader::literal_value(std::string* out, FetchData* data) {
   expect('{', "a literal");
   size_t start = pos_;
   uint64_t size = 0;
@@ -401,7 +445,8 @@ void FetchReader::literal_value(std::string* out) {
   if (!at_end()) bad("a literal announced before the end of a line");
   if (impossible) source_.refuse("a literal of an impossible size", true);
   check_literal(size);
-  if (out) read_literal(*out, size);
+  if (data && large_.open && size >= large_.from) stream_literal(*data, size);
+  else if (out) read_literal(*out, size);
   else skip_literal(size);
   line_.clear();
   pos_ = 0;
@@ -531,8 +576,10 @@ void FetchReader::parse_item(FetchData& data, std::string& body) {
     data.has_body = true;
     body.clear();
     char c = peek();
+    data.body_sink.reset();
+    data.body_error = nullptr;
     if (c == '{' && !at_end()) {
-      literal_value(&body);
+      literal_value(&body, &data);
     } else if (c == '"') {
       quoted(&body);
       if (body.size() > limits_.max_literal)
@@ -544,6 +591,7 @@ void FetchReader::parse_item(FetchData& data, std::string& body) {
     } else if (!iequals(word(), "NIL")) {
       bad("expected a message body");
     }
+    if (!data.body_sink && !data.body_error) data.body_size = body.size();
   } else {
     skip_value(0);
   }

@@ -35,6 +35,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,8 +66,15 @@ struct FetchData {
   bool has_labels = false;              // X-GM-LABELS
   std::vector<std::string> gm_labels;   // as sent (quotes and escapes taken off), in order
   std::vector<std::string> anomalies;
+  // A BODY[] literal that was streamed (LargeBodies): its sink, which got
+  // every byte (the body string stays empty), and what the sink threw, if
+  // it did (the response was still read to its end).
+  std::unique_ptr<BodySink> body_sink;
+  std::exception_ptr body_error;
+  uint64_t body_size = 0;               // bytes of BODY[], held or streamed
 
-  // Back to "nothing received" (the vectors keep no elements).
+  // Back to "nothing received" (the vectors keep no elements; a sink not
+  // taken is dropped).
   void clear();
 };
 
@@ -111,6 +121,10 @@ class FetchReader {
   // Throws through the source.
   Kind next(FetchData& data, std::string& body);
 
+  // From now on, BODY[] literals of at least `large.from` bytes go to a sink
+  // from `large.open` (FetchData::body_sink) instead of the body string.
+  void stream_large_bodies(LargeBodies large) { large_ = std::move(large); }
+
   // True while bytes received are not read yet.
   bool has_unread() const { return start_ < end_; }
 
@@ -133,6 +147,7 @@ class FetchReader {
   uint64_t literal_size_at_end(size_t from);  // the literal announced at the end of line_[from...], checked
   void skip_literal(uint64_t size);
   void read_literal(std::string& out, uint64_t size);
+  void stream_literal(FetchData& data, uint64_t size);  // to a sink from large_
   void skip_rest_of_response();           // line_ and its literals, to the end
   [[noreturn]] void bad(std::string_view what);
 
@@ -150,8 +165,9 @@ class FetchReader {
   // A quoted string at pos_, unescaped into `out` (dropped when null).
   void quoted(std::string* out);
   // A literal "{N}" at pos_ (which must end the line): its bytes into `out`
-  // (or dropped when null), then the next line.
-  void literal_value(std::string* out);
+  // (or dropped when null; or, with `data` and a size large_ streams, into
+  // a sink), then the next line.
+  void literal_value(std::string* out, FetchData* data = nullptr);
   void parse_flags(FetchData& data);
   void parse_internaldate(FetchData& data);
   void parse_labels(FetchData& data);
@@ -161,6 +177,7 @@ class FetchReader {
   size_t cap_;
   size_t start_ = 0, end_ = 0;            // unread bytes are buf_[start_, end_)
   FetchLimits limits_;
+  LargeBodies large_;
 
   std::string line_;                      // the current line's text (FETCH) or the whole response (others)
   size_t pos_ = 0;

@@ -348,6 +348,7 @@ struct Session::Impl {
   WireGuard guard;     // limits on what the server sends (read by the stream drivers)
   std::unique_ptr<net::Transport> transport;  // the socket and TLS layers; outlives the stream
   bool no_pipelining = false;  // an APPEND was answered NO or BAD: synchronizing literals only
+  LargeBodies large_bodies;    // bodies streamed to sinks (stream_large_bodies)
 
   ~Impl() {
     close_stream();
@@ -674,6 +675,7 @@ struct Session::Impl {
       ReaderSource source(*this);
       FetchReader reader(source, stream->read_buffer, stream->buffer_max_size, stream->read_buffer_len, limits);
       stream->read_buffer_len = 0;  // the reader's until release()
+      if (with_body) reader.stream_large_bodies(large_bodies);
       auto send_more = [&] {
         bool wrote = false;
         while (sent < n && sent - answered_count < in_flight && (sent == 0 || newest_started) && !callback_error &&
@@ -1292,6 +1294,8 @@ size_t set_room(const Endpoint& e) { return e.max_command_length > 200 ? e.max_c
 
 }  // namespace
 
+void Session::stream_large_bodies(LargeBodies large) { impl_->large_bodies = std::move(large); }
+
 void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                             const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
                             const std::function<void(size_t batch)>& on_done, size_t in_flight,
@@ -1330,7 +1334,10 @@ void Session::fetch_batches(const std::vector<std::vector<UidRange>>& batches,
         m.flags = std::move(p.flags);
         m.internaldate = p.internaldate;
         m.internaldate_tz = p.internaldate_tz;
-        m.rfc822_size = p.has_size ? p.size : body.size();
+        if (p.body_error) std::rethrow_exception(p.body_error);
+        m.rfc822_size = p.has_size ? p.size : p.body_size;
+        m.body_size = p.body_size;
+        m.large_body = std::move(p.body_sink);
         m.modseq = p.modseq;
         m.gm_msgid = p.gm_msgid;
         m.gm_thrid = p.gm_thrid;
@@ -1623,7 +1630,7 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
         head += format_date_time(item.internaldate, item.internaldate_tz);
         head += '"';
       }
-      size_t n = item.bytes.size();
+      uint64_t n = item.length();
       bool sync = !(literal_plus || (literal_minus && n <= 4096));
       head += fmt::format(" {{{}{}}}\r\n", n, sync ? "" : "+");
       check_early();
@@ -1640,8 +1647,41 @@ std::vector<AppendResult> Session::append(std::string_view mailbox_raw, const st
       } else {
         sent_unsynchronized = true;
       }
-      for (size_t off = 0; off < n && !early; off += 1 << 20) {
-        s.write(item.bytes.substr(off, 1 << 20), "APPEND");
+      if (!item.produce) {
+        for (size_t off = 0; off < n && !early; off += 1 << 20) {
+          s.write(item.bytes.substr(off, 1 << 20), "APPEND");
+          check_early();
+        }
+      } else {
+        // Pieces as they come; a reply in between stops the message (the
+        // connection then goes, see below).
+        struct Stop {};
+        uint64_t sent_bytes = 0, since_check = 0;
+        try {
+          item.produce([&](std::string_view piece) {
+            if (piece.size() > n - sent_bytes) throw Stop{};
+            s.write(piece, "APPEND");
+            sent_bytes += piece.size();
+            since_check += piece.size();
+            if (since_check >= (1u << 20)) {
+              since_check = 0;
+              check_early();
+              if (early) throw Stop{};
+            }
+          });
+        } catch (const Stop&) {
+        } catch (...) {
+          s.close_stream();
+          throw;
+        }
+        if (!early && sent_bytes != n) {
+          s.close_stream();
+          throw Error(ErrorKind::internal,
+                      fmt::format("APPEND: a message of {} bytes was announced, {} were produced; the connection "
+                                  "was closed",
+                                  n, sent_bytes),
+                      Retry::never, s.here(mailbox_raw));
+        }
         check_early();
       }
     }

@@ -98,6 +98,24 @@ struct StatusInfo {
 };
 
 // A fully received message from a body fetch.
+// Where a message body too large to hold goes, piece by piece, instead of
+// into FetchData's body (FetchReader::stream_large_bodies).
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  // The next piece of the body; every piece arrives, in order, before the
+  // response is done. May throw: the reader then reads the rest of the body
+  // without passing it on and reports the exception in FetchData::body_error.
+  virtual void write(std::string_view piece) = 0;
+};
+
+// Which BODY[] literals are streamed, and to what.
+struct LargeBodies {
+  uint64_t from = UINT64_MAX;  // literals of at least this many bytes
+  // A sink for a body of exactly `size` bytes.
+  std::function<std::unique_ptr<BodySink>(uint64_t size)> open;
+};
+
 struct FetchedMessage {
   uint32_t uid = 0;
   std::vector<std::string> flags;     // as sent, without \Recent
@@ -106,6 +124,10 @@ struct FetchedMessage {
   uint64_t rfc822_size = 0;
   uint64_t modseq = 0;                // 0 without CONDSTORE
   std::string body;                   // BODY[] bytes exactly as sent
+  // A body streamed instead (Session::stream_large_bodies): the sink that
+  // took every byte; body is then empty.
+  std::unique_ptr<BodySink> large_body;
+  uint64_t body_size = 0;             // bytes of BODY[], in body or streamed
   // Gmail (X-GM-EXT-1 offered): X-GM-MSGID, X-GM-THRID and X-GM-LABELS, asked
   // for with every body; 0 and empty otherwise.
   uint64_t gm_msgid = 0;
@@ -143,6 +165,13 @@ struct AppendItem {
   int64_t internaldate = 0;         // unix seconds
   int32_t internaldate_tz = 0;      // minutes east of UTC
   std::string_view bytes;           // the exact message bytes (sent unchanged)
+  // Or, for a message too large to hold: its size, and a call that hands
+  // exactly that many bytes to its argument, in order, as they are sent
+  // (`bytes` is then not used). If it throws, the connection is closed
+  // (the literal cannot be finished) and the exception propagates.
+  uint64_t size = 0;
+  std::function<void(const std::function<void(std::string_view)>&)> produce;
+  uint64_t length() const { return produce ? size : bytes.size(); }
 };
 
 // What the server said about one APPEND.
@@ -255,6 +284,13 @@ class Session {
   // command of batches[k] is sent (what was written before is flushed
   // first): a rate cap waits there, while the answers to the commands
   // already out keep arriving.
+  // From now on, bodies of at least `large.from` bytes that fetch_batches,
+  // fetch_messages and fetch_one receive are handed to a sink from
+  // `large.open` as they arrive (FetchedMessage::large_body) instead of
+  // being held. A sink that throws fails the fetch with its exception,
+  // after the replies to what was sent are read (the session stays usable).
+  void stream_large_bodies(LargeBodies large);
+
   void fetch_batches(const std::vector<std::vector<UidRange>>& batches,
                      const std::function<void(size_t batch, FetchedMessage&&)>& on_message,
                      const std::function<void(size_t batch)>& on_done, size_t in_flight = 3,

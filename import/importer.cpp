@@ -199,7 +199,14 @@ class AccountImport {
       const AppendRecord& p,
       std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>>& by_fingerprint,
       const std::set<uint32_t>& claimed);
-  // After an APPEND that gave UIDs: the bytes of every copy whose message a
+  // What check_stored needs of a message sent: its bytes, or for a
+  // streamed one its size, hash and at_risk().
+  struct SentBody {
+    const std::string* bytes = nullptr;  // null when streamed
+    uint64_t size = 0;
+    archive::Hash hash{};
+    bool risky = false;
+  };  // After an APPEND that gave UIDs: the bytes of every copy whose message a
   // known server rewrites (at_risk) and, while check_sizes_ holds, of every
   // copy whose size (one UID FETCH per group) differs: a copy the server
   // changed is reported per message as a known rewrite (message_rewritten)
@@ -209,15 +216,21 @@ class AccountImport {
   // the folder's messages that the source has expunged since.
   void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
   void check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
-                    const std::vector<const std::string*>& bodies, ImportFolderResult& result);
+                    const std::vector<SentBody>& bodies, ImportFolderResult& result);
   // The messages of one APPEND group, read from the archive and checked (a
   // message with an error is not sent); a pure function of the archive, so
   // the next group is prepared on another thread while this one is sent.
   struct Prepared {
     std::vector<MessageRecord> recs;
-    std::vector<std::string> bodies;
+    std::vector<std::string> bodies;  // empty for a streamed one
     std::vector<std::string> errors;  // "" or why the message cannot be sent
+    // A message of kStreamedObject bytes or more is not held: it was read
+    // through once (checked, and scanned for at_risk) and is read again
+    // from the archive as it is sent.
+    std::vector<char> streamed;
+    std::vector<char> risky;          // at_risk() of a streamed message
   };
+
   Prepared prepare(std::vector<MessageRecord> group) const;
   void append_group(const FolderMapping& m, Prepared& group, const imap::MailboxInfo& info,
                     const FlagFilter& filter, uint32_t& uidnext_hint, ImportFolderResult& result,
@@ -922,6 +935,8 @@ AccountImport::Prepared AccountImport::prepare(std::vector<MessageRecord> group)
   p.recs = std::move(group);
   p.bodies.resize(p.recs.size());
   p.errors.resize(p.recs.size());
+  p.streamed.resize(p.recs.size(), 0);
+  p.risky.resize(p.recs.size(), 0);
   for (size_t i = 0; i < p.recs.size(); ++i) {
     const MessageRecord& rec = p.recs[i];
     // What the archive holds is checked like anything from outside: a value
@@ -930,8 +945,11 @@ AccountImport::Prepared AccountImport::prepare(std::vector<MessageRecord> group)
       p.errors[i] = fmt::format("it has {} keywords, more than {}; not sent", rec.keywords.size(), imap::kMaxKeywords);
       continue;
     }
-    if (auto problem = imap::append_problem({archive::flags_to_imap(rec.flags, rec.keywords), rec.internaldate,
-                                             rec.internaldate_tz, "x"})) {
+    imap::AppendItem probe;
+    probe.flags = archive::flags_to_imap(rec.flags, rec.keywords);
+    probe.internaldate = rec.internaldate;
+    probe.internaldate_tz = rec.internaldate_tz;
+    if (auto problem = imap::append_problem(probe)) {
       p.errors[i] = *problem + "; not sent";
       continue;
     }
@@ -941,7 +959,19 @@ AccountImport::Prepared AccountImport::prepare(std::vector<MessageRecord> group)
       continue;
     }
     try {
-      p.bodies[i] = archive_->read_object(rec.hash);
+      if (rec.size >= archive::kStreamedObject) {
+        AtRiskScan scan;
+        uint64_t size = 0;
+        archive_->read_object_to(rec.hash, [&](std::string_view piece) {
+          scan.add(piece);
+          size += piece.size();
+        });
+        p.streamed[i] = 1;
+        p.risky[i] = scan.at_risk();
+        p.recs[i].size = size;  // what will be sent
+      } else {
+        p.bodies[i] = archive_->read_object(rec.hash);
+      }
     } catch (const Error& e) {
       p.errors[i] = e.message();
     }
@@ -954,6 +984,8 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
                                  ImportFolderResult& result, uint64_t& done, uint64_t& done_bytes) {
   if (group.recs.empty()) return;
   std::vector<std::string> bodies;
+  std::vector<SentBody> sent;  // sizes, and what check_stored needs (bytes pointers set below)
+  std::vector<char> held;      // the message is in `bodies` (else streamed from the archive)
   std::vector<std::vector<std::string>> flags;
   std::vector<MessageRecord> ready;
   revive(m.target_raw);
@@ -969,17 +1001,21 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       refuse(rec, group.errors[i]);
       continue;
     }
-    if (limit && group.bodies[i].size() > limit) {
-      std::string why = fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", group.bodies[i].size(),
-                                    limit);
+    const uint64_t size = group.streamed[i] ? rec.size : group.bodies[i].size();
+    if (limit && size > limit) {
+      std::string why = fmt::format("{} bytes is over the target's APPENDLIMIT of {} bytes", size, limit);
       if (options_.policy.skip_too_big) skip(result, rec, limit, why);
       else refuse(rec, why);
       continue;
     }
     flags.push_back(target_flags(rec, filter, result));
     bodies.push_back(std::move(group.bodies[i]));
+    sent.push_back({nullptr, size, rec.hash, group.streamed[i] && group.risky[i]});
+    held.push_back(!group.streamed[i]);
     ready.push_back(rec);
   }
+  for (size_t i = 0; i < sent.size(); ++i)  // `bodies` is complete: its elements stay where they are
+    if (held[i]) sent[i].bytes = &bodies[i];
   group = Prepared{};
   if (ready.empty()) return;
 
@@ -990,8 +1026,18 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
     std::vector<imap::AppendItem> items;
     uint64_t bytes = 0;
     for (size_t i = from; i < to; ++i) {
-      items.push_back({flags[i], ready[i].internaldate, ready[i].internaldate_tz, bodies[i]});
-      bytes += bodies[i].size();
+      imap::AppendItem& item = items.emplace_back();
+      item.flags = flags[i];
+      item.internaldate = ready[i].internaldate;
+      item.internaldate_tz = ready[i].internaldate_tz;
+      item.bytes = bodies[i];
+      if (!sent[i].bytes) {
+        item.size = sent[i].size;
+        item.produce = [this, hash = sent[i].hash](const std::function<void(std::string_view)>& out) {
+          archive_->read_object_to(hash, out);
+        };
+      }
+      bytes += sent[i].size;
     }
     if (options_.policy.before_append) options_.policy.before_append(bytes, to - from);
     root().limiter_->acquire(bytes, to - from);
@@ -1015,7 +1061,7 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       store_labels(ready[i], results[i].uid, result);
   bool have_uids = false;
   std::vector<std::pair<uint32_t, const MessageRecord*>> stored;
-  std::vector<const std::string*> stored_bodies;
+  std::vector<SentBody> stored_bodies;
   for (size_t i = 0; i < ready.size(); ++i) {
     auto& res = results.at(i);
     if (!res.ok) {
@@ -1042,14 +1088,14 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
       uidnext_hint = std::max(uidnext_hint, res.uid + 1);
       if (res.uidvalidity == 0 || res.uidvalidity == info.uidvalidity) {
         stored.emplace_back(res.uid, &ready[i]);
-        stored_bodies.push_back(&bodies[i]);
+        stored_bodies.push_back(sent[i]);
       }
     }
     ++result.appended;
     ++settled_;
-    result.bytes_appended += bodies[i].size();
+    result.bytes_appended += sent[i].size;
     ++done;
-    done_bytes += bodies[i].size();
+    done_bytes += sent[i].size;
   }
   if (options_.policy.restore_flagged) {
     // The target drops \Flagged given with APPEND: set the flags again.
@@ -1187,7 +1233,7 @@ void AccountImport::sync_expunges(const FolderMapping& m, const imap::MailboxInf
 }
 
 void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
-                                 const std::vector<const std::string*>& bodies, ImportFolderResult& result) {
+                                 const std::vector<SentBody>& bodies, ImportFolderResult& result) {
   if (appended.empty()) return;
   std::unordered_map<uint32_t, size_t> index;
   std::vector<uint32_t> uids;
@@ -1198,6 +1244,7 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
   std::sort(uids.begin(), uids.end());
   std::vector<uint32_t> suspects;
   bool noop_sent = false;
+  auto risky = [](const SentBody& b) { return b.bytes ? at_risk(*b.bytes) : b.risky; };
   if (check_sizes_) {
     std::set<uint32_t> seen;
     bool size_differs = false;
@@ -1206,9 +1253,9 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
         session_->fetch_sizes(ranges, [&](uint32_t uid, uint64_t size) {
           auto it = index.find(uid);
           if (it == index.end() || !seen.insert(uid).second) return;
-          const std::string& body = *bodies[it->second];
-          if (size != body.size()) size_differs = true;
-          if (size != body.size() || at_risk(body)) suspects.push_back(uid);
+          const SentBody& body = bodies[it->second];
+          if (size != body.size) size_differs = true;
+          if (size != body.size || risky(body)) suspects.push_back(uid);
         });
     };
     fetch_sizes();
@@ -1224,7 +1271,7 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
     check_sizes_ = size_differs;
   } else {
     for (auto& [uid, i] : index)
-      if (at_risk(*bodies[i])) suspects.push_back(uid);
+      if (risky(bodies[i])) suspects.push_back(uid);
   }
   // One UID FETCH brings every suspect back (a round trip per message would
   // set the pace on a far link); each copy is compared as it arrives.
@@ -1236,7 +1283,12 @@ void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const Mes
     if (!std::binary_search(suspects.begin(), suspects.end(), uid) || !compared.insert(uid).second) return;
     size_t i = index.at(uid);
     const MessageRecord& source = *appended[i].second;
-    const std::string& body = *bodies[i];
+    // A streamed message is compared by its hash first; only a copy that
+    // differs is held beside the archived bytes to name the difference.
+    std::string held;
+    if (!bodies[i].bytes && fm.body.size() == bodies[i].size && archive::sha256(fm.body) == bodies[i].hash) return;
+    if (!bodies[i].bytes) held = archive_->read_object(bodies[i].hash);
+    const std::string& body = bodies[i].bytes ? *bodies[i].bytes : held;
     if (fm.body == body) return;
     std::string hash = archive::to_hex(source.hash);
     auto rewrite = classify_rewrite(body, fm.body);

@@ -91,6 +91,9 @@ class Comparer {
                                                        const std::map<uint32_t, archive::Hash>& expected);
   // The known rewrite that turns the archived object `hash` into `server_bytes`, if any.
   std::optional<std::string> classify(const archive::Hash& hash, std::string_view server_bytes) const;
+  // classify() of the message at `uid` of the selected folder, fetched whole
+  // (a large message whose hash differs).
+  std::optional<std::string> classify_held(const archive::Hash& hash, uint32_t uid);
   // Compares archived `m` with server message `uid`; `where` names the server
   // ("server", "target"). Without deep, a size difference costs one fetch of
   // the message while `fetch_budget` lasts.
@@ -124,6 +127,25 @@ class Comparer {
   archive::AccountRecord account_;
 };
 
+// A message too large to hold, as it arrives: its SHA-256, and its first
+// bytes for the Message-ID.
+struct HashSink final : imap::BodySink {
+  void write(std::string_view piece) override {
+    sha.update(piece);
+    if (head.size() < kHead) head.append(piece.substr(0, kHead - head.size()));
+  }
+  static constexpr size_t kHead = 256u << 10;
+  archive::Sha256 sha;
+  std::string head;
+};
+
+// Bodies of at least kStreamedObject bytes are hashed as they arrive.
+imap::LargeBodies hashed_large_bodies() {
+  return {archive::kStreamedObject, [](uint64_t) -> std::unique_ptr<imap::BodySink> {
+            return std::make_unique<HashSink>();
+          }};
+}
+
 void Comparer::with_session(const std::function<void()>& work) {
   run_with_retries(
       options_.retry,
@@ -131,6 +153,7 @@ void Comparer::with_session(const std::function<void()>& work) {
         if (!session_) {
           session_ = imap::Session::connect(options_.endpoint);
           session_->login(options_.credentials);
+          session_->stream_large_bodies(hashed_large_bodies());
         }
         work();
       },
@@ -186,6 +209,7 @@ std::string Comparer::server_message_id(uint32_t uid, const ServerMessage& s, in
   if (budget <= 0) return {};
   --budget;
   auto m = session_->fetch_one(uid);
+  if (m && m->large_body) return extract_message_id(static_cast<HashSink&>(*m->large_body).head);
   return m ? extract_message_id(m->body) : std::string();
 }
 
@@ -197,6 +221,21 @@ std::optional<std::string> Comparer::classify(const archive::Hash& hash, std::st
     return std::nullopt;  // an unreadable object is offline verify's business; here the bytes just differ
   }
   return classify_rewrite(archived, server_bytes);
+}
+
+std::optional<std::string> Comparer::classify_held(const archive::Hash& hash, uint32_t uid) {
+  // Both copies held at once: only for a large message that differs.
+  session_->stream_large_bodies({});
+  std::optional<imap::FetchedMessage> m;
+  try {
+    m = session_->fetch_one(uid);
+  } catch (...) {
+    session_->stream_large_bodies(hashed_large_bodies());
+    throw;
+  }
+  session_->stream_large_bodies(hashed_large_bodies());
+  if (!m) return std::nullopt;
+  return classify(hash, m->body);
 }
 
 MessageCheck Comparer::check_message(const MessageRecord& m, uint32_t uid, const ServerMessage& s, const char* where,
@@ -213,9 +252,10 @@ MessageCheck Comparer::check_message(const MessageRecord& m, uint32_t uid, const
     --fetch_budget;
     checked = true;
     if (auto fetched = session_->fetch_one(uid)) {
-      auto h = archive::sha256(fetched->body);
+      auto h = fetched->large_body ? static_cast<HashSink&>(*fetched->large_body).sha.finish()
+                                   : archive::sha256(fetched->body);
       server_hash = archive::to_hex(h);
-      if (h != m.hash) c.rewrite = classify(m.hash, fetched->body);
+      if (h != m.hash) c.rewrite = fetched->large_body ? classify_held(m.hash, uid) : classify(m.hash, fetched->body);
     }
   }
   if (c.rewrite) {
@@ -260,19 +300,29 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
     s.have_flags = true;
   });
   if (options_.deep) {
+    std::vector<std::pair<uint32_t, archive::Hash>> large_differing;
     session_->fetch_messages(all, [&](imap::FetchedMessage&& m) {
       auto& s = server[m.uid];
-      auto hash = archive::sha256(m.body);
+      auto* large = static_cast<HashSink*>(m.large_body.get());
+      auto hash = large ? large->sha.finish() : archive::sha256(m.body);
       s.hash = archive::to_hex(hash);
       s.internaldate = m.internaldate;
-      s.message_id = extract_message_id(m.body);
+      s.message_id = extract_message_id(large ? std::string_view(large->head) : std::string_view(m.body));
       s.fetched = true;
       auto e = expected.find(m.uid);
       if (e != expected.end() && e->second != hash) {
+        if (large) {
+          large_differing.emplace_back(m.uid, e->second);
+          return;
+        }
         s.rewrite = classify(e->second, m.body);
         s.classified = true;
       }
     });
+    for (auto& [uid, archived] : large_differing) {
+      server[uid].rewrite = classify_held(archived, uid);
+      server[uid].classified = true;
+    }
   }
   return server;
 }

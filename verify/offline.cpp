@@ -78,6 +78,7 @@ struct Work {
   size_t entry = 0;                    // indexed, random
   archive::PackRecordInfo info;        // indexed, orphan, journal
   std::string stored;                  // indexed, orphan, journal
+  bool streamed = false;               // indexed: too large to hold, read from the file instead of `stored`
   std::shared_ptr<const fs::path> file;
   std::string orphan_problem;          // orphan: what to say about it
   std::vector<std::pair<size_t, archive::GroupMember>> members;  // group: the sampled indexed members
@@ -388,9 +389,11 @@ void Verifier::handle_record(const archive::PackRecordInfo& info, const PackToSc
       w.role = Role::indexed;
       w.entry = *idx;
       w.info = info;
-      w.stored = reader.read_payload();
+      // A large record is read from its file by the worker, piece by piece.
+      if (info.stored_size < archive::kStreamedObject) w.stored = reader.read_payload();
+      else w.streamed = true;
       w.file = file;
-      stored_bytes_read_ += w.stored.size();
+      stored_bytes_read_ += info.stored_size;
       queue.push(std::move(w));
       return;
     }
@@ -488,7 +491,11 @@ void Verifier::check(Work& w) {
   switch (w.role) {
     case Role::indexed:
       try {
-        archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {}, rk());
+        if (w.streamed)
+          archive::read_record_to(*w.file, w.info.offset, archive::RecordKind::object, w.info.hash, w.info.raw_size,
+                                  options_.archive_dir, [](std::string_view) {}, rk());
+        else
+          archive::decode_payload_to(w.info, w.stored, *w.file, [](std::string_view) {}, rk());
         bytes_checked_ += w.info.raw_size;
         entries_[w.entry].result = kSound;
       } catch (const Error& e) {

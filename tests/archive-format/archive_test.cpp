@@ -462,6 +462,79 @@ TEST(Archive, LargeObjectsAreStreamedIntoThePackAndReadBack) {
   expect_consistent(*r);
 }
 
+// Files in the packs directory tree (a spool must leave none).
+size_t files_under(const fs::path& dir) {
+  size_t n = 0;
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    if (!e.is_directory()) ++n;
+  return n;
+}
+
+// Feeds `bytes` to a spool in pieces of uneven sizes.
+void spool_in_pieces(FrameSpool& spool, std::string_view bytes) {
+  for (size_t at = 0, step = 1; at < bytes.size(); at += step, step = step * 3 % 200003 + 1)
+    spool.write(bytes.substr(at, step));
+}
+
+TEST(Archive, SpooledObjectsAreStoredOnceAndReadBack) {
+  TempDir dir;
+  auto a = Archive::open(dir.path() + "/a", Archive::Mode::create);
+  std::string text;
+  for (int i = 0; text.size() < (9u << 20); ++i) text += "spooled line " + std::to_string(i % 1013) + "\r\n";
+  std::string big = random_bytes(5u << 20, 7);
+  const fs::path packs = fs::path(dir.path()) / "a" / "packs";
+  {
+    Batch b(*a);
+    FrameSpool s = b.spool(text.size());
+    spool_in_pieces(s, text);
+    EXPECT_EQ(s.received(), text.size());
+    EXPECT_EQ(s.finish(), sha256(text));
+    EXPECT_LT(s.frame_size(), text.size() / 4);  // compressed on the way
+    EXPECT_TRUE(b.put_spooled(s));
+    b.put_message(make_message(1, 1, 1, text));
+    // The same bytes again, from this batch and after a commit: stored once.
+    FrameSpool again = b.spool(text.size());
+    spool_in_pieces(again, text);
+    EXPECT_FALSE(b.put_spooled(again));
+    b.commit();
+    uint64_t packed = 0;
+    for (auto& p : a->packs()) packed += p.committed_size;
+    FrameSpool third = b.spool(text.size());
+    spool_in_pieces(third, text);
+    EXPECT_FALSE(b.put_spooled(third));
+    FrameSpool other = b.spool(big.size());
+    spool_in_pieces(other, big);
+    EXPECT_TRUE(b.put_spooled(other));
+    b.put_message(make_message(1, 1, 2, big));
+    b.commit();
+    uint64_t after = 0;
+    for (auto& p : a->packs()) after += p.committed_size;
+    EXPECT_GE(after - packed, big.size());
+    EXPECT_LT(after - packed, big.size() + big.size() / 50);  // the text was not written a second time
+  }
+  // A spool dropped half way, or ended short or long, leaves nothing behind.
+  {
+    Batch b(*a);
+    FrameSpool half = b.spool(1u << 20);
+    half.write(std::string(1000, 'x'));
+    EXPECT_THROW(half.finish(), Error);
+    FrameSpool over = b.spool(10);
+    EXPECT_THROW(over.write(std::string(11, 'x')), Error);
+  }
+  EXPECT_EQ(files_under(packs), a->packs().size());
+  EXPECT_EQ(a->read_object(sha256(text)), text);
+  EXPECT_EQ(a->read_object(sha256(big)), big);
+  expect_consistent(*a);
+  a.reset();
+  auto r = Archive::open(dir.path() + "/a", Archive::Mode::read);
+  EXPECT_EQ(r->read_object(sha256(text)), text);
+  auto loc = r->object(sha256(text));
+  ASSERT_TRUE(loc);
+  EXPECT_FALSE(loc->grouped);
+  EXPECT_EQ(loc->raw_size, text.size());
+  expect_consistent(*r);
+}
+
 TEST(Archive, UncommittedBatchIsDiscarded) {
   TempDir dir;
   fs::path root = dir.path() + "/a";

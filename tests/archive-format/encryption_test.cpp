@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include "archive-format/archive.h"
@@ -90,7 +91,13 @@ std::vector<Hash> fill(Archive& a, const Mail& mail, const std::vector<size_t>& 
     m.size = bytes.size();
     m.keywords = {"$Nordlicht-Label"};
     m.internaldate = 1700000000 + static_cast<int64_t>(i);
-    b.put_object(m.hash, bytes);
+    if (bytes.size() >= kStreamedObject) {  // as export stores a large body
+      FrameSpool spool = b.spool(bytes.size());
+      for (size_t at = 0; at < bytes.size(); at += 300000) spool.write(std::string_view(bytes).substr(at, 300000));
+      b.put_spooled(spool);
+    } else {
+      b.put_object(m.hash, bytes);
+    }
     b.put_message(m);
     hashes.push_back(m.hash);
   }
@@ -168,6 +175,47 @@ TEST(Encryption, WhatIsWrittenReadsBackAndNothingPlainIsOnDisk) {
   }
   auto plain = Archive::open(plain_dir, Archive::Mode::read);
   EXPECT_EQ(verify::compute_manifest(*a, nullptr, {}).root, verify::compute_manifest(*plain, nullptr, {}).root);
+}
+
+// The bytes of this process's open files that have no name any more (a
+// spool's temporary file), read through /proc/self/fd.
+std::string unnamed_files_of_this_process() {
+  std::string all;
+  for (auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = fs::read_symlink(e.path(), ec);
+    if (ec || target.string().find("(deleted)") == std::string::npos) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    all += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return all;
+}
+
+TEST(Encryption, ASpoolOfAnEncryptedArchiveHoldsNothingPlain) {
+  TempDir tmp;
+  Mail mail;
+  // Random bytes do not compress: zstd stores them as they are, so a plain
+  // spool shows any run of them, and a sealed one must not.
+  std::string bytes = mail.message(1, 1000);
+  std::mt19937_64 rng(5);
+  while (bytes.size() < (6u << 20)) bytes.push_back(static_cast<char>(rng()));
+  const std::string marker = bytes.substr(3u << 20, 64);
+  for (bool encrypted : {false, true}) {
+    SCOPED_TRACE(encrypted ? "encrypted" : "plain");
+    fs::path dir = fs::path(tmp.path()) / (encrypted ? "enc" : "plain");
+    auto a = encrypted ? Archive::create_encrypted(dir, kPassphrase, kCheapKdf, with_passphrase(kPassphrase))
+                       : Archive::open(dir, Archive::Mode::create);
+    Batch b(*a);
+    FrameSpool spool = b.spool(bytes.size());
+    spool.write(bytes);
+    ASSERT_EQ(spool.finish(), sha256(bytes));
+    std::string on_disk = unnamed_files_of_this_process();
+    EXPECT_GT(on_disk.size(), 1000u);
+    EXPECT_EQ(on_disk.find(marker) != std::string::npos, !encrypted);
+    EXPECT_TRUE(b.put_spooled(spool));
+    b.commit();
+    EXPECT_EQ(a->read_object(sha256(bytes)), bytes);
+  }
 }
 
 TEST(Encryption, AWrongPassphraseIsAnAuthErrorAndWritesNothing) {

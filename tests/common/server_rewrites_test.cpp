@@ -120,10 +120,22 @@ TEST(ServerRewrites, AtRisk) {
       {"final_lf_only", kClean + "body\n", true},
       {"empty", "", true},
       {"only_crlf", "\r\n", false},
+      {"cr_before_the_final_crlf", kClean + "body\r\r\n", true},
+      {"8bit_after_the_header", "A: b\r\n\r\n\xe9\r\n", false},
+      {"8bit_right_after_a_blank_looking_lf", "A: b\n\xe9: c\r\n", true},
   };
   for (const RiskCase& c : risk_cases) {
     SCOPED_TRACE(c.name);
     EXPECT_EQ(at_risk(c.bytes), c.risk);
+    // The same answer for the message in pieces, split at every place (a message too large to hold).
+    for (size_t cut = 0; cut <= c.bytes.size(); ++cut)
+      for (size_t cut2 = cut; cut2 <= c.bytes.size(); ++cut2) {
+        AtRiskScan scan;
+        scan.add(std::string_view(c.bytes).substr(0, cut));
+        scan.add(std::string_view(c.bytes).substr(cut, cut2 - cut));
+        scan.add(std::string_view(c.bytes).substr(cut2));
+        EXPECT_EQ(scan.at_risk(), c.risk) << "cut at " << cut << " and " << cut2;
+      }
   }
 }
 

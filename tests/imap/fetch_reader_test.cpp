@@ -4,7 +4,9 @@
 // unknown items of every shape, bodies as literal, quoted string or NIL,
 // unsolicited and other untagged responses in between, BYE, NO and BAD,
 // the limits, and several FETCH commands in flight on one connection.
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -104,6 +106,94 @@ TEST(FetchReaderTest, BodiesLargerThanTheBufferArriveWhole) {
   std::string a = replay("* 1 FETCH (UID 1 BODY[] " + literal(body) + ")\r\n");
   EXPECT_NE(a.find("body=" + std::to_string(body.size()) + ":"), std::string::npos) << a;
   EXPECT_EQ(a.find("stop"), std::string::npos) << a;
+}
+
+// Hands `bytes` to a reader `piece` bytes at a time (0: as much as asked).
+class StringSource final : public FetchSource {
+ public:
+  StringSource(std::string bytes, size_t piece) : bytes_(std::move(bytes)), piece_(piece) {}
+  size_t read(char* buf, size_t n) override {
+    if (at_ == bytes_.size()) throw Error(ErrorKind::network, "end of the bytes");
+    size_t k = std::min({n, bytes_.size() - at_, piece_ ? piece_ : n});
+    std::memcpy(buf, bytes_.data() + at_, k);
+    at_ += k;
+    return k;
+  }
+  [[noreturn]] void refuse(const std::string& violation, bool) override { throw Error(ErrorKind::protocol, violation); }
+  [[noreturn]] void unparsable(const std::string& detail) override { throw Error(ErrorKind::protocol, detail); }
+
+ private:
+  std::string bytes_;
+  size_t piece_;
+  size_t at_ = 0;
+};
+
+struct CollectingSink final : BodySink {
+  explicit CollectingSink(uint64_t size, std::vector<std::string>* pieces_seen = nullptr, size_t fail_at = SIZE_MAX)
+      : announced(size), fail_at(fail_at) {}
+  void write(std::string_view piece) override {
+    if (++writes == fail_at) throw Error(ErrorKind::io, "disk full (test)", Retry::later);
+    bytes.append(piece);
+  }
+  uint64_t announced;
+  size_t fail_at;
+  size_t writes = 0;
+  std::string bytes;
+};
+
+TEST(FetchReaderTest, LargeBodiesGoToASinkAsTheyArrive) {
+  std::string big;
+  for (int i = 0; big.size() < 300000; ++i) big += "line " + std::to_string(i) + " of a large body\r\n";
+  std::string small = "Subject: s\r\n\r\nsmall\r\n";
+  std::string wire = "* 1 FETCH (UID 11 BODY[] " + literal(big) + " FLAGS (\\Seen))\r\n" +
+                     "* 2 FETCH (UID 12 BODY[] " + literal(small) + ")\r\n" +
+                     "* 3 FETCH (BODY[] " + literal(big) + " UID 13)\r\n" + "A1 OK done\r\n";
+  for (size_t piece : {0, 1000, 4096, 100000}) {
+    SCOPED_TRACE(piece);
+    for (size_t fail_at : {SIZE_MAX, size_t{1}, size_t{2}}) {
+      SCOPED_TRACE(fail_at);
+      StringSource source(wire, piece);
+      std::vector<char> buffer(8192);
+      FetchReader reader(source, buffer.data(), buffer.size(), 0, {});
+      size_t opened = 0;
+      reader.stream_large_bodies({100000, [&](uint64_t size) -> std::unique_ptr<BodySink> {
+                                    ++opened;
+                                    // The first sink fails (when told to), the second never.
+                                    return std::make_unique<CollectingSink>(size, nullptr, opened == 1 ? fail_at : SIZE_MAX);
+                                  }});
+      FetchData data;
+      std::string body;
+      ASSERT_EQ(reader.next(data, body), FetchReader::Kind::fetch);
+      EXPECT_EQ(data.uid, 11u);
+      EXPECT_TRUE(body.empty());
+      EXPECT_EQ(data.body_size, big.size());
+      EXPECT_EQ(data.flags, std::vector<std::string>{"\\Seen"});  // the response goes on after the body
+      if (fail_at == SIZE_MAX) {
+        ASSERT_TRUE(data.body_sink);
+        auto& sink = static_cast<CollectingSink&>(*data.body_sink);
+        EXPECT_EQ(sink.announced, big.size());
+        EXPECT_EQ(sink.bytes, big);
+        EXPECT_FALSE(data.body_error);
+      } else {
+        // The sink's failure is reported; the body is read past, not passed on.
+        EXPECT_FALSE(data.body_sink);
+        ASSERT_TRUE(data.body_error);
+        EXPECT_THROW(std::rethrow_exception(data.body_error), Error);
+      }
+      ASSERT_EQ(reader.next(data, body), FetchReader::Kind::fetch);
+      EXPECT_EQ(data.uid, 12u);
+      EXPECT_EQ(body, small);  // under the threshold: held
+      EXPECT_FALSE(data.body_sink);
+      EXPECT_EQ(data.body_size, small.size());
+      ASSERT_EQ(reader.next(data, body), FetchReader::Kind::fetch);
+      EXPECT_EQ(data.uid, 13u);
+      ASSERT_TRUE(data.body_sink);
+      EXPECT_EQ(static_cast<CollectingSink&>(*data.body_sink).bytes, big);
+      EXPECT_EQ(opened, 2u);
+      ASSERT_EQ(reader.next(data, body), FetchReader::Kind::tagged);
+      EXPECT_EQ(reader.tag(), "A1");
+    }
+  }
 }
 
 TEST(FetchReaderTest, LimitsStopTheReaderBeforeTheBytes) {

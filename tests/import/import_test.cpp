@@ -16,6 +16,7 @@
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "verify/compare.h"
+#include "verify/offline.h"
 #include "tests/support/process.h"
 #include "tests/support/test_server.h"
 
@@ -526,6 +527,120 @@ TEST_F(ImportTest, FilteredImportUnderASubfolderVerifiesEqualWithTheSelectionNot
   EXPECT_EQ(cmp.count(verify::kFilteredOut), sizes.size() - selected);
   EXPECT_EQ(cmp.count(verify::kNotImported), 0u);
   EXPECT_EQ(cmp.selection["filter"]["larger"], threshold);
+}
+
+// Bodies of kStreamedObject bytes or more are never held whole: export
+// spools them, import streams them from the pack, verify hashes them as they
+// come. What arrives must still be exactly what was sent, stored once, and
+// a re-run must send nothing.
+TEST_F(ImportTest, MessagesTooLargeToHoldArriveExactlyThroughExportImportAndVerify) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  server_->add_user("huge1");
+  server_->add_user("huge2");
+  auto text = [](size_t size, const std::string& subject) {
+    std::string m = "From: a@example.org\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject +
+                    "@example.org>\r\n\r\n";
+    for (size_t i = 0; m.size() < size; ++i) m += "line " + std::to_string(i * 7919 % 100003) + " of " + subject + "\r\n";
+    return m;
+  };
+  std::string a = text(6u << 20, "a");
+  a.resize(a.size() - 2);  // no final CRLF: a known server rewrite risk, so import fetches it back to compare
+  std::string b = text(5u << 20, "b");
+  std::string small = text(3000, "small");
+  server_->append("huge1", "INBOX", a);
+  server_->append("huge1", "INBOX", small);
+  server_->append("huge1", "Archive", b);
+  server_->append("huge1", "Archive", a);  // the same bytes again: stored once
+  auto source = server_->summary("huge1");
+  std::map<std::string, std::multiset<std::string>> source_hashes;
+  for (auto& f : source["folders"])
+    if (f["messages"].is_array())
+      for (auto& m : f["messages"]) source_hashes[f["name"]].insert(m["sha256"].get<std::string>());
+  ASSERT_EQ(source_hashes["INBOX"].size(), 2u);
+  ASSERT_EQ(source_hashes["Archive"].size(), 2u);
+
+  // A session told to stream hands the large bodies to sinks, whole and in order.
+  {
+    struct Hashing final : imap::BodySink {
+      void write(std::string_view piece) override { sha.update(piece), bytes += piece.size(); }
+      archive::Sha256 sha;
+      uint64_t bytes = 0;
+    };
+    auto session = imap::Session::connect(endpoint());
+    session->login({"huge1", server_->password("huge1")});
+    session->stream_large_bodies({archive::kStreamedObject, [](uint64_t) -> std::unique_ptr<imap::BodySink> {
+                                    return std::make_unique<Hashing>();
+                                  }});
+    session->select("INBOX");
+    size_t streamed = 0, held = 0;
+    session->fetch_messages({{1, 0}}, [&](imap::FetchedMessage&& m) {
+      if (m.large_body) {
+        ++streamed;
+        auto& h = static_cast<Hashing&>(*m.large_body);
+        EXPECT_TRUE(m.body.empty());
+        EXPECT_EQ(h.bytes, a.size());
+        EXPECT_EQ(m.body_size, a.size());
+        EXPECT_EQ(h.sha.finish(), archive::sha256(a));
+      } else {
+        ++held;
+        EXPECT_EQ(m.body, small);
+      }
+    });
+    EXPECT_EQ(streamed, 1u);
+    EXPECT_EQ(held, 1u);
+  }
+
+  exporting::ExportOptions eo;
+  eo.archive_dir = archive_dir;
+  eo.endpoint = endpoint();
+  eo.credentials.user = "huge1";
+  eo.credentials.secret = server_->password("huge1");
+  NullSink quiet;
+  auto exported = exporting::run_export(eo, quiet);
+  ASSERT_TRUE(exported.complete());
+  EXPECT_EQ(exported.total(&exporting::FolderResult::new_messages), 4u);
+  EXPECT_EQ(exported.total(&exporting::FolderResult::bytes_deduplicated), a.size());
+  {
+    auto ar = Archive::open(archive_dir, Archive::Mode::read);
+    size_t objects = 0;
+    ar->for_each_object([&](const archive::Hash&, const archive::ObjectLocation&) { return ++objects, true; });
+    EXPECT_EQ(objects, 3u);
+    EXPECT_EQ(ar->read_object(archive::sha256(a)), a);
+    EXPECT_EQ(ar->read_object(archive::sha256(b)), b);
+    // Nothing but packs under packs/ (the spools had no name and are gone).
+    for (auto& e : std::filesystem::recursive_directory_iterator(archive_dir + "/packs"))
+      if (!e.is_directory()) EXPECT_EQ(e.path().extension(), ".pack") << e.path();
+  }
+  auto offline = verify::verify_offline({.archive_dir = archive_dir}, quiet);
+  EXPECT_TRUE(offline.ok()) << offline.to_json().dump(1);
+
+  auto first = importing::run_import(import_options(archive_dir, "huge2"), quiet);
+  EXPECT_TRUE(first.complete());
+  EXPECT_EQ(first.total(&importing::ImportFolderResult::appended), 4u);
+  EXPECT_EQ(first.total(&importing::ImportFolderResult::bytes_appended), 2 * a.size() + b.size() + small.size());
+  EXPECT_EQ(first.total(&importing::ImportFolderResult::altered), 0u);
+  std::map<std::string, std::multiset<std::string>> target_hashes;
+  auto target = server_->summary("huge2");
+  for (auto& f : target["folders"])
+    if (f["messages"].is_array())
+      for (auto& m : f["messages"]) target_hashes[f["name"]].insert(m["sha256"].get<std::string>());
+  EXPECT_EQ(target_hashes, source_hashes);
+  auto again = importing::run_import(import_options(archive_dir, "huge2"), quiet);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::appended), 0u);
+  EXPECT_EQ(again.total(&importing::ImportFolderResult::already_there), 4u);
+
+  for (auto [user, against] : {std::pair{"huge1", verify::Against::source}, std::pair{"huge2", verify::Against::target}}) {
+    verify::CompareOptions c;
+    c.archive_dir = archive_dir;
+    c.endpoint = endpoint();
+    c.credentials.user = user;
+    c.credentials.secret = server_->password(user);
+    c.against = against;
+    c.deep = true;
+    auto cmp = verify::compare_online(c, quiet);
+    EXPECT_TRUE(cmp.equal()) << user << ": " << cmp.to_json().dump(1);
+  }
 }
 
 TEST_F(ImportTest, DryRunShowsMappingAndWritesNothing) {
