@@ -775,6 +775,20 @@ void Archive::for_each_message(uint32_t account_id, uint32_t folder_id, std::opt
   });
 }
 
+void Archive::for_each_message_state(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity,
+                                     const std::function<bool(uint32_t, MessageState)>& fn) const {
+  std::string prefix = codec::folder_key(account_id, folder_id) + codec::u32_key(uidvalidity);
+  impl_->guarded([&] {
+    // One read transaction, no copies: `fn` only looks (see archive.h).
+    auto txn = impl_->index->read();
+    txn.scan(Index::messages, "", prefix, [&](std::string_view k, std::string_view v) {
+      auto [key, state] = codec::decode_message_state(k, v);
+      return fn(key.uid, state);
+    });
+    return 0;
+  });
+}
+
 void Archive::for_each_message(const std::function<bool(const MessageRecord&)>& fn) const {
   impl_->guarded([&] {
     impl_->scan(Index::messages, "", [&](std::string_view k, std::string_view v) { return fn(codec::decode_message(k, v)); });

@@ -360,6 +360,12 @@ class Archive {
   // from `fn` to stop.
   void for_each_message(uint32_t account_id, uint32_t folder_id, std::optional<uint32_t> uidvalidity,
                         const std::function<bool(const MessageRecord&)>& fn) const;
+  // The UID and state of every message of the folder's `uidvalidity`
+  // generation, in UID order, without decoding the rest of each record
+  // (for counting), in one read transaction: `fn` must not write to the
+  // archive. Return false from `fn` to stop.
+  void for_each_message_state(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity,
+                              const std::function<bool(uint32_t uid, MessageState state)>& fn) const;
   // Every message of every account, in key order.
   void for_each_message(const std::function<bool(const MessageRecord&)>& fn) const;
   std::optional<MessageRecord> message(const MessageKey& key) const;

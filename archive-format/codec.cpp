@@ -358,6 +358,17 @@ MessageRecord decode_message(std::string_view key, std::string_view value) {
   return r;
 }
 
+std::pair<MessageKey, MessageState> decode_message_state(std::string_view key, std::string_view value) {
+  Reader in(value, "message value");
+  in.version(kValueVersion, kGmailMessageLayout);
+  in.bytes(32 + 4);  // hash, flags
+  for (uint32_t n = in.u32(); n > 0; --n) in.bytes(in.u32());  // keywords
+  in.bytes(8 + 4 + 8 + 8);  // internaldate, zone, size, modseq
+  uint8_t state = in.u8();
+  if (state > 1) malformed("message value has an unknown state");
+  return {decode_message_key(key), static_cast<MessageState>(state)};
+}
+
 std::string encode_append(const AppendRecord& r) {
   Writer w;
   w.u8(kValueVersion);

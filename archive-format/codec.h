@@ -47,6 +47,10 @@ std::string encode_folder(const FolderRecord& r);
 FolderRecord decode_folder(std::string_view key, std::string_view value);
 std::string encode_message(const MessageRecord& r);
 MessageRecord decode_message(std::string_view key, std::string_view value);
+// Only the key and state of a message value (a folder's UIDs counted
+// without decoding the rest). Throws like decode_message for a value too
+// short to reach its state.
+std::pair<MessageKey, MessageState> decode_message_state(std::string_view key, std::string_view value);
 std::string encode_append(const AppendRecord& r);
 AppendRecord decode_append(std::string_view key, std::string_view value);
 std::string encode_object(const ObjectLocation& r);

@@ -683,9 +683,9 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
 AccountExport::ArchivedUids AccountExport::archived_uids(uint32_t folder_id, uint32_t uidvalidity) const {
   ArchivedUids out;
   if (folder_id == 0) return out;
-  archive_->for_each_message(account_id_, folder_id, uidvalidity, [&](const MessageRecord& r) {
-    out.all.push_back(r.key.uid);
-    if (r.state == MessageState::present) out.present.push_back(r.key.uid);
+  archive_->for_each_message_state(account_id_, folder_id, uidvalidity, [&](uint32_t uid, MessageState state) {
+    out.all.push_back(uid);
+    if (state == MessageState::present) out.present.push_back(uid);
     return true;
   });
   return out;
