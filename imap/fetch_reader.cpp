@@ -628,8 +628,8 @@ class ReplaySource final : public FetchSource {
   size_t pos_ = 0;
 };
 
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
+constexpr uint64_t kFnvStart = 1469598103934665603ull;
+uint64_t fnv1a(std::string_view s, uint64_t h = kFnvStart) {
   for (char c : s) {
     h ^= static_cast<unsigned char>(c);
     h *= 1099511628211ull;
@@ -637,15 +637,29 @@ uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
+// A streamed body, summed up as replay_fetch shows a held one.
+struct ReplaySink final : BodySink {
+  void write(std::string_view piece) override {
+    size += piece.size();
+    hash = fnv1a(piece, hash);
+  }
+  uint64_t size = 0;
+  uint64_t hash = kFnvStart;
+};
+
 }  // namespace
 
-std::string replay_fetch(std::string_view bytes, size_t piece, const Endpoint& limits) {
+std::string replay_fetch(std::string_view bytes, size_t piece, const Endpoint& limits, uint64_t stream_from) {
   ReplaySource source(bytes, piece);
   std::vector<char> buffer(8192);
   FetchLimits l;
   l.max_literal = limits.max_message_size;
   l.literal_what = fmt::format("the maximum message size of {} bytes", limits.max_message_size);
   FetchReader reader(source, buffer.data(), buffer.size(), 0, l);
+  if (stream_from != UINT64_MAX)
+    reader.stream_large_bodies({stream_from, [](uint64_t) -> std::unique_ptr<BodySink> {
+                                  return std::make_unique<ReplaySink>();
+                                }});
   std::string out;
   FetchData data;
   std::string body;
@@ -657,7 +671,12 @@ std::string replay_fetch(std::string_view bytes, size_t piece, const Endpoint& l
                              data.has_flags ? fmt::format("{}", fmt::join(data.flags, ",")) : "-",
                              data.internaldate, data.internaldate_tz, data.has_size ? std::to_string(data.size) : "-",
                              data.modseq);
-          if (data.has_body) out += fmt::format(" body={}:{:016x}", body.size(), fnv1a(body));
+          if (data.has_body && data.body_sink) {
+            auto& sink = static_cast<ReplaySink&>(*data.body_sink);
+            out += fmt::format(" body={}:{:016x}", sink.size, sink.hash);
+          } else if (data.has_body) {
+            out += fmt::format(" body={}:{:016x}", body.size(), fnv1a(body));
+          }
           for (auto& a : data.anomalies) out += " anomaly=" + a;
           out += '\n';
           break;

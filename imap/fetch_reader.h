@@ -226,8 +226,10 @@ class FlagCollector {
 // to the reader `piece` bytes at a time (0: all at once), and returns what
 // it read: one line per response ("fetch uid=.. flags=.. date=.. size=..
 // modseq=.. body=<hex digest> anomalies=..", "tagged ..", "bye", "other"),
-// then "stop: <why>" if the reader stopped before the end. No network; for
-// fuzzing and tests.
-std::string replay_fetch(std::string_view bytes, size_t piece, const Endpoint& limits = {});
+// then "stop: <why>" if the reader stopped before the end. Bodies of at
+// least `stream_from` bytes go through a sink (stream_large_bodies) and are
+// shown the same way. No network; for fuzzing and tests.
+std::string replay_fetch(std::string_view bytes, size_t piece, const Endpoint& limits = {},
+                         uint64_t stream_from = UINT64_MAX);
 
 }  // namespace imapstage::imap

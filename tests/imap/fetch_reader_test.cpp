@@ -25,10 +25,15 @@ namespace {
 using testing::FakeExchange;
 using testing::FakeImapServer;
 
-// What replay_fetch reads, checked to be the same for every way of splitting the bytes into reads.
+// What replay_fetch reads, checked to be the same for every way of splitting the bytes into reads,
+// bodies held or streamed.
 std::string replay(std::string_view bytes, Endpoint limits = {}) {
   std::string whole = replay_fetch(bytes, 0, limits);
-  for (size_t piece : {1, 2, 3, 7, 64, 4096}) EXPECT_EQ(replay_fetch(bytes, piece, limits), whole) << "piece " << piece;
+  for (size_t piece : {1, 2, 3, 7, 64, 4096}) {
+    EXPECT_EQ(replay_fetch(bytes, piece, limits), whole) << "piece " << piece;
+    // Every body literal streamed to a sink reads the same.
+    EXPECT_EQ(replay_fetch(bytes, piece, limits, 1), whole) << "piece " << piece << ", streamed";
+  }
   return whole;
 }
 
