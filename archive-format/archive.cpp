@@ -1058,6 +1058,25 @@ struct Batch::Impl {
     resident = 0;
   }
 
+  // Writes the large object `o` (its bytes streamed from memory or a spool)
+  // into a pack now, with what is staged before it. On failure it is not
+  // staged either, and the error propagates.
+  void write_now(PendingObject o) {
+    const Hash hash = o.hash;
+    objects.push_back(std::move(o));
+    try {
+      write_objects_early();
+    } catch (...) {
+      std::erase_if(objects, [&](const PendingObject& p) { return p.compressor || p.spool; });
+      throw;
+    }
+    hashes.insert(hash);
+    if (auto at = archive.object(hash)) {
+      bytes += at->record_size - kRecordHeaderSize;
+      stored_total += at->record_size - kRecordHeaderSize;
+    }
+  }
+
   // Compresses the gathered small objects into one record (a lone one
   // becomes an object record of its own) and stages it.
   void close_group() {
@@ -1096,18 +1115,7 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   if (raw.size() >= kLargeObject) {
     // Compressed straight into the pack, now, while `raw` is alive (after
     // what is staged): no second buffer the size of the object.
-    impl_->objects.push_back({hash, raw.size(), {}, {}, raw, &impl_->compressor});
-    try {
-      impl_->write_objects_early();
-    } catch (...) {
-      std::erase_if(impl_->objects, [&](const PendingObject& o) { return o.compressor != nullptr; });
-      throw;
-    }
-    impl_->hashes.insert(hash);
-    if (auto at = impl_->archive.object(hash)) {
-      impl_->bytes += at->record_size - kRecordHeaderSize;
-      impl_->stored_total += at->record_size - kRecordHeaderSize;
-    }
+    impl_->write_now({hash, raw.size(), {}, {}, raw, &impl_->compressor});
     return true;
   }
   if (raw.size() < kGroupMemberMax && impl_->archive.impl_->options.group_small_objects) {
@@ -1142,18 +1150,7 @@ bool Batch::put_spooled(FrameSpool& spool) {
   o.hash = hash;
   o.raw_size = spool.raw_size();
   o.spool = &spool;
-  impl_->objects.push_back(std::move(o));
-  try {
-    impl_->write_objects_early();
-  } catch (...) {
-    std::erase_if(impl_->objects, [&](const PendingObject& p) { return p.spool != nullptr; });
-    throw;
-  }
-  impl_->hashes.insert(hash);
-  if (auto at = impl_->archive.object(hash)) {
-    impl_->bytes += at->record_size - kRecordHeaderSize;
-    impl_->stored_total += at->record_size - kRecordHeaderSize;
-  }
+  impl_->write_now(std::move(o));
   return true;
 }
 

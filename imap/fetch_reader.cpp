@@ -237,30 +237,39 @@ void FetchReader::skip_literal(uint64_t size) {
   }
 }
 
-void FetchReader::read_literal(std::string& out, uint64_t size) {
-  out.clear();
-  if (size >= kReserveFrom && out.capacity() < size) out.reserve(static_cast<size_t>(std::min(size, kReserveAtMost)));
+template <class Buffered, class Direct>
+void FetchReader::literal_bytes(uint64_t size, Buffered&& buffered, Direct&& direct) {
   uint64_t left = size;
   while (left > 0) {
     if (start_ == end_) {
       if (left < cap_) {
         fill();
       } else {
+        left -= direct(left);
+        continue;
+      }
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left, end_ - start_));
+    buffered(std::string_view(buf_ + start_, n));
+    start_ += n;
+    left -= n;
+  }
+}
+
+void FetchReader::read_literal(std::string& out, uint64_t size) {
+  out.clear();
+  if (size >= kReserveFrom && out.capacity() < size) out.reserve(static_cast<size_t>(std::min(size, kReserveAtMost)));
+  literal_bytes(
+      size, [&](std::string_view piece) { out.append(piece); },
+      [&](uint64_t left) {
         // A large rest goes from the connection straight into the body, in
         // pieces that double: only what arrives is ever touched.
         size_t step = static_cast<size_t>(std::min<uint64_t>(left, std::max(kDirectStep, out.size())));
         size_t at = out.size();
         out.resize(at + step);
         for (size_t got = 0; got < step;) got += source_.read(out.data() + at + got, step - got);
-        left -= step;
-        continue;
-      }
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(left, end_ - start_));
-    out.append(buf_ + start_, n);
-    start_ += n;
-    left -= n;
-  }
+        return step;
+      });
 }
 
 void FetchReader::skip_rest_of_response() {
@@ -393,6 +402,7 @@ void FetchReader::stream_literal(FetchData& data, uint64_t size) {
   data.body_size = size;
   try {
     data.body_sink = large_.open(size);
+    if (!data.body_sink) throw Error(ErrorKind::internal, "no sink for a streamed message body");
   } catch (...) {
     data.body_error = std::current_exception();
   }
@@ -406,27 +416,14 @@ void FetchReader::stream_literal(FetchData& data, uint64_t size) {
     }
   };
   std::string direct;
-  uint64_t left = size;
-  while (left > 0) {
-    if (start_ == end_) {
-      if (left < cap_) {
-        fill();
-      } else {
-        // A large rest goes from the connection to the sink through one buffer.
-        if (direct.empty()) direct.resize(kStreamStep);
-        size_t step = static_cast<size_t>(std::min<uint64_t>(left, direct.size()));
-        size_t got = 0;
-        while (got < step) got += source_.read(direct.data() + got, step - got);
-        pass(std::string_view(direct.data(), step));
-        left -= step;
-        continue;
-      }
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(left, end_ - start_));
-    pass(std::string_view(buf_ + start_, n));
-    start_ += n;
-    left -= n;
-  }
+  literal_bytes(size, pass, [&](uint64_t left) {
+    // A large rest goes from the connection to the sink through one buffer.
+    if (direct.empty()) direct.resize(kStreamStep);
+    size_t step = static_cast<size_t>(std::min<uint64_t>(left, direct.size()));
+    for (size_t got = 0; got < step;) got += source_.read(direct.data() + got, step - got);
+    pass(std::string_view(direct.data(), step));
+    return step;
+  });
 }
 
 void FetchReader::literal_value(std::string* out, FetchData* data) {

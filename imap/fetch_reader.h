@@ -146,6 +146,11 @@ class FetchReader {
   void check_literal(uint64_t size);
   uint64_t literal_size_at_end(size_t from);  // the literal announced at the end of line_[from...], checked
   void skip_literal(uint64_t size);
+  // The `size` bytes of a literal: `buffered(piece)` for those already
+  // received; for a rest larger than the buffer, `direct(left)` reads some
+  // straight from the source and returns how many.
+  template <class Buffered, class Direct>
+  void literal_bytes(uint64_t size, Buffered&& buffered, Direct&& direct);
   void read_literal(std::string& out, uint64_t size);
   void stream_literal(FetchData& data, uint64_t size);  // to a sink from large_
   void skip_rest_of_response();           // line_ and its literals, to the end
