@@ -38,8 +38,9 @@ constexpr size_t kScanChunk = 256;
 
 // Objects at least this large (raw) are never staged: they are committed at
 // once, with the objects staged before them, their zstd frame written into
-// the pack as it is made, so no buffer holds the whole compressed object.
-constexpr size_t kLargeObject = 4u << 20;
+// the pack as it is made, so no buffer holds the whole compressed object
+// (the size from which export spools a body instead of holding it).
+constexpr size_t kLargeObject = kStreamedObject;
 
 // Objects smaller than this are gathered into group records (FORMAT.md, "Group
 // records") of about kGroupTarget raw bytes: small messages compress about

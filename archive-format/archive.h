@@ -226,16 +226,16 @@ struct PackRecordInfo;  // archive-format/pack.h
 
 class Archive;
 
+// Message bodies at least this large are better streamed than held in
+// memory: export spools them (Batch::spool), import streams them to the target.
+inline constexpr uint64_t kStreamedObject = 4ull << 20;
+
 // A unit of writing: objects appended to the pack and index changes staged in
 // memory; commit() makes them durable together (pack data fsynced first, then
 // one LMDB transaction), so an object is indexed only after its bytes are on
 // disk. Destroying an uncommitted batch discards its index changes; object
 // bytes it wrote past the committed pack size are truncated away on the next
 // open. Not thread-safe itself: one Batch per thread.
-// Message bodies at least this large are better streamed than held in
-// memory: export spools them (Batch::spool), import streams them to the target.
-inline constexpr uint64_t kStreamedObject = 4ull << 20;
-
 class Batch {
  public:
   explicit Batch(Archive& archive);

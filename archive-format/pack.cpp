@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -328,7 +329,28 @@ uint32_t crc32c(std::string_view bytes) {
 
 struct Compressor::Impl {
   ZSTD_CCtx* ctx = nullptr;
+  std::string out;  // a streamed frame's output buffer
   ~Impl() { ZSTD_freeCCtx(ctx); }
+
+  // Feeds `raw` to the frame under way (ending it with ZSTD_e_end), handing
+  // what is made to `sink`; on failure the frame is abandoned.
+  void stream(std::string_view raw, ZSTD_EndDirective mode, const ByteSink& sink) {
+    if (out.empty()) out.resize(ZSTD_CStreamOutSize());
+    ZSTD_inBuffer in{raw.data(), raw.size(), 0};
+    try {
+      for (;;) {
+        ZSTD_outBuffer o{out.data(), out.size(), 0};
+        size_t left = ZSTD_compressStream2(ctx, &o, &in, mode);
+        if (ZSTD_isError(left))
+          throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
+        if (o.pos) sink(std::string_view(out.data(), o.pos));
+        if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) break;
+      }
+    } catch (...) {
+      ZSTD_CCtx_reset(ctx, ZSTD_reset_session_only);
+      throw;
+    }
+  }
 };
 
 Compressor::Compressor(int level) : impl_(std::make_unique<Impl>()) {
@@ -359,24 +381,20 @@ CompressedBytes Compressor::compress_bytes(std::string_view raw) {
 }
 
 void Compressor::compress_to(std::string_view raw, const std::function<void(std::string_view)>& out) {
-  ZSTD_CCtx_reset(impl_->ctx, ZSTD_reset_session_only);
-  ZSTD_CCtx_setPledgedSrcSize(impl_->ctx, raw.size());  // the frame header carries the content size
-  std::string buffer(ZSTD_CStreamOutSize(), '\0');
-  ZSTD_inBuffer in{raw.data(), raw.size(), 0};
-  try {
-    for (;;) {
-      ZSTD_outBuffer o{buffer.data(), buffer.size(), 0};
-      size_t left = ZSTD_compressStream2(impl_->ctx, &o, &in, ZSTD_e_end);
-      if (ZSTD_isError(left))
-        throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
-      if (o.pos) out(std::string_view(buffer.data(), o.pos));
-      if (left == 0) break;
-    }
-  } catch (...) {
-    ZSTD_CCtx_reset(impl_->ctx, ZSTD_reset_session_only);
-    throw;
-  }
+  start_frame(raw.size());
+  impl_->stream(raw, ZSTD_e_end, out);
 }
+
+void Compressor::start_frame(uint64_t raw_size) {
+  ZSTD_CCtx_reset(impl_->ctx, ZSTD_reset_session_only);
+  ZSTD_CCtx_setPledgedSrcSize(impl_->ctx, raw_size);  // the frame header carries the content size
+}
+
+void Compressor::add(std::string_view raw, const ByteSink& out) {
+  if (!raw.empty()) impl_->stream(raw, ZSTD_e_continue, out);
+}
+
+void Compressor::end_frame(const ByteSink& out) { impl_->stream({}, ZSTD_e_end, out); }
 
 std::string Compressor::compress(std::string_view raw) {
   CompressedBytes frame = compress_bytes(raw);
@@ -394,21 +412,17 @@ struct FrameSpool::Impl {
   uint64_t raw_size = 0;
   uint64_t received = 0;
   uint64_t file_size = 0;     // bytes in the file
-  ZSTD_CCtx* ctx = nullptr;
+  std::optional<Compressor> compressor;  // until finish()
   Sha256 sha;
   Hash hash{};
   bool finished = false;
   std::string pending;        // frame bytes not yet written to the file
-  std::string zout;           // zstd's output buffer
   // Sealed: the file's bytes are AES-256-GCM under `key`, a key made for this spool alone.
   std::string key, nonce, tag;
   std::unique_ptr<GcmStream> gcm;
   std::string sealed;
 
-  ~Impl() {
-    ZSTD_freeCCtx(ctx);
-    wipe(key);
-  }
+  ~Impl() { wipe(key); }
 
   void flush() {
     std::string_view bytes = pending;
@@ -422,17 +436,10 @@ struct FrameSpool::Impl {
     pending.clear();
   }
 
-  void compress(std::string_view raw, ZSTD_EndDirective mode) {
-    ZSTD_inBuffer in{raw.data(), raw.size(), 0};
-    for (;;) {
-      ZSTD_outBuffer o{zout.data(), zout.size(), 0};
-      size_t left = ZSTD_compressStream2(ctx, &o, &in, mode);
-      if (ZSTD_isError(left))
-        throw Error(ErrorKind::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
-      pending.append(zout.data(), o.pos);
-      if (pending.size() >= kSpoolWrite) flush();
-      if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) break;
-    }
+  // Takes the frame's bytes as the compressor makes them.
+  void take(std::string_view frame) {
+    pending.append(frame);
+    if (pending.size() >= kSpoolWrite) flush();
   }
 };
 
@@ -450,13 +457,9 @@ FrameSpool::FrameSpool(const std::filesystem::path& dir, uint64_t raw_size, int 
   }
   if (fd < 0) throw_io("cannot make a temporary file in", dir.string(), errno);
   s.fd = Fd(fd);
-  s.ctx = ZSTD_createCCtx();
-  if (!s.ctx) throw Error(ErrorKind::internal, "cannot create a zstd context");
-  ZSTD_CCtx_setParameter(s.ctx, ZSTD_c_compressionLevel, zstd_level);
-  ZSTD_CCtx_setParameter(s.ctx, ZSTD_c_contentSizeFlag, 1);
-  ZSTD_CCtx_setPledgedSrcSize(s.ctx, raw_size);  // the frame header carries the content size
-  s.zout.resize(ZSTD_CStreamOutSize());
-  s.pending.reserve(kSpoolWrite + s.zout.size());
+  s.compressor.emplace(zstd_level);
+  s.compressor->start_frame(raw_size);
+  s.pending.reserve(2 * kSpoolWrite);
   if (sealed) {
     s.key = random_bytes(kAeadKeySize);
     s.nonce = random_nonce();
@@ -473,7 +476,7 @@ void FrameSpool::write(std::string_view raw) {
     throw Error(ErrorKind::internal, fmt::format("an object announced as {} bytes got more", s.raw_size));
   s.received += raw.size();
   s.sha.update(raw);
-  s.compress(raw, ZSTD_e_continue);
+  s.compressor->add(raw, [&](std::string_view frame) { s.take(frame); });
 }
 
 Hash FrameSpool::finish() {
@@ -482,17 +485,15 @@ Hash FrameSpool::finish() {
   if (s.received != s.raw_size)
     throw Error(ErrorKind::internal,
                 fmt::format("an object announced as {} bytes ended after {}", s.raw_size, s.received));
-  s.compress({}, ZSTD_e_end);
+  s.compressor->end_frame([&](std::string_view frame) { s.take(frame); });
   s.flush();
   if (s.gcm) {
     s.tag = s.gcm->finish_encrypt();
     s.gcm.reset();
   }
   std::string().swap(s.pending);
-  std::string().swap(s.zout);
   std::string().swap(s.sealed);
-  ZSTD_freeCCtx(s.ctx);
-  s.ctx = nullptr;
+  s.compressor.reset();
   s.hash = s.sha.finish();
   s.finished = true;
   return s.hash;

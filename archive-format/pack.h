@@ -111,6 +111,13 @@ class Compressor {
   // is made: no buffer for the whole frame. `out` may throw (the frame is then
   // abandoned and the context stays usable).
   void compress_to(std::string_view raw, const std::function<void(std::string_view)>& out);
+  // The same frame made from pieces, for an object too large to hold:
+  // start_frame() with the exact raw size to come (the frame header carries
+  // it), add() each piece, then end_frame(). Output goes to `out` in pieces
+  // as it is made. A failure abandons the frame (the context stays usable).
+  void start_frame(uint64_t raw_size);
+  void add(std::string_view raw, const ByteSink& out);
+  void end_frame(const ByteSink& out);
 
  private:
   struct Impl;

@@ -8,28 +8,6 @@ namespace {
 
 enum class CrChange { keep, remove, crlf, space };
 
-// Follows the header section of a message byte by byte.
-class HeaderTracker {
- public:
-  // Call for each byte in order, before looking at in_header() for it.
-  void next(char c) {
-    if (c == '\n') {
-      if (line_blank_) in_header_ = false;
-      line_blank_ = true;
-    } else if (c != '\r') {
-      line_blank_ = false;
-    }
-  }
-  // Whether the byte last passed to next() is in the header section. The
-  // LF ending the empty line is counted as header, which changes nothing:
-  // only bytes >= 0x80 are looked at.
-  bool in_header() const { return in_header_; }
-
- private:
-  bool in_header_ = true;
-  bool line_blank_ = true;
-};
-
 bool is_8bit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
 
 // Whether `server` is `archived` after munge8bit (if `munge`), then
@@ -136,13 +114,8 @@ void AtRiskScan::add(std::string_view piece) {
   if (cr_open_ && piece[0] != '\n') risky_ = true;
   for (size_t i = 0; i < piece.size() && !risky_; ++i) {
     char c = piece[i];
-    bool in_header = in_header_;
-    if (c == '\n') {
-      if (line_blank_) in_header_ = false;
-      line_blank_ = true;
-    } else if (c != '\r') {
-      line_blank_ = false;
-    }
+    bool in_header = header_.in_header();
+    header_.next(c);
     if (c == '\r' && i + 1 < piece.size() && piece[i + 1] != '\n') risky_ = true;
     if (in_header && is_8bit(c)) risky_ = true;
   }

@@ -58,6 +58,28 @@ archive::Hash rewrite_fingerprint(std::string_view bytes);
 // the header section, a bare CR, or no final CRLF (an empty message too).
 bool at_risk(std::string_view bytes);
 
+// Follows the header section of a message byte by byte.
+class HeaderTracker {
+ public:
+  // Call for each byte in order, before looking at in_header() for it.
+  void next(char c) {
+    if (c == '\n') {
+      if (line_blank_) in_header_ = false;
+      line_blank_ = true;
+    } else if (c != '\r') {
+      line_blank_ = false;
+    }
+  }
+  // Whether the byte last passed to next() is in the header section. The
+  // LF ending the empty line is counted as header, which changes nothing:
+  // only bytes >= 0x80 are looked at.
+  bool in_header() const { return in_header_; }
+
+ private:
+  bool in_header_ = true;
+  bool line_blank_ = true;
+};
+
 // at_risk() of a message handed over in pieces (a message too large to
 // hold): add() the pieces in order, then ask at_risk().
 class AtRiskScan {
@@ -67,7 +89,7 @@ class AtRiskScan {
   bool at_risk() const;
 
  private:
-  bool in_header_ = true, line_blank_ = true;
+  HeaderTracker header_;
   bool risky_ = false;
   bool cr_open_ = false;  // the last byte was a CR (bare unless an LF follows)
   char last_[2] = {0, 0};

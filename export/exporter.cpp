@@ -63,8 +63,6 @@ bool same_flags(const MessageRecord& r, uint32_t bits, const std::vector<std::st
   return a == b;
 }
 
-// One connection's share of an account's export: its session, and the
-// batch that what it fetches is staged in. Lanes take whole folders.
 // A message body too large to hold, spooled as it arrives (Batch::spool).
 struct SpoolSink final : imap::BodySink {
   explicit SpoolSink(archive::FrameSpool s) : spool(std::move(s)) {}
@@ -72,6 +70,8 @@ struct SpoolSink final : imap::BodySink {
   archive::FrameSpool spool;
 };
 
+// One connection's share of an account's export: its session, and the
+// batch that what it fetches is staged in. Lanes take whole folders.
 struct Lane : Staging {
   std::unique_ptr<imap::Session> session;
 };

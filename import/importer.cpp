@@ -206,7 +206,8 @@ class AccountImport {
     uint64_t size = 0;
     archive::Hash hash{};
     bool risky = false;
-  };  // After an APPEND that gave UIDs: the bytes of every copy whose message a
+  };
+  // After an APPEND that gave UIDs: the bytes of every copy whose message a
   // known server rewrites (at_risk) and, while check_sizes_ holds, of every
   // copy whose size (one UID FETCH per group) differs: a copy the server
   // changed is reported per message as a known rewrite (message_rewritten)
@@ -984,8 +985,8 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
                                  ImportFolderResult& result, uint64_t& done, uint64_t& done_bytes) {
   if (group.recs.empty()) return;
   std::vector<std::string> bodies;
-  std::vector<SentBody> sent;  // sizes, and what check_stored needs (bytes pointers set below)
-  std::vector<char> held;      // the message is in `bodies` (else streamed from the archive)
+  std::vector<SentBody> sent;  // sizes, and what check_stored needs
+  bodies.reserve(group.recs.size());  // never moves: `sent` points into it
   std::vector<std::vector<std::string>> flags;
   std::vector<MessageRecord> ready;
   revive(m.target_raw);
@@ -1010,12 +1011,9 @@ void AccountImport::append_group(const FolderMapping& m, Prepared& group,
     }
     flags.push_back(target_flags(rec, filter, result));
     bodies.push_back(std::move(group.bodies[i]));
-    sent.push_back({nullptr, size, rec.hash, group.streamed[i] && group.risky[i]});
-    held.push_back(!group.streamed[i]);
+    sent.push_back({group.streamed[i] ? nullptr : &bodies.back(), size, rec.hash, group.streamed[i] && group.risky[i]});
     ready.push_back(rec);
   }
-  for (size_t i = 0; i < sent.size(); ++i)  // `bodies` is complete: its elements stay where they are
-    if (held[i]) sent[i].bytes = &bodies[i];
   group = Prepared{};
   if (ready.empty()) return;
 

@@ -146,6 +146,16 @@ imap::LargeBodies hashed_large_bodies() {
           }};
 }
 
+// The SHA-256 of a fetched message, held or hashed as it arrived.
+archive::Hash hash_of(imap::FetchedMessage& m) {
+  return m.large_body ? static_cast<HashSink&>(*m.large_body).sha.finish() : archive::sha256(m.body);
+}
+
+// Its bytes, or for a streamed one its first HashSink::kHead bytes (for the Message-ID).
+std::string_view head_of(const imap::FetchedMessage& m) {
+  return m.large_body ? std::string_view(static_cast<const HashSink&>(*m.large_body).head) : std::string_view(m.body);
+}
+
 void Comparer::with_session(const std::function<void()>& work) {
   run_with_retries(
       options_.retry,
@@ -209,8 +219,7 @@ std::string Comparer::server_message_id(uint32_t uid, const ServerMessage& s, in
   if (budget <= 0) return {};
   --budget;
   auto m = session_->fetch_one(uid);
-  if (m && m->large_body) return extract_message_id(static_cast<HashSink&>(*m->large_body).head);
-  return m ? extract_message_id(m->body) : std::string();
+  return m ? extract_message_id(head_of(*m)) : std::string();
 }
 
 std::optional<std::string> Comparer::classify(const archive::Hash& hash, std::string_view server_bytes) const {
@@ -225,15 +234,12 @@ std::optional<std::string> Comparer::classify(const archive::Hash& hash, std::st
 
 std::optional<std::string> Comparer::classify_held(const archive::Hash& hash, uint32_t uid) {
   // Both copies held at once: only for a large message that differs.
-  session_->stream_large_bodies({});
-  std::optional<imap::FetchedMessage> m;
-  try {
-    m = session_->fetch_one(uid);
-  } catch (...) {
-    session_->stream_large_bodies(hashed_large_bodies());
-    throw;
-  }
-  session_->stream_large_bodies(hashed_large_bodies());
+  struct Held {
+    imap::Session& session;
+    explicit Held(imap::Session& s) : session(s) { session.stream_large_bodies({}); }
+    ~Held() { session.stream_large_bodies(hashed_large_bodies()); }
+  } held(*session_);
+  auto m = session_->fetch_one(uid);
   if (!m) return std::nullopt;
   return classify(hash, m->body);
 }
@@ -252,8 +258,7 @@ MessageCheck Comparer::check_message(const MessageRecord& m, uint32_t uid, const
     --fetch_budget;
     checked = true;
     if (auto fetched = session_->fetch_one(uid)) {
-      auto h = fetched->large_body ? static_cast<HashSink&>(*fetched->large_body).sha.finish()
-                                   : archive::sha256(fetched->body);
+      auto h = hash_of(*fetched);
       server_hash = archive::to_hex(h);
       if (h != m.hash) c.rewrite = fetched->large_body ? classify_held(m.hash, uid) : classify(m.hash, fetched->body);
     }
@@ -303,15 +308,14 @@ std::map<uint32_t, ServerMessage> Comparer::read_server_folder(const std::string
     std::vector<std::pair<uint32_t, archive::Hash>> large_differing;
     session_->fetch_messages(all, [&](imap::FetchedMessage&& m) {
       auto& s = server[m.uid];
-      auto* large = static_cast<HashSink*>(m.large_body.get());
-      auto hash = large ? large->sha.finish() : archive::sha256(m.body);
+      auto hash = hash_of(m);
       s.hash = archive::to_hex(hash);
       s.internaldate = m.internaldate;
-      s.message_id = extract_message_id(large ? std::string_view(large->head) : std::string_view(m.body));
+      s.message_id = extract_message_id(head_of(m));
       s.fetched = true;
       auto e = expected.find(m.uid);
       if (e != expected.end() && e->second != hash) {
-        if (large) {
+        if (m.large_body) {
           large_differing.emplace_back(m.uid, e->second);
           return;
         }
