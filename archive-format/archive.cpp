@@ -122,6 +122,7 @@ struct Archive::Impl {
   std::shared_ptr<Index> index;
   std::string archive_id;
   std::shared_ptr<const ArchiveKeys> keys;  // of an encrypted archive
+  bool counts_kept = false;  // the index keeps message_counts (version 7 on)
   const RecordKeys* record_keys() const { return keys ? &keys->records() : nullptr; }
   // The name a record header carries for content hashing to `hash`.
   Hash record_name(const Hash& hash) const { return keys ? keys->records().name(hash) : hash; }
@@ -409,7 +410,9 @@ struct Archive::Impl {
         if (loc.grouped && !object_filter.surely_absent(hash) && txn.get(Index::objects, hash_key(hash))) continue;
         txn.put(Index::objects, hash_key(hash), codec::encode_object(loc));
       }
-      for (auto& op : journal.ops) apply_op(txn, op);
+      CountChanges counts;
+      for (auto& op : journal.ops) apply_op(txn, op, counts);
+      counts.write(txn);
       for (auto& slot : slots)
         txn.put(Index::packs, codec::u64_key(slot.id),
                 codec::encode_pack({slot.id, slot.writer.size(), slot.records, slot.sealed}));
@@ -465,8 +468,8 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode) { return 
 namespace {
 
 // True for what Archive::open(create) leaves in a directory before it writes
-// FORMAT: the lock file, FORMAT.tmp, the index directory (LMDB files only)
-// and an empty packs directory.
+// FORMAT: the lock file, FORMAT.tmp, the index directory (LMDB files and
+// the index's `checked` stamp only) and an empty packs directory.
 bool left_by_interrupted_creation(const fs::directory_entry& entry) {
   std::error_code ec;
   auto name = entry.path().filename().string();
@@ -476,7 +479,7 @@ bool left_by_interrupted_creation(const fs::directory_entry& entry) {
   if (name != "index" || !entry.is_directory(ec)) return false;
   for (auto& file : fs::directory_iterator(entry.path(), ec)) {
     auto f = file.path().filename().string();
-    if (f != "data.mdb" && f != "lock.mdb") return false;
+    if (f != "data.mdb" && f != "lock.mdb" && f != "checked" && f != "checked.tmp") return false;
   }
   return !ec;
 }
@@ -636,6 +639,7 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
 
   impl->index = Index::open(dir / "index", options.map_size, writing);
   if (impl->keys) impl->index->set_keys(impl->keys->index());
+  uint32_t index_version = 0;  // meta/format_version (0: none yet)
   impl->guarded([&] {
     std::optional<std::string> id;
     uint64_t sequence = 0;
@@ -653,6 +657,7 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
         if (from_le(*v) > kFormatVersion)
           throw Error(ErrorKind::format, fmt::format("index format version {} is newer than this build", from_le(*v)),
                       Retry::never, where);
+        index_version = static_cast<uint32_t>(from_le(*v));
       }
       if (auto v = txn.get(Index::meta, "archive_id")) id = std::string(*v);
       if (auto v = txn.get(Index::meta, "journal_sequence")) {
@@ -665,6 +670,7 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
       id = fmt::format("{:016x}{:016x}", random_u64(), random_u64());
       auto txn = impl->index->write();
       txn.put(Index::meta, "format_version", le32(kFormatVersion));
+      index_version = kFormatVersion;
       txn.put(Index::meta, "archive_id", *id);
       txn.put(Index::meta, "journal_sequence", le64(0));
       if (impl->keys) txn.put(Index::meta, "encryption", impl->keys->key_id());
@@ -686,11 +692,17 @@ std::unique_ptr<Archive> Archive::open(const fs::path& dir, Mode mode, Options o
   if (writing && !creating && version < kFormatVersion) {
     impl->guarded([&] {
       auto txn = impl->index->write();
+      // Version 7 keeps message_counts: counted here once, in the same
+      // transaction (an index already at 7, rebuilt or upgraded by a writer
+      // stopped before FORMAT, has them).
+      if (index_version < 7) count_messages(txn);
       txn.put(Index::meta, "format_version", le32(kFormatVersion));
       txn.commit();
+      index_version = kFormatVersion;
       return 0;
     });
   }
+  impl->counts_kept = index_version >= 7;
   if (creating || (writing && version < kFormatVersion))
     write_file_durably(format_file, std::string(kFormatPrefix) + std::to_string(kFormatVersion) + "\n");
   return std::unique_ptr<Archive>(new Archive(std::move(impl)));
@@ -787,6 +799,57 @@ void Archive::for_each_message_state(uint32_t account_id, uint32_t folder_id, ui
       return fn(key.uid, state);
     });
     return 0;
+  });
+}
+
+std::optional<MessageCounts> Archive::message_counts(uint32_t account_id, uint32_t folder_id,
+                                                     uint32_t uidvalidity) const {
+  if (!impl_->counts_kept) return std::nullopt;
+  return impl_->guarded([&] {
+    auto txn = impl_->index->read();
+    auto v = txn.get(Index::message_counts, codec::message_counts_key(account_id, folder_id, uidvalidity));
+    return v ? codec::decode_message_counts(*v) : MessageCounts{};
+  });
+}
+
+std::vector<std::string> Archive::check_message_counts() const {
+  if (!impl_->counts_kept) return {};
+  return impl_->guarded([&] {
+    std::vector<std::string> out;
+    auto txn = impl_->index->read();
+    std::map<std::string, MessageCounts> stored, found;
+    txn.scan(Index::message_counts, "", "", [&](std::string_view k, std::string_view v) {
+      stored[std::string(k)] = codec::decode_message_counts(v);
+      return true;
+    });
+    txn.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
+      auto state = codec::decode_message_state(k, v).second;
+      // Keys in order: one map lookup per folder generation, not per message.
+      auto [it, added] = found.try_emplace(std::string(k.substr(0, 12)));
+      ++it->second.records;
+      it->second.present += state == MessageState::present;
+      return true;
+    });
+    auto name = [&](const std::string& key) {
+      auto m = codec::decode_message_key(key + std::string(4, '\0'));
+      std::string account = fmt::format("#{}", m.account_id), folder = fmt::format("#{}", m.folder_id);
+      if (auto v = txn.get(Index::accounts, codec::u32_key(m.account_id))) account = codec::decode_account(codec::u32_key(m.account_id), *v).name;
+      std::string fk = codec::folder_key(m.account_id, m.folder_id);
+      if (auto v = txn.get(Index::folders, fk)) folder = codec::decode_folder(fk, *v).canonical_name();
+      return fmt::format("account {}, folder {}, uidvalidity {}", account, folder, m.uidvalidity);
+    };
+    for (auto& [key, c] : found) {
+      auto s = stored.find(key);
+      MessageCounts kept = s == stored.end() ? MessageCounts{} : s->second;
+      if (kept.records != c.records || kept.present != c.present)
+        out.push_back(fmt::format("message counts of {} say {} messages ({} present), the index holds {} ({} present)",
+                                  name(key), kept.records, kept.present, c.records, c.present));
+    }
+    for (auto& [key, c] : stored)
+      if (!found.count(key))
+        out.push_back(fmt::format("message counts of {} say {} messages ({} present), the index holds none", name(key),
+                                  c.records, c.present));
+    return out;
   });
 }
 
@@ -965,6 +1028,29 @@ std::vector<RunRecord> Archive::runs() const {
       return true;
     });
     return out;
+  });
+}
+
+std::optional<ImportMark> Archive::import_mark(uint32_t target_id, uint32_t account_id, uint32_t folder_id,
+                                               uint32_t uidvalidity) const {
+  return impl_->guarded([&]() -> std::optional<ImportMark> {
+    auto txn = impl_->index->read();
+    auto v = txn.get(Index::import_marks, codec::import_mark_key(target_id, account_id, folder_id, uidvalidity));
+    if (!v) return std::nullopt;
+    return codec::decode_import_mark(*v);
+  });
+}
+
+void Archive::put_import_mark(uint32_t target_id, uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity,
+                              const ImportMark& mark) {
+  impl_->require_writable();
+  std::lock_guard lock(impl_->commit_mutex);
+  impl_->guarded([&] {
+    auto txn = impl_->index->write();
+    txn.put(Index::import_marks, codec::import_mark_key(target_id, account_id, folder_id, uidvalidity),
+            codec::encode_import_mark(mark));
+    txn.commit();
+    return 0;
   });
 }
 

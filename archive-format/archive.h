@@ -31,7 +31,7 @@ namespace imapstage::archive {
 
 // The format version this build writes and the newest it reads. Every older
 // version (1 to 5) is read too; a writer opening an older archive upgrades it.
-inline constexpr uint32_t kFormatVersion = 6;
+inline constexpr uint32_t kFormatVersion = 7;
 
 class ArchiveKeys;   // archive-format/keys.h
 struct KeyFile;      // archive-format/keys.h
@@ -135,6 +135,17 @@ enum class MessageState : uint8_t {
   expunged = 1,  // expunged on the source since; the archive keeps it
 };
 
+// How many message records one folder holds under one UIDVALIDITY
+// (FORMAT.md, `message_counts`), kept in step by every commit.
+struct MessageCounts {
+  uint64_t records = 0;  // message values
+  uint64_t present = 0;  // of those, in state present
+  // Message values written under the prefix since the counts began (every
+  // put, changed or not): equal at two times means no message of the
+  // generation was written in between.
+  uint64_t changes = 0;
+};
+
 struct MessageKey {
   uint32_t account_id = 0;
   uint32_t folder_id = 0;
@@ -220,6 +231,20 @@ struct AppendRecord {
   uint32_t flags = 0;              // flags and keywords last applied on the target
   std::vector<std::string> keywords;
   int64_t when = 0;                // unix seconds
+};
+
+// What an import saw when it last finished a folder generation on a target
+// completely (FORMAT.md, `import_marks`): while the generation's
+// MessageCounts::changes and the target folder's UIDVALIDITY, UIDNEXT and
+// message count are still these, importing it again has nothing to do.
+struct ImportMark {
+  uint64_t changes = 0;             // MessageCounts::changes of the source generation then
+  std::string target_folder;        // raw (modified UTF-7) name on the target
+  uint32_t target_uidvalidity = 0;
+  uint32_t target_uidnext = 0;
+  uint32_t target_messages = 0;
+  bool expunges_synced = false;     // that import also expunged what the source had expunged
+  bool operator==(const ImportMark&) const = default;
 };
 
 struct PackRecordInfo;  // archive-format/pack.h
@@ -366,6 +391,16 @@ class Archive {
   // archive. Return false from `fn` to stop.
   void for_each_message_state(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity,
                               const std::function<bool(uint32_t uid, MessageState state)>& fn) const;
+  // How many messages the folder's `uidvalidity` generation holds, read
+  // from message_counts without visiting them; nullopt for an index older
+  // than version 7 opened read-only, which has no counts (count with
+  // for_each_message_state then).
+  std::optional<MessageCounts> message_counts(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity) const;
+  // Compares message_counts with a count of the messages, in one read
+  // transaction; one line per disagreement (naming account, folder,
+  // uidvalidity and both counts), none when they agree or the index keeps
+  // no counts (older than version 7, opened read-only).
+  std::vector<std::string> check_message_counts() const;
   // Every message of every account, in key order.
   void for_each_message(const std::function<bool(const MessageRecord&)>& fn) const;
   std::optional<MessageRecord> message(const MessageKey& key) const;
@@ -392,12 +427,20 @@ class Archive {
   std::optional<AppendRecord> append(const AppendKey& key) const;
   // Every append record of a target, in key order.
   void for_each_append(uint32_t target_id, const std::function<bool(const AppendRecord&)>& fn) const;
+  // The import mark of a source folder generation on a target, if any.
+  std::optional<ImportMark> import_mark(uint32_t target_id, uint32_t account_id, uint32_t folder_id,
+                                        uint32_t uidvalidity) const;
 
   std::vector<RunRecord> runs() const;
 
   // ---- writing (REQUIRES: writable()) -------------------------------------
   // A target server identity such as "user@host:port"; returns its id, creating it.
   uint32_t put_target(std::string_view identity);
+  // Stores the import mark of a source folder generation on a target,
+  // replacing any. Durable at once; kept in the index only (not journaled:
+  // a rebuilt index has none, and the next import reads every folder).
+  void put_import_mark(uint32_t target_id, uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity,
+                       const ImportMark& mark);
   // Records a run as started ("running"); returns its id. Durable at once.
   uint64_t begin_run(const std::string& kind, const std::string& account, const std::string& details_json);
   void end_run(uint64_t id, const std::string& result, const std::string& details_json);

@@ -369,6 +369,59 @@ std::pair<MessageKey, MessageState> decode_message_state(std::string_view key, s
   return {decode_message_key(key), static_cast<MessageState>(state)};
 }
 
+std::string message_counts_key(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity) {
+  return folder_key(account_id, folder_id) + u32_key(uidvalidity);
+}
+
+std::string encode_message_counts(const MessageCounts& r) {
+  Writer w;
+  w.u8(kValueVersion);
+  w.u64(r.records);
+  w.u64(r.present);
+  w.u64(r.changes);
+  return w.take();
+}
+MessageCounts decode_message_counts(std::string_view value) {
+  MessageCounts r;
+  Reader in(value, "message counts value");
+  in.version(kValueVersion);
+  r.records = in.u64();
+  r.present = in.u64();
+  r.changes = in.u64();
+  in.end();
+  if (r.present > r.records) malformed("message counts value has more present messages than messages");
+  return r;
+}
+
+std::string import_mark_key(uint32_t target_id, uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity) {
+  return u32_key(target_id) + message_counts_key(account_id, folder_id, uidvalidity);
+}
+
+std::string encode_import_mark(const ImportMark& r) {
+  Writer w;
+  w.u8(kValueVersion);
+  w.u64(r.changes);
+  w.str(r.target_folder);
+  w.u32(r.target_uidvalidity);
+  w.u32(r.target_uidnext);
+  w.u32(r.target_messages);
+  w.u8(r.expunges_synced ? 1 : 0);
+  return w.take();
+}
+ImportMark decode_import_mark(std::string_view value) {
+  ImportMark r;
+  Reader in(value, "import mark value");
+  in.version(kValueVersion);
+  r.changes = in.u64();
+  r.target_folder = in.str();
+  r.target_uidvalidity = in.u32();
+  r.target_uidnext = in.u32();
+  r.target_messages = in.u32();
+  r.expunges_synced = in.boolean();
+  in.end();
+  return r;
+}
+
 std::string encode_append(const AppendRecord& r) {
   Writer w;
   w.u8(kValueVersion);

@@ -36,6 +36,8 @@ std::string name_key(std::string_view name);  // account_names, target_names
 std::string folder_name_key(uint32_t account_id, std::string_view name_raw);
 std::string message_key(const MessageKey& key);
 MessageKey decode_message_key(std::string_view bytes);
+// message_counts: the first 12 bytes of the message keys it counts.
+std::string message_counts_key(uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity);
 std::string append_key(const AppendKey& key);
 AppendKey decode_append_key(std::string_view bytes);
 
@@ -51,6 +53,12 @@ MessageRecord decode_message(std::string_view key, std::string_view value);
 // without decoding the rest). Throws like decode_message for a value too
 // short to reach its state.
 std::pair<MessageKey, MessageState> decode_message_state(std::string_view key, std::string_view value);
+std::string encode_message_counts(const MessageCounts& r);
+MessageCounts decode_message_counts(std::string_view value);
+// import_marks: u32be target id, then the message_counts key of the generation.
+std::string import_mark_key(uint32_t target_id, uint32_t account_id, uint32_t folder_id, uint32_t uidvalidity);
+std::string encode_import_mark(const ImportMark& r);
+ImportMark decode_import_mark(std::string_view value);
 std::string encode_append(const AppendRecord& r);
 AppendRecord decode_append(std::string_view key, std::string_view value);
 std::string encode_object(const ObjectLocation& r);

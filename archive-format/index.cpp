@@ -90,6 +90,8 @@ const char* Index::db_name(Db db) {
     case targets: return "targets";
     case target_names: return "target_names";
     case appends: return "appends";
+    case message_counts: return "message_counts";
+    case import_marks: return "import_marks";
     case kDbCount: break;
   }
   return "?";
@@ -330,6 +332,67 @@ class DataFileCheck {
   std::vector<bool> seen_;
 };
 
+// ---- index/checked: a snapshot that needs no walk ----------------------------
+//
+// The walk reads every page of the index, which at a million messages costs
+// more than everything else a no-change run does. index/checked names the
+// snapshot the last walk passed (or that this program committed on top of a
+// checked one) with the data file's identity and times: a later open of the
+// same file, unchanged since (anything that writes to it moves its change
+// time, a copy is another file), at the same snapshot, skips the walk
+// (FORMAT.md, "Index"). A missing, unreadable or stale stamp means a walk.
+
+constexpr const char* kStampName = "checked";
+constexpr const char* kStampMagic = "imapstage-index-checked 1";
+
+std::string stamp_text(uint64_t txnid, const struct stat& st) {
+  return fmt::format("{} {} {} {} {} {}.{:09} {}.{:09}\n", kStampMagic, txnid, uint64_t(st.st_dev),
+                     uint64_t(st.st_ino), int64_t(st.st_size), int64_t(st.st_mtim.tv_sec), st.st_mtim.tv_nsec,
+                     int64_t(st.st_ctim.tv_sec), st.st_ctim.tv_nsec);
+}
+
+// Whether dir/checked names snapshot `txnid` of the data file as `st` describes it.
+bool stamp_matches(const std::filesystem::path& dir, uint64_t txnid, const struct stat& st) {
+  int fd = ::open((dir / kStampName).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  char buf[256];
+  struct stat own{};
+  ssize_t n = ::fstat(fd, &own) == 0 && S_ISREG(own.st_mode) ? ::read(fd, buf, sizeof buf) : -1;
+  ::close(fd);
+  std::string want = stamp_text(txnid, st);
+  return n > 0 && std::string_view(buf, static_cast<size_t>(n)) == want;
+}
+
+// Writes dir/checked for snapshot `txnid` of the data file as `st` describes it. Best
+// effort: a stamp that cannot be written only costs the next open a walk.
+void write_stamp(const std::filesystem::path& dir, uint64_t txnid, const struct stat& st) noexcept {
+  std::string text = stamp_text(txnid, st);
+  auto tmp = dir / "checked.tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), (dir / kStampName).c_str()) != 0) ::unlink(tmp.c_str());
+}
+
+// After this process committed a write transaction whose snapshot started
+// from `checked` (kNotChecked: unknown): the snapshot now known to be
+// checked, stamped when `stamp`. A commit that wrote nothing leaves the
+// snapshot as it was; one more than `checked` is this commit's; anything else
+// means another process committed in between (the next open walks).
+uint64_t after_commit(MDB_env* env, const std::filesystem::path& dir, uint64_t checked, bool stamp) {
+  constexpr uint64_t kNotChecked = ~uint64_t{0};
+  MDB_envinfo info{};
+  if (checked == kNotChecked || mdb_env_info(env, &info) != 0) return kNotChecked;
+  uint64_t last = info.me_last_txnid;
+  if (last == checked) return checked;
+  if (last != checked + 1) return kNotChecked;
+  int fd = -1;
+  struct stat st{};
+  if (stamp && mdb_env_get_fd(env, &fd) == 0 && ::fstat(fd, &st) == 0) write_stamp(dir, last, st);
+  return last;
+}
+
 [[noreturn]] void throw_lmdb(int rc, const std::string& what, const std::filesystem::path& dir) {
   ErrorWhere where{.file = dir.string()};
   std::string text = "index " + what + ": " + mdb_strerror(rc);
@@ -393,6 +456,7 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   // LMDB forbids a second mdb_env_open on an environment whose open failed:
   // each attempt gets a fresh one.
   EnvOwner owner;
+  uint64_t checked_txnid = ~uint64_t{0};  // the snapshot checked below
   auto attempt = [&](unsigned flags) {
     owner.reset();
     int rc = mdb_env_create(&owner.env);
@@ -441,8 +505,15 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
     MDB_txn* txn = nullptr;
     rc = mdb_txn_begin(owner.env, nullptr, MDB_RDONLY, &txn);
     if (rc) throw_lmdb(rc, "open", dir);
+    checked_txnid = mdb_txn_id(txn);
     try {
-      DataFileCheck(dir, data_fd, static_cast<uint64_t>(st.st_size)).run(mdb_txn_id(txn));
+      // Taken once the snapshot is fixed: its pages are inside this size, and
+      // a commit since would have moved the change time the stamp holds.
+      if (::fstat(data_fd, &st) != 0) throw_io("cannot stat", (dir / "data.mdb").string(), errno);
+      if (!stamp_matches(dir, checked_txnid, st)) {
+        DataFileCheck(dir, data_fd, static_cast<uint64_t>(st.st_size)).run(checked_txnid);
+        if (create) write_stamp(dir, checked_txnid, st);  // readers change nothing
+      }
     } catch (...) {
       mdb_txn_abort(txn);
       throw;
@@ -458,10 +529,13 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   rc = mdb_txn_begin(owner.env, nullptr, rdonly ? MDB_RDONLY : 0, &txn);
   if (rc) throw_lmdb(rc, "open", dir);
   unsigned dbi[kDbCount] = {};
+  bool has[kDbCount] = {};
   for (unsigned db = 0; db < kDbCount; ++db) {
     const char* name = db_name(static_cast<Db>(db));
     rc = mdb_dbi_open(txn, name, create ? MDB_CREATE : 0, &dbi[db]);
     if (rc == MDB_NOTFOUND && !rdonly) rc = mdb_dbi_open(txn, name, MDB_CREATE, &dbi[db]);
+    has[db] = rc == 0;
+    if (rc == MDB_NOTFOUND && (db == message_counts || db == import_marks)) continue;  // a version 6 index read as it is
     if (rc) {
       mdb_txn_abort(txn);
       if (rc == MDB_NOTFOUND)
@@ -471,8 +545,11 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   }
   rc = mdb_txn_commit(txn);
   if (rc) throw_lmdb(rc, "open", dir);
+  if (!rdonly) checked_txnid = after_commit(owner.env, dir, checked_txnid, create);  // tables it created
   std::shared_ptr<Index> index(new Index(key, owner.release()));
   std::copy(std::begin(dbi), std::end(dbi), index->dbi_);
+  std::copy(std::begin(has), std::end(has), index->has_db_);
+  index->checked_txnid_ = checked_txnid;
   registry()[key] = index;
   return index;
 }
@@ -622,6 +699,7 @@ void Index::release_and_note() const {
 }
 
 std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) const {
+  if (!index_->has_db_[db]) return std::nullopt;
   index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   MDB_val k = val(sk), v{};
@@ -699,6 +777,7 @@ void Index::release_pages() const {
 
 void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
                       const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  if (!index_->has_db_[db]) return;
   Cursor cur;
   int rc = mdb_cursor_open(txn_, index_->dbi_[db], &cur.c);
   if (rc) index_->fail(rc, std::string("scan of ") + db_name(db));
@@ -729,6 +808,7 @@ void Index::Txn::scan(Db db, std::string_view from, std::string_view prefix,
 }
 
 std::optional<std::string> Index::Txn::last_key(Db db, std::string_view prefix) const {
+  if (!index_->has_db_[db]) return std::nullopt;
   Cursor cur;
   int rc = mdb_cursor_open(txn_, index_->dbi_[db], &cur.c);
   if (rc) index_->fail(rc, std::string("scan of ") + db_name(db));
@@ -754,17 +834,77 @@ void Index::Txn::commit() {
   txn_ = nullptr;
   int rc = mdb_txn_commit(t);  // frees the transaction even when it fails
   if (rc) index_->fail(rc, "commit");
-  if (write_) index_->release_and_note();
+  if (write_) {
+    index_->note_commit();
+    index_->release_and_note();
+  }
+}
+
+void Index::note_commit() const {
+  std::lock_guard lock(checked_mutex_);
+  checked_txnid_ = after_commit(env_, dir_, checked_txnid_, true);
 }
 
 uint64_t Index::Txn::entries(Db db) const {
+  if (!index_->has_db_[db]) return 0;
   MDB_stat st{};
   int rc = mdb_stat(txn_, index_->dbi_[db], &st);
   if (rc) index_->fail(rc, std::string("count of ") + db_name(db));
   return st.ms_entries;
 }
 
-void apply_op(Index::Txn& txn, const codec::JournalOp& op) {
+void CountChanges::note(std::string_view message_key, std::optional<MessageState> before, MessageState after) {
+  Delta& d = deltas_[std::string(message_key.substr(0, 12))];
+  if (!before) ++d.records;
+  d.present += (after == MessageState::present) - (before == MessageState::present);
+  ++d.changes;
+}
+
+void CountChanges::write(Index::Txn& txn) {
+  for (auto& [key, d] : deltas_) {
+    MessageCounts c;
+    if (auto v = txn.get(Index::message_counts, key)) c = codec::decode_message_counts(*v);
+    if ((d.records < 0 && c.records < uint64_t(-d.records)) || (d.present < 0 && c.present < uint64_t(-d.present)))
+      throw Error(ErrorKind::corrupt,
+                  "the index is damaged (message_counts disagree with the messages)" + std::string(kRunRepair),
+                  Retry::never);
+    c.records += d.records;
+    c.present += d.present;
+    c.changes += d.changes;
+    txn.put(Index::message_counts, key, codec::encode_message_counts(c));
+  }
+  deltas_.clear();
+}
+
+void count_messages(Index::Txn& txn) {
+  std::vector<std::string> stale;
+  txn.scan(Index::message_counts, "", "", [&](std::string_view k, std::string_view) {
+    stale.emplace_back(k);
+    return true;
+  });
+  for (auto& k : stale) txn.del(Index::message_counts, k);
+  // Counted first, put after the scan: a put inside it would move the cursor's pages.
+  std::vector<std::pair<std::string, MessageCounts>> counted;
+  std::string current;
+  MessageCounts c;
+  txn.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
+    MessageState state = codec::decode_message_state(k, v).second;
+    std::string prefix(k.substr(0, 12));
+    if (prefix != current) {
+      if (!current.empty()) counted.emplace_back(current, c);
+      current = prefix;
+      c = {};
+    }
+    ++c.records;
+    c.present += state == MessageState::present;
+    return true;
+  });
+  if (!current.empty()) counted.emplace_back(current, c);
+  for (auto& [k, counts] : counted) counts.changes = counts.records;  // a start: only its moves matter
+  for (auto& [k, counts] : counted) txn.put(Index::message_counts, k, codec::encode_message_counts(counts));
+}
+
+void apply_op(Index::Txn& txn, const codec::JournalOp& op, CountChanges& counts) {
   using codec::OpKind;
   switch (op.kind) {
     case OpKind::put_account: {
@@ -788,7 +928,13 @@ void apply_op(Index::Txn& txn, const codec::JournalOp& op) {
       txn.put(Index::folder_names, codec::folder_name_key(rec.account_id, rec.name_raw), codec::u32_key(rec.id));
       return;
     }
-    case OpKind::put_message: txn.put(Index::messages, op.key, op.value); return;
+    case OpKind::put_message: {
+      std::optional<MessageState> before;
+      if (auto old = txn.get(Index::messages, op.key)) before = codec::decode_message_state(op.key, *old).second;
+      counts.note(op.key, before, codec::decode_message_state(op.key, op.value).second);
+      txn.put(Index::messages, op.key, op.value);
+      return;
+    }
     case OpKind::put_append: txn.put(Index::appends, op.key, op.value); return;
     case OpKind::erase_append: txn.del(Index::appends, op.key); return;
     case OpKind::put_target: {

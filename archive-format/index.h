@@ -10,6 +10,7 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,19 +55,29 @@ class Index {
     targets,
     target_names,
     appends,
+    message_counts,  // since format version 7; absent from older indexes opened read-only
+    import_marks,    // likewise
     kDbCount,
   };
   static const char* db_name(Db db);
 
   // Opens (create: creating) the environment in directory `dir`, sharing one
   // per path within the process. Throws Error(not_found) if it does not exist
-  // and !create, Error(io)/Error(corrupt) from LMDB.
+  // and !create, Error(io)/Error(corrupt) from LMDB. The snapshot to be read
+  // is checked page by page first unless `dir/checked` vouches for it
+  // (FORMAT.md, "Index"); a writer (create) then writes that stamp, and
+  // again after each of its commits, a reader never does.
   static std::shared_ptr<Index> open(const std::filesystem::path& dir, uint64_t map_size, bool create);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
 
   const std::filesystem::path& dir() const { return dir_; }
+
+  // Whether the index has table `db`. Every table exists in an index opened
+  // for writing; an older index opened read-only may lack the tables later
+  // versions added (message_counts, import_marks), which then read as empty.
+  bool has(Db db) const { return has_db_[db]; }
 
   // From now on every transaction of this environment reads and writes the
   // index as encrypted with `keys` (call before the first transaction).
@@ -137,6 +148,10 @@ class Index {
   void note_visits(uint64_t weight) const;
   // release_pages(), then notes the mapped file pages left (released_at_).
   void release_and_note() const;
+  // After this process committed a write transaction: when the snapshot
+  // before it was checked (or made by this process from a checked one), the
+  // new one is too, and index/checked says so.
+  void note_commit() const;
   std::filesystem::path dir_;
   MDB_env* env_;
   mutable std::atomic<uint64_t> visits_{0};       // weighted page visits, for release_pages
@@ -148,12 +163,48 @@ class Index {
   std::mutex keys_mutex_;
   std::atomic<const IndexKeys*> keys_{nullptr};
   unsigned dbi_[kDbCount] = {};
+  bool has_db_[kDbCount] = {};
+  // The last snapshot of the data file known to be checked: walked at open,
+  // matched by index/checked, or committed by this process on top of one.
+  // kNotChecked once another process committed in between.
+  static constexpr uint64_t kNotChecked = ~uint64_t{0};
+  mutable std::mutex checked_mutex_;
+  mutable uint64_t checked_txnid_ = kNotChecked;
+};
+
+// The changes to message_counts that a transaction's message puts make,
+// gathered by apply_op and written once per folder and UIDVALIDITY by
+// write(), so a commit of many messages updates each count once.
+class CountChanges {
+ public:
+  // A message value under `message_key` (codec::message_key) was `before`
+  // (nullopt: there was none) and is now `after`.
+  void note(std::string_view message_key, std::optional<MessageState> before, MessageState after);
+  // Adds the gathered changes to message_counts in `txn` and forgets them.
+  // Throws Error(corrupt) if a count would drop below zero (the counts
+  // disagree with the messages: the index is damaged).
+  void write(Index::Txn& txn);
+  bool empty() const { return deltas_.empty(); }
+
+ private:
+  struct Delta {
+    int64_t records = 0;
+    int64_t present = 0;
+    uint64_t changes = 0;
+  };
+  std::map<std::string, Delta> deltas_;  // by message_counts key
 };
 
 // Applies one journal op to the index inside `txn` (the same code serves a
 // commit and a rebuild's replay): puts the record and keeps the name indexes
-// (account_names, folder_names, target_names) in step. REQUIRES: check_op(op).
-void apply_op(Index::Txn& txn, const codec::JournalOp& op);
+// (account_names, folder_names, target_names) in step; what a message put
+// changes in message_counts goes to `counts`, for counts.write(txn) before the
+// commit. REQUIRES: check_op(op).
+void apply_op(Index::Txn& txn, const codec::JournalOp& op, CountChanges& counts);
+
+// Fills message_counts from the messages table inside `txn`, replacing
+// whatever it held (a writer upgrading an index older than version 7).
+void count_messages(Index::Txn& txn);
 
 // The LMDB library this process runs with, e.g. "0.9.24".
 std::string lmdb_version();

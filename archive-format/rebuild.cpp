@@ -279,6 +279,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
     std::vector<std::string> gaps;
     for (size_t i = 0; i < journals.size();) {
       auto txn = index->write();
+      CountChanges counts;
       for (size_t n = 0; n < 256 && i < journals.size(); ++n, ++i) {
         auto& at = journals[i];
         if (at.sequence > expected)
@@ -287,13 +288,14 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
         expected = std::max(expected, at.sequence + 1);
         try {
           auto j = codec::decode_journal(read_record(at.file, at.offset, RecordKind::journal, at.hash, dir, rk));
-          for (auto& op : j.ops) apply_op(txn, op);
+          for (auto& op : j.ops) apply_op(txn, op, counts);
           ++report.journals;
           max_sequence = std::max(max_sequence, j.sequence);
         } catch (const Error& e) {
           report.problems.push_back(std::string("journal replay: ") + e.what());
         }
       }
+      counts.write(txn);
       txn.commit();
     }
     if (!gaps.empty()) {

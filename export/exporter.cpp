@@ -125,6 +125,9 @@ class AccountExport {
     std::vector<uint32_t> all, present;
   };
   ArchivedUids archived_uids(uint32_t folder_id, uint32_t uidvalidity) const;
+  // How many of the folder's archived messages are present (as
+  // archived_uids(...).present.size(), from the index's counts).
+  uint64_t archived_present(uint32_t folder_id, uint32_t uidvalidity) const;
   void commit_if_due(Lane& lane, bool force = false);
   void emit(nlohmann::json event);
   // Reports (event and summary) what the server sent for one message that could not be kept as sent.
@@ -654,7 +657,7 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
       auto st = session->status(entry.name_raw);
       if (st.uidvalidity == stored->uidvalidity && st.uidnext == stored->uidnext &&
           st.highestmodseq == stored->highestmodseq &&
-          st.messages == archived_uids(stored->id, stored->uidvalidity).present.size()) {
+          st.messages == archived_present(stored->id, stored->uidvalidity)) {
         sized.unchanged_messages = st.messages;
         return;  // unchanged: nothing to fetch
       }
@@ -678,6 +681,12 @@ void AccountExport::size_folder(Lane& lane, size_t i) {
                                   [](auto& a, auto& b) { return a.first == b.first; }),
                       sized.sizes.end());
   });
+}
+
+uint64_t AccountExport::archived_present(uint32_t folder_id, uint32_t uidvalidity) const {
+  if (folder_id == 0) return 0;
+  if (auto counts = archive_->message_counts(account_id_, folder_id, uidvalidity)) return counts->present;
+  return archived_uids(folder_id, uidvalidity).present.size();  // an older index, read as it is
 }
 
 AccountExport::ArchivedUids AccountExport::archived_uids(uint32_t folder_id, uint32_t uidvalidity) const {
@@ -812,7 +821,7 @@ void AccountExport::export_folder(Lane& lane, const imap::ListEntry& entry, Fold
     auto st = session->status(entry.name_raw);
     if (st.uidvalidity == folder.uidvalidity && st.uidnext == folder.uidnext &&
         st.highestmodseq == folder.highestmodseq &&
-        st.messages == archived_uids(folder.id, folder.uidvalidity).present.size())
+        st.messages == archived_present(folder.id, folder.uidvalidity))
       unchanged = st.messages;
   }
   if (unchanged) {

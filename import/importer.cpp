@@ -215,7 +215,8 @@ class AccountImport {
   // is re-sent.
   // --sync-expunges: expunges on the target what this target received of
   // the folder's messages that the source has expunged since.
-  void sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
+  // Returns false when the target refused (a warning says so; the messages stay there).
+  bool sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info, ImportFolderResult& result);
   void check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
                     const std::vector<SentBody>& bodies, ImportFolderResult& result);
   // The messages of one APPEND group, read from the archive and checked (a
@@ -258,6 +259,17 @@ class AccountImport {
   // Gmail source (kept by root()): the source folder each X-GM-MSGID is sent
   // from (only messages in more than one folder, when the target is Gmail or
   // --gmail-labels primary), and into Gmail, the labels each gets.
+  // Kept by root(): source folders (by id) that neither side changed since
+  // an earlier import finished them, with their present messages.
+  std::unordered_map<uint32_t, uint64_t> unchanged_;
+  // Finds the unchanged folders among `mappings` (one STATUS each on the target).
+  void find_unchanged(const std::vector<FolderMapping>& mappings);
+  // Whether this run may rely on, and write, import marks: a run that sends
+  // every message, without a filter, and no Gmail label handling.
+  bool marks_apply() const;
+  // After `m` was imported completely: remembers what both sides look like.
+  void mark_done(const FolderMapping& m, const std::optional<archive::MessageCounts>& counts,
+                 const ImportFolderResult& result);
   bool target_gmail_ = false;
   std::unordered_map<uint64_t, uint32_t> gmail_home_;
   std::unordered_map<uint64_t, std::vector<std::string>> gmail_labels_;
@@ -616,12 +628,15 @@ void AccountImport::run_body() {
                                      "primary folder (--gmail-labels primary)", gmail_home_.size())}});
 
   if (!options_.dry_run) {
+    find_unchanged(mappings);
     std::vector<uint32_t> ids;
-    for (auto& m : mappings) ids.push_back(m.source.id);
-    load_appends(ids);
+    for (auto& m : mappings)
+      if (!unchanged_.count(m.source.id)) ids.push_back(m.source.id);
+    if (!ids.empty()) load_appends(ids);
     // The account's totals from the index: messages without a confirmed copy on this target.
     uint64_t messages = 0, bytes = 0;
     for (auto& m : mappings) {
+      if (unchanged_.count(m.source.id)) continue;
       const FolderAppends& fa = appends_[m.source.id];
       archive_->for_each_message(account_.id, m.source.id, m.source.uidvalidity, [&](const MessageRecord& r) {
         if (r.state != archive::MessageState::present) return true;
@@ -752,6 +767,48 @@ void AccountImport::work_folders(Folders& folders) {
     }
   }
   folders_ = nullptr;
+}
+
+bool AccountImport::marks_apply() const {
+  const AccountImport& r = owner_ ? *owner_ : *this;
+  return target_id_ && !options_.dry_run && options_.policy.filter.empty() && !r.target_gmail_ &&
+         r.gmail_home_.empty();
+}
+
+void AccountImport::find_unchanged(const std::vector<FolderMapping>& mappings) {
+  if (!marks_apply()) return;
+  for (auto& m : mappings) {
+    if (!m.exists || m.source.noselect) continue;
+    auto mark = archive_->import_mark(target_id_, account_.id, m.source.id, m.source.uidvalidity);
+    if (!mark || mark->target_folder != m.target_raw || (options_.sync_expunges && !mark->expunges_synced)) continue;
+    auto counts = archive_->message_counts(account_.id, m.source.id, m.source.uidvalidity);
+    if (!counts || counts->changes != mark->changes) continue;
+    imap::StatusInfo st;
+    run_with_retries(
+        options_.retry, [&] {
+          ensure_session();
+          st = session_->status(m.target_raw);
+        },
+        [&] { drop_session(); }, [](const Error&, int, std::chrono::milliseconds) {}, [] { return uint64_t{0}; });
+    if (st.uidvalidity == mark->target_uidvalidity && st.uidnext == mark->target_uidnext &&
+        st.messages == mark->target_messages)
+      unchanged_[m.source.id] = counts->present;
+  }
+}
+
+void AccountImport::mark_done(const FolderMapping& m, const std::optional<archive::MessageCounts>& counts,
+                              const ImportFolderResult& result) {
+  if (!counts || !marks_apply() || !result.failed.empty() || !result.skipped.empty() || result.filtered_out ||
+      result.gmail_elsewhere)
+    return;
+  commit();  // the done records first: a mark never speaks for records that are not durable
+  // SELECT again: the session's view of the selected folder may not show its own appends' UIDNEXT.
+  auto info = session_->select(m.target_raw);
+  uint32_t uidnext = uidnext_of(m.target_raw, info);
+  if (!info.uidvalidity || !uidnext) return;
+  archive::ImportMark mark{counts->changes, m.target_raw, info.uidvalidity, uidnext, info.exists,
+                           options_.sync_expunges};
+  archive_->put_import_mark(target_id_, account_.id, m.source.id, m.source.uidvalidity, mark);
 }
 
 void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {
@@ -1197,7 +1254,7 @@ void AccountImport::create_folder(FolderMapping& m, ImportFolderResult& result) 
   }
 }
 
-void AccountImport::sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info,
+bool AccountImport::sync_expunges(const FolderMapping& m, const imap::MailboxInfo& info,
                                   ImportFolderResult& result) {
   std::vector<uint32_t> uids;
   std::vector<archive::AppendKey> keys;
@@ -1221,13 +1278,14 @@ void AccountImport::sync_expunges(const FolderMapping& m, const imap::MailboxInf
       emit({{"event", "warning"}, {"folder", result.source}, {"error", e.what()},
             {"text", fmt::format("folder {} -> {}: messages expunged on the source stay on the target: {}",
                                  result.source, result.target, e.what())}});
-      return;
+      return false;
     }
     for (size_t i = from; i < to; ++i) batch_->erase_append(keys[i]);
     result.expunged += to - from;
     settled_ += to - from;
     commit();
   }
+  return true;
 }
 
 void AccountImport::check_stored(const std::vector<std::pair<uint32_t, const MessageRecord*>>& appended,
@@ -1337,6 +1395,19 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
             {"text", fmt::format("folder {}: cannot subscribe: {}", result.target, e.what())}});
     }
   }
+  if (auto it = root().unchanged_.find(m.source.id); it != root().unchanged_.end()) {
+    result.unchanged = true;
+    result.source_messages = it->second;
+    result.already_there = it->second;
+    emit({{"event", "folder_done"}, {"folder", result.source}, {"target", result.target}, {"unchanged", true},
+          {"appended", 0}, {"already_there", result.already_there}, {"flags_updated", 0}, {"reconciled", 0},
+          {"failed", 0}, {"rewritten", 0}, {"altered", 0},
+          {"text", fmt::format("{} -> {}: unchanged since the last import ({} messages there)", result.source,
+                               result.target, result.already_there)}});
+    return;
+  }
+  // Read before the folder's messages: a change after this makes the mark written below stale, never wrong.
+  auto counts = archive_->message_counts(account_.id, m.source.id, m.source.uidvalidity);
   auto info = session_->select(m.target_raw);
   FlagFilter filter(info.permanent_flags);
   uint32_t uidnext_hint = uidnext_of(m.target_raw, info);
@@ -1509,7 +1580,8 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     ++settled_;
   }
   commit();
-  if (options_.sync_expunges) sync_expunges(m, info, result);
+  bool synced = options_.sync_expunges && sync_expunges(m, info, result);
+  if (!options_.sync_expunges || synced) mark_done(m, counts, result);
 
   std::string text = fmt::format("{} -> {}: {} appended, {} already there, {} flag updates", result.source,
                                  result.target, result.appended, result.already_there, result.flags_updated);
@@ -1587,7 +1659,8 @@ nlohmann::json ImportSummary::to_json() const {
                         {"gmail_elsewhere", f.gmail_elsewhere}, {"gmail_labelled", f.gmail_labelled},
                         {"flags_updated", f.flags_updated}, {"dropped_flags", f.dropped_flags},
                         {"rewritten", f.rewritten}, {"altered", f.altered}, {"expunged", f.expunged},
-                        {"filtered_out", f.filtered_out}, {"skipped", skipped}, {"failed", failed}};
+                        {"filtered_out", f.filtered_out}, {"skipped", skipped}, {"failed", failed},
+                        {"unchanged", f.unchanged}};
     if (dry_run) j["to_append"] = f.to_append;
     if (!f.error.empty()) j["error"] = f.error;
     per_folder.push_back(std::move(j));

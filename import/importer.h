@@ -164,6 +164,9 @@ struct ImportFolderResult {
   std::vector<SkippedMessage> skipped;  // --too-big skip
   std::vector<MessageFailure> failed;
   std::string error;                  // the folder could not be imported at all
+  // Neither the archived folder nor the target folder changed since an
+  // earlier import finished it (archive::ImportMark): nothing was read or sent.
+  bool unchanged = false;
 };
 
 struct ImportSummary {

@@ -796,6 +796,7 @@ OfflineReport Verifier::run() {
 
   settle_messages();
   journal_pass();
+  report_.index_problems = archive_->check_message_counts();
   report_.records = records_;
   report_.objects_checked = objects_checked_;
   report_.bytes_checked = bytes_checked_;
@@ -846,6 +847,7 @@ nlohmann::json OfflineReport::to_json() const {
           {"bad_objects", problems_json(bad_objects)},
           {"orphans", problems_json(orphans)},
           {"pack_problems", pack_problems},
+          {"index_problems", index_problems},
           {"folders", folders_json},
           {"seconds", seconds}};
 }

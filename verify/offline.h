@@ -58,10 +58,11 @@ struct OfflineReport {
   std::vector<ObjectProblem> bad_objects;      // damaged, missing or unreadable: data at risk
   std::vector<ObjectProblem> orphans;          // records or objects nothing refers to (no data at risk)
   std::vector<std::string> pack_problems;      // torn tails, unreadable packs
+  std::vector<std::string> index_problems;     // the index disagrees with itself (message counts)
   std::vector<FolderCheck> folders;
   double seconds = 0;
 
-  bool ok() const { return bad_objects.empty() && pack_problems.empty(); }
+  bool ok() const { return bad_objects.empty() && pack_problems.empty() && index_problems.empty(); }
   nlohmann::json to_json() const;
 };
 

@@ -61,6 +61,7 @@ void print_offline(const verify::OfflineReport& r) {
       r.sample_percent < 100 ? fmt::format(" [sample {}%, seed {}]", r.sample_percent, r.seed) : std::string(),
       human_duration(r.seconds));
   for (auto& p : r.pack_problems) say(out, "PACK: {}\n", p);
+  for (auto& p : r.index_problems) say(out, "INDEX: {}\n", p);
   for (auto& b : r.bad_objects) {
     say(out, "BAD OBJECT {} ({} at offset {}): {}\n", b.hash, b.file, b.offset, b.problem);
     for (auto& ref : b.referenced_by) say(out, "  referenced by {}\n", ref);

@@ -1,15 +1,19 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
 #include <set>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "archive-format/archive.h"
 #include "archive-format/index.h"
@@ -1104,6 +1108,97 @@ TEST(Archive, DamageInAGroupIsNamedForEachOfItsObjects) {
       EXPECT_EQ(e.where().file, pack.string());
       EXPECT_NE(e.message().find(std::to_string(loc->offset)), std::string::npos) << e.what();
     }
+  }
+}
+
+// index/checked (FORMAT.md, "Index"): the stamp of a snapshot a writer walked
+// or committed spares the next open its walk of every page, and only for the
+// very file it names, unchanged since.
+TEST(Archive, TheCheckStampSparesTheWalkOnlyForTheFileItNames) {
+  TempDir dir;
+  fs::path root = fs::path(dir.path()) / "a";
+  {
+    auto a = Archive::open(root, Archive::Mode::create);
+    for (int i = 0; i < 3; ++i) {
+      Batch b(*a);
+      std::string raw = "Subject: " + std::to_string(i) + "\r\n\r\nbody";
+      b.put_object(sha256(raw), raw);
+      b.commit();
+    }
+  }
+  fs::path data = root / "index" / "data.mdb", stamp = root / "index" / "checked";
+  auto read_file = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  // The stamp names the last commit and the file as it is now.
+  auto stamp_for = [&](uint64_t txnid) {
+    struct stat st{};
+    EXPECT_EQ(::stat(data.c_str(), &st), 0);
+    return fmt::format("imapstage-index-checked 1 {} {} {} {} {}.{:09} {}.{:09}\n", txnid, uint64_t(st.st_dev),
+                       uint64_t(st.st_ino), int64_t(st.st_size), int64_t(st.st_mtim.tv_sec), st.st_mtim.tv_nsec,
+                       int64_t(st.st_ctim.tv_sec), st.st_ctim.tv_nsec);
+  };
+  std::string text = read_file(stamp);
+  ASSERT_FALSE(text.empty());
+  uint64_t txnid = std::stoull(text.substr(std::string("imapstage-index-checked 1 ").size()));
+  EXPECT_EQ(text, stamp_for(txnid));
+  EXPECT_NO_THROW(Archive::open(root, Archive::Mode::read));
+  EXPECT_EQ(read_file(stamp), text);  // readers never write it
+
+  // Damage that LMDB reads past but the walk refuses: the main database's
+  // entry count in both meta pages (page size at byte 40 of page 0; the
+  // count at byte 120 of each meta page).
+  std::string bytes = read_file(data);
+  uint32_t psize = 0;
+  std::memcpy(&psize, bytes.data() + 40, 4);
+  ASSERT_EQ(psize, 4096u);
+  for (size_t meta : {size_t{0}, size_t{psize}}) {
+    uint64_t entries = 0;
+    std::memcpy(&entries, bytes.data() + meta + 120, 8);
+    ++entries;
+    std::memcpy(bytes.data() + meta + 120, &entries, 8);
+  }
+  {
+    std::fstream out(data, std::ios::binary | std::ios::in | std::ios::out);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  // The write moved the file's change time: the stamp no longer matches, and the walk finds the damage.
+  auto refused = [&] {
+    try {
+      Archive::open(root, Archive::Mode::read);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
+      EXPECT_NE(std::string(e.what()).find("entries"), std::string::npos) << e.what();
+      return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(refused());
+  // A stamp that vouches for the file as it is now spares the walk (so the damage goes unseen) ...
+  {
+    std::ofstream out(stamp, std::ios::binary | std::ios::trunc);
+    out << stamp_for(txnid);
+  }
+  EXPECT_FALSE(refused());
+  // ... for that snapshot only ...
+  {
+    std::ofstream out(stamp, std::ios::binary | std::ios::trunc);
+    out << stamp_for(txnid - 1);
+  }
+  EXPECT_TRUE(refused());
+  // ... and for that file only: a copy is another file.
+  {
+    std::ofstream out(stamp, std::ios::binary | std::ios::trunc);
+    out << stamp_for(txnid);
+  }
+  fs::path copy = fs::path(dir.path()) / "copy";
+  fs::copy(root, copy, fs::copy_options::recursive);
+  try {
+    Archive::open(copy, Archive::Mode::read);
+    ADD_FAILURE() << "a copy of a damaged index was opened";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
   }
 }
 

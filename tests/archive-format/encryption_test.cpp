@@ -136,7 +136,7 @@ TEST(Encryption, WhatIsWrittenReadsBackAndNothingPlainIsOnDisk) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(::stat(dir.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
-  EXPECT_EQ(read_file(dir / "FORMAT"), "imapstage-archive 6\n");
+  EXPECT_EQ(read_file(dir / "FORMAT"), "imapstage-archive 7\n");
 
   auto a = Archive::open(dir, Archive::Mode::read, with_passphrase(kPassphrase));
   auto acc = a->find_account(mail.account);

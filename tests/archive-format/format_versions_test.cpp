@@ -8,7 +8,10 @@
 // distinct, in 6 folders, flags and keywords, imported into a second account);
 // tests/fixtures/archive-v5 by the version 5 code (6 small messages, 5
 // distinct, in 5 folders and a \Noselect parent, flags and keywords,
-// imported into a second account).
+// imported into a second account); tests/fixtures/archive-v6 by the version 6
+// code (7 small messages, 6 distinct, in 5 folders and a \Noselect parent,
+// one expunged, a folder whose UIDVALIDITY changed, imported into a second
+// account, and a Gmail message value).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -273,7 +276,7 @@ TEST(FormatVersions, Version3IsReadAndAWriterAddsSourceRecordsBesideIt) {
   check(*Archive::open(dir, Archive::Mode::read));
 }
 
-TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion6) {
+TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItKeepingItPlain) {
   TempDir tmp;
   auto dir = copy_fixture(tmp, "archive-v4");
   ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");
@@ -319,7 +322,7 @@ TEST(FormatVersions, Version4IsReadAndAWriterUpgradesItToAPlainVersion6) {
   EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 4\n");  // readers change nothing
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 7\n");
     EXPECT_FALSE(a->encrypted());
   }
   EXPECT_FALSE(fs::exists(dir / "keys"));
@@ -382,7 +385,7 @@ TEST(FormatVersions, Version5IsReadAndAWriterUpgradesItAndAddsGmailRecords) {
   Hash gmail_hash{};
   {
     auto a = Archive::open(dir, Archive::Mode::write);
-    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 7\n");
     // A Gmail message beside the version 5 records: a message value of layout 3.
     auto acc = a->find_account("fixture");
     auto inbox = a->find_folder(acc->id, "INBOX");
@@ -421,6 +424,117 @@ TEST(FormatVersions, Version5IsReadAndAWriterUpgradesItAndAddsGmailRecords) {
   read_all(*Archive::open(dir, Archive::Mode::read));
   EXPECT_EQ(bytes, before);
   check_gmail(*Archive::open(dir, Archive::Mode::read));
+}
+
+// Records and present messages of a folder generation.
+using Counts = std::pair<uint64_t, uint64_t>;
+using Generation = std::tuple<uint32_t, uint32_t, uint32_t>;  // account, folder, uidvalidity
+
+// The counts of every folder generation, from the message records themselves.
+std::map<Generation, Counts> counted(const Archive& a) {
+  std::map<Generation, Counts> out;
+  a.for_each_message([&](const MessageRecord& m) {
+    auto& c = out[{m.key.account_id, m.key.folder_id, m.key.uidvalidity}];
+    ++c.first;
+    c.second += m.state == MessageState::present;
+    return true;
+  });
+  return out;
+}
+
+// The same, from message_counts (nullopt where the archive has none).
+std::map<Generation, std::optional<Counts>> kept(const Archive& a, const std::map<Generation, Counts>& like) {
+  std::map<Generation, std::optional<Counts>> out;
+  for (auto& [k, c] : like) {
+    auto m = a.message_counts(std::get<0>(k), std::get<1>(k), std::get<2>(k));
+    out[k] = m ? std::optional<Counts>(Counts{m->records, m->present}) : std::nullopt;
+  }
+  return out;
+}
+
+TEST(FormatVersions, Version6IsReadWithoutCountsAndAWriterCountsItsMessages) {
+  TempDir tmp;
+  auto dir = copy_fixture(tmp, "archive-v6");
+  ASSERT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");
+  std::map<Generation, Counts> before;
+  uint32_t account = 0, inbox_id = 0, inbox_uidvalidity = 0;
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    before = counted(*a);
+    auto acc = a->find_account("fixture");
+    ASSERT_TRUE(acc);
+    account = acc->id;
+    auto inbox = a->find_folder(acc->id, "INBOX");
+    ASSERT_TRUE(inbox);
+    inbox_id = inbox->id;
+    inbox_uidvalidity = inbox->uidvalidity;
+    // INBOX: UIDs 1 and 2, 3 expunged on the server, and the Gmail message 1000.
+    EXPECT_EQ((before[{account, inbox_id, inbox_uidvalidity}]), (Counts{4, 3}));
+    // Sent has a generation before its UIDVALIDITY changed, and one after.
+    auto sent = a->find_folder(acc->id, "Sent");
+    ASSERT_TRUE(sent);
+    size_t generations = 0;
+    for (auto& [k, c] : before) generations += std::get<1>(k) == sent->id;
+    EXPECT_EQ(generations, 2u);
+    // A version 6 index keeps no counts: a reader counts, and finds nothing to check.
+    for (auto& [k, c] : kept(*a, before)) EXPECT_FALSE(c.has_value());
+    EXPECT_TRUE(a->check_message_counts().empty());
+    NullSink events;
+    auto r = verify::verify_offline({.archive_dir = dir}, events);
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(r.messages, 9u);
+    std::string text;
+    for (auto& f : a->folders(acc->id)) text += f.canonical_name() + " ";
+    EXPECT_EQ(text, "Archive Archive/2025 Café INBOX Sent ");
+  }
+  EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 6\n");  // readers change nothing
+  EXPECT_FALSE(fs::exists(dir / "index" / "checked"));
+
+  {
+    auto a = Archive::open(dir, Archive::Mode::write);
+    EXPECT_EQ(read_text(dir / "FORMAT"), "imapstage-archive 7\n");
+    // The upgrade counted every generation.
+    for (auto& [k, c] : kept(*a, before)) {
+      ASSERT_TRUE(c.has_value());
+      EXPECT_EQ(*c, before[k]);
+    }
+    // A new message and an expunge move the counts with the commit.
+    auto m = a->message({account, inbox_id, inbox_uidvalidity, 1});
+    ASSERT_TRUE(m);
+    Batch batch(*a);
+    m->state = MessageState::expunged;
+    batch.put_message(*m);
+    MessageRecord added = *m;
+    added.key.uid = 7;
+    added.state = MessageState::present;
+    batch.put_message(added);
+    batch.put_message(added);  // the same record twice in a batch counts once
+    batch.commit();
+    auto inbox_counts = a->message_counts(account, inbox_id, inbox_uidvalidity);
+    ASSERT_TRUE(inbox_counts);
+    EXPECT_EQ(inbox_counts->records, 5u);
+    EXPECT_EQ(inbox_counts->present, 3u);
+    // Three more message values written: the change count moved by three.
+    EXPECT_EQ(inbox_counts->changes, (before[{account, inbox_id, inbox_uidvalidity}].first + 3));
+    auto none = a->message_counts(account, inbox_id, inbox_uidvalidity + 1);
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->records, 0u);
+    EXPECT_EQ(none->changes, 0u);
+    EXPECT_TRUE(a->check_message_counts().empty());
+  }
+  auto after = counted(*Archive::open(dir, Archive::Mode::read));
+  EXPECT_EQ((after[{account, inbox_id, inbox_uidvalidity}]), (Counts{5, 3}));
+  for (auto& [k, c] : kept(*Archive::open(dir, Archive::Mode::read), after)) EXPECT_EQ(c, after[k]);
+
+  // A rebuild counts again from the journal, to the same numbers.
+  rebuild_index(dir, Archive::Options{});
+  {
+    auto a = Archive::open(dir, Archive::Mode::read);
+    for (auto& [k, c] : kept(*a, after)) EXPECT_EQ(c, after[k]);
+    EXPECT_TRUE(a->check_message_counts().empty());
+    NullSink events;
+    EXPECT_TRUE(verify::verify_offline({.archive_dir = dir}, events).ok());
+  }
 }
 
 TEST(FormatVersions, ANewerVersionIsRefused) {

@@ -297,7 +297,7 @@ TEST_F(EncryptionCli, TheVersion4FixtureIsReadByLsCatVerifyAndImport) {
                           "--deep"},
                          server_args("v4_target")));
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
-  EXPECT_EQ(read_file(dir / "FORMAT"), "imapstage-archive 6\n");  // the import wrote its records
+  EXPECT_EQ(read_file(dir / "FORMAT"), "imapstage-archive 7\n");  // the import wrote its records
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "archive-format/archive.h"
 #include "archive-format/hash.h"
+#include "archive-format/rebuild.h"
 #include "export/exporter.h"
 #include "import/importer.h"
 #include "verify/compare.h"
@@ -292,6 +293,85 @@ TEST_F(ImportTest, NewMailAndFlagChangesReachTheTarget) {
   auto sv = mailbox_view(src), dv = mailbox_view(dst);
   EXPECT_EQ(sv["INBOX"], dv["INBOX"]);
   EXPECT_EQ(sv["INBOX"].size(), 3u);
+}
+
+// A re-run reads and sends nothing for a folder whose archived messages and
+// target folder are both as an earlier import left them (import marks), and
+// only for such a folder: a change on either side, a filter or a rebuilt
+// index means the folder is read again.
+TEST_F(ImportTest, AReRunSkipsOnlyFoldersNeitherSideChanged) {
+  TempDir dir;
+  std::string archive_dir = dir.path() + "/archive";
+  server_->add_user("gina");
+  server_->add_user("gina2");
+  server_->run({"create", server_->dir(), "gina", "Work"});
+  uint32_t a = server_->append("gina", "INBOX", "Subject: a\r\nMessage-ID: <a@gina>\r\n\r\nA\r\n", "", "");
+  server_->append("gina", "INBOX", "Subject: b\r\nMessage-ID: <b@gina>\r\n\r\nB\r\n", "\\Seen", "");
+  server_->append("gina", "Work", "Subject: w\r\nMessage-ID: <w@gina>\r\n\r\nW\r\n", "", "");
+  export_user("gina", archive_dir);
+  NullSink quiet;
+  // Folder name -> unchanged, and the run's totals.
+  auto run = [&](importing::ImportOptions o) {
+    auto s = importing::run_import(o, quiet);
+    EXPECT_TRUE(s.complete());
+    std::map<std::string, bool> unchanged;
+    for (auto& f : s.folders) unchanged[f.source] = f.unchanged;
+    return std::pair{unchanged, s};
+  };
+  using Unchanged = std::map<std::string, bool>;
+  using R = importing::ImportFolderResult;
+  auto [first, s1] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(first, (Unchanged{{"INBOX", false}, {"Work", false}}));
+  EXPECT_EQ(s1.total(&R::appended), 3u);
+
+  auto [again, s2] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(again, (Unchanged{{"INBOX", true}, {"Work", true}}));
+  EXPECT_EQ(s2.total(&R::appended), 0u);
+  EXPECT_EQ(s2.total(&R::already_there), 3u);
+  EXPECT_EQ(s2.total(&R::source_messages), 3u);
+
+  // The target changed (a message expunged there): that folder is read again, the other not.
+  auto target_work = mailbox_view(server_->summary("gina2"))["Work"];
+  ASSERT_EQ(target_work.size(), 1u);
+  uint32_t target_uid = 0;
+  auto target_summary = server_->summary("gina2");
+  for (auto& f : target_summary["folders"])
+    if (f["name"] == "Work") target_uid = f["messages"][0]["uid"].get<uint32_t>();
+  server_->expunge("gina2", "Work", {target_uid});
+  auto [target_changed, s3] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(target_changed, (Unchanged{{"INBOX", true}, {"Work", false}}));
+  EXPECT_EQ(s3.total(&R::appended), 0u);  // as without marks: what was delivered once is not sent again
+  auto [settled, s4] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(settled, (Unchanged{{"INBOX", true}, {"Work", true}}));
+
+  // The source changed: new mail in INBOX, a flag in Work.
+  server_->append("gina", "INBOX", "Subject: c\r\nMessage-ID: <c@gina>\r\n\r\nC\r\n", "", "");
+  export_user("gina", archive_dir);
+  auto [new_mail, s5] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(new_mail, (Unchanged{{"INBOX", false}, {"Work", true}}));
+  EXPECT_EQ(s5.total(&R::appended), 1u);
+  server_->store("gina", "INBOX", a, "+FLAGS", "\\Answered");
+  export_user("gina", archive_dir);
+  auto [flags, s6] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(flags, (Unchanged{{"INBOX", false}, {"Work", true}}));
+  EXPECT_EQ(s6.total(&R::flags_updated), 1u);
+  auto sv = mailbox_view(server_->summary("gina")), dv = mailbox_view(server_->summary("gina2"));
+  EXPECT_EQ(sv["INBOX"], dv["INBOX"]);
+
+  // A filtered run neither relies on marks nor writes them.
+  auto filtered = import_options(archive_dir, "gina2");
+  filtered.policy.filter.since = 0;
+  auto [with_filter, s7] = run(filtered);
+  EXPECT_EQ(with_filter, (Unchanged{{"INBOX", false}, {"Work", false}}));
+  auto [after_filter, s8] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(after_filter, (Unchanged{{"INBOX", true}, {"Work", true}}));
+
+  // A rebuilt index has no marks: every folder is read once more, nothing sent.
+  archive::rebuild_index(archive_dir, Archive::Options{});
+  auto [rebuilt, s9] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(rebuilt, (Unchanged{{"INBOX", false}, {"Work", false}}));
+  EXPECT_EQ(s9.total(&R::appended), 0u);
+  EXPECT_EQ(s9.total(&R::already_there), 4u);
 }
 
 TEST_F(ImportTest, SyncExpungesIsOptInAndRemovesOnlyWhatTheSourceExpunged) {

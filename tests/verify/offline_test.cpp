@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 
 #include "archive-format/archive.h"
+#include "archive-format/codec.h"
+#include "archive-format/index.h"
 #include "archive-format/pack.h"
 #include "common/error.h"
 #include "tests/support/test_server.h"
@@ -164,6 +166,37 @@ class OfflineVerify : public ::testing::Test {
   std::vector<Stored> stored_;
   RecordingSink events_;
 };
+
+// message_counts must agree with the messages (FORMAT.md, "Index"): counts
+// that say otherwise are damage to the index, named by folder.
+TEST_F(OfflineVerify, MessageCountsThatDisagreeWithTheMessagesAreReported) {
+  build(3);
+  uint32_t account = 0, inbox = 0;
+  {
+    auto a = Archive::open(dir(), Archive::Mode::read);
+    EXPECT_TRUE(a->check_message_counts().empty());
+    account = a->find_account(kAccount)->id;
+    inbox = a->find_folder(account, "INBOX")->id;
+    auto c = a->message_counts(account, inbox, kUidValidity);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->records, 3u);
+    EXPECT_EQ(c->present, 3u);
+  }
+  EXPECT_TRUE(verify().ok());
+  {
+    auto index = archive::Index::open(fs::path(dir()) / "index", 1ull << 30, true);
+    auto txn = index->write();
+    txn.put(archive::Index::message_counts, archive::codec::message_counts_key(account, inbox, kUidValidity),
+            archive::codec::encode_message_counts({.records = 3, .present = 2, .changes = 3}));
+    txn.commit();
+  }
+  auto r = verify();
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.index_problems.size(), 1u);
+  EXPECT_NE(r.index_problems[0].find("folder INBOX"), std::string::npos) << r.index_problems[0];
+  EXPECT_NE(r.index_problems[0].find("2 present"), std::string::npos) << r.index_problems[0];
+  EXPECT_EQ(r.to_json()["index_problems"].size(), 1u);
+}
 
 TEST_F(OfflineVerify, CleanArchiveIsOkWithExactCounts) {
   build(12);
