@@ -353,11 +353,16 @@ std::string stamp_text(uint64_t txnid, const struct stat& st) {
 
 // Whether dir/checked names snapshot `txnid` of the data file as `st` describes it.
 bool stamp_matches(const std::filesystem::path& dir, uint64_t txnid, const struct stat& st) {
+  // Only a regular file is read: a device, FIFO or link there is never opened or followed.
+  struct stat named{};
+  if (::lstat((dir / kStampName).c_str(), &named) != 0 || !S_ISREG(named.st_mode)) return false;
   int fd = ::open((dir / kStampName).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return false;
   char buf[256];
   struct stat own{};
-  ssize_t n = ::fstat(fd, &own) == 0 && S_ISREG(own.st_mode) ? ::read(fd, buf, sizeof buf) : -1;
+  ssize_t n = ::fstat(fd, &own) == 0 && S_ISREG(own.st_mode) && own.st_ino == named.st_ino && own.st_dev == named.st_dev
+                  ? ::read(fd, buf, sizeof buf)
+                  : -1;
   ::close(fd);
   std::string want = stamp_text(txnid, st);
   return n > 0 && std::string_view(buf, static_cast<size_t>(n)) == want;
@@ -367,8 +372,11 @@ bool stamp_matches(const std::filesystem::path& dir, uint64_t txnid, const struc
 // effort: a stamp that cannot be written only costs the next open a walk.
 void write_stamp(const std::filesystem::path& dir, uint64_t txnid, const struct stat& st) noexcept {
   std::string text = stamp_text(txnid, st);
+  // A new file every time: whatever was left at that name (a link to a file
+  // elsewhere, a FIFO) is removed, never written through.
   auto tmp = dir / "checked.tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return;
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   ok = ::close(fd) == 0 && ok;

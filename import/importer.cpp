@@ -802,13 +802,18 @@ void AccountImport::mark_done(const FolderMapping& m, const std::optional<archiv
       result.gmail_elsewhere)
     return;
   commit();  // the done records first: a mark never speaks for records that are not durable
-  // SELECT again: the session's view of the selected folder may not show its own appends' UIDNEXT.
-  auto info = session_->select(m.target_raw);
-  uint32_t uidnext = uidnext_of(m.target_raw, info);
-  if (!info.uidvalidity || !uidnext) return;
-  archive::ImportMark mark{counts->changes, m.target_raw, info.uidvalidity, uidnext, info.exists,
-                           options_.sync_expunges};
-  archive_->put_import_mark(target_id_, account_.id, m.source.id, m.source.uidvalidity, mark);
+  try {
+    // SELECT again: the session's view of the selected folder may not show its own appends' UIDNEXT.
+    auto info = session_->select(m.target_raw);
+    uint32_t uidnext = uidnext_of(m.target_raw, info);
+    if (!info.uidvalidity || !uidnext) return;
+    archive::ImportMark mark{counts->changes, m.target_raw, info.uidvalidity, uidnext, info.exists,
+                             options_.sync_expunges};
+    archive_->put_import_mark(target_id_, account_.id, m.source.id, m.source.uidvalidity, mark);
+  } catch (const Error& e) {
+    // The folder is imported; without a mark the next run only reads it again.
+    if (e.retry() == Retry::now) throw;
+  }
 }
 
 void AccountImport::plan_folder(const FolderMapping& m, ImportFolderResult& result) {

@@ -239,6 +239,9 @@ TEST_F(HostileArchive, SymbolicLinksAreNeverFollowed) {
       {"packs", "packs", "packs-copy", true},
       {"pack", fs::relative(a_pack, good_).string(), "pack-copy", false},
       {"format", "FORMAT", "format-copy", true},
+      // The index's check stamp and its temporary file: read only if regular, replaced, never followed.
+      {"stamp", "index/checked", "decoy", false},
+      {"stamp-tmp", "index/checked.tmp", "decoy", false},
   };
   for (auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -258,6 +261,11 @@ TEST_F(HostileArchive, SymbolicLinksAreNeverFollowed) {
       EXPECT_EQ(r.exit("verify"), 1);
     }
   }
+  // A hard link at the stamp's temporary name is replaced, not written through.
+  fs::path archive = copy("hardlink-stamp-tmp");
+  fs::create_hard_link(outside_ / "decoy", archive / "index" / "checked.tmp");
+  run_all(archive, "hardlink-stamp-tmp");
+  EXPECT_TRUE(fs::exists(archive / "index" / "checked"));
 }
 
 TEST_F(HostileArchive, LinksAndHardLinksAreRefusedToWriters) {
