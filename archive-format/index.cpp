@@ -943,8 +943,17 @@ void apply_op(Index::Txn& txn, const codec::JournalOp& op, CountChanges& counts)
       txn.put(Index::messages, op.key, op.value);
       return;
     }
-    case OpKind::put_append: txn.put(Index::appends, op.key, op.value); return;
-    case OpKind::erase_append: txn.del(Index::appends, op.key); return;
+    // An append in flight, or one forgotten, means the target folder is being
+    // changed: the generation's import mark no longer speaks for it (FORMAT.md).
+    case OpKind::put_append:
+      if (codec::decode_append(op.key, op.value).state != AppendState::done)
+        txn.del(Index::import_marks, op.key.substr(0, 16));
+      txn.put(Index::appends, op.key, op.value);
+      return;
+    case OpKind::erase_append:
+      txn.del(Index::import_marks, op.key.substr(0, 16));
+      txn.del(Index::appends, op.key);
+      return;
     case OpKind::put_target: {
       auto identity = codec::decode_target(op.value);
       txn.put(Index::targets, op.key, op.value);

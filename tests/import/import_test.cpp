@@ -344,6 +344,28 @@ TEST_F(ImportTest, AReRunSkipsOnlyFoldersNeitherSideChanged) {
   auto [settled, s4] = run(import_options(archive_dir, "gina2"));
   EXPECT_EQ(settled, (Unchanged{{"INBOX", true}, {"Work", true}}));
 
+  // An append record put in flight (what a crash mid-APPEND leaves) takes its
+  // folder's mark with it: the next run reconciles it.
+  {
+    auto arch = Archive::open(archive_dir, Archive::Mode::write);
+    std::optional<archive::AppendRecord> one;
+    arch->for_each_append(*arch->find_target("gina2@" + server_->host() + ":" + std::to_string(server_->imaps_port())),
+                          [&](const archive::AppendRecord& r) {
+                            auto f = arch->folder(r.key.source.account_id, r.key.source.folder_id);
+                            if (f && f->name_raw == "INBOX") one = r;
+                            return !one;
+                          });
+    ASSERT_TRUE(one);
+    one->state = archive::AppendState::in_flight;
+    archive::Batch batch(*arch);
+    batch.put_append(*one);
+    batch.commit();
+  }
+  auto [in_flight, s4b] = run(import_options(archive_dir, "gina2"));
+  EXPECT_EQ(in_flight, (Unchanged{{"INBOX", false}, {"Work", true}}));
+  EXPECT_EQ(s4b.total(&R::reconciled), 1u);
+  EXPECT_EQ(s4b.total(&R::appended), 0u);
+
   // The source changed: new mail in INBOX, a flag in Work.
   server_->append("gina", "INBOX", "Subject: c\r\nMessage-ID: <c@gina>\r\n\r\nC\r\n", "", "");
   export_user("gina", archive_dir);
