@@ -725,6 +725,7 @@ std::optional<std::string_view> Index::Txn::get(Db db, std::string_view key) con
 }
 
 void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
+  if (!index_->has_db_[db]) throw Error(ErrorKind::internal, std::string("a write to the missing table ") + db_name(db));
   index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   std::string sealed;
@@ -735,6 +736,7 @@ void Index::Txn::put(Db db, std::string_view key, std::string_view value) {
 }
 
 bool Index::Txn::del(Db db, std::string_view key) {
+  if (!index_->has_db_[db]) throw Error(ErrorKind::internal, std::string("a write to the missing table ") + db_name(db));
   index_->note_visits(kRandomVisit);
   std::string sk = stored_key(db, key);
   MDB_val k = val(sk);

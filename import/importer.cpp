@@ -256,9 +256,6 @@ class AccountImport {
   std::unique_ptr<RateLimiter> limiter_;
   std::atomic<bool> provider_noted_{false};  // the detected provider was reported
   TargetNames detected_names_;               // the detected provider's name rules, when none were chosen
-  // Gmail source (kept by root()): the source folder each X-GM-MSGID is sent
-  // from (only messages in more than one folder, when the target is Gmail or
-  // --gmail-labels primary), and into Gmail, the labels each gets.
   // Kept by root(): source folders (by id) that neither side changed since
   // an earlier import finished them, with their present messages.
   std::unordered_map<uint32_t, uint64_t> unchanged_;
@@ -270,6 +267,9 @@ class AccountImport {
   // After `m` was imported completely: remembers what both sides look like.
   void mark_done(const FolderMapping& m, const std::optional<archive::MessageCounts>& counts,
                  const ImportFolderResult& result);
+  // Gmail source (kept by root()): the source folder each X-GM-MSGID is sent
+  // from (only messages in more than one folder, when the target is Gmail or
+  // --gmail-labels primary), and into Gmail, the labels each gets.
   bool target_gmail_ = false;
   std::unordered_map<uint64_t, uint32_t> gmail_home_;
   std::unordered_map<uint64_t, std::vector<std::string>> gmail_labels_;
