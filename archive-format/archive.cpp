@@ -817,19 +817,12 @@ std::vector<std::string> Archive::check_message_counts() const {
   return impl_->guarded([&] {
     std::vector<std::string> out;
     auto txn = impl_->index->read();
-    std::map<std::string, MessageCounts> stored, found;
+    std::map<std::string, MessageCounts> stored;
     txn.scan(Index::message_counts, "", "", [&](std::string_view k, std::string_view v) {
       stored[std::string(k)] = codec::decode_message_counts(v);
       return true;
     });
-    txn.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
-      auto state = codec::decode_message_state(k, v).second;
-      // Keys in order: one map lookup per folder generation, not per message.
-      auto [it, added] = found.try_emplace(std::string(k.substr(0, 12)));
-      ++it->second.records;
-      it->second.present += state == MessageState::present;
-      return true;
-    });
+    auto found = tally_messages(txn);
     auto name = [&](const std::string& key) {
       auto m = codec::decode_message_key(key + std::string(4, '\0'));
       std::string account = fmt::format("#{}", m.account_id), folder = fmt::format("#{}", m.folder_id);
@@ -839,16 +832,18 @@ std::vector<std::string> Archive::check_message_counts() const {
       return fmt::format("account {}, folder {}, uidvalidity {}", account, folder, m.uidvalidity);
     };
     for (auto& [key, c] : found) {
-      auto s = stored.find(key);
-      MessageCounts kept = s == stored.end() ? MessageCounts{} : s->second;
+      MessageCounts kept;
+      if (auto s = stored.find(key); s != stored.end()) {
+        kept = s->second;
+        stored.erase(s);
+      }
       if (kept.records != c.records || kept.present != c.present)
         out.push_back(fmt::format("message counts of {} say {} messages ({} present), the index holds {} ({} present)",
                                   name(key), kept.records, kept.present, c.records, c.present));
     }
-    for (auto& [key, c] : stored)
-      if (!found.count(key))
-        out.push_back(fmt::format("message counts of {} say {} messages ({} present), the index holds none", name(key),
-                                  c.records, c.present));
+    for (auto& [key, c] : stored)  // counts of generations without a message
+      out.push_back(fmt::format("message counts of {} say {} messages ({} present), the index holds none", name(key),
+                                c.records, c.present));
     return out;
   });
 }

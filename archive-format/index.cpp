@@ -383,24 +383,6 @@ void write_stamp(const std::filesystem::path& dir, uint64_t txnid, const struct 
   if (!ok || ::rename(tmp.c_str(), (dir / kStampName).c_str()) != 0) ::unlink(tmp.c_str());
 }
 
-// After this process committed a write transaction whose snapshot started
-// from `checked` (kNotChecked: unknown): the snapshot now known to be
-// checked, stamped when `stamp`. A commit that wrote nothing leaves the
-// snapshot as it was; one more than `checked` is this commit's; anything else
-// means another process committed in between (the next open walks).
-uint64_t after_commit(MDB_env* env, const std::filesystem::path& dir, uint64_t checked, bool stamp) {
-  constexpr uint64_t kNotChecked = ~uint64_t{0};
-  MDB_envinfo info{};
-  if (checked == kNotChecked || mdb_env_info(env, &info) != 0) return kNotChecked;
-  uint64_t last = info.me_last_txnid;
-  if (last == checked) return checked;
-  if (last != checked + 1) return kNotChecked;
-  int fd = -1;
-  struct stat st{};
-  if (stamp && mdb_env_get_fd(env, &fd) == 0 && ::fstat(fd, &st) == 0) write_stamp(dir, last, st);
-  return last;
-}
-
 [[noreturn]] void throw_lmdb(int rc, const std::string& what, const std::filesystem::path& dir) {
   ErrorWhere where{.file = dir.string()};
   std::string text = "index " + what + ": " + mdb_strerror(rc);
@@ -464,7 +446,7 @@ std::shared_ptr<Index> Index::open(const std::filesystem::path& dir, uint64_t ma
   // LMDB forbids a second mdb_env_open on an environment whose open failed:
   // each attempt gets a fresh one.
   EnvOwner owner;
-  uint64_t checked_txnid = ~uint64_t{0};  // the snapshot checked below
+  uint64_t checked_txnid = kNotChecked;  // the snapshot checked below
   auto attempt = [&](unsigned flags) {
     owner.reset();
     int rc = mdb_env_create(&owner.env);
@@ -850,6 +832,18 @@ void Index::Txn::commit() {
   }
 }
 
+uint64_t Index::after_commit(MDB_env* env, const std::filesystem::path& dir, uint64_t checked, bool stamp) {
+  MDB_envinfo info{};
+  if (checked == kNotChecked || mdb_env_info(env, &info) != 0) return kNotChecked;
+  uint64_t last = info.me_last_txnid;
+  if (last == checked) return checked;
+  if (last != checked + 1) return kNotChecked;
+  int fd = -1;
+  struct stat st{};
+  if (stamp && mdb_env_get_fd(env, &fd) == 0 && ::fstat(fd, &st) == 0) write_stamp(dir, last, st);
+  return last;
+}
+
 void Index::note_commit() const {
   std::lock_guard lock(checked_mutex_);
   checked_txnid_ = after_commit(env_, dir_, checked_txnid_, true);
@@ -886,6 +880,20 @@ void CountChanges::write(Index::Txn& txn) {
   deltas_.clear();
 }
 
+std::vector<std::pair<std::string, MessageCounts>> tally_messages(const Index::Txn& txn) {
+  std::vector<std::pair<std::string, MessageCounts>> counted;
+  txn.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
+    MessageState state = codec::decode_message_state(k, v).second;
+    std::string_view prefix = k.substr(0, 12);
+    if (counted.empty() || counted.back().first != prefix) counted.emplace_back(prefix, MessageCounts{});
+    MessageCounts& c = counted.back().second;
+    ++c.records;
+    c.present += state == MessageState::present;
+    return true;
+  });
+  return counted;
+}
+
 void count_messages(Index::Txn& txn) {
   std::vector<std::string> stale;
   txn.scan(Index::message_counts, "", "", [&](std::string_view k, std::string_view) {
@@ -894,24 +902,10 @@ void count_messages(Index::Txn& txn) {
   });
   for (auto& k : stale) txn.del(Index::message_counts, k);
   // Counted first, put after the scan: a put inside it would move the cursor's pages.
-  std::vector<std::pair<std::string, MessageCounts>> counted;
-  std::string current;
-  MessageCounts c;
-  txn.scan(Index::messages, "", "", [&](std::string_view k, std::string_view v) {
-    MessageState state = codec::decode_message_state(k, v).second;
-    std::string prefix(k.substr(0, 12));
-    if (prefix != current) {
-      if (!current.empty()) counted.emplace_back(current, c);
-      current = prefix;
-      c = {};
-    }
-    ++c.records;
-    c.present += state == MessageState::present;
-    return true;
-  });
-  if (!current.empty()) counted.emplace_back(current, c);
-  for (auto& [k, counts] : counted) counts.changes = counts.records;  // a start: only its moves matter
-  for (auto& [k, counts] : counted) txn.put(Index::message_counts, k, codec::encode_message_counts(counts));
+  for (auto& [k, counts] : tally_messages(txn)) {
+    counts.changes = counts.records;  // a start: only its moves matter
+    txn.put(Index::message_counts, k, codec::encode_message_counts(counts));
+  }
 }
 
 void apply_op(Index::Txn& txn, const codec::JournalOp& op, CountChanges& counts) {

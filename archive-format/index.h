@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "archive-format/codec.h"
 
@@ -148,6 +149,12 @@ class Index {
   void note_visits(uint64_t weight) const;
   // release_pages(), then notes the mapped file pages left (released_at_).
   void release_and_note() const;
+  // After this process committed a write transaction whose snapshot started
+  // from `checked` (kNotChecked: unknown): the snapshot now known to be
+  // checked, stamped when `stamp`. A commit that wrote nothing leaves the
+  // snapshot as it was; one more than `checked` is this commit's; anything
+  // else means another process committed in between (the next open walks).
+  static uint64_t after_commit(MDB_env* env, const std::filesystem::path& dir, uint64_t checked, bool stamp);
   // After this process committed a write transaction: when the snapshot
   // before it was checked (or made by this process from a checked one), the
   // new one is too, and index/checked says so.
@@ -201,6 +208,11 @@ class CountChanges {
 // changes in message_counts goes to `counts`, for counts.write(txn) before the
 // commit. REQUIRES: check_op(op).
 void apply_op(Index::Txn& txn, const codec::JournalOp& op, CountChanges& counts);
+
+// The records and present messages of every folder generation (the
+// message_counts key: the first 12 bytes of its message keys), counted from
+// the messages table in key order; `changes` is 0.
+std::vector<std::pair<std::string, MessageCounts>> tally_messages(const Index::Txn& txn);
 
 // Fills message_counts from the messages table inside `txn`, replacing
 // whatever it held (a writer upgrading an index older than version 7).

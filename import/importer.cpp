@@ -164,6 +164,8 @@ class AccountImport {
   // closed (an APPEND the server gave up on mid-command closes it).
   void revive(const std::string& target_raw);
   void emit(nlohmann::json event);
+  // The folder_done event of a folder imported (or found unchanged), with its counts and `text`.
+  void folder_done(const ImportFolderResult& result, const std::string& text);
   void check_cancelled(const std::string& folder);
   void commit();
   void import_folder(FolderMapping& m, ImportFolderResult& result, size_t index, size_t count);
@@ -1404,11 +1406,8 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     result.unchanged = true;
     result.source_messages = it->second;
     result.already_there = it->second;
-    emit({{"event", "folder_done"}, {"folder", result.source}, {"target", result.target}, {"unchanged", true},
-          {"appended", 0}, {"already_there", result.already_there}, {"flags_updated", 0}, {"reconciled", 0},
-          {"failed", 0}, {"rewritten", 0}, {"altered", 0},
-          {"text", fmt::format("{} -> {}: unchanged since the last import ({} messages there)", result.source,
-                               result.target, result.already_there)}});
+    folder_done(result, fmt::format("{} -> {}: unchanged since the last import ({} messages there)", result.source,
+                                    result.target, result.already_there));
     return;
   }
   // Read before the folder's messages: a change after this makes the mark written below stale, never wrong.
@@ -1598,11 +1597,17 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
   if (result.rewritten) text += fmt::format(", {} stored changed by the server (known rewrites)", result.rewritten);
   if (result.altered) text += fmt::format(", {} ALTERED by the server", result.altered);
   if (!result.failed.empty()) text += fmt::format(", {} FAILED", result.failed.size());
-  emit({{"event", "folder_done"}, {"folder", result.source}, {"target", result.target},
-        {"appended", result.appended}, {"already_there", result.already_there},
-        {"flags_updated", result.flags_updated}, {"reconciled", result.reconciled},
-        {"failed", result.failed.size()}, {"rewritten", result.rewritten}, {"altered", result.altered},
-        {"text", text}});
+  folder_done(result, text);
+}
+
+void AccountImport::folder_done(const ImportFolderResult& result, const std::string& text) {
+  nlohmann::json e = {{"event", "folder_done"}, {"folder", result.source}, {"target", result.target},
+                      {"appended", result.appended}, {"already_there", result.already_there},
+                      {"flags_updated", result.flags_updated}, {"reconciled", result.reconciled},
+                      {"failed", result.failed.size()}, {"rewritten", result.rewritten}, {"altered", result.altered},
+                      {"text", text}};
+  if (result.unchanged) e["unchanged"] = true;
+  emit(std::move(e));
 }
 
 }  // namespace
