@@ -554,25 +554,63 @@ PackWriter::~PackWriter() = default;
 PackWriter::PackWriter(PackWriter&&) noexcept = default;
 PackWriter& PackWriter::operator=(PackWriter&&) noexcept = default;
 
+namespace {
+
+// Links the unnamed file `fd` (from O_TMPFILE) into `dir` as `name`; false
+// when this system cannot (no /proc and no CAP_DAC_READ_SEARCH). Throws
+// Error(io) when `name` exists or the link fails otherwise.
+bool link_unnamed(int fd, int dir, const std::filesystem::path& name, const std::filesystem::path& file) {
+  std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  if (::linkat(AT_FDCWD, proc.c_str(), dir, name.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+  int err = errno;
+  if (err == ENOENT || err == EPERM || err == EACCES) {
+    if (::linkat(fd, "", dir, name.c_str(), AT_EMPTY_PATH) == 0) return true;
+    err = errno;
+    if (err == ENOENT || err == EPERM || err == EACCES) return false;
+  }
+  throw_io("cannot create", file.string(), err);
+}
+
+}  // namespace
+
 PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root,
                               const RecordKeys* keys) {
   std::error_code ec;
   auto dir = file.parent_path();
   bool new_dir = !std::filesystem::exists(dir, ec);
-  make_dir_in_archive(root.empty() ? dir.parent_path() : root, dir);
+  Fd dir_fd = make_dir_in_archive(root.empty() ? dir.parent_path() : root, dir);
   PackWriter w;
   w.impl_->keys = keys;
   w.impl_->path = file;
-  w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, root.empty() ? dir : root);
   char h[kPackHeaderSize] = {};
   std::memcpy(h, kPackMagic, 8);
   put_le(h + 8, kPackVersion, 4);
   put_le(h + 16, pack_id, 8);
   put_le(h + 28, crc32c(std::string_view(h, 28)), 4);
+  // The file gets its name only once its header is durable, so a writer
+  // killed meanwhile leaves no pack without a header: it is written unnamed
+  // (O_TMPFILE) and linked. Where the file system cannot do that, it is
+  // created under its name, and a kill in between can leave it short.
+  bool linked = false;
+  int tmp = ::openat(dir_fd.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, kFileMode);
+  if (tmp >= 0) {
+    Fd unnamed(tmp);
+    pwrite_full(unnamed.get(), h, sizeof h, 0, file);
+    fsync_fd(unnamed.get(), file);
+    if (link_unnamed(unnamed.get(), dir_fd.get(), file.filename(), file)) {
+      w.impl_->fd = std::move(unnamed);
+      linked = true;
+    }
+  } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOENT) {
+    throw_io("cannot create", file.string(), errno);
+  }
+  if (!linked) w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, root.empty() ? dir : root);
   try {
-    pwrite_full(w.impl_->fd.get(), h, sizeof h, 0, file);
-    fsync_fd(w.impl_->fd.get(), file);
-    fsync_dir(dir);
+    if (!linked) {
+      pwrite_full(w.impl_->fd.get(), h, sizeof h, 0, file);
+      fsync_fd(w.impl_->fd.get(), file);
+    }
+    fsync_fd(dir_fd.get(), dir);
     if (new_dir) fsync_dir(dir.parent_path());
   } catch (...) {
     w.impl_->fd.reset();

@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -52,7 +54,29 @@ TEST(Pack, WriteThenScanEveryRecord) {
   EXPECT_THROW(read_record(file, written[3].offset, sha256(raws[3])), Error);  // not an object
   EXPECT_THROW(read_record(file, written[1].offset, sha256(raws[2])), Error);  // another object
   EXPECT_THROW(read_record(file, written[1].offset + 1, sha256(raws[1])), Error);
-  EXPECT_THROW(PackWriter::create(file, 1), Error);  // never overwrites
+  EXPECT_THROW(PackWriter::create(file, 1), Error);  // never overwrites, nor removes
+  PackReader again(file);
+  EXPECT_EQ(again.pack_id(), 0xabcdef0123456789ull);
+  EXPECT_EQ(again.file_size(), written.back().offset + written.back().record_size);
+}
+
+// The file is named only once its header is written (a writer killed while
+// creating a pack leaves no headerless pack file), and nothing else is left.
+TEST(Pack, CreationLeavesOnlyTheNamedPackWithItsHeader) {
+  TempDir dir;
+  fs::path file = dir.path() + "/packs/5e/5e00000000000001.pack";
+  {
+    auto w = PackWriter::create(file, 0x5e00000000000001ull, dir.path());
+    EXPECT_EQ(fs::file_size(file), kPackHeaderSize);
+  }
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(file.parent_path())) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"5e00000000000001.pack"});
+  struct stat st{};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(PackReader(file).pack_id(), 0x5e00000000000001ull);
 }
 
 TEST(Pack, StreamedRecordsEqualWholeOnesAndAFailedOneLeavesNoTrace) {
