@@ -1164,7 +1164,7 @@ struct Batch::Impl {
   void close_group() {
     if (group.members() == 0) return;
     auto members = group.table();
-    std::string raw = group.finish();
+    std::string_view raw = group.finish_in_place();  // valid until the next add
     bytes -= std::min<uint64_t>(bytes, raw.size());  // counted raw while open
     PendingObject o;
     if (members.size() == 1) {

@@ -554,6 +554,28 @@ PackWriter::~PackWriter() = default;
 PackWriter::PackWriter(PackWriter&&) noexcept = default;
 PackWriter& PackWriter::operator=(PackWriter&&) noexcept = default;
 
+std::string pack_header(uint64_t pack_id) {
+  char h[kPackHeaderSize] = {};
+  std::memcpy(h, kPackMagic, 8);
+  put_le(h + 8, kPackVersion, 4);
+  put_le(h + 16, pack_id, 8);
+  put_le(h + 28, crc32c(std::string_view(h, 28)), 4);
+  return std::string(h, sizeof h);
+}
+
+bool is_unfinished_pack(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root) {
+  try {
+    Fd fd = open_file(file, O_RDONLY, root.empty() ? file.parent_path() : root);
+    uint64_t size = file_size_of(fd.get(), file);
+    if (size >= kPackHeaderSize) return false;
+    char got[kPackHeaderSize];
+    if (pread_full(fd.get(), got, size, 0, file) != size) return false;
+    return pack_header(pack_id).compare(0, size, got, size) == 0;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 namespace {
 
 // Links the unnamed file `fd` (from O_TMPFILE) into `dir` as `name`; false
@@ -582,11 +604,7 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
   PackWriter w;
   w.impl_->keys = keys;
   w.impl_->path = file;
-  char h[kPackHeaderSize] = {};
-  std::memcpy(h, kPackMagic, 8);
-  put_le(h + 8, kPackVersion, 4);
-  put_le(h + 16, pack_id, 8);
-  put_le(h + 28, crc32c(std::string_view(h, 28)), 4);
+  const std::string h = pack_header(pack_id);
   // The file gets its name only once its header is durable, so a writer
   // killed meanwhile leaves no pack without a header: it is written unnamed
   // (O_TMPFILE) and linked. Where the file system cannot do that, it is
@@ -595,7 +613,7 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
   int tmp = ::openat(dir_fd.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, kFileMode);
   if (tmp >= 0) {
     Fd unnamed(tmp);
-    pwrite_full(unnamed.get(), h, sizeof h, 0, file);
+    pwrite_full(unnamed.get(), h.data(), h.size(), 0, file);
     fsync_fd(unnamed.get(), file);
     if (link_unnamed(unnamed.get(), dir_fd.get(), file.filename(), file)) {
       w.impl_->fd = std::move(unnamed);
@@ -607,7 +625,7 @@ PackWriter PackWriter::create(const std::filesystem::path& file, uint64_t pack_i
   if (!linked) w.impl_->fd = open_file(file, O_RDWR | O_CREAT | O_EXCL, root.empty() ? dir : root);
   try {
     if (!linked) {
-      pwrite_full(w.impl_->fd.get(), h, sizeof h, 0, file);
+      pwrite_full(w.impl_->fd.get(), h.data(), h.size(), 0, file);
       fsync_fd(w.impl_->fd.get(), file);
     }
     fsync_fd(dir_fd.get(), dir);
@@ -930,8 +948,13 @@ void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKi
 // ---- group records -------------------------------------------------------------
 
 void GroupBuilder::add(const Hash& hash, std::string_view bytes) {
+  if (finished_) {
+    buffer_.clear();
+    finished_ = false;
+  }
+  if (buffer_.empty()) buffer_.resize(kTableRoom);
   table_.emplace_back(hash, bytes.size());
-  bytes_.append(bytes);
+  buffer_.append(bytes);
 }
 
 std::vector<GroupMember> GroupBuilder::table() const {
@@ -945,20 +968,29 @@ std::vector<GroupMember> GroupBuilder::table() const {
   return out;
 }
 
-std::string GroupBuilder::finish() {
-  std::string raw;
-  raw.reserve(raw_size());
-  char n[8];
-  put_le(n, table_.size(), 4);
-  raw.append(n, 4);
+std::string_view GroupBuilder::finish_in_place() {
+  if (table_.empty()) return {};
+  size_t table = 4 + 40 * table_.size();
+  size_t start = 0;
+  if (table <= kTableRoom) start = kTableRoom - table;
+  else buffer_.insert(0, table - kTableRoom, '\0');  // more members than the room holds
+  char* p = buffer_.data() + start;
+  put_le(p, table_.size(), 4);
+  p += 4;
   for (auto& [hash, size] : table_) {
-    raw.append(reinterpret_cast<const char*>(hash.data()), hash.size());
-    put_le(n, size, 8);
-    raw.append(n, 8);
+    std::memcpy(p, hash.data(), hash.size());
+    put_le(p + hash.size(), size, 8);
+    p += 40;
   }
-  raw.append(bytes_);
   table_.clear();
-  bytes_.clear();
+  finished_ = true;
+  return std::string_view(buffer_).substr(start);
+}
+
+std::string GroupBuilder::finish() {
+  std::string raw(finish_in_place());
+  buffer_.clear();
+  finished_ = false;
   return raw;
 }
 

@@ -231,15 +231,23 @@ class GroupBuilder {
   void add(const Hash& hash, std::string_view bytes);
   size_t members() const { return table_.size(); }
   // The size the payload will have (table included).
-  uint64_t raw_size() const { return 4 + 40 * table_.size() + bytes_.size(); }
+  uint64_t raw_size() const { return 4 + 40 * table_.size() + member_bytes(); }
   // The members so far (offsets as they will be in the payload).
   std::vector<GroupMember> table() const;
-  // The payload; the builder is empty afterwards.
+  // The payload, made in place in the builder's buffer (the members' bytes
+  // are not copied again while the table fits the room kept before them):
+  // valid until the next add(). The builder has no members afterwards.
+  std::string_view finish_in_place();
+  // The payload as a string of its own; the builder is empty afterwards.
   std::string finish();
 
  private:
+  // Room kept before the members' bytes for a table of this many members.
+  static constexpr size_t kTableRoom = 4 + 40 * 512;
+  uint64_t member_bytes() const { return buffer_.empty() || finished_ ? 0 : buffer_.size() - kTableRoom; }
   std::vector<std::pair<Hash, uint64_t>> table_;
-  std::string bytes_;
+  std::string buffer_;  // kTableRoom bytes of room, then the members' bytes
+  bool finished_ = false;  // buffer_ holds a payload finish_in_place() handed out
 };
 
 // The members of a decoded group payload. Throws Error(corrupt) naming `file`
@@ -259,6 +267,15 @@ std::string_view group_member(std::string_view payload, uint64_t member_offset, 
 // size (at most kMaxGroupRaw) and SHA-256, and returns its payload.
 std::string read_group(const std::filesystem::path& file, uint64_t offset, const std::filesystem::path& root = {},
                        const RecordKeys* keys = nullptr);
+
+// The file header of pack `pack_id` (kPackHeaderSize bytes).
+std::string pack_header(uint64_t pack_id);
+// Whether `file`, a pack file named for `pack_id`, is shorter than a pack
+// header and holds a beginning of that header (nothing, at least): what a
+// writer killed while creating the pack could leave before creation became
+// atomic. Such a file holds no record, so it is no damage. Never follows a
+// symbolic link below `root`; false when the file cannot be read.
+bool is_unfinished_pack(const std::filesystem::path& file, uint64_t pack_id, const std::filesystem::path& root = {});
 
 // CRC-32C (Castagnoli), as used by pack and record headers.
 uint32_t crc32c(std::string_view bytes);

@@ -170,6 +170,7 @@ RebuildReport rebuild_index(const fs::path& dir, const Archive::Options& options
     std::vector<JournalAt> journals;
 
     for (auto& [id, file] : pack_files) {
+      if (is_unfinished_pack(file, id, dir)) continue;  // no record in it (a writer killed while creating it)
       ++report.packs;
       std::optional<PackReader> reader;
       try {

@@ -389,6 +389,29 @@ TEST_F(OfflineVerify, OrphanObjectIsReportedButNothingIsAtRisk) {
   EXPECT_EQ(r.messages, 9u);
 }
 
+// A pack file the index does not list that stops inside its own header (a
+// writer killed while creating it, before creation was atomic) holds no
+// record and is no damage; anything else in its place still is.
+TEST_F(OfflineVerify, AnUnfinishedPackCreationIsNoDamageButOtherBytesAre) {
+  build(3);
+  auto header = archive::pack_header(0x7a00000000000001ull);
+  fs::create_directories(dir() / "packs" / "7a");
+  std::ofstream(dir() / "packs/7a/7a00000000000001.pack", std::ios::binary);  // empty
+  std::ofstream(dir() / "packs/7a/7a00000000000002.pack", std::ios::binary)
+      << archive::pack_header(0x7a00000000000002ull).substr(0, 20);
+  auto r = verify();
+  EXPECT_TRUE(r.ok());
+  EXPECT_TRUE(r.pack_problems.empty()) << r.pack_problems.front();
+  EXPECT_EQ(r.messages, 7u);
+
+  // The same length, but not the beginning of that pack's header.
+  std::ofstream(dir() / "packs/7a/7a00000000000003.pack", std::ios::binary) << header.substr(0, 20);  // names pack ...01
+  r = verify();
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.pack_problems.size(), 1u);
+  EXPECT_NE(r.pack_problems[0].find("7a00000000000003.pack"), std::string::npos) << r.pack_problems[0];
+}
+
 TEST_F(OfflineVerify, DamagedJournalRecordIsAPackProblem) {
   build(3);
   // Find a journal record by scanning the packs.
