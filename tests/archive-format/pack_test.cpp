@@ -1,8 +1,14 @@
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <random>
 
 #include "archive-format/codec.h"
@@ -58,6 +64,42 @@ TEST(Pack, WriteThenScanEveryRecord) {
   PackReader again(file);
   EXPECT_EQ(again.pack_id(), 0xabcdef0123456789ull);
   EXPECT_EQ(again.file_size(), written.back().offset + written.back().record_size);
+}
+
+// Another process listing the packs while packs are being created (a
+// verify beside an export) never finds a pack file without its header.
+TEST(Pack, AConcurrentReaderNeverSeesAPackWithoutItsHeader) {
+  TempDir dir;
+  fs::path packs = fs::path(dir.path()) / "packs" / "ab";
+  fs::create_directories(packs);
+  std::atomic<bool> done{false};
+  std::atomic<int> looked{0}, headerless{0};
+  std::thread reader([&] {
+    while (!done) {
+      DIR* d = ::opendir(packs.c_str());
+      if (!d) continue;
+      while (auto* e = ::readdir(d)) {
+        int fd = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW);
+        if (fd < 0) continue;
+        struct stat st{};
+        if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+          ++looked;
+          if (st.st_size < static_cast<off_t>(kPackHeaderSize)) ++headerless;
+        }
+        ::close(fd);
+      }
+      ::closedir(d);
+    }
+  });
+  for (uint64_t i = 1; i <= 400; ++i) {
+    fs::path file = packs / fmt::format("ab{:014x}.pack", i);
+    { auto w = PackWriter::create(file, 0xab00000000000000ull | i); }
+    fs::remove(file);
+  }
+  done = true;
+  reader.join();
+  EXPECT_GT(looked.load(), 0);
+  EXPECT_EQ(headerless.load(), 0) << "of " << looked.load() << " pack files seen";
 }
 
 // The file is named only once its header is written (a writer killed while
