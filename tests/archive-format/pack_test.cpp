@@ -66,6 +66,37 @@ TEST(Pack, WriteThenScanEveryRecord) {
   EXPECT_EQ(again.file_size(), written.back().offset + written.back().record_size);
 }
 
+// A group payload parses back into the members that went in, whether its
+// table fits the room kept before the members (3 members) or not (600), and
+// a builder reused after finish_in_place() starts a fresh group.
+TEST(Pack, GroupPayloadsHoldWhatWasAddedAndTheBuilderIsReusable) {
+  GroupBuilder g;
+  for (size_t count : {3u, 600u, 1u, 40u}) {
+    std::vector<std::string> bodies;
+    for (size_t i = 0; i < count; ++i) bodies.push_back(fmt::format("member {} of {}: {}", i, count, std::string(i % 7, 'x')));
+    for (auto& b : bodies) g.add(sha256(b), b);
+    uint64_t expected = g.raw_size();
+    auto table = g.table();
+    std::string copy;
+    std::string_view payload;
+    if (count == 40) {
+      copy = g.finish();
+      payload = copy;
+    } else {
+      payload = g.finish_in_place();
+    }
+    ASSERT_EQ(payload.size(), expected) << count;
+    auto members = parse_group(payload, "group", 0);
+    ASSERT_EQ(members.size(), count);
+    for (size_t i = 0; i < count; ++i) {
+      EXPECT_EQ(members[i].hash, sha256(bodies[i]));
+      EXPECT_EQ(members[i].offset, table[i].offset);
+      EXPECT_EQ(payload.substr(members[i].offset, members[i].size), bodies[i]);
+    }
+    EXPECT_EQ(g.members(), 0u);
+  }
+}
+
 // Another process listing the packs while packs are being created (a
 // verify beside an export) never finds a pack file without its header.
 TEST(Pack, AConcurrentReaderNeverSeesAPackWithoutItsHeader) {
