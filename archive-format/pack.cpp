@@ -967,11 +967,7 @@ void read_record_to(const std::filesystem::path& file, uint64_t offset, RecordKi
 // ---- group records -------------------------------------------------------------
 
 void GroupBuilder::add(const Hash& hash, std::string_view bytes) {
-  if (finished_) {
-    buffer_.clear();
-    finished_ = false;
-  }
-  if (buffer_.empty()) buffer_.resize(kTableRoom);
+  if (table_.empty()) buffer_.assign(kTableRoom, '\0');  // a new group: room for its table
   table_.emplace_back(hash, bytes.size());
   buffer_.append(bytes);
 }
@@ -1002,16 +998,10 @@ std::string_view GroupBuilder::finish_in_place() {
     p += 40;
   }
   table_.clear();
-  finished_ = true;
   return std::string_view(buffer_).substr(start);
 }
 
-std::string GroupBuilder::finish() {
-  std::string raw(finish_in_place());
-  buffer_.clear();
-  finished_ = false;
-  return raw;
-}
+std::string GroupBuilder::finish() { return std::string(finish_in_place()); }
 
 namespace {
 

@@ -242,12 +242,13 @@ class GroupBuilder {
   std::string finish();
 
  private:
-  // Room kept before the members' bytes for a table of this many members.
+  // Bytes kept before the members' bytes: the table of up to 512 members.
   static constexpr size_t kTableRoom = 4 + 40 * 512;
-  uint64_t member_bytes() const { return buffer_.empty() || finished_ ? 0 : buffer_.size() - kTableRoom; }
+  uint64_t member_bytes() const { return table_.empty() ? 0 : buffer_.size() - kTableRoom; }
   std::vector<std::pair<Hash, uint64_t>> table_;
-  std::string buffer_;  // kTableRoom bytes of room, then the members' bytes
-  bool finished_ = false;  // buffer_ holds a payload finish_in_place() handed out
+  // With members: kTableRoom bytes of room, then the members' bytes. Without:
+  // nothing, or the payload finish_in_place() handed out.
+  std::string buffer_;
 };
 
 // The members of a decoded group payload. Throws Error(corrupt) naming `file`
