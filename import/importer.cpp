@@ -49,8 +49,15 @@ constexpr auto kRetrySettleTime = std::chrono::seconds(1);
 // fewer of them, and more candidates to fetch back after a crash.
 constexpr size_t kWindowMessages = 2000;
 constexpr uint64_t kWindowBytes = 64ull << 20;
-// At most this many bytes of two groups (the one sent, the one read ahead).
-constexpr uint64_t kReadAheadBytes = 16ull << 20;
+// Message bytes held in memory for APPEND: each connection holds the group
+// it sends and the one it reads ahead, together at most its share of
+// kHeldBytes, the budget of all of an account's connections together. A
+// share is at most kHeldBytesPerConnection and at least kMinHeldBytes, the
+// most one held message can be (larger ones are streamed from the archive).
+// Groups are cut to the share, so memory does not grow with connections.
+constexpr uint64_t kHeldBytes = 24ull << 20;
+constexpr uint64_t kHeldBytesPerConnection = 16ull << 20;
+constexpr uint64_t kMinHeldBytes = archive::kStreamedObject;
 
 // `name` with the characters servers refuse in mailbox names (Cyrus: \ % * ";
 // control characters anywhere) replaced by '_'.
@@ -125,6 +132,7 @@ class AccountImport {
     group_bytes_limit_ = owner.group_bytes_limit_;
     max_group_ = owner.max_group_;
     max_group_bytes_ = owner.max_group_bytes_;
+    held_limit_ = owner.held_limit_;
   }
   // Takes folders until none is left or one fails for good; each folder's
   // outcome goes to its summary entry.
@@ -315,6 +323,7 @@ class AccountImport {
   uint64_t max_group_bytes_ = 1;        // options_.append_batch_bytes, likewise
   int connections_ = 1;               // options_.connections, or what 0 chose
   uint64_t group_bytes_limit_ = 0;
+  uint64_t held_limit_ = kHeldBytes;  // this connection's share of kHeldBytes
   // Whether check_stored still compares the sizes of every stored copy: at
   // the start of each folder, and for as long as a group shows a difference.
   bool check_sizes_ = true;
@@ -656,7 +665,12 @@ void AccountImport::run_body() {
   summary_.folders.resize(mappings.size());
   limiter_ = std::make_unique<RateLimiter>(options_.policy.max_bytes_per_second, options_.policy.max_messages_per_second);
   max_group_ = std::max<size_t>(1, std::min<uint64_t>(options_.append_batch, limiter_->messages_per_send()));
-  max_group_bytes_ = std::max<uint64_t>(1, std::min(options_.append_batch_bytes, limiter_->bytes_per_send()));
+  // The connections that will take folders (below): each gets an equal share of kHeldBytes.
+  const size_t lanes =
+      options_.dry_run ? 1 : std::max<size_t>(1, std::min<size_t>(std::max(1, connections_), mappings.size()));
+  held_limit_ = std::clamp(kHeldBytes / lanes, kMinHeldBytes, kHeldBytesPerConnection);
+  max_group_bytes_ = std::max<uint64_t>(
+      1, std::min({options_.append_batch_bytes, limiter_->bytes_per_send(), held_limit_}));
   group_limit_ = max_group_;
   group_bytes_limit_ = max_group_bytes_;
   for (size_t i = 0; i < mappings.size(); ++i) {
@@ -1545,7 +1559,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
 
   // While one group is sent and the server stores it, the next is read from
   // the archive (decompressed and its hash checked) on another thread, unless
-  // the two together would hold more than kReadAheadBytes.
+  // the two together would hold more than this connection's share of kHeldBytes.
   Prepared current = prepare(take_group());
   while (!current.recs.empty()) {
     std::vector<MessageRecord> next = take_group();
@@ -1554,7 +1568,7 @@ void AccountImport::import_folder(FolderMapping& m, ImportFolderResult& result, 
     for (auto& r : current.recs) bytes += r.size;
     for (auto& r : next) bytes += r.size;
     std::future<Prepared> ahead;
-    if (!next.empty() && bytes <= kReadAheadBytes) {
+    if (!next.empty() && bytes <= held_limit_) {
       next_keys = next;
       ahead = std::async(std::launch::async, [this, group = std::move(next)]() mutable {
         return prepare(std::move(group));

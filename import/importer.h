@@ -113,7 +113,8 @@ struct ImportOptions {
   // link the round trip per APPEND group, not the bytes, sets the pace).
   int connections = 1;
   size_t append_batch = 100;                    // messages per MULTIAPPEND
-  uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes
+  uint64_t append_batch_bytes = 16ull << 20;    // and at most this many bytes (less when
+                                                // connections share the memory for messages)
   // Asked between folders and between APPEND groups; when it returns true the
   // import stops with Error(interrupted), everything sent so far recorded
   // (a batch's per-account deadline). Empty: never. With several
