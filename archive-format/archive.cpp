@@ -53,8 +53,9 @@ static_assert(kGroupTarget + kGroupMemberMax + 40 * 4096 < kMaxGroupRaw);
 // share groups, so each group is decoded about once however its members are read.
 constexpr size_t kGroupCache = 8;
 
-// A batch holds at most about this many compressed bytes in memory: beyond it,
-// the staged objects are committed early (see Batch::Impl::write_objects_early).
+// A batch holds at most about this many compressed bytes in memory unless told
+// otherwise (Batch::hold_at_most): beyond it, the staged objects are committed
+// early (see Batch::Impl::write_objects_early).
 constexpr uint64_t kResidentLimit = 8u << 20;
 
 int64_t unix_now() {
@@ -1123,6 +1124,7 @@ struct Batch::Impl {
   GroupBuilder group;     // small objects not yet compressed
   uint64_t bytes = 0;     // compressed bytes put since the last commit(), including those written early
   uint64_t resident = 0;  // compressed bytes of `objects`, held in memory
+  uint64_t resident_limit = kResidentLimit;  // past it, write_objects_early()
   uint64_t stored_total = 0;  // compressed bytes of every record this batch made
   Archive::Impl::LateDuplicates late;  // left out at commit: another batch had written them
   std::vector<codec::JournalOp> ops;
@@ -1182,12 +1184,14 @@ struct Batch::Impl {
     resident += o.stored.size();
     stored_total += o.stored.size();
     objects.push_back(std::move(o));
-    if (resident >= kResidentLimit) write_objects_early();
+    if (resident >= resident_limit) write_objects_early();
   }
 };
 
 Batch::Batch(Archive& archive) : impl_(std::make_unique<Impl>(archive)) {}
 Batch::~Batch() = default;
+
+void Batch::hold_at_most(uint64_t bytes) { impl_->resident_limit = std::max<uint64_t>(1, bytes); }
 
 bool Batch::put_object(const Hash& hash, std::string_view raw) {
   impl_->archive.impl_->require_writable();
@@ -1213,7 +1217,7 @@ bool Batch::put_object(const Hash& hash, std::string_view raw) {
   impl_->stored_total += stored.size();
   impl_->objects.push_back({hash, raw.size(), std::move(stored), {}, {}, nullptr});
   impl_->hashes.insert(hash);
-  if (impl_->resident >= kResidentLimit) impl_->write_objects_early();
+  if (impl_->resident >= impl_->resident_limit) impl_->write_objects_early();
   return true;
 }
 

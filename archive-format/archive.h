@@ -285,6 +285,10 @@ class Batch {
   bool put_spooled(FrameSpool& spool);
   // Compresses the small objects waiting for a group now (commit() does too).
   void close_group();
+  // Compressed objects this batch holds in memory before it commits them
+  // early (written, synced and indexed, as a commit does): about `bytes`
+  // (default 8 MiB), plus one object. Batches side by side share a budget.
+  void hold_at_most(uint64_t bytes);
   // Compressed bytes of every record this batch has made so far (objects whose
   // group is still open are not counted yet), for reporting what was stored.
   uint64_t stored_bytes() const;

@@ -28,6 +28,14 @@ using archive::MessageState;
 
 namespace {
 
+// Compressed messages the lanes of one account hold in memory before they
+// commit them, all together: each lane's batch holds its share, between
+// kMinHeldBytes and the batch's own default of 8 MiB. Two lanes hold what
+// one batch always did; four (a far link) hold no more than two.
+constexpr uint64_t kHeldBytes = 16ull << 20;
+constexpr uint64_t kMinHeldBytes = 2ull << 20;
+constexpr uint64_t kMaxHeldBytes = 8ull << 20;
+
 static_assert(static_cast<int>(archive::NamespaceKind::other_users) == imap::Namespace::other_users &&
               static_cast<int>(archive::NamespaceKind::shared) == imap::Namespace::shared);
 
@@ -181,6 +189,12 @@ class AccountExport {
   // big folder at the end while the others have finished).
   std::vector<size_t> order_;
   int lane_count_ = 1;
+  // A batch for one lane, holding its share of kHeldBytes.
+  std::unique_ptr<Batch> new_batch() {
+    auto batch = std::make_unique<Batch>(*archive_);
+    batch->hold_at_most(std::clamp<uint64_t>(kHeldBytes / std::max(1, lane_count_), kMinHeldBytes, kMaxHeldBytes));
+    return batch;
+  }
   std::atomic<bool> stop_{false};        // a lane failed for good: the others stop too
   std::atomic<int> reconnects_{0};
   std::mutex fatal_mutex_;
@@ -414,7 +428,7 @@ void AccountExport::run_body(std::unique_ptr<imap::Session> session) {
   for (size_t k = 1; k < lanes.size(); ++k) threads.emplace_back([this, &lane = lanes[k]] { run_lane(lane); });
 
   if (archive_ && !options_.dry_run) {
-    first.batch = std::make_unique<Batch>(*archive_);
+    first.batch = new_batch();
     account_id_ = ensure_account(*archive_, first, {.name = summary_.account, .host = options_.endpoint.host,
                                                    .user = options_.credentials.user});
     history_ = std::make_unique<ExportSelections>(*archive_, summary_.account);
@@ -533,7 +547,7 @@ void AccountExport::run_lane(Lane& lane) {
     drop_session(lane);
     return;
   }
-  if (archive_ && !options_.dry_run && !lane.batch) lane.batch = std::make_unique<Batch>(*archive_);
+  if (archive_ && !options_.dry_run && !lane.batch) lane.batch = new_batch();
   if (sizing_) size_pass(lane);
   while (!stop_) {
     size_t k = next_folder_++;
