@@ -29,9 +29,9 @@ using archive::MessageState;
 namespace {
 
 // Compressed messages the lanes of one account hold in memory before they
-// commit them, all together: each lane's batch holds its share, between
-// kMinHeldBytes and the batch's own default of 8 MiB. Two lanes hold what
-// one batch always did; four (a far link) hold no more than two.
+// commit them, all together: each lane's batch holds an equal share, between
+// kMinHeldBytes and kMaxHeldBytes (a batch's default). One or two lanes hold
+// 8 MiB each; the four of a far link hold 4 MiB each, no more than two.
 constexpr uint64_t kHeldBytes = 16ull << 20;
 constexpr uint64_t kMinHeldBytes = 2ull << 20;
 constexpr uint64_t kMaxHeldBytes = 8ull << 20;

@@ -569,6 +569,32 @@ TEST(Archive, UncommittedBatchIsDiscarded) {
   EXPECT_EQ(a->read_object(sha256(kept)), kept);
 }
 
+// Objects a batch holds are committed early once they reach its limit: by
+// default they wait (8 MiB), told to hold little a batch commits as it goes.
+TEST(Archive, HoldAtMostCommitsObjectsEarlyOnceTheBatchHoldsThatMuch) {
+  TempDir dir;
+  auto a = Archive::open(dir.path() + "/a", Archive::Mode::create);
+  // Incompressible and past the size of group members: each is a record of its own.
+  std::vector<std::string> objects;
+  for (uint64_t k = 0; k < 3; ++k) objects.push_back(random_bytes(300u << 10, k + 1));
+  {
+    Batch b(*a);
+    for (auto& o : objects) b.put_object(sha256(o), o);
+    for (auto& o : objects) EXPECT_FALSE(a->object(sha256(o)));
+  }  // destroyed without commit: nothing stays
+  Batch b(*a);
+  b.hold_at_most(512u << 10);
+  b.put_object(sha256(objects[0]), objects[0]);
+  EXPECT_FALSE(a->object(sha256(objects[0])));  // about 300 KiB held
+  b.put_object(sha256(objects[1]), objects[1]);
+  EXPECT_TRUE(a->object(sha256(objects[0])));   // about 600 KiB: both committed
+  EXPECT_TRUE(a->object(sha256(objects[1])));
+  b.put_object(sha256(objects[2]), objects[2]);
+  EXPECT_FALSE(a->object(sha256(objects[2])));  // held again, until commit()
+  b.commit();
+  for (auto& o : objects) EXPECT_EQ(a->read_object(sha256(o)), o);
+}
+
 TEST(Archive, BytesPastTheCommittedSizeAreCutOnReopen) {
   TempDir dir;
   fs::path root = dir.path() + "/a";
