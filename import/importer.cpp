@@ -323,7 +323,7 @@ class AccountImport {
   uint64_t max_group_bytes_ = 1;        // options_.append_batch_bytes, likewise
   int connections_ = 1;               // options_.connections, or what 0 chose
   uint64_t group_bytes_limit_ = 0;
-  uint64_t held_limit_ = kHeldBytes;  // this connection's share of kHeldBytes
+  uint64_t held_limit_ = kHeldBytesPerConnection;  // this connection's share of kHeldBytes (run_body)
   // Whether check_stored still compares the sizes of every stored copy: at
   // the start of each folder, and for as long as a group shows a difference.
   bool check_sizes_ = true;
@@ -665,7 +665,8 @@ void AccountImport::run_body() {
   summary_.folders.resize(mappings.size());
   limiter_ = std::make_unique<RateLimiter>(options_.policy.max_bytes_per_second, options_.policy.max_messages_per_second);
   max_group_ = std::max<size_t>(1, std::min<uint64_t>(options_.append_batch, limiter_->messages_per_send()));
-  // The connections that will take folders (below): each gets an equal share of kHeldBytes.
+  // The connections that will take folders (this one and the extra ones
+  // started below, one per folder at most): each gets an equal share of kHeldBytes.
   const size_t lanes =
       options_.dry_run ? 1 : std::max<size_t>(1, std::min<size_t>(std::max(1, connections_), mappings.size()));
   held_limit_ = std::clamp(kHeldBytes / lanes, kMinHeldBytes, kHeldBytesPerConnection);
@@ -680,8 +681,7 @@ void AccountImport::run_body() {
   }
   Folders folders(mappings);
   {
-    size_t extra = options_.dry_run ? 0 : std::min<size_t>(std::max(1, connections_), mappings.size());
-    extra = extra ? extra - 1 : 0;
+    const size_t extra = lanes - 1;  // beside this one
     std::vector<std::unique_ptr<AccountImport>> others;
     std::vector<std::thread> threads;
     for (size_t k = 0; k < extra; ++k) {
